@@ -1,0 +1,88 @@
+//! The event vocabulary shared by the live sampler and recorded fixtures.
+//!
+//! Samples borrow their callchain and stack bytes from wherever they were read (a ring
+//! buffer, a scratch buffer, a fixture file), so the hot path never copies them.
+
+use crate::{Mapping, Pid, Tid};
+
+/// User-space registers captured with a sample: the three an unwinder needs on x86_64.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UserRegs {
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+}
+
+/// One sample of one thread.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample<'a> {
+    pub pid: Pid,
+    pub tid: Tid,
+    /// Kernel clock (perf's `CLOCK_MONOTONIC` by default), nanoseconds.
+    pub time: u64,
+    pub cpu: u32,
+    /// The event period this sample stands for; for `cpu-clock`, nanoseconds of CPU time.
+    pub period: u64,
+    /// The sampled instruction pointer (user or kernel).
+    pub ip: u64,
+    /// The raw kernel callchain, context markers (`PERF_CONTEXT_*`) included. Empty when not
+    /// requested.
+    pub callchain: &'a [u64],
+    /// User registers at the time of the sample, when requested and the thread was in user
+    /// space or entered the kernel from it.
+    pub user_regs: Option<UserRegs>,
+    /// The copied top of the user stack, starting at `user_regs.sp`.
+    pub user_stack: &'a [u8],
+    /// The size of the user-stack copy that was requested; a copy that filled it may have
+    /// cut the stack short.
+    pub user_stack_requested: u64,
+}
+
+/// A new mapping in a process (`PERF_RECORD_MMAP2`, or synthesized from `/proc/PID/maps`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MmapEvent {
+    pub pid: Pid,
+    pub tid: Tid,
+    pub mapping: Mapping,
+}
+
+/// A thread changed its name, or its process exec'd (`exec == true`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommEvent {
+    pub pid: Pid,
+    pub tid: Tid,
+    pub comm: String,
+    pub exec: bool,
+}
+
+/// A new thread or process (`PERF_RECORD_FORK`). A new process has `pid == tid`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ForkEvent {
+    pub pid: Pid,
+    pub ppid: Pid,
+    pub tid: Tid,
+    pub ptid: Tid,
+    pub time: u64,
+}
+
+/// A thread or process ended (`PERF_RECORD_EXIT`). The process is gone when `pid == tid`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitEvent {
+    pub pid: Pid,
+    pub tid: Tid,
+    pub time: u64,
+}
+
+/// Everything a sampling source can report.
+#[derive(Debug, Clone)]
+pub enum Event<'a> {
+    Sample(Sample<'a>),
+    Mmap(MmapEvent),
+    Comm(CommEvent),
+    Fork(ForkEvent),
+    Exit(ExitEvent),
+    /// The kernel dropped `count` records because a ring buffer was full.
+    Lost { count: u64 },
+    /// The kernel throttled (or unthrottled) the event for exceeding its interrupt budget.
+    Throttle { unthrottle: bool },
+}

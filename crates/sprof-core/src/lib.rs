@@ -1,0 +1,71 @@
+//! The vocabulary every sprofd stage shares.
+//!
+//! This crate owns the types that cross pipeline boundaries: process and thread ids, the
+//! address kinds a stack walk produces ([`FrameAddr`]), memory [`Mapping`]s, the [`Event`]
+//! stream that both the live sampler and recorded fixtures produce, the `/proc/PID/maps`
+//! parser (so attaching to a running process is just a burst of synthetic mmap events), and
+//! the [`profile`] aggregator that interns stacks as a prefix tree.
+//!
+//! Nothing here talks to the kernel: every function takes bytes or readers.
+
+pub mod event;
+pub mod maps;
+pub mod profile;
+pub mod symbolized;
+
+pub use event::{Event, ExitEvent, ForkEvent, CommEvent, MmapEvent, Sample, UserRegs};
+pub use symbolized::{Frame, FrameKind, ProfileMeta, SampledStack, SymbolizedProfile};
+pub use maps::{parse_maps, Mapping, MappingKind, MapsError, ParsedMaps};
+pub use profile::{
+    Counts, FrameId, FrameKey, Marker, ModuleId, ModuleInfo, ProfileBuilder, RawProfile, RawStackCount, SessionStats, StackId, ThreadInfo,
+};
+
+/// A process id, as the host kernel numbers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Pid(pub u32);
+
+/// A thread id, as the host kernel numbers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Tid(pub u32);
+
+impl std::fmt::Display for Pid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::fmt::Display for Tid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A code address found on a stack.
+///
+/// The distinction matters for symbolization: an instruction pointer is the address of the
+/// instruction that was executing, while a return address points *after* a call, possibly
+/// into the next function or the next inlined range, so it is looked up at `address - 1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FrameAddr {
+    /// The sampled instruction pointer (the leaf frame).
+    Ip(u64),
+    /// A return address recovered by unwinding.
+    Ret(u64),
+}
+
+impl FrameAddr {
+    /// The address as found on the stack or in the registers.
+    pub fn address(self) -> u64 {
+        match self {
+            FrameAddr::Ip(a) | FrameAddr::Ret(a) => a,
+        }
+    }
+
+    /// The address to look up in symbol and line tables.
+    pub fn lookup_address(self) -> u64 {
+        match self {
+            FrameAddr::Ip(a) => a,
+            FrameAddr::Ret(a) => a.saturating_sub(1),
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! The aggregator: interned frames, stacks as a prefix tree, counts per thread and stack.
+//!
+//! The sampling thread feeds it one unwound stack per sample. Frames are keyed by module and
+//! file offset (never by name: names are resolved once per unique frame at export), and stacks
+//! are interned root first, so the many samples that share a prefix share its nodes and a
+//! repeated stack costs one hash lookup per frame and no allocation.
+
+use std::collections::HashMap;
+
+use crate::{FrameAddr, Pid, Tid};
+
+/// Index of a module (a mapped file, the vdso, ...) in the module table of whoever owns the
+/// address spaces; the aggregator treats it as opaque.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ModuleId(pub u32);
+
+/// Index of an interned frame in [`RawProfile::frames`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FrameId(pub u32);
+
+/// Index of an interned stack node in [`RawProfile::stacks`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StackId(pub u32);
+
+/// Why a stack ends where it does, when that is not the program's entry point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Marker {
+    /// The copied stack ended, or unwinding failed, before the root was reached.
+    Truncated,
+    /// Code without unwind information (JIT, stripped) where unwinding had to stop.
+    NoUnwindInfo,
+    /// The sample had no user-space part (a kernel thread, or a thread in the kernel whose
+    /// user registers were not captured).
+    NoUserStack,
+}
+
+impl Marker {
+    /// The frame name exporters show; brackets make it unmistakable for a function name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Marker::Truncated => "[truncated]",
+            Marker::NoUnwindInfo => "[no unwind info]",
+            Marker::NoUserStack => "[no user stack]",
+        }
+    }
+}
+
+/// One frame, before symbolization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FrameKey {
+    /// A user-space address inside a known module; `offset` is the file offset of the address
+    /// (for a return address, of the return address itself: subtract one to look it up).
+    Module { module: ModuleId, offset: u64, is_return: bool },
+    /// A user-space address outside any known mapping.
+    Unmapped(FrameAddr),
+    /// A kernel address.
+    Kernel(u64),
+    Marker(Marker),
+}
+
+impl FrameKey {
+    /// The offset to look up in the module's tables.
+    pub fn lookup_offset(&self) -> Option<(ModuleId, u64)> {
+        match *self {
+            FrameKey::Module { module, offset, is_return } => {
+                Some((module, if is_return { offset.saturating_sub(1) } else { offset }))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A thread as the profile names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadInfo {
+    pub pid: Pid,
+    pub tid: Tid,
+    /// The thread's name (`comm`).
+    pub name: String,
+    /// The process's name (its main thread's `comm`).
+    pub process_name: String,
+}
+
+/// What a module table tells exporters about a module; the aggregator never looks inside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleInfo {
+    pub path: String,
+    pub short_name: String,
+}
+
+/// Counts for one (thread, stack) pair.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub samples: u64,
+    /// Sum of the samples' periods (CPU nanoseconds for `cpu-clock`).
+    pub period: u64,
+}
+
+/// Session-wide counters that every output reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    pub samples: u64,
+    /// Records the kernel dropped (`PERF_RECORD_LOST`).
+    pub lost: u64,
+    pub throttled: u64,
+    /// Samples whose stack ends in [`Marker::Truncated`].
+    pub truncated: u64,
+    /// Samples whose user stack copy filled the requested size.
+    pub stack_copy_full: u64,
+}
+
+/// The interning aggregator.
+#[derive(Debug, Default)]
+pub struct ProfileBuilder {
+    frames: Vec<FrameKey>,
+    frame_ids: HashMap<FrameKey, FrameId>,
+    stacks: Vec<(Option<StackId>, FrameId)>,
+    stack_ids: HashMap<(Option<StackId>, FrameId), StackId>,
+    threads: Vec<ThreadInfo>,
+    thread_ids: HashMap<Tid, usize>,
+    counts: HashMap<(usize, StackId), Counts>,
+    pub stats: SessionStats,
+}
+
+impl ProfileBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn intern_frame(&mut self, key: FrameKey) -> FrameId {
+        if let Some(&id) = self.frame_ids.get(&key) {
+            return id;
+        }
+        let id = FrameId(self.frames.len() as u32);
+        self.frames.push(key);
+        self.frame_ids.insert(key, id);
+        id
+    }
+
+    /// Interns a stack given leaf first, as unwinders produce it. Returns `None` for an empty
+    /// stack.
+    pub fn intern_stack_leaf_first(&mut self, frames: &[FrameKey]) -> Option<StackId> {
+        let mut parent = None;
+        for &key in frames.iter().rev() {
+            let frame = self.intern_frame(key);
+            let next = match self.stack_ids.get(&(parent, frame)) {
+                Some(&id) => id,
+                None => {
+                    let id = StackId(self.stacks.len() as u32);
+                    self.stacks.push((parent, frame));
+                    self.stack_ids.insert((parent, frame), id);
+                    id
+                }
+            };
+            parent = Some(next);
+        }
+        parent
+    }
+
+    /// Records the name of a thread, the latest name winning (threads rename themselves).
+    pub fn set_thread_name(&mut self, pid: Pid, tid: Tid, name: &str, process_name: &str) {
+        let idx = self.thread_index(pid, tid);
+        let t = &mut self.threads[idx];
+        if t.name != name {
+            t.name = name.to_string();
+        }
+        if t.process_name != process_name {
+            t.process_name = process_name.to_string();
+        }
+    }
+
+    fn thread_index(&mut self, pid: Pid, tid: Tid) -> usize {
+        if let Some(&i) = self.thread_ids.get(&tid) {
+            if self.threads[i].pid == pid {
+                return i;
+            }
+        }
+        let i = self.threads.len();
+        self.threads.push(ThreadInfo { pid, tid, name: String::new(), process_name: String::new() });
+        self.thread_ids.insert(tid, i);
+        i
+    }
+
+    /// Adds one sample of `pid/tid` whose stack is `frames`, leaf first.
+    pub fn add_sample(&mut self, pid: Pid, tid: Tid, frames: &[FrameKey], period: u64) {
+        self.stats.samples += 1;
+        if frames.last() == Some(&FrameKey::Marker(Marker::Truncated)) {
+            self.stats.truncated += 1;
+        }
+        let Some(stack) = self.intern_stack_leaf_first(frames) else { return };
+        let thread = self.thread_index(pid, tid);
+        let c = self.counts.entry((thread, stack)).or_default();
+        c.samples += 1;
+        c.period += period;
+    }
+
+    /// A snapshot of everything gathered so far.
+    pub fn snapshot(&self) -> RawProfile {
+        let mut samples: Vec<_> = self
+            .counts
+            .iter()
+            .map(|(&(thread, stack), &counts)| RawStackCount { thread, stack, counts })
+            .collect();
+        samples.sort_by_key(|s| (s.thread, s.stack));
+        RawProfile {
+            frames: self.frames.clone(),
+            stacks: self.stacks.clone(),
+            threads: self.threads.clone(),
+            samples,
+            stats: self.stats,
+        }
+    }
+}
+
+/// Counts for one (thread, stack) pair in a [`RawProfile`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawStackCount {
+    /// Index into [`RawProfile::threads`].
+    pub thread: usize,
+    pub stack: StackId,
+    pub counts: Counts,
+}
+
+/// An aggregated profile with addresses only: what symbolization starts from.
+#[derive(Debug, Clone, Default)]
+pub struct RawProfile {
+    pub frames: Vec<FrameKey>,
+    /// Prefix-tree nodes: (parent, frame). A node's stack is its parent's stack plus its frame.
+    pub stacks: Vec<(Option<StackId>, FrameId)>,
+    pub threads: Vec<ThreadInfo>,
+    pub samples: Vec<RawStackCount>,
+    pub stats: SessionStats,
+}
+
+impl RawProfile {
+    /// The frames of a stack, root first, into `out` (cleared first).
+    pub fn stack_frames(&self, stack: StackId, out: &mut Vec<FrameId>) {
+        out.clear();
+        let mut node = Some(stack);
+        while let Some(StackId(i)) = node {
+            let (parent, frame) = self.stacks[i as usize];
+            out.push(frame);
+            node = parent;
+        }
+        out.reverse();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(off: u64) -> FrameKey {
+        FrameKey::Module { module: ModuleId(0), offset: off, is_return: off != 1 }
+    }
+
+    #[test]
+    fn shared_prefixes_share_nodes_and_counts_merge() {
+        let mut b = ProfileBuilder::new();
+        b.add_sample(Pid(1), Tid(1), &[f(1), f(2), f(3)], 10);
+        b.add_sample(Pid(1), Tid(1), &[f(1), f(2), f(3)], 10);
+        b.add_sample(Pid(1), Tid(1), &[f(4), f(2), f(3)], 5);
+        b.add_sample(Pid(1), Tid(2), &[f(4), f(2), f(3), FrameKey::Marker(Marker::Truncated)], 5);
+        let p = b.snapshot();
+        assert_eq!(p.stats.samples, 4);
+        assert_eq!(p.stats.truncated, 1);
+        // 3 -> 2 -> {1, 4} plus the truncated chain of four nodes.
+        assert_eq!(p.stacks.len(), 4 + 4);
+        assert_eq!(p.threads.len(), 2);
+        let hot = p.samples.iter().find(|s| s.counts.samples == 2).unwrap();
+        assert_eq!(hot.counts.period, 20);
+        let mut out = Vec::new();
+        p.stack_frames(hot.stack, &mut out);
+        let keys: Vec<_> = out.iter().map(|id| p.frames[id.0 as usize]).collect();
+        assert_eq!(keys, vec![f(3), f(2), f(1)]);
+    }
+
+    #[test]
+    fn return_addresses_are_looked_up_one_byte_earlier() {
+        assert_eq!(f(0x10).lookup_offset(), Some((ModuleId(0), 0xf)));
+        assert_eq!(f(1).lookup_offset(), Some((ModuleId(0), 1)));
+        assert_eq!(FrameAddr::Ret(0x100).lookup_address(), 0xff);
+    }
+}
