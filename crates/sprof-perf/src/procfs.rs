@@ -1,0 +1,214 @@
+//! Readers for the `/proc` and `/sys` files the sampler consults.
+//!
+//! Every reader maps "the process is gone" (ENOENT, ESRCH) to [`ProcError::Gone`] so callers
+//! can treat an exiting target as the normal event it is.
+
+use std::io;
+use std::path::PathBuf;
+
+use sprof_core::{Mapping, Pid, Tid};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcError {
+    #[error("process {0} does not exist (or has exited)")]
+    Gone(Pid),
+    #[error("permission denied reading {path}")]
+    Denied { path: String },
+    #[error("reading {path}: {source}")]
+    Io { path: String, source: io::Error },
+    #[error("unexpected contents in {path}")]
+    Malformed { path: String },
+}
+
+fn read(pid: Pid, path: PathBuf) -> Result<String, ProcError> {
+    std::fs::read_to_string(&path).map_err(|e| map_err(pid, path, e))
+}
+
+fn map_err(pid: Pid, path: PathBuf, e: io::Error) -> ProcError {
+    match e.raw_os_error() {
+        Some(libc::ENOENT) | Some(libc::ESRCH) => ProcError::Gone(pid),
+        Some(libc::EACCES) | Some(libc::EPERM) => ProcError::Denied { path: path.display().to_string() },
+        _ => ProcError::Io { path: path.display().to_string(), source: e },
+    }
+}
+
+/// What `/proc/PID/stat` says about a process that matters before attaching.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcStat {
+    pub comm: String,
+    pub state: char,
+    pub flags: u64,
+    /// Start time in clock ticks after boot: with the pid, a process identity that survives
+    /// pid reuse.
+    pub start_time: u64,
+}
+
+/// `PF_KTHREAD` from include/linux/sched.h.
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+impl ProcStat {
+    pub fn is_kernel_thread(&self) -> bool {
+        self.flags & PF_KTHREAD != 0
+    }
+    pub fn is_zombie(&self) -> bool {
+        self.state == 'Z' || self.state == 'X'
+    }
+}
+
+/// Parses the text of `/proc/PID/stat`. The comm is in parentheses and may itself contain
+/// spaces and parentheses, so fields are counted from the last `)`.
+pub fn parse_stat(text: &str) -> Option<ProcStat> {
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let comm = text.get(open + 1..close)?.to_string();
+    let fields: Vec<&str> = text.get(close + 1..)?.split_whitespace().collect();
+    // fields[0] is field 3 (state); flags is field 9, starttime field 22.
+    let state = fields.first()?.chars().next()?;
+    let flags = fields.get(6)?.parse().ok()?;
+    let start_time = fields.get(19)?.parse().ok()?;
+    Some(ProcStat { comm, state, flags, start_time })
+}
+
+pub fn stat(pid: Pid) -> Result<ProcStat, ProcError> {
+    let path = PathBuf::from(format!("/proc/{pid}/stat"));
+    let text = read(pid, path.clone())?;
+    parse_stat(&text).ok_or(ProcError::Malformed { path: path.display().to_string() })
+}
+
+/// The threads of a process.
+pub fn tasks(pid: Pid) -> Result<Vec<Tid>, ProcError> {
+    let path = PathBuf::from(format!("/proc/{pid}/task"));
+    let dir = std::fs::read_dir(&path).map_err(|e| map_err(pid, path.clone(), e))?;
+    let mut tids: Vec<Tid> = dir
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .map(Tid)
+        .collect();
+    tids.sort();
+    Ok(tids)
+}
+
+/// A thread's name.
+pub fn thread_comm(pid: Pid, tid: Tid) -> Result<String, ProcError> {
+    let text = read(pid, PathBuf::from(format!("/proc/{pid}/task/{tid}/comm")))?;
+    Ok(text.trim_end_matches('\n').to_string())
+}
+
+/// The executable mappings of a process.
+pub fn exec_mappings(pid: Pid) -> Result<Vec<Mapping>, ProcError> {
+    let path = PathBuf::from(format!("/proc/{pid}/maps"));
+    let text = read(pid, path.clone())?;
+    let parsed = sprof_core::parse_maps(text.as_bytes())
+        .map_err(|_| ProcError::Malformed { path: path.display().to_string() })?;
+    Ok(parsed.mappings.into_iter().filter(|m| m.executable).collect())
+}
+
+/// The command line of a process, arguments joined by spaces.
+pub fn cmdline(pid: Pid) -> Result<String, ProcError> {
+    let path = PathBuf::from(format!("/proc/{pid}/cmdline"));
+    let bytes = std::fs::read(&path).map_err(|e| map_err(pid, path, e))?;
+    let parts: Vec<String> =
+        bytes.split(|&b| b == 0).filter(|p| !p.is_empty()).map(|p| String::from_utf8_lossy(p).into_owned()).collect();
+    Ok(parts.join(" "))
+}
+
+/// CPU time (user + system) the process and its reaped children used so far, nanoseconds.
+pub fn cpu_time_ns(pid: Pid) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let close = text.rfind(')')?;
+    let fields: Vec<&str> = text.get(close + 1..)?.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some((utime + stime) * 1_000_000_000 / hz)
+}
+
+/// The online CPUs, from `/sys/devices/system/cpu/online` (e.g. `0-3,6`).
+pub fn online_cpus() -> Vec<u32> {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap_or_default();
+    let cpus = parse_cpu_list(text.trim());
+    if cpus.is_empty() {
+        let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        (0..n as u32).collect()
+    } else {
+        cpus
+    }
+}
+
+pub fn parse_cpu_list(text: &str) -> Vec<u32> {
+    let mut cpus = Vec::new();
+    for part in text.split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                if let (Ok(a), Ok(b)) = (a.parse::<u32>(), b.parse::<u32>()) {
+                    cpus.extend(a..=b.min(a + 4096));
+                }
+            }
+            None => cpus.extend(part.parse::<u32>().ok()),
+        }
+    }
+    cpus
+}
+
+fn sysctl(name: &str) -> Option<i64> {
+    std::fs::read_to_string(format!("/proc/sys/kernel/{name}")).ok()?.trim().parse().ok()
+}
+
+/// `kernel.perf_event_paranoid`.
+pub fn perf_event_paranoid() -> Option<i64> {
+    sysctl("perf_event_paranoid")
+}
+
+/// `kernel.perf_event_max_sample_rate`.
+pub fn perf_event_max_sample_rate() -> Option<u64> {
+    sysctl("perf_event_max_sample_rate").and_then(|v| u64::try_from(v).ok())
+}
+
+/// The pid of the target inside its own pid namespace (last field of `NStgid:`).
+pub fn ns_tgid(pid: Pid) -> Option<u32> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = text.lines().find(|l| l.starts_with("NStgid:"))?;
+    line.split_whitespace().last()?.parse().ok()
+}
+
+/// The effective uid that owns a process.
+pub fn process_uid(pid: Pid) -> Option<u32> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = text.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_with_parentheses_in_comm() {
+        let text = "4242 (my (weird) prog) R 1 4242 4242 0 -1 4194304 100 0 0 0 7 3 0 0 20 0 1 0 123456 1000 10";
+        let s = parse_stat(text).unwrap();
+        assert_eq!(s.comm, "my (weird) prog");
+        assert_eq!(s.state, 'R');
+        assert_eq!(s.start_time, 123456);
+        assert!(!s.is_kernel_thread());
+        let k = parse_stat("2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0 0 0 0 0 20 0 1 0 5 0 0").unwrap();
+        assert!(k.is_kernel_thread());
+        assert!(parse_stat("garbage").is_none());
+    }
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("0-3,6"), vec![0, 1, 2, 3, 6]);
+        assert_eq!(parse_cpu_list("0"), vec![0]);
+        assert!(parse_cpu_list("x-y").is_empty());
+    }
+
+    #[test]
+    fn own_process_is_readable() {
+        let me = Pid(std::process::id());
+        assert!(!stat(me).unwrap().is_zombie());
+        assert!(tasks(me).unwrap().contains(&Tid(std::process::id())));
+        assert!(exec_mappings(me).unwrap().iter().any(|m| m.kind == sprof_core::MappingKind::File));
+        assert!(matches!(stat(Pid(u32::MAX / 2)), Err(ProcError::Gone(_))));
+    }
+}

@@ -1,0 +1,233 @@
+//! A sampling session over one process tree: per-thread, per-CPU events sharing one ring
+//! buffer per CPU, drained into [`Event`]s.
+//!
+//! The kernel refuses to `mmap` an inherited per-task event opened for any CPU, so following
+//! threads and children created later (`inherit`) takes one event per (thread, CPU); all the
+//! events of a CPU write into that CPU's buffer through `PERF_EVENT_IOC_SET_OUTPUT`.
+
+use std::collections::BTreeSet;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+
+use sprof_core::{Event, Pid, Tid};
+
+use crate::procfs;
+use crate::record::{parse_record, SampleLayout};
+use crate::sys::{EventSpec, PerfEvent, RingBuffer};
+
+/// Why sampling could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SamplerError {
+    #[error("perf_event_open for PID {pid}: {source}")]
+    Open { pid: Pid, source: io::Error },
+    #[error("mmap of the perf ring buffer: {0}")]
+    Mmap(io::Error),
+    #[error(transparent)]
+    Proc(#[from] procfs::ProcError),
+}
+
+impl SamplerError {
+    /// The errno behind the error, if any.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            SamplerError::Open { source, .. } | SamplerError::Mmap(source) => source.raw_os_error(),
+            SamplerError::Proc(_) => None,
+        }
+    }
+}
+
+/// Counts of what the ring buffers delivered.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DrainStats {
+    pub records: u64,
+    pub unparsed: u64,
+}
+
+pub struct Sampler {
+    layout: SampleLayout,
+    buffers: Vec<RingBuffer>,
+    followers: Vec<PerfEvent>,
+    threads: BTreeSet<Tid>,
+    spec: EventSpec,
+    data_pages: usize,
+    scratch: Vec<u64>,
+    heads: Vec<u64>,
+    side: Vec<(u64, Event<'static>)>,
+    pub stats: DrainStats,
+}
+
+impl Sampler {
+    /// An empty session; threads are added with [`Sampler::add_thread`].
+    pub fn new(spec: EventSpec, data_pages: usize) -> Sampler {
+        Sampler {
+            layout: spec.layout,
+            buffers: Vec::new(),
+            followers: Vec::new(),
+            threads: BTreeSet::new(),
+            spec,
+            data_pages: data_pages.next_power_of_two(),
+            scratch: Vec::new(),
+            heads: Vec::new(),
+            side: Vec::new(),
+            stats: DrainStats::default(),
+        }
+    }
+
+    /// Opens events for one thread on every online CPU.
+    pub fn add_thread(&mut self, pid: Pid, tid: Tid) -> Result<(), SamplerError> {
+        if !self.threads.insert(tid) {
+            return Ok(());
+        }
+        let cpus = procfs::online_cpus();
+        for (i, &cpu) in cpus.iter().enumerate() {
+            let first = self.buffers.len() <= i;
+            let event = PerfEvent::open(&self.spec, tid.0 as i32, cpu as i32, first)
+                .map_err(|source| SamplerError::Open { pid, source })?;
+            if first {
+                let buffer = self.map_buffer(event)?;
+                self.buffers.push(buffer);
+            } else {
+                event.set_output(self.buffers[i].event()).map_err(|source| SamplerError::Open { pid, source })?;
+                self.followers.push(event);
+            }
+        }
+        Ok(())
+    }
+
+    /// Maps a ring buffer, halving its size while the kernel refuses it for exceeding the
+    /// locked-memory budget (non-root users get `perf_event_mlock_kb` per CPU).
+    fn map_buffer(&mut self, mut event: PerfEvent) -> Result<RingBuffer, SamplerError> {
+        let mut pages = self.data_pages;
+        loop {
+            match RingBuffer::new(event, pages) {
+                Ok(b) => {
+                    self.data_pages = pages;
+                    return Ok(b);
+                }
+                Err((e, ev)) if e.raw_os_error() == Some(libc::EPERM) && pages > 8 => {
+                    pages /= 2;
+                    event = ev;
+                }
+                Err((e, _)) => return Err(SamplerError::Mmap(e)),
+            }
+        }
+    }
+
+    /// Attaches to every thread of a running process. Threads created while we attach are
+    /// either inherited from an already-attached thread or found by the next scan of
+    /// `/proc/PID/task`, which is repeated until it finds nothing new.
+    pub fn attach(&mut self, pid: Pid) -> Result<(), SamplerError> {
+        for _round in 0..100 {
+            let tids = procfs::tasks(pid)?;
+            let new: Vec<Tid> = tids.into_iter().filter(|t| !self.threads.contains(t)).collect();
+            if new.is_empty() {
+                return Ok(());
+            }
+            for tid in new {
+                match self.add_thread(pid, tid) {
+                    Ok(()) => {}
+                    // The thread exited between the scan and the open.
+                    Err(SamplerError::Open { source, .. }) if source.raw_os_error() == Some(libc::ESRCH) => {
+                        if tid.0 == pid.0 {
+                            return Err(SamplerError::Proc(procfs::ProcError::Gone(pid)));
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn thread_count(&self) -> usize {
+        self.threads.len()
+    }
+
+    /// The size of each CPU's data area, in pages (after any reduction).
+    pub fn data_pages(&self) -> usize {
+        self.data_pages
+    }
+
+    /// The ring-buffer fds, for polling.
+    pub fn poll_fds(&self) -> Vec<RawFd> {
+        self.buffers.iter().map(|b| b.event().as_raw_fd()).collect()
+    }
+
+    /// Stops counting on every event (records already written stay readable).
+    pub fn disable(&self) {
+        for b in &self.buffers {
+            let _ = b.event().disable();
+        }
+        for e in &self.followers {
+            let _ = e.disable();
+        }
+    }
+
+    /// Delivers every record now in the buffers: first the side records (mmap, comm, fork,
+    /// exit) of all CPUs in time order, then the samples. Samples that arrive in the same
+    /// drain as the mmap of their code thus find it, whatever CPU recorded it.
+    pub fn drain(&mut self, mut on_event: impl FnMut(Event<'_>)) {
+        let layout = self.layout;
+        self.heads.clear();
+        self.heads.extend(self.buffers.iter().map(|b| b.head()));
+        self.side.clear();
+        let side = &mut self.side;
+        let stats = &mut self.stats;
+        for (b, &head) in self.buffers.iter().zip(&self.heads) {
+            b.for_each(head, &mut self.scratch, |kind, misc, body| {
+                if kind == perf_event_open_sys::bindings::PERF_RECORD_SAMPLE {
+                    return;
+                }
+                stats.records += 1;
+                match parse_record(kind, misc, body, &layout) {
+                    Some(e) => side.push((trailer_time(body), into_owned(e))),
+                    None => stats.unparsed += 1,
+                }
+            });
+        }
+        self.side.sort_by_key(|(t, _)| *t);
+        for (_, e) in self.side.drain(..) {
+            on_event(e);
+        }
+        for (b, &head) in self.buffers.iter().zip(&self.heads) {
+            b.for_each(head, &mut self.scratch, |kind, misc, body| {
+                if kind != perf_event_open_sys::bindings::PERF_RECORD_SAMPLE {
+                    return;
+                }
+                self.stats.records += 1;
+                match parse_record(kind, misc, body, &layout) {
+                    Some(e) => on_event(e),
+                    None => self.stats.unparsed += 1,
+                }
+            });
+        }
+        for (b, &head) in self.buffers.iter_mut().zip(&self.heads) {
+            b.advance(head);
+        }
+    }
+}
+
+/// The timestamp in the `sample_id` trailer of a side record: with our sample type (TID,
+/// TIME, CPU) the trailer is `pid, tid: u32; time: u64; cpu, res: u32`, the record's last
+/// 24 bytes.
+fn trailer_time(body: &[u8]) -> u64 {
+    body.len()
+        .checked_sub(16)
+        .and_then(|at| body.get(at..at + 8))
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_ne_bytes)
+        .unwrap_or(0)
+}
+
+/// Side records own their data already; this only changes the borrowed lifetime.
+fn into_owned(e: Event<'_>) -> Event<'static> {
+    match e {
+        Event::Mmap(m) => Event::Mmap(m),
+        Event::Comm(c) => Event::Comm(c),
+        Event::Fork(f) => Event::Fork(f),
+        Event::Exit(x) => Event::Exit(x),
+        Event::Lost { count } => Event::Lost { count },
+        Event::Throttle { unthrottle } => Event::Throttle { unthrottle },
+        Event::Sample(_) => Event::Lost { count: 0 },
+    }
+}
