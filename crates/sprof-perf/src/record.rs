@@ -347,7 +347,8 @@ mod tests {
     #[test]
     fn kernel_and_user_parts_split() {
         let kctx = -128i64 as u64;
-        let (k, u) = split_callchain(&[kctx, 0xffff_ffff_8100_0000, PERF_CONTEXT_USER, 0x401000]);
+        let chain = [kctx, 0xffff_ffff_8100_0000, PERF_CONTEXT_USER, 0x401000];
+        let (k, u) = split_callchain(&chain);
         assert_eq!(k, &[0xffff_ffff_8100_0000]);
         assert_eq!(u, &[0x401000]);
     }
