@@ -1,0 +1,272 @@
+//! sprofd's unwinder: turns a sample into a stack of [`FrameKey`]s.
+//!
+//! It owns one address space per process, kept current from mmap, comm (exec), fork and exit
+//! events, the session-wide [`ModuleTable`], and the stack walk itself: frame pointers from
+//! the kernel's callchain, or DWARF CFI over the copied user stack with framehop. Memory is
+//! only ever the bytes the sample carries, so every walk is testable from recorded bytes.
+//!
+//! A walk never fails: where it cannot go on it ends in a marker frame
+//! ([`Marker::Truncated`], [`Marker::NoUnwindInfo`]) and the sample is kept.
+
+pub mod module;
+
+use std::collections::HashMap;
+
+use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
+use framehop::{FrameAddress, Unwinder as _};
+use sprof_core::{Event, FrameAddr, FrameKey, Mapping, Marker, ModuleId, Pid, Sample};
+
+pub use module::{FileIdentity, Module, ModuleLoader, ModuleTable, SectionBytes, UnwindSections};
+
+/// How user stacks are walked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnwindMode {
+    /// The kernel's frame-pointer callchain: cheapest, wrong for code built without frame
+    /// pointers.
+    FramePointer,
+    /// DWARF CFI only: a frame in a module without any CFI ends the walk.
+    Dwarf,
+    /// DWARF CFI where a module has it, frame pointers where it has none.
+    Auto,
+}
+
+/// The most frames one walk produces; deeper stacks end in [`Marker::Truncated`].
+pub const MAX_FRAMES: usize = 1024;
+
+/// Per-session unwinding counters.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UnwindStats {
+    /// Samples walked with DWARF CFI.
+    pub dwarf_walks: u64,
+    /// Samples whose stack copy filled the requested size.
+    pub stack_copy_full: u64,
+    /// Walks that stopped in code without unwind information.
+    pub no_unwind_info: u64,
+}
+
+#[derive(Clone, Default)]
+struct AddressSpace {
+    /// Executable mappings sorted by start, with their module.
+    mappings: Vec<(Mapping, ModuleId)>,
+    unwinder: UnwinderX86_64<SectionBytes>,
+}
+
+impl AddressSpace {
+    fn find(&self, addr: u64) -> Option<&(Mapping, ModuleId)> {
+        let i = self.mappings.partition_point(|(m, _)| m.start <= addr);
+        let (m, id) = self.mappings.get(i.checked_sub(1)?)?;
+        m.contains(addr).then_some(&self.mappings[i - 1]).filter(|_| id.0 != u32::MAX)
+    }
+
+    fn insert(&mut self, mapping: Mapping, id: ModuleId, fh: Option<framehop::Module<SectionBytes>>) {
+        // A new mapping replaces whatever it overlaps (munmap is not reported, a remap is).
+        let mut removed = Vec::new();
+        self.mappings.retain(|(m, _)| {
+            let overlaps = m.start < mapping.end && mapping.start < m.end;
+            if overlaps {
+                removed.push(m.start);
+            }
+            !overlaps
+        });
+        for start in removed {
+            self.unwinder.remove_module(start);
+        }
+        if let Some(fh) = fh {
+            self.unwinder.add_module(fh);
+        }
+        let i = self.mappings.partition_point(|(m, _)| m.start < mapping.start);
+        self.mappings.insert(i, (mapping, id));
+    }
+}
+
+/// The unwinding state of a session.
+pub struct StackWalker {
+    mode: UnwindMode,
+    kernel: bool,
+    spaces: HashMap<Pid, AddressSpace>,
+    pub modules: ModuleTable,
+    cache: CacheX86_64,
+    pub stats: UnwindStats,
+}
+
+impl StackWalker {
+    pub fn new(mode: UnwindMode, kernel: bool) -> StackWalker {
+        StackWalker {
+            mode,
+            kernel,
+            spaces: HashMap::new(),
+            modules: ModuleTable::default(),
+            cache: CacheX86_64::new(),
+            stats: UnwindStats::default(),
+        }
+    }
+
+    pub fn mode(&self) -> UnwindMode {
+        self.mode
+    }
+
+    /// Adds a mapping to a process, loading its module on first sight.
+    pub fn add_mapping(&mut self, pid: Pid, mapping: Mapping, loader: &mut dyn ModuleLoader) {
+        if !mapping.executable {
+            return;
+        }
+        let id = self.modules.get_or_load(pid, &mapping, loader);
+        let fh = match self.mode {
+            UnwindMode::FramePointer => None,
+            _ => self.modules.get(id).and_then(|m| m.framehop_module(&mapping)),
+        };
+        self.spaces.entry(pid).or_default().insert(mapping, id, fh);
+    }
+
+    /// Keeps address spaces current. Returns nothing: events that do not concern the address
+    /// space are ignored.
+    pub fn on_event(&mut self, event: &Event<'_>, loader: &mut dyn ModuleLoader) {
+        match event {
+            Event::Mmap(m) => self.add_mapping(m.pid, m.mapping.clone(), loader),
+            Event::Comm(c) if c.exec => {
+                self.spaces.remove(&c.pid);
+            }
+            Event::Fork(f) if f.pid != f.ppid => {
+                // A new process starts as a copy of its parent's address space.
+                if let Some(parent) = self.spaces.get(&f.ppid).cloned() {
+                    self.spaces.insert(f.pid, parent);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The module mapped at `addr` in `pid`, if any.
+    pub fn module_at(&self, pid: Pid, addr: u64) -> Option<ModuleId> {
+        self.spaces.get(&pid)?.find(addr).map(|(_, id)| *id)
+    }
+
+    fn key(space: Option<&AddressSpace>, addr: FrameAddr) -> FrameKey {
+        match space.and_then(|s| s.find(addr.address())) {
+            Some((m, id)) => FrameKey::Module {
+                module: *id,
+                offset: m.file_offset_of(addr.address()),
+                is_return: matches!(addr, FrameAddr::Ret(_)),
+            },
+            None => FrameKey::Unmapped(addr),
+        }
+    }
+
+    /// Walks the stack of `sample` into `out`, leaf first. Kernel frames (when requested)
+    /// come first, then user frames, then a marker if the walk stopped early.
+    pub fn unwind(&mut self, sample: &Sample<'_>, out: &mut Vec<FrameKey>) {
+        out.clear();
+        let (kernel, user_chain) = split_callchain(sample.callchain);
+        if self.kernel {
+            out.extend(kernel.iter().take(MAX_FRAMES).map(|&a| FrameKey::Kernel(a)));
+        }
+        let space = self.spaces.get(&sample.pid);
+        match (self.mode, sample.user_regs) {
+            (UnwindMode::FramePointer, _) | (_, None) if !user_chain.is_empty() => {
+                for (i, &a) in user_chain.iter().take(MAX_FRAMES).enumerate() {
+                    let addr = if i == 0 { FrameAddr::Ip(a) } else { FrameAddr::Ret(a) };
+                    out.push(Self::key(space, addr));
+                }
+            }
+            (UnwindMode::FramePointer, _) | (_, None) => {
+                if out.is_empty() || sample.user_regs.is_none() && self.mode == UnwindMode::FramePointer {
+                    out.push(FrameKey::Marker(Marker::NoUserStack));
+                }
+            }
+            (mode, Some(regs)) => {
+                self.stats.dwarf_walks += 1;
+                if sample.user_stack.len() as u64 >= sample.user_stack_requested && sample.user_stack_requested > 0 {
+                    self.stats.stack_copy_full += 1;
+                }
+                let Some(space) = space else {
+                    out.push(FrameKey::Unmapped(FrameAddr::Ip(regs.ip)));
+                    out.push(FrameKey::Marker(Marker::NoUnwindInfo));
+                    return;
+                };
+                let before = out.len();
+                walk_dwarf(mode, space, &self.modules, &mut self.cache, regs, sample.user_stack, out);
+                if out.last() == Some(&FrameKey::Marker(Marker::NoUnwindInfo)) && out.len() > before {
+                    self.stats.no_unwind_info += 1;
+                }
+            }
+        }
+    }
+}
+
+fn split_callchain(chain: &[u64]) -> (&[u64], &[u64]) {
+    // Callchain context markers (enum perf_callchain_context) sit at the top of the address
+    // space: PERF_CONTEXT_USER separates the kernel part from the user part.
+    const CONTEXT_USER: u64 = -512i64 as u64;
+    const CONTEXT_MAX: u64 = -4095i64 as u64;
+    let (kernel, user) = match chain.iter().position(|&ip| ip == CONTEXT_USER) {
+        Some(p) => (&chain[..p], &chain[p + 1..]),
+        None => (chain, &chain[chain.len()..]),
+    };
+    let first = kernel.iter().position(|&ip| ip < CONTEXT_MAX).unwrap_or(kernel.len());
+    let kernel = &kernel[first..];
+    let end = kernel.iter().position(|&ip| ip >= CONTEXT_MAX).unwrap_or(kernel.len());
+    (&kernel[..end], user)
+}
+
+/// One DWARF walk. Memory reads only come from the copied stack: anything outside it ends the
+/// walk as truncated rather than reading the target.
+fn walk_dwarf(
+    mode: UnwindMode,
+    space: &AddressSpace,
+    modules: &ModuleTable,
+    cache: &mut CacheX86_64,
+    regs: sprof_core::UserRegs,
+    stack: &[u8],
+    out: &mut Vec<FrameKey>,
+) {
+    let sp = regs.sp;
+    let mut read_stack = |addr: u64| -> Result<u64, ()> {
+        let off = usize::try_from(addr.checked_sub(sp).ok_or(())?).map_err(|_| ())?;
+        let bytes = stack.get(off..off.checked_add(8).ok_or(())?).ok_or(())?;
+        Ok(u64::from_ne_bytes(bytes.try_into().map_err(|_| ())?))
+    };
+    let mut iter = space.unwinder.iter_frames(
+        regs.ip,
+        UnwindRegsX86_64::new(regs.ip, regs.sp, regs.bp),
+        cache,
+        &mut read_stack,
+    );
+    let mut n = 0;
+    loop {
+        match iter.next() {
+            Ok(Some(frame)) => {
+                let addr = match frame {
+                    FrameAddress::InstructionPointer(a) => FrameAddr::Ip(a),
+                    FrameAddress::ReturnAddress(a) => FrameAddr::Ret(a.get()),
+                };
+                let Some((mapping, id)) = space.find(addr.address()) else {
+                    // JIT or other anonymous code: no unwind info, and no honest way on.
+                    out.push(FrameKey::Unmapped(addr));
+                    out.push(FrameKey::Marker(Marker::NoUnwindInfo));
+                    return;
+                };
+                out.push(FrameKey::Module {
+                    module: *id,
+                    offset: mapping.file_offset_of(addr.address()),
+                    is_return: matches!(addr, FrameAddr::Ret(_)),
+                });
+                if mode == UnwindMode::Dwarf
+                    && !modules.get(*id).and_then(|m| m.unwind.as_ref()).is_some_and(|u| u.has_cfi)
+                {
+                    out.push(FrameKey::Marker(Marker::NoUnwindInfo));
+                    return;
+                }
+                n += 1;
+                if n >= MAX_FRAMES {
+                    out.push(FrameKey::Marker(Marker::Truncated));
+                    return;
+                }
+            }
+            Ok(None) => return,
+            Err(_) => {
+                out.push(FrameKey::Marker(Marker::Truncated));
+                return;
+            }
+        }
+    }
+}

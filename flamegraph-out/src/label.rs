@@ -1,0 +1,97 @@
+//! Frame names as folded stacks and flame graphs show them.
+
+use std::borrow::Cow;
+
+use sprof_core::{Frame, FrameKind};
+
+/// Longest function name kept in a label, in characters (the suffix comes on top).
+pub const MAX_LABEL_CHARS: usize = 1024;
+
+/// The name of `frame` in folded stacks and flame graphs.
+///
+/// The function name with `;` replaced by `:` (it separates frames) and control characters,
+/// newlines first of all, replaced by spaces (they would end the line or break the SVG), cut
+/// to [`MAX_LABEL_CHARS`] characters, then `_[k]` appended for kernel frames and `_[i]` for
+/// inlined ones (inferno strips these for display and uses them for colour). Root, marker,
+/// unresolved and native frames are the plain name. An empty name becomes `[unknown]`.
+///
+/// Borrows when nothing needs changing, which is the common case.
+pub fn frame_label(frame: &Frame) -> Cow<'_, str> {
+    let suffix = match frame.kind {
+        FrameKind::Kernel => "_[k]",
+        FrameKind::Inlined => "_[i]",
+        FrameKind::Root | FrameKind::Native | FrameKind::Marker | FrameKind::Unresolved => "",
+    };
+    let name = frame.function.as_str();
+    if name.is_empty() {
+        return Cow::Owned(format!("[unknown]{suffix}"));
+    }
+    let clean = |c: char| c != ';' && !c.is_control();
+    // A byte length within the cap means a char count within it too.
+    if suffix.is_empty() && name.len() <= MAX_LABEL_CHARS && name.chars().all(clean) {
+        return Cow::Borrowed(name);
+    }
+    let mut label = String::with_capacity(name.len().min(4 * MAX_LABEL_CHARS) + suffix.len());
+    label.extend(name.chars().take(MAX_LABEL_CHARS).map(|c| match c {
+        ';' => ':',
+        c if c.is_control() => ' ',
+        c => c,
+    }));
+    label.push_str(suffix);
+    Cow::Owned(label)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_names_are_borrowed() {
+        let f = Frame::bare("main", FrameKind::Native);
+        assert!(matches!(frame_label(&f), Cow::Borrowed("main")));
+        let f = Frame::bare("x ; y", FrameKind::Native);
+        assert!(matches!(frame_label(&f), Cow::Owned(_)));
+        for kind in [FrameKind::Root, FrameKind::Marker, FrameKind::Unresolved] {
+            assert_eq!(
+                frame_label(&Frame::bare("[truncated]", kind)),
+                "[truncated]"
+            );
+        }
+    }
+
+    #[test]
+    fn suffixes_and_replacements() {
+        assert_eq!(
+            frame_label(&Frame::bare("do_syscall_64", FrameKind::Kernel)),
+            "do_syscall_64_[k]"
+        );
+        assert_eq!(
+            frame_label(&Frame::bare("memcpy", FrameKind::Inlined)),
+            "memcpy_[i]"
+        );
+        assert_eq!(
+            frame_label(&Frame::bare("<[u8; 8] as Debug>::fmt", FrameKind::Native)),
+            "<[u8: 8] as Debug>::fmt"
+        );
+        assert_eq!(
+            frame_label(&Frame::bare("a\nb\r\tc", FrameKind::Native)),
+            "a b  c"
+        );
+        assert_eq!(
+            frame_label(&Frame::bare("", FrameKind::Native)),
+            "[unknown]"
+        );
+    }
+
+    #[test]
+    fn long_names_are_capped_in_chars() {
+        let long = "é".repeat(MAX_LABEL_CHARS + 10);
+        let frame = Frame::bare(long.as_str(), FrameKind::Kernel);
+        let label = frame_label(&frame);
+        assert_eq!(label.chars().count(), MAX_LABEL_CHARS + 4);
+        assert!(label.ends_with("é_[k]"));
+        let exact = "x".repeat(MAX_LABEL_CHARS);
+        let frame = Frame::bare(exact.as_str(), FrameKind::Native);
+        assert!(matches!(frame_label(&frame), Cow::Borrowed(_)));
+    }
+}
