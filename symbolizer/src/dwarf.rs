@@ -1,0 +1,223 @@
+//! DWARF: addr2line context construction and per-address frame resolution.
+//!
+//! This module owns everything that reads DWARF: loading (and decompressing) the debug
+//! sections of a file into readers that share the file's `Arc<[u8]>`, building the addr2line
+//! [`Context`] once, expanding an address into inlined frames, and reading
+//! `DW_AT_decl_file` / `DW_AT_decl_line` by following `DW_AT_abstract_origin` and
+//! `DW_AT_specification`, which addr2line does not expose.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use addr2line::Context;
+use gimli::{AttributeValue, EndianArcSlice, Reader as _, RunTimeEndian, UnitOffset};
+use object::{Object, ObjectSection};
+
+use crate::demangle::demangle;
+
+pub(crate) type Reader = EndianArcSlice<RunTimeEndian>;
+
+/// Inline chains deeper than this keep their innermost frames and the outer function.
+pub const MAX_INLINE_DEPTH: usize = 64;
+/// Bounds the frame iteration itself, even for corrupt DWARF with absurd nesting.
+const MAX_FRAME_ITERATIONS: usize = 4096;
+/// Bounds `DW_AT_abstract_origin` / `DW_AT_specification` chains (they can be cyclic in
+/// corrupt input).
+const MAX_ORIGIN_CHAIN: u32 = 16;
+
+/// One frame as DWARF describes it; names are already demangled.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct DwarfFrame {
+    pub function: Option<String>,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    pub decl_file: Option<String>,
+    pub decl_line: Option<u32>,
+}
+
+/// A built addr2line context over one file's DWARF.
+pub(crate) struct DwarfState {
+    ctx: Context<Reader>,
+}
+
+/// True when `obj` has a non-empty `.debug_info` (compressed or not).
+pub(crate) fn has_debug_info(obj: &object::File<'_>) -> bool {
+    obj.section_by_name(".debug_info")
+        .is_some_and(|s| s.size() > 0 && s.file_range().is_some())
+}
+
+impl DwarfState {
+    /// Loads the DWARF sections of the ELF file in `data`. `None` when the file has no
+    /// usable DWARF (missing, or so broken that addr2line refuses it).
+    pub(crate) fn load(data: &Arc<[u8]>) -> Option<DwarfState> {
+        let obj = object::File::parse(&data[..]).ok()?;
+        if !has_debug_info(&obj) {
+            return None;
+        }
+        let endian = if obj.is_little_endian() {
+            RunTimeEndian::Little
+        } else {
+            RunTimeEndian::Big
+        };
+        let empty: Arc<[u8]> = Arc::from(&[][..]);
+        let load = |id: gimli::SectionId| -> Result<Reader, gimli::Error> {
+            let Some(section) = obj.section_by_name(id.name()) else {
+                return Ok(Reader::new(Arc::clone(&empty), endian));
+            };
+            // A section that fails to decompress is treated as absent: addr2line then
+            // reports what it can from the rest.
+            let Ok(bytes) = section.uncompressed_data() else {
+                return Ok(Reader::new(Arc::clone(&empty), endian));
+            };
+            Ok(match bytes {
+                Cow::Borrowed(slice) => {
+                    // why: share the file's Arc instead of copying the section; the slice is
+                    // inside `data`, which the bounds check below confirms.
+                    let start = (slice.as_ptr() as usize).wrapping_sub(data.as_ptr() as usize);
+                    match start.checked_add(slice.len()) {
+                        Some(end) if end <= data.len() => {
+                            Reader::new(Arc::clone(data), endian).range(start..end)
+                        }
+                        _ => Reader::new(Arc::from(slice), endian),
+                    }
+                }
+                Cow::Owned(vec) => Reader::new(Arc::from(vec), endian),
+            })
+        };
+        let dwarf = gimli::Dwarf::load(load).ok()?;
+        let ctx = Context::from_dwarf(dwarf).ok()?;
+        Some(DwarfState { ctx })
+    }
+
+    /// The frames DWARF gives for `svma`, innermost first. Empty when DWARF knows nothing
+    /// about the address (or fails on it).
+    pub(crate) fn frames(&self, svma: u64) -> Vec<DwarfFrame> {
+        let unit = self.ctx.find_dwarf_and_unit(svma).skip_all_loads();
+        let mut iter = match self.ctx.find_frames(svma).skip_all_loads() {
+            Ok(iter) => iter,
+            Err(_) => return Vec::new(),
+        };
+        let mut out: Vec<DwarfFrame> = Vec::new();
+        for _ in 0..MAX_FRAME_ITERATIONS {
+            let frame = match iter.next() {
+                Ok(Some(frame)) => frame,
+                // why: a DWARF error halfway keeps the frames read so far; the caller fills
+                // in the outer name from the symbol table.
+                Ok(None) | Err(_) => break,
+            };
+            let function = frame
+                .function
+                .as_ref()
+                .and_then(|name| name.raw_name().ok())
+                .map(|raw| demangle(raw.as_ref()));
+            let (file, line) = match &frame.location {
+                Some(loc) => (loc.file.map(str::to_string), loc.line),
+                None => (None, None),
+            };
+            let (decl_file, decl_line) = match (unit, frame.dw_die_offset) {
+                (Some(unit), Some(offset)) => {
+                    decl_of(unit.dwarf, unit.unit, offset, MAX_ORIGIN_CHAIN).unwrap_or_default()
+                }
+                _ => (None, None),
+            };
+            let converted = DwarfFrame {
+                function,
+                file,
+                line,
+                decl_file,
+                decl_line,
+            };
+            if out.len() < MAX_INLINE_DEPTH {
+                out.push(converted);
+            } else if let Some(last) = out.last_mut() {
+                // why: past the cap, keep overwriting the last slot so the outer (real)
+                // function still ends the chain.
+                *last = converted;
+            }
+        }
+        out
+    }
+}
+
+/// Reads the declaration file and line of the DIE at `offset`, following abstract origins
+/// and specifications (possibly into other units).
+fn decl_of(
+    dwarf: &gimli::Dwarf<Reader>,
+    unit: &gimli::Unit<Reader>,
+    offset: UnitOffset<usize>,
+    depth: u32,
+) -> Option<(Option<String>, Option<u32>)> {
+    if depth == 0 {
+        return None;
+    }
+    let entry = unit.entry(offset).ok()?;
+    if let Some(line) = entry
+        .attr_value(gimli::DW_AT_decl_line)
+        .and_then(|v| v.udata_value())
+    {
+        let file = entry
+            .attr_value(gimli::DW_AT_decl_file)
+            .and_then(|v| match v {
+                AttributeValue::FileIndex(i) => Some(i),
+                other => other.udata_value(),
+            })
+            .and_then(|index| render_file(dwarf, unit, index));
+        return Some((file, u32::try_from(line).ok()));
+    }
+    let next = entry
+        .attr_value(gimli::DW_AT_abstract_origin)
+        .or_else(|| entry.attr_value(gimli::DW_AT_specification))?;
+    match next {
+        AttributeValue::UnitRef(next) => decl_of(dwarf, unit, next, depth - 1),
+        AttributeValue::DebugInfoRef(target) => {
+            // why: cross-unit references (LTO) are rare; a linear scan of unit headers is
+            // cheap next to parsing the target unit, and avoids keeping an index.
+            let mut headers = dwarf.units();
+            while let Ok(Some(header)) = headers.next() {
+                if let Some(next) = target.to_unit_offset(&header) {
+                    let other = dwarf.unit(header).ok()?;
+                    return decl_of(dwarf, &other, next, depth - 1);
+                }
+            }
+            None
+        }
+        _ => None,
+    }
+}
+
+/// The full path of file `index` of `unit`'s line program, joined the way addr2line joins
+/// the paths it reports (so `decl_file` and `file` compare equal for the same file).
+fn render_file(
+    dwarf: &gimli::Dwarf<Reader>,
+    unit: &gimli::Unit<Reader>,
+    index: u64,
+) -> Option<String> {
+    let header = unit.line_program.as_ref()?.header();
+    let file = header.file(index)?;
+    let unit_ref = unit.unit_ref(dwarf);
+    let mut path = match &unit.comp_dir {
+        Some(dir) => dir.to_string_lossy().ok()?.into_owned(),
+        None => String::new(),
+    };
+    // Directory index 0 is the compilation directory itself.
+    if file.directory_index() != 0 {
+        if let Some(dir) = file.directory(header) {
+            let dir = unit_ref.attr_string(dir).ok()?;
+            path_push(&mut path, &dir.to_string_lossy().ok()?);
+        }
+    }
+    let name = unit_ref.attr_string(file.path_name()).ok()?;
+    path_push(&mut path, &name.to_string_lossy().ok()?);
+    Some(path)
+}
+
+fn path_push(path: &mut String, part: &str) {
+    if part.starts_with('/') {
+        *path = part.to_string();
+    } else {
+        if !path.is_empty() && !path.ends_with('/') {
+            path.push('/');
+        }
+        path.push_str(part);
+    }
+}

@@ -1,0 +1,320 @@
+//! One ELF file (plus, optionally, its separate debug file) and address lookups in it.
+//!
+//! This module owns the translation from file offsets to SVMAs through the PT_LOAD program
+//! headers, and the order in which names are looked for: DWARF frames first (built lazily,
+//! on the first lookup), then `.symtab`, then `.dynsym`.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use object::{Object, ObjectSegment, SegmentFlags};
+
+use crate::demangle::demangle;
+use crate::dwarf::{has_debug_info, DwarfState};
+use crate::symtab::{SymbolTable, TableKind};
+use crate::{Resolved, SymbolFrame, SymbolizeError, UnknownReason};
+
+/// Name used for frames whose function DWARF does not name and no symbol covers.
+const UNKNOWN_FUNCTION: &str = "[unknown]";
+
+#[derive(Debug, Clone, Copy)]
+struct Segment {
+    file_start: u64,
+    file_end: u64,
+    vaddr: u64,
+    executable: bool,
+}
+
+/// A parsed ELF file, ready to resolve addresses.
+///
+/// The module owns its bytes (no mmap: a file truncated while mapped raises SIGBUS), is
+/// `Send + Sync`, and is meant to be shared behind an `Arc`. DWARF is parsed on the first
+/// lookup and kept; lookups that need DWARF are serialized on one lock per module, because
+/// addr2line fills its caches through `&self` without synchronization.
+pub struct ElfModule {
+    name: String,
+    segments: Vec<Segment>,
+    build_id: Option<Vec<u8>>,
+    debuglink: Option<(String, u32)>,
+    symtab: SymbolTable,
+    dynsym: SymbolTable,
+    /// The bytes of the file DWARF is read from: the module itself or its debug file.
+    dwarf_data: Arc<[u8]>,
+    has_dwarf: bool,
+    dwarf: OnceLock<Option<Mutex<DwarfState>>>,
+}
+
+impl std::fmt::Debug for ElfModule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ElfModule")
+            .field("name", &self.name)
+            .field("segments", &self.segments.len())
+            .field("has_dwarf", &self.has_dwarf)
+            .finish_non_exhaustive()
+    }
+}
+
+fn parse_elf<'a>(name: &str, data: &'a [u8]) -> Result<object::File<'a>, SymbolizeError> {
+    let obj = object::File::parse(data).map_err(|e| SymbolizeError::NotElf {
+        name: name.to_string(),
+        detail: e.to_string(),
+    })?;
+    if obj.format() != object::BinaryFormat::Elf {
+        return Err(SymbolizeError::NotElf {
+            name: name.to_string(),
+            detail: format!("found {:?}", obj.format()),
+        });
+    }
+    Ok(obj)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl ElfModule {
+    /// Parses an ELF file. `name` is used in error messages and [`ElfModule::name`].
+    pub fn parse(name: &str, data: Arc<[u8]>) -> Result<ElfModule, SymbolizeError> {
+        let obj = parse_elf(name, &data)?;
+        let malformed = |e: object::Error| SymbolizeError::Malformed {
+            name: name.to_string(),
+            detail: e.to_string(),
+        };
+        let mut segments = Vec::new();
+        for seg in obj.segments() {
+            let (offset, size) = seg.file_range();
+            if size == 0 {
+                continue;
+            }
+            let Some(file_end) = offset.checked_add(size) else {
+                continue;
+            };
+            let executable = matches!(seg.flags(), SegmentFlags::Elf { p_flags }
+                if p_flags & object::elf::PF_X != 0);
+            segments.push(Segment {
+                file_start: offset,
+                file_end,
+                vaddr: seg.address(),
+                executable,
+            });
+        }
+        let build_id = obj.build_id().map_err(malformed)?.map(<[u8]>::to_vec);
+        let debuglink = obj
+            .gnu_debuglink()
+            .map_err(malformed)?
+            .map(|(file, crc)| (String::from_utf8_lossy(file).into_owned(), crc));
+        let symtab = SymbolTable::build(&data, &obj, TableKind::Static);
+        let dynsym = SymbolTable::build(&data, &obj, TableKind::Dynamic);
+        let has_dwarf = has_debug_info(&obj);
+        drop(obj);
+        Ok(ElfModule {
+            name: name.to_string(),
+            segments,
+            build_id,
+            debuglink,
+            symtab,
+            dynsym,
+            dwarf_data: data,
+            has_dwarf,
+            dwarf: OnceLock::new(),
+        })
+    }
+
+    /// Reads `binary_path` inside `root` (`/` on the host, `/proc/PID/root` for a process in
+    /// a container), and, when the binary carries no DWARF, attaches the separate debug file
+    /// [`find_debug_file`](crate::find_debug_file) finds for it. A debug file that does not
+    /// fit is ignored: symbol tables still name functions.
+    pub fn open(root: &Path, binary_path: &str) -> Result<ElfModule, SymbolizeError> {
+        let path = root.join(binary_path.trim_start_matches('/'));
+        let data = std::fs::read(&path).map_err(|source| SymbolizeError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let mut module = ElfModule::parse(binary_path, Arc::from(data))?;
+        if !module.has_dwarf() {
+            if let Some(debug_path) = crate::find_debug_file(&module, root, binary_path) {
+                if let Ok(debug) = std::fs::read(&debug_path) {
+                    let _ = module.attach_debug_file(Arc::from(debug));
+                }
+            }
+        }
+        Ok(module)
+    }
+
+    /// Attaches separately installed debug info (a `.debug` file found by build-id or
+    /// debuglink): DWARF, and its `.symtab` when it has one, are read from there from now on.
+    ///
+    /// Fails when the bytes are not ELF, or when both files carry a build-id and they differ.
+    pub fn attach_debug_file(&mut self, data: Arc<[u8]>) -> Result<(), SymbolizeError> {
+        let debug_name = format!("{} (debug file)", self.name);
+        let obj = parse_elf(&debug_name, &data)?;
+        let debug_build_id = obj.build_id().ok().flatten();
+        if let (Some(expected), Some(found)) = (self.build_id.as_deref(), debug_build_id) {
+            if expected != found {
+                return Err(SymbolizeError::BuildIdMismatch {
+                    name: self.name.clone(),
+                    expected: hex(expected),
+                    found: hex(found),
+                });
+            }
+        }
+        let symtab = SymbolTable::build(&data, &obj, TableKind::Static);
+        let has_dwarf = has_debug_info(&obj);
+        drop(obj);
+        if !symtab.is_empty() {
+            self.symtab = symtab;
+        }
+        if has_dwarf {
+            self.dwarf_data = data;
+            self.has_dwarf = true;
+            self.dwarf = OnceLock::new();
+        }
+        Ok(())
+    }
+
+    /// The name given to [`ElfModule::parse`].
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The GNU build-id note (`NT_GNU_BUILD_ID`), if present.
+    pub fn build_id(&self) -> Option<&[u8]> {
+        self.build_id.as_deref()
+    }
+
+    /// The `.gnu_debuglink` file name and CRC32, if present.
+    pub fn debuglink(&self) -> Option<(&str, u32)> {
+        self.debuglink.as_ref().map(|(f, crc)| (f.as_str(), *crc))
+    }
+
+    /// True when DWARF (`.debug_info`) is available, in the file or an attached debug file.
+    pub fn has_dwarf(&self) -> bool {
+        self.has_dwarf
+    }
+
+    /// Translates a file offset to a stated virtual memory address through the PT_LOAD
+    /// segment whose file range contains it (an executable segment wins if several do).
+    pub fn file_offset_to_svma(&self, offset: u64) -> Option<u64> {
+        let mut found: Option<&Segment> = None;
+        for seg in &self.segments {
+            if seg.file_start <= offset && offset < seg.file_end {
+                if seg.executable {
+                    found = Some(seg);
+                    break;
+                }
+                found.get_or_insert(seg);
+            }
+        }
+        let seg = found?;
+        (offset - seg.file_start).checked_add(seg.vaddr)
+    }
+
+    /// The inverse of [`ElfModule::file_offset_to_svma`]: where in the file the bytes for an
+    /// SVMA are (for example to turn a symbol address into a lookup address).
+    pub fn svma_to_file_offset(&self, svma: u64) -> Option<u64> {
+        let seg = self.segments.iter().find(|seg| {
+            let len = seg.file_end - seg.file_start;
+            seg.vaddr <= svma && svma - seg.vaddr < len
+        })?;
+        (svma - seg.vaddr).checked_add(seg.file_start)
+    }
+
+    fn dwarf(&self) -> Option<&Mutex<DwarfState>> {
+        if !self.has_dwarf {
+            return None;
+        }
+        self.dwarf
+            .get_or_init(|| DwarfState::load(&self.dwarf_data).map(Mutex::new))
+            .as_ref()
+    }
+
+    /// The raw name of the function symbol covering `svma`: `.symtab` first, then `.dynsym`.
+    fn symbol_name(&self, svma: u64) -> Option<String> {
+        self.symtab
+            .lookup(svma)
+            .or_else(|| self.dynsym.lookup(svma))
+            .map(|(name, _)| name.into_owned())
+    }
+
+    /// Resolves one address given as a file offset (for return addresses, already minus
+    /// one). Never panics; failure is [`Resolved::Unknown`] with a reason.
+    pub fn lookup(&self, file_offset: u64) -> Resolved {
+        let Some(svma) = self.file_offset_to_svma(file_offset) else {
+            return Resolved::Unknown {
+                svma: None,
+                reason: UnknownReason::OutsideSegments,
+            };
+        };
+        let dwarf_frames = match self.dwarf() {
+            // why: a poisoned lock only means another lookup panicked inside addr2line; its
+            // caches are append-only, so reading on is sound.
+            Some(lock) => lock
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .frames(svma),
+            None => Vec::new(),
+        };
+        let symbol = || self.symbol_name(svma).map(|raw| demangle(&raw));
+
+        if dwarf_frames.is_empty() {
+            return match symbol() {
+                Some(function) => Resolved::Frames(vec![SymbolFrame {
+                    function,
+                    file: None,
+                    line: None,
+                    decl_file: None,
+                    decl_line: None,
+                    inlined: false,
+                }]),
+                None => Resolved::Unknown {
+                    svma: Some(svma),
+                    reason: self.no_symbol_reason(),
+                },
+            };
+        }
+
+        let count = dwarf_frames.len();
+        let mut frames = Vec::with_capacity(count);
+        for (i, f) in dwarf_frames.into_iter().enumerate() {
+            let outer = i + 1 == count;
+            let function = match f.function {
+                Some(name) => name,
+                // why: DWARF located the address but named no function (a unit with line
+                // tables only, or a nameless DIE): the symbol table names the real function.
+                None if outer => match symbol() {
+                    Some(name) => name,
+                    None if count == 1 => {
+                        return Resolved::Unknown {
+                            svma: Some(svma),
+                            reason: UnknownReason::NoSymbol,
+                        }
+                    }
+                    None => UNKNOWN_FUNCTION.to_string(),
+                },
+                None => UNKNOWN_FUNCTION.to_string(),
+            };
+            frames.push(SymbolFrame {
+                function,
+                file: f.file,
+                line: f.line,
+                decl_file: f.decl_file,
+                decl_line: f.decl_line,
+                inlined: !outer,
+            });
+        }
+        Resolved::Frames(frames)
+    }
+
+    /// Resolves many addresses; one result per input, in order.
+    pub fn lookup_all(&self, file_offsets: &[u64]) -> Vec<Resolved> {
+        file_offsets.iter().map(|&off| self.lookup(off)).collect()
+    }
+
+    fn no_symbol_reason(&self) -> UnknownReason {
+        if self.symtab.is_empty() && self.dynsym.is_empty() && !self.has_dwarf {
+            UnknownReason::NoSymbolTables
+        } else {
+            UnknownReason::NoSymbol
+        }
+    }
+}

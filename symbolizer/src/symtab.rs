@@ -1,0 +1,163 @@
+//! ELF symbol tables (`.symtab`, `.dynsym`) as sorted address ranges.
+//!
+//! This module owns the "which function symbol covers this address" rule: the function
+//! symbol with the greatest address `<=` the SVMA, if the address is inside its size (or, for
+//! a zero-size symbol, before the next symbol and the end of its section). Tables are sorted
+//! once when the module is parsed; each lookup is a binary search. Names are not copied: each
+//! entry keeps the range of its name inside the file's bytes.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use object::{Object, ObjectSection, ObjectSymbol, SectionFlags, SectionIndex, SymbolKind};
+
+/// How many earlier entries a lookup checks for an enclosing symbol, when the nearest symbol
+/// does not cover the address (a sized symbol nested inside a larger one).
+const ENCLOSING_SCAN: usize = 4;
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    addr: u64,
+    /// Exclusive end of the range this symbol is accepted for.
+    end: u64,
+    name_start: usize,
+    name_len: u32,
+}
+
+/// One symbol table, sorted by address, naming function symbols only.
+#[derive(Debug, Clone)]
+pub(crate) struct SymbolTable {
+    /// The bytes of the file the names point into.
+    data: Arc<[u8]>,
+    entries: Vec<Entry>,
+}
+
+/// Which table of an ELF file to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TableKind {
+    Static,
+    Dynamic,
+}
+
+struct Candidate {
+    addr: u64,
+    size: u64,
+    global: bool,
+    section_end: u64,
+    name_start: usize,
+    name_len: u32,
+}
+
+impl SymbolTable {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Reads the function symbols of one table of `obj`, whose bytes are `data`.
+    pub(crate) fn build(data: &Arc<[u8]>, obj: &object::File<'_>, kind: TableKind) -> Self {
+        // why: STT_NOTYPE symbols count only when they sit in executable code (hand-written
+        // assembly often leaves the type out); `SectionKind` would call a NOBITS `.text` of a
+        // debug-only file "uninitialized data", so look at SHF_EXECINSTR instead.
+        let mut exec_sections: Vec<Option<(u64, u64)>> = Vec::new();
+        for section in obj.sections() {
+            let idx = section.index().0;
+            if exec_sections.len() <= idx {
+                exec_sections.resize(idx + 1, None);
+            }
+            let exec = matches!(section.flags(), SectionFlags::Elf { sh_flags }
+                if sh_flags & u64::from(object::elf::SHF_EXECINSTR) != 0);
+            if exec {
+                let end = section.address().saturating_add(section.size());
+                exec_sections[idx] = Some((section.address(), end));
+            }
+        }
+        let section_range = |idx: Option<SectionIndex>| -> Option<(u64, u64)> {
+            exec_sections.get(idx?.0).copied().flatten()
+        };
+
+        let base = data.as_ptr() as usize;
+        let mut candidates = Vec::new();
+        let symbols = match kind {
+            TableKind::Static => obj.symbols(),
+            TableKind::Dynamic => obj.dynamic_symbols(),
+        };
+        for sym in symbols {
+            if sym.is_undefined() || sym.address() == 0 {
+                continue;
+            }
+            let range = section_range(sym.section_index());
+            let accepted = match sym.kind() {
+                SymbolKind::Text => true,
+                SymbolKind::Unknown => range.is_some(),
+                _ => false,
+            };
+            if !accepted {
+                continue;
+            }
+            let Ok(name) = sym.name_bytes() else { continue };
+            if name.is_empty() {
+                continue;
+            }
+            // why: keep an offset instead of a String; the name bytes are inside `data`
+            // (object reads the string table in place), checked here before storing.
+            let start = (name.as_ptr() as usize).wrapping_sub(base);
+            let Ok(len) = u32::try_from(name.len()) else {
+                continue;
+            };
+            if start
+                .checked_add(name.len())
+                .is_none_or(|end| end > data.len())
+            {
+                continue;
+            }
+            candidates.push(Candidate {
+                addr: sym.address(),
+                size: sym.size(),
+                global: sym.is_global(),
+                section_end: range.map_or(u64::MAX, |(_, end)| end),
+                name_start: start,
+                name_len: len,
+            });
+        }
+
+        // Sized symbols first, then global ones: of several aliases at one address, keep the
+        // most informative.
+        candidates.sort_by_key(|c| (c.addr, c.size == 0, !c.global));
+        candidates.dedup_by_key(|c| c.addr);
+
+        let mut entries = Vec::with_capacity(candidates.len());
+        for (i, c) in candidates.iter().enumerate() {
+            let end = if c.size > 0 {
+                c.addr.saturating_add(c.size)
+            } else {
+                let next = candidates.get(i + 1).map_or(u64::MAX, |n| n.addr);
+                next.min(c.section_end)
+            };
+            entries.push(Entry {
+                addr: c.addr,
+                end,
+                name_start: c.name_start,
+                name_len: c.name_len,
+            });
+        }
+        SymbolTable {
+            data: Arc::clone(data),
+            entries,
+        }
+    }
+
+    /// The raw (mangled) name and start address of the function symbol covering `svma`.
+    pub(crate) fn lookup(&self, svma: u64) -> Option<(Cow<'_, str>, u64)> {
+        let idx = self.entries.partition_point(|e| e.addr <= svma);
+        let nearest = idx.checked_sub(1)?;
+        let lowest = nearest.saturating_sub(ENCLOSING_SCAN);
+        let entry = self.entries[lowest..=nearest]
+            .iter()
+            .rev()
+            .find(|e| svma < e.end)?;
+        let end = entry.name_start.checked_add(entry.name_len as usize)?;
+        let bytes = self.data.get(entry.name_start..end)?;
+        let name = String::from_utf8_lossy(bytes);
+        Some((name, entry.addr))
+    }
+}

@@ -1,0 +1,525 @@
+//! End-to-end symbolization of fixture programs compiled at test time with the system C and
+//! C++ compilers (no root, no perf). See `tests/fixtures/README.md`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use object::{Object, ObjectSection, ObjectSymbol};
+use sprof_symbolizer::{
+    find_debug_file, ElfModule, Resolved, SymbolFrame, SymbolizeError, Symbolizer, UnknownReason,
+};
+
+// ---------------------------------------------------------------------------------------
+// helpers
+
+/// A temporary directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("sprof-symbolizer-{}-{tag}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs a command, showing the command line, stdout and stderr when it fails.
+fn run(cmd: &mut Command) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({})\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn compile(compiler: &str, source: &str, out: &Path, flags: &[&str]) {
+    run(Command::new(compiler)
+        .args(flags)
+        .arg("-o")
+        .arg(out)
+        .arg(fixture(source)));
+}
+
+fn read_arc(path: &Path) -> Arc<[u8]> {
+    Arc::from(std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display())))
+}
+
+fn parse(path: &Path) -> ElfModule {
+    ElfModule::parse(&path.display().to_string(), read_arc(path))
+        .unwrap_or_else(|e| panic!("parse {}: {e}", path.display()))
+}
+
+/// 1-based number of the first line of `source` containing `needle`.
+fn line_of(source: &str, needle: &str) -> u32 {
+    let text = std::fs::read_to_string(fixture(source)).expect("read fixture");
+    let idx = text
+        .lines()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("{needle:?} not in {source}"));
+    u32::try_from(idx + 1).expect("line fits u32")
+}
+
+/// Address and size of a symbol, from `.symtab` or `.dynsym`.
+fn symbol(path: &Path, name: &str) -> (u64, u64) {
+    let data = std::fs::read(path).expect("read binary");
+    let obj = object::File::parse(&*data).expect("parse with object");
+    obj.symbols()
+        .chain(obj.dynamic_symbols())
+        .find(|s| s.name() == Ok(name))
+        .map(|s| (s.address(), s.size()))
+        .unwrap_or_else(|| panic!("symbol {name} not in {}", path.display()))
+}
+
+fn frames(resolved: Resolved) -> Vec<SymbolFrame> {
+    match resolved {
+        Resolved::Frames(f) => f,
+        other => panic!("expected frames, got {other:?}"),
+    }
+}
+
+/// Looks up every byte address of `[start, start+size)`, returning (svma, frames).
+fn scan(module: &ElfModule, start: u64, size: u64) -> Vec<(u64, Vec<SymbolFrame>)> {
+    (start..start + size)
+        .map(|svma| {
+            let off = module
+                .svma_to_file_offset(svma)
+                .expect("function in a segment");
+            assert_eq!(module.file_offset_to_svma(off), Some(svma));
+            (svma, frames(module.lookup(off)))
+        })
+        .collect()
+}
+
+fn names(frames: &[SymbolFrame]) -> Vec<&str> {
+    frames.iter().map(|f| f.function.as_str()).collect()
+}
+
+const INLINE_SRC: &str = "inline_fixture.c";
+
+/// Checks the inline fixture binary at `path`, symbolized through `module`.
+fn check_inline_module(module: &ElfModule, path: &Path) {
+    assert!(module.has_dwarf());
+    let (start, size) = symbol(path, "outer_work");
+    assert!(size > 0);
+    let results = scan(module, start, size);
+
+    for (svma, frames) in &results {
+        let last = frames.last().expect("non-empty");
+        assert_eq!(last.function, "outer_work", "at {svma:#x}: {frames:?}");
+        assert!(!last.inlined);
+        assert!(frames[..frames.len() - 1].iter().all(|f| f.inlined));
+        for f in frames {
+            let file = f.file.as_deref().expect("file");
+            assert!(file.ends_with(INLINE_SRC), "{file}");
+            assert!(file.starts_with('/'), "comp_dir joined: {file}");
+            assert!(f
+                .decl_file
+                .as_deref()
+                .expect("decl_file")
+                .ends_with(INLINE_SRC));
+        }
+    }
+
+    let mix_decl = line_of(INLINE_SRC, "unsigned mix_step(");
+    let churn_decl = line_of(INLINE_SRC, "unsigned churn(");
+    let outer_decl = line_of(INLINE_SRC, "unsigned outer_work(");
+    let mix_call = line_of(INLINE_SRC, "acc = mix_step(acc, i)");
+    let churn_call = line_of(INLINE_SRC, "unsigned r = churn(n)");
+
+    let (svma, three) = results
+        .iter()
+        .find(|(_, f)| names(f) == ["mix_step", "churn", "outer_work"])
+        .unwrap_or_else(|| panic!("no address inside mix_step: {results:#?}"));
+    assert!(three[0].inlined && three[1].inlined && !three[2].inlined);
+    assert_eq!(three[0].decl_line, Some(mix_decl), "at {svma:#x}");
+    let line = three[0].line.expect("line");
+    assert!(
+        line > mix_decl && line < churn_decl,
+        "mix_step body line {line}"
+    );
+    assert_eq!(three[1].decl_line, Some(churn_decl));
+    assert_eq!(three[1].line, Some(mix_call), "call site of mix_step");
+    assert_eq!(three[2].decl_line, Some(outer_decl));
+    assert_eq!(three[2].line, Some(churn_call), "call site of churn");
+    assert_eq!(three[0].file, three[0].decl_file);
+
+    assert!(
+        results
+            .iter()
+            .any(|(_, f)| names(f) == ["churn", "outer_work"]),
+        "some address is in churn itself"
+    );
+    assert!(results.iter().any(|(_, f)| names(f) == ["outer_work"]));
+}
+
+// ---------------------------------------------------------------------------------------
+// tests
+
+#[test]
+fn inline_frames_dwarf5_dwarf4_and_compressed() {
+    let dir = TempDir::new("inline");
+    let variants: [&[&str]; 3] = [
+        &["-O2", "-g"],
+        &["-O2", "-gdwarf-4"],
+        &["-O2", "-g", "-gz=zlib"],
+    ];
+    for (i, flags) in variants.iter().enumerate() {
+        let bin = dir.path().join(format!("inline{i}"));
+        let mut all = flags.to_vec();
+        all.push("-Wl,--build-id");
+        compile("cc", INLINE_SRC, &bin, &all);
+        let module = parse(&bin);
+        assert_eq!(module.build_id().map(<[u8]>::len), Some(20), "{flags:?}");
+        check_inline_module(&module, &bin);
+
+        // main resolves too, and the ELF header is mapped but is no function.
+        let (main, _) = symbol(&bin, "main");
+        let off = module.svma_to_file_offset(main).expect("main mapped");
+        assert_eq!(
+            frames(module.lookup(off))
+                .last()
+                .map(|f| f.function.as_str()),
+            Some("main")
+        );
+        assert!(matches!(
+            module.lookup(0),
+            Resolved::Unknown {
+                svma: Some(_),
+                reason: UnknownReason::NoSymbol
+            }
+        ));
+        assert_eq!(
+            module.lookup(u64::MAX),
+            Resolved::Unknown {
+                svma: None,
+                reason: UnknownReason::OutsideSegments
+            }
+        );
+    }
+}
+
+#[test]
+fn symtab_only_binary_names_functions_without_lines() {
+    let dir = TempDir::new("nodebug");
+    let bin = dir.path().join("nodebug");
+    compile("cc", INLINE_SRC, &bin, &["-O2"]);
+    let module = parse(&bin);
+    assert!(!module.has_dwarf());
+    let (start, size) = symbol(&bin, "outer_work");
+    for (_, frames) in scan(&module, start, size) {
+        assert_eq!(frames.len(), 1);
+        assert_eq!(frames[0].function, "outer_work");
+        assert_eq!((frames[0].file.as_deref(), frames[0].line), (None, None));
+        assert!(!frames[0].inlined);
+    }
+}
+
+#[test]
+fn cpp_names_are_demangled() {
+    let dir = TempDir::new("cpp");
+    let bin = dir.path().join("cpp");
+    compile("g++", "cpp_fixture.cpp", &bin, &["-O1", "-g"]);
+    let module = parse(&bin);
+    let (start, size) = symbol(&bin, "_ZN2ns5Klass6methodEi");
+    for (_, frames) in scan(&module, start, size) {
+        let outer = frames.last().expect("frame");
+        assert_eq!(outer.function, "ns::Klass::method(int)");
+        assert!(outer
+            .file
+            .as_deref()
+            .expect("file")
+            .ends_with("cpp_fixture.cpp"));
+        let decl = outer.decl_line.expect("decl_line");
+        let declared = line_of("cpp_fixture.cpp", "int method(int x);");
+        let defined = line_of("cpp_fixture.cpp", "int Klass::method(int x)");
+        assert!(decl == declared || decl == defined, "decl_line {decl}");
+    }
+}
+
+#[test]
+fn stripped_shared_library_uses_dynsym() {
+    let dir = TempDir::new("shared");
+    let lib = dir.path().join("libfix.so");
+    compile("cc", "shared_fixture.c", &lib, &["-O2", "-fPIC", "-shared"]);
+    let stripped = dir.path().join("libfix-stripped.so");
+    std::fs::copy(&lib, &stripped).expect("copy");
+    run(Command::new("strip").arg("--strip-all").arg(&stripped));
+
+    // Unstripped: the static helper is named from .symtab.
+    let full = parse(&lib);
+    let (helper, _) = symbol(&lib, "hidden_helper");
+    let off = full.svma_to_file_offset(helper).expect("mapped");
+    assert!(frames(full.lookup(off))[0]
+        .function
+        .starts_with("hidden_helper"));
+
+    let module = parse(&stripped);
+    assert!(!module.has_dwarf());
+    let (start, size) = symbol(&stripped, "exported_fn");
+    for (_, frames) in scan(&module, start, size) {
+        assert_eq!(frames.len(), 1);
+        assert_eq!(frames[0].function, "exported_fn");
+        assert_eq!(frames[0].file, None);
+        assert_eq!(frames[0].line, None);
+        assert_eq!(frames[0].decl_line, None);
+    }
+    // The helper is not exported: whatever the stripped file says, it is not exported_fn.
+    let off = module.svma_to_file_offset(helper).expect("mapped");
+    match module.lookup(off) {
+        Resolved::Frames(f) => assert_ne!(f[0].function, "exported_fn"),
+        Resolved::Unknown { reason, .. } => assert_eq!(reason, UnknownReason::NoSymbol),
+    }
+}
+
+#[test]
+fn debuglink_finds_crc_checked_debug_file() {
+    let root = TempDir::new("debuglink");
+    let bin_dir = root.path().join("opt/app");
+    std::fs::create_dir_all(bin_dir.join(".debug")).expect("mkdir");
+    let bin = bin_dir.join("prog");
+    compile(
+        "cc",
+        INLINE_SRC,
+        &bin,
+        &["-O2", "-g", "-Wl,--build-id=none"],
+    );
+    let debug = bin_dir.join(".debug/prog.debug");
+    run(Command::new("objcopy")
+        .arg("--only-keep-debug")
+        .arg(&bin)
+        .arg(&debug));
+    run(Command::new("strip").arg("--strip-debug").arg(&bin));
+    // objcopy records the file name and the CRC of the file it reads.
+    run(Command::new("objcopy")
+        .arg(format!("--add-gnu-debuglink={}", debug.display()))
+        .arg(&bin));
+    // A decoy with the right name but the wrong CRC, in the first place searched.
+    std::fs::write(bin_dir.join("prog.debug"), b"not the debug file").expect("decoy");
+
+    let mut module = parse(&bin);
+    assert!(!module.has_dwarf());
+    assert_eq!(module.build_id(), None);
+    assert_eq!(module.debuglink().map(|(name, _)| name), Some("prog.debug"));
+    let found = find_debug_file(&module, root.path(), "/opt/app/prog");
+    assert_eq!(found.as_deref(), Some(debug.as_path()));
+
+    // Before attaching: names from .symtab, no lines.
+    let (start, _) = symbol(&bin, "outer_work");
+    let off = module.svma_to_file_offset(start).expect("mapped");
+    let before = frames(module.lookup(off));
+    assert_eq!(before[0].function, "outer_work");
+    assert_eq!(before[0].line, None);
+
+    module.attach_debug_file(read_arc(&debug)).expect("attach");
+    assert!(module.has_dwarf());
+    check_inline_module(&module, &bin);
+
+    // `open` does the whole search by itself.
+    let opened = ElfModule::open(root.path(), "/opt/app/prog").expect("open");
+    assert!(opened.has_dwarf());
+    check_inline_module(&opened, &bin);
+
+    // Without the real debug file, only the decoy remains, and it does not match.
+    std::fs::remove_file(&debug).expect("rm");
+    assert_eq!(find_debug_file(&module, root.path(), "/opt/app/prog"), None);
+    assert!(!ElfModule::open(root.path(), "/opt/app/prog")
+        .expect("open")
+        .has_dwarf());
+}
+
+#[test]
+fn build_id_finds_debug_file_and_rejects_mismatch() {
+    let root = TempDir::new("buildid");
+    let bin_dir = root.path().join("usr/bin");
+    std::fs::create_dir_all(&bin_dir).expect("mkdir");
+    let bin = bin_dir.join("prog");
+    compile(
+        "cc",
+        INLINE_SRC,
+        &bin,
+        &["-O2", "-g", "-Wl,--build-id=sha1"],
+    );
+    let module = parse(&bin);
+    let id = module.build_id().expect("build-id").to_vec();
+    let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    let id_dir = root.path().join("usr/lib/debug/.build-id").join(&hex[..2]);
+    std::fs::create_dir_all(&id_dir).expect("mkdir");
+    let debug = id_dir.join(format!("{}.debug", &hex[2..]));
+    run(Command::new("objcopy")
+        .arg("--only-keep-debug")
+        .arg(&bin)
+        .arg(&debug));
+    run(Command::new("strip").arg("--strip-all").arg(&bin));
+
+    let mut stripped = parse(&bin);
+    assert!(!stripped.has_dwarf());
+    assert_eq!(stripped.build_id(), Some(&id[..]));
+    assert_eq!(
+        find_debug_file(&stripped, root.path(), "/usr/bin/prog").as_deref(),
+        Some(debug.as_path())
+    );
+    // Fully stripped: the .symtab comes from the debug file as well.
+    let (start, _) = symbol(&debug, "outer_work");
+    let off = stripped.svma_to_file_offset(start).expect("mapped");
+    assert!(!matches!(stripped.lookup(off), Resolved::Frames(_)));
+    stripped
+        .attach_debug_file(read_arc(&debug))
+        .expect("attach");
+    check_inline_module(&stripped, &debug);
+
+    // A debug file of another build is refused.
+    let other = root.path().join("other");
+    compile(
+        "cc",
+        "shared_fixture.c",
+        &other,
+        &["-O2", "-g", "-shared", "-fPIC", "-Wl,--build-id=sha1"],
+    );
+    let mut fresh = parse(&bin);
+    let err = fresh
+        .attach_debug_file(read_arc(&other))
+        .expect_err("mismatch");
+    assert!(
+        matches!(err, SymbolizeError::BuildIdMismatch { .. }),
+        "{err}"
+    );
+    assert!(!fresh.has_dwarf());
+}
+
+#[test]
+fn garbage_and_truncated_input_never_panics() {
+    for bytes in [
+        &b""[..],
+        b"garbage bytes, not an ELF file at all",
+        b"\x7fELF",
+        b"\x7fELF\x02\x01\x01",
+    ] {
+        let err = ElfModule::parse("junk", Arc::from(bytes)).expect_err("not ELF");
+        assert!(!err.to_string().is_empty());
+    }
+    let noise: Vec<u8> = xorshift(1).take(4096).collect();
+    assert!(ElfModule::parse("noise", Arc::from(noise)).is_err());
+
+    let dir = TempDir::new("garbage");
+    let bin = dir.path().join("prog");
+    compile("cc", INLINE_SRC, &bin, &["-O2", "-g"]);
+    let data = std::fs::read(&bin).expect("read");
+    let (start, size) = symbol(&bin, "outer_work");
+    let full = parse(&bin);
+    let probe: Vec<u64> = (start..start + size)
+        .step_by(3)
+        .filter_map(|svma| full.svma_to_file_offset(svma))
+        .chain([0, 1, u64::MAX, u64::MAX / 2])
+        .collect();
+
+    // Truncated copies: headers past the end are errors; lookups on whatever parses are
+    // values.
+    let mut errors = 0;
+    for len in (0..data.len()).step_by(data.len() / 40 + 1) {
+        match ElfModule::parse("truncated", Arc::from(&data[..len])) {
+            Ok(m) => {
+                let _ = m.lookup_all(&probe);
+            }
+            Err(_) => errors += 1,
+        }
+    }
+    assert!(errors > 0);
+
+    // Corrupt DWARF sections in place: every lookup still returns a value.
+    let obj = object::File::parse(&*data).expect("parse");
+    for name in [
+        ".debug_info",
+        ".debug_abbrev",
+        ".debug_line",
+        ".debug_str",
+        ".debug_rnglists",
+    ] {
+        let Some((off, len)) = obj.section_by_name(name).and_then(|s| s.file_range()) else {
+            continue;
+        };
+        for seed in 1..4 {
+            let mut bad = data.clone();
+            let range = off as usize..(off + len) as usize;
+            for (b, r) in bad[range].iter_mut().zip(xorshift(seed)) {
+                // Flip some bytes only, so parsing gets far before failing.
+                if r % 7 == 0 {
+                    *b = r;
+                }
+            }
+            if let Ok(m) = ElfModule::parse("corrupt", Arc::from(bad)) {
+                for r in m.lookup_all(&probe) {
+                    if let Resolved::Frames(f) = r {
+                        assert!(!f.is_empty());
+                        assert!(f.len() <= sprof_symbolizer::MAX_INLINE_DEPTH);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn symbolizer_parses_each_module_once() {
+    let dir = TempDir::new("cache");
+    let bin = dir.path().join("prog");
+    compile("cc", INLINE_SRC, &bin, &["-O2"]);
+    let mut s = Symbolizer::new();
+    let mut loads = 0;
+    for _ in 0..3 {
+        let m = s
+            .module(1, || {
+                loads += 1;
+                Some(("prog".to_string(), read_arc(&bin)))
+            })
+            .expect("module");
+        assert_eq!(m.name(), "prog");
+    }
+    assert_eq!(loads, 1);
+    let m = s.module(1, || None).expect("cached");
+    let shared = Arc::clone(&m);
+    let (start, _) = symbol(&bin, "outer_work");
+    let off = m.svma_to_file_offset(start).expect("mapped");
+    // Modules are shared across threads.
+    let handle = std::thread::spawn(move || frames(shared.lookup(off))[0].function.clone());
+    assert_eq!(handle.join().expect("thread"), "outer_work");
+    let core = frames(m.lookup(off))[0].to_core_frame(Some("prog"));
+    assert_eq!(core.kind, sprof_core::FrameKind::Native);
+    assert_eq!(core.module.as_deref(), Some("prog"));
+}
+
+fn xorshift(seed: u64) -> impl Iterator<Item = u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    std::iter::from_fn(move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        Some((x >> 24) as u8)
+    })
+}
