@@ -49,6 +49,9 @@ pub struct EventSpec {
     pub count_kernel: bool,
     /// Include kernel frames in callchains.
     pub kernel_callchain: bool,
+    /// Include user frames in callchains (the frame-pointer walk); off when user stacks are
+    /// unwound from copied stack bytes instead.
+    pub user_callchain: bool,
     /// Start disabled and enable when the task execs (for a launched command).
     pub enable_on_exec: bool,
 }
@@ -84,11 +87,15 @@ impl PerfEvent {
         attr.set_exclude_kernel(u64::from(!spec.count_kernel));
         attr.set_exclude_hv(1);
         attr.set_exclude_callchain_kernel(u64::from(!spec.kernel_callchain));
+        attr.set_exclude_callchain_user(u64::from(!spec.user_callchain));
         if spec.enable_on_exec {
             attr.set_disabled(1);
             attr.set_enable_on_exec(1);
         }
         if with_side_records {
+            // The kernel counts mmap listeners by the `mmap` bit alone; `mmap2` only picks
+            // the richer record format.
+            attr.set_mmap(1);
             attr.set_mmap2(1);
             attr.set_comm(1);
             attr.set_comm_exec(1);

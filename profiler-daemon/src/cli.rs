@@ -1,0 +1,231 @@
+//! The command line, and its translation into a [`SessionConfig`] so that clap types never
+//! reach the sampling code.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{OutputSpec, SessionConfig, Target};
+
+/// sprofd: a sampling profiler for running processes and commands.
+///
+/// Samples every thread of the target with perf_event_open at a fixed frequency, without
+/// modifying it, then writes an interactive SVG flamegraph (or folded stacks, or a table) and
+/// prints a statprof-style table of where CPU time went.
+#[derive(Debug, Parser)]
+#[command(name = "sprofd", version, about, long_about = None, arg_required_else_help = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Profile a running process (and the threads and children it creates) by PID.
+    #[command(arg_required_else_help = true)]
+    Attach {
+        /// The process to profile.
+        pid: u32,
+        #[command(flatten)]
+        opts: ProfileOpts,
+    },
+    /// Launch a command and profile it from its first instruction.
+    #[command(arg_required_else_help = true)]
+    Record {
+        #[command(flatten)]
+        opts: ProfileOpts,
+        /// The command to run, after `--`.
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<OsString>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum UnwindArg {
+    /// DWARF CFI where a module has it, frame pointers where it has none.
+    Auto,
+    /// Frame pointers only (the kernel's callchain): cheapest.
+    Fp,
+    /// DWARF CFI only.
+    Dwarf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EventArg {
+    /// Software CPU clock (works everywhere, including VMs).
+    CpuClock,
+    /// Software task clock.
+    TaskClock,
+    /// Hardware cycles (needs a PMU; falls back to cpu-clock without one).
+    Cycles,
+}
+
+#[derive(Debug, Args)]
+pub struct ProfileOpts {
+    /// Samples per second per thread.
+    #[arg(short = 'F', long = "frequency", value_name = "HZ", default_value_t = 99)]
+    pub frequency: u64,
+
+    /// Stop after this many seconds (fractions allowed). Default: until Ctrl-C, SIGTERM or
+    /// the target exits.
+    #[arg(short = 'd', long = "duration", value_name = "SECS")]
+    pub duration: Option<f64>,
+
+    /// Output file, repeatable; the format follows the extension: .svg flamegraph,
+    /// .folded collapsed stacks, .txt statprof table. Default: sprofd-<comm>-<pid>-<time>.svg.
+    #[arg(short = 'o', long = "output", value_name = "PATH")]
+    pub output: Vec<PathBuf>,
+
+    /// Include kernel frames (needs root, CAP_PERFMON or kernel.perf_event_paranoid <= 1).
+    #[arg(long)]
+    pub kernel: bool,
+
+    /// Do not print the table to stdout.
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// Table rows per source line (file:line:function) instead of per function.
+    #[arg(long = "by-line")]
+    pub by_line: bool,
+
+    /// How to walk user stacks.
+    #[arg(long, value_enum, default_value_t = UnwindArg::Auto)]
+    pub unwind: UnwindArg,
+
+    /// Bytes of user stack copied per sample for DWARF unwinding (multiple of 8, at most 65528).
+    #[arg(long = "stack-size", value_name = "BYTES", default_value_t = crate::config::DEFAULT_STACK_SIZE)]
+    pub stack_size: u32,
+
+    /// The event that drives sampling.
+    #[arg(short = 'e', long = "event", value_enum, default_value_t = EventArg::CpuClock)]
+    pub event: EventArg,
+
+    /// Rows in the printed table.
+    #[arg(long = "rows", value_name = "N", default_value_t = 30)]
+    pub rows: usize,
+}
+
+/// A command line that parses but asks for something impossible.
+#[derive(Debug, thiserror::Error)]
+pub enum UsageError {
+    #[error("--frequency must be at least 1 Hz")]
+    ZeroFrequency,
+    #[error("--frequency {asked} is above the kernel's maximum sample rate, kernel.perf_event_max_sample_rate = {max}")]
+    FrequencyTooHigh { asked: u64, max: u64 },
+    #[error("--duration must be a positive number of seconds, not {0}")]
+    BadDuration(f64),
+    #[error("--stack-size must be a multiple of 8 between 8 and 65528, not {0}")]
+    BadStackSize(u32),
+    #[error(transparent)]
+    Output(#[from] crate::output::OutputError),
+}
+
+impl ProfileOpts {
+    /// Checks the options and turns them into a session configuration.
+    pub fn into_config(self, target: Target, max_rate: Option<u64>) -> Result<SessionConfig, UsageError> {
+        if self.frequency == 0 {
+            return Err(UsageError::ZeroFrequency);
+        }
+        if let Some(max) = max_rate {
+            if self.frequency > max {
+                return Err(UsageError::FrequencyTooHigh { asked: self.frequency, max });
+            }
+        }
+        let duration = match self.duration {
+            Some(d) if !(d.is_finite() && d > 0.0 && d < 1e9) => return Err(UsageError::BadDuration(d)),
+            Some(d) => Some(std::time::Duration::from_secs_f64(d)),
+            None => None,
+        };
+        if self.stack_size == 0 || self.stack_size % 8 != 0 || self.stack_size > 65528 {
+            return Err(UsageError::BadStackSize(self.stack_size));
+        }
+        let outputs =
+            self.output.into_iter().map(OutputSpec::from_path).collect::<Result<Vec<_>, _>>()?;
+        Ok(SessionConfig {
+            target,
+            frequency: self.frequency,
+            duration,
+            outputs,
+            kernel: self.kernel,
+            quiet: self.quiet,
+            by_line: self.by_line,
+            unwind: match self.unwind {
+                UnwindArg::Auto => sprof_unwind::UnwindMode::Auto,
+                UnwindArg::Fp => sprof_unwind::UnwindMode::FramePointer,
+                UnwindArg::Dwarf => sprof_unwind::UnwindMode::Dwarf,
+            },
+            stack_size: self.stack_size,
+            event: match self.event {
+                EventArg::CpuClock => sprof_perf::EventKind::CpuClock,
+                EventArg::TaskClock => sprof_perf::EventKind::TaskClock,
+                EventArg::Cycles => sprof_perf::EventKind::Cycles,
+            },
+            rows: self.rows,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("sprofd").chain(args.iter().copied()))
+    }
+
+    fn config(args: &[&str]) -> Result<SessionConfig, UsageError> {
+        match parse(args).unwrap().command {
+            Command::Attach { pid, opts } => opts.into_config(Target::Pid(pid), Some(100_000)),
+            Command::Record { opts, command } => opts.into_config(Target::Command(command), Some(100_000)),
+        }
+    }
+
+    #[test]
+    fn attach_with_every_option() {
+        let c = config(&[
+            "attach", "4242", "-F", "999", "-d", "2.5", "-o", "a.svg", "--output", "b.folded", "-o", "c.txt",
+            "--kernel", "-q", "--by-line", "--unwind", "fp", "--stack-size", "8192",
+        ])
+        .unwrap();
+        assert_eq!(c.target, Target::Pid(4242));
+        assert_eq!(c.frequency, 999);
+        assert_eq!(c.duration, Some(std::time::Duration::from_millis(2500)));
+        assert_eq!(c.outputs.len(), 3);
+        assert!(c.kernel && c.quiet && c.by_line);
+        assert_eq!(c.unwind, sprof_unwind::UnwindMode::FramePointer);
+        assert_eq!(c.stack_size, 8192);
+    }
+
+    #[test]
+    fn defaults() {
+        let c = config(&["attach", "1"]).unwrap();
+        assert_eq!(c.frequency, 99);
+        assert_eq!(c.duration, None);
+        assert!(c.outputs.is_empty());
+        assert_eq!(c.unwind, sprof_unwind::UnwindMode::Auto);
+        assert_eq!(c.event, sprof_perf::EventKind::CpuClock);
+        assert!(!c.quiet && !c.kernel && !c.by_line);
+    }
+
+    #[test]
+    fn record_takes_everything_after_the_separator() {
+        let c = config(&["record", "-F", "199", "--", "python3", "-c", "print(1)", "-q"]).unwrap();
+        assert_eq!(c.frequency, 199);
+        assert!(!c.quiet, "-q after -- belongs to the command");
+        let Target::Command(cmd) = c.target else { panic!() };
+        assert_eq!(cmd, vec![OsString::from("python3"), "-c".into(), "print(1)".into(), "-q".into()]);
+    }
+
+    #[test]
+    fn bad_values_are_usage_errors() {
+        assert!(matches!(config(&["attach", "1", "-F", "0"]), Err(UsageError::ZeroFrequency)));
+        assert!(matches!(config(&["attach", "1", "-F", "200000"]), Err(UsageError::FrequencyTooHigh { .. })));
+        assert!(matches!(config(&["attach", "1", "-d", "-1"]), Err(UsageError::BadDuration(_))));
+        assert!(matches!(config(&["attach", "1", "--stack-size", "100"]), Err(UsageError::BadStackSize(100))));
+        assert!(matches!(config(&["attach", "1", "-o", "x.png"]), Err(UsageError::Output(_))));
+        assert!(parse(&["attach", "notapid"]).is_err());
+        assert!(parse(&["record"]).is_err());
+        assert!(parse(&["attach", "1", "--unwind", "magic"]).is_err());
+    }
+}

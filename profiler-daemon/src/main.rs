@@ -1,0 +1,53 @@
+//! The `sprofd` binary: command-line front end of the profiler.
+//!
+//! `anyhow` lives only here: library errors are typed, and this edge turns them into one
+//! line on stderr and a non-zero exit, never a panic or a backtrace.
+
+mod cli;
+mod config;
+mod loader;
+mod output;
+mod privileges;
+mod session;
+mod symbolize;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::config::Target;
+
+fn main() {
+    // A bug must still end in one line, not a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        eprintln!("sprofd: internal error: {msg}{at} (please report this)");
+    }));
+
+    let cli = Cli::parse();
+    let max_rate = sprof_perf::procfs::perf_event_max_sample_rate();
+    let config = match cli.command {
+        Command::Attach { pid, opts } => opts.into_config(Target::Pid(pid), max_rate),
+        Command::Record { opts, command } => opts.into_config(Target::Command(command), max_rate),
+    };
+    let code = match config {
+        Err(e) => {
+            eprintln!("sprofd: error: {e}");
+            2
+        }
+        Ok(config) => match std::panic::catch_unwind(|| session::run(config)) {
+            Ok(Ok(code)) => code,
+            Ok(Err(e)) => {
+                eprintln!("sprofd: error: {e:#}");
+                1
+            }
+            Err(_) => 101,
+        },
+    };
+    std::process::exit(code);
+}

@@ -1,0 +1,204 @@
+//! Output files: checked before sampling starts, written atomically at the end.
+//!
+//! Each output gets a temporary file next to it when the session starts, so a missing or
+//! unwritable directory is an error before any sampling. At the end the exporter writes into
+//! it, it is synced and renamed into place: an interrupted or failed write never leaves a
+//! half-written profile under the final name. Special files (`/dev/stdout`, `/dev/full`) are
+//! written directly. One output failing does not stop the others.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use flamegraph_out::{Exporter, OutputFormat, StatprofTable, Svg};
+use sprof_core::SymbolizedProfile;
+
+use crate::config::OutputSpec;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    #[error("{}: unknown output format (use .svg, .folded or .txt)", .0.display())]
+    UnknownExtension(PathBuf),
+    #[error("{}: directory {} does not exist", .path.display(), .dir.display())]
+    NoDirectory { path: PathBuf, dir: PathBuf },
+    #[error("{}: cannot write there: {source}", .path.display())]
+    NotWritable { path: PathBuf, source: std::io::Error },
+    #[error("writing {}: {source}", .path.display())]
+    Write { path: PathBuf, source: Box<dyn std::error::Error + Send + Sync> },
+}
+
+impl OutputSpec {
+    pub fn from_path(path: PathBuf) -> Result<OutputSpec, OutputError> {
+        match OutputFormat::from_path(&path) {
+            Some(format) => Ok(OutputSpec { path, format }),
+            None => Err(OutputError::UnknownExtension(path)),
+        }
+    }
+}
+
+/// An output whose destination has been checked and reserved.
+pub struct PreparedOutput {
+    pub spec: OutputSpec,
+    file: File,
+    /// The temporary file to rename into place, or `None` when writing directly.
+    temp: Option<PathBuf>,
+}
+
+fn temp_name(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.sprofd-{}.tmp", std::process::id()))
+}
+
+/// Reserves an output: creates its temporary file (or opens a special file).
+pub fn prepare(spec: OutputSpec) -> Result<PreparedOutput, OutputError> {
+    let path = spec.path.clone();
+    if let Ok(meta) = std::fs::metadata(&path) {
+        let t = meta.file_type();
+        if t.is_char_device() || t.is_fifo() || t.is_socket() {
+            let file = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|source| OutputError::NotWritable { path: path.clone(), source })?;
+            return Ok(PreparedOutput { spec, file, temp: None });
+        }
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        return Err(OutputError::NoDirectory { path, dir });
+    }
+    let temp = temp_name(&path);
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&temp)
+        .map_err(|source| OutputError::NotWritable { path: path.clone(), source })?;
+    Ok(PreparedOutput { spec, file, temp: Some(temp) })
+}
+
+impl PreparedOutput {
+    /// Writes the profile and moves the file into place. On failure the temporary file is
+    /// removed and the error returned; the caller reports it and goes on.
+    pub fn write(self, profile: &SymbolizedProfile, by_line: bool, owner: Option<(u32, u32)>) -> Result<(), OutputError> {
+        let path = self.spec.path.clone();
+        self.write_inner(profile, by_line, owner).map_err(|source| OutputError::Write { path, source })
+    }
+
+    fn write_inner(
+        &self,
+        profile: &SymbolizedProfile,
+        by_line: bool,
+        owner: Option<(u32, u32)>,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let mut w = BufWriter::new(&self.file);
+        match self.spec.format {
+            OutputFormat::Svg => Svg::default().export(profile, &mut w)?,
+            OutputFormat::Folded => flamegraph_out::Folded.export(profile, &mut w)?,
+            OutputFormat::Table => StatprofTable { by_line, max_rows: None }.export(profile, &mut w)?,
+        }
+        w.flush()?;
+        drop(w);
+        if let Some(temp) = &self.temp {
+            self.file.sync_all()?;
+            if let Some((uid, gid)) = owner {
+                // Under sudo, hand the file to the user who asked for it.
+                let _ = std::os::unix::fs::chown(temp, Some(uid), Some(gid));
+            }
+            std::fs::rename(temp, &self.spec.path)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PreparedOutput {
+    /// An output never written (the session failed, or the write did) leaves no temporary
+    /// file behind; after a successful rename there is nothing left to remove.
+    fn drop(&mut self) {
+        if let Some(t) = &self.temp {
+            let _ = std::fs::remove_file(t);
+        }
+    }
+}
+
+/// The user behind `sudo`, whose files the outputs should be.
+pub fn sudo_owner() -> Option<(u32, u32)> {
+    let uid = std::env::var("SUDO_UID").ok()?.parse().ok()?;
+    let gid = std::env::var("SUDO_GID").ok()?.parse().ok()?;
+    Some((uid, gid))
+}
+
+/// `YYYYmmdd-HHMMSS` in UTC for default file names.
+pub fn timestamp(now: std::time::SystemTime) -> String {
+    let secs = now.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let (days, rem) = (secs / 86400, secs % 86400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}{m:02}{d:02}-{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// Prints the table to stdout.
+pub fn print_table(profile: &SymbolizedProfile, by_line: bool, rows: usize) -> Result<(), OutputError> {
+    let stdout = std::io::stdout();
+    let mut lock = stdout.lock();
+    StatprofTable { by_line, max_rows: Some(rows) }
+        .export(profile, &mut lock)
+        .map_err(|e| OutputError::Write { path: PathBuf::from("<stdout>"), source: Box::new(e) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_civil_utc() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_000_000);
+        assert_eq!(timestamp(t), "20261121-084640");
+        assert_eq!(timestamp(std::time::UNIX_EPOCH), "19700101-000000");
+    }
+
+    #[test]
+    fn unknown_extension_and_missing_directory() {
+        assert!(matches!(OutputSpec::from_path("x.png".into()), Err(OutputError::UnknownExtension(_))));
+        let spec = OutputSpec::from_path("/nonexistent-dir-sprofd/x.svg".into()).unwrap();
+        assert!(matches!(prepare(spec), Err(OutputError::NoDirectory { .. })));
+    }
+
+    #[test]
+    fn written_atomically_and_failures_leave_nothing() {
+        let dir = std::env::temp_dir().join(format!("sprofd-out-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("p.folded");
+        let out = prepare(OutputSpec::from_path(path.clone()).unwrap()).unwrap();
+        assert!(!path.exists(), "nothing under the final name before the write");
+        out.write(&SymbolizedProfile::default(), false, None).unwrap();
+        assert!(path.exists());
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "temporary file renamed away");
+
+        if Path::new("/dev/full").exists() {
+            let full = prepare(OutputSpec::from_path("/dev/full".into()).map_err(|_| ()).unwrap_or(OutputSpec {
+                path: "/dev/full".into(),
+                format: OutputFormat::Folded,
+            }));
+            if let Ok(full) = full {
+                let mut p = SymbolizedProfile::default();
+                p.frames.push(sprof_core::Frame::bare("main", sprof_core::FrameKind::Native));
+                p.stacks.push(sprof_core::SampledStack { frames: vec![0], samples: 1, period: 1 });
+                assert!(full.write(&p, false, None).is_err());
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
