@@ -64,7 +64,12 @@ pub enum EventArg {
 #[derive(Debug, Args)]
 pub struct ProfileOpts {
     /// Samples per second per thread.
-    #[arg(short = 'F', long = "frequency", value_name = "HZ", default_value_t = 99)]
+    #[arg(
+        short = 'F',
+        long = "frequency",
+        value_name = "HZ",
+        default_value_t = 99
+    )]
     pub frequency: u64,
 
     /// Stop after this many seconds (fractions allowed). Default: until Ctrl-C, SIGTERM or
@@ -123,25 +128,37 @@ pub enum UsageError {
 
 impl ProfileOpts {
     /// Checks the options and turns them into a session configuration.
-    pub fn into_config(self, target: Target, max_rate: Option<u64>) -> Result<SessionConfig, UsageError> {
+    pub fn into_config(
+        self,
+        target: Target,
+        max_rate: Option<u64>,
+    ) -> Result<SessionConfig, UsageError> {
         if self.frequency == 0 {
             return Err(UsageError::ZeroFrequency);
         }
         if let Some(max) = max_rate {
             if self.frequency > max {
-                return Err(UsageError::FrequencyTooHigh { asked: self.frequency, max });
+                return Err(UsageError::FrequencyTooHigh {
+                    asked: self.frequency,
+                    max,
+                });
             }
         }
         let duration = match self.duration {
-            Some(d) if !(d.is_finite() && d > 0.0 && d < 1e9) => return Err(UsageError::BadDuration(d)),
+            Some(d) if !(d.is_finite() && d > 0.0 && d < 1e9) => {
+                return Err(UsageError::BadDuration(d))
+            }
             Some(d) => Some(std::time::Duration::from_secs_f64(d)),
             None => None,
         };
         if self.stack_size == 0 || self.stack_size % 8 != 0 || self.stack_size > 65528 {
             return Err(UsageError::BadStackSize(self.stack_size));
         }
-        let outputs =
-            self.output.into_iter().map(OutputSpec::from_path).collect::<Result<Vec<_>, _>>()?;
+        let outputs = self
+            .output
+            .into_iter()
+            .map(OutputSpec::from_path)
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(SessionConfig {
             target,
             frequency: self.frequency,
@@ -177,15 +194,34 @@ mod tests {
     fn config(args: &[&str]) -> Result<SessionConfig, UsageError> {
         match parse(args).unwrap().command {
             Command::Attach { pid, opts } => opts.into_config(Target::Pid(pid), Some(100_000)),
-            Command::Record { opts, command } => opts.into_config(Target::Command(command), Some(100_000)),
+            Command::Record { opts, command } => {
+                opts.into_config(Target::Command(command), Some(100_000))
+            }
         }
     }
 
     #[test]
     fn attach_with_every_option() {
         let c = config(&[
-            "attach", "4242", "-F", "999", "-d", "2.5", "-o", "a.svg", "--output", "b.folded", "-o", "c.txt",
-            "--kernel", "-q", "--by-line", "--unwind", "fp", "--stack-size", "8192",
+            "attach",
+            "4242",
+            "-F",
+            "999",
+            "-d",
+            "2.5",
+            "-o",
+            "a.svg",
+            "--output",
+            "b.folded",
+            "-o",
+            "c.txt",
+            "--kernel",
+            "-q",
+            "--by-line",
+            "--unwind",
+            "fp",
+            "--stack-size",
+            "8192",
         ])
         .unwrap();
         assert_eq!(c.target, Target::Pid(4242));
@@ -210,20 +246,48 @@ mod tests {
 
     #[test]
     fn record_takes_everything_after_the_separator() {
-        let c = config(&["record", "-F", "199", "--", "python3", "-c", "print(1)", "-q"]).unwrap();
+        let c = config(&[
+            "record", "-F", "199", "--", "python3", "-c", "print(1)", "-q",
+        ])
+        .unwrap();
         assert_eq!(c.frequency, 199);
         assert!(!c.quiet, "-q after -- belongs to the command");
-        let Target::Command(cmd) = c.target else { panic!() };
-        assert_eq!(cmd, vec![OsString::from("python3"), "-c".into(), "print(1)".into(), "-q".into()]);
+        let Target::Command(cmd) = c.target else {
+            panic!()
+        };
+        assert_eq!(
+            cmd,
+            vec![
+                OsString::from("python3"),
+                "-c".into(),
+                "print(1)".into(),
+                "-q".into()
+            ]
+        );
     }
 
     #[test]
     fn bad_values_are_usage_errors() {
-        assert!(matches!(config(&["attach", "1", "-F", "0"]), Err(UsageError::ZeroFrequency)));
-        assert!(matches!(config(&["attach", "1", "-F", "200000"]), Err(UsageError::FrequencyTooHigh { .. })));
-        assert!(matches!(config(&["attach", "1", "-d", "-1"]), Err(UsageError::BadDuration(_))));
-        assert!(matches!(config(&["attach", "1", "--stack-size", "100"]), Err(UsageError::BadStackSize(100))));
-        assert!(matches!(config(&["attach", "1", "-o", "x.png"]), Err(UsageError::Output(_))));
+        assert!(matches!(
+            config(&["attach", "1", "-F", "0"]),
+            Err(UsageError::ZeroFrequency)
+        ));
+        assert!(matches!(
+            config(&["attach", "1", "-F", "200000"]),
+            Err(UsageError::FrequencyTooHigh { .. })
+        ));
+        assert!(matches!(
+            config(&["attach", "1", "-d", "-1"]),
+            Err(UsageError::BadDuration(_))
+        ));
+        assert!(matches!(
+            config(&["attach", "1", "--stack-size", "100"]),
+            Err(UsageError::BadStackSize(100))
+        ));
+        assert!(matches!(
+            config(&["attach", "1", "-o", "x.png"]),
+            Err(UsageError::Output(_))
+        ));
         assert!(parse(&["attach", "notapid"]).is_err());
         assert!(parse(&["record"]).is_err());
         assert!(parse(&["attach", "1", "--unwind", "magic"]).is_err());

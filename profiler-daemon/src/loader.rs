@@ -22,7 +22,10 @@ pub struct LiveLoader {
 
 impl LiveLoader {
     pub fn new() -> LiveLoader {
-        LiveLoader { vdso: sprof_perf::sys::own_vdso().map(Arc::from), failures: Vec::new() }
+        LiveLoader {
+            vdso: sprof_perf::sys::own_vdso().map(Arc::from),
+            failures: Vec::new(),
+        }
     }
 }
 
@@ -54,7 +57,10 @@ impl ModuleLoader for LiveLoader {
             MappingKind::File => {}
             _ => return None,
         }
-        let by_map_files = format!("/proc/{pid}/map_files/{:x}-{:x}", mapping.start, mapping.end);
+        let by_map_files = format!(
+            "/proc/{pid}/map_files/{:x}-{:x}",
+            mapping.start, mapping.end
+        );
         if let Some(b) = read_checked(&by_map_files, mapping, false) {
             return Some(b);
         }
@@ -78,7 +84,10 @@ mod tests {
     fn device_numbers_split_like_glibc() {
         // makedev(0xfe, 1) and makedev(259, 65536).
         assert_eq!(dev_parts(0xfe01), (0xfe, 1));
-        let dev = (259u64 & 0xfff) << 8 | (259u64 & !0xfff) << 32 | (65536u64 & 0xff) | (65536u64 & !0xff) << 12;
+        let dev = (259u64 & 0xfff) << 8
+            | (259u64 & !0xfff) << 32
+            | (65536u64 & 0xff)
+            | (65536u64 & !0xff) << 12;
         assert_eq!(dev_parts(dev), (259, 65536));
     }
 
@@ -87,7 +96,10 @@ mod tests {
         let me = Pid(std::process::id());
         let maps = sprof_perf::procfs::exec_mappings(me).unwrap();
         let exe = std::fs::read_link("/proc/self/exe").unwrap();
-        let m = maps.iter().find(|m| std::path::Path::new(&m.path) == exe).unwrap();
+        let m = maps
+            .iter()
+            .find(|m| std::path::Path::new(&m.path) == exe)
+            .unwrap();
         let mut loader = LiveLoader::new();
         let bytes = loader.load(me, m).expect("own executable readable");
         assert_eq!(&bytes[..4], b"\x7fELF");

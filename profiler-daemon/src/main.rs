@@ -25,7 +25,10 @@ fn main() {
             .map(|s| s.to_string())
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_default();
-        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
         eprintln!("sprofd: internal error: {msg}{at} (please report this)");
     }));
 
@@ -43,11 +46,25 @@ fn main() {
         Ok(config) => match std::panic::catch_unwind(|| session::run(config)) {
             Ok(Ok(code)) => code,
             Ok(Err(e)) => {
-                eprintln!("sprofd: error: {e:#}");
+                eprintln!("sprofd: error: {}", one_line(&e));
                 1
             }
             Err(_) => 101,
         },
     };
     std::process::exit(code);
+}
+
+/// The error and its causes on one line, each cause once: typed errors often already
+/// include their source's text in their own message.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !msg.contains(&c) {
+            msg.push_str(": ");
+            msg.push_str(&c);
+        }
+    }
+    msg
 }

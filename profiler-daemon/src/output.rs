@@ -23,9 +23,15 @@ pub enum OutputError {
     #[error("{}: directory {} does not exist", .path.display(), .dir.display())]
     NoDirectory { path: PathBuf, dir: PathBuf },
     #[error("{}: cannot write there: {source}", .path.display())]
-    NotWritable { path: PathBuf, source: std::io::Error },
+    NotWritable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("writing {}: {source}", .path.display())]
-    Write { path: PathBuf, source: Box<dyn std::error::Error + Send + Sync> },
+    Write {
+        path: PathBuf,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl OutputSpec {
@@ -46,7 +52,10 @@ pub struct PreparedOutput {
 }
 
 fn temp_name(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.sprofd-{}.tmp", std::process::id()))
 }
 
@@ -59,8 +68,15 @@ pub fn prepare(spec: OutputSpec) -> Result<PreparedOutput, OutputError> {
             let file = OpenOptions::new()
                 .write(true)
                 .open(&path)
-                .map_err(|source| OutputError::NotWritable { path: path.clone(), source })?;
-            return Ok(PreparedOutput { spec, file, temp: None });
+                .map_err(|source| OutputError::NotWritable {
+                    path: path.clone(),
+                    source,
+                })?;
+            return Ok(PreparedOutput {
+                spec,
+                file,
+                temp: None,
+            });
         }
     }
     let dir = match path.parent() {
@@ -77,16 +93,29 @@ pub fn prepare(spec: OutputSpec) -> Result<PreparedOutput, OutputError> {
         .mode(0o644)
         .custom_flags(libc::O_NOFOLLOW)
         .open(&temp)
-        .map_err(|source| OutputError::NotWritable { path: path.clone(), source })?;
-    Ok(PreparedOutput { spec, file, temp: Some(temp) })
+        .map_err(|source| OutputError::NotWritable {
+            path: path.clone(),
+            source,
+        })?;
+    Ok(PreparedOutput {
+        spec,
+        file,
+        temp: Some(temp),
+    })
 }
 
 impl PreparedOutput {
     /// Writes the profile and moves the file into place. On failure the temporary file is
     /// removed and the error returned; the caller reports it and goes on.
-    pub fn write(self, profile: &SymbolizedProfile, by_line: bool, owner: Option<(u32, u32)>) -> Result<(), OutputError> {
+    pub fn write(
+        self,
+        profile: &SymbolizedProfile,
+        by_line: bool,
+        owner: Option<(u32, u32)>,
+    ) -> Result<(), OutputError> {
         let path = self.spec.path.clone();
-        self.write_inner(profile, by_line, owner).map_err(|source| OutputError::Write { path, source })
+        self.write_inner(profile, by_line, owner)
+            .map_err(|source| OutputError::Write { path, source })
     }
 
     fn write_inner(
@@ -99,7 +128,11 @@ impl PreparedOutput {
         match self.spec.format {
             OutputFormat::Svg => Svg::default().export(profile, &mut w)?,
             OutputFormat::Folded => flamegraph_out::Folded.export(profile, &mut w)?,
-            OutputFormat::Table => StatprofTable { by_line, max_rows: None }.export(profile, &mut w)?,
+            OutputFormat::Table => StatprofTable {
+                by_line,
+                max_rows: None,
+            }
+            .export(profile, &mut w)?,
         }
         w.flush()?;
         drop(w);
@@ -134,7 +167,10 @@ pub fn sudo_owner() -> Option<(u32, u32)> {
 
 /// `YYYYmmdd-HHMMSS` in UTC for default file names.
 pub fn timestamp(now: std::time::SystemTime) -> String {
-    let secs = now.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let (days, rem) = (secs / 86400, secs % 86400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
     let z = days as i64 + 719_468;
@@ -146,16 +182,31 @@ pub fn timestamp(now: std::time::SystemTime) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}{m:02}{d:02}-{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// Prints the table to stdout.
-pub fn print_table(profile: &SymbolizedProfile, by_line: bool, rows: usize) -> Result<(), OutputError> {
+pub fn print_table(
+    profile: &SymbolizedProfile,
+    by_line: bool,
+    rows: usize,
+) -> Result<(), OutputError> {
     let stdout = std::io::stdout();
     let mut lock = stdout.lock();
-    StatprofTable { by_line, max_rows: Some(rows) }
-        .export(profile, &mut lock)
-        .map_err(|e| OutputError::Write { path: PathBuf::from("<stdout>"), source: Box::new(e) })
+    StatprofTable {
+        by_line,
+        max_rows: Some(rows),
+    }
+    .export(profile, &mut lock)
+    .map_err(|e| OutputError::Write {
+        path: PathBuf::from("<stdout>"),
+        source: Box::new(e),
+    })
 }
 
 #[cfg(test)]
@@ -171,9 +222,15 @@ mod tests {
 
     #[test]
     fn unknown_extension_and_missing_directory() {
-        assert!(matches!(OutputSpec::from_path("x.png".into()), Err(OutputError::UnknownExtension(_))));
+        assert!(matches!(
+            OutputSpec::from_path("x.png".into()),
+            Err(OutputError::UnknownExtension(_))
+        ));
         let spec = OutputSpec::from_path("/nonexistent-dir-sprofd/x.svg".into()).unwrap();
-        assert!(matches!(prepare(spec), Err(OutputError::NoDirectory { .. })));
+        assert!(matches!(
+            prepare(spec),
+            Err(OutputError::NoDirectory { .. })
+        ));
     }
 
     #[test]
@@ -182,20 +239,39 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("p.folded");
         let out = prepare(OutputSpec::from_path(path.clone()).unwrap()).unwrap();
-        assert!(!path.exists(), "nothing under the final name before the write");
-        out.write(&SymbolizedProfile::default(), false, None).unwrap();
+        assert!(
+            !path.exists(),
+            "nothing under the final name before the write"
+        );
+        out.write(&SymbolizedProfile::default(), false, None)
+            .unwrap();
         assert!(path.exists());
-        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "temporary file renamed away");
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            1,
+            "temporary file renamed away"
+        );
 
         if Path::new("/dev/full").exists() {
-            let full = prepare(OutputSpec::from_path("/dev/full".into()).map_err(|_| ()).unwrap_or(OutputSpec {
-                path: "/dev/full".into(),
-                format: OutputFormat::Folded,
-            }));
+            let full = prepare(
+                OutputSpec::from_path("/dev/full".into())
+                    .map_err(|_| ())
+                    .unwrap_or(OutputSpec {
+                        path: "/dev/full".into(),
+                        format: OutputFormat::Folded,
+                    }),
+            );
             if let Ok(full) = full {
                 let mut p = SymbolizedProfile::default();
-                p.frames.push(sprof_core::Frame::bare("main", sprof_core::FrameKind::Native));
-                p.stacks.push(sprof_core::SampledStack { frames: vec![0], samples: 1, period: 1 });
+                p.frames.push(sprof_core::Frame::bare(
+                    "main",
+                    sprof_core::FrameKind::Native,
+                ));
+                p.stacks.push(sprof_core::SampledStack {
+                    frames: vec![0],
+                    samples: 1,
+                    period: 1,
+                });
                 assert!(full.write(&p, false, None).is_err());
             }
         }

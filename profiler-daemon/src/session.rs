@@ -49,9 +49,16 @@ impl Signals {
         signal_hook::flag::register(SIGINT, abort)?;
         let i = interrupt.clone();
         // SAFETY: the handler only performs an atomic increment, which is async-signal-safe.
-        unsafe { signal_hook::low_level::register(SIGINT, move || { i.fetch_add(1, Ordering::SeqCst); }) }?;
+        unsafe {
+            signal_hook::low_level::register(SIGINT, move || {
+                i.fetch_add(1, Ordering::SeqCst);
+            })
+        }?;
         signal_hook::flag::register(SIGTERM, terminate.clone())?;
-        Ok(Signals { interrupt, terminate })
+        Ok(Signals {
+            interrupt,
+            terminate,
+        })
     }
 
     fn stop_reason(&self) -> Option<StopReason> {
@@ -67,8 +74,14 @@ impl Signals {
 
 /// The process being profiled.
 enum Profiled {
-    Attached { pid: Pid, comm: String },
-    Launched { child: RunningChild, program: String },
+    Attached {
+        pid: Pid,
+        comm: String,
+    },
+    Launched {
+        child: RunningChild,
+        program: String,
+    },
 }
 
 /// Names of threads and processes, kept current from comm and fork records.
@@ -102,7 +115,12 @@ impl Names {
     }
 }
 
-fn event_spec(config: &SessionConfig, kind: EventKind, count_kernel: bool, enable_on_exec: bool) -> EventSpec {
+fn event_spec(
+    config: &SessionConfig,
+    kind: EventKind,
+    count_kernel: bool,
+    enable_on_exec: bool,
+) -> EventSpec {
     let dwarf = config.unwind != UnwindMode::FramePointer;
     EventSpec {
         kind,
@@ -123,7 +141,11 @@ fn event_spec(config: &SessionConfig, kind: EventKind, count_kernel: bool, enabl
 /// threads at the requested rate, within sane bounds.
 fn data_pages(config: &SessionConfig) -> usize {
     let page = sprof_perf::sys::page_size() as u64;
-    let per_sample = if config.unwind == UnwindMode::FramePointer { 1024 } else { u64::from(config.stack_size) + 256 };
+    let per_sample = if config.unwind == UnwindMode::FramePointer {
+        1024
+    } else {
+        u64::from(config.stack_size) + 256
+    };
     let bytes = per_sample * config.frequency.max(1) / 2;
     ((bytes / page).clamp(64, 2048) as usize).next_power_of_two()
 }
@@ -138,12 +160,18 @@ fn open_events(
 ) -> anyhow::Result<(Sampler, EventKind)> {
     let mut kind = config.event;
     loop {
-        let mut sampler = Sampler::new(event_spec(config, kind, count_kernel, enable_on_exec), data_pages(config));
+        let mut sampler = Sampler::new(
+            event_spec(config, kind, count_kernel, enable_on_exec),
+            data_pages(config),
+        );
         match open(&mut sampler) {
             Ok(()) => return Ok((sampler, kind)),
             Err(e)
                 if kind == EventKind::Cycles
-                    && matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EOPNOTSUPP | libc::ENODEV)) =>
+                    && matches!(
+                        e.raw_os_error(),
+                        Some(libc::ENOENT | libc::EOPNOTSUPP | libc::ENODEV)
+                    ) =>
             {
                 eprintln!(
                     "sprofd: hardware event `cycles` is not supported on this machine (no PMU, e.g. a VM); sampling cpu-clock instead"
@@ -187,19 +215,41 @@ pub fn run(config: SessionConfig) -> anyhow::Result<i32> {
                 Err(e) => bail!("cannot inspect PID {pid}: {e}"),
             };
             if stat.is_kernel_thread() {
-                bail!("PID {pid} ({}) is a kernel thread: sprofd profiles user-space processes", stat.comm);
+                bail!(
+                    "PID {pid} ({}) is a kernel thread: sprofd profiles user-space processes",
+                    stat.comm
+                );
             }
             if stat.is_zombie() {
                 bail!("PID {pid} ({}) has exited and is a zombie waiting for its parent: nothing left to sample", stat.comm);
             }
             let title = describe_target(pid);
-            let (sampler, event) = open_events(&config, privileged, false, |s| s.attach(pid), &format!("PID {pid}"))?;
-            (sampler, event, Profiled::Attached { pid, comm: stat.comm }, title)
+            let (sampler, event) = open_events(
+                &config,
+                privileged,
+                false,
+                |s| s.attach(pid),
+                &format!("PID {pid}"),
+            )?;
+            (
+                sampler,
+                event,
+                Profiled::Attached {
+                    pid,
+                    comm: stat.comm,
+                },
+                title,
+            )
         }
         Target::Command(argv) => {
             let child: PausedChild = sprof_perf::spawn::spawn_paused(argv)?;
             let pid = Pid(child.pid() as u32);
-            let program = argv[0].to_string_lossy().rsplit('/').next().unwrap_or_default().to_string();
+            let program = argv[0]
+                .to_string_lossy()
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .to_string();
             let (sampler, event) = open_events(
                 &config,
                 privileged,
@@ -210,9 +260,21 @@ pub fn run(config: SessionConfig) -> anyhow::Result<i32> {
             if config.outputs.is_empty() {
                 outputs.push(default_output(&program, pid)?);
             }
-            let title: String = argv.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ").chars().take(120).collect();
+            let title: String = argv
+                .iter()
+                .map(|a| a.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" ")
+                .chars()
+                .take(120)
+                .collect();
             let child = child.resume()?;
-            (sampler, event, Profiled::Launched { child, program }, format!("{title} (pid {pid})"))
+            (
+                sampler,
+                event,
+                Profiled::Launched { child, program },
+                format!("{title} (pid {pid})"),
+            )
         }
     };
     if let Profiled::Attached { pid, comm } = &profiled {
@@ -237,14 +299,26 @@ pub fn run(config: SessionConfig) -> anyhow::Result<i32> {
         if let Ok(tids) = procfs::tasks(*pid) {
             for tid in tids {
                 if let Ok(comm) = procfs::thread_comm(*pid, tid) {
-                    names.on_event(&Event::Comm(sprof_core::CommEvent { pid: *pid, tid, comm, exec: false }));
+                    names.on_event(&Event::Comm(sprof_core::CommEvent {
+                        pid: *pid,
+                        tid,
+                        comm,
+                        exec: false,
+                    }));
                 }
             }
         }
         match procfs::exec_mappings(*pid) {
             Ok(maps) => {
                 for mapping in maps {
-                    walker.on_event(&Event::Mmap(sprof_core::MmapEvent { pid: *pid, tid: Tid(pid.0), mapping }), &mut loader);
+                    walker.on_event(
+                        &Event::Mmap(sprof_core::MmapEvent {
+                            pid: *pid,
+                            tid: Tid(pid.0),
+                            mapping,
+                        }),
+                        &mut loader,
+                    );
                 }
             }
             Err(e) => eprintln!("sprofd: warning: {e}; symbols will be missing"),
@@ -260,7 +334,14 @@ pub fn run(config: SessionConfig) -> anyhow::Result<i32> {
         poll_fds.push(fd.as_raw_fd());
     }
 
-    let mut c = Collector { walker, builder, names, loader, frames, threads_seen };
+    let mut c = Collector {
+        walker,
+        builder,
+        names,
+        loader,
+        frames,
+        threads_seen,
+    };
 
     let reason = loop {
         let ready = sprof_perf::sys::poll_readable(&poll_fds, 100).unwrap_or_default();
@@ -317,11 +398,21 @@ pub fn run(config: SessionConfig) -> anyhow::Result<i32> {
         }
     }
 
-    let Collector { walker, builder, names, threads_seen, .. } = c;
+    let Collector {
+        walker,
+        builder,
+        names,
+        threads_seen,
+        ..
+    } = c;
     let mut raw = builder.snapshot();
     for t in &mut raw.threads {
         t.name = names.threads.get(&t.tid).cloned().unwrap_or_default();
-        t.process_name = names.processes.get(&t.pid).cloned().unwrap_or_else(|| t.name.clone());
+        t.process_name = names
+            .processes
+            .get(&t.pid)
+            .cloned()
+            .unwrap_or_else(|| t.name.clone());
     }
     let meta = ProfileMeta {
         target: title,
@@ -331,7 +422,11 @@ pub fn run(config: SessionConfig) -> anyhow::Result<i32> {
         event: event.name().to_string(),
         stats: raw.stats,
     };
-    let kernel_symbols = if config.kernel { KernelSymbols::load() } else { None };
+    let kernel_symbols = if config.kernel {
+        KernelSymbols::load()
+    } else {
+        None
+    };
     if config.kernel && kernel_symbols.is_none() {
         eprintln!("sprofd: warning: /proc/kallsyms shows no addresses (kernel.kptr_restrict); kernel frames appear as [kernel]");
     }
@@ -346,7 +441,11 @@ pub fn run(config: SessionConfig) -> anyhow::Result<i32> {
             Profiled::Launched { program, .. } => format!("{program} exited; "),
         },
     };
-    let lost = if raw.stats.lost > 0 { format!(", {} lost", raw.stats.lost) } else { String::new() };
+    let lost = if raw.stats.lost > 0 {
+        format!(", {} lost", raw.stats.lost)
+    } else {
+        String::new()
+    };
     eprintln!(
         "sprofd: {what}{} samples in {:.2} s from {} threads{lost}",
         raw.stats.samples,
@@ -409,7 +508,8 @@ impl Collector {
         match event {
             Event::Sample(s) => {
                 self.walker.unwind(&s, &mut self.frames);
-                self.builder.add_sample(s.pid, s.tid, &self.frames, s.period);
+                self.builder
+                    .add_sample(s.pid, s.tid, &self.frames, s.period);
                 self.threads_seen.insert(s.tid);
             }
             Event::Lost { count } => self.builder.stats.lost += count,
@@ -427,7 +527,19 @@ impl Collector {
 }
 
 fn default_output(comm: &str, pid: Pid) -> anyhow::Result<PreparedOutput> {
-    let safe: String = comm.chars().map(|c| if c.is_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' }).collect();
-    let name = format!("sprofd-{safe}-{pid}-{}.svg", output::timestamp(SystemTime::now()));
+    let safe: String = comm
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let name = format!(
+        "sprofd-{safe}-{pid}-{}.svg",
+        output::timestamp(SystemTime::now())
+    );
     Ok(output::prepare(OutputSpec::from_path(name.into())?)?)
 }

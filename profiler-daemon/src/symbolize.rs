@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use sprof_core::{Frame, FrameKey, FrameKind, ProfileMeta, RawProfile, SampledStack, SymbolizedProfile};
+use sprof_core::{
+    Frame, FrameKey, FrameKind, ProfileMeta, RawProfile, SampledStack, SymbolizedProfile,
+};
 use sprof_symbolizer::{find_debug_file, ElfModule, Resolved, Symbolizer};
 use sprof_unwind::ModuleTable;
 
@@ -79,7 +81,12 @@ fn load_module(name: &str, bytes: &Arc<[u8]>, path: &str) -> Option<ElfModule> {
 
 /// Resolves every frame of `raw`. `thread_roots` adds a frame for the thread name under the
 /// process when they differ.
-pub fn symbolize(raw: &RawProfile, modules: &ModuleTable, meta: ProfileMeta, kernel: Option<&KernelSymbols>) -> SymbolizedProfile {
+pub fn symbolize(
+    raw: &RawProfile,
+    modules: &ModuleTable,
+    meta: ProfileMeta,
+    kernel: Option<&KernelSymbols>,
+) -> SymbolizedProfile {
     let mut symbolizer = Symbolizer::new();
     let mut table = FrameTable::default();
     // Expansion of each raw frame into display frames, root-most first.
@@ -88,7 +95,9 @@ pub fn symbolize(raw: &RawProfile, modules: &ModuleTable, meta: ProfileMeta, ker
     let mut expand = |i: usize, table: &mut FrameTable| -> Vec<u32> {
         match raw.frames[i] {
             FrameKey::Marker(m) => vec![table.intern(Frame::bare(m.name(), FrameKind::Marker))],
-            FrameKey::Unmapped(_) => vec![table.intern(Frame::bare("[unknown]", FrameKind::Unresolved))],
+            FrameKey::Unmapped(_) => {
+                vec![table.intern(Frame::bare("[unknown]", FrameKind::Unresolved))]
+            }
             FrameKey::Kernel(addr) => {
                 let name = kernel.and_then(|k| k.lookup(addr)).unwrap_or("[kernel]");
                 vec![table.intern(Frame::bare(name, FrameKind::Kernel))]
@@ -99,9 +108,13 @@ pub fn symbolize(raw: &RawProfile, modules: &ModuleTable, meta: ProfileMeta, ker
                     return vec![table.intern(Frame::bare("[unknown]", FrameKind::Unresolved))];
                 };
                 let elf = m.bytes.as_ref().and_then(|bytes| {
-                    symbolizer.module_with(u64::from(module.0), || load_module(&m.short_name, bytes, &m.path))
+                    symbolizer.module_with(u64::from(module.0), || {
+                        load_module(&m.short_name, bytes, &m.path)
+                    })
                 });
-                let resolved = elf.as_ref().map(|e| (e.lookup(offset), e.file_offset_to_svma(offset)));
+                let resolved = elf
+                    .as_ref()
+                    .map(|e| (e.lookup(offset), e.file_offset_to_svma(offset)));
                 match resolved {
                     Some((Resolved::Frames(frames), _)) => frames
                         .iter()
@@ -110,12 +123,18 @@ pub fn symbolize(raw: &RawProfile, modules: &ModuleTable, meta: ProfileMeta, ker
                         .collect(),
                     Some((Resolved::Unknown { svma, .. }, svma2)) => {
                         let rel = svma.or(svma2).unwrap_or(offset);
-                        let mut f = Frame::bare(format!("{}+{rel:#x}", m.short_name), FrameKind::Unresolved);
+                        let mut f = Frame::bare(
+                            format!("{}+{rel:#x}", m.short_name),
+                            FrameKind::Unresolved,
+                        );
                         f.module = Some(m.short_name.clone());
                         vec![table.intern(f)]
                     }
                     None => {
-                        let mut f = Frame::bare(format!("{}+{offset:#x}", m.short_name), FrameKind::Unresolved);
+                        let mut f = Frame::bare(
+                            format!("{}+{offset:#x}", m.short_name),
+                            FrameKind::Unresolved,
+                        );
                         f.module = Some(m.short_name.clone());
                         vec![table.intern(f)]
                     }
@@ -129,7 +148,11 @@ pub fn symbolize(raw: &RawProfile, modules: &ModuleTable, meta: ProfileMeta, ker
     for s in &raw.samples {
         let thread = &raw.threads[s.thread];
         let mut frames = Vec::with_capacity(16);
-        let process = if thread.process_name.is_empty() { format!("[{}]", thread.pid) } else { thread.process_name.clone() };
+        let process = if thread.process_name.is_empty() {
+            format!("[{}]", thread.pid)
+        } else {
+            thread.process_name.clone()
+        };
         frames.push(table.intern(Frame::bare(process.clone(), FrameKind::Root)));
         if !thread.name.is_empty() && thread.name != process {
             frames.push(table.intern(Frame::bare(thread.name.clone(), FrameKind::Root)));
@@ -142,9 +165,17 @@ pub fn symbolize(raw: &RawProfile, modules: &ModuleTable, meta: ProfileMeta, ker
             }
             frames.extend(expanded[i].iter().flatten());
         }
-        stacks.push(SampledStack { frames, samples: s.counts.samples, period: s.counts.period });
+        stacks.push(SampledStack {
+            frames,
+            samples: s.counts.samples,
+            period: s.counts.period,
+        });
     }
-    SymbolizedProfile { meta, frames: table.frames, stacks }
+    SymbolizedProfile {
+        meta,
+        frames: table.frames,
+        stacks,
+    }
 }
 
 #[cfg(test)]
@@ -156,7 +187,11 @@ mod tests {
         let text = "ffffffff81000000 T _stext\nffffffff81001000 t do_one\nffffffff81002000 D data\nffffffff81003000 T next [mod]\n";
         let k = KernelSymbols::parse(text).unwrap();
         assert_eq!(k.lookup(0xffffffff81001010), Some("do_one"));
-        assert_eq!(k.lookup(0xffffffff81002010), Some("do_one"), "data symbols are skipped");
+        assert_eq!(
+            k.lookup(0xffffffff81002010),
+            Some("do_one"),
+            "data symbols are skipped"
+        );
         assert_eq!(k.lookup(0x10), None);
         assert!(KernelSymbols::parse("0000000000000000 T _stext\n").is_none());
     }

@@ -82,7 +82,11 @@ pub enum Event<'a> {
     Fork(ForkEvent),
     Exit(ExitEvent),
     /// The kernel dropped `count` records because a ring buffer was full.
-    Lost { count: u64 },
+    Lost {
+        count: u64,
+    },
     /// The kernel throttled (or unthrottled) the event for exceeding its interrupt budget.
-    Throttle { unthrottle: bool },
+    Throttle {
+        unthrottle: bool,
+    },
 }

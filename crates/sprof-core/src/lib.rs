@@ -13,12 +13,13 @@ pub mod maps;
 pub mod profile;
 pub mod symbolized;
 
-pub use event::{Event, ExitEvent, ForkEvent, CommEvent, MmapEvent, Sample, UserRegs};
-pub use symbolized::{Frame, FrameKind, ProfileMeta, SampledStack, SymbolizedProfile};
+pub use event::{CommEvent, Event, ExitEvent, ForkEvent, MmapEvent, Sample, UserRegs};
 pub use maps::{parse_maps, Mapping, MappingKind, MapsError, ParsedMaps};
 pub use profile::{
-    Counts, FrameId, FrameKey, Marker, ModuleId, ModuleInfo, ProfileBuilder, RawProfile, RawStackCount, SessionStats, StackId, ThreadInfo,
+    Counts, FrameId, FrameKey, Marker, ModuleId, ModuleInfo, ProfileBuilder, RawProfile,
+    RawStackCount, SessionStats, StackId, ThreadInfo,
 };
+pub use symbolized::{Frame, FrameKind, ProfileMeta, SampledStack, SymbolizedProfile};
 
 /// A process id, as the host kernel numbers it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

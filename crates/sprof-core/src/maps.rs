@@ -142,7 +142,10 @@ pub fn parse_line(line: &str) -> Option<Mapping> {
 pub fn classify(path: &str, inode: u64) -> MappingKind {
     if path == "[vdso]" {
         MappingKind::Vdso
-    } else if path.is_empty() || path.starts_with("[anon") || path.starts_with("/memfd:") && inode == 0 {
+    } else if path.is_empty()
+        || path.starts_with("[anon")
+        || path.starts_with("/memfd:") && inode == 0
+    {
         MappingKind::Anonymous
     } else if path.starts_with('[') || path.starts_with("//anon") {
         MappingKind::Special(path.to_string())
@@ -180,7 +183,10 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
         assert_eq!(text.file_offset, 0x1000);
         assert!(text.executable);
         assert_eq!(text.kind, MappingKind::File);
-        assert_eq!((text.dev_major, text.dev_minor, text.inode), (0xfe, 1, 1311240));
+        assert_eq!(
+            (text.dev_major, text.dev_minor, text.inode),
+            (0xfe, 1, 1311240)
+        );
         assert_eq!(text.short_name(), "cratio");
         assert_eq!(text.file_offset_of(0x55d0c8a01234), 0x1234);
 
@@ -190,7 +196,10 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
 
         assert_eq!(parsed.mappings[5].kind, MappingKind::Anonymous);
         assert!(parsed.mappings[5].executable);
-        assert_eq!(parsed.mappings[6].kind, MappingKind::Special("[stack]".into()));
+        assert_eq!(
+            parsed.mappings[6].kind,
+            MappingKind::Special("[stack]".into())
+        );
         assert_eq!(parsed.mappings[7].kind, MappingKind::Vdso);
         assert!(!parsed.mappings[0].executable);
     }

@@ -50,7 +50,11 @@ impl Marker {
 pub enum FrameKey {
     /// A user-space address inside a known module; `offset` is the file offset of the address
     /// (for a return address, of the return address itself: subtract one to look it up).
-    Module { module: ModuleId, offset: u64, is_return: bool },
+    Module {
+        module: ModuleId,
+        offset: u64,
+        is_return: bool,
+    },
     /// A user-space address outside any known mapping.
     Unmapped(FrameAddr),
     /// A kernel address.
@@ -62,9 +66,18 @@ impl FrameKey {
     /// The offset to look up in the module's tables.
     pub fn lookup_offset(&self) -> Option<(ModuleId, u64)> {
         match *self {
-            FrameKey::Module { module, offset, is_return } => {
-                Some((module, if is_return { offset.saturating_sub(1) } else { offset }))
-            }
+            FrameKey::Module {
+                module,
+                offset,
+                is_return,
+            } => Some((
+                module,
+                if is_return {
+                    offset.saturating_sub(1)
+                } else {
+                    offset
+                },
+            )),
             _ => None,
         }
     }
@@ -176,7 +189,12 @@ impl ProfileBuilder {
             }
         }
         let i = self.threads.len();
-        self.threads.push(ThreadInfo { pid, tid, name: String::new(), process_name: String::new() });
+        self.threads.push(ThreadInfo {
+            pid,
+            tid,
+            name: String::new(),
+            process_name: String::new(),
+        });
         self.thread_ids.insert(tid, i);
         i
     }
@@ -187,7 +205,9 @@ impl ProfileBuilder {
         if frames.last() == Some(&FrameKey::Marker(Marker::Truncated)) {
             self.stats.truncated += 1;
         }
-        let Some(stack) = self.intern_stack_leaf_first(frames) else { return };
+        let Some(stack) = self.intern_stack_leaf_first(frames) else {
+            return;
+        };
         let thread = self.thread_index(pid, tid);
         let c = self.counts.entry((thread, stack)).or_default();
         c.samples += 1;
@@ -199,7 +219,11 @@ impl ProfileBuilder {
         let mut samples: Vec<_> = self
             .counts
             .iter()
-            .map(|(&(thread, stack), &counts)| RawStackCount { thread, stack, counts })
+            .map(|(&(thread, stack), &counts)| RawStackCount {
+                thread,
+                stack,
+                counts,
+            })
             .collect();
         samples.sort_by_key(|s| (s.thread, s.stack));
         RawProfile {
@@ -251,7 +275,11 @@ mod tests {
     use super::*;
 
     fn f(off: u64) -> FrameKey {
-        FrameKey::Module { module: ModuleId(0), offset: off, is_return: off != 1 }
+        FrameKey::Module {
+            module: ModuleId(0),
+            offset: off,
+            is_return: off != 1,
+        }
     }
 
     #[test]
@@ -260,7 +288,12 @@ mod tests {
         b.add_sample(Pid(1), Tid(1), &[f(1), f(2), f(3)], 10);
         b.add_sample(Pid(1), Tid(1), &[f(1), f(2), f(3)], 10);
         b.add_sample(Pid(1), Tid(1), &[f(4), f(2), f(3)], 5);
-        b.add_sample(Pid(1), Tid(2), &[f(4), f(2), f(3), FrameKey::Marker(Marker::Truncated)], 5);
+        b.add_sample(
+            Pid(1),
+            Tid(2),
+            &[f(4), f(2), f(3), FrameKey::Marker(Marker::Truncated)],
+            5,
+        );
         let p = b.snapshot();
         assert_eq!(p.stats.samples, 4);
         assert_eq!(p.stats.truncated, 1);

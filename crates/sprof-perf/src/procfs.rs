@@ -27,8 +27,13 @@ fn read(pid: Pid, path: PathBuf) -> Result<String, ProcError> {
 fn map_err(pid: Pid, path: PathBuf, e: io::Error) -> ProcError {
     match e.raw_os_error() {
         Some(libc::ENOENT) | Some(libc::ESRCH) => ProcError::Gone(pid),
-        Some(libc::EACCES) | Some(libc::EPERM) => ProcError::Denied { path: path.display().to_string() },
-        _ => ProcError::Io { path: path.display().to_string(), source: e },
+        Some(libc::EACCES) | Some(libc::EPERM) => ProcError::Denied {
+            path: path.display().to_string(),
+        },
+        _ => ProcError::Io {
+            path: path.display().to_string(),
+            source: e,
+        },
     }
 }
 
@@ -66,13 +71,20 @@ pub fn parse_stat(text: &str) -> Option<ProcStat> {
     let state = fields.first()?.chars().next()?;
     let flags = fields.get(6)?.parse().ok()?;
     let start_time = fields.get(19)?.parse().ok()?;
-    Some(ProcStat { comm, state, flags, start_time })
+    Some(ProcStat {
+        comm,
+        state,
+        flags,
+        start_time,
+    })
 }
 
 pub fn stat(pid: Pid) -> Result<ProcStat, ProcError> {
     let path = PathBuf::from(format!("/proc/{pid}/stat"));
     let text = read(pid, path.clone())?;
-    parse_stat(&text).ok_or(ProcError::Malformed { path: path.display().to_string() })
+    parse_stat(&text).ok_or(ProcError::Malformed {
+        path: path.display().to_string(),
+    })
 }
 
 /// The threads of a process.
@@ -98,17 +110,25 @@ pub fn thread_comm(pid: Pid, tid: Tid) -> Result<String, ProcError> {
 pub fn exec_mappings(pid: Pid) -> Result<Vec<Mapping>, ProcError> {
     let path = PathBuf::from(format!("/proc/{pid}/maps"));
     let text = read(pid, path.clone())?;
-    let parsed = sprof_core::parse_maps(text.as_bytes())
-        .map_err(|_| ProcError::Malformed { path: path.display().to_string() })?;
-    Ok(parsed.mappings.into_iter().filter(|m| m.executable).collect())
+    let parsed = sprof_core::parse_maps(text.as_bytes()).map_err(|_| ProcError::Malformed {
+        path: path.display().to_string(),
+    })?;
+    Ok(parsed
+        .mappings
+        .into_iter()
+        .filter(|m| m.executable)
+        .collect())
 }
 
 /// The command line of a process, arguments joined by spaces.
 pub fn cmdline(pid: Pid) -> Result<String, ProcError> {
     let path = PathBuf::from(format!("/proc/{pid}/cmdline"));
     let bytes = std::fs::read(&path).map_err(|e| map_err(pid, path, e))?;
-    let parts: Vec<String> =
-        bytes.split(|&b| b == 0).filter(|p| !p.is_empty()).map(|p| String::from_utf8_lossy(p).into_owned()).collect();
+    let parts: Vec<String> = bytes
+        .split(|&b| b == 0)
+        .filter(|p| !p.is_empty())
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .collect();
     Ok(parts.join(" "))
 }
 
@@ -129,7 +149,9 @@ pub fn online_cpus() -> Vec<u32> {
     let text = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap_or_default();
     let cpus = parse_cpu_list(text.trim());
     if cpus.is_empty() {
-        let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let n = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
         (0..n as u32).collect()
     } else {
         cpus
@@ -152,7 +174,11 @@ pub fn parse_cpu_list(text: &str) -> Vec<u32> {
 }
 
 fn sysctl(name: &str) -> Option<i64> {
-    std::fs::read_to_string(format!("/proc/sys/kernel/{name}")).ok()?.trim().parse().ok()
+    std::fs::read_to_string(format!("/proc/sys/kernel/{name}"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// `kernel.perf_event_paranoid`.
@@ -191,7 +217,8 @@ mod tests {
         assert_eq!(s.state, 'R');
         assert_eq!(s.start_time, 123456);
         assert!(!s.is_kernel_thread());
-        let k = parse_stat("2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0 0 0 0 0 20 0 1 0 5 0 0").unwrap();
+        let k =
+            parse_stat("2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0 0 0 0 0 20 0 1 0 5 0 0").unwrap();
         assert!(k.is_kernel_thread());
         assert!(parse_stat("garbage").is_none());
     }
@@ -208,7 +235,10 @@ mod tests {
         let me = Pid(std::process::id());
         assert!(!stat(me).unwrap().is_zombie());
         assert!(tasks(me).unwrap().contains(&Tid(std::process::id())));
-        assert!(exec_mappings(me).unwrap().iter().any(|m| m.kind == sprof_core::MappingKind::File));
+        assert!(exec_mappings(me)
+            .unwrap()
+            .iter()
+            .any(|m| m.kind == sprof_core::MappingKind::File));
         assert!(matches!(stat(Pid(u32::MAX / 2)), Err(ProcError::Gone(_))));
     }
 }

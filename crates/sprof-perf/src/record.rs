@@ -88,7 +88,12 @@ const PERF_RECORD_UNTHROTTLE: u32 = 6;
 
 /// Decodes one record. `body` excludes the 8-byte header. Returns `None` for records sprofd
 /// does not use and for malformed ones.
-pub fn parse_record<'a>(kind: u32, misc: u16, body: &'a [u8], layout: &SampleLayout) -> Option<Event<'a>> {
+pub fn parse_record<'a>(
+    kind: u32,
+    misc: u16,
+    body: &'a [u8],
+    layout: &SampleLayout,
+) -> Option<Event<'a>> {
     let mut c = Cursor::new(body);
     match kind {
         sys::PERF_RECORD_SAMPLE => parse_sample(&mut c, layout).map(Event::Sample),
@@ -145,9 +150,19 @@ pub fn parse_record<'a>(kind: u32, misc: u16, body: &'a [u8], layout: &SampleLay
             let ptid = c.u32()?;
             let time = c.u64()?;
             if kind == sys::PERF_RECORD_FORK {
-                Some(Event::Fork(ForkEvent { pid: Pid(pid), ppid: Pid(ppid), tid: Tid(tid), ptid: Tid(ptid), time }))
+                Some(Event::Fork(ForkEvent {
+                    pid: Pid(pid),
+                    ppid: Pid(ppid),
+                    tid: Tid(tid),
+                    ptid: Tid(ptid),
+                    time,
+                }))
             } else {
-                Some(Event::Exit(ExitEvent { pid: Pid(pid), tid: Tid(tid), time }))
+                Some(Event::Exit(ExitEvent {
+                    pid: Pid(pid),
+                    tid: Tid(tid),
+                    time,
+                }))
             }
         }
         sys::PERF_RECORD_LOST => {
@@ -225,9 +240,15 @@ pub fn split_callchain(chain: &[u64]) -> (&[u64], &[u64]) {
         Some(p) => (&chain[..p], &chain[p + 1..]),
         None => (chain, &chain[chain.len()..]),
     };
-    let first_ip = kernel.iter().position(|&ip| ip < PERF_CONTEXT_MAX).unwrap_or(kernel.len());
+    let first_ip = kernel
+        .iter()
+        .position(|&ip| ip < PERF_CONTEXT_MAX)
+        .unwrap_or(kernel.len());
     let kernel = &kernel[first_ip..];
-    let end = kernel.iter().position(|&ip| ip >= PERF_CONTEXT_MAX).unwrap_or(kernel.len());
+    let end = kernel
+        .iter()
+        .position(|&ip| ip >= PERF_CONTEXT_MAX)
+        .unwrap_or(kernel.len());
     (&kernel[..end], user)
 }
 
@@ -274,7 +295,9 @@ mod tests {
             v.extend_from_slice(stack);
             push64(&mut v, dyn_size);
         }
-        v.chunks(8).map(|c| u64::from_ne_bytes(c.try_into().unwrap())).collect()
+        v.chunks(8)
+            .map(|c| u64::from_ne_bytes(c.try_into().unwrap()))
+            .collect()
     }
 
     fn bytes(v: &[u64]) -> &[u8] {
@@ -284,15 +307,31 @@ mod tests {
 
     #[test]
     fn sample_with_callchain_regs_and_stack() {
-        let layout = SampleLayout { callchain: true, regs_user: true, stack_user: 16 };
+        let layout = SampleLayout {
+            callchain: true,
+            regs_user: true,
+            stack_user: 16,
+        };
         let chain = [PERF_CONTEXT_USER, 0x401000, 0x401234];
         let body = sample_body(&layout, &chain, &[7u8; 16], 8);
-        let Some(Event::Sample(s)) = parse_record(sys::PERF_RECORD_SAMPLE, 0, bytes(&body), &layout) else {
+        let Some(Event::Sample(s)) =
+            parse_record(sys::PERF_RECORD_SAMPLE, 0, bytes(&body), &layout)
+        else {
             panic!("no sample")
         };
-        assert_eq!((s.pid, s.tid, s.cpu, s.period), (Pid(42), Tid(43), 1, 10_101_010));
+        assert_eq!(
+            (s.pid, s.tid, s.cpu, s.period),
+            (Pid(42), Tid(43), 1, 10_101_010)
+        );
         assert_eq!(s.callchain, &chain);
-        assert_eq!(s.user_regs, Some(UserRegs { ip: 0x401000, sp: 0x7ffd_0000, bp: 0x7ffd_0010 }));
+        assert_eq!(
+            s.user_regs,
+            Some(UserRegs {
+                ip: 0x401000,
+                sp: 0x7ffd_0000,
+                bp: 0x7ffd_0010
+            })
+        );
         assert_eq!(s.user_stack, &[7u8; 8]);
         let (k, u) = split_callchain(s.callchain);
         assert!(k.is_empty());
@@ -301,7 +340,11 @@ mod tests {
 
     #[test]
     fn truncated_sample_is_dropped() {
-        let layout = SampleLayout { callchain: true, regs_user: false, stack_user: 0 };
+        let layout = SampleLayout {
+            callchain: true,
+            regs_user: false,
+            stack_user: 0,
+        };
         let body = sample_body(&layout, &[1, 2, 3], &[], 0);
         let b = bytes(&body);
         for cut in 0..b.len() {
@@ -328,8 +371,14 @@ mod tests {
         push32(&mut v, (libc::PROT_READ | libc::PROT_EXEC) as u32);
         push32(&mut v, 0);
         v.extend_from_slice(b"/tmp/libplug.so (deleted)\0\0\0\0\0\0\0");
-        let layout = SampleLayout { callchain: true, regs_user: false, stack_user: 0 };
-        let Some(Event::Mmap(m)) = parse_record(sys::PERF_RECORD_MMAP2, 0, &v, &layout) else { panic!() };
+        let layout = SampleLayout {
+            callchain: true,
+            regs_user: false,
+            stack_user: 0,
+        };
+        let Some(Event::Mmap(m)) = parse_record(sys::PERF_RECORD_MMAP2, 0, &v, &layout) else {
+            panic!()
+        };
         assert_eq!(m.mapping.path, "/tmp/libplug.so");
         assert!(m.mapping.deleted && m.mapping.executable);
         assert_eq!(m.mapping.end, 0x7f00_0000_2000);
@@ -339,7 +388,9 @@ mod tests {
         push32(&mut c, 5);
         c.extend_from_slice(b"python3\0");
         let misc = sys::PERF_RECORD_MISC_COMM_EXEC as u16;
-        let Some(Event::Comm(e)) = parse_record(sys::PERF_RECORD_COMM, misc, &c, &layout) else { panic!() };
+        let Some(Event::Comm(e)) = parse_record(sys::PERF_RECORD_COMM, misc, &c, &layout) else {
+            panic!()
+        };
         assert_eq!(e.comm, "python3");
         assert!(e.exec);
     }

@@ -87,7 +87,9 @@ impl Sampler {
                 let buffer = self.map_buffer(event)?;
                 self.buffers.push(buffer);
             } else {
-                event.set_output(self.buffers[i].event()).map_err(|source| SamplerError::Open { pid, source })?;
+                event
+                    .set_output(self.buffers[i].event())
+                    .map_err(|source| SamplerError::Open { pid, source })?;
                 self.followers.push(event);
             }
         }
@@ -119,7 +121,10 @@ impl Sampler {
     pub fn attach(&mut self, pid: Pid) -> Result<(), SamplerError> {
         for _round in 0..100 {
             let tids = procfs::tasks(pid)?;
-            let new: Vec<Tid> = tids.into_iter().filter(|t| !self.threads.contains(t)).collect();
+            let new: Vec<Tid> = tids
+                .into_iter()
+                .filter(|t| !self.threads.contains(t))
+                .collect();
             if new.is_empty() {
                 return Ok(());
             }
@@ -127,7 +132,9 @@ impl Sampler {
                 match self.add_thread(pid, tid) {
                     Ok(()) => {}
                     // The thread exited between the scan and the open.
-                    Err(SamplerError::Open { source, .. }) if source.raw_os_error() == Some(libc::ESRCH) => {
+                    Err(SamplerError::Open { source, .. })
+                        if source.raw_os_error() == Some(libc::ESRCH) =>
+                    {
                         if tid.0 == pid.0 {
                             return Err(SamplerError::Proc(procfs::ProcError::Gone(pid)));
                         }

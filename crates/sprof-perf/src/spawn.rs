@@ -50,8 +50,11 @@ pub fn resolve_program(program: &OsStr) -> Result<PathBuf, SpawnError> {
     let candidates: Vec<PathBuf> = if program.as_bytes().contains(&b'/') {
         vec![PathBuf::from(program)]
     } else {
-        let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
-        std::env::split_paths(&path).map(|d| d.join(program)).collect()
+        let path =
+            std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+        std::env::split_paths(&path)
+            .map(|d| d.join(program))
+            .collect()
     };
     let mut found_unexecutable = false;
     for c in candidates {
@@ -97,18 +100,26 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 
 /// Forks a child that will run `argv` once resumed.
 pub fn spawn_paused(argv: &[OsString]) -> Result<PausedChild, SpawnError> {
-    let first = argv.first().ok_or_else(|| SpawnError::NotFound(String::new()))?;
+    let first = argv
+        .first()
+        .ok_or_else(|| SpawnError::NotFound(String::new()))?;
     let program = first.to_string_lossy().into_owned();
     let path = resolve_program(first)?;
     // Everything the child touches is prepared before fork: after it, only async-signal-safe
     // calls are allowed in a process that may have other threads.
     let c_path = CString::new(path.as_os_str().as_bytes()).map_err(|_| SpawnError::Nul)?;
-    let c_args: Vec<CString> =
-        argv.iter().map(|a| CString::new(a.as_bytes())).collect::<Result<_, _>>().map_err(|_| SpawnError::Nul)?;
+    let c_args: Vec<CString> = argv
+        .iter()
+        .map(|a| CString::new(a.as_bytes()))
+        .collect::<Result<_, _>>()
+        .map_err(|_| SpawnError::Nul)?;
     let mut c_argv: Vec<*const libc::c_char> = c_args.iter().map(|a| a.as_ptr()).collect();
     c_argv.push(std::ptr::null());
 
-    let fork_err = |source| SpawnError::Fork { program: program.clone(), source };
+    let fork_err = |source| SpawnError::Fork {
+        program: program.clone(),
+        source,
+    };
     let (go_read, go_write) = pipe().map_err(fork_err)?;
     let (err_read, err_write) = pipe().map_err(fork_err)?;
 
@@ -139,7 +150,12 @@ pub fn spawn_paused(argv: &[OsString]) -> Result<PausedChild, SpawnError> {
     }
     drop(go_read);
     drop(err_write);
-    Ok(PausedChild { pid, program, go: Some(go_write), exec_error: err_read })
+    Ok(PausedChild {
+        pid,
+        program,
+        go: Some(go_write),
+        exec_error: err_read,
+    })
 }
 
 impl PausedChild {
@@ -238,7 +254,9 @@ impl RunningChild {
 
 /// Whether `path` exists as a directory we could create files in.
 pub fn dir_is_writable(path: &Path) -> bool {
-    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else { return false };
+    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
     // SAFETY: access takes a valid C string.
     unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) == 0 }
 }

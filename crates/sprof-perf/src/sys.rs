@@ -33,8 +33,14 @@ impl EventKind {
     fn type_and_config(self) -> (u32, u64) {
         match self {
             EventKind::CpuClock => (sys::PERF_TYPE_SOFTWARE, sys::PERF_COUNT_SW_CPU_CLOCK as u64),
-            EventKind::TaskClock => (sys::PERF_TYPE_SOFTWARE, sys::PERF_COUNT_SW_TASK_CLOCK as u64),
-            EventKind::Cycles => (sys::PERF_TYPE_HARDWARE, sys::PERF_COUNT_HW_CPU_CYCLES as u64),
+            EventKind::TaskClock => (
+                sys::PERF_TYPE_SOFTWARE,
+                sys::PERF_COUNT_SW_TASK_CLOCK as u64,
+            ),
+            EventKind::Cycles => (
+                sys::PERF_TYPE_HARDWARE,
+                sys::PERF_COUNT_HW_CPU_CYCLES as u64,
+            ),
         }
     }
 }
@@ -72,7 +78,12 @@ impl PerfEvent {
     /// Opens a sampling event for thread `tid` on `cpu`, following its future threads and
     /// children (`inherit`). The first event of each CPU also reports mmap, comm and task
     /// events (`with_side_records`); the others only sample, so each side record arrives once.
-    pub fn open(spec: &EventSpec, tid: i32, cpu: i32, with_side_records: bool) -> io::Result<PerfEvent> {
+    pub fn open(
+        spec: &EventSpec,
+        tid: i32,
+        cpu: i32,
+        with_side_records: bool,
+    ) -> io::Result<PerfEvent> {
         // SAFETY: perf_event_attr is a plain C struct for which all-zero is the documented
         // "nothing requested" value.
         let mut attr: sys::perf_event_attr = unsafe { std::mem::zeroed() };
@@ -112,32 +123,52 @@ impl PerfEvent {
         attr.set_watermark(1);
         // SAFETY: attr is fully initialised and outlives the call; the kernel copies it.
         let fd = unsafe {
-            perf::perf_event_open(&mut attr, tid, cpu, -1, sys::PERF_FLAG_FD_CLOEXEC as libc::c_ulong)
+            perf::perf_event_open(
+                &mut attr,
+                tid,
+                cpu,
+                -1,
+                sys::PERF_FLAG_FD_CLOEXEC as libc::c_ulong,
+            )
         };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: the kernel just returned this fd to us and nothing else owns it.
-        Ok(PerfEvent { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
+        Ok(PerfEvent {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
     }
 
     /// Sends this event's records to `target`'s ring buffer (both on the same CPU).
     pub fn set_output(&self, target: &PerfEvent) -> io::Result<()> {
         // SAFETY: both fds are open perf events owned by us.
         let r = unsafe { perf::ioctls::SET_OUTPUT(self.fd.as_raw_fd(), target.fd.as_raw_fd()) };
-        if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
     }
 
     pub fn enable(&self) -> io::Result<()> {
         // SAFETY: the fd is an open perf event owned by us.
         let r = unsafe { perf::ioctls::ENABLE(self.fd.as_raw_fd(), 0) };
-        if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
     }
 
     pub fn disable(&self) -> io::Result<()> {
         // SAFETY: the fd is an open perf event owned by us.
         let r = unsafe { perf::ioctls::DISABLE(self.fd.as_raw_fd(), 0) };
-        if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -184,8 +215,18 @@ impl RingBuffer {
             )
         };
         // Kernels before 4.1 leave these zero: the data area then starts at the second page.
-        let (data_offset, data_size) = if size == 0 { (page, data_pages * page) } else { (off, size) };
-        Ok(RingBuffer { event, base, map_len, data_offset, data_size })
+        let (data_offset, data_size) = if size == 0 {
+            (page, data_pages * page)
+        } else {
+            (off, size)
+        };
+        Ok(RingBuffer {
+            event,
+            base,
+            map_len,
+            data_offset,
+            data_size,
+        })
     }
 
     pub fn event(&self) -> &PerfEvent {
@@ -217,7 +258,8 @@ impl RingBuffer {
     pub fn for_each(&self, head: u64, scratch: &mut Vec<u64>, mut f: impl FnMut(u32, u16, &[u8])) {
         let mut tail = self.tail();
         // SAFETY: the data area is data_size bytes at data_offset inside our mapping.
-        let data = unsafe { std::slice::from_raw_parts(self.base.add(self.data_offset), self.data_size) };
+        let data =
+            unsafe { std::slice::from_raw_parts(self.base.add(self.data_offset), self.data_size) };
         let mask = (self.data_size - 1) as u64;
         while tail + 8 <= head {
             let start = (tail & mask) as usize;
@@ -238,7 +280,9 @@ impl RingBuffer {
                 scratch.clear();
                 scratch.resize(body_len.div_ceil(8), 0);
                 // SAFETY: scratch holds at least body_len bytes and u8 has no alignment needs.
-                let dst = unsafe { std::slice::from_raw_parts_mut(scratch.as_mut_ptr().cast::<u8>(), body_len) };
+                let dst = unsafe {
+                    std::slice::from_raw_parts_mut(scratch.as_mut_ptr().cast::<u8>(), body_len)
+                };
                 copy_wrapped(data, body_start, dst);
                 f(kind, misc, dst);
             }
@@ -271,13 +315,23 @@ impl Drop for RingBuffer {
 pub fn page_size() -> usize {
     // SAFETY: sysconf has no preconditions.
     let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if p > 0 { p as usize } else { 4096 }
+    if p > 0 {
+        p as usize
+    } else {
+        4096
+    }
 }
 
 /// Waits until one of `fds` is readable or `timeout_ms` passes. Interrupted waits return early.
 pub fn poll_readable(fds: &[RawFd], timeout_ms: i32) -> io::Result<Vec<bool>> {
-    let mut pfds: Vec<libc::pollfd> =
-        fds.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
     // SAFETY: pfds is a valid array of pollfd of the given length.
     let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
     if r < 0 {
@@ -287,7 +341,10 @@ pub fn poll_readable(fds: &[RawFd], timeout_ms: i32) -> io::Result<Vec<bool>> {
         }
         return Err(e);
     }
-    Ok(pfds.iter().map(|p| p.revents & (libc::POLLIN | libc::POLLHUP) != 0).collect())
+    Ok(pfds
+        .iter()
+        .map(|p| p.revents & (libc::POLLIN | libc::POLLHUP) != 0)
+        .collect())
 }
 
 /// A pidfd for watching a process we did not start, so its exit is noticed at once.
@@ -321,7 +378,11 @@ pub fn own_vdso() -> Option<Vec<u8>> {
 /// Sends `sig` to a process.
 pub fn kill(pid: i32, sig: i32) -> io::Result<()> {
     // SAFETY: kill has no memory-safety preconditions.
-    if unsafe { libc::kill(pid, sig) } < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+    if unsafe { libc::kill(pid, sig) } < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 /// The effective uid of sprofd.

@@ -55,10 +55,17 @@ impl AddressSpace {
     fn find(&self, addr: u64) -> Option<&(Mapping, ModuleId)> {
         let i = self.mappings.partition_point(|(m, _)| m.start <= addr);
         let (m, id) = self.mappings.get(i.checked_sub(1)?)?;
-        m.contains(addr).then_some(&self.mappings[i - 1]).filter(|_| id.0 != u32::MAX)
+        m.contains(addr)
+            .then_some(&self.mappings[i - 1])
+            .filter(|_| id.0 != u32::MAX)
     }
 
-    fn insert(&mut self, mapping: Mapping, id: ModuleId, fh: Option<framehop::Module<SectionBytes>>) {
+    fn insert(
+        &mut self,
+        mapping: Mapping,
+        id: ModuleId,
+        fh: Option<framehop::Module<SectionBytes>>,
+    ) {
         // A new mapping replaces whatever it overlaps (munmap is not reported, a remap is).
         let mut removed = Vec::new();
         self.mappings.retain(|(m, _)| {
@@ -74,7 +81,9 @@ impl AddressSpace {
         if let Some(fh) = fh {
             self.unwinder.add_module(fh);
         }
-        let i = self.mappings.partition_point(|(m, _)| m.start < mapping.start);
+        let i = self
+            .mappings
+            .partition_point(|(m, _)| m.start < mapping.start);
         self.mappings.insert(i, (mapping, id));
     }
 }
@@ -113,7 +122,10 @@ impl StackWalker {
         let id = self.modules.get_or_load(pid, &mapping, loader);
         let fh = match self.mode {
             UnwindMode::FramePointer => None,
-            _ => self.modules.get(id).and_then(|m| m.framehop_module(&mapping)),
+            _ => self
+                .modules
+                .get(id)
+                .and_then(|m| m.framehop_module(&mapping)),
         };
         self.spaces.entry(pid).or_default().insert(mapping, id, fh);
     }
@@ -164,18 +176,26 @@ impl StackWalker {
         match (self.mode, sample.user_regs) {
             (UnwindMode::FramePointer, _) | (_, None) if !user_chain.is_empty() => {
                 for (i, &a) in user_chain.iter().take(MAX_FRAMES).enumerate() {
-                    let addr = if i == 0 { FrameAddr::Ip(a) } else { FrameAddr::Ret(a) };
+                    let addr = if i == 0 {
+                        FrameAddr::Ip(a)
+                    } else {
+                        FrameAddr::Ret(a)
+                    };
                     out.push(Self::key(space, addr));
                 }
             }
             (UnwindMode::FramePointer, _) | (_, None) => {
-                if out.is_empty() || sample.user_regs.is_none() && self.mode == UnwindMode::FramePointer {
+                if out.is_empty()
+                    || sample.user_regs.is_none() && self.mode == UnwindMode::FramePointer
+                {
                     out.push(FrameKey::Marker(Marker::NoUserStack));
                 }
             }
             (mode, Some(regs)) => {
                 self.stats.dwarf_walks += 1;
-                if sample.user_stack.len() as u64 >= sample.user_stack_requested && sample.user_stack_requested > 0 {
+                if sample.user_stack.len() as u64 >= sample.user_stack_requested
+                    && sample.user_stack_requested > 0
+                {
                     self.stats.stack_copy_full += 1;
                 }
                 let Some(space) = space else {
@@ -184,8 +204,17 @@ impl StackWalker {
                     return;
                 };
                 let before = out.len();
-                walk_dwarf(mode, space, &self.modules, &mut self.cache, regs, sample.user_stack, out);
-                if out.last() == Some(&FrameKey::Marker(Marker::NoUnwindInfo)) && out.len() > before {
+                walk_dwarf(
+                    mode,
+                    space,
+                    &self.modules,
+                    &mut self.cache,
+                    regs,
+                    sample.user_stack,
+                    out,
+                );
+                if out.last() == Some(&FrameKey::Marker(Marker::NoUnwindInfo)) && out.len() > before
+                {
                     self.stats.no_unwind_info += 1;
                 }
             }
@@ -202,9 +231,15 @@ fn split_callchain(chain: &[u64]) -> (&[u64], &[u64]) {
         Some(p) => (&chain[..p], &chain[p + 1..]),
         None => (chain, &chain[chain.len()..]),
     };
-    let first = kernel.iter().position(|&ip| ip < CONTEXT_MAX).unwrap_or(kernel.len());
+    let first = kernel
+        .iter()
+        .position(|&ip| ip < CONTEXT_MAX)
+        .unwrap_or(kernel.len());
     let kernel = &kernel[first..];
-    let end = kernel.iter().position(|&ip| ip >= CONTEXT_MAX).unwrap_or(kernel.len());
+    let end = kernel
+        .iter()
+        .position(|&ip| ip >= CONTEXT_MAX)
+        .unwrap_or(kernel.len());
     (&kernel[..end], user)
 }
 
@@ -251,7 +286,10 @@ fn walk_dwarf(
                     is_return: matches!(addr, FrameAddr::Ret(_)),
                 });
                 if mode == UnwindMode::Dwarf
-                    && !modules.get(*id).and_then(|m| m.unwind.as_ref()).is_some_and(|u| u.has_cfi)
+                    && !modules
+                        .get(*id)
+                        .and_then(|m| m.unwind.as_ref())
+                        .is_some_and(|u| u.has_cfi)
                 {
                     out.push(FrameKey::Marker(Marker::NoUnwindInfo));
                     return;

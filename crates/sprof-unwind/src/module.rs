@@ -17,7 +17,11 @@ use sprof_core::{Mapping, MappingKind, ModuleId, ModuleInfo, Pid};
 /// path otherwise. Never the path alone when an inode is known: a path can be replaced.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum FileIdentity {
-    Inode { dev_major: u32, dev_minor: u32, inode: u64 },
+    Inode {
+        dev_major: u32,
+        dev_minor: u32,
+        inode: u64,
+    },
     Path(String),
     Vdso,
 }
@@ -67,7 +71,13 @@ pub struct UnwindSections {
     pub has_cfi: bool,
 }
 
-const SECTIONS: [&str; 5] = [".eh_frame", ".eh_frame_hdr", ".debug_frame", ".text", ".got"];
+const SECTIONS: [&str; 5] = [
+    ".eh_frame",
+    ".eh_frame_hdr",
+    ".debug_frame",
+    ".text",
+    ".got",
+];
 
 impl UnwindSections {
     pub fn parse(data: &[u8]) -> Option<UnwindSections> {
@@ -76,11 +86,14 @@ impl UnwindSections {
         let mut out = UnwindSections::default();
         for ph in file.elf_program_headers() {
             if ph.p_type(endian) == object::elf::PT_LOAD {
-                out.segments.push((ph.p_offset(endian), ph.p_filesz(endian), ph.p_vaddr(endian)));
+                out.segments
+                    .push((ph.p_offset(endian), ph.p_filesz(endian), ph.p_vaddr(endian)));
             }
         }
         for name in SECTIONS {
-            let Some(section) = file.section_by_name(name) else { continue };
+            let Some(section) = file.section_by_name(name) else {
+                continue;
+            };
             let svma = section.address()..section.address().saturating_add(section.size());
             // Compressed or NOBITS sections have no usable file range; framehop reads them raw.
             let file_range = match section.compressed_file_range() {
@@ -91,7 +104,9 @@ impl UnwindSections {
                 }
                 _ => None,
             };
-            let Some(file_range) = file_range else { continue };
+            let Some(file_range) = file_range else {
+                continue;
+            };
             if matches!(name, ".eh_frame" | ".debug_frame") && !file_range.is_empty() {
                 out.has_cfi = true;
             }
@@ -104,15 +119,20 @@ impl UnwindSections {
     /// The segment's start is rounded down to its page, because a mapping's offset is
     /// page-aligned while `p_offset` need not be.
     pub fn offset_to_svma(&self, offset: u64) -> Option<u64> {
-        self.segments.iter().find_map(|&(p_offset, p_filesz, p_vaddr)| {
-            let page_start = p_offset & !0xfff;
-            (page_start <= offset && offset < p_offset.saturating_add(p_filesz.max(1)))
-                .then(|| p_vaddr.wrapping_add(offset).wrapping_sub(p_offset))
-        })
+        self.segments
+            .iter()
+            .find_map(|&(p_offset, p_filesz, p_vaddr)| {
+                let page_start = p_offset & !0xfff;
+                (page_start <= offset && offset < p_offset.saturating_add(p_filesz.max(1)))
+                    .then(|| p_vaddr.wrapping_add(offset).wrapping_sub(p_offset))
+            })
     }
 
     fn info(&self, data: &Arc<[u8]>) -> SectionInfo {
-        SectionInfo { sections: self.clone(), data: data.clone() }
+        SectionInfo {
+            sections: self.clone(),
+            data: data.clone(),
+        }
     }
 }
 
@@ -124,7 +144,10 @@ struct SectionInfo {
 
 impl SectionInfo {
     fn find(&self, name: &[u8]) -> Option<&(&'static str, Range<u64>, Range<usize>)> {
-        self.sections.sections.iter().find(|(n, _, _)| n.as_bytes() == name)
+        self.sections
+            .sections
+            .iter()
+            .find(|(n, _, _)| n.as_bytes() == name)
     }
 }
 
@@ -136,7 +159,10 @@ impl framehop::ModuleSectionInfo<SectionBytes> for SectionInfo {
         self.find(name).map(|(_, svma, _)| svma.clone())
     }
     fn section_data(&mut self, name: &[u8]) -> Option<SectionBytes> {
-        self.find(name).map(|(_, _, range)| SectionBytes { data: self.data.clone(), range: range.clone() })
+        self.find(name).map(|(_, _, range)| SectionBytes {
+            data: self.data.clone(),
+            range: range.clone(),
+        })
     }
 }
 
@@ -157,7 +183,12 @@ impl Module {
         let (bytes, unwind) = (self.bytes.as_ref()?, self.unwind.as_ref()?);
         let svma = unwind.offset_to_svma(mapping.file_offset)?;
         let base_avma = mapping.start.wrapping_sub(svma);
-        Some(framehop::Module::new(self.path.clone(), mapping.start..mapping.end, base_avma, unwind.info(bytes)))
+        Some(framehop::Module::new(
+            self.path.clone(),
+            mapping.start..mapping.end,
+            base_avma,
+            unwind.info(bytes),
+        ))
     }
 }
 
@@ -170,7 +201,12 @@ pub struct ModuleTable {
 
 impl ModuleTable {
     /// The module for `mapping`, loading it on first sight.
-    pub fn get_or_load(&mut self, pid: Pid, mapping: &Mapping, loader: &mut dyn ModuleLoader) -> ModuleId {
+    pub fn get_or_load(
+        &mut self,
+        pid: Pid,
+        mapping: &Mapping,
+        loader: &mut dyn ModuleLoader,
+    ) -> ModuleId {
         let identity = FileIdentity::of(mapping);
         if let Some(&id) = self.ids.get(&identity) {
             return id;
@@ -182,7 +218,13 @@ impl ModuleTable {
             _ => mapping.path.clone(),
         };
         let id = ModuleId(self.modules.len() as u32);
-        self.modules.push(Module { path: mapping.path.clone(), short_name, identity: identity.clone(), bytes, unwind });
+        self.modules.push(Module {
+            path: mapping.path.clone(),
+            short_name,
+            identity: identity.clone(),
+            bytes,
+            unwind,
+        });
         self.ids.insert(identity, id);
         id
     }
@@ -192,11 +234,20 @@ impl ModuleTable {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (ModuleId, &Module)> {
-        self.modules.iter().enumerate().map(|(i, m)| (ModuleId(i as u32), m))
+        self.modules
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (ModuleId(i as u32), m))
     }
 
     /// What exporters need to know of each module.
     pub fn infos(&self) -> Vec<ModuleInfo> {
-        self.modules.iter().map(|m| ModuleInfo { path: m.path.clone(), short_name: m.short_name.clone() }).collect()
+        self.modules
+            .iter()
+            .map(|m| ModuleInfo {
+                path: m.path.clone(),
+                short_name: m.short_name.clone(),
+            })
+            .collect()
     }
 }

@@ -1,0 +1,44 @@
+# sprofd — the two set-up commands are `make demo` and `make test` (see README.md).
+
+CARGO ?= cargo
+SPROFD := target/release/sprofd
+CC ?= cc
+
+.PHONY: all build demo test lint fmt bench install clean
+
+all: build
+
+build:
+	$(CARGO) build --release -p sprofd
+
+# Profiles the bundled demo workload under `sprofd record` and writes demo/flamegraph.svg.
+demo: build
+	mkdir -p demo/bin
+	$(CC) -O2 -g -fomit-frame-pointer -pthread -o demo/bin/workload demo/workload.c
+	$(SPROFD) record -F 999 -o demo/flamegraph.svg -o demo/profile.folded -- demo/bin/workload 3
+	@echo "open demo/flamegraph.svg in a browser (search with Ctrl-F, click to zoom)"
+
+# Everything CI checks: formatting, lints, unit tests and live end-to-end tests.
+# Set SPROFD_REQUIRE_LIVE=1 to turn skipped live tests (no root / no perf) into failures.
+test: build
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+	SPROFD_BIN=$(CURDIR)/$(SPROFD) $(CARGO) test --release --workspace
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+# Overhead, CPU per sample, completeness against perf; writes docs/benchmarks.md.
+bench: build
+	bash bench/run.sh
+
+install: build
+	install -m 0755 $(SPROFD) /usr/local/bin/sprofd
+
+clean:
+	$(CARGO) clean
+	rm -rf demo/bin demo/flamegraph.svg demo/profile.folded

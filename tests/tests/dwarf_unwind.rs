@@ -1,0 +1,155 @@
+//! DWARF unwinding (`--unwind dwarf`) of fixtures built with
+//! `-O2 -g -fomit-frame-pointer`: every expected caller must be present in
+//! at least 99% of the samples of the leaf.
+
+use sprofd_tests::*;
+
+const DWARF: &[&str] = &["--unwind", "dwarf"];
+
+fn assert_leaf_ratio(
+    p: &Profile,
+    leaf: &str,
+    what: &str,
+    min_samples: u64,
+    pred: impl Fn(&[String]) -> bool,
+) {
+    let (ok, total) = leaf_ratio(&p.folded, leaf, pred);
+    assert!(
+        total >= min_samples,
+        "only {total} samples with leaf {leaf}{}",
+        p.context()
+    );
+    assert!(
+        ok as f64 >= 0.99 * total as f64,
+        "{what} in only {ok} of {total} samples with leaf {leaf} (need 99%){}",
+        p.context()
+    );
+}
+
+#[test]
+fn dwarf_cratio_no_frame_pointers() {
+    if !live("dwarf_cratio_no_frame_pointers") {
+        return;
+    }
+    let exe = c_fixture("cratio", NO_FP);
+    let p = record_profile("dwarf-cratio", DWARF, &[exe.as_os_str(), "1.5".as_ref()]);
+    for chain in [
+        ["main", "a1", "a2", "a3_hot"],
+        ["main", "b1", "b2", "b3_cold"],
+    ] {
+        assert_leaf_ratio(&p, chain[3], &chain.join(";"), 50, |f| has_chain(f, &chain));
+    }
+    let total = p.folded.total();
+    for (name, expected) in [("a3_hot", 0.75), ("b3_cold", 0.25)] {
+        let share = p.folded.share_containing(name);
+        let tol = share_tolerance(expected, total, 0.03);
+        assert!(
+            (share - expected).abs() <= tol,
+            "share of {name} is {share:.3}, expected {expected} ± {tol:.3}{}",
+            p.context()
+        );
+    }
+}
+
+#[test]
+fn dwarf_qsort_comparator_through_libc() {
+    if !live("dwarf_qsort_comparator_through_libc") {
+        return;
+    }
+    let exe = c_fixture("qsort", NO_FP);
+    let p = record_profile("dwarf-qsort", DWARF, &[exe.as_os_str(), "1.5".as_ref()]);
+    assert_leaf_ratio(&p, "cmp_slow", "main … sort_loop … cmp_slow", 50, |f| {
+        has_in_order(f, &["main", "sort_loop", "cmp_slow"])
+    });
+    // libc's qsort machinery sits between sort_loop and the comparator.
+    assert_leaf_ratio(
+        &p,
+        "cmp_slow",
+        "a frame between sort_loop and cmp_slow",
+        50,
+        |f| {
+            let s = f.iter().position(|x| frame_is(x, "sort_loop"));
+            let c = f.iter().position(|x| frame_is(x, "cmp_slow"));
+            matches!((s, c), (Some(s), Some(c)) if c > s + 1)
+        },
+    );
+}
+
+#[test]
+fn dwarf_signal_handler_frames() {
+    if !live("dwarf_signal_handler_frames") {
+        return;
+    }
+    let exe = c_fixture("sigprof", NO_FP);
+    let p = record_profile("dwarf-sigprof", DWARF, &[exe.as_os_str(), "1.5".as_ref()]);
+    assert_leaf_ratio(
+        &p,
+        "handler_spin",
+        "main … on_sigprof;handler_spin",
+        30,
+        |f| {
+            has_in_order(f, &["main", "on_sigprof"])
+                && has_chain(f, &["on_sigprof", "handler_spin"])
+        },
+    );
+    // Through the signal frame: the interrupted function sits below the
+    // handler (main_loop_spin, or main itself between two calls), with at
+    // least one frame (__restore_rt) between it and on_sigprof.
+    assert_leaf_ratio(
+        &p,
+        "handler_spin",
+        "interrupted frame … on_sigprof",
+        30,
+        |f| {
+            let h = f.iter().position(|x| frame_is(x, "on_sigprof"));
+            let m = f
+                .iter()
+                .rposition(|x| frame_is(x, "main_loop_spin") || frame_is(x, "main"));
+            matches!((m, h), (Some(m), Some(h)) if h > m + 1)
+        },
+    );
+    assert_leaf_ratio(&p, "main_loop_spin", "main;main_loop_spin", 30, |f| {
+        has_chain(f, &["main", "main_loop_spin"])
+    });
+}
+
+#[test]
+fn dwarf_threads_no_frame_pointers() {
+    if !live("dwarf_threads_no_frame_pointers") {
+        return;
+    }
+    let exe = c_fixture("threads", NO_FP);
+    let p = record_profile(
+        "dwarf-threads",
+        DWARF,
+        &[exe.as_os_str(), "1.0".as_ref(), "0".as_ref()],
+    );
+    for (entry, spin) in [
+        ("worker_a_main", "worker_a_spin"),
+        ("worker_b_main", "worker_b_spin"),
+    ] {
+        assert_leaf_ratio(&p, spin, &format!("{entry};{spin}"), 50, |f| {
+            has_chain(f, &[entry, spin])
+        });
+    }
+}
+
+#[test]
+fn dwarf_deep_recursion_truncated() {
+    if !live("dwarf_deep_recursion_truncated") {
+        return;
+    }
+    let exe = c_fixture("deep", NO_FP);
+    let p = record_profile("dwarf-deep", DWARF, &[exe.as_os_str(), "1.0".as_ref()]);
+    assert_leaf_ratio(
+        &p,
+        "deep_leaf",
+        "[truncated] … recurse;deep_leaf",
+        50,
+        |f| {
+            let t = f.iter().position(|x| x == "[truncated]");
+            let r = f.iter().position(|x| frame_is(x, "recurse"));
+            matches!((t, r), (Some(t), Some(r)) if t < r) && has_chain(f, &["recurse", "deep_leaf"])
+        },
+    );
+}
