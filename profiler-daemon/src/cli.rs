@@ -151,7 +151,7 @@ impl ProfileOpts {
             Some(d) => Some(std::time::Duration::from_secs_f64(d)),
             None => None,
         };
-        if self.stack_size == 0 || self.stack_size % 8 != 0 || self.stack_size > 65528 {
+        if self.stack_size == 0 || !self.stack_size.is_multiple_of(8) || self.stack_size > 65528 {
             return Err(UsageError::BadStackSize(self.stack_size));
         }
         let outputs = self

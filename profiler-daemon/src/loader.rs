@@ -84,10 +84,13 @@ mod tests {
     fn device_numbers_split_like_glibc() {
         // makedev(0xfe, 1) and makedev(259, 65536).
         assert_eq!(dev_parts(0xfe01), (0xfe, 1));
-        let dev = (259u64 & 0xfff) << 8
-            | (259u64 & !0xfff) << 32
-            | (65536u64 & 0xff)
-            | (65536u64 & !0xff) << 12;
+        let makedev = |major: u64, minor: u64| {
+            ((major & 0xfff) << 8)
+                | ((major & !0xfff) << 32)
+                | (minor & 0xff)
+                | ((minor & !0xff) << 12)
+        };
+        let dev = makedev(259, 65536);
         assert_eq!(dev_parts(dev), (259, 65536));
     }
 

@@ -135,9 +135,8 @@ impl PerfEvent {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: the kernel just returned this fd to us and nothing else owns it.
-        Ok(PerfEvent {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(PerfEvent { fd })
     }
 
     /// Sends this event's records to `target`'s ring buffer (both on the same CPU).
