@@ -277,7 +277,7 @@ mod tests {
             Err(UsageError::FrequencyTooHigh { .. })
         ));
         assert!(matches!(
-            config(&["attach", "1", "-d", "-1"]),
+            config(&["attach", "1", "--duration=-1"]),
             Err(UsageError::BadDuration(_))
         ));
         assert!(matches!(

@@ -216,7 +216,7 @@ mod tests {
     #[test]
     fn timestamps_are_civil_utc() {
         let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_000_000);
-        assert_eq!(timestamp(t), "20261121-084640");
+        assert_eq!(timestamp(t), "20261118-110640");
         assert_eq!(timestamp(std::time::UNIX_EPOCH), "19700101-000000");
     }
 
