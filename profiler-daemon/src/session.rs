@@ -147,7 +147,10 @@ fn data_pages(config: &SessionConfig) -> usize {
         u64::from(config.stack_size) + 256
     };
     let bytes = per_sample * config.frequency.max(1) / 2;
-    ((bytes / page).clamp(64, 2048) as usize).next_power_of_two()
+    // Buffers are per CPU: keep the total bounded (128 MiB) on many-CPU hosts.
+    let cpus = procfs::online_cpus().len().max(1) as u64;
+    let cap = (32768 / cpus).clamp(64, 2048);
+    ((bytes / page).clamp(64, cap) as usize).next_power_of_two()
 }
 
 /// Opens events, falling back from a hardware event the machine lacks to `cpu-clock`.

@@ -748,6 +748,28 @@ impl Folded {
     }
 }
 
+/// Bracketed frames other than the two the format defines (`[unknown]` for
+/// an unresolved address, `[truncated]` for a stack end that could not be
+/// unwound), e.g. `[no unwind info]`; kernel/inline suffixes are ignored.
+pub fn nonstandard_frames(folded: &Folded) -> Vec<String> {
+    let mut bad: Vec<String> = folded
+        .stacks
+        .iter()
+        .flat_map(|(f, _)| f.iter())
+        .filter(|x| {
+            let base = x
+                .strip_suffix("_[k]")
+                .or_else(|| x.strip_suffix("_[i]"))
+                .unwrap_or(x);
+            base.starts_with('[') && base != "[unknown]" && base != "[truncated]"
+        })
+        .cloned()
+        .collect();
+    bad.sort();
+    bad.dedup();
+    bad
+}
+
 /// Whether `chain` occurs in `frames` as consecutive frames, in order.
 pub fn has_chain(frames: &[String], chain: &[&str]) -> bool {
     if chain.is_empty() {
@@ -1077,6 +1099,22 @@ pub fn leaf_ratio(folded: &Folded, leaf: &str, pred: impl Fn(&[String]) -> bool)
     let total = folded.count_where(is_leaf);
     let ok = folded.count_where(|f| is_leaf(f) && pred(f));
     (ok, total)
+}
+
+/// `[start, end)` of symbol `sym` in `exe`, from `nm -S` (None if nm is
+/// missing or the symbol is absent).
+pub fn nm_symbol_range(exe: &Path, sym: &str) -> Option<(u64, u64)> {
+    let out = Command::new("nm").arg("-S").arg(exe).output().ok()?;
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.len() == 4 && f[3] == sym {
+            let start = u64::from_str_radix(f[0], 16).ok()?;
+            let size = u64::from_str_radix(f[1], 16).ok()?;
+            Some((start, start + size))
+        } else {
+            None
+        }
+    })
 }
 
 #[cfg(test)]

@@ -412,3 +412,109 @@ fn attach_no_kernel_frames_without_flag() {
         .count_where(|f| f.iter().any(|x| x.ends_with("_[k]")));
     assert_eq!(with_k, 0, "kernel frames without --kernel{}", p.context());
 }
+
+#[test]
+fn attach_default_frequency_is_99() {
+    if !live("attach_default_frequency_is_99") {
+        return;
+    }
+    let target = Target::spawn(&c_fixture("cratio", FP), &["0"]);
+    let dir = TempDir::new("attach-default-freq");
+    let cpu0 = target.cpu_seconds();
+    let out = run_ok(
+        sprofd()
+            .arg("attach")
+            .arg(target.pid_arg())
+            .args(["-d", "2", "-q", "-o", "d.folded"])
+            .current_dir(dir.path()),
+    );
+    let cpu = target.cpu_seconds() - cpu0;
+    let n = Folded::read(&dir.join("d.folded")).total() as f64;
+    let expected = 99.0 * cpu;
+    assert!(
+        cpu > 0.5,
+        "target got too little CPU ({cpu:.2} s){}",
+        out.describe()
+    );
+    assert!(
+        n >= 0.6 * expected && n <= 1.1 * expected,
+        "{n} samples without -F for {cpu:.2} s of CPU (expected about {expected:.0} at the \
+         default 99 Hz, between 0.6x and 1.1x){}",
+        out.describe()
+    );
+}
+
+#[test]
+fn attach_samples_children_forked_after_attach() {
+    if !live("attach_samples_children_forked_after_attach") {
+        return;
+    }
+    // forks 1.5 s of work, forking 0.7 s after "ready".
+    let target = Target::spawn(&c_fixture("forks", FP), &["1.5", "0.7"]);
+    let p = attach_profile("attach-forks", target.pid, &["-d", "2"]);
+    let total = p.folded.total();
+    for spin in ["parent_spin", "child_spin"] {
+        let n = p.folded.count_containing(spin);
+        assert!(
+            n >= 50 && n as f64 >= 0.3 * total as f64,
+            "{spin} has {n} of {total} samples (parent and the child forked after the \
+             attach burn equally){}",
+            p.context()
+        );
+    }
+}
+
+/// Without symbols (`cc -s`), frames are `module+0xOFF`: the leaf offsets
+/// must fall inside a3_hot/b3_cold (offsets taken from the unstripped build
+/// of the same code) in the 75/25 proportion.
+#[test]
+fn attach_stripped_binary_frames_are_module_offsets() {
+    if !live("attach_stripped_binary_frames_are_module_offsets") {
+        return;
+    }
+    let unstripped = c_fixture("cratio", FP);
+    let (Some(a3), Some(b3)) = (
+        nm_symbol_range(&unstripped, "a3_hot"),
+        nm_symbol_range(&unstripped, "b3_cold"),
+    ) else {
+        eprintln!("SKIP attach_stripped_binary_frames_are_module_offsets: no nm");
+        return;
+    };
+    let mut flags = FP.to_vec();
+    flags.push("-s");
+    let stripped = c_fixture("cratio", &flags);
+    let target = Target::spawn(&stripped, &["0"]);
+    let p = attach_profile("attach-stripped", target.pid, &["-d", "1.5"]);
+    let total = p.folded.total();
+    let leaf_off = |f: &[String]| -> Option<u64> {
+        let leaf = f.last()?;
+        let hex = leaf.strip_prefix("cratio+0x")?;
+        u64::from_str_radix(hex, 16).ok()
+    };
+    let in_a3 = p
+        .folded
+        .count_where(|f| leaf_off(f).is_some_and(|o| o >= a3.0 && o < a3.1));
+    let in_b3 = p
+        .folded
+        .count_where(|f| leaf_off(f).is_some_and(|o| o >= b3.0 && o < b3.1));
+    assert!(
+        (in_a3 + in_b3) as f64 >= 0.9 * total as f64,
+        "only {} of {total} samples have a leaf `cratio+0xOFF` inside a3_hot {a3:x?} or \
+         b3_cold {b3:x?}{}",
+        in_a3 + in_b3,
+        p.context()
+    );
+    let share = in_a3 as f64 / (in_a3 + in_b3).max(1) as f64;
+    let tol = share_tolerance(0.75, in_a3 + in_b3, 0.03);
+    assert!(
+        (share - 0.75).abs() <= tol,
+        "a3_hot's share among the unresolved leaves is {share:.3}, expected 0.75 ± {tol:.3}{}",
+        p.context()
+    );
+    assert_eq!(
+        p.folded.count_containing("a3_hot"),
+        0,
+        "a stripped binary cannot name a3_hot{}",
+        p.context()
+    );
+}

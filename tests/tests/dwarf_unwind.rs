@@ -75,15 +75,22 @@ fn dwarf_qsort_comparator_through_libc() {
     );
 }
 
+fn sigprof_run() -> &'static Profile {
+    static RUN: std::sync::OnceLock<Profile> = std::sync::OnceLock::new();
+    RUN.get_or_init(|| {
+        let exe = c_fixture("sigprof", NO_FP);
+        record_profile("dwarf-sigprof", DWARF, &[exe.as_os_str(), "1.5".as_ref()])
+    })
+}
+
 #[test]
 fn dwarf_signal_handler_frames() {
     if !live("dwarf_signal_handler_frames") {
         return;
     }
-    let exe = c_fixture("sigprof", NO_FP);
-    let p = record_profile("dwarf-sigprof", DWARF, &[exe.as_os_str(), "1.5".as_ref()]);
+    let p = sigprof_run();
     assert_leaf_ratio(
-        &p,
+        p,
         "handler_spin",
         "main … on_sigprof;handler_spin",
         30,
@@ -96,7 +103,7 @@ fn dwarf_signal_handler_frames() {
     // handler (main_loop_spin, or main itself between two calls), with at
     // least one frame (__restore_rt) between it and on_sigprof.
     assert_leaf_ratio(
-        &p,
+        p,
         "handler_spin",
         "interrupted frame … on_sigprof",
         30,
@@ -108,9 +115,24 @@ fn dwarf_signal_handler_frames() {
             matches!((m, h), (Some(m), Some(h)) if h > m + 1)
         },
     );
-    assert_leaf_ratio(&p, "main_loop_spin", "main;main_loop_spin", 30, |f| {
+    assert_leaf_ratio(p, "main_loop_spin", "main;main_loop_spin", 30, |f| {
         has_chain(f, &["main", "main_loop_spin"])
     });
+}
+
+/// Only `[unknown]` and `[truncated]` are bracketed frames of the format.
+#[test]
+fn dwarf_signal_handler_frame_names_in_format() {
+    if !live("dwarf_signal_handler_frame_names_in_format") {
+        return;
+    }
+    let p = sigprof_run();
+    let bad = nonstandard_frames(&p.folded);
+    assert!(
+        bad.is_empty(),
+        "frames outside the folded format: {bad:?}{}",
+        p.context()
+    );
 }
 
 #[test]
@@ -152,4 +174,37 @@ fn dwarf_deep_recursion_truncated() {
             matches!((t, r), (Some(t), Some(r)) if t < r) && has_chain(f, &["recurse", "deep_leaf"])
         },
     );
+}
+
+/// `--unwind auto` (the default) uses DWARF CFI for modules that have it, so
+/// the no-frame-pointer build unwinds completely without `--unwind dwarf`.
+#[test]
+fn auto_unwind_cratio_no_frame_pointers() {
+    if !live("auto_unwind_cratio_no_frame_pointers") {
+        return;
+    }
+    let exe = c_fixture("cratio", NO_FP);
+    let p = record_profile("auto-cratio", &[], &[exe.as_os_str(), "1.5".as_ref()]);
+    for chain in [
+        ["main", "a1", "a2", "a3_hot"],
+        ["main", "b1", "b2", "b3_cold"],
+    ] {
+        assert_leaf_ratio(&p, chain[3], &chain.join(";"), 50, |f| has_chain(f, &chain));
+    }
+}
+
+/// With DWARF unwinding the frame-pointer build must unwind just as well.
+#[test]
+fn dwarf_cratio_with_frame_pointers() {
+    if !live("dwarf_cratio_with_frame_pointers") {
+        return;
+    }
+    let exe = c_fixture("cratio", FP);
+    let p = record_profile("dwarf-cratio-fp", DWARF, &[exe.as_os_str(), "1.0".as_ref()]);
+    for chain in [
+        ["main", "a1", "a2", "a3_hot"],
+        ["main", "b1", "b2", "b3_cold"],
+    ] {
+        assert_leaf_ratio(&p, chain[3], &chain.join(";"), 50, |f| has_chain(f, &chain));
+    }
 }

@@ -84,6 +84,8 @@ fn folded_is_sorted_with_comm_root() {
             excerpt(&text)
         );
     }
+    let bad = nonstandard_frames(&folded);
+    assert!(bad.is_empty(), "frames outside the folded format: {bad:?}");
 }
 
 fn decl_name(func: &str) -> String {
