@@ -25,10 +25,9 @@ pub struct StackId(pub u32);
 /// Why a stack ends where it does, when that is not the program's entry point.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Marker {
-    /// The copied stack ended, or unwinding failed, before the root was reached.
+    /// The walk stopped before the root: the copied stack ended, unwind information was
+    /// missing or wrong, or code without unwind information (JIT) was reached.
     Truncated,
-    /// Code without unwind information (JIT, stripped) where unwinding had to stop.
-    NoUnwindInfo,
     /// The sample had no user-space part (a kernel thread, or a thread in the kernel whose
     /// user registers were not captured).
     NoUserStack,
@@ -39,7 +38,6 @@ impl Marker {
     pub fn name(self) -> &'static str {
         match self {
             Marker::Truncated => "[truncated]",
-            Marker::NoUnwindInfo => "[no unwind info]",
             Marker::NoUserStack => "[no user stack]",
         }
     }

@@ -5,8 +5,9 @@
 //! the kernel's callchain, or DWARF CFI over the copied user stack with framehop. Memory is
 //! only ever the bytes the sample carries, so every walk is testable from recorded bytes.
 //!
-//! A walk never fails: where it cannot go on it ends in a marker frame
-//! ([`Marker::Truncated`], [`Marker::NoUnwindInfo`]) and the sample is kept.
+//! A walk never fails: where it cannot go on (the copied stack ran out, unwind information
+//! is missing or wrong, code is JIT-generated) it ends in a [`Marker::Truncated`] frame and
+//! the sample is kept and counted.
 
 pub mod module;
 
@@ -40,8 +41,6 @@ pub struct UnwindStats {
     pub dwarf_walks: u64,
     /// Samples whose stack copy filled the requested size.
     pub stack_copy_full: u64,
-    /// Walks that stopped in code without unwind information.
-    pub no_unwind_info: u64,
 }
 
 #[derive(Clone, Default)]
@@ -200,10 +199,9 @@ impl StackWalker {
                 }
                 let Some(space) = space else {
                     out.push(FrameKey::Unmapped(FrameAddr::Ip(regs.ip)));
-                    out.push(FrameKey::Marker(Marker::NoUnwindInfo));
+                    out.push(FrameKey::Marker(Marker::Truncated));
                     return;
                 };
-                let before = out.len();
                 walk_dwarf(
                     mode,
                     space,
@@ -213,10 +211,6 @@ impl StackWalker {
                     sample.user_stack,
                     out,
                 );
-                if out.last() == Some(&FrameKey::Marker(Marker::NoUnwindInfo)) && out.len() > before
-                {
-                    self.stats.no_unwind_info += 1;
-                }
             }
         }
     }
@@ -243,8 +237,38 @@ fn split_callchain(chain: &[u64]) -> (&[u64], &[u64]) {
     (&kernel[..end], user)
 }
 
+/// glibc's (and musl's) x86_64 signal return trampoline, `__restore_rt`:
+/// `mov $15, %rax` (`__NR_rt_sigreturn`); `syscall`.
+const SIGRETURN_CODE: [u8; 9] = [0x48, 0xc7, 0xc0, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05];
+
+/// Where the interrupted registers sit in the kernel's `struct rt_sigframe` relative to the
+/// stack pointer at the trampoline (which points at its `struct ucontext`): `uc_flags`,
+/// `uc_link` and `uc_stack` take 40 bytes, then `struct sigcontext` holds r8..r15, rdi, rsi,
+/// rbp, rbx, rdx, rax, rcx, rsp, rip.
+const SIGCONTEXT_RBP: u64 = 40 + 10 * 8;
+const SIGCONTEXT_RSP: u64 = 40 + 15 * 8;
+const SIGCONTEXT_RIP: u64 = 40 + 16 * 8;
+
+/// Whether `addr` is the start of the signal return trampoline, read from the module's bytes.
+fn is_sigreturn_trampoline(
+    modules: &ModuleTable,
+    mapping: &Mapping,
+    id: ModuleId,
+    addr: u64,
+) -> bool {
+    let Some(bytes) = modules.get(id).and_then(|m| m.bytes.as_ref()) else {
+        return false;
+    };
+    let off = mapping.file_offset_of(addr) as usize;
+    bytes.get(off..off + SIGRETURN_CODE.len()) == Some(&SIGRETURN_CODE[..])
+}
+
 /// One DWARF walk. Memory reads only come from the copied stack: anything outside it ends the
 /// walk as truncated rather than reading the target.
+///
+/// The loop is driven frame by frame (not with framehop's iterator) so that a signal frame
+/// can be crossed: at the trampoline the interrupted registers are read from the kernel's
+/// signal frame and the walk resumes at the interrupted instruction.
 fn walk_dwarf(
     mode: UnwindMode,
     space: &AddressSpace,
@@ -254,52 +278,74 @@ fn walk_dwarf(
     stack: &[u8],
     out: &mut Vec<FrameKey>,
 ) {
-    let sp = regs.sp;
+    let sp0 = regs.sp;
     let mut read_stack = |addr: u64| -> Result<u64, ()> {
-        let off = usize::try_from(addr.checked_sub(sp).ok_or(())?).map_err(|_| ())?;
+        let off = usize::try_from(addr.checked_sub(sp0).ok_or(())?).map_err(|_| ())?;
         let bytes = stack.get(off..off.checked_add(8).ok_or(())?).ok_or(())?;
         Ok(u64::from_ne_bytes(bytes.try_into().map_err(|_| ())?))
     };
-    let mut iter = space.unwinder.iter_frames(
-        regs.ip,
-        UnwindRegsX86_64::new(regs.ip, regs.sp, regs.bp),
-        cache,
-        &mut read_stack,
-    );
-    let mut n = 0;
-    loop {
-        match iter.next() {
-            Ok(Some(frame)) => {
-                let addr = match frame {
-                    FrameAddress::InstructionPointer(a) => FrameAddr::Ip(a),
-                    FrameAddress::ReturnAddress(a) => FrameAddr::Ret(a.get()),
-                };
-                let Some((mapping, id)) = space.find(addr.address()) else {
-                    // JIT or other anonymous code: no unwind info, and no honest way on.
-                    out.push(FrameKey::Unmapped(addr));
-                    out.push(FrameKey::Marker(Marker::NoUnwindInfo));
-                    return;
-                };
-                out.push(FrameKey::Module {
-                    module: *id,
-                    offset: mapping.file_offset_of(addr.address()),
-                    is_return: matches!(addr, FrameAddr::Ret(_)),
-                });
-                if mode == UnwindMode::Dwarf
-                    && !modules
-                        .get(*id)
-                        .and_then(|m| m.unwind.as_ref())
-                        .is_some_and(|u| u.has_cfi)
-                {
-                    out.push(FrameKey::Marker(Marker::NoUnwindInfo));
-                    return;
+    let mut uregs = UnwindRegsX86_64::new(regs.ip, regs.sp, regs.bp);
+    let mut frame = FrameAddress::from_instruction_pointer(regs.ip);
+    for _ in 0..MAX_FRAMES {
+        let addr = match frame {
+            FrameAddress::InstructionPointer(a) => FrameAddr::Ip(a),
+            FrameAddress::ReturnAddress(a) => FrameAddr::Ret(a.get()),
+        };
+        let Some((mapping, id)) = space.find(addr.address()) else {
+            // JIT or other anonymous code: no unwind info, and no honest way on.
+            out.push(FrameKey::Unmapped(addr));
+            out.push(FrameKey::Marker(Marker::Truncated));
+            return;
+        };
+        if is_sigreturn_trampoline(modules, mapping, *id, addr.address()) {
+            // The trampoline is entered at its first byte, not returned into after a call:
+            // name it by that address.
+            out.push(FrameKey::Module {
+                module: *id,
+                offset: mapping.file_offset_of(addr.address()),
+                is_return: false,
+            });
+            let sp = uregs.sp();
+            let mut saved = |off: u64| sp.checked_add(off).ok_or(()).and_then(&mut read_stack);
+            match (
+                saved(SIGCONTEXT_RIP),
+                saved(SIGCONTEXT_RSP),
+                saved(SIGCONTEXT_RBP),
+            ) {
+                (Ok(ip), Ok(new_sp), Ok(bp)) if ip != 0 => {
+                    uregs = UnwindRegsX86_64::new(ip, new_sp, bp);
+                    frame = FrameAddress::from_instruction_pointer(ip);
+                    continue;
                 }
-                n += 1;
-                if n >= MAX_FRAMES {
+                _ => {
                     out.push(FrameKey::Marker(Marker::Truncated));
                     return;
                 }
             }
+        }
+        out.push(FrameKey::Module {
+            module: *id,
+            offset: mapping.file_offset_of(addr.address()),
+            is_return: matches!(addr, FrameAddr::Ret(_)),
+        });
+        if mode == UnwindMode::Dwarf
+            && !modules
+                .get(*id)
+                .and_then(|m| m.unwind.as_ref())
+                .is_some_and(|u| u.has_cfi)
+        {
+            out.push(FrameKey::Marker(Marker::Truncated));
+            return;
+        }
+        match space
+            .unwinder
+            .unwind_frame(frame, &mut uregs, cache, &mut read_stack)
+        {
+            Ok(Some(ra)) => match FrameAddress::from_return_address(ra) {
+                Some(next) => frame = next,
+                None => return,
+            },
+            // The unwind info says this is the outermost frame.
             Ok(None) => return,
             Err(_) => {
                 out.push(FrameKey::Marker(Marker::Truncated));
@@ -307,4 +353,5 @@ fn walk_dwarf(
             }
         }
     }
+    out.push(FrameKey::Marker(Marker::Truncated));
 }
