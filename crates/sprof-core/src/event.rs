@@ -90,3 +90,52 @@ pub enum Event<'a> {
         unthrottle: bool,
     },
 }
+
+/// Callchain context markers (`enum perf_callchain_context`) sit at the top of the address
+/// space: `PERF_CONTEXT_USER` separates a callchain's kernel part from its user part.
+pub const PERF_CONTEXT_USER: u64 = -512i64 as u64;
+/// Every value at or above this is a context marker, not an address.
+pub const PERF_CONTEXT_MAX: u64 = -4095i64 as u64;
+
+/// Splits a perf callchain into its kernel and user parts, without the context markers.
+/// Borrowed, because it runs once per sample.
+pub fn split_callchain(chain: &[u64]) -> (&[u64], &[u64]) {
+    let (kernel, user) = match chain.iter().position(|&ip| ip == PERF_CONTEXT_USER) {
+        Some(p) => (&chain[..p], &chain[p + 1..]),
+        None => (chain, &chain[chain.len()..]),
+    };
+    let first = kernel
+        .iter()
+        .position(|&ip| ip < PERF_CONTEXT_MAX)
+        .unwrap_or(kernel.len());
+    let kernel = &kernel[first..];
+    let end = kernel
+        .iter()
+        .position(|&ip| ip >= PERF_CONTEXT_MAX)
+        .unwrap_or(kernel.len());
+    (&kernel[..end], user)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_and_user_parts_split() {
+        let kctx = -128i64 as u64;
+        let chain = [
+            kctx,
+            0xffff_ffff_8100_0000,
+            PERF_CONTEXT_USER,
+            0x401000,
+            0x401234,
+        ];
+        let (k, u) = split_callchain(&chain);
+        assert_eq!(k, &[0xffff_ffff_8100_0000]);
+        assert_eq!(u, &[0x401000, 0x401234]);
+        let (k, u) = split_callchain(&[PERF_CONTEXT_USER, 0x401000]);
+        assert!(k.is_empty());
+        assert_eq!(u, &[0x401000]);
+        assert_eq!(split_callchain(&[]), (&[][..], &[][..]));
+    }
+}

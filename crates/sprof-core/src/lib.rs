@@ -13,7 +13,9 @@ pub mod maps;
 pub mod profile;
 pub mod symbolized;
 
-pub use event::{CommEvent, Event, ExitEvent, ForkEvent, MmapEvent, Sample, UserRegs};
+pub use event::{
+    split_callchain, CommEvent, Event, ExitEvent, ForkEvent, MmapEvent, Sample, UserRegs,
+};
 pub use maps::{parse_maps, Mapping, MappingKind, MapsError, ParsedMaps};
 pub use profile::{
     Counts, FrameId, FrameKey, Marker, ModuleId, ModuleInfo, ProfileBuilder, RawProfile,

@@ -233,33 +233,10 @@ fn as_u64s(bytes: &[u8]) -> Option<&[u64]> {
     (head.is_empty() && tail.is_empty()).then_some(mid)
 }
 
-/// Splits a kernel callchain into its kernel and user parts, without the context markers.
-/// Borrowed, because it runs once per sample.
-pub fn split_callchain(chain: &[u64]) -> (&[u64], &[u64]) {
-    let (kernel, user) = match chain.iter().position(|&ip| ip == PERF_CONTEXT_USER) {
-        Some(p) => (&chain[..p], &chain[p + 1..]),
-        None => (chain, &chain[chain.len()..]),
-    };
-    let first_ip = kernel
-        .iter()
-        .position(|&ip| ip < PERF_CONTEXT_MAX)
-        .unwrap_or(kernel.len());
-    let kernel = &kernel[first_ip..];
-    let end = kernel
-        .iter()
-        .position(|&ip| ip >= PERF_CONTEXT_MAX)
-        .unwrap_or(kernel.len());
-    (&kernel[..end], user)
-}
-
-/// Callchain context markers (`enum perf_callchain_context`): values at the very top of the
-/// address space that separate kernel, user and hypervisor parts of a callchain.
-pub const PERF_CONTEXT_USER: u64 = -512i64 as u64;
-pub const PERF_CONTEXT_MAX: u64 = -4095i64 as u64;
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sprof_core::event::{split_callchain, PERF_CONTEXT_USER};
 
     fn push64(v: &mut Vec<u8>, x: u64) {
         v.extend_from_slice(&x.to_ne_bytes());
@@ -393,14 +370,5 @@ mod tests {
         };
         assert_eq!(e.comm, "python3");
         assert!(e.exec);
-    }
-
-    #[test]
-    fn kernel_and_user_parts_split() {
-        let kctx = -128i64 as u64;
-        let chain = [kctx, 0xffff_ffff_8100_0000, PERF_CONTEXT_USER, 0x401000];
-        let (k, u) = split_callchain(&chain);
-        assert_eq!(k, &[0xffff_ffff_8100_0000]);
-        assert_eq!(u, &[0x401000]);
     }
 }

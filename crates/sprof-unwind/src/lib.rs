@@ -15,7 +15,9 @@ use std::collections::HashMap;
 
 use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
 use framehop::{FrameAddress, Unwinder as _};
-use sprof_core::{Event, FrameAddr, FrameKey, Mapping, Marker, ModuleId, Pid, Sample};
+use sprof_core::{
+    split_callchain, Event, FrameAddr, FrameKey, Mapping, Marker, ModuleId, Pid, Sample,
+};
 
 pub use module::{FileIdentity, Module, ModuleLoader, ModuleTable, SectionBytes, UnwindSections};
 
@@ -214,27 +216,6 @@ impl StackWalker {
             }
         }
     }
-}
-
-fn split_callchain(chain: &[u64]) -> (&[u64], &[u64]) {
-    // Callchain context markers (enum perf_callchain_context) sit at the top of the address
-    // space: PERF_CONTEXT_USER separates the kernel part from the user part.
-    const CONTEXT_USER: u64 = -512i64 as u64;
-    const CONTEXT_MAX: u64 = -4095i64 as u64;
-    let (kernel, user) = match chain.iter().position(|&ip| ip == CONTEXT_USER) {
-        Some(p) => (&chain[..p], &chain[p + 1..]),
-        None => (chain, &chain[chain.len()..]),
-    };
-    let first = kernel
-        .iter()
-        .position(|&ip| ip < CONTEXT_MAX)
-        .unwrap_or(kernel.len());
-    let kernel = &kernel[first..];
-    let end = kernel
-        .iter()
-        .position(|&ip| ip >= CONTEXT_MAX)
-        .unwrap_or(kernel.len());
-    (&kernel[..end], user)
 }
 
 /// glibc's (and musl's) x86_64 signal return trampoline, `__restore_rt`:
