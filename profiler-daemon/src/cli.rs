@@ -109,6 +109,11 @@ pub struct ProfileOpts {
     /// Rows in the printed table.
     #[arg(long = "rows", value_name = "N", default_value_t = 30)]
     pub rows: usize,
+
+    /// Print session statistics on stderr at the end: unwind time per sample (median, p99),
+    /// stack-copy fill, modules read, symbolization time.
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
 }
 
 /// A command line that parses but asks for something impossible.
@@ -179,6 +184,7 @@ impl ProfileOpts {
                 EventArg::Cycles => sprof_perf::EventKind::Cycles,
             },
             rows: self.rows,
+            verbose: self.verbose,
         })
     }
 }
@@ -231,6 +237,7 @@ mod tests {
         assert!(c.kernel && c.quiet && c.by_line);
         assert_eq!(c.unwind, sprof_unwind::UnwindMode::FramePointer);
         assert_eq!(c.stack_size, 8192);
+        assert!(c.verbose);
     }
 
     #[test]

@@ -36,4 +36,5 @@ pub struct SessionConfig {
     pub stack_size: u32,
     pub event: sprof_perf::EventKind,
     pub rows: usize,
+    pub verbose: bool,
 }

@@ -344,6 +344,7 @@ pub fn run(config: SessionConfig) -> anyhow::Result<i32> {
         loader,
         frames,
         threads_seen,
+        unwind_ns: config.verbose.then(Vec::new),
     };
 
     let reason = loop {
@@ -406,6 +407,7 @@ pub fn run(config: SessionConfig) -> anyhow::Result<i32> {
         builder,
         names,
         threads_seen,
+        unwind_ns,
         ..
     } = c;
     let mut raw = builder.snapshot();
@@ -433,7 +435,16 @@ pub fn run(config: SessionConfig) -> anyhow::Result<i32> {
     if config.kernel && kernel_symbols.is_none() {
         eprintln!("sprofd: warning: /proc/kallsyms shows no addresses (kernel.kptr_restrict); kernel frames appear as [kernel]");
     }
+    let symbolize_start = Instant::now();
     let profile = symbolize::symbolize(&raw, &walker.modules, meta, kernel_symbols.as_ref());
+    if config.verbose {
+        print_statistics(
+            &walker,
+            unwind_ns.unwrap_or_default(),
+            symbolize_start.elapsed(),
+            &sampler,
+        );
+    }
 
     let what = match reason {
         StopReason::Duration => String::new(),
@@ -496,6 +507,44 @@ pub fn run(config: SessionConfig) -> anyhow::Result<i32> {
     Ok(code)
 }
 
+/// `--verbose`: what the session cost, for users tuning it and for the benchmark.
+fn print_statistics(
+    walker: &StackWalker,
+    mut unwind_ns: Vec<u32>,
+    symbolize: Duration,
+    sampler: &Sampler,
+) {
+    unwind_ns.sort_unstable();
+    let pct = |p: f64| {
+        unwind_ns
+            .get(((unwind_ns.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or(0)
+    };
+    let modules = walker.modules.iter().count();
+    let bytes: usize = walker
+        .modules
+        .iter()
+        .filter_map(|(_, m)| m.bytes.as_ref().map(|b| b.len()))
+        .sum();
+    let s = walker.stats;
+    eprintln!(
+        "sprofd: stats: unwind per sample median {:.2} µs, p99 {:.2} µs over {} samples ({} DWARF walks, {} stack copies filled --stack-size)",
+        f64::from(pct(0.5)) / 1000.0,
+        f64::from(pct(0.99)) / 1000.0,
+        unwind_ns.len(),
+        s.dwarf_walks,
+        s.stack_copy_full
+    );
+    eprintln!(
+        "sprofd: stats: {modules} modules read ({:.1} MiB), symbolization {:.3} s, ring buffers {} pages per CPU, {} records undecodable",
+        bytes as f64 / (1 << 20) as f64,
+        symbolize.as_secs_f64(),
+        sampler.data_pages(),
+        sampler.stats.unparsed
+    );
+}
+
 /// Everything the drain loop updates, per event.
 struct Collector {
     walker: StackWalker,
@@ -504,13 +553,19 @@ struct Collector {
     loader: LiveLoader,
     frames: Vec<sprof_core::FrameKey>,
     threads_seen: std::collections::HashSet<Tid>,
+    /// Per-sample unwind times, kept only with --verbose.
+    unwind_ns: Option<Vec<u32>>,
 }
 
 impl Collector {
     fn handle(&mut self, event: Event<'_>) {
         match event {
             Event::Sample(s) => {
+                let t0 = self.unwind_ns.is_some().then(Instant::now);
                 self.walker.unwind(&s, &mut self.frames);
+                if let (Some(t0), Some(v)) = (t0, self.unwind_ns.as_mut()) {
+                    v.push(t0.elapsed().as_nanos().min(u128::from(u32::MAX)) as u32);
+                }
                 self.builder
                     .add_sample(s.pid, s.tid, &self.frames, s.period);
                 self.threads_seen.insert(s.tid);
