@@ -228,6 +228,7 @@ mod tests {
             "fp",
             "--stack-size",
             "8192",
+            "-v",
         ])
         .unwrap();
         assert_eq!(c.target, Target::Pid(4242));
