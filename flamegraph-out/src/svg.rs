@@ -235,7 +235,6 @@ mod tests {
             lost: 3,
             truncated: 5,
             throttled: 2,
-            stack_copy_full: 0,
         });
         assert_eq!(
             default_subtitle(&m),

@@ -79,8 +79,8 @@ fn load_module(name: &str, bytes: &Arc<[u8]>, path: &str) -> Option<ElfModule> {
     Some(m)
 }
 
-/// Resolves every frame of `raw`. `thread_roots` adds a frame for the thread name under the
-/// process when they differ.
+/// Resolves every frame of `raw`. Each stack starts with a root frame for its process, and a
+/// second one for the thread's name when it differs from the process's.
 pub fn symbolize(
     raw: &RawProfile,
     modules: &ModuleTable,

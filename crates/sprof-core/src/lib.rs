@@ -18,8 +18,8 @@ pub use event::{
 };
 pub use maps::{parse_maps, Mapping, MappingKind, MapsError, ParsedMaps};
 pub use profile::{
-    Counts, FrameId, FrameKey, Marker, ModuleId, ModuleInfo, ProfileBuilder, RawProfile,
-    RawStackCount, SessionStats, StackId, ThreadInfo,
+    Counts, FrameId, FrameKey, Marker, ModuleId, ProfileBuilder, RawProfile, RawStackCount,
+    SessionStats, StackId, ThreadInfo,
 };
 pub use symbolized::{Frame, FrameKind, ProfileMeta, SampledStack, SymbolizedProfile};
 

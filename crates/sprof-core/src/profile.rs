@@ -92,13 +92,6 @@ pub struct ThreadInfo {
     pub process_name: String,
 }
 
-/// What a module table tells exporters about a module; the aggregator never looks inside.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModuleInfo {
-    pub path: String,
-    pub short_name: String,
-}
-
 /// Counts for one (thread, stack) pair.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
@@ -116,8 +109,6 @@ pub struct SessionStats {
     pub throttled: u64,
     /// Samples whose stack ends in [`Marker::Truncated`].
     pub truncated: u64,
-    /// Samples whose user stack copy filled the requested size.
-    pub stack_copy_full: u64,
 }
 
 /// The interning aggregator.
@@ -166,18 +157,6 @@ impl ProfileBuilder {
             parent = Some(next);
         }
         parent
-    }
-
-    /// Records the name of a thread, the latest name winning (threads rename themselves).
-    pub fn set_thread_name(&mut self, pid: Pid, tid: Tid, name: &str, process_name: &str) {
-        let idx = self.thread_index(pid, tid);
-        let t = &mut self.threads[idx];
-        if t.name != name {
-            t.name = name.to_string();
-        }
-        if t.process_name != process_name {
-            t.process_name = process_name.to_string();
-        }
     }
 
     fn thread_index(&mut self, pid: Pid, tid: Tid) -> usize {

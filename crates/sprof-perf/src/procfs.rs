@@ -132,18 +132,6 @@ pub fn cmdline(pid: Pid) -> Result<String, ProcError> {
     Ok(parts.join(" "))
 }
 
-/// CPU time (user + system) the process and its reaped children used so far, nanoseconds.
-pub fn cpu_time_ns(pid: Pid) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let close = text.rfind(')')?;
-    let fields: Vec<&str> = text.get(close + 1..)?.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    Some((utime + stime) * 1_000_000_000 / hz)
-}
-
 /// The online CPUs, from `/sys/devices/system/cpu/online` (e.g. `0-3,6`).
 pub fn online_cpus() -> Vec<u32> {
     let text = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap_or_default();
@@ -189,20 +177,6 @@ pub fn perf_event_paranoid() -> Option<i64> {
 /// `kernel.perf_event_max_sample_rate`.
 pub fn perf_event_max_sample_rate() -> Option<u64> {
     sysctl("perf_event_max_sample_rate").and_then(|v| u64::try_from(v).ok())
-}
-
-/// The pid of the target inside its own pid namespace (last field of `NStgid:`).
-pub fn ns_tgid(pid: Pid) -> Option<u32> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = text.lines().find(|l| l.starts_with("NStgid:"))?;
-    line.split_whitespace().last()?.parse().ok()
-}
-
-/// The effective uid that owns a process.
-pub fn process_uid(pid: Pid) -> Option<u32> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = text.lines().find(|l| l.starts_with("Uid:"))?;
-    line.split_whitespace().nth(2)?.parse().ok()
 }
 
 #[cfg(test)]

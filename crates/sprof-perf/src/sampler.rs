@@ -48,6 +48,8 @@ pub struct Sampler {
     buffers: Vec<RingBuffer>,
     followers: Vec<PerfEvent>,
     threads: BTreeSet<Tid>,
+    /// Online CPUs, read once: every thread gets one event on each.
+    cpus: Vec<u32>,
     spec: EventSpec,
     data_pages: usize,
     scratch: Vec<u64>,
@@ -64,6 +66,7 @@ impl Sampler {
             buffers: Vec::new(),
             followers: Vec::new(),
             threads: BTreeSet::new(),
+            cpus: procfs::online_cpus(),
             spec,
             data_pages: data_pages.next_power_of_two(),
             scratch: Vec::new(),
@@ -78,8 +81,8 @@ impl Sampler {
         if !self.threads.insert(tid) {
             return Ok(());
         }
-        let cpus = procfs::online_cpus();
-        for (i, &cpu) in cpus.iter().enumerate() {
+        for i in 0..self.cpus.len() {
+            let cpu = self.cpus[i];
             let first = self.buffers.len() <= i;
             let event = PerfEvent::open(&self.spec, tid.0 as i32, cpu as i32, first)
                 .map_err(|source| SamplerError::Open { pid, source })?;
@@ -144,10 +147,6 @@ impl Sampler {
             }
         }
         Ok(())
-    }
-
-    pub fn thread_count(&self) -> usize {
-        self.threads.len()
     }
 
     /// The size of each CPU's data area, in pages (after any reduction).

@@ -111,10 +111,6 @@ impl StackWalker {
         }
     }
 
-    pub fn mode(&self) -> UnwindMode {
-        self.mode
-    }
-
     /// Adds a mapping to a process, loading its module on first sight.
     pub fn add_mapping(&mut self, pid: Pid, mapping: Mapping, loader: &mut dyn ModuleLoader) {
         if !mapping.executable {
@@ -147,11 +143,6 @@ impl StackWalker {
             }
             _ => {}
         }
-    }
-
-    /// The module mapped at `addr` in `pid`, if any.
-    pub fn module_at(&self, pid: Pid, addr: u64) -> Option<ModuleId> {
-        self.spaces.get(&pid)?.find(addr).map(|(_, id)| *id)
     }
 
     fn key(space: Option<&AddressSpace>, addr: FrameAddr) -> FrameKey {

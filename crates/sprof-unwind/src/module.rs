@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use object::read::elf::{ElfFile64, ProgramHeader};
 use object::{Object, ObjectSection};
-use sprof_core::{Mapping, MappingKind, ModuleId, ModuleInfo, Pid};
+use sprof_core::{Mapping, MappingKind, ModuleId, Pid};
 
 /// What makes two mappings the same file: device and inode when the kernel gives them, the
 /// path otherwise. Never the path alone when an inode is known: a path can be replaced.
@@ -238,16 +238,5 @@ impl ModuleTable {
             .iter()
             .enumerate()
             .map(|(i, m)| (ModuleId(i as u32), m))
-    }
-
-    /// What exporters need to know of each module.
-    pub fn infos(&self) -> Vec<ModuleInfo> {
-        self.modules
-            .iter()
-            .map(|m| ModuleInfo {
-                path: m.path.clone(),
-                short_name: m.short_name.clone(),
-            })
-            .collect()
     }
 }

@@ -94,7 +94,6 @@ pub fn mixed() -> SymbolizedProfile {
                 lost: 3,
                 throttled: 1,
                 truncated: 5,
-                stack_copy_full: 0,
             },
         },
         frames,
