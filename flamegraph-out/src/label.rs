@@ -15,12 +15,16 @@ pub const MAX_LABEL_CHARS: usize = 1024;
 /// inlined ones (inferno strips these for display and uses them for colour). Root, marker,
 /// unresolved and native frames are the plain name. An empty name becomes `[unknown]`.
 ///
+/// Python frames read `qualname (file.py:line)`, with the file's base name, as py-spy
+/// labels them.
+///
 /// Borrows when nothing needs changing, which is the common case.
 pub fn frame_label(frame: &Frame) -> Cow<'_, str> {
     let suffix = match frame.kind {
         FrameKind::Kernel => "_[k]",
         FrameKind::Inlined => "_[i]",
         FrameKind::Root | FrameKind::Native | FrameKind::Marker | FrameKind::Unresolved => "",
+        FrameKind::Python => return python_label(frame),
     };
     let name = frame.function.as_str();
     if name.is_empty() {
@@ -39,6 +43,20 @@ pub fn frame_label(frame: &Frame) -> Cow<'_, str> {
     }));
     label.push_str(suffix);
     Cow::Owned(label)
+}
+
+fn python_label(frame: &Frame) -> Cow<'_, str> {
+    let file = frame.file.as_deref().unwrap_or("?");
+    let base = file.rsplit('/').next().unwrap_or(file);
+    let named = Frame {
+        function: match frame.line {
+            Some(line) => format!("{} ({base}:{line})", frame.function),
+            None => format!("{} ({base})", frame.function),
+        },
+        kind: FrameKind::Native,
+        ..Frame::bare("", FrameKind::Native)
+    };
+    Cow::Owned(frame_label(&named).into_owned())
 }
 
 #[cfg(test)]
@@ -81,6 +99,16 @@ mod tests {
             frame_label(&Frame::bare("", FrameKind::Native)),
             "[unknown]"
         );
+    }
+
+    #[test]
+    fn python_frames_show_file_and_line() {
+        let mut f = Frame::bare("Handler.get", FrameKind::Python);
+        f.file = Some("/srv/app/handler.py".into());
+        f.line = Some(42);
+        assert_eq!(frame_label(&f), "Handler.get (handler.py:42)");
+        f.line = None;
+        assert_eq!(frame_label(&f), "Handler.get (handler.py)");
     }
 
     #[test]

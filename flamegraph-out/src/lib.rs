@@ -84,13 +84,36 @@ impl OutputFormat {
     /// The exporter for this format with default settings (title and subtitle from the
     /// profile; table by function with at most [`StatprofTable::DEFAULT_MAX_ROWS`] rows).
     pub fn exporter(self) -> Box<dyn Exporter> {
+        self.exporter_with(&ExportOptions::default())
+    }
+
+    /// The exporter for this format with `options`.
+    pub fn exporter_with(self, options: &ExportOptions) -> Box<dyn Exporter> {
         match self {
             OutputFormat::Svg => Box::new(Svg::default()),
             OutputFormat::Folded => Box::new(Folded),
             OutputFormat::Table => Box::new(StatprofTable {
-                by_line: false,
-                max_rows: Some(StatprofTable::DEFAULT_MAX_ROWS),
+                by_line: options.by_line,
+                max_rows: options.table_rows,
             }),
+        }
+    }
+}
+
+/// Choices that apply to several formats.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportOptions {
+    /// Table rows per source line rather than per function.
+    pub by_line: bool,
+    /// Most table rows; `None` for all.
+    pub table_rows: Option<usize>,
+}
+
+impl Default for ExportOptions {
+    fn default() -> Self {
+        ExportOptions {
+            by_line: false,
+            table_rows: Some(StatprofTable::DEFAULT_MAX_ROWS),
         }
     }
 }

@@ -192,7 +192,7 @@ fn row_name(frame: &Frame, by_line: bool) -> Option<String> {
     let name = match frame.kind {
         FrameKind::Root => return None,
         FrameKind::Marker | FrameKind::Unresolved => f.clone(),
-        FrameKind::Native | FrameKind::Inlined | FrameKind::Kernel => {
+        FrameKind::Native | FrameKind::Inlined | FrameKind::Kernel | FrameKind::Python => {
             match (by_line, frame.file.as_deref(), frame.line) {
                 (true, Some(file), Some(line)) => format!("{}:{line}:{f}", basename(file)),
                 (true, Some(file), None) => format!("{f} ({})", basename(file)),

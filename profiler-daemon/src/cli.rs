@@ -114,6 +114,11 @@ pub struct ProfileOpts {
     /// stack-copy fill, modules read, symbolization time.
     #[arg(short = 'v', long)]
     pub verbose: bool,
+
+    /// Record every event into FILE (sprofd's own recording format), for replaying the
+    /// session through the engine in tests.
+    #[arg(long = "save-events", value_name = "FILE", hide = true)]
+    pub save_events: Option<PathBuf>,
 }
 
 /// A command line that parses but asks for something impossible.
@@ -185,6 +190,7 @@ impl ProfileOpts {
             },
             rows: self.rows,
             verbose: self.verbose,
+            save_events: self.save_events,
         })
     }
 }

@@ -37,4 +37,6 @@ pub struct SessionConfig {
     pub event: sprof_perf::EventKind,
     pub rows: usize,
     pub verbose: bool,
+    /// Record every event into this file (`--save-events`), for replay in tests.
+    pub save_events: Option<PathBuf>,
 }

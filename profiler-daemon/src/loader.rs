@@ -8,8 +8,7 @@
 use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 
-use sprof_core::{Mapping, MappingKind, Pid};
-use sprof_unwind::ModuleLoader;
+use sprof_core::{Mapping, MappingKind, ModuleLoader, Pid};
 
 /// Files larger than this are not read: a module degrades to `module+0xOFFSET` instead of
 /// exhausting memory.

@@ -9,7 +9,6 @@ mod loader;
 mod output;
 mod privileges;
 mod session;
-mod symbolize;
 
 use clap::Parser;
 

@@ -11,10 +11,10 @@ use std::io::{BufWriter, Write};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use flamegraph_out::{Exporter, OutputFormat, StatprofTable, Svg};
+use flamegraph_out::{ExportOptions, OutputFormat};
 use sprof_core::SymbolizedProfile;
 
-use crate::config::OutputSpec;
+use crate::config::{OutputSpec, SessionConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
@@ -125,15 +125,14 @@ impl PreparedOutput {
         owner: Option<(u32, u32)>,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let mut w = BufWriter::new(&self.file);
-        match self.spec.format {
-            OutputFormat::Svg => Svg::default().export(profile, &mut w)?,
-            OutputFormat::Folded => flamegraph_out::Folded.export(profile, &mut w)?,
-            OutputFormat::Table => StatprofTable {
-                by_line,
-                max_rows: None,
-            }
-            .export(profile, &mut w)?,
-        }
+        let options = ExportOptions {
+            by_line,
+            table_rows: None,
+        };
+        self.spec
+            .format
+            .exporter_with(&options)
+            .export(profile, &mut w)?;
         w.flush()?;
         drop(w);
         if let Some(temp) = &self.temp {
@@ -156,6 +155,34 @@ impl Drop for PreparedOutput {
             let _ = std::fs::remove_file(t);
         }
     }
+}
+
+/// Writes every output and, unless `--quiet`, the table on stdout; reports each result on
+/// stderr. Returns whether anything failed (the others are still written).
+pub fn write_all(
+    outputs: Vec<PreparedOutput>,
+    profile: &SymbolizedProfile,
+    config: &SessionConfig,
+) -> bool {
+    let owner = sudo_owner();
+    let mut failed = false;
+    for out in outputs {
+        let path = out.spec.path.clone();
+        match out.write(profile, config.by_line, owner) {
+            Ok(()) => eprintln!("sprofd: wrote {}", path.display()),
+            Err(e) => {
+                eprintln!("sprofd: error: {e}");
+                failed = true;
+            }
+        }
+    }
+    if !config.quiet {
+        if let Err(e) = print_table(profile, config.by_line, config.rows) {
+            eprintln!("sprofd: error: {e}");
+            failed = true;
+        }
+    }
+    failed
 }
 
 /// The user behind `sudo`, whose files the outputs should be.
@@ -198,15 +225,17 @@ pub fn print_table(
 ) -> Result<(), OutputError> {
     let stdout = std::io::stdout();
     let mut lock = stdout.lock();
-    StatprofTable {
+    let options = ExportOptions {
         by_line,
-        max_rows: Some(rows),
-    }
-    .export(profile, &mut lock)
-    .map_err(|e| OutputError::Write {
-        path: PathBuf::from("<stdout>"),
-        source: Box::new(e),
-    })
+        table_rows: Some(rows),
+    };
+    OutputFormat::Table
+        .exporter_with(&options)
+        .export(profile, &mut lock)
+        .map_err(|e| OutputError::Write {
+            path: PathBuf::from("<stdout>"),
+            source: Box::new(e),
+        })
 }
 
 #[cfg(test)]

@@ -1,27 +1,29 @@
-//! One profiling session: start sampling a process (attached or launched), read and unwind
-//! samples until told to stop, then symbolize and write every output.
+//! The `attach` and `record` driver: start a source for the target, pump it into the engine
+//! until a stop condition, then symbolize and write every output.
 //!
-//! The sampling thread does the reading, unwinding and aggregation itself, so copied stack
-//! bytes never leave the ring buffer they were written to.
+//! The sampling thread does the reading, unwinding and aggregation itself (the engine runs in
+//! the source's drain callback), so copied stack bytes never leave the ring buffer they were
+//! written to.
 
-use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
-use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::ops::ControlFlow;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context};
-use sprof_core::{Event, Pid, ProfileBuilder, ProfileMeta, Tid};
-use sprof_perf::spawn::{ExitStatus, PausedChild, RunningChild};
-use sprof_perf::{procfs, EventKind, EventSpec, SampleLayout, Sampler, SamplerError};
-use sprof_unwind::{StackWalker, UnwindMode};
+use sprof_core::{EventSource, Pid, ProfileMeta, Tid};
+use sprof_engine::{Engine, EngineConfig};
+use sprof_perf::spawn::{ExitStatus, RunningChild};
+use sprof_perf::{procfs, EventKind, Sampler, SamplerError, SamplingPolicy, StackCapture};
+use sprof_symbolizer::SymbolService;
+use sprof_unwind::UnwindMode;
 
 use crate::config::{OutputSpec, SessionConfig, Target};
 use crate::loader::LiveLoader;
 use crate::output::{self, PreparedOutput};
 use crate::privileges;
-use crate::symbolize::{self, KernelSymbols};
 
 /// Why sampling stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,26 +37,25 @@ enum StopReason {
 /// Signals received, counted by signal-hook's handlers.
 struct Signals {
     interrupt: Arc<AtomicUsize>,
-    terminate: Arc<AtomicBool>,
+    terminate: Arc<AtomicUsize>,
 }
 
 impl Signals {
     fn install() -> anyhow::Result<Signals> {
         use signal_hook::consts::{SIGINT, SIGTERM};
         let interrupt = Arc::new(AtomicUsize::new(0));
-        let terminate = Arc::new(AtomicBool::new(false));
-        let abort = Arc::new(AtomicBool::new(false));
-        // A second Ctrl-C aborts at once: the first already asked for a clean stop.
-        signal_hook::flag::register_conditional_shutdown(SIGINT, 130, abort.clone())?;
-        signal_hook::flag::register(SIGINT, abort)?;
         let i = interrupt.clone();
-        // SAFETY: the handler only performs an atomic increment, which is async-signal-safe.
+        // SAFETY: the handler performs an atomic increment and, on the second Ctrl-C, exits
+        // with _exit: both are async-signal-safe. The first Ctrl-C asks for a clean stop.
         unsafe {
             signal_hook::low_level::register(SIGINT, move || {
-                i.fetch_add(1, Ordering::SeqCst);
+                if i.fetch_add(1, Ordering::SeqCst) >= 1 {
+                    signal_hook::low_level::exit(130);
+                }
             })
         }?;
-        signal_hook::flag::register(SIGTERM, terminate.clone())?;
+        let terminate = Arc::new(AtomicUsize::new(0));
+        signal_hook::flag::register_usize(SIGTERM, terminate.clone(), 1)?;
         Ok(Signals {
             interrupt,
             terminate,
@@ -64,7 +65,7 @@ impl Signals {
     fn stop_reason(&self) -> Option<StopReason> {
         if self.interrupt.load(Ordering::SeqCst) > 0 {
             Some(StopReason::Interrupted)
-        } else if self.terminate.load(Ordering::SeqCst) {
+        } else if self.terminate.load(Ordering::SeqCst) > 0 {
             Some(StopReason::Terminated)
         } else {
             None
@@ -84,89 +85,58 @@ enum Profiled {
     },
 }
 
-/// Names of threads and processes, kept current from comm and fork records.
-#[derive(Default)]
-struct Names {
-    threads: HashMap<Tid, String>,
-    processes: HashMap<Pid, String>,
-}
+impl Profiled {
+    fn pid(&self) -> Pid {
+        match self {
+            Profiled::Attached { pid, .. } => *pid,
+            Profiled::Launched { child, .. } => Pid(child.pid() as u32),
+        }
+    }
 
-impl Names {
-    fn on_event(&mut self, event: &Event<'_>) {
-        match event {
-            Event::Comm(c) => {
-                self.threads.insert(c.tid, c.comm.clone());
-                if c.pid.0 == c.tid.0 || c.exec {
-                    self.processes.insert(c.pid, c.comm.clone());
-                }
-            }
-            Event::Fork(f) => {
-                if let Some(n) = self.threads.get(&f.ptid).cloned() {
-                    self.threads.entry(f.tid).or_insert(n);
-                }
-                if f.pid != f.ppid {
-                    if let Some(n) = self.processes.get(&f.ppid).cloned() {
-                        self.processes.entry(f.pid).or_insert(n);
-                    }
-                }
-            }
-            _ => {}
+    fn has_exited(&mut self) -> bool {
+        match self {
+            Profiled::Launched { child, .. } => matches!(child.try_wait(), Ok(Some(_))),
+            Profiled::Attached { .. } => false,
         }
     }
 }
 
-fn event_spec(
-    config: &SessionConfig,
-    kind: EventKind,
-    count_kernel: bool,
-    enable_on_exec: bool,
-) -> EventSpec {
-    let dwarf = config.unwind != UnwindMode::FramePointer;
-    EventSpec {
-        kind,
-        frequency: config.frequency,
-        layout: SampleLayout {
-            callchain: !dwarf || config.kernel,
-            regs_user: dwarf,
-            stack_user: if dwarf { config.stack_size } else { 0 },
-        },
-        count_kernel,
-        kernel_callchain: config.kernel,
-        user_callchain: !dwarf,
-        enable_on_exec,
-    }
+/// A started target: its source, what it is, and how it is called in titles.
+struct Started {
+    sampler: Sampler,
+    event: EventKind,
+    profiled: Profiled,
+    title: String,
 }
 
-/// Ring-buffer size per CPU: room for about a quarter second of copied stacks of a few busy
-/// threads at the requested rate, within sane bounds.
-fn data_pages(config: &SessionConfig) -> usize {
-    let page = sprof_perf::sys::page_size() as u64;
-    let per_sample = if config.unwind == UnwindMode::FramePointer {
-        1024
-    } else {
-        u64::from(config.stack_size) + 256
-    };
-    let bytes = per_sample * config.frequency.max(1) / 2;
-    // Buffers are per CPU: keep the total bounded (128 MiB) on many-CPU hosts.
-    let cpus = procfs::online_cpus().len().max(1) as u64;
-    let cap = (32768 / cpus).clamp(64, 2048);
-    ((bytes / page).clamp(64, cap) as usize).next_power_of_two()
+fn policy(config: &SessionConfig, count_kernel: bool) -> SamplingPolicy {
+    SamplingPolicy {
+        event: config.event,
+        frequency: config.frequency,
+        capture: match config.unwind {
+            UnwindMode::FramePointer => StackCapture::FramePointer,
+            _ => StackCapture::UserStack {
+                bytes: config.stack_size,
+            },
+        },
+        kernel_frames: config.kernel,
+        count_kernel,
+        wakeup_per_sample: false,
+    }
 }
 
 /// Opens events, falling back from a hardware event the machine lacks to `cpu-clock`.
 fn open_events(
     config: &SessionConfig,
-    count_kernel: bool,
     enable_on_exec: bool,
     open: impl Fn(&mut Sampler) -> Result<(), SamplerError>,
     describe: &str,
 ) -> anyhow::Result<(Sampler, EventKind)> {
+    let policy = policy(config, privileges::can_count_kernel());
     let mut kind = config.event;
     loop {
-        let mut sampler = Sampler::new(
-            event_spec(config, kind, count_kernel, enable_on_exec),
-            data_pages(config),
-        );
+        let mut sampler =
+            Sampler::new(policy.event_spec(kind, enable_on_exec), policy.data_pages());
         match open(&mut sampler) {
             Ok(()) => return Ok((sampler, kind)),
             Err(e)
@@ -195,262 +165,267 @@ fn describe_target(pid: Pid) -> String {
     format!("{cmd} (pid {pid})")
 }
 
+fn attach_target(config: &SessionConfig, pid: Pid) -> anyhow::Result<Started> {
+    let stat = match procfs::stat(pid) {
+        Ok(s) => s,
+        Err(procfs::ProcError::Gone(_)) => bail!("no such process: PID {pid}"),
+        Err(e) => bail!("cannot inspect PID {pid}: {e}"),
+    };
+    if stat.is_kernel_thread() {
+        bail!(
+            "PID {pid} ({}) is a kernel thread: sprofd profiles user-space processes",
+            stat.comm
+        );
+    }
+    if stat.is_zombie() {
+        bail!("PID {pid} ({}) has exited and is a zombie waiting for its parent: nothing left to sample", stat.comm);
+    }
+    let title = describe_target(pid);
+    let (sampler, event) = open_events(config, false, |s| s.attach(pid), &format!("PID {pid}"))?;
+    for w in &sampler.warnings {
+        eprintln!("sprofd: warning: {w}");
+    }
+    Ok(Started {
+        sampler,
+        event,
+        profiled: Profiled::Attached {
+            pid,
+            comm: stat.comm,
+        },
+        title,
+    })
+}
+
+fn launch_target(config: &SessionConfig, argv: &[std::ffi::OsString]) -> anyhow::Result<Started> {
+    let child = sprof_perf::spawn::spawn_paused(argv)?;
+    let pid = Pid(child.pid() as u32);
+    let program = argv[0]
+        .to_string_lossy()
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let (sampler, event) = open_events(
+        config,
+        true,
+        |s| s.add_thread(pid, Tid(pid.0)),
+        &format!("the launched command (PID {pid})"),
+    )?;
+    let title: String = argv
+        .iter()
+        .map(|a| a.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(120)
+        .collect();
+    let child = child.resume()?;
+    Ok(Started {
+        sampler,
+        event,
+        profiled: Profiled::Launched { child, program },
+        title: format!("{title} (pid {pid})"),
+    })
+}
+
 /// Runs a whole session. Returns the process exit code sprofd should end with.
 pub fn run(config: SessionConfig) -> anyhow::Result<i32> {
-    let privileged = privileges::can_count_kernel();
-    if config.kernel && !privileged {
+    if config.kernel && !privileges::can_count_kernel() {
         bail!("{}", privileges::kernel_denied_message());
     }
-
     // Everything that can be checked before sampling is checked before sampling.
     let mut outputs: Vec<PreparedOutput> = Vec::new();
     for spec in &config.outputs {
         outputs.push(output::prepare(spec.clone())?);
     }
     let signals = Signals::install().context("installing signal handlers")?;
-
-    let (mut sampler, event, mut profiled, title) = match &config.target {
-        Target::Pid(pid) => {
-            let pid = Pid(*pid);
-            let stat = match procfs::stat(pid) {
-                Ok(s) => s,
-                Err(procfs::ProcError::Gone(_)) => bail!("no such process: PID {pid}"),
-                Err(e) => bail!("cannot inspect PID {pid}: {e}"),
-            };
-            if stat.is_kernel_thread() {
-                bail!(
-                    "PID {pid} ({}) is a kernel thread: sprofd profiles user-space processes",
-                    stat.comm
-                );
-            }
-            if stat.is_zombie() {
-                bail!("PID {pid} ({}) has exited and is a zombie waiting for its parent: nothing left to sample", stat.comm);
-            }
-            let title = describe_target(pid);
-            let (sampler, event) = open_events(
-                &config,
-                privileged,
-                false,
-                |s| s.attach(pid),
-                &format!("PID {pid}"),
-            )?;
-            (
-                sampler,
-                event,
-                Profiled::Attached {
-                    pid,
-                    comm: stat.comm,
-                },
-                title,
-            )
-        }
-        Target::Command(argv) => {
-            let child: PausedChild = sprof_perf::spawn::spawn_paused(argv)?;
-            let pid = Pid(child.pid() as u32);
-            let program = argv[0]
-                .to_string_lossy()
-                .rsplit('/')
-                .next()
-                .unwrap_or_default()
-                .to_string();
-            let (sampler, event) = open_events(
-                &config,
-                privileged,
-                true,
-                |s| s.add_thread(pid, Tid(pid.0)),
-                &format!("the launched command (PID {pid})"),
-            )?;
-            if config.outputs.is_empty() {
-                outputs.push(default_output(&program, pid)?);
-            }
-            let title: String = argv
-                .iter()
-                .map(|a| a.to_string_lossy())
-                .collect::<Vec<_>>()
-                .join(" ")
-                .chars()
-                .take(120)
-                .collect();
-            let child = child.resume()?;
-            (
-                sampler,
-                event,
-                Profiled::Launched { child, program },
-                format!("{title} (pid {pid})"),
-            )
-        }
+    let Started {
+        mut sampler,
+        event,
+        mut profiled,
+        title,
+    } = match &config.target {
+        Target::Pid(pid) => attach_target(&config, Pid(*pid))?,
+        Target::Command(argv) => launch_target(&config, argv)?,
     };
-    if let Profiled::Attached { pid, comm } = &profiled {
-        if config.outputs.is_empty() {
-            outputs.push(default_output(comm, *pid)?);
-        }
-    }
-
-    let started = Instant::now();
-    let mut walker = StackWalker::new(config.unwind, config.kernel);
-    let mut loader = LiveLoader::new();
-    let builder = ProfileBuilder::new();
-    let mut names = Names::default();
-    let target_pid = match &profiled {
-        Profiled::Attached { pid, .. } => *pid,
-        Profiled::Launched { child, .. } => Pid(child.pid() as u32),
-    };
-    let exit_fd = sprof_perf::sys::pidfd_open(target_pid.0 as i32).ok();
-
-    if let Profiled::Attached { pid, .. } = &profiled {
-        // The process's existing state enters the pipeline as synthetic events.
-        if let Ok(tids) = procfs::tasks(*pid) {
-            for tid in tids {
-                if let Ok(comm) = procfs::thread_comm(*pid, tid) {
-                    names.on_event(&Event::Comm(sprof_core::CommEvent {
-                        pid: *pid,
-                        tid,
-                        comm,
-                        exec: false,
-                    }));
-                }
-            }
-        }
-        match procfs::exec_mappings(*pid) {
-            Ok(maps) => {
-                for mapping in maps {
-                    walker.on_event(
-                        &Event::Mmap(sprof_core::MmapEvent {
-                            pid: *pid,
-                            tid: Tid(pid.0),
-                            mapping,
-                        }),
-                        &mut loader,
-                    );
-                }
-            }
-            Err(e) => eprintln!("sprofd: warning: {e}; symbols will be missing"),
-        }
-    }
-
-    let status_line = std::io::stderr().is_terminal();
-    let frames = Vec::with_capacity(256);
-    let threads_seen: std::collections::HashSet<Tid> = Default::default();
-    let mut last_status = Instant::now();
-    let mut poll_fds = sampler.poll_fds();
-    if let Some(fd) = &exit_fd {
-        poll_fds.push(fd.as_raw_fd());
-    }
-
-    let mut c = Collector {
-        walker,
-        builder,
-        names,
-        loader,
-        frames,
-        threads_seen,
-        unwind_ns: config.verbose.then(Vec::new),
-    };
-
-    let reason = loop {
-        let ready = sprof_perf::sys::poll_readable(&poll_fds, 100).unwrap_or_default();
-        sampler.drain(|e| c.handle(e));
-        if let Some(r) = signals.stop_reason() {
-            break r;
-        }
-        if exit_fd.is_some() && ready.last() == Some(&true) {
-            break StopReason::TargetExited;
-        }
-        if let Profiled::Launched { child, .. } = &mut profiled {
-            if matches!(child.try_wait(), Ok(Some(_))) {
-                break StopReason::TargetExited;
-            }
-        }
-        if config.duration.is_some_and(|d| started.elapsed() >= d) {
-            break StopReason::Duration;
-        }
-        if status_line && last_status.elapsed() >= Duration::from_millis(250) {
-            last_status = Instant::now();
-            eprint!(
-                "\r\x1b[Ksprofd: {:.1} s · {} samples · {} threads · {} lost",
-                started.elapsed().as_secs_f64(),
-                c.builder.stats.samples,
-                c.threads_seen.len(),
-                c.builder.stats.lost
-            );
-            let _ = std::io::stderr().flush();
-        }
-    };
-    let elapsed = started.elapsed();
-    sampler.disable();
-    sampler.drain(|e| c.handle(e));
-    if status_line {
-        eprint!("\r\x1b[K");
-    }
-
-    // A launched command hears of Ctrl-C from the terminal itself; if it was sprofd alone
-    // that was signalled, pass the signal on.
-    if let Profiled::Launched { child, .. } = &mut profiled {
-        let forward = match reason {
-            StopReason::Interrupted => Some(libc::SIGINT),
-            StopReason::Terminated => Some(libc::SIGTERM),
-            _ => None,
+    if config.outputs.is_empty() {
+        let name = match &profiled {
+            Profiled::Attached { comm, .. } => comm.as_str(),
+            Profiled::Launched { program, .. } => program.as_str(),
         };
-        if let Some(sig) = forward {
-            let deadline = Instant::now() + Duration::from_millis(100);
-            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            if matches!(child.try_wait(), Ok(None)) {
-                let _ = sprof_perf::sys::kill(child.pid(), sig);
-            }
-        }
+        outputs.push(default_output(name, profiled.pid())?);
     }
 
-    let Collector {
-        walker,
-        builder,
-        names,
-        threads_seen,
-        unwind_ns,
-        ..
-    } = c;
-    let mut raw = builder.snapshot();
-    for t in &mut raw.threads {
-        t.name = names.threads.get(&t.tid).cloned().unwrap_or_default();
-        t.process_name = names
-            .processes
-            .get(&t.pid)
-            .cloned()
-            .unwrap_or_else(|| t.name.clone());
+    let mut engine = Engine::new(
+        EngineConfig {
+            unwind: config.unwind,
+            kernel_frames: config.kernel,
+            time_unwind: config.verbose,
+        },
+        Box::new(LiveLoader::new()),
+    );
+    let exit_fd = sprof_perf::sys::pidfd_open(profiled.pid().0 as i32).ok();
+    if let Some(fd) = &exit_fd {
+        sampler.watch(fd.as_raw_fd());
     }
+    let mut source = recording_source(&config, sampler)?;
+    let started = Instant::now();
+    let mut status = StatusLine::new();
+    let reason = sprof_engine::run(
+        source.as_mut(),
+        &mut engine,
+        Duration::from_millis(100),
+        |engine, _| {
+            status.update(engine, started);
+            match stop_condition(&config, &signals, exit_fd.as_ref(), &mut profiled, started) {
+                Some(r) => ControlFlow::Break(r),
+                None => ControlFlow::Continue(()),
+            }
+        },
+    );
+    let elapsed = started.elapsed();
+    status.clear();
+    forward_signal(&mut profiled, reason);
+
     let meta = ProfileMeta {
         target: title,
-        pid: Some(target_pid.0),
+        pid: Some(profiled.pid().0),
         duration_secs: elapsed.as_secs_f64(),
         frequency: config.frequency,
         event: event.name().to_string(),
-        stats: raw.stats,
+        stats: Default::default(),
     };
-    let kernel_symbols = if config.kernel {
-        KernelSymbols::load()
-    } else {
-        None
+    let failed = finish(
+        &config,
+        &engine,
+        source.as_ref(),
+        meta,
+        outputs,
+        reason,
+        &profiled,
+    );
+    Ok(exit_code(profiled, failed))
+}
+
+/// The sampler, or with `--save-events` the sampler teeing every event into a recording.
+fn recording_source(
+    config: &SessionConfig,
+    sampler: Sampler,
+) -> anyhow::Result<Box<dyn EventSource>> {
+    let Some(path) = &config.save_events else {
+        return Ok(Box::new(sampler));
     };
-    if config.kernel && kernel_symbols.is_none() {
+    let file =
+        std::fs::File::create(path).with_context(|| format!("--save-events {}", path.display()))?;
+    let recorder = sprof_engine::replay::Recorder::new(std::io::BufWriter::new(file))
+        .with_context(|| format!("--save-events {}", path.display()))?;
+    Ok(Box::new(sprof_engine::replay::Tee::new(sampler, recorder)))
+}
+
+fn stop_condition(
+    config: &SessionConfig,
+    signals: &Signals,
+    exit_fd: Option<&OwnedFd>,
+    profiled: &mut Profiled,
+    started: Instant,
+) -> Option<StopReason> {
+    if let Some(r) = signals.stop_reason() {
+        return Some(r);
+    }
+    let exited = exit_fd.is_some_and(|fd| {
+        sprof_perf::sys::poll_readable(&[fd.as_raw_fd()], 0).is_ok_and(|r| r.first() == Some(&true))
+    });
+    if exited || profiled.has_exited() {
+        return Some(StopReason::TargetExited);
+    }
+    if config.duration.is_some_and(|d| started.elapsed() >= d) {
+        return Some(StopReason::Duration);
+    }
+    None
+}
+
+/// The live `sprofd: 3.2 s · 3100 samples · ...` line on a terminal.
+struct StatusLine {
+    enabled: bool,
+    last: Instant,
+}
+
+impl StatusLine {
+    fn new() -> StatusLine {
+        StatusLine {
+            enabled: std::io::stderr().is_terminal(),
+            last: Instant::now(),
+        }
+    }
+
+    fn update(&mut self, engine: &Engine, started: Instant) {
+        if !self.enabled || self.last.elapsed() < Duration::from_millis(250) {
+            return;
+        }
+        self.last = Instant::now();
+        eprint!(
+            "\r\x1b[Ksprofd: {:.1} s · {} samples · {} threads · {} lost",
+            started.elapsed().as_secs_f64(),
+            engine.samples(),
+            engine.stats().threads_sampled,
+            engine.lost()
+        );
+        let _ = std::io::stderr().flush();
+    }
+
+    fn clear(&self) {
+        if self.enabled {
+            eprint!("\r\x1b[K");
+        }
+    }
+}
+
+/// A launched command hears of Ctrl-C from the terminal itself; if it was sprofd alone that
+/// was signalled, pass the signal on.
+fn forward_signal(profiled: &mut Profiled, reason: StopReason) {
+    let Profiled::Launched { child, .. } = profiled else {
+        return;
+    };
+    let sig = match reason {
+        StopReason::Interrupted => libc::SIGINT,
+        StopReason::Terminated => libc::SIGTERM,
+        _ => return,
+    };
+    let deadline = Instant::now() + Duration::from_millis(100);
+    while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if matches!(child.try_wait(), Ok(None)) {
+        let _ = sprof_perf::sys::kill(child.pid(), sig);
+    }
+}
+
+/// Symbolizes, reports and writes every output. Returns whether an output failed.
+fn finish(
+    config: &SessionConfig,
+    engine: &Engine,
+    source: &dyn EventSource,
+    mut meta: ProfileMeta,
+    outputs: Vec<PreparedOutput>,
+    reason: StopReason,
+    profiled: &Profiled,
+) -> bool {
+    let raw = engine.snapshot();
+    meta.stats = raw.stats;
+    let mut symbols = SymbolService::new(config.kernel);
+    if config.kernel && !symbols.has_kernel_symbols() {
         eprintln!("sprofd: warning: /proc/kallsyms shows no addresses (kernel.kptr_restrict); kernel frames appear as [kernel]");
     }
     let symbolize_start = Instant::now();
-    let profile = symbolize::symbolize(&raw, &walker.modules, meta, kernel_symbols.as_ref());
+    let profile = symbols.symbolize(&raw, engine.modules(), meta);
     if config.verbose {
-        print_statistics(
-            &walker,
-            unwind_ns.unwrap_or_default(),
-            symbolize_start.elapsed(),
-            &sampler,
-        );
+        print_statistics(engine, &symbols, symbolize_start.elapsed(), source);
     }
-
     let what = match reason {
         StopReason::Duration => String::new(),
         StopReason::Interrupted => "interrupted; ".into(),
         StopReason::Terminated => "terminated; ".into(),
-        StopReason::TargetExited => match &profiled {
+        StopReason::TargetExited => match profiled {
             Profiled::Attached { pid, .. } => format!("PID {pid} exited; "),
             Profiled::Launched { program, .. } => format!("{program} exited; "),
         },
@@ -463,124 +438,67 @@ pub fn run(config: SessionConfig) -> anyhow::Result<i32> {
     eprintln!(
         "sprofd: {what}{} samples in {:.2} s from {} threads{lost}",
         raw.stats.samples,
-        elapsed.as_secs_f64(),
-        threads_seen.len()
+        profile.meta.duration_secs,
+        raw.threads.len()
     );
+    output::write_all(outputs, &profile, config)
+}
 
-    let owner = output::sudo_owner();
-    let mut failed = false;
-    for out in outputs {
-        let path = out.spec.path.clone();
-        match out.write(&profile, config.by_line, owner) {
-            Ok(()) => eprintln!("sprofd: wrote {}", path.display()),
-            Err(e) => {
-                eprintln!("sprofd: error: {e}");
-                failed = true;
+/// sprofd's exit code: 1 if an output failed, else a launched command's own status.
+fn exit_code(profiled: Profiled, failed: bool) -> i32 {
+    let code = i32::from(failed);
+    let Profiled::Launched { mut child, program } = profiled else {
+        return code;
+    };
+    if matches!(child.try_wait(), Ok(None)) {
+        eprintln!("sprofd: waiting for {program} to exit (Ctrl-C again to abort)");
+    }
+    match child.wait() {
+        Ok(status) => {
+            eprintln!("sprofd: {program} ended with {status}");
+            match (failed, status) {
+                (true, _) => code,
+                (false, ExitStatus::Exited(c)) => c,
+                (false, ExitStatus::Signaled(s)) => 128 + s,
             }
         }
-    }
-    if !config.quiet {
-        if let Err(e) = output::print_table(&profile, config.by_line, config.rows) {
-            eprintln!("sprofd: error: {e}");
-            failed = true;
+        Err(e) => {
+            eprintln!("sprofd: waiting for {program}: {e}");
+            code
         }
     }
-
-    let mut code = if failed { 1 } else { 0 };
-    if let Profiled::Launched { mut child, program } = profiled {
-        if matches!(child.try_wait(), Ok(None)) {
-            eprintln!("sprofd: waiting for {program} to exit (Ctrl-C again to abort)");
-        }
-        match child.wait() {
-            Ok(status) => {
-                eprintln!("sprofd: {program} ended with {status}");
-                if !failed {
-                    code = match status {
-                        ExitStatus::Exited(c) => c,
-                        ExitStatus::Signaled(s) => 128 + s,
-                    };
-                }
-            }
-            Err(e) => eprintln!("sprofd: waiting for {program}: {e}"),
-        }
-    }
-    Ok(code)
 }
 
 /// `--verbose`: what the session cost, for users tuning it and for the benchmark.
 fn print_statistics(
-    walker: &StackWalker,
-    mut unwind_ns: Vec<u32>,
+    engine: &Engine,
+    symbols: &SymbolService,
     symbolize: Duration,
-    sampler: &Sampler,
+    source: &dyn EventSource,
 ) {
-    unwind_ns.sort_unstable();
-    let pct = |p: f64| {
-        unwind_ns
-            .get(((unwind_ns.len() as f64 - 1.0) * p).round() as usize)
-            .copied()
-            .unwrap_or(0)
-    };
-    let modules = walker.modules.iter().count();
-    let bytes: usize = walker
-        .modules
-        .iter()
-        .filter_map(|(_, m)| m.bytes.as_ref().map(|b| b.len()))
-        .sum();
-    let s = walker.stats;
+    let s = engine.stats();
     eprintln!(
         "sprofd: stats: unwind per sample median {:.2} µs, p99 {:.2} µs over {} samples ({} DWARF walks, {} stack copies filled --stack-size)",
-        f64::from(pct(0.5)) / 1000.0,
-        f64::from(pct(0.99)) / 1000.0,
-        unwind_ns.len(),
-        s.dwarf_walks,
-        s.stack_copy_full
+        f64::from(s.unwind_median_ns) / 1000.0,
+        f64::from(s.unwind_p99_ns) / 1000.0,
+        s.unwind_timed,
+        s.unwind.dwarf_walks,
+        s.unwind.stack_copy_full
     );
     eprintln!(
-        "sprofd: stats: {modules} modules read ({:.1} MiB), symbolization {:.3} s, ring buffers {} pages per CPU, {} records undecodable",
-        bytes as f64 / (1 << 20) as f64,
+        "sprofd: stats: {} modules read ({:.1} MiB), symbolization {:.3} s, {} records undecodable",
+        s.modules,
+        s.module_bytes as f64 / (1 << 20) as f64,
         symbolize.as_secs_f64(),
-        sampler.data_pages(),
-        sampler.stats.unparsed
+        source.stats().unparsed
     );
-}
-
-/// Everything the drain loop updates, per event.
-struct Collector {
-    walker: StackWalker,
-    builder: ProfileBuilder,
-    names: Names,
-    loader: LiveLoader,
-    frames: Vec<sprof_core::FrameKey>,
-    threads_seen: std::collections::HashSet<Tid>,
-    /// Per-sample unwind times, kept only with --verbose.
-    unwind_ns: Option<Vec<u32>>,
-}
-
-impl Collector {
-    fn handle(&mut self, event: Event<'_>) {
-        match event {
-            Event::Sample(s) => {
-                let t0 = self.unwind_ns.is_some().then(Instant::now);
-                self.walker.unwind(&s, &mut self.frames);
-                if let (Some(t0), Some(v)) = (t0, self.unwind_ns.as_mut()) {
-                    v.push(t0.elapsed().as_nanos().min(u128::from(u32::MAX)) as u32);
-                }
-                self.builder
-                    .add_sample(s.pid, s.tid, &self.frames, s.period);
-                self.threads_seen.insert(s.tid);
-            }
-            Event::Lost { count } => self.builder.stats.lost += count,
-            Event::Throttle { unthrottle: false } => self.builder.stats.throttled += 1,
-            Event::Throttle { .. } | Event::Exit(_) => {}
-            e => {
-                if std::env::var_os("SPROFD_DEBUG_EVENTS").is_some() {
-                    eprintln!("event: {e:?}");
-                }
-                self.names.on_event(&e);
-                self.walker.on_event(&e, &mut self.loader);
-            }
-        }
+    let f = symbols.stats;
+    eprintln!(
+        "sprofd: stats: frames named {}; unnamed: {} outside any known module, {} in unreadable files, {} in files without symbols, {} with no covering symbol",
+        f.resolved, f.unknown_module, f.unreadable_file, f.no_symbols, f.no_symbol
+    );
+    for line in engine.hook_reports() {
+        eprintln!("sprofd: stats: {line}");
     }
 }
 

@@ -62,57 +62,16 @@ fn file_crc32(path: &Path) -> Option<u32> {
     if !file.metadata().ok()?.is_file() {
         return None;
     }
-    let mut crc = Crc32::new();
+    // The CRC-32 (IEEE 802.3, as zlib computes it) that `.gnu_debuglink` records.
+    let mut crc = crc32fast::Hasher::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         match file.read(&mut buf) {
-            Ok(0) => return Some(crc.finish()),
+            Ok(0) => return Some(crc.finalize()),
             Ok(n) => crc.update(buf.get(..n)?),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => return None,
         }
-    }
-}
-
-/// The CRC-32 (IEEE 802.3, reflected, as zlib computes it) that `.gnu_debuglink` records.
-pub(crate) struct Crc32 {
-    state: u32,
-}
-
-const CRC_TABLE: [u32; 256] = {
-    let mut table = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                0xEDB8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        table[i] = c;
-        i += 1;
-    }
-    table
-};
-
-impl Crc32 {
-    pub(crate) fn new() -> Self {
-        Crc32 { state: !0 }
-    }
-
-    pub(crate) fn update(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.state =
-                CRC_TABLE[((self.state ^ u32::from(b)) & 0xff) as usize] ^ (self.state >> 8);
-        }
-    }
-
-    pub(crate) fn finish(&self) -> u32 {
-        !self.state
     }
 }
 
@@ -121,15 +80,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn crc32_known_values() {
-        let mut c = Crc32::new();
-        c.update(b"123456789");
-        assert_eq!(c.finish(), 0xCBF4_3926);
-        assert_eq!(Crc32::new().finish(), 0);
-        let mut split = Crc32::new();
-        split.update(b"1234");
-        split.update(b"56789");
-        assert_eq!(split.finish(), 0xCBF4_3926);
+    fn file_crc32_is_zlibs_crc32() {
+        let path = std::env::temp_dir().join(format!("sprof-crc-{}", std::process::id()));
+        std::fs::write(&path, b"123456789").unwrap();
+        assert_eq!(file_crc32(&path), Some(0xCBF4_3926));
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(file_crc32(&path), None);
     }
 
     #[test]

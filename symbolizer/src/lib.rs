@@ -21,13 +21,15 @@
 //!
 //! Symbol tables are sorted once at parse time; a lookup is a binary search. DWARF is
 //! indexed on the first lookup that needs it and kept for the module's lifetime. Use
-//! [`Symbolizer`] so that each module is read and parsed once.
+//! [`Symbolizer`] so that each module is read and parsed once, and [`SymbolService`] to turn
+//! whole profiles into named ones with caches that last as long as the session.
 
 mod debugfile;
 mod demangle;
 mod dwarf;
 mod error;
 mod module;
+mod service;
 mod symtab;
 
 use std::collections::HashMap;
@@ -38,6 +40,7 @@ pub use demangle::demangle;
 pub use dwarf::MAX_INLINE_DEPTH;
 pub use error::SymbolizeError;
 pub use module::ElfModule;
+pub use service::{KernelSymbols, SymbolService, SymbolStats};
 
 /// The result of resolving one address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,6 +151,11 @@ impl Symbolizer {
             .entry(key)
             .or_insert_with(|| load().map(Arc::new))
             .clone()
+    }
+
+    /// Forgets what is cached for `key` (its file was released or reloaded).
+    pub fn forget(&mut self, key: u64) {
+        self.modules.remove(&key);
     }
 
     /// Number of keys seen, failed ones included.

@@ -25,9 +25,12 @@ pub struct Sample<'a> {
     pub period: u64,
     /// The sampled instruction pointer (user or kernel).
     pub ip: u64,
-    /// The raw kernel callchain, context markers (`PERF_CONTEXT_*`) included. Empty when not
-    /// requested.
-    pub callchain: &'a [u64],
+    /// The kernel part of the callchain, leaf first, context markers removed (split when the
+    /// record is decoded). Empty when not requested.
+    pub kernel_chain: &'a [u64],
+    /// The user part of the kernel's frame-pointer callchain, leaf first. Empty when not
+    /// requested (DWARF unwinding walks `user_stack` instead).
+    pub user_chain: &'a [u64],
     /// User registers at the time of the sample, when requested and the thread was in user
     /// space or entered the kernel from it.
     pub user_regs: Option<UserRegs>,

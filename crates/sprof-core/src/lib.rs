@@ -3,24 +3,30 @@
 //! This crate owns the types that cross pipeline boundaries: process and thread ids, the
 //! address kinds a stack walk produces ([`FrameAddr`]), memory [`Mapping`]s, the [`Event`]
 //! stream that both the live sampler and recorded fixtures produce, the `/proc/PID/maps`
-//! parser (so attaching to a running process is just a burst of synthetic mmap events), and
-//! the [`profile`] aggregator that interns stacks as a prefix tree.
+//! parser (so attaching to a running process is just a burst of synthetic mmap events), the
+//! [`module`] table that the unwinder and the symbolizer share, the [`EventSource`] trait
+//! every event source implements, and the [`profile`] aggregator that interns stacks as a
+//! prefix tree.
 //!
 //! Nothing here talks to the kernel: every function takes bytes or readers.
 
 pub mod event;
 pub mod maps;
+pub mod module;
 pub mod profile;
+pub mod source;
 pub mod symbolized;
 
 pub use event::{
     split_callchain, CommEvent, Event, ExitEvent, ForkEvent, MmapEvent, Sample, UserRegs,
 };
 pub use maps::{parse_maps, Mapping, MappingKind, MapsError, ParsedMaps};
+pub use module::{FileIdentity, Module, ModuleLoader, ModuleTable};
 pub use profile::{
-    Counts, FrameId, FrameKey, Marker, ModuleId, ProfileBuilder, RawProfile, RawStackCount,
-    SessionStats, StackId, ThreadInfo,
+    Added, Counts, FrameId, FrameKey, InterpFunction, Marker, ModuleId, ProfileBuilder, RawProfile,
+    RawStackCount, SessionStats, StackId, ThreadInfo,
 };
+pub use source::{EventSource, SourceStats};
 pub use symbolized::{Frame, FrameKind, ProfileMeta, SampledStack, SymbolizedProfile};
 
 /// A process id, as the host kernel numbers it.

@@ -22,6 +22,16 @@ pub struct FrameId(pub u32);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StackId(pub u32);
 
+/// A function of interpreted code, as its interpreter names it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct InterpFunction {
+    /// Qualified name, e.g. `Handler.get`.
+    pub name: String,
+    pub file: String,
+    /// Line of the definition (`co_firstlineno`).
+    pub first_line: u32,
+}
+
 /// Why a stack ends where it does, when that is not the program's entry point.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Marker {
@@ -31,6 +41,17 @@ pub enum Marker {
     /// The sample had no user-space part (a kernel thread, or a thread in the kernel whose
     /// user registers were not captured).
     NoUserStack,
+    /// The interpreter's frames had moved on (deeper) between the sample and their read; the
+    /// surplus inner frames are dropped here.
+    InterpAdvanced,
+    /// An interpreter activation on the native stack whose interpreted frames had already
+    /// returned when they were read.
+    InterpUnavailable,
+    /// The interpreter's frames could not be read for this sample.
+    InterpUnreadable,
+    /// Interpreted frames were read but the native walk found no interpreter activation to
+    /// put them in (the native walk broke): they are appended here.
+    InterpUnplaced,
 }
 
 impl Marker {
@@ -39,6 +60,10 @@ impl Marker {
         match self {
             Marker::Truncated => "[truncated]",
             Marker::NoUserStack => "[no user stack]",
+            Marker::InterpAdvanced => "[python: stack advanced]",
+            Marker::InterpUnavailable => "[python frame unavailable]",
+            Marker::InterpUnreadable => "[python frame unreadable]",
+            Marker::InterpUnplaced => "[python: no eval frame]",
         }
     }
 }
@@ -58,6 +83,12 @@ pub enum FrameKey {
     /// A kernel address.
     Kernel(u64),
     Marker(Marker),
+    /// A frame of interpreted code (Python), found by a frame hook: the function is an index
+    /// into [`RawProfile::interp_functions`], the line is the line executing (0: unknown).
+    Interp {
+        func: u32,
+        line: u32,
+    },
 }
 
 impl FrameKey {
@@ -121,7 +152,16 @@ pub struct ProfileBuilder {
     threads: Vec<ThreadInfo>,
     thread_ids: HashMap<Tid, usize>,
     counts: HashMap<(usize, StackId), Counts>,
+    functions: Vec<InterpFunction>,
+    function_ids: HashMap<InterpFunction, u32>,
     pub stats: SessionStats,
+}
+
+/// Where a sample went in the builder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Added {
+    /// The thread appeared in the profile with this sample: its names are still empty.
+    pub new_thread: bool,
 }
 
 impl ProfileBuilder {
@@ -159,10 +199,10 @@ impl ProfileBuilder {
         parent
     }
 
-    fn thread_index(&mut self, pid: Pid, tid: Tid) -> usize {
+    fn thread_index(&mut self, pid: Pid, tid: Tid) -> (usize, bool) {
         if let Some(&i) = self.thread_ids.get(&tid) {
             if self.threads[i].pid == pid {
-                return i;
+                return (i, false);
             }
         }
         let i = self.threads.len();
@@ -173,22 +213,65 @@ impl ProfileBuilder {
             process_name: String::new(),
         });
         self.thread_ids.insert(tid, i);
-        i
+        (i, true)
     }
 
-    /// Adds one sample of `pid/tid` whose stack is `frames`, leaf first.
-    pub fn add_sample(&mut self, pid: Pid, tid: Tid, frames: &[FrameKey], period: u64) {
+    /// Adds one sample of `pid/tid` whose stack is `frames`, leaf first, standing for
+    /// `weight` (the event period: CPU nanoseconds for `cpu-clock`).
+    pub fn add_sample(&mut self, pid: Pid, tid: Tid, frames: &[FrameKey], weight: u64) -> Added {
         self.stats.samples += 1;
         if frames.last() == Some(&FrameKey::Marker(Marker::Truncated)) {
             self.stats.truncated += 1;
         }
         let Some(stack) = self.intern_stack_leaf_first(frames) else {
-            return;
+            return Added { new_thread: false };
         };
-        let thread = self.thread_index(pid, tid);
+        let (thread, new_thread) = self.thread_index(pid, tid);
         let c = self.counts.entry((thread, stack)).or_default();
         c.samples += 1;
-        c.period += period;
+        c.period += weight;
+        Added { new_thread }
+    }
+
+    /// The profile's entry for thread `tid`, to name it.
+    pub fn thread_mut(&mut self, tid: Tid) -> Option<&mut ThreadInfo> {
+        let &i = self.thread_ids.get(&tid)?;
+        self.threads.get_mut(i)
+    }
+
+    /// Every thread entry of process `pid`, to rename the process (exec).
+    pub fn threads_of_mut(&mut self, pid: Pid) -> impl Iterator<Item = &mut ThreadInfo> {
+        self.threads.iter_mut().filter(move |t| t.pid == pid)
+    }
+
+    /// Interns an interpreted function; the id goes into [`FrameKey::Interp`].
+    pub fn intern_function(&mut self, f: InterpFunction) -> u32 {
+        if let Some(&id) = self.function_ids.get(&f) {
+            return id;
+        }
+        let id = self.functions.len() as u32;
+        self.functions.push(f.clone());
+        self.function_ids.insert(f, id);
+        id
+    }
+
+    /// Threads that have samples in the current window.
+    pub fn threads_sampled(&self) -> usize {
+        let mut seen = vec![false; self.threads.len()];
+        for &(t, _) in self.counts.keys() {
+            seen[t] = true;
+        }
+        seen.into_iter().filter(|&s| s).count()
+    }
+
+    /// Returns the window gathered since the last call (or the start) and starts a new one:
+    /// counts and statistics begin again, interned frames and stacks are kept so ids stay
+    /// stable across windows.
+    pub fn take_window(&mut self) -> RawProfile {
+        let raw = self.snapshot();
+        self.counts.clear();
+        self.stats = SessionStats::default();
+        raw
     }
 
     /// A snapshot of everything gathered so far.
@@ -209,6 +292,7 @@ impl ProfileBuilder {
             threads: self.threads.clone(),
             samples,
             stats: self.stats,
+            interp_functions: self.functions.clone(),
         }
     }
 }
@@ -231,9 +315,33 @@ pub struct RawProfile {
     pub threads: Vec<ThreadInfo>,
     pub samples: Vec<RawStackCount>,
     pub stats: SessionStats,
+    /// Functions that [`FrameKey::Interp`] frames refer to, by index.
+    pub interp_functions: Vec<InterpFunction>,
 }
 
 impl RawProfile {
+    /// Modules that the sampled stacks refer to.
+    pub fn referenced_modules(&self) -> std::collections::HashSet<ModuleId> {
+        let mut used = vec![false; self.stacks.len()];
+        for s in &self.samples {
+            let mut node = Some(s.stack);
+            while let Some(StackId(i)) = node {
+                if std::mem::replace(&mut used[i as usize], true) {
+                    break;
+                }
+                node = self.stacks[i as usize].0;
+            }
+        }
+        used.iter()
+            .zip(&self.stacks)
+            .filter(|(u, _)| **u)
+            .filter_map(|(_, (_, f))| match self.frames[f.0 as usize] {
+                FrameKey::Module { module, .. } => Some(module),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The frames of a stack, root first, into `out` (cleared first).
     pub fn stack_frames(&self, stack: StackId, out: &mut Vec<FrameId>) {
         out.clear();

@@ -17,6 +17,8 @@ pub enum FrameKind {
     Inlined,
     /// A kernel function.
     Kernel,
+    /// A Python function (`file` and `line` from the interpreter, `decl_line` its first line).
+    Python,
     /// A marker such as `[truncated]`: not a function, but kept as a frame so that every tool
     /// shows it.
     Marker,

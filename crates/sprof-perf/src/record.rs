@@ -7,8 +7,8 @@
 
 use perf_event_open_sys::bindings as sys;
 use sprof_core::{
-    maps::classify, CommEvent, Event, ExitEvent, ForkEvent, Mapping, MmapEvent, Pid, Sample, Tid,
-    UserRegs,
+    maps::classify, split_callchain, CommEvent, Event, ExitEvent, ForkEvent, Mapping, MmapEvent,
+    Pid, Sample, Tid, UserRegs,
 };
 
 /// Which optional fields our sample records carry.
@@ -190,6 +190,7 @@ fn parse_sample<'a>(c: &mut Cursor<'a>, layout: &SampleLayout) -> Option<Sample<
         let bytes = c.bytes(nr.checked_mul(8)?)?;
         callchain = as_u64s(bytes)?;
     }
+    let (kernel_chain, user_chain) = split_callchain(callchain);
     let mut user_regs = None;
     if layout.regs_user {
         let abi = c.u64()?;
@@ -217,7 +218,8 @@ fn parse_sample<'a>(c: &mut Cursor<'a>, layout: &SampleLayout) -> Option<Sample<
         cpu,
         period,
         ip,
-        callchain,
+        kernel_chain,
+        user_chain,
         user_regs,
         user_stack,
         user_stack_requested: u64::from(layout.stack_user),
@@ -236,7 +238,7 @@ fn as_u64s(bytes: &[u8]) -> Option<&[u64]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sprof_core::event::{split_callchain, PERF_CONTEXT_USER};
+    use sprof_core::event::PERF_CONTEXT_USER;
 
     fn push64(v: &mut Vec<u8>, x: u64) {
         v.extend_from_slice(&x.to_ne_bytes());
@@ -300,7 +302,6 @@ mod tests {
             (s.pid, s.tid, s.cpu, s.period),
             (Pid(42), Tid(43), 1, 10_101_010)
         );
-        assert_eq!(s.callchain, &chain);
         assert_eq!(
             s.user_regs,
             Some(UserRegs {
@@ -310,9 +311,9 @@ mod tests {
             })
         );
         assert_eq!(s.user_stack, &[7u8; 8]);
-        let (k, u) = split_callchain(s.callchain);
-        assert!(k.is_empty());
-        assert_eq!(u, &[0x401000, 0x401234]);
+        // The callchain arrives split, without its context markers.
+        assert!(s.kernel_chain.is_empty());
+        assert_eq!(s.user_chain, &[0x401000, 0x401234]);
     }
 
     #[test]

@@ -4,12 +4,16 @@
 //! The kernel refuses to `mmap` an inherited per-task event opened for any CPU, so following
 //! threads and children created later (`inherit`) takes one event per (thread, CPU); all the
 //! events of a CPU write into that CPU's buffer through `PERF_EVENT_IOC_SET_OUTPUT`.
+//!
+//! The sampler is an [`EventSource`]: the state of a process it attaches to (thread names,
+//! executable mappings from `/proc`) comes out of the first drain as synthetic comm and mmap
+//! events, so nothing downstream has a path of its own for "already running".
 
 use std::collections::BTreeSet;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
-use sprof_core::{Event, Pid, Tid};
+use sprof_core::{CommEvent, Event, EventSource, MmapEvent, Pid, SourceStats, Tid};
 
 use crate::procfs;
 use crate::record::{parse_record, SampleLayout};
@@ -36,13 +40,7 @@ impl SamplerError {
     }
 }
 
-/// Counts of what the ring buffers delivered.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct DrainStats {
-    pub records: u64,
-    pub unparsed: u64,
-}
-
+/// Per-thread, per-CPU sampling of one process tree.
 pub struct Sampler {
     layout: SampleLayout,
     buffers: Vec<RingBuffer>,
@@ -55,7 +53,13 @@ pub struct Sampler {
     scratch: Vec<u64>,
     heads: Vec<u64>,
     side: Vec<(u64, Event<'static>)>,
-    pub stats: DrainStats,
+    /// Other fds that end a wait when readable (a pidfd that signals the target's exit).
+    watched: Vec<RawFd>,
+    /// Synthetic events for state that existed before sampling, delivered first.
+    pending: Vec<Event<'static>>,
+    /// Things the caller should tell the user (e.g. maps unreadable: no symbols).
+    pub warnings: Vec<String>,
+    pub stats: SourceStats,
 }
 
 impl Sampler {
@@ -72,7 +76,10 @@ impl Sampler {
             scratch: Vec::new(),
             heads: Vec::new(),
             side: Vec::new(),
-            stats: DrainStats::default(),
+            pending: Vec::new(),
+            watched: Vec::new(),
+            warnings: Vec::new(),
+            stats: SourceStats::default(),
         }
     }
 
@@ -121,7 +128,39 @@ impl Sampler {
     /// Attaches to every thread of a running process. Threads created while we attach are
     /// either inherited from an already-attached thread or found by the next scan of
     /// `/proc/PID/task`, which is repeated until it finds nothing new.
+    ///
+    /// The process's thread names and executable mappings are queued as synthetic events.
     pub fn attach(&mut self, pid: Pid) -> Result<(), SamplerError> {
+        self.open_all_threads(pid)?;
+        self.queue_existing_state(pid);
+        Ok(())
+    }
+
+    /// Synthetic comm and mmap events describing `pid` as it is now.
+    fn queue_existing_state(&mut self, pid: Pid) {
+        for tid in procfs::tasks(pid).unwrap_or_default() {
+            if let Ok(comm) = procfs::thread_comm(pid, tid) {
+                self.pending.push(Event::Comm(CommEvent {
+                    pid,
+                    tid,
+                    comm,
+                    exec: false,
+                }));
+            }
+        }
+        match procfs::exec_mappings(pid) {
+            Ok(maps) => self.pending.extend(maps.into_iter().map(|mapping| {
+                Event::Mmap(MmapEvent {
+                    pid,
+                    tid: Tid(pid.0),
+                    mapping,
+                })
+            })),
+            Err(e) => self.warnings.push(format!("{e}; symbols will be missing")),
+        }
+    }
+
+    fn open_all_threads(&mut self, pid: Pid) -> Result<(), SamplerError> {
         for _round in 0..100 {
             let tids = procfs::tasks(pid)?;
             let new: Vec<Tid> = tids
@@ -149,18 +188,32 @@ impl Sampler {
         Ok(())
     }
 
+    /// Makes [`EventSource::wait`] return as soon as `fd` is readable too.
+    pub fn watch(&mut self, fd: RawFd) {
+        self.watched.push(fd);
+    }
+
     /// The size of each CPU's data area, in pages (after any reduction).
     pub fn data_pages(&self) -> usize {
         self.data_pages
     }
+}
+
+impl EventSource for Sampler {
+    fn wait(&mut self, timeout: std::time::Duration) {
+        let mut fds = self.poll_fds();
+        fds.extend_from_slice(&self.watched);
+        let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+        let _ = crate::sys::poll_readable(&fds, ms);
+    }
 
     /// The ring-buffer fds, for polling.
-    pub fn poll_fds(&self) -> Vec<RawFd> {
+    fn poll_fds(&self) -> Vec<RawFd> {
         self.buffers.iter().map(|b| b.event().as_raw_fd()).collect()
     }
 
     /// Stops counting on every event (records already written stay readable).
-    pub fn disable(&self) {
+    fn disable(&mut self) {
         for b in &self.buffers {
             let _ = b.event().disable();
         }
@@ -169,10 +222,21 @@ impl Sampler {
         }
     }
 
-    /// Delivers every record now in the buffers: first the side records (mmap, comm, fork,
-    /// exit) of all CPUs in time order, then the samples. Samples that arrive in the same
-    /// drain as the mmap of their code thus find it, whatever CPU recorded it.
-    pub fn drain(&mut self, mut on_event: impl FnMut(Event<'_>)) {
+    fn stats(&self) -> SourceStats {
+        self.stats
+    }
+
+    /// Delivers the synthetic events of attached processes, then every record now in the
+    /// buffers: first the side records (mmap, comm, fork, exit) of all CPUs in time order,
+    /// then the samples, then exits. Samples that arrive in the same drain as the mmap of
+    /// their code thus find it, whatever CPU recorded it, and the last samples of an exiting
+    /// process still find its address space.
+    fn drain(&mut self, on_event: &mut dyn FnMut(Event<'_>)) -> usize {
+        let before = self.stats.records;
+        let mut delivered = self.pending.len();
+        for e in self.pending.drain(..) {
+            on_event(e);
+        }
         let layout = self.layout;
         self.heads.clear();
         self.heads.extend(self.buffers.iter().map(|b| b.head()));
@@ -192,8 +256,14 @@ impl Sampler {
             });
         }
         self.side.sort_by_key(|(t, _)| *t);
+        // Exits wait until this drain's samples are delivered: a thread's last samples sit
+        // in the buffer beside its exit record and still need its address space.
+        let mut exits = Vec::new();
         for (_, e) in self.side.drain(..) {
-            on_event(e);
+            match e {
+                Event::Exit(_) => exits.push(e),
+                e => on_event(e),
+            }
         }
         for (b, &head) in self.buffers.iter().zip(&self.heads) {
             b.for_each(head, &mut self.scratch, |kind, misc, body| {
@@ -210,6 +280,11 @@ impl Sampler {
         for (b, &head) in self.buffers.iter_mut().zip(&self.heads) {
             b.advance(head);
         }
+        for e in exits {
+            on_event(e);
+        }
+        delivered += (self.stats.records - before) as usize;
+        delivered
     }
 }
 

@@ -60,6 +60,8 @@ pub struct EventSpec {
     pub user_callchain: bool,
     /// Start disabled and enable when the task execs (for a launched command).
     pub enable_on_exec: bool,
+    /// Wake the reader on every sample rather than at the half-buffer watermark.
+    pub wakeup_per_sample: bool,
 }
 
 /// An open perf event.
@@ -118,9 +120,14 @@ impl PerfEvent {
             attr.sample_regs_user = REGS_MASK;
         }
         attr.sample_stack_user = spec.layout.stack_user;
-        // Wake the reader when half the buffer is full (a zero watermark means half) rather
-        // than per sample; the reader also polls with a timeout, so low rates drain promptly.
-        attr.set_watermark(1);
+        if spec.wakeup_per_sample {
+            attr.__bindgen_anon_2.wakeup_events = 1;
+        } else {
+            // Wake the reader when half the buffer is full (a zero watermark means half)
+            // rather than per sample; the reader also polls with a timeout, so low rates
+            // drain promptly.
+            attr.set_watermark(1);
+        }
         // SAFETY: attr is fully initialised and outlives the call; the kernel copies it.
         let fd = unsafe {
             perf::perf_event_open(

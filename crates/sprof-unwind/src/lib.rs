@@ -1,7 +1,9 @@
 //! sprofd's unwinder: turns a sample into a stack of [`FrameKey`]s.
 //!
 //! It owns one address space per process, kept current from mmap, comm (exec), fork and exit
-//! events, the session-wide [`ModuleTable`], and the stack walk itself: frame pointers from
+//! events (an exited or exec'd process's space is dropped, and the modules it mapped are
+//! released from the shared [`ModuleTable`] once nothing maps or needs them), the unwind
+//! sections of each module, and the stack walk itself: frame pointers from
 //! the kernel's callchain, or DWARF CFI over the copied user stack with framehop. Memory is
 //! only ever the bytes the sample carries, so every walk is testable from recorded bytes.
 //!
@@ -16,10 +18,10 @@ use std::collections::HashMap;
 use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
 use framehop::{FrameAddress, Unwinder as _};
 use sprof_core::{
-    split_callchain, Event, FrameAddr, FrameKey, Mapping, Marker, ModuleId, Pid, Sample,
+    Event, FrameAddr, FrameKey, Mapping, Marker, ModuleId, ModuleLoader, ModuleTable, Pid, Sample,
 };
 
-pub use module::{FileIdentity, Module, ModuleLoader, ModuleTable, SectionBytes, UnwindSections};
+pub use module::{SectionBytes, UnwindSections};
 
 /// How user stacks are walked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +45,8 @@ pub struct UnwindStats {
     pub dwarf_walks: u64,
     /// Samples whose stack copy filled the requested size.
     pub stack_copy_full: u64,
+    /// Address spaces dropped because their process exited or exec'd.
+    pub spaces_dropped: u64,
 }
 
 #[derive(Clone, Default)]
@@ -61,31 +65,50 @@ impl AddressSpace {
             .filter(|_| id.0 != u32::MAX)
     }
 
+    /// Inserts a mapping. Returns whether `id` is newly mapped by this space, and the modules
+    /// it no longer maps at all.
     fn insert(
         &mut self,
         mapping: Mapping,
         id: ModuleId,
         fh: Option<framehop::Module<SectionBytes>>,
-    ) {
+    ) -> (bool, Vec<ModuleId>) {
         // A new mapping replaces whatever it overlaps (munmap is not reported, a remap is).
         let mut removed = Vec::new();
-        self.mappings.retain(|(m, _)| {
+        self.mappings.retain(|(m, mid)| {
             let overlaps = m.start < mapping.end && mapping.start < m.end;
             if overlaps {
-                removed.push(m.start);
+                removed.push((m.start, *mid));
             }
             !overlaps
         });
-        for start in removed {
+        for &(start, _) in &removed {
             self.unwinder.remove_module(start);
         }
         if let Some(fh) = fh {
             self.unwinder.add_module(fh);
         }
+        let added = !self.mappings.iter().any(|(_, m)| *m == id);
         let i = self
             .mappings
             .partition_point(|(m, _)| m.start < mapping.start);
         self.mappings.insert(i, (mapping, id));
+        let mut gone: Vec<ModuleId> = removed
+            .into_iter()
+            .map(|(_, m)| m)
+            .filter(|m| !self.mappings.iter().any(|(_, x)| x == m))
+            .collect();
+        gone.sort_unstable();
+        gone.dedup();
+        (added, gone)
+    }
+
+    /// Each module this space maps, once.
+    fn modules(&self) -> Vec<ModuleId> {
+        let mut ids: Vec<ModuleId> = self.mappings.iter().map(|(_, id)| *id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
     }
 }
 
@@ -95,6 +118,8 @@ pub struct StackWalker {
     kernel: bool,
     spaces: HashMap<Pid, AddressSpace>,
     pub modules: ModuleTable,
+    /// Unwind sections per module, parsed when its bytes are loaded.
+    unwind: Vec<Option<UnwindSections>>,
     cache: CacheX86_64,
     pub stats: UnwindStats,
 }
@@ -106,6 +131,7 @@ impl StackWalker {
             kernel,
             spaces: HashMap::new(),
             modules: ModuleTable::default(),
+            unwind: Vec::new(),
             cache: CacheX86_64::new(),
             stats: UnwindStats::default(),
         }
@@ -116,33 +142,87 @@ impl StackWalker {
         if !mapping.executable {
             return;
         }
-        let id = self.modules.get_or_load(pid, &mapping, loader);
+        let (id, loaded) = self.modules.get_or_load(pid, &mapping, loader);
+        let slot = id.0 as usize;
+        if self.unwind.len() <= slot {
+            self.unwind.resize(slot + 1, None);
+        }
+        if loaded {
+            let bytes = self.modules.get(id).and_then(|m| m.bytes.as_deref());
+            self.unwind[slot] = bytes.and_then(UnwindSections::parse);
+        }
         let fh = match self.mode {
             UnwindMode::FramePointer => None,
-            _ => self
-                .modules
-                .get(id)
-                .and_then(|m| m.framehop_module(&mapping)),
+            _ => self.modules.get(id).and_then(|m| {
+                let bytes = m.bytes.as_ref()?;
+                module::framehop_module(&m.path, bytes, self.unwind[slot].as_ref()?, &mapping)
+            }),
         };
-        self.spaces.entry(pid).or_default().insert(mapping, id, fh);
+        let space = self.spaces.entry(pid).or_default();
+        let (added, removed) = space.insert(mapping, id, fh);
+        for r in removed {
+            self.modules.note_mapped(r, false);
+        }
+        if added {
+            self.modules.note_mapped(id, true);
+        }
     }
 
-    /// Keeps address spaces current. Returns nothing: events that do not concern the address
-    /// space are ignored.
+    /// Keeps address spaces current. Events that do not concern the address space are
+    /// ignored.
     pub fn on_event(&mut self, event: &Event<'_>, loader: &mut dyn ModuleLoader) {
         match event {
             Event::Mmap(m) => self.add_mapping(m.pid, m.mapping.clone(), loader),
-            Event::Comm(c) if c.exec => {
-                self.spaces.remove(&c.pid);
-            }
+            Event::Comm(c) if c.exec => self.drop_space(c.pid),
+            Event::Exit(x) if x.pid.0 == x.tid.0 => self.drop_space(x.pid),
             Event::Fork(f) if f.pid != f.ppid => {
                 // A new process starts as a copy of its parent's address space.
                 if let Some(parent) = self.spaces.get(&f.ppid).cloned() {
-                    self.spaces.insert(f.pid, parent);
+                    for id in parent.modules() {
+                        self.modules.note_mapped(id, true);
+                    }
+                    if let Some(old) = self.spaces.insert(f.pid, parent) {
+                        self.release(old);
+                    }
                 }
             }
             _ => {}
         }
+    }
+
+    fn drop_space(&mut self, pid: Pid) {
+        if let Some(space) = self.spaces.remove(&pid) {
+            self.stats.spaces_dropped += 1;
+            self.release(space);
+        }
+    }
+
+    fn release(&mut self, space: AddressSpace) {
+        for id in space.modules() {
+            self.modules.note_mapped(id, false);
+        }
+    }
+
+    /// Drops the bytes and unwind sections of modules that no live process maps and `keep`
+    /// does not ask for (frames of a profile not yet symbolized).
+    pub fn release_unused_modules(&mut self, keep: impl Fn(ModuleId) -> bool) -> usize {
+        let released = self.modules.release_unused(keep);
+        for id in &released {
+            if let Some(u) = self.unwind.get_mut(id.0 as usize) {
+                *u = None;
+            }
+        }
+        released.len()
+    }
+
+    /// Processes with an address space.
+    pub fn processes(&self) -> usize {
+        self.spaces.len()
+    }
+
+    /// The executable mappings of `pid`, sorted by start address, with their modules.
+    pub fn mappings(&self, pid: Pid) -> &[(Mapping, ModuleId)] {
+        self.spaces.get(&pid).map_or(&[], |s| &s.mappings[..])
     }
 
     fn key(space: Option<&AddressSpace>, addr: FrameAddr) -> FrameKey {
@@ -160,9 +240,15 @@ impl StackWalker {
     /// come first, then user frames, then a marker if the walk stopped early.
     pub fn unwind(&mut self, sample: &Sample<'_>, out: &mut Vec<FrameKey>) {
         out.clear();
-        let (kernel, user_chain) = split_callchain(sample.callchain);
+        let user_chain = sample.user_chain;
         if self.kernel {
-            out.extend(kernel.iter().take(MAX_FRAMES).map(|&a| FrameKey::Kernel(a)));
+            out.extend(
+                sample
+                    .kernel_chain
+                    .iter()
+                    .take(MAX_FRAMES)
+                    .map(|&a| FrameKey::Kernel(a)),
+            );
         }
         let space = self.spaces.get(&sample.pid);
         match (self.mode, sample.user_regs) {
@@ -195,15 +281,13 @@ impl StackWalker {
                     out.push(FrameKey::Marker(Marker::Truncated));
                     return;
                 };
-                walk_dwarf(
+                let walk = Walk {
                     mode,
                     space,
-                    &self.modules,
-                    &mut self.cache,
-                    regs,
-                    sample.user_stack,
-                    out,
-                );
+                    walker_modules: &self.modules,
+                    unwind: &self.unwind,
+                };
+                walk.run(&mut self.cache, regs, sample.user_stack, out);
             }
         }
     }
@@ -220,6 +304,22 @@ const SIGRETURN_CODE: [u8; 9] = [0x48, 0xc7, 0xc0, 0x0f, 0x00, 0x00, 0x00, 0x0f,
 const SIGCONTEXT_RBP: u64 = 40 + 10 * 8;
 const SIGCONTEXT_RSP: u64 = 40 + 15 * 8;
 const SIGCONTEXT_RIP: u64 = 40 + 16 * 8;
+
+/// Whether module `id` has call frame information.
+fn has_cfi(unwind: &[Option<UnwindSections>], id: ModuleId) -> bool {
+    unwind
+        .get(id.0 as usize)
+        .and_then(Option::as_ref)
+        .is_some_and(|u| u.has_cfi)
+}
+
+/// One DWARF walk's fixed inputs.
+struct Walk<'a> {
+    mode: UnwindMode,
+    space: &'a AddressSpace,
+    walker_modules: &'a ModuleTable,
+    unwind: &'a [Option<UnwindSections>],
+}
 
 /// Whether `addr` is the start of the signal return trampoline, read from the module's bytes.
 fn is_sigreturn_trampoline(
@@ -241,89 +341,85 @@ fn is_sigreturn_trampoline(
 /// The loop is driven frame by frame (not with framehop's iterator) so that a signal frame
 /// can be crossed: at the trampoline the interrupted registers are read from the kernel's
 /// signal frame and the walk resumes at the interrupted instruction.
-fn walk_dwarf(
-    mode: UnwindMode,
-    space: &AddressSpace,
-    modules: &ModuleTable,
-    cache: &mut CacheX86_64,
-    regs: sprof_core::UserRegs,
-    stack: &[u8],
-    out: &mut Vec<FrameKey>,
-) {
-    let sp0 = regs.sp;
-    let mut read_stack = |addr: u64| -> Result<u64, ()> {
-        let off = usize::try_from(addr.checked_sub(sp0).ok_or(())?).map_err(|_| ())?;
-        let bytes = stack.get(off..off.checked_add(8).ok_or(())?).ok_or(())?;
-        Ok(u64::from_ne_bytes(bytes.try_into().map_err(|_| ())?))
-    };
-    let mut uregs = UnwindRegsX86_64::new(regs.ip, regs.sp, regs.bp);
-    let mut frame = FrameAddress::from_instruction_pointer(regs.ip);
-    for _ in 0..MAX_FRAMES {
-        let addr = match frame {
-            FrameAddress::InstructionPointer(a) => FrameAddr::Ip(a),
-            FrameAddress::ReturnAddress(a) => FrameAddr::Ret(a.get()),
+impl Walk<'_> {
+    fn run(
+        &self,
+        cache: &mut CacheX86_64,
+        regs: sprof_core::UserRegs,
+        stack: &[u8],
+        out: &mut Vec<FrameKey>,
+    ) {
+        let (mode, space, modules) = (self.mode, self.space, self.walker_modules);
+        let sp0 = regs.sp;
+        let mut read_stack = |addr: u64| -> Result<u64, ()> {
+            let off = usize::try_from(addr.checked_sub(sp0).ok_or(())?).map_err(|_| ())?;
+            let bytes = stack.get(off..off.checked_add(8).ok_or(())?).ok_or(())?;
+            Ok(u64::from_ne_bytes(bytes.try_into().map_err(|_| ())?))
         };
-        let Some((mapping, id)) = space.find(addr.address()) else {
-            // JIT or other anonymous code: no unwind info, and no honest way on.
-            out.push(FrameKey::Unmapped(addr));
-            out.push(FrameKey::Marker(Marker::Truncated));
-            return;
-        };
-        if is_sigreturn_trampoline(modules, mapping, *id, addr.address()) {
-            // The trampoline is entered at its first byte, not returned into after a call:
-            // name it by that address.
+        let mut uregs = UnwindRegsX86_64::new(regs.ip, regs.sp, regs.bp);
+        let mut frame = FrameAddress::from_instruction_pointer(regs.ip);
+        for _ in 0..MAX_FRAMES {
+            let addr = match frame {
+                FrameAddress::InstructionPointer(a) => FrameAddr::Ip(a),
+                FrameAddress::ReturnAddress(a) => FrameAddr::Ret(a.get()),
+            };
+            let Some((mapping, id)) = space.find(addr.address()) else {
+                // JIT or other anonymous code: no unwind info, and no honest way on.
+                out.push(FrameKey::Unmapped(addr));
+                out.push(FrameKey::Marker(Marker::Truncated));
+                return;
+            };
+            if is_sigreturn_trampoline(modules, mapping, *id, addr.address()) {
+                // The trampoline is entered at its first byte, not returned into after a call:
+                // name it by that address.
+                out.push(FrameKey::Module {
+                    module: *id,
+                    offset: mapping.file_offset_of(addr.address()),
+                    is_return: false,
+                });
+                let sp = uregs.sp();
+                let mut saved = |off: u64| sp.checked_add(off).ok_or(()).and_then(&mut read_stack);
+                match (
+                    saved(SIGCONTEXT_RIP),
+                    saved(SIGCONTEXT_RSP),
+                    saved(SIGCONTEXT_RBP),
+                ) {
+                    (Ok(ip), Ok(new_sp), Ok(bp)) if ip != 0 => {
+                        uregs = UnwindRegsX86_64::new(ip, new_sp, bp);
+                        frame = FrameAddress::from_instruction_pointer(ip);
+                        continue;
+                    }
+                    _ => {
+                        out.push(FrameKey::Marker(Marker::Truncated));
+                        return;
+                    }
+                }
+            }
             out.push(FrameKey::Module {
                 module: *id,
                 offset: mapping.file_offset_of(addr.address()),
-                is_return: false,
+                is_return: matches!(addr, FrameAddr::Ret(_)),
             });
-            let sp = uregs.sp();
-            let mut saved = |off: u64| sp.checked_add(off).ok_or(()).and_then(&mut read_stack);
-            match (
-                saved(SIGCONTEXT_RIP),
-                saved(SIGCONTEXT_RSP),
-                saved(SIGCONTEXT_RBP),
-            ) {
-                (Ok(ip), Ok(new_sp), Ok(bp)) if ip != 0 => {
-                    uregs = UnwindRegsX86_64::new(ip, new_sp, bp);
-                    frame = FrameAddress::from_instruction_pointer(ip);
-                    continue;
-                }
-                _ => {
+            if mode == UnwindMode::Dwarf && !has_cfi(self.unwind, *id) {
+                out.push(FrameKey::Marker(Marker::Truncated));
+                return;
+            }
+            match space
+                .unwinder
+                .unwind_frame(frame, &mut uregs, cache, &mut read_stack)
+            {
+                Ok(Some(ra)) => match FrameAddress::from_return_address(ra) {
+                    Some(next) => frame = next,
+                    None => return,
+                },
+                // The unwind info says this is the outermost frame.
+                Ok(None) => return,
+                Err(_) => {
                     out.push(FrameKey::Marker(Marker::Truncated));
                     return;
                 }
             }
         }
-        out.push(FrameKey::Module {
-            module: *id,
-            offset: mapping.file_offset_of(addr.address()),
-            is_return: matches!(addr, FrameAddr::Ret(_)),
-        });
-        if mode == UnwindMode::Dwarf
-            && !modules
-                .get(*id)
-                .and_then(|m| m.unwind.as_ref())
-                .is_some_and(|u| u.has_cfi)
-        {
-            out.push(FrameKey::Marker(Marker::Truncated));
-            return;
-        }
-        match space
-            .unwinder
-            .unwind_frame(frame, &mut uregs, cache, &mut read_stack)
-        {
-            Ok(Some(ra)) => match FrameAddress::from_return_address(ra) {
-                Some(next) => frame = next,
-                None => return,
-            },
-            // The unwind info says this is the outermost frame.
-            Ok(None) => return,
-            Err(_) => {
-                out.push(FrameKey::Marker(Marker::Truncated));
-                return;
-            }
-        }
+        out.push(FrameKey::Marker(Marker::Truncated));
     }
-    out.push(FrameKey::Marker(Marker::Truncated));
 }

@@ -1,50 +1,13 @@
-//! The module table: every distinct file (or vdso) mapped as code by any profiled process,
-//! loaded once and shared by all processes and threads that map it.
-//!
-//! A module's bytes are read when it is first mapped, while the process is alive: a deleted
-//! or replaced binary is reachable only through the live process, and symbolization happens
-//! after the target may have exited.
+//! What unwinding needs of a module: its unwind sections (`.eh_frame`, `.eh_frame_hdr`,
+//! `.debug_frame`, ...) and load segments, parsed once from the bytes the shared
+//! [`sprof_core::ModuleTable`] holds, and the framehop module built from them per mapping.
 
-use std::collections::HashMap;
 use std::ops::{Deref, Range};
 use std::sync::Arc;
 
 use object::read::elf::{ElfFile64, ProgramHeader};
 use object::{Object, ObjectSection};
-use sprof_core::{Mapping, MappingKind, ModuleId, Pid};
-
-/// What makes two mappings the same file: device and inode when the kernel gives them, the
-/// path otherwise. Never the path alone when an inode is known: a path can be replaced.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum FileIdentity {
-    Inode {
-        dev_major: u32,
-        dev_minor: u32,
-        inode: u64,
-    },
-    Path(String),
-    Vdso,
-}
-
-impl FileIdentity {
-    pub fn of(mapping: &Mapping) -> FileIdentity {
-        match mapping.kind {
-            MappingKind::Vdso => FileIdentity::Vdso,
-            _ if mapping.inode != 0 => FileIdentity::Inode {
-                dev_major: mapping.dev_major,
-                dev_minor: mapping.dev_minor,
-                inode: mapping.inode,
-            },
-            _ => FileIdentity::Path(mapping.path.clone()),
-        }
-    }
-}
-
-/// Reads the bytes of a mapped file. The live implementation goes through `/proc/PID/…`;
-/// tests hand over fixture files.
-pub trait ModuleLoader {
-    fn load(&mut self, pid: Pid, mapping: &Mapping) -> Option<Arc<[u8]>>;
-}
+use sprof_core::Mapping;
 
 /// A slice of a module's bytes that framehop can hold on to.
 #[derive(Clone)]
@@ -166,77 +129,20 @@ impl framehop::ModuleSectionInfo<SectionBytes> for SectionInfo {
     }
 }
 
-/// One module in the table.
-#[derive(Clone)]
-pub struct Module {
-    pub path: String,
-    pub short_name: String,
-    pub identity: FileIdentity,
-    /// The whole file, when it could be read.
-    pub bytes: Option<Arc<[u8]>>,
-    pub unwind: Option<UnwindSections>,
-}
-
-impl Module {
-    /// A framehop module for this file mapped at `mapping`, if it has unwind sections.
-    pub fn framehop_module(&self, mapping: &Mapping) -> Option<framehop::Module<SectionBytes>> {
-        let (bytes, unwind) = (self.bytes.as_ref()?, self.unwind.as_ref()?);
-        let svma = unwind.offset_to_svma(mapping.file_offset)?;
-        let base_avma = mapping.start.wrapping_sub(svma);
-        Some(framehop::Module::new(
-            self.path.clone(),
-            mapping.start..mapping.end,
-            base_avma,
-            unwind.info(bytes),
-        ))
-    }
-}
-
-/// All modules seen in a session, indexed by [`ModuleId`].
-#[derive(Default)]
-pub struct ModuleTable {
-    modules: Vec<Module>,
-    ids: HashMap<FileIdentity, ModuleId>,
-}
-
-impl ModuleTable {
-    /// The module for `mapping`, loading it on first sight.
-    pub fn get_or_load(
-        &mut self,
-        pid: Pid,
-        mapping: &Mapping,
-        loader: &mut dyn ModuleLoader,
-    ) -> ModuleId {
-        let identity = FileIdentity::of(mapping);
-        if let Some(&id) = self.ids.get(&identity) {
-            return id;
-        }
-        let bytes = loader.load(pid, mapping);
-        let unwind = bytes.as_deref().and_then(UnwindSections::parse);
-        let short_name = match mapping.kind {
-            MappingKind::File => mapping.short_name().to_string(),
-            _ => mapping.path.clone(),
-        };
-        let id = ModuleId(self.modules.len() as u32);
-        self.modules.push(Module {
-            path: mapping.path.clone(),
-            short_name,
-            identity: identity.clone(),
-            bytes,
-            unwind,
-        });
-        self.ids.insert(identity, id);
-        id
-    }
-
-    pub fn get(&self, id: ModuleId) -> Option<&Module> {
-        self.modules.get(id.0 as usize)
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = (ModuleId, &Module)> {
-        self.modules
-            .iter()
-            .enumerate()
-            .map(|(i, m)| (ModuleId(i as u32), m))
-    }
+/// A framehop module for a file whose bytes are `bytes`, mapped at `mapping`, if it has
+/// unwind sections.
+pub fn framehop_module(
+    path: &str,
+    bytes: &Arc<[u8]>,
+    unwind: &UnwindSections,
+    mapping: &Mapping,
+) -> Option<framehop::Module<SectionBytes>> {
+    let svma = unwind.offset_to_svma(mapping.file_offset)?;
+    let base_avma = mapping.start.wrapping_sub(svma);
+    Some(framehop::Module::new(
+        path.to_string(),
+        mapping.start..mapping.end,
+        base_avma,
+        unwind.info(bytes),
+    ))
 }

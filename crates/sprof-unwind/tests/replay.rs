@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use sprof_core::{FrameKey, Mapping, Marker, Pid, Sample, Tid, UserRegs};
+use sprof_core::{FrameKey, Mapping, Marker, ModuleLoader, Pid, Sample, Tid, UserRegs};
 use sprof_symbolizer::{ElfModule, Resolved};
-use sprof_unwind::{ModuleLoader, StackWalker, UnwindMode};
+use sprof_unwind::{StackWalker, UnwindMode};
 
 struct FileLoader;
 
@@ -75,7 +75,8 @@ fn walk(rec: &Recorded, mode: UnwindMode, stack: &[u8]) -> (StackWalker, Vec<Fra
         cpu: 0,
         period: 1,
         ip: rec.regs.ip,
-        callchain: &[],
+        kernel_chain: &[],
+        user_chain: &[],
         user_regs: Some(rec.regs),
         user_stack: stack,
         user_stack_requested: 65528,
@@ -205,8 +206,7 @@ fn frame_pointer_mode_maps_the_kernel_callchain() {
     for m in rec.maps.iter().filter(|m| m.executable) {
         walker.add_mapping(Pid(1), m.clone(), &mut FileLoader);
     }
-    const CONTEXT_USER: u64 = -512i64 as u64;
-    let chain = [CONTEXT_USER, rec.regs.ip, 0x10];
+    let chain = [rec.regs.ip, 0x10];
     let sample = Sample {
         pid: Pid(1),
         tid: Tid(1),
@@ -214,7 +214,8 @@ fn frame_pointer_mode_maps_the_kernel_callchain() {
         cpu: 0,
         period: 1,
         ip: rec.regs.ip,
-        callchain: &chain,
+        kernel_chain: &[],
+        user_chain: &chain,
         user_regs: None,
         user_stack: &[],
         user_stack_requested: 0,

@@ -1,0 +1,275 @@
+//! sprofd's session engine: events in, unwound and aggregated stacks out.
+//!
+//! Every way of profiling (`attach`, `record`, `--dump-every`, a live view, the daemon's
+//! windows) is a driver around the same [`Engine`]: the driver picks an
+//! [`EventSource`](sprof_core::EventSource), a stop condition and what to do with
+//! snapshots, and [`run`] pumps the source into the engine.
+//!
+//! # What the caller provides
+//!
+//! * **Events**, one at a time, to [`Engine::handle`]: samples (borrowing their stack bytes
+//!   from wherever they were read), mmap, comm, fork, exit, lost and throttle records. The
+//!   state of a process that existed before sampling arrives as synthetic events, so there
+//!   is no other way in.
+//! * **A [`ModuleLoader`]** that reads the bytes of a newly mapped file (the live loader goes
+//!   through `/proc/PID/map_files`; tests hand over fixture files).
+//! * Optionally, **[`SampleHook`]s**: per-sample extension points that see the sample
+//!   (registers, stack copy, tid, time) and the native frames, and may replace or add frames
+//!   (interpreter frames, e.g. Python) or change the sample's weight (wall-clock durations).
+//!
+//! # What the engine does
+//!
+//! It keeps an address space per process (mappings, framehop modules) and the names of live
+//! threads and processes, current from the events; walks each sample's stack (frame
+//! pointers or DWARF CFI, [`sprof_unwind`]); runs the hooks; and interns the stack into a
+//! [`ProfileBuilder`]. An exiting or exec'ing process's address space and names are dropped
+//! at once; module bytes that no live process maps are released at the next
+//! [`Engine::take_window`] (after the window that refers to them has been handed out), so
+//! memory follows the live set rather than the history.
+//!
+//! [`Engine::snapshot`] copies out everything gathered so far without disturbing sampling
+//! (a dump, a live view); [`Engine::take_window`] hands out the current window and starts
+//! the next (interned frames and stacks are kept, counts start again). Both return a
+//! [`RawProfile`] of addresses: symbolization happens elsewhere, against
+//! [`Engine::modules`].
+//!
+//! # Cost
+//!
+//! Once warm, handling a sample allocates nothing: the frame buffer is reused, stacks are
+//! interned by id, and thread entries are created once (tested with a counting allocator).
+
+mod names;
+pub mod replay;
+
+use std::ops::ControlFlow;
+use std::time::{Duration, Instant};
+
+use sprof_core::{
+    Event, EventSource, FrameKey, InterpFunction, ModuleLoader, ModuleTable, ProfileBuilder,
+    RawProfile, Sample,
+};
+use sprof_unwind::{StackWalker, UnwindMode, UnwindStats};
+
+pub use names::Names;
+
+/// How the engine unwinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineConfig {
+    pub unwind: UnwindMode,
+    /// Keep kernel frames (the source must have recorded them).
+    pub kernel_frames: bool,
+    /// Measure the time each unwind takes (for `--verbose` and the benchmark).
+    pub time_unwind: bool,
+}
+
+/// What a hook may use while it looks at a sample.
+pub struct HookContext<'a> {
+    /// Address spaces and modules, as of this sample.
+    pub walker: &'a StackWalker,
+    /// Where interpreted functions are interned for [`FrameKey::Interp`] frames.
+    pub functions: &'a mut dyn FnMut(InterpFunction) -> u32,
+}
+
+/// A per-sample extension point.
+///
+/// Hooks run in the order they were added, on the sampling thread, right after the native
+/// walk, while the sample's bytes are still in the ring buffer: a hook that reads the target
+/// (interpreter frames) does so as close to the sample as the engine can get it.
+pub trait SampleHook {
+    /// Sees every non-sample event after the engine has applied it.
+    fn on_event(&mut self, _event: &Event<'_>, _walker: &StackWalker) {}
+
+    /// May rewrite `frames` (leaf first, as unwound) and `weight` (the sample's period).
+    fn on_sample(
+        &mut self,
+        sample: &Sample<'_>,
+        cx: &mut HookContext<'_>,
+        frames: &mut Vec<FrameKey>,
+        weight: &mut u64,
+    );
+
+    /// Lines for `--verbose` and the table footer, e.g. `python: 5120 frames, ...`.
+    fn report(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// Most unwind timings kept per window; beyond it the percentiles describe the first ones.
+const MAX_TIMINGS: usize = 1 << 20;
+
+/// The session engine.
+pub struct Engine {
+    config: EngineConfig,
+    walker: StackWalker,
+    loader: Box<dyn ModuleLoader>,
+    builder: ProfileBuilder,
+    names: Names,
+    hooks: Vec<Box<dyn SampleHook>>,
+    frames: Vec<FrameKey>,
+    unwind_ns: Vec<u32>,
+}
+
+/// Counters of a session, for status lines, `--verbose` and metrics.
+#[derive(Debug, Clone, Default)]
+pub struct EngineStats {
+    pub unwind: UnwindStats,
+    /// Unwind time per sample in nanoseconds (median, 99th percentile) and how many were
+    /// measured; zero unless [`EngineConfig::time_unwind`].
+    pub unwind_median_ns: u32,
+    pub unwind_p99_ns: u32,
+    pub unwind_timed: usize,
+    /// Processes with a live address space.
+    pub processes: usize,
+    /// Threads with samples in the current window.
+    pub threads_sampled: usize,
+    /// Bytes of module files held.
+    pub module_bytes: usize,
+    pub modules: usize,
+}
+
+impl Engine {
+    pub fn new(config: EngineConfig, loader: Box<dyn ModuleLoader>) -> Engine {
+        Engine {
+            config,
+            walker: StackWalker::new(config.unwind, config.kernel_frames),
+            loader,
+            builder: ProfileBuilder::new(),
+            names: Names::default(),
+            hooks: Vec::new(),
+            frames: Vec::with_capacity(256),
+            unwind_ns: Vec::new(),
+        }
+    }
+
+    /// Adds a hook; it sees samples from now on.
+    pub fn add_hook(&mut self, hook: Box<dyn SampleHook>) {
+        self.hooks.push(hook);
+    }
+
+    /// Takes one event.
+    pub fn handle(&mut self, event: Event<'_>) {
+        match event {
+            Event::Sample(s) => self.on_sample(&s),
+            Event::Lost { count } => self.builder.stats.lost += count,
+            Event::Throttle { unthrottle } => {
+                if !unthrottle {
+                    self.builder.stats.throttled += 1;
+                }
+            }
+            e => {
+                self.walker.on_event(&e, self.loader.as_mut());
+                self.names.on_event(&e, &mut self.builder);
+                for h in &mut self.hooks {
+                    h.on_event(&e, &self.walker);
+                }
+            }
+        }
+    }
+
+    fn on_sample(&mut self, s: &Sample<'_>) {
+        let t0 = (self.config.time_unwind && self.unwind_ns.len() < MAX_TIMINGS).then(Instant::now);
+        self.walker.unwind(s, &mut self.frames);
+        if let Some(t0) = t0 {
+            self.unwind_ns
+                .push(t0.elapsed().as_nanos().min(u128::from(u32::MAX)) as u32);
+        }
+        let mut weight = s.period;
+        if !self.hooks.is_empty() {
+            let builder = &mut self.builder;
+            let mut intern = |f: InterpFunction| builder.intern_function(f);
+            let mut cx = HookContext {
+                walker: &self.walker,
+                functions: &mut intern,
+            };
+            for h in &mut self.hooks {
+                h.on_sample(s, &mut cx, &mut self.frames, &mut weight);
+            }
+        }
+        let added = self.builder.add_sample(s.pid, s.tid, &self.frames, weight);
+        if added.new_thread {
+            self.names.name_thread(s.pid, s.tid, &mut self.builder);
+        }
+    }
+
+    /// Everything gathered so far; sampling goes on undisturbed.
+    pub fn snapshot(&self) -> RawProfile {
+        self.builder.snapshot()
+    }
+
+    /// The window gathered since the last call, and a new one begins. Module bytes that no
+    /// live process maps and the returned window does not need are released.
+    pub fn take_window(&mut self) -> RawProfile {
+        let raw = self.builder.take_window();
+        self.unwind_ns.clear();
+        let keep = raw.referenced_modules();
+        self.walker.release_unused_modules(|id| keep.contains(&id));
+        raw
+    }
+
+    /// The modules that [`FrameKey::Module`] frames refer to.
+    pub fn modules(&self) -> &ModuleTable {
+        &self.walker.modules
+    }
+
+    pub fn walker(&self) -> &StackWalker {
+        &self.walker
+    }
+
+    /// Samples so far in this window.
+    pub fn samples(&self) -> u64 {
+        self.builder.stats.samples
+    }
+
+    /// Lost records so far in this window.
+    pub fn lost(&self) -> u64 {
+        self.builder.stats.lost
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        let mut t = self.unwind_ns.clone();
+        t.sort_unstable();
+        let pct = |p: f64| {
+            t.get(((t.len() as f64 - 1.0) * p).round() as usize)
+                .copied()
+                .unwrap_or(0)
+        };
+        EngineStats {
+            unwind: self.walker.stats,
+            unwind_median_ns: pct(0.5),
+            unwind_p99_ns: pct(0.99),
+            unwind_timed: t.len(),
+            processes: self.walker.processes(),
+            threads_sampled: self.builder.threads_sampled(),
+            module_bytes: self.walker.modules.resident_bytes(),
+            modules: self.walker.modules.iter().count(),
+        }
+    }
+
+    /// What the hooks have to say (see [`SampleHook::report`]).
+    pub fn hook_reports(&self) -> Vec<String> {
+        self.hooks.iter().flat_map(|h| h.report()).collect()
+    }
+}
+
+/// Pumps `source` into `engine` until `tick` breaks: wait for events (at most `poll`),
+/// deliver them, call `tick`. On break, the source is disabled and drained one last time,
+/// so nothing it already recorded is lost.
+///
+/// Every driver (attach, record, dumps, live views, the daemon's windows) is this loop with a
+/// different `tick`: it checks stop conditions, updates a status line, writes snapshots.
+pub fn run<T>(
+    source: &mut dyn EventSource,
+    engine: &mut Engine,
+    poll: Duration,
+    mut tick: impl FnMut(&mut Engine, &mut dyn EventSource) -> ControlFlow<T>,
+) -> T {
+    loop {
+        source.wait(poll);
+        source.drain(&mut |e| engine.handle(e));
+        if let ControlFlow::Break(t) = tick(engine, source) {
+            source.disable();
+            source.drain(&mut |e| engine.handle(e));
+            return t;
+        }
+    }
+}

@@ -1,0 +1,353 @@
+//! The engine driven from recorded events, without root or perf: a real sample (registers
+//! and stack bytes that a fixture recorded of itself, as a perf sample with
+//! `PERF_SAMPLE_REGS_USER | PERF_SAMPLE_STACK_USER` carries them) replayed through the
+//! recording format, with the fork, exec and exit records around it that a live session
+//! sees.
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sprof_core::{
+    CommEvent, Event, EventSource, ExitEvent, ForkEvent, Mapping, MmapEvent, ModuleLoader, Pid,
+    ProfileMeta, Sample, Tid, UserRegs,
+};
+use sprof_engine::replay::{Recorder, ReplayError, ReplaySource};
+use sprof_engine::{Engine, EngineConfig};
+use sprof_symbolizer::SymbolService;
+use sprof_unwind::UnwindMode;
+
+/// Counts allocations made by the thread that armed it.
+struct CountingAlloc;
+static ARMED: AtomicBool = AtomicBool::new(false);
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+thread_local!(static COUNT_HERE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
+
+// SAFETY: forwards to the system allocator unchanged; only counts.
+unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        if ARMED.load(Ordering::Relaxed) && COUNT_HERE.with(|c| c.get()) {
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as the caller's.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc;
+
+struct FileLoader;
+
+impl ModuleLoader for FileLoader {
+    fn load(&mut self, _pid: Pid, mapping: &Mapping) -> Option<Arc<[u8]>> {
+        std::fs::read(&mapping.path).ok().map(Arc::from)
+    }
+}
+
+struct Recorded {
+    regs: UserRegs,
+    stack: Vec<u8>,
+    maps: Vec<Mapping>,
+    dir: PathBuf,
+}
+
+impl Drop for Recorded {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Builds the unwinder's self-recording fixture without frame pointers and runs it.
+fn record_fixture(name: &str) -> Recorded {
+    let dir = std::env::temp_dir().join(format!("sprof-engine-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let src =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../sprof-unwind/tests/fixtures/selfdump.c");
+    let exe = dir.join("selfdump");
+    let st = Command::new("cc")
+        .args(["-O2", "-g", "-fomit-frame-pointer", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .status()
+        .expect("cc runs");
+    assert!(st.success(), "compiling the fixture failed");
+    let prefix = dir.join("sample");
+    assert!(Command::new(&exe).arg(&prefix).status().unwrap().success());
+    let regs = std::fs::read_to_string(prefix.with_extension("regs")).unwrap();
+    let v: Vec<u64> = regs
+        .split_whitespace()
+        .map(|x| u64::from_str_radix(x, 16).unwrap())
+        .collect();
+    let maps = std::fs::read_to_string(prefix.with_extension("maps")).unwrap();
+    Recorded {
+        regs: UserRegs {
+            ip: v[0],
+            sp: v[1],
+            bp: v[2],
+        },
+        stack: std::fs::read(prefix.with_extension("stack")).unwrap(),
+        maps: sprof_core::parse_maps(maps.as_bytes()).unwrap().mappings,
+        dir,
+    }
+}
+
+fn sample<'a>(rec: &'a Recorded, pid: u32, tid: u32, time: u64) -> Event<'a> {
+    Event::Sample(Sample {
+        pid: Pid(pid),
+        tid: Tid(tid),
+        time,
+        cpu: 0,
+        period: 1_000_000,
+        ip: rec.regs.ip,
+        kernel_chain: &[],
+        user_chain: &[],
+        user_regs: Some(rec.regs),
+        user_stack: &rec.stack,
+        user_stack_requested: 65528,
+    })
+}
+
+fn comm(pid: u32, tid: u32, name: &str, exec: bool) -> Event<'static> {
+    Event::Comm(CommEvent {
+        pid: Pid(pid),
+        tid: Tid(tid),
+        comm: name.into(),
+        exec,
+    })
+}
+
+/// A session as the sampler delivers it: existing state, samples of the main thread and of
+/// a second thread, a forked child process that samples and exits, then an exec.
+fn session_events(rec: &Recorded) -> Vec<Event<'_>> {
+    let mut ev = vec![comm(100, 100, "selfdump", false)];
+    for m in rec.maps.iter().filter(|m| m.executable) {
+        ev.push(Event::Mmap(MmapEvent {
+            pid: Pid(100),
+            tid: Tid(100),
+            mapping: m.clone(),
+        }));
+    }
+    for t in 0..30 {
+        ev.push(sample(rec, 100, 100, t));
+    }
+    ev.push(Event::Fork(ForkEvent {
+        pid: Pid(100),
+        ppid: Pid(100),
+        tid: Tid(101),
+        ptid: Tid(100),
+        time: 40,
+    }));
+    ev.push(comm(100, 101, "worker", false));
+    for t in 0..10 {
+        ev.push(sample(rec, 100, 101, 50 + t));
+    }
+    ev.push(Event::Fork(ForkEvent {
+        pid: Pid(200),
+        ppid: Pid(100),
+        tid: Tid(200),
+        ptid: Tid(100),
+        time: 70,
+    }));
+    for t in 0..20 {
+        ev.push(sample(rec, 200, 200, 80 + t));
+    }
+    ev.push(Event::Lost { count: 3 });
+    ev.push(Event::Exit(ExitEvent {
+        pid: Pid(200),
+        tid: Tid(200),
+        time: 120,
+    }));
+    ev.push(comm(100, 100, "after-exec", true));
+    ev
+}
+
+fn recording(events: &[Event<'_>]) -> Vec<u8> {
+    let mut r = Recorder::new(Vec::new()).unwrap();
+    for e in events {
+        r.write(e).unwrap();
+    }
+    r.finish().unwrap()
+}
+
+fn engine() -> Engine {
+    Engine::new(
+        EngineConfig {
+            unwind: UnwindMode::Auto,
+            kernel_frames: false,
+            time_unwind: false,
+        },
+        Box::new(FileLoader),
+    )
+}
+
+/// Replays `data` through the engine, `per_drain` events per drain, as a driver would.
+fn replay(data: Vec<u8>, per_drain: usize) -> (Engine, usize) {
+    let mut source = ReplaySource::new(data, per_drain).unwrap();
+    let mut engine = engine();
+    let mut ticks = 0;
+    sprof_engine::run(&mut source, &mut engine, Duration::ZERO, |_, src| {
+        ticks += 1;
+        if src.exhausted() {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    });
+    (engine, ticks)
+}
+
+fn folded_of(engine: &Engine, raw: &sprof_core::RawProfile) -> Vec<(String, u64)> {
+    let mut symbols = SymbolService::new(false);
+    let p = symbols.symbolize(raw, engine.modules(), ProfileMeta::default());
+    p.stacks
+        .iter()
+        .map(|s| {
+            let names: Vec<&str> = s
+                .frames
+                .iter()
+                .map(|&f| p.frames[f as usize].function.as_str())
+                .collect();
+            (names.join(";"), s.samples)
+        })
+        .collect()
+}
+
+#[test]
+fn a_replayed_session_is_unwound_named_and_counted() {
+    let rec = record_fixture("replay");
+    let (engine, ticks) = replay(recording(&session_events(&rec)), 7);
+    assert!(ticks > 5, "the driver ticked between drains ({ticks})");
+    let raw = engine.snapshot();
+    assert_eq!(raw.stats.samples, 60);
+    assert_eq!(raw.stats.lost, 3);
+    assert_eq!(raw.stats.truncated, 0, "every replayed stack reaches main");
+    let stacks = folded_of(&engine, &raw);
+    let count = |prefix: &str| -> u64 {
+        stacks
+            .iter()
+            .filter(|(s, _)| s.starts_with(prefix))
+            .map(|(_, n)| n)
+            .sum()
+    };
+    // Names are the ones each thread had when it was sampled; the exec renames the process.
+    assert_eq!(count("after-exec;_start;"), 30, "{stacks:?}");
+    assert_eq!(count("after-exec;worker;_start;"), 10, "{stacks:?}");
+    // The forked child inherited its parent's address space and name.
+    assert_eq!(count("selfdump;_start;"), 20, "{stacks:?}");
+    for (s, _) in &stacks {
+        let order = ["main", "cmp", "level1", "level2", "level3", "leaf_dump"];
+        let pos: Vec<usize> = order
+            .iter()
+            .map(|w| {
+                s.split(';')
+                    .position(|f| f == *w)
+                    .unwrap_or_else(|| panic!("{w} in {s}"))
+            })
+            .collect();
+        assert!(pos.windows(2).all(|w| w[0] < w[1]), "{s}");
+    }
+}
+
+#[test]
+fn exit_and_exec_prune_address_spaces_and_windows_release_modules() {
+    let rec = record_fixture("prune");
+    let events = session_events(&rec);
+    let mut engine = engine();
+    for e in events.iter().cloned() {
+        engine.handle(e);
+    }
+    // Process 200 exited and 100 exec'd: no address space is left.
+    assert_eq!(engine.stats().processes, 0);
+    assert_eq!(engine.walker().stats.spaces_dropped, 2);
+    // A sample of the exited process finds no mappings: kept, marked truncated.
+    engine.handle(sample(&rec, 200, 200, 200));
+    let held = engine.stats().module_bytes;
+    assert!(held > 0);
+    let first = engine.take_window();
+    assert_eq!(first.stats.samples, 61);
+    assert_eq!(first.stats.truncated, 1);
+    // The window just taken still needs its modules to be symbolized (modules no stack
+    // refers to, such as the dynamic loader, are released at once)...
+    let needed = first.referenced_modules();
+    assert!(!needed.is_empty());
+    for id in &needed {
+        assert!(engine.modules().get(*id).unwrap().bytes.is_some());
+    }
+    assert!(engine.stats().module_bytes <= held);
+    assert!(folded_of(&engine, &first)
+        .iter()
+        .any(|(s, _)| s.contains("leaf_dump")));
+    // ...the next one does not: nothing maps them any more.
+    let second = engine.take_window();
+    assert_eq!(second.stats.samples, 0);
+    assert!(second.samples.is_empty(), "counts start again");
+    assert_eq!(engine.stats().module_bytes, 0);
+    // Interned stacks survive windows: a module mapped again is read again.
+    for e in session_events(&rec).into_iter().take(20) {
+        engine.handle(e);
+    }
+    assert!(engine.stats().module_bytes > 0);
+    let third = engine.take_window();
+    assert_eq!(
+        third.stacks.len(),
+        first.stacks.len(),
+        "stack ids are stable"
+    );
+}
+
+#[test]
+fn malformed_recordings_end_the_replay_cleanly() {
+    assert!(matches!(
+        ReplaySource::new(b"not a recording".to_vec(), 1),
+        Err(ReplayError::BadMagic)
+    ));
+    let rec = record_fixture("malformed");
+    let data = recording(&session_events(&rec));
+    // Cut anywhere: every complete record before the cut is delivered, the rest counted.
+    for cut in [9, 20, data.len() / 2, data.len() - 1] {
+        let mut source = ReplaySource::new(data[..cut].to_vec(), 1000).unwrap();
+        let mut n = 0;
+        while !source.exhausted() {
+            n += source.drain(&mut |_| {});
+        }
+        assert!(n < session_events(&rec).len());
+        assert_eq!(source.stats().unparsed, 1, "cut at {cut}");
+    }
+    // A record of an unknown kind is skipped by its length.
+    let mut odd = data[..8].to_vec();
+    odd.extend_from_slice(&[99, 2, 0, 0, 0, 0xaa, 0xbb]);
+    odd.extend_from_slice(&data[8..]);
+    let (engine, _) = replay(odd, 1000);
+    assert_eq!(engine.snapshot().stats.samples, 60);
+}
+
+#[test]
+fn the_warm_per_sample_path_does_not_allocate() {
+    let rec = record_fixture("alloc");
+    let mut engine = engine();
+    for e in session_events(&rec).into_iter().take(40) {
+        engine.handle(e);
+    }
+    let before = engine.samples();
+    COUNT_HERE.with(|c| c.set(true));
+    ARMED.store(true, Ordering::SeqCst);
+    for t in 0..2000 {
+        engine.handle(sample(&rec, 100, 100, 1000 + t));
+    }
+    ARMED.store(false, Ordering::SeqCst);
+    COUNT_HERE.with(|c| c.set(false));
+    assert_eq!(engine.samples(), before + 2000);
+    assert_eq!(
+        ALLOCS.load(Ordering::SeqCst),
+        0,
+        "allocations on the warm sample path"
+    );
+}

@@ -1,0 +1,114 @@
+//! Sampling policy: which sample fields a stack-capture mode needs and how large the ring
+//! buffers must be for it. Drivers say *what* they want (frequency, how stacks are captured,
+//! kernel frames); this module turns that into perf attributes.
+
+use crate::procfs;
+use crate::record::SampleLayout;
+use crate::sys::{EventKind, EventSpec};
+
+/// How user stacks are captured per sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StackCapture {
+    /// The kernel walks frame pointers and records the callchain: cheapest.
+    FramePointer,
+    /// The user registers and the top `bytes` of the user stack are copied, for an unwinder
+    /// that walks DWARF CFI (or frame pointers) over the copy.
+    UserStack { bytes: u32 },
+}
+
+/// What a driver asks of the sampler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SamplingPolicy {
+    pub event: EventKind,
+    pub frequency: u64,
+    pub capture: StackCapture,
+    /// Record kernel frames.
+    pub kernel_frames: bool,
+    /// Count while threads run in the kernel too (needs privilege unless paranoid <= 1).
+    pub count_kernel: bool,
+    /// Wake the reader after every sample instead of at the buffer's watermark, for readers
+    /// that must look at the target while the sample is fresh (interpreter frames).
+    pub wakeup_per_sample: bool,
+}
+
+impl SamplingPolicy {
+    /// The perf attributes for this policy; `enable_on_exec` for a launched command.
+    pub fn event_spec(&self, event: EventKind, enable_on_exec: bool) -> EventSpec {
+        let copy_stack = matches!(self.capture, StackCapture::UserStack { .. });
+        EventSpec {
+            kind: event,
+            frequency: self.frequency,
+            layout: SampleLayout {
+                callchain: !copy_stack || self.kernel_frames,
+                regs_user: copy_stack,
+                stack_user: match self.capture {
+                    StackCapture::UserStack { bytes } => bytes,
+                    StackCapture::FramePointer => 0,
+                },
+            },
+            count_kernel: self.count_kernel,
+            kernel_callchain: self.kernel_frames,
+            user_callchain: !copy_stack,
+            enable_on_exec,
+            wakeup_per_sample: self.wakeup_per_sample,
+        }
+    }
+
+    /// Ring-buffer size per CPU in pages: room for about half a second of samples of one busy
+    /// thread at the requested rate, within sane bounds, and at most 128 MiB over all CPUs
+    /// on many-CPU hosts.
+    pub fn data_pages(&self) -> usize {
+        let page = crate::sys::page_size() as u64;
+        let per_sample = match self.capture {
+            StackCapture::FramePointer => 1024,
+            StackCapture::UserStack { bytes } => u64::from(bytes) + 256,
+        };
+        let bytes = per_sample * self.frequency.max(1) / 2;
+        let cpus = procfs::online_cpus().len().max(1) as u64;
+        let cap = (32768 / cpus).clamp(64, 2048);
+        ((bytes / page).clamp(64, cap) as usize).next_power_of_two()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(capture: StackCapture, kernel_frames: bool) -> SamplingPolicy {
+        SamplingPolicy {
+            event: EventKind::CpuClock,
+            frequency: 999,
+            capture,
+            kernel_frames,
+            count_kernel: true,
+            wakeup_per_sample: false,
+        }
+    }
+
+    #[test]
+    fn stack_copy_asks_for_registers_and_stack_not_the_user_callchain() {
+        let p = policy(StackCapture::UserStack { bytes: 16384 }, false);
+        let spec = p.event_spec(EventKind::CpuClock, false);
+        assert!(spec.layout.regs_user && !spec.layout.callchain && !spec.user_callchain);
+        assert_eq!(spec.layout.stack_user, 16384);
+        let spec = policy(StackCapture::UserStack { bytes: 8192 }, true)
+            .event_spec(EventKind::CpuClock, true);
+        assert!(spec.layout.callchain && spec.kernel_callchain && spec.enable_on_exec);
+        let fp = policy(StackCapture::FramePointer, false).event_spec(EventKind::CpuClock, false);
+        assert!(fp.layout.callchain && fp.user_callchain && !fp.layout.regs_user);
+    }
+
+    #[test]
+    fn buffers_are_powers_of_two_within_bounds() {
+        for capture in [
+            StackCapture::FramePointer,
+            StackCapture::UserStack { bytes: 65528 },
+        ] {
+            let pages = policy(capture, false).data_pages();
+            assert!(
+                pages.is_power_of_two() && (64..=2048).contains(&pages),
+                "{pages}"
+            );
+        }
+    }
+}

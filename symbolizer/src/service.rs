@@ -1,0 +1,326 @@
+//! Symbolization as a long-lived service: turns a [`RawProfile`] of addresses into the
+//! [`SymbolizedProfile`] the exporters take.
+//!
+//! One [`SymbolService`] lives as long as the session (or the daemon): parsed ELF files and
+//! their DWARF contexts, kernel symbols and the expansion of every raw frame already seen are
+//! kept across snapshots, so the tenth dump of a long attach costs only its new addresses.
+//! A module whose bytes the engine released (no live process maps it any more) is forgotten
+//! here too. Frames that cannot be named are counted by reason ([`SymbolStats`]).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use sprof_core::{
+    Frame, FrameKey, FrameKind, InterpFunction, ModuleId, ModuleTable, ProfileMeta, RawProfile,
+    SampledStack, SymbolizedProfile,
+};
+
+use crate::{find_debug_file, ElfModule, Resolved, Symbolizer, UnknownReason};
+
+/// Kernel symbols from `/proc/kallsyms`, sorted by address.
+pub struct KernelSymbols {
+    symbols: Vec<(u64, String)>,
+}
+
+impl KernelSymbols {
+    /// Reads `/proc/kallsyms`; `None` when it shows no addresses (`kptr_restrict`).
+    pub fn load() -> Option<KernelSymbols> {
+        let text = std::fs::read_to_string("/proc/kallsyms").ok()?;
+        Self::parse(&text)
+    }
+
+    pub fn parse(text: &str) -> Option<KernelSymbols> {
+        let mut symbols: Vec<(u64, String)> = text
+            .lines()
+            .filter_map(|l| {
+                let mut it = l.split_whitespace();
+                let addr = u64::from_str_radix(it.next()?, 16).ok()?;
+                let kind = it.next()?;
+                let name = it.next()?;
+                matches!(kind, "t" | "T" | "w" | "W").then(|| (addr, name.to_string()))
+            })
+            .filter(|(a, _)| *a != 0)
+            .collect();
+        if symbols.is_empty() {
+            return None;
+        }
+        symbols.sort_by_key(|(a, _)| *a);
+        Some(KernelSymbols { symbols })
+    }
+
+    pub fn lookup(&self, addr: u64) -> Option<&str> {
+        let i = self.symbols.partition_point(|(a, _)| *a <= addr);
+        self.symbols.get(i.checked_sub(1)?).map(|(_, n)| n.as_str())
+    }
+}
+
+/// Why frames went unnamed, counted once per unique frame.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SymbolStats {
+    /// Unique frames resolved to a function.
+    pub resolved: u64,
+    /// Addresses in no known mapping (JIT code, or a mapping never reported).
+    pub unknown_module: u64,
+    /// Modules whose file could not be read or parsed.
+    pub unreadable_file: u64,
+    /// Modules with neither symbols nor debug info.
+    pub no_symbols: u64,
+    /// Addresses no symbol covers, or outside every loadable segment.
+    pub no_symbol: u64,
+}
+
+/// The long-lived symbolizer of a session.
+pub struct SymbolService {
+    symbolizer: Symbolizer,
+    kernel: Option<KernelSymbols>,
+    /// Root-first display frames of every raw frame seen, per module generation.
+    expanded: HashMap<FrameKey, Arc<[Frame]>>,
+    /// Module generation each module's cached entries were made from.
+    generations: HashMap<ModuleId, u32>,
+    /// Where separate debug files are looked for.
+    debug_root: std::path::PathBuf,
+    pub stats: SymbolStats,
+}
+
+/// Interns display frames for one profile.
+#[derive(Default)]
+struct FrameTable {
+    frames: Vec<Frame>,
+    ids: HashMap<Frame, u32>,
+}
+
+impl FrameTable {
+    fn intern(&mut self, f: &Frame) -> u32 {
+        if let Some(&i) = self.ids.get(f) {
+            return i;
+        }
+        let i = self.frames.len() as u32;
+        self.frames.push(f.clone());
+        self.ids.insert(f.clone(), i);
+        i
+    }
+}
+
+fn load_module(name: &str, bytes: &Arc<[u8]>, path: &str, root: &Path) -> Option<ElfModule> {
+    let mut m = ElfModule::parse(name, bytes.clone()).ok()?;
+    if !m.has_dwarf() {
+        // Separately installed debug info (build-id or debuglink) on the host.
+        if let Some(debug) = find_debug_file(&m, root, path) {
+            if let Ok(data) = std::fs::read(debug) {
+                let _ = m.attach_debug_file(Arc::from(data));
+            }
+        }
+    }
+    Some(m)
+}
+
+/// The frame of an interpreted function.
+fn interp_frame(f: Option<&InterpFunction>, line: u32) -> Frame {
+    match f {
+        Some(f) => Frame {
+            function: f.name.clone(),
+            file: Some(f.file.clone()),
+            line: (line > 0).then_some(line),
+            decl_line: (f.first_line > 0).then_some(f.first_line),
+            decl_file: Some(f.file.clone()),
+            module: None,
+            kind: FrameKind::Python,
+        },
+        None => Frame::bare("[python frame unreadable]", FrameKind::Marker),
+    }
+}
+
+impl SymbolService {
+    /// A service; `kernel` loads `/proc/kallsyms` for kernel frames.
+    pub fn new(kernel: bool) -> SymbolService {
+        SymbolService {
+            symbolizer: Symbolizer::new(),
+            kernel: if kernel { KernelSymbols::load() } else { None },
+            expanded: HashMap::new(),
+            generations: HashMap::new(),
+            debug_root: "/".into(),
+            stats: SymbolStats::default(),
+        }
+    }
+
+    /// Whether kernel symbols were readable (false under `kptr_restrict`).
+    pub fn has_kernel_symbols(&self) -> bool {
+        self.kernel.is_some()
+    }
+
+    /// Drops what is cached for modules the table no longer holds bytes for, or has
+    /// reloaded since.
+    fn sync_modules(&mut self, modules: &ModuleTable) {
+        let stale: Vec<ModuleId> = self
+            .generations
+            .iter()
+            .filter(|(id, gen)| {
+                modules
+                    .get(**id)
+                    .is_none_or(|m| m.bytes.is_none() || m.generation != **gen)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        if stale.is_empty() {
+            return;
+        }
+        for id in &stale {
+            self.generations.remove(id);
+            self.symbolizer.forget(u64::from(id.0));
+        }
+        self.expanded.retain(|k, _| match k {
+            FrameKey::Module { module, .. } => !stale.contains(module),
+            _ => true,
+        });
+    }
+
+    /// Expands one raw frame into display frames, root-most first.
+    fn expand(&mut self, key: FrameKey, raw: &RawProfile, modules: &ModuleTable) -> Vec<Frame> {
+        match key {
+            FrameKey::Marker(m) => vec![Frame::bare(m.name(), FrameKind::Marker)],
+            FrameKey::Unmapped(_) => {
+                self.stats.unknown_module += 1;
+                vec![Frame::bare("[unknown]", FrameKind::Unresolved)]
+            }
+            FrameKey::Kernel(addr) => {
+                let name = self
+                    .kernel
+                    .as_ref()
+                    .and_then(|k| k.lookup(addr))
+                    .unwrap_or("[kernel]");
+                vec![Frame::bare(name, FrameKind::Kernel)]
+            }
+            FrameKey::Interp { func, line } => {
+                vec![interp_frame(raw.interp_functions.get(func as usize), line)]
+            }
+            FrameKey::Module { module, .. } => self.expand_module(key, module, modules),
+        }
+    }
+
+    fn expand_module(
+        &mut self,
+        key: FrameKey,
+        module: ModuleId,
+        modules: &ModuleTable,
+    ) -> Vec<Frame> {
+        let offset = key.lookup_offset().map(|(_, o)| o).unwrap_or(0);
+        let Some(m) = modules.get(module) else {
+            self.stats.unknown_module += 1;
+            return vec![Frame::bare("[unknown]", FrameKind::Unresolved)];
+        };
+        self.generations.insert(module, m.generation);
+        let root = self.debug_root.clone();
+        let elf = m.bytes.as_ref().and_then(|bytes| {
+            self.symbolizer.module_with(u64::from(module.0), || {
+                load_module(&m.short_name, bytes, &m.path, &root)
+            })
+        });
+        let unresolved = |rel: u64| {
+            let mut f = Frame::bare(format!("{}+{rel:#x}", m.short_name), FrameKind::Unresolved);
+            f.module = Some(m.short_name.clone());
+            vec![f]
+        };
+        let Some(elf) = elf else {
+            self.stats.unreadable_file += 1;
+            return unresolved(offset);
+        };
+        match elf.lookup(offset) {
+            Resolved::Frames(frames) => {
+                self.stats.resolved += 1;
+                frames
+                    .iter()
+                    .rev()
+                    .map(|f| f.to_core_frame(Some(&m.short_name)))
+                    .collect()
+            }
+            Resolved::Unknown { svma, reason } => {
+                match reason {
+                    UnknownReason::NoSymbolTables => self.stats.no_symbols += 1,
+                    UnknownReason::NoSymbol | UnknownReason::OutsideSegments => {
+                        self.stats.no_symbol += 1
+                    }
+                }
+                unresolved(svma.or(elf.file_offset_to_svma(offset)).unwrap_or(offset))
+            }
+        }
+    }
+
+    /// Resolves every frame of `raw`. Each stack starts with a root frame for its process,
+    /// and a second one for the thread's name when it differs from the process's.
+    pub fn symbolize(
+        &mut self,
+        raw: &RawProfile,
+        modules: &ModuleTable,
+        meta: ProfileMeta,
+    ) -> SymbolizedProfile {
+        self.sync_modules(modules);
+        let mut table = FrameTable::default();
+        // Display-frame ids of each raw frame of this profile, filled on first use.
+        let mut ids_of: Vec<Option<Vec<u32>>> = vec![None; raw.frames.len()];
+        let mut stacks = Vec::with_capacity(raw.samples.len());
+        let mut ids = Vec::new();
+        for s in &raw.samples {
+            let thread = &raw.threads[s.thread];
+            let mut frames = Vec::with_capacity(16);
+            let process = if thread.process_name.is_empty() {
+                format!("[{}]", thread.pid)
+            } else {
+                thread.process_name.clone()
+            };
+            frames.push(table.intern(&Frame::bare(process.clone(), FrameKind::Root)));
+            if !thread.name.is_empty() && thread.name != process {
+                frames.push(table.intern(&Frame::bare(thread.name.clone(), FrameKind::Root)));
+            }
+            raw.stack_frames(s.stack, &mut ids);
+            for id in &ids {
+                let i = id.0 as usize;
+                if ids_of[i].is_none() {
+                    let key = raw.frames[i];
+                    let display = match self.expanded.get(&key) {
+                        Some(d) => d.clone(),
+                        None => {
+                            let d: Arc<[Frame]> = self.expand(key, raw, modules).into();
+                            // Interpreted frames index this profile's function table.
+                            if !matches!(key, FrameKey::Interp { .. }) {
+                                self.expanded.insert(key, d.clone());
+                            }
+                            d
+                        }
+                    };
+                    ids_of[i] = Some(display.iter().map(|f| table.intern(f)).collect());
+                }
+                frames.extend(ids_of[i].iter().flatten());
+            }
+            stacks.push(SampledStack {
+                frames,
+                samples: s.counts.samples,
+                period: s.counts.period,
+            });
+        }
+        SymbolizedProfile {
+            meta,
+            frames: table.frames,
+            stacks,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kallsyms_lookup_and_restricted_file() {
+        let text = "ffffffff81000000 T _stext\nffffffff81001000 t do_one\nffffffff81002000 D data\nffffffff81003000 T next [mod]\n";
+        let k = KernelSymbols::parse(text).unwrap();
+        assert_eq!(k.lookup(0xffffffff81001010), Some("do_one"));
+        assert_eq!(
+            k.lookup(0xffffffff81002010),
+            Some("do_one"),
+            "data symbols are skipped"
+        );
+        assert_eq!(k.lookup(0x10), None);
+        assert!(KernelSymbols::parse("0000000000000000 T _stext\n").is_none());
+    }
+}
