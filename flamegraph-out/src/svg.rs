@@ -213,6 +213,7 @@ mod tests {
             frequency: 99,
             event: "cpu-clock".into(),
             stats,
+            notes: Vec::new(),
         }
     }
 

@@ -160,6 +160,9 @@ impl Exporter for StatprofTable {
             let pct = percent(stats.truncated, session_samples);
             writeln!(w, "{} stacks truncated ({pct:.1}%)", stats.truncated)?;
         }
+        for note in &profile.meta.notes {
+            writeln!(w, "{note}")?;
+        }
         w.flush()?;
         Ok(())
     }

@@ -52,6 +52,17 @@ pub enum UnwindArg {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PythonViewArg {
+    /// Python functions, with native frames where Python calls out of the interpreter
+    /// (extension modules, libc, zlib); the interpreter's own machinery hidden.
+    Python,
+    /// Python frames in place of the interpreter's eval frames, every native frame kept.
+    Mixed,
+    /// Native frames only, as for any program (Python frames are not read).
+    Native,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum EventArg {
     /// Software CPU clock (works everywhere, including VMs).
     CpuClock,
@@ -76,6 +87,11 @@ pub struct ProfileOpts {
     /// the target exits.
     #[arg(short = 'd', long = "duration", value_name = "SECS")]
     pub duration: Option<f64>,
+
+    /// Rewrite every output every SECS seconds with everything gathered so far (each write
+    /// atomic); SIGUSR1 writes them at once. The final write at the end is as usual.
+    #[arg(long = "dump-every", value_name = "SECS")]
+    pub dump_every: Option<f64>,
 
     /// Output file, repeatable; the format follows the extension: .svg flamegraph,
     /// .folded collapsed stacks, .txt statprof table. Default: sprofd-<comm>-<pid>-<time>.svg.
@@ -106,6 +122,11 @@ pub struct ProfileOpts {
     #[arg(short = 'e', long = "event", value_enum, default_value_t = EventArg::CpuClock)]
     pub event: EventArg,
 
+    /// How Python processes are shown (CPython 3.11-3.13, read from outside the process:
+    /// the target is never paused or signalled).
+    #[arg(long = "python-view", value_enum, default_value_t = PythonViewArg::Python)]
+    pub python_view: PythonViewArg,
+
     /// Rows in the printed table.
     #[arg(long = "rows", value_name = "N", default_value_t = 30)]
     pub rows: usize,
@@ -130,6 +151,8 @@ pub enum UsageError {
     FrequencyTooHigh { asked: u64, max: u64 },
     #[error("--duration must be a positive number of seconds, not {0}")]
     BadDuration(f64),
+    #[error("--dump-every must be a positive number of seconds, not {0}")]
+    BadDumpEvery(f64),
     #[error("--stack-size must be a multiple of 8 between 8 and 65528, not {0}")]
     BadStackSize(u32),
     #[error(transparent)]
@@ -161,6 +184,12 @@ impl ProfileOpts {
             Some(d) => Some(std::time::Duration::from_secs_f64(d)),
             None => None,
         };
+        let dump_every = match self.dump_every {
+            Some(d) if !(d.is_finite() && d > 0.0 && d < 1e9) => {
+                return Err(UsageError::BadDumpEvery(d))
+            }
+            d => d.map(std::time::Duration::from_secs_f64),
+        };
         if self.stack_size == 0 || !self.stack_size.is_multiple_of(8) || self.stack_size > 65528 {
             return Err(UsageError::BadStackSize(self.stack_size));
         }
@@ -173,6 +202,7 @@ impl ProfileOpts {
             target,
             frequency: self.frequency,
             duration,
+            dump_every,
             outputs,
             kernel: self.kernel,
             quiet: self.quiet,
@@ -191,6 +221,11 @@ impl ProfileOpts {
             rows: self.rows,
             verbose: self.verbose,
             save_events: self.save_events,
+            python: match self.python_view {
+                PythonViewArg::Python => Some(sprof_core::PythonView::Python),
+                PythonViewArg::Mixed => Some(sprof_core::PythonView::Mixed),
+                PythonViewArg::Native => None,
+            },
         })
     }
 }
@@ -245,6 +280,11 @@ mod tests {
         assert_eq!(c.unwind, sprof_unwind::UnwindMode::FramePointer);
         assert_eq!(c.stack_size, 8192);
         assert!(c.verbose);
+        let c = config(&["attach", "1", "--python-view", "mixed"]).unwrap();
+        assert_eq!(c.python, Some(sprof_core::PythonView::Mixed));
+        let c = config(&["attach", "1", "--python-view=native"]).unwrap();
+        assert_eq!(c.python, None);
+        assert!(parse(&["attach", "1", "--python-view", "ruby"]).is_err());
     }
 
     #[test]
@@ -256,6 +296,7 @@ mod tests {
         assert_eq!(c.unwind, sprof_unwind::UnwindMode::Auto);
         assert_eq!(c.event, sprof_perf::EventKind::CpuClock);
         assert!(!c.quiet && !c.kernel && !c.by_line);
+        assert_eq!(c.python, Some(sprof_core::PythonView::Python));
     }
 
     #[test]
@@ -294,6 +335,16 @@ mod tests {
             config(&["attach", "1", "--duration=-1"]),
             Err(UsageError::BadDuration(_))
         ));
+        assert!(matches!(
+            config(&["attach", "1", "--dump-every", "0"]),
+            Err(UsageError::BadDumpEvery(_))
+        ));
+        assert_eq!(
+            config(&["attach", "1", "--dump-every", "0.5"])
+                .unwrap()
+                .dump_every,
+            Some(std::time::Duration::from_millis(500))
+        );
         assert!(matches!(
             config(&["attach", "1", "--stack-size", "100"]),
             Err(UsageError::BadStackSize(100))

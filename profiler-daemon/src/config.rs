@@ -28,6 +28,8 @@ pub struct SessionConfig {
     pub target: Target,
     pub frequency: u64,
     pub duration: Option<Duration>,
+    /// Rewrite the outputs this often while sampling (`--dump-every`).
+    pub dump_every: Option<Duration>,
     pub outputs: Vec<OutputSpec>,
     pub kernel: bool,
     pub quiet: bool,
@@ -39,4 +41,6 @@ pub struct SessionConfig {
     pub verbose: bool,
     /// Record every event into this file (`--save-events`), for replay in tests.
     pub save_events: Option<PathBuf>,
+    /// Read Python frames and show them this way; `None`: native frames only.
+    pub python: Option<sprof_core::PythonView>,
 }

@@ -56,7 +56,11 @@ fn temp_name(path: &Path) -> PathBuf {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    path.with_file_name(format!(".{name}.sprofd-{}.tmp", std::process::id()))
+    // Unique per reservation: the final output keeps its reservation while dumps write
+    // through temporary files of their own.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    path.with_file_name(format!(".{name}.sprofd-{}-{n}.tmp", std::process::id()))
 }
 
 /// Reserves an output: creates its temporary file (or opens a special file).

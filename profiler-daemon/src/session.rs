@@ -38,6 +38,8 @@ enum StopReason {
 struct Signals {
     interrupt: Arc<AtomicUsize>,
     terminate: Arc<AtomicUsize>,
+    /// SIGUSR1: write the outputs now (`--dump-every`'s on-demand dump).
+    dump: Arc<AtomicUsize>,
 }
 
 impl Signals {
@@ -56,10 +58,18 @@ impl Signals {
         }?;
         let terminate = Arc::new(AtomicUsize::new(0));
         signal_hook::flag::register_usize(SIGTERM, terminate.clone(), 1)?;
+        let dump = Arc::new(AtomicUsize::new(0));
+        signal_hook::flag::register_usize(signal_hook::consts::SIGUSR1, dump.clone(), 1)?;
         Ok(Signals {
             interrupt,
             terminate,
+            dump,
         })
+    }
+
+    /// Whether SIGUSR1 arrived since the last call.
+    fn take_dump_request(&self) -> bool {
+        self.dump.swap(0, Ordering::SeqCst) > 0
     }
 
     fn stop_reason(&self) -> Option<StopReason> {
@@ -270,6 +280,8 @@ pub fn run(config: SessionConfig) -> anyhow::Result<i32> {
     }
     let mut source = recording_source(&config, sampler)?;
     let started = Instant::now();
+    let mut profiles = Profiles::new(&config, title, profiled.pid(), event, started);
+    let mut dumps = Dumps::new(&config);
     let mut status = StatusLine::new();
     let reason = sprof_engine::run(
         source.as_mut(),
@@ -277,34 +289,129 @@ pub fn run(config: SessionConfig) -> anyhow::Result<i32> {
         Duration::from_millis(100),
         |engine, _| {
             status.update(engine, started);
+            if dumps.due(&signals) {
+                status.clear();
+                dumps.write(&profiles.profile(engine), &config);
+            }
             match stop_condition(&config, &signals, exit_fd.as_ref(), &mut profiled, started) {
                 Some(r) => ControlFlow::Break(r),
                 None => ControlFlow::Continue(()),
             }
         },
     );
-    let elapsed = started.elapsed();
     status.clear();
     forward_signal(&mut profiled, reason);
-
-    let meta = ProfileMeta {
-        target: title,
-        pid: Some(profiled.pid().0),
-        duration_secs: elapsed.as_secs_f64(),
-        frequency: config.frequency,
-        event: event.name().to_string(),
-        stats: Default::default(),
-    };
     let failed = finish(
         &config,
         &engine,
         source.as_ref(),
-        meta,
+        &mut profiles,
         outputs,
         reason,
         &profiled,
     );
     Ok(exit_code(profiled, failed))
+}
+
+/// Turns the engine's state into named profiles, with caches that last the whole session
+/// (the tenth dump symbolizes only what is new).
+struct Profiles {
+    symbols: SymbolService,
+    meta: ProfileMeta,
+    started: Instant,
+    python: Option<sprof_core::PythonView>,
+    /// Time the last symbolization took.
+    last_symbolize: Duration,
+}
+
+impl Profiles {
+    fn new(
+        config: &SessionConfig,
+        title: String,
+        pid: Pid,
+        event: EventKind,
+        started: Instant,
+    ) -> Profiles {
+        let symbols = SymbolService::new(config.kernel);
+        if config.kernel && !symbols.has_kernel_symbols() {
+            eprintln!("sprofd: warning: /proc/kallsyms shows no addresses (kernel.kptr_restrict); kernel frames appear as [kernel]");
+        }
+        Profiles {
+            symbols,
+            meta: ProfileMeta {
+                target: title,
+                pid: Some(pid.0),
+                duration_secs: 0.0,
+                frequency: config.frequency,
+                event: event.name().to_string(),
+                stats: Default::default(),
+                notes: Vec::new(),
+            },
+            started,
+            python: config.python,
+            last_symbolize: Duration::ZERO,
+        }
+    }
+
+    /// Everything gathered so far, symbolized, in the requested Python view.
+    fn profile(&mut self, engine: &Engine) -> sprof_core::SymbolizedProfile {
+        let raw = engine.snapshot();
+        let mut meta = self.meta.clone();
+        meta.stats = raw.stats;
+        meta.duration_secs = self.started.elapsed().as_secs_f64();
+        meta.notes = engine.hook_reports();
+        let t0 = Instant::now();
+        let profile = self.symbols.symbolize(&raw, engine.modules(), meta);
+        self.last_symbolize = t0.elapsed();
+        match self.python {
+            Some(view) => profile.with_python_view(view),
+            None => profile,
+        }
+    }
+}
+
+/// `--dump-every` and SIGUSR1: outputs rewritten while sampling goes on.
+struct Dumps {
+    every: Option<Duration>,
+    last: Instant,
+    count: u32,
+}
+
+impl Dumps {
+    fn new(config: &SessionConfig) -> Dumps {
+        Dumps {
+            every: config.dump_every,
+            last: Instant::now(),
+            count: 0,
+        }
+    }
+
+    fn due(&mut self, signals: &Signals) -> bool {
+        let requested = signals.take_dump_request();
+        let timed = self.every.is_some_and(|e| self.last.elapsed() >= e);
+        if requested || timed {
+            self.last = Instant::now();
+        }
+        requested || timed
+    }
+
+    /// Writes every output (each through its own temporary file, renamed into place).
+    fn write(&mut self, profile: &sprof_core::SymbolizedProfile, config: &SessionConfig) {
+        self.count += 1;
+        let mut written = 0;
+        for spec in &config.outputs {
+            let result = output::prepare(spec.clone())
+                .and_then(|out| out.write(profile, config.by_line, output::sudo_owner()));
+            match result {
+                Ok(()) => written += 1,
+                Err(e) => eprintln!("sprofd: dump {}: error: {e}", self.count),
+            }
+        }
+        eprintln!(
+            "sprofd: dump {}: {} samples, {written} output(s) written",
+            self.count, profile.meta.stats.samples
+        );
+    }
 }
 
 /// The sampler, or with `--save-events` the sampler teeing every event into a recording.
@@ -405,21 +512,14 @@ fn finish(
     config: &SessionConfig,
     engine: &Engine,
     source: &dyn EventSource,
-    mut meta: ProfileMeta,
+    profiles: &mut Profiles,
     outputs: Vec<PreparedOutput>,
     reason: StopReason,
     profiled: &Profiled,
 ) -> bool {
-    let raw = engine.snapshot();
-    meta.stats = raw.stats;
-    let mut symbols = SymbolService::new(config.kernel);
-    if config.kernel && !symbols.has_kernel_symbols() {
-        eprintln!("sprofd: warning: /proc/kallsyms shows no addresses (kernel.kptr_restrict); kernel frames appear as [kernel]");
-    }
-    let symbolize_start = Instant::now();
-    let profile = symbols.symbolize(&raw, engine.modules(), meta);
+    let profile = profiles.profile(engine);
     if config.verbose {
-        print_statistics(engine, &symbols, symbolize_start.elapsed(), source);
+        print_statistics(engine, profiles, source);
     }
     let what = match reason {
         StopReason::Duration => String::new(),
@@ -430,16 +530,17 @@ fn finish(
             Profiled::Launched { program, .. } => format!("{program} exited; "),
         },
     };
-    let lost = if raw.stats.lost > 0 {
-        format!(", {} lost", raw.stats.lost)
+    let stats = profile.meta.stats;
+    let lost = if stats.lost > 0 {
+        format!(", {} lost", stats.lost)
     } else {
         String::new()
     };
     eprintln!(
         "sprofd: {what}{} samples in {:.2} s from {} threads{lost}",
-        raw.stats.samples,
+        stats.samples,
         profile.meta.duration_secs,
-        raw.threads.len()
+        engine.stats().threads_sampled
     );
     output::write_all(outputs, &profile, config)
 }
@@ -470,12 +571,8 @@ fn exit_code(profiled: Profiled, failed: bool) -> i32 {
 }
 
 /// `--verbose`: what the session cost, for users tuning it and for the benchmark.
-fn print_statistics(
-    engine: &Engine,
-    symbols: &SymbolService,
-    symbolize: Duration,
-    source: &dyn EventSource,
-) {
+fn print_statistics(engine: &Engine, profiles: &Profiles, source: &dyn EventSource) {
+    let (symbols, symbolize) = (&profiles.symbols, profiles.last_symbolize);
     let s = engine.stats();
     eprintln!(
         "sprofd: stats: unwind per sample median {:.2} µs, p99 {:.2} µs over {} samples ({} DWARF walks, {} stack copies filled --stack-size)",

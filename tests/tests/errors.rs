@@ -167,6 +167,24 @@ fn frequency_above_max_record() {
 }
 
 #[test]
+fn dump_every_zero_or_negative() {
+    let s = Sleeper::new();
+    for bad in ["0", "-1", "nan"] {
+        let arg = format!("--dump-every={bad}");
+        let out = expect_fast_error(sprofd().args(["attach", &s.pid(), "-d", "10", &arg]));
+        assert!(out.stderr.contains("--dump-every"), "{}", out.describe());
+    }
+}
+
+#[test]
+fn unknown_python_view() {
+    let s = Sleeper::new();
+    let out =
+        expect_fast_error(sprofd().args(["attach", &s.pid(), "-d", "10", "--python-view", "ruby"]));
+    assert!(out.stderr.contains("python-view"), "{}", out.describe());
+}
+
+#[test]
 fn output_dir_missing() {
     let s = Sleeper::new();
     let dir = TempDir::new("err-missing");

@@ -27,7 +27,10 @@ pub use profile::{
     RawStackCount, SessionStats, StackId, ThreadInfo,
 };
 pub use source::{EventSource, SourceStats};
-pub use symbolized::{Frame, FrameKind, ProfileMeta, SampledStack, SymbolizedProfile};
+pub use symbolized::{
+    is_interpreter_module, Frame, FrameKind, ProfileMeta, PythonView, SampledStack,
+    SymbolizedProfile,
+};
 
 /// A process id, as the host kernel numbers it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

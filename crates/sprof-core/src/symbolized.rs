@@ -83,6 +83,8 @@ pub struct ProfileMeta {
     /// The perf event that drove sampling, e.g. `cpu-clock`.
     pub event: String,
     pub stats: SessionStats,
+    /// More footer lines, e.g. what interpreter frames were found.
+    pub notes: Vec<String>,
 }
 
 /// A profile ready for export.
@@ -93,7 +95,84 @@ pub struct SymbolizedProfile {
     pub stacks: Vec<SampledStack>,
 }
 
+/// How stacks with Python frames are shown (`--python-view`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PythonView {
+    /// Python frames, native frames where Python calls out of the interpreter (extension
+    /// modules, libc, zlib, and the interpreter's own C functions below the innermost Python
+    /// frame); the interpreter's call machinery between Python frames, and every native frame
+    /// above the outermost one, hidden.
+    #[default]
+    Python,
+    /// Python frames in place of the interpreter's eval frames, every native frame kept.
+    Mixed,
+}
+
+/// Interpreter functions kept between Python frames in the `python` view: they say why the
+/// interpreter is waiting (as py-spy keeps them).
+const KEPT_INTERPRETER_PREFIXES: [&str; 10] = [
+    "time",
+    "sys",
+    "gc",
+    "os",
+    "unicode",
+    "thread",
+    "stringio",
+    "sre",
+    "PyGilState",
+    "PyThread",
+];
+
+/// Whether a module is the interpreter itself (the `python3.X` executable or libpython).
+pub fn is_interpreter_module(module: &str) -> bool {
+    module.starts_with("libpython") || module.starts_with("python")
+}
+
 impl SymbolizedProfile {
+    /// Applies a Python view: [`PythonView::Mixed`] is the profile as symbolized; in
+    /// [`PythonView::Python`], stacks with Python frames lose the native frames above the
+    /// outermost Python frame and the interpreter's frames between Python frames.
+    pub fn with_python_view(mut self, view: PythonView) -> SymbolizedProfile {
+        if view == PythonView::Mixed {
+            return self;
+        }
+        let keep: Vec<bool> = self
+            .frames
+            .iter()
+            .map(|f| {
+                let interp = f.kind == FrameKind::Native || f.kind == FrameKind::Inlined;
+                !(interp && f.module.as_deref().is_some_and(is_interpreter_module))
+                    || KEPT_INTERPRETER_PREFIXES
+                        .iter()
+                        .any(|p| f.function.starts_with(p) || f.function.contains("lock"))
+            })
+            .collect();
+        for stack in &mut self.stacks {
+            let is_py = |&f: &u32| self.frames[f as usize].kind == FrameKind::Python;
+            let (Some(first), Some(last)) = (
+                stack.frames.iter().position(is_py),
+                stack.frames.iter().rposition(is_py),
+            ) else {
+                continue;
+            };
+            let frames = &self.frames;
+            let mut out = Vec::with_capacity(stack.frames.len());
+            for (i, &f) in stack.frames.iter().enumerate() {
+                let kind = frames[f as usize].kind;
+                let shown = kind == FrameKind::Root
+                    || kind == FrameKind::Python
+                    || kind == FrameKind::Marker
+                    || i > last
+                    || (i > first && keep[f as usize]);
+                if shown {
+                    out.push(f);
+                }
+            }
+            stack.frames = out;
+        }
+        self
+    }
+
     /// Total samples over all stacks.
     pub fn total_samples(&self) -> u64 {
         self.stacks.iter().map(|s| s.samples).sum()
@@ -102,5 +181,78 @@ impl SymbolizedProfile {
     /// Total period over all stacks (CPU nanoseconds for `cpu-clock`).
     pub fn total_period(&self) -> u64 {
         self.stacks.iter().map(|s| s.period).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(name: &str, kind: FrameKind, module: Option<&str>) -> Frame {
+        let mut f = Frame::bare(name, kind);
+        f.module = module.map(str::to_string);
+        f
+    }
+
+    #[test]
+    fn python_view_hides_interpreter_machinery_and_keeps_calls_out() {
+        let frames = vec![
+            frame("python3", FrameKind::Root, None),
+            frame("_start", FrameKind::Native, Some("python3.11")),
+            frame(
+                "Py_RunMain",
+                FrameKind::Native,
+                Some("libpython3.11.so.1.0"),
+            ),
+            frame("<module>", FrameKind::Python, None),
+            frame(
+                "_PyObject_Call",
+                FrameKind::Native,
+                Some("libpython3.11.so.1.0"),
+            ),
+            frame("handler", FrameKind::Python, None),
+            frame(
+                "time_sleep",
+                FrameKind::Native,
+                Some("libpython3.11.so.1.0"),
+            ),
+            frame(
+                "zlib_compress",
+                FrameKind::Native,
+                Some("zlib.cpython-311.so"),
+            ),
+            frame("deflate", FrameKind::Native, Some("libz.so.1")),
+            frame("list_sort", FrameKind::Native, Some("libpython3.11.so.1.0")),
+        ];
+        let profile = SymbolizedProfile {
+            meta: ProfileMeta::default(),
+            frames,
+            stacks: vec![
+                SampledStack {
+                    frames: vec![0, 1, 2, 3, 4, 5, 7, 8],
+                    samples: 1,
+                    period: 1,
+                },
+                SampledStack {
+                    frames: vec![0, 1, 2, 3, 6, 5, 9],
+                    samples: 1,
+                    period: 1,
+                },
+                SampledStack {
+                    frames: vec![0, 1, 2],
+                    samples: 1,
+                    period: 1,
+                },
+            ],
+        };
+        let mixed = profile.clone().with_python_view(PythonView::Mixed);
+        assert_eq!(mixed, profile);
+        let py = profile.with_python_view(PythonView::Python);
+        assert_eq!(py.stacks[0].frames, vec![0, 3, 5, 7, 8]);
+        // time_sleep is kept between frames; below the innermost Python frame the
+        // interpreter's own C code (list_sort) is what runs, so it stays.
+        assert_eq!(py.stacks[1].frames, vec![0, 3, 6, 5, 9]);
+        // A native-only stack is untouched.
+        assert_eq!(py.stacks[2].frames, vec![0, 1, 2]);
     }
 }

@@ -97,6 +97,10 @@ impl PerfEvent {
         attr.set_freq(1);
         attr.sample_type = spec.layout.sample_type();
         attr.set_inherit(1);
+        // Sample times on CLOCK_MONOTONIC, so they compare with the reader's own clock (how
+        // late an interpreter's frames were read after the sample).
+        attr.set_use_clockid(1);
+        attr.clockid = libc::CLOCK_MONOTONIC;
         attr.set_exclude_kernel(u64::from(!spec.count_kernel));
         attr.set_exclude_hv(1);
         attr.set_exclude_callchain_kernel(u64::from(!spec.kernel_callchain));

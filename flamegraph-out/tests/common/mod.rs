@@ -95,6 +95,7 @@ pub fn mixed() -> SymbolizedProfile {
                 throttled: 1,
                 truncated: 5,
             },
+            notes: Vec::new(),
         },
         frames,
         stacks,
@@ -114,6 +115,7 @@ pub fn empty() -> SymbolizedProfile {
                 lost: 2,
                 ..Default::default()
             },
+            notes: Vec::new(),
         },
         ..Default::default()
     }
