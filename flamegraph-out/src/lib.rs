@@ -1,4 +1,5 @@
-//! sprofd's exporters: folded stacks, an interactive flame graph SVG and a statprof-style table.
+//! sprofd's exporters: folded stacks, an interactive flame graph SVG, a statprof-style table,
+//! pprof and speedscope.
 //!
 //! Every exporter takes a [`SymbolizedProfile`] (interned named frames plus per-stack counts,
 //! root first) and writes to a `&mut dyn Write`; nothing else is needed, so exporters are
@@ -10,8 +11,13 @@
 //!   from those same folded lines; an empty profile gives a small note SVG, never an error.
 //! * [`StatprofTable`]: the table of bos/statprof.py `display()`, by function or by line, with
 //!   cumulative time counted once per sample so recursion never exceeds 100 %.
+//! * [`Pprof`]: the gzipped `profile.proto` of `go tool pprof`, Parca and Pyroscope, root
+//!   frames as `comm`/`thread_name` labels and inlined frames folded into their caller's
+//!   location; [`read_pprof`] reads one back (for `sprofd diff`).
+//! * [`Speedscope`]: speedscope's JSON file format, one sampled profile per thread.
 //!
-//! Frame names pass through [`frame_label`] on their way into folded stacks and the SVG.
+//! Frame names pass through [`frame_label`] on their way into folded stacks, the SVG and
+//! speedscope.
 //!
 //! Output is written in many small pieces through an internal buffer; write errors (a full
 //! disk, a closed pipe) come back as [`ExportError::Io`], never as panics.
@@ -23,11 +29,18 @@ use sprof_core::SymbolizedProfile;
 
 mod folded;
 mod label;
+mod pprof;
+mod speedscope;
 mod svg;
 mod table;
 
 pub use folded::{folded_lines, Folded};
 pub use label::{frame_label, MAX_LABEL_CHARS};
+pub use pprof::{
+    decode_pprof, profile_from_proto, proto as pprof_proto, read_pprof, Pprof, PprofReadError,
+    PprofValueType, KERNEL_MAPPING, MAX_PPROF_BYTES, MAX_STACK_FRAMES,
+};
+pub use speedscope::{Speedscope, SPEEDSCOPE_SCHEMA};
 pub use svg::{default_subtitle, Svg};
 pub use table::{StatprofTable, TableRow};
 
@@ -65,20 +78,36 @@ pub enum OutputFormat {
     Folded,
     /// statprof-style table (`.txt`).
     Table,
+    /// Gzipped pprof profile (`.pb.gz`, `.pprof`).
+    Pprof,
+    /// speedscope JSON (`.speedscope.json`).
+    Speedscope,
 }
 
 impl OutputFormat {
-    /// The format for a path's extension (`.svg`, `.folded`, `.txt`, any case), if known.
+    /// File name endings and their formats; double extensions (`.pb.gz`) included, so match
+    /// on the whole file name.
+    const SUFFIXES: [(&'static str, OutputFormat); 6] = [
+        (".svg", OutputFormat::Svg),
+        (".folded", OutputFormat::Folded),
+        (".txt", OutputFormat::Table),
+        (".pb.gz", OutputFormat::Pprof),
+        (".pprof", OutputFormat::Pprof),
+        (".speedscope.json", OutputFormat::Speedscope),
+    ];
+
+    /// The format for a path's file name ending (`.svg`, `.folded`, `.txt`, `.pb.gz`,
+    /// `.pprof`, `.speedscope.json`, any case), if known. The ending must follow a non-empty
+    /// name: `.svg` alone, like `svg`, is no format.
     pub fn from_path(path: &Path) -> Option<OutputFormat> {
-        let ext = path.extension()?.to_str()?;
-        [
-            ("svg", OutputFormat::Svg),
-            ("folded", OutputFormat::Folded),
-            ("txt", OutputFormat::Table),
-        ]
-        .into_iter()
-        .find(|(e, _)| ext.eq_ignore_ascii_case(e))
-        .map(|(_, f)| f)
+        let name = path.file_name()?.to_str()?.as_bytes();
+        Self::SUFFIXES
+            .into_iter()
+            .find(|(suffix, _)| {
+                name.len() > suffix.len()
+                    && name[name.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
+            })
+            .map(|(_, f)| f)
     }
 
     /// The exporter for this format with default settings (title and subtitle from the
@@ -96,6 +125,8 @@ impl OutputFormat {
                 by_line: options.by_line,
                 max_rows: options.table_rows,
             }),
+            OutputFormat::Pprof => Box::new(Pprof::default()),
+            OutputFormat::Speedscope => Box::new(Speedscope),
         }
     }
 }
@@ -157,7 +188,31 @@ mod tests {
             OutputFormat::from_path(Path::new("x.txt")),
             Some(OutputFormat::Table)
         );
-        assert_eq!(OutputFormat::from_path(Path::new("x.pb.gz")), None);
+        assert_eq!(
+            OutputFormat::from_path(Path::new("out/cpu.pb.gz")),
+            Some(OutputFormat::Pprof)
+        );
+        assert_eq!(
+            OutputFormat::from_path(Path::new("CPU.PB.GZ")),
+            Some(OutputFormat::Pprof)
+        );
+        assert_eq!(
+            OutputFormat::from_path(Path::new("x.pprof")),
+            Some(OutputFormat::Pprof)
+        );
+        assert_eq!(
+            OutputFormat::from_path(Path::new("x.Speedscope.JSON")),
+            Some(OutputFormat::Speedscope)
+        );
+        assert_eq!(OutputFormat::from_path(Path::new("x.gz")), None);
+        assert_eq!(OutputFormat::from_path(Path::new("x.json")), None);
+        assert_eq!(OutputFormat::from_path(Path::new("x.pb")), None);
+        assert_eq!(OutputFormat::from_path(Path::new("pb.gz")), None);
         assert_eq!(OutputFormat::from_path(Path::new("svg")), None);
+        assert_eq!(OutputFormat::from_path(Path::new(".svg")), None);
+        assert_eq!(
+            OutputFormat::from_path(Path::new("x.pb.gz/")),
+            Some(OutputFormat::Pprof)
+        );
     }
 }

@@ -18,7 +18,7 @@ use crate::config::{OutputSpec, SessionConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
-    #[error("{}: unknown output format (use .svg, .folded or .txt)", .0.display())]
+    #[error("{}: unknown output format (use .svg, .folded, .txt, .pb.gz, .pprof or .speedscope.json)", .0.display())]
     UnknownExtension(PathBuf),
     #[error("{}: directory {} does not exist", .path.display(), .dir.display())]
     NoDirectory { path: PathBuf, dir: PathBuf },

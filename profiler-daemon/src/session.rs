@@ -119,6 +119,24 @@ struct Started {
     title: String,
 }
 
+/// Whether samples of this target should wake the reader one by one: Python frames are read
+/// when the sample is drained, so the sooner, the closer to the moment of the sample.
+fn wants_prompt_reads(config: &SessionConfig, target: &Target) -> bool {
+    if config.python.is_none() {
+        return false;
+    }
+    match target {
+        Target::Pid(pid) => procfs::exec_mappings(Pid(*pid))
+            .unwrap_or_default()
+            .iter()
+            .any(|m| sprof_core::is_interpreter_module(m.short_name())),
+        Target::Command(argv) => argv.first().is_some_and(|a| {
+            let name = a.to_string_lossy();
+            sprof_core::is_interpreter_module(name.rsplit('/').next().unwrap_or_default())
+        }),
+    }
+}
+
 fn policy(config: &SessionConfig, count_kernel: bool) -> SamplingPolicy {
     SamplingPolicy {
         event: config.event,
@@ -131,7 +149,7 @@ fn policy(config: &SessionConfig, count_kernel: bool) -> SamplingPolicy {
         },
         kernel_frames: config.kernel,
         count_kernel,
-        wakeup_per_sample: false,
+        wakeup_per_sample: wants_prompt_reads(config, &config.target),
     }
 }
 
@@ -274,6 +292,9 @@ pub fn run(config: SessionConfig) -> anyhow::Result<i32> {
         },
         Box::new(LiveLoader::new()),
     );
+    if config.python.is_some() {
+        engine.add_hook(Box::new(sprof_python::PythonHook::new()));
+    }
     let exit_fd = sprof_perf::sys::pidfd_open(profiled.pid().0 as i32).ok();
     if let Some(fd) = &exit_fd {
         sampler.watch(fd.as_raw_fd());

@@ -108,9 +108,10 @@ pub enum PythonView {
     Mixed,
 }
 
-/// Interpreter functions kept between Python frames in the `python` view: they say why the
-/// interpreter is waiting (as py-spy keeps them).
-const KEPT_INTERPRETER_PREFIXES: [&str; 10] = [
+/// Interpreter functions kept in the `python` view: builtins called from Python, and what
+/// says why the interpreter waits (py-spy's list, plus `builtin_`).
+const KEPT_INTERPRETER_PREFIXES: [&str; 11] = [
+    "builtin_",
     "time",
     "sys",
     "gc",
@@ -131,7 +132,8 @@ pub fn is_interpreter_module(module: &str) -> bool {
 impl SymbolizedProfile {
     /// Applies a Python view: [`PythonView::Mixed`] is the profile as symbolized; in
     /// [`PythonView::Python`], stacks with Python frames lose the native frames above the
-    /// outermost Python frame and the interpreter's frames between Python frames.
+    /// outermost Python frame and the interpreter's own frames below it, except those
+    /// [`KEPT_INTERPRETER_PREFIXES`] names.
     pub fn with_python_view(mut self, view: PythonView) -> SymbolizedProfile {
         if view == PythonView::Mixed {
             return self;
@@ -140,7 +142,12 @@ impl SymbolizedProfile {
             .frames
             .iter()
             .map(|f| {
-                let interp = f.kind == FrameKind::Native || f.kind == FrameKind::Inlined;
+                // Unresolved frames of the interpreter are its code too (a stripped build names
+                // only its exported API).
+                let interp = matches!(
+                    f.kind,
+                    FrameKind::Native | FrameKind::Inlined | FrameKind::Unresolved
+                );
                 !(interp && f.module.as_deref().is_some_and(is_interpreter_module))
                     || KEPT_INTERPRETER_PREFIXES
                         .iter()
@@ -149,10 +156,7 @@ impl SymbolizedProfile {
             .collect();
         for stack in &mut self.stacks {
             let is_py = |&f: &u32| self.frames[f as usize].kind == FrameKind::Python;
-            let (Some(first), Some(last)) = (
-                stack.frames.iter().position(is_py),
-                stack.frames.iter().rposition(is_py),
-            ) else {
+            let Some(first) = stack.frames.iter().position(is_py) else {
                 continue;
             };
             let frames = &self.frames;
@@ -162,7 +166,6 @@ impl SymbolizedProfile {
                 let shown = kind == FrameKind::Root
                     || kind == FrameKind::Python
                     || kind == FrameKind::Marker
-                    || i > last
                     || (i > first && keep[f as usize]);
                 if shown {
                     out.push(f);
@@ -223,6 +226,11 @@ mod tests {
             ),
             frame("deflate", FrameKind::Native, Some("libz.so.1")),
             frame("list_sort", FrameKind::Native, Some("libpython3.11.so.1.0")),
+            frame(
+                "builtin_sorted",
+                FrameKind::Native,
+                Some("libpython3.11.so.1.0"),
+            ),
         ];
         let profile = SymbolizedProfile {
             meta: ProfileMeta::default(),
@@ -234,7 +242,7 @@ mod tests {
                     period: 1,
                 },
                 SampledStack {
-                    frames: vec![0, 1, 2, 3, 6, 5, 9],
+                    frames: vec![0, 1, 2, 3, 6, 5, 10, 9],
                     samples: 1,
                     period: 1,
                 },
@@ -249,9 +257,9 @@ mod tests {
         assert_eq!(mixed, profile);
         let py = profile.with_python_view(PythonView::Python);
         assert_eq!(py.stacks[0].frames, vec![0, 3, 5, 7, 8]);
-        // time_sleep is kept between frames; below the innermost Python frame the
-        // interpreter's own C code (list_sort) is what runs, so it stays.
-        assert_eq!(py.stacks[1].frames, vec![0, 3, 6, 5, 9]);
+        // time_sleep and builtin_sorted say what the Python frames do in C; the sort's own
+        // machinery (list_sort) counts as builtin_sorted's time.
+        assert_eq!(py.stacks[1].frames, vec![0, 3, 6, 5, 10]);
         // A native-only stack is untouched.
         assert_eq!(py.stacks[2].frames, vec![0, 1, 2]);
     }

@@ -1,0 +1,277 @@
+//! What the interpreter's ELF file says before we touch the target: where `_PyRuntime`,
+//! `Py_Version`, `PyCode_Type` and the eval loop are, which segments are code, and how the
+//! file's addresses relate to the mapping's (the load bias).
+//!
+//! Owns all parsing of untrusted file bytes (via `object`); returns link-time addresses and
+//! leaves the bias arithmetic to [`load_bias`].
+
+use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol, SegmentFlags};
+
+const ET_EXEC: u16 = 2;
+const PF_X: u32 = 1;
+const EVAL_SYMBOL: &str = "_PyEval_EvalFrameDefault";
+
+/// A `PT_LOAD` segment, link-time addresses.
+#[derive(Clone, Copy, Debug)]
+pub struct Load {
+    pub vaddr: u64,
+    pub memsz: u64,
+    pub offset: u64,
+    pub filesz: u64,
+    pub exec: bool,
+}
+
+/// Link-time facts about one interpreter file.
+#[derive(Debug)]
+pub struct ElfInfo {
+    /// `ET_EXEC`: addresses are absolute, bias 0.
+    pub fixed: bool,
+    pub runtime: Option<u64>,
+    /// How `runtime` was found, for diagnostics.
+    pub runtime_source: &'static str,
+    /// `PY_VERSION_HEX` read from the `Py_Version` symbol's bytes in the file.
+    pub py_version: Option<u32>,
+    pub code_type: Option<u64>,
+    /// `[start, end)` of `_PyEval_EvalFrameDefault` and its compiler clones (`.cold`, …).
+    pub eval: Vec<(u64, u64)>,
+    pub loads: Vec<Load>,
+}
+
+pub fn inspect(bytes: &[u8]) -> Result<ElfInfo, String> {
+    let file = object::File::parse(bytes).map_err(|e| format!("not a readable ELF file: {e}"))?;
+    if file.format() != object::BinaryFormat::Elf
+        || file.architecture() != object::Architecture::X86_64
+    {
+        return Err("not an x86_64 ELF file".into());
+    }
+    // e_type is at offset 16 of the ELF header (little-endian on x86_64).
+    let e_type = bytes
+        .get(16..18)
+        .map(|b| u16::from_le_bytes([b[0], b[1]]))
+        .ok_or("truncated ELF header")?;
+
+    let mut info = ElfInfo {
+        fixed: e_type == ET_EXEC,
+        runtime: None,
+        runtime_source: "none",
+        py_version: None,
+        code_type: None,
+        eval: Vec::new(),
+        loads: Vec::new(),
+    };
+    for seg in file.segments() {
+        let (offset, filesz) = seg.file_range();
+        let exec = matches!(seg.flags(), SegmentFlags::Elf { p_flags } if p_flags & PF_X != 0);
+        info.loads.push(Load {
+            vaddr: seg.address(),
+            memsz: seg.size(),
+            offset,
+            filesz,
+            exec,
+        });
+    }
+
+    // .symtab first (richer: it has the local `.cold` clones), then .dynsym (stripped builds).
+    let mut version_addr = None;
+    for sym in file.symbols().chain(file.dynamic_symbols()) {
+        let Ok(name) = sym.name() else { continue };
+        match name {
+            "_PyRuntime" if info.runtime.is_none() => {
+                info.runtime = Some(sym.address());
+                info.runtime_source = "symbol";
+            }
+            "Py_Version" => version_addr = version_addr.or(Some(sym.address())),
+            "PyCode_Type" => info.code_type = info.code_type.or(Some(sym.address())),
+            _ => {}
+        }
+        let is_eval = name == EVAL_SYMBOL
+            || name
+                .strip_prefix(EVAL_SYMBOL)
+                .is_some_and(|rest| rest.starts_with('.'));
+        if is_eval && sym.size() > 0 && sym.address() != 0 {
+            let range = (sym.address(), sym.address() + sym.size());
+            if !info.eval.contains(&range) {
+                info.eval.push(range);
+            }
+        }
+    }
+    info.eval.sort_unstable();
+    if info.runtime.is_none() {
+        // The section starts with `_PyRuntime` in every supported build (§1.4).
+        if let Some(sec) = file.section_by_name(".PyRuntime") {
+            info.runtime = Some(sec.address());
+            info.runtime_source = ".PyRuntime section";
+        }
+    }
+    info.py_version = version_addr
+        .and_then(|a| file_bytes_at(bytes, &info.loads, a, 4))
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    Ok(info)
+}
+
+/// The file bytes backing link-time address `vaddr`, when it is file-backed (not .bss).
+pub fn file_bytes_at<'a>(
+    bytes: &'a [u8],
+    loads: &[Load],
+    vaddr: u64,
+    len: u64,
+) -> Option<&'a [u8]> {
+    let seg = loads.iter().find(|l| {
+        vaddr >= l.vaddr
+            && vaddr
+                .checked_add(len)
+                .is_some_and(|end| end <= l.vaddr + l.filesz)
+    })?;
+    let off = usize::try_from(seg.offset + (vaddr - seg.vaddr)).ok()?;
+    bytes.get(off..off.checked_add(usize::try_from(len).ok()?)?)
+}
+
+/// Load bias from one mapping of the file: `start` maps `file_offset`.
+///
+/// For the mapping of the first `PT_LOAD` (offset 0) this is §1.5's
+/// `start − offset − (min p_vaddr & ~(page−1))`; for any other mapping (callers may only pass
+/// the executable one) the `PT_LOAD` containing `file_offset` gives the same bias, because a
+/// segment's `p_vaddr` and `p_offset` are congruent modulo the page size.
+pub fn load_bias(info: &ElfInfo, start: u64, file_offset: u64) -> Option<u64> {
+    if info.fixed {
+        return Some(0);
+    }
+    const PAGE_MASK: u64 = 0xfff;
+    let seg = info.loads.iter().find(|l| {
+        let seg_page = l.offset & !PAGE_MASK;
+        file_offset >= seg_page && file_offset < l.offset + l.filesz.max(1)
+    })?;
+    // Link-time address of the mapping's first byte.
+    let vaddr = (seg.vaddr & !PAGE_MASK) + (file_offset - (seg.offset & !PAGE_MASK));
+    Some(start.wrapping_sub(vaddr))
+}
+
+/// Parses `python3.X`, `python3.Xt`, `libpython3.X.so…`, `libpython3.Xt.so…` file names into
+/// `(minor, free_threaded)`; `None` for other names (including a bare `python3`).
+pub fn version_from_name(file_name: &str) -> Option<(u8, bool)> {
+    let rest = file_name
+        .strip_prefix("libpython3.")
+        .or_else(|| file_name.strip_prefix("python3."))?;
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    let minor = rest.get(..digits)?.parse().ok()?;
+    let tail = &rest[digits..];
+    // ABI flags: t (free-threaded), d (debug), m (pymalloc, before 3.8), u (wide, 2.x-era).
+    let flags = tail.bytes().take_while(|b| b"tdmu".contains(b)).count();
+    let free_threaded = tail[..flags].contains('t');
+    let tail = &tail[flags..];
+    if file_name.starts_with("lib") {
+        if !tail.starts_with(".so") {
+            return None;
+        }
+    } else if !tail.is_empty() {
+        return None;
+    }
+    Some((minor, free_threaded))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(version_from_name("python3.11"), Some((11, false)));
+        assert_eq!(version_from_name("libpython3.12.so.1.0"), Some((12, false)));
+        assert_eq!(version_from_name("libpython3.13t.so.1.0"), Some((13, true)));
+        assert_eq!(version_from_name("python3.13t"), Some((13, true)));
+        assert_eq!(version_from_name("libpython3.7m.so.1.0"), Some((7, false)));
+        assert_eq!(version_from_name("python3.13td"), Some((13, true)));
+        assert_eq!(version_from_name("python3"), None);
+        assert_eq!(version_from_name("python3.11-config"), None);
+        assert_eq!(version_from_name("libpython3.so"), None);
+        assert_eq!(version_from_name("libpython3.11.a"), None);
+    }
+
+    /// Interpreter files on this machine (pyenv and Debian). Absent ones are skipped, so the
+    /// test documents what it checked.
+    fn real_files() -> Vec<(String, u8)> {
+        let root = std::env::var("PYENV_ROOT").unwrap_or_else(|_| "/root/.pyenv".into());
+        let mut v = Vec::new();
+        for (ver, minor) in [("3.11.7", 11), ("3.12.1", 12), ("3.13.0", 13)] {
+            v.push((
+                format!("{root}/versions/{ver}/lib/libpython3.{minor}.so.1.0"),
+                minor,
+            ));
+        }
+        v.push(("/usr/bin/python3.11".into(), 11));
+        for (ver, minor) in [("3.8.18", 8), ("3.9.18", 9), ("3.10.13", 10)] {
+            v.push((
+                format!("{root}/versions/{ver}/lib/libpython3.{minor}.so.1.0"),
+                minor,
+            ));
+        }
+        v
+    }
+
+    #[test]
+    fn real_interpreters() {
+        let mut checked = 0;
+        for (path, minor) in real_files() {
+            let Ok(bytes) = std::fs::read(&path) else {
+                eprintln!("skipped (absent): {path}");
+                continue;
+            };
+            let info = inspect(&bytes).unwrap();
+            let runtime = info.runtime.expect("_PyRuntime");
+            let name = path.rsplit('/').next().unwrap();
+            assert_eq!(version_from_name(name), Some((minor, false)), "{path}");
+            if minor < 11 {
+                // No Py_Version before 3.11: the file name is all there is.
+                assert_eq!(info.py_version, None, "{path}");
+                assert!(!info.eval.is_empty() && info.code_type.is_some(), "{path}");
+                checked += 1;
+                continue;
+            }
+            let hex = info.py_version.expect("Py_Version");
+            assert_eq!(
+                (hex >> 24, (hex >> 16) & 0xff),
+                (3, u32::from(minor)),
+                "{path}"
+            );
+            assert!(!info.eval.is_empty(), "{path}: eval symbol");
+            assert!(info.code_type.is_some(), "{path}: PyCode_Type");
+            // The symbol and the section agree where both exist.
+            let file = object::File::parse(&*bytes).unwrap();
+            let sec = file.section_by_name(".PyRuntime").unwrap();
+            assert_eq!(sec.address(), runtime, "{path}");
+            if minor == 13 {
+                // The initialised `_Py_DebugOffsets` are in the file too: parse them.
+                let raw = file_bytes_at(
+                    &bytes,
+                    &info.loads,
+                    runtime,
+                    crate::layout::DEBUG_OFFSETS_LEN as u64,
+                )
+                .unwrap();
+                crate::layout::Layout::from_debug_offsets(raw, 13).unwrap();
+            }
+            if path.starts_with("/usr/bin") {
+                // Debian: non-PIE, stripped, symbols only in .dynsym.
+                assert!(info.fixed);
+                assert_eq!(load_bias(&info, 0x40_0000, 0), Some(0));
+            } else {
+                assert!(!info.fixed);
+                // A mapping of the first segment at 0x7f00_0000_0000 gives that bias…
+                let first = info.loads.iter().min_by_key(|l| l.offset).unwrap();
+                assert_eq!(
+                    load_bias(&info, 0x7f00_0000_0000, 0),
+                    Some(0x7f00_0000_0000 - (first.vaddr & !0xfff))
+                );
+                // …and so does the executable segment mapped where the loader puts it.
+                let x = info.loads.iter().find(|l| l.exec).unwrap();
+                let start = 0x7f00_0000_0000 + (x.vaddr & !0xfff);
+                assert_eq!(
+                    load_bias(&info, start, x.offset & !0xfff),
+                    Some(0x7f00_0000_0000)
+                );
+            }
+            checked += 1;
+        }
+        eprintln!("checked {checked} interpreter files");
+    }
+}

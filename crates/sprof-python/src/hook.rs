@@ -1,0 +1,343 @@
+//! The engine's Python frame hook: per sample of a Python process, reads the sampled
+//! thread's Python frames at once (the sample's bytes are still in the ring buffer) and puts
+//! them in place of the interpreter's eval frames in the native stack.
+//!
+//! Detection runs once per process, at its first sample, and again after an exec or a new
+//! mapping of the interpreter; an interpreter not initialised yet is retried every 20 ms.
+//! Everything the hook learns is reported through [`SampleHook::report`]: frames found,
+//! samples whose native and Python stacks disagreed (by kind), unreadable samples, and the
+//! skew between the sample and the read.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use sprof_core::{Event, FrameKey, InterpFunction, Marker, ModuleId, Pid, Sample};
+use sprof_engine::{HookContext, SampleHook};
+use sprof_unwind::StackWalker;
+
+use crate::{
+    detect, CodeId, CodeTable, Detection, MappedFile, MergeMarker, Merged, PyFrame, PythonProcess,
+};
+
+/// How often an interpreter that is not initialised yet is looked at again.
+const RETRY_NOT_READY: Duration = Duration::from_millis(20);
+/// Skews kept for the percentiles (per session; beyond it the first ones speak).
+const MAX_SKEWS: usize = 1 << 20;
+
+enum ProcState {
+    /// Not looked at yet, or to be looked at again (exec, new interpreter mapping).
+    Unknown,
+    NotPython,
+    NotReady {
+        next: Instant,
+    },
+    Unsupported,
+    Python(Box<Tracked>),
+}
+
+struct Tracked {
+    reader: PythonProcess,
+    /// Modules that hold the interpreter's code, where eval frames can be.
+    interp_modules: Vec<ModuleId>,
+}
+
+/// Counters of what the hook did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PythonStats {
+    pub processes: u64,
+    /// Samples of threads with a Python thread state.
+    pub samples: u64,
+    pub frames: u64,
+    /// Samples whose native eval frames and Python groups matched one to one.
+    pub consistent: u64,
+    pub advanced: u64,
+    pub unavailable: u64,
+    pub no_eval_frame: u64,
+    pub unreadable: u64,
+}
+
+/// The hook; add it to an engine with [`sprof_engine::Engine::add_hook`].
+pub struct PythonHook {
+    procs: HashMap<Pid, ProcState>,
+    codes: CodeTable,
+    /// Engine function id of each code id.
+    func_ids: Vec<Option<u32>>,
+    py: Vec<PyFrame>,
+    merged: Vec<Merged<FrameKey>>,
+    native: Vec<FrameKey>,
+    skews_ns: Vec<u64>,
+    /// One-line notices for the user (`python 3.10: unsupported layout, ...`), said once.
+    pub notices: Vec<String>,
+    pub stats: PythonStats,
+}
+
+impl Default for PythonHook {
+    fn default() -> Self {
+        PythonHook::new()
+    }
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into the valid, exclusively borrowed `ts`.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64).wrapping_mul(1_000_000_000) + ts.tv_nsec as u64
+}
+
+impl PythonHook {
+    pub fn new() -> PythonHook {
+        PythonHook {
+            procs: HashMap::new(),
+            codes: CodeTable::default(),
+            func_ids: Vec::new(),
+            py: Vec::with_capacity(256),
+            merged: Vec::with_capacity(512),
+            native: Vec::with_capacity(512),
+            skews_ns: Vec::new(),
+            notices: Vec::new(),
+            stats: PythonStats::default(),
+        }
+    }
+
+    /// Skew between sample and read, nanoseconds: (median, 99th percentile, count).
+    pub fn skew(&self) -> (u64, u64, usize) {
+        let mut s = self.skews_ns.clone();
+        s.sort_unstable();
+        let pct = |p: f64| {
+            s.get(((s.len() as f64 - 1.0) * p).round() as usize)
+                .copied()
+                .unwrap_or(0)
+        };
+        (pct(0.5), pct(0.99), s.len())
+    }
+
+    fn detect(&mut self, pid: Pid, walker: &StackWalker) -> ProcState {
+        let maps = walker.mappings(pid);
+        let files: Vec<MappedFile<'_>> = maps
+            .iter()
+            .filter_map(|(m, id)| {
+                let bytes = walker.modules.get(*id)?.bytes.as_deref()?;
+                Some(MappedFile {
+                    path: &m.path,
+                    start: m.start,
+                    end: m.end,
+                    file_offset: m.file_offset,
+                    bytes,
+                })
+            })
+            .collect();
+        match detect(pid.0, &files) {
+            Detection::NotPython => ProcState::NotPython,
+            Detection::NotReady => ProcState::NotReady {
+                next: Instant::now() + RETRY_NOT_READY,
+            },
+            Detection::Unsupported(reason) => {
+                if !self.notices.contains(&reason) {
+                    eprintln!("sprofd: {reason}");
+                    self.notices.push(reason);
+                }
+                ProcState::Unsupported
+            }
+            Detection::Python(reader) => {
+                self.stats.processes += 1;
+                let mut interp_modules: Vec<ModuleId> = maps
+                    .iter()
+                    .filter(|(m, _)| {
+                        reader
+                            .interpreter_ranges()
+                            .iter()
+                            .any(|r| r.start < m.end && m.start < r.end)
+                    })
+                    .map(|(_, id)| *id)
+                    .collect();
+                interp_modules.dedup();
+                ProcState::Python(Box::new(Tracked {
+                    reader,
+                    interp_modules,
+                }))
+            }
+        }
+    }
+
+    fn function_id(&mut self, code: CodeId, intern: &mut dyn FnMut(InterpFunction) -> u32) -> u32 {
+        let i = code.0 as usize;
+        if let Some(Some(id)) = self.func_ids.get(i) {
+            return *id;
+        }
+        let info = self.codes.get(code);
+        let id = intern(InterpFunction {
+            name: info.qualname.clone(),
+            file: info.filename.clone(),
+            first_line: info.first_line,
+        });
+        if self.func_ids.len() <= i {
+            self.func_ids.resize(i + 1, None);
+        }
+        self.func_ids[i] = Some(id);
+        id
+    }
+}
+
+/// The absolute address of a native frame of `pid`, when it is in one of `modules`.
+fn frame_address(
+    walker: &StackWalker,
+    pid: Pid,
+    modules: &[ModuleId],
+    key: &FrameKey,
+) -> Option<u64> {
+    let FrameKey::Module { module, .. } = key else {
+        return None;
+    };
+    if !modules.contains(module) {
+        return None;
+    }
+    let (_, offset) = key.lookup_offset()?;
+    walker
+        .mappings(pid)
+        .iter()
+        .filter(|(_, id)| id == module)
+        .find_map(|(m, _)| {
+            let end = m.file_offset + (m.end - m.start);
+            (m.file_offset <= offset && offset < end).then(|| m.start + (offset - m.file_offset))
+        })
+}
+
+impl SampleHook for PythonHook {
+    fn on_event(&mut self, event: &Event<'_>, _walker: &StackWalker) {
+        match event {
+            Event::Mmap(m) => {
+                // A new interpreter mapping (or any mapping before detection succeeded) may
+                // change what detection finds.
+                if let Some(state) = self.procs.get_mut(&m.pid) {
+                    let interp = sprof_core::is_interpreter_module(m.mapping.short_name());
+                    if interp && !matches!(state, ProcState::Python(_)) {
+                        *state = ProcState::Unknown;
+                    }
+                }
+            }
+            Event::Comm(c) if c.exec => {
+                self.procs.remove(&c.pid);
+            }
+            Event::Fork(f) if f.pid != f.ppid => {
+                // A forked child runs the same interpreter at the same addresses; detect it
+                // afresh (its thread states are its own).
+                self.procs.remove(&f.pid);
+            }
+            Event::Exit(x) => {
+                if x.pid.0 == x.tid.0 {
+                    self.procs.remove(&x.pid);
+                } else if let Some(ProcState::Python(t)) = self.procs.get_mut(&x.pid) {
+                    t.reader.forget_thread(x.tid.0);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_sample(
+        &mut self,
+        sample: &Sample<'_>,
+        cx: &mut HookContext<'_>,
+        frames: &mut Vec<FrameKey>,
+        _weight: &mut u64,
+    ) {
+        let state = self.procs.entry(sample.pid).or_insert(ProcState::Unknown);
+        let redo = match state {
+            ProcState::Unknown => true,
+            ProcState::NotReady { next } => Instant::now() >= *next,
+            _ => false,
+        };
+        if redo {
+            let s = self.detect(sample.pid, cx.walker);
+            self.procs.insert(sample.pid, s);
+        }
+        let Some(ProcState::Python(tracked)) = self.procs.get_mut(&sample.pid) else {
+            return;
+        };
+        let read = tracked
+            .reader
+            .read_thread(sample.tid.0, &mut self.codes, &mut self.py);
+        if self.skews_ns.len() < MAX_SKEWS && sample.time > 0 {
+            self.skews_ns
+                .push(monotonic_ns().saturating_sub(sample.time));
+        }
+        let walker = cx.walker;
+        let modules = tracked.interp_modules.clone();
+        let is_eval = |k: &FrameKey| {
+            frame_address(walker, sample.pid, &modules, k)
+                .is_some_and(|a| tracked.reader.is_eval_address(a))
+        };
+        match read {
+            Ok(false) => return,
+            Err(_) => {
+                self.stats.samples += 1;
+                self.stats.unreadable += 1;
+                // The Python part is unknown: mark the outermost eval frame, keep the rest.
+                if let Some(i) = frames.iter().rposition(is_eval) {
+                    frames[i] = FrameKey::Marker(Marker::InterpUnreadable);
+                }
+                return;
+            }
+            Ok(true) => {}
+        }
+        self.stats.samples += 1;
+        self.stats.frames += self.py.len() as u64;
+        let truncated = frames.last() == Some(&FrameKey::Marker(Marker::Truncated));
+        self.native.clear();
+        self.native
+            .extend_from_slice(&frames[..frames.len() - usize::from(truncated)]);
+        let outcome = crate::merge(&self.native, is_eval, &self.py, &mut self.merged);
+        if outcome.consistent {
+            self.stats.consistent += 1;
+        }
+        self.stats.advanced += u64::from(outcome.dropped_groups > 0);
+        self.stats.unavailable += u64::from(outcome.unavailable_evals > 0);
+        self.stats.no_eval_frame += u64::from(outcome.no_eval_frame);
+        frames.clear();
+        for i in 0..self.merged.len() {
+            let key = match self.merged[i] {
+                Merged::Native(k) => k,
+                Merged::Python(f) => FrameKey::Interp {
+                    func: self.function_id(f.code, cx.functions),
+                    line: f.line,
+                },
+                Merged::Marker(m) => FrameKey::Marker(match m {
+                    MergeMarker::StackAdvanced => Marker::InterpAdvanced,
+                    MergeMarker::FrameUnavailable => Marker::InterpUnavailable,
+                    MergeMarker::NoEvalFrame => Marker::InterpUnplaced,
+                }),
+            };
+            frames.push(key);
+        }
+        if truncated && !outcome.no_eval_frame {
+            frames.push(FrameKey::Marker(Marker::Truncated));
+        }
+    }
+
+    fn report(&self) -> Vec<String> {
+        let s = self.stats;
+        if s.processes == 0 {
+            return self.notices.clone();
+        }
+        let (median, p99, n) = self.skew();
+        let mismatched = s.samples - s.consistent;
+        let pct = |x: u64| 100.0 * x as f64 / s.samples.max(1) as f64;
+        let mut lines = vec![
+            format!(
+                "python: {} frames in {} samples of {} process(es); {} samples ({:.1}%) mismatched ({} stack advanced, {} frame unavailable, {} no eval frame, {} unreadable)",
+                s.frames, s.samples, s.processes, mismatched, pct(mismatched),
+                s.advanced, s.unavailable, s.no_eval_frame, s.unreadable
+            ),
+            format!(
+                "python: read skew after the sample median {:.1} µs, p99 {:.1} µs over {n} reads",
+                median as f64 / 1e3,
+                p99 as f64 / 1e3
+            ),
+        ];
+        lines.extend(self.notices.iter().cloned());
+        lines
+    }
+}

@@ -1,0 +1,207 @@
+//! speedscope's JSON file format (`https://www.speedscope.app/file-format-schema.json`).
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::io::{self, BufWriter, Write};
+
+use serde::Serialize;
+use sprof_core::{FrameKind, SymbolizedProfile};
+
+use crate::{checked_stack, frame_label, ExportError, Exporter};
+
+/// The `$schema` of every speedscope file.
+pub const SPEEDSCOPE_SCHEMA: &str = "https://www.speedscope.app/file-format-schema.json";
+
+/// The speedscope exporter: one `sampled` profile per process or thread.
+///
+/// * Stacks are grouped by their leading root frames: a profile per process (named after the
+///   first root frame) and per thread (the second root frame: `process: thread`), the
+///   busiest first, which is the one speedscope opens (`activeProfileIndex` 0). Stacks
+///   without a root frame go to a profile named after the target.
+/// * Root frames are left out of the frame lists; every other frame is a shared frame named
+///   by [`frame_label`] (as in folded stacks), with its `file` and `line` when known. Frames
+///   with the same name, file and line share an entry.
+/// * Each stack is one sample, root first, weighted by its period in nanoseconds (unit
+///   `nanoseconds`), or by its sample count (unit `none`) when the profile kept no periods;
+///   samples are sorted by their names, so speedscope's time-order view reads like a flame
+///   graph. `startValue` is 0 and `endValue` the sum of the weights.
+/// * A profile without samples gives one empty sampled profile, so the file still opens.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Speedscope;
+
+#[derive(Serialize)]
+struct File<'a> {
+    #[serde(rename = "$schema")]
+    schema: &'static str,
+    shared: Shared<'a>,
+    profiles: Vec<Profile>,
+    name: &'a str,
+    #[serde(rename = "activeProfileIndex")]
+    active_profile_index: usize,
+    exporter: &'static str,
+}
+
+#[derive(Serialize)]
+struct Shared<'a> {
+    frames: Vec<FrameInfo<'a>>,
+}
+
+#[derive(Serialize)]
+struct FrameInfo<'a> {
+    name: Cow<'a, str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    line: Option<u32>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Profile {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    name: String,
+    unit: &'static str,
+    start_value: u64,
+    end_value: u64,
+    samples: Vec<Vec<usize>>,
+    weights: Vec<u64>,
+}
+
+/// What makes two frames one shared frame: label, file and line.
+type FrameKey<'a> = (Cow<'a, str>, Option<&'a str>, Option<u32>);
+
+/// A profile's samples (shared frame indices, root first) and their weights.
+type Samples = Vec<(Vec<usize>, u64)>;
+
+/// The `exporter` field: `sprofd <version>`.
+const EXPORTER: &str = concat!("sprofd ", env!("CARGO_PKG_VERSION"));
+
+impl Exporter for Speedscope {
+    fn export(&self, profile: &SymbolizedProfile, out: &mut dyn Write) -> Result<(), ExportError> {
+        let use_period = profile.total_period() > 0;
+        let unit = if use_period { "nanoseconds" } else { "none" };
+
+        let mut shared: Vec<FrameInfo<'_>> = Vec::new();
+        let mut shared_ids: HashMap<FrameKey<'_>, usize> = HashMap::new();
+        // Per profile frame: its shared frame, once used.
+        let mut frame_ids: Vec<Option<usize>> = vec![None; profile.frames.len()];
+
+        // (process, thread) root names → index into `groups`.
+        let mut group_ids: HashMap<(Option<&str>, Option<&str>), usize> = HashMap::new();
+        let mut groups: Vec<(String, Samples)> = Vec::new();
+
+        for i in 0..profile.stacks.len() {
+            let stack = checked_stack(profile, i)?;
+            let weight = if use_period {
+                stack.period
+            } else {
+                stack.samples
+            };
+            if weight == 0 {
+                continue;
+            }
+            let mut roots = stack
+                .frames
+                .iter()
+                .map(|&f| &profile.frames[f as usize])
+                .take_while(|f| f.kind == FrameKind::Root)
+                .map(|f| f.function.as_str());
+            let key = (roots.next(), roots.next());
+            let group = *group_ids.entry(key).or_insert_with(|| {
+                let name = match key {
+                    (Some(process), Some(thread)) => format!("{process}: {thread}"),
+                    (Some(process), None) => process.to_string(),
+                    _ if !profile.meta.target.is_empty() => profile.meta.target.clone(),
+                    _ => "[unknown]".to_string(),
+                };
+                groups.push((name, Vec::new()));
+                groups.len() - 1
+            });
+
+            let mut sample = Vec::with_capacity(stack.frames.len());
+            for &f in &stack.frames {
+                let frame = &profile.frames[f as usize];
+                if frame.kind == FrameKind::Root {
+                    continue;
+                }
+                let id = match frame_ids[f as usize] {
+                    Some(id) => id,
+                    None => {
+                        let label = frame_label(frame);
+                        let key = (label, frame.file.as_deref(), frame.line);
+                        let next = shared.len();
+                        let id = *shared_ids.entry(key).or_insert_with_key(|key| {
+                            shared.push(FrameInfo {
+                                name: key.0.clone(),
+                                file: key.1,
+                                line: key.2,
+                            });
+                            next
+                        });
+                        frame_ids[f as usize] = Some(id);
+                        id
+                    }
+                };
+                sample.push(id);
+            }
+            groups[group].1.push((sample, weight));
+        }
+
+        let mut profiles: Vec<Profile> = groups
+            .into_iter()
+            .map(|(name, mut samples)| {
+                samples.sort_by(|a, b| {
+                    names(&shared, &a.0)
+                        .cmp(names(&shared, &b.0))
+                        .then_with(|| a.0.cmp(&b.0))
+                });
+                let (samples, weights): (Vec<_>, Vec<_>) = samples.into_iter().unzip();
+                Profile {
+                    kind: "sampled",
+                    name,
+                    unit,
+                    start_value: 0,
+                    end_value: weights.iter().fold(0u64, |a, &w| a.saturating_add(w)),
+                    samples,
+                    weights,
+                }
+            })
+            .collect();
+        profiles.sort_by(|a, b| b.end_value.cmp(&a.end_value).then(a.name.cmp(&b.name)));
+        let name = if profile.meta.target.is_empty() {
+            "sprofd profile"
+        } else {
+            profile.meta.target.as_str()
+        };
+        if profiles.is_empty() {
+            profiles.push(Profile {
+                kind: "sampled",
+                name: name.to_string(),
+                unit,
+                start_value: 0,
+                end_value: 0,
+                samples: Vec::new(),
+                weights: Vec::new(),
+            });
+        }
+
+        let file = File {
+            schema: SPEEDSCOPE_SCHEMA,
+            shared: Shared { frames: shared },
+            profiles,
+            name,
+            active_profile_index: 0,
+            exporter: EXPORTER,
+        };
+        let mut w = BufWriter::new(out);
+        serde_json::to_writer(&mut w, &file).map_err(io::Error::from)?;
+        w.flush()?;
+        Ok(())
+    }
+}
+
+/// The names of a sample's frames, root first.
+fn names<'a>(shared: &'a [FrameInfo<'_>], sample: &'a [usize]) -> impl Iterator<Item = &'a str> {
+    sample.iter().map(|&i| shared[i].name.as_ref())
+}
