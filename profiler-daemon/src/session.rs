@@ -304,6 +304,8 @@ pub fn run(config: SessionConfig) -> anyhow::Result<i32> {
     let mut profiles = Profiles::new(&config, title, profiled.pid(), event, started);
     let mut dumps = Dumps::new(&config);
     let mut status = StatusLine::new();
+    // Stop conditions cost syscalls; with a wakeup per sample, ticks come ~1000 times a second.
+    let mut last_check = Instant::now();
     let reason = sprof_engine::run(
         source.as_mut(),
         &mut engine,
@@ -314,6 +316,10 @@ pub fn run(config: SessionConfig) -> anyhow::Result<i32> {
                 status.clear();
                 dumps.write(&profiles.profile(engine), &config);
             }
+            if last_check.elapsed() < Duration::from_millis(10) {
+                return ControlFlow::Continue(());
+            }
+            last_check = Instant::now();
             match stop_condition(&config, &signals, exit_fd.as_ref(), &mut profiled, started) {
                 Some(r) => ControlFlow::Break(r),
                 None => ControlFlow::Continue(()),
@@ -495,7 +501,7 @@ impl StatusLine {
             "\r\x1b[Ksprofd: {:.1} s · {} samples · {} threads · {} lost",
             started.elapsed().as_secs_f64(),
             engine.samples(),
-            engine.stats().threads_sampled,
+            engine.threads_sampled(),
             engine.lost()
         );
         let _ = std::io::stderr().flush();
@@ -561,7 +567,7 @@ fn finish(
         "sprofd: {what}{} samples in {:.2} s from {} threads{lost}",
         stats.samples,
         profile.meta.duration_secs,
-        engine.stats().threads_sampled
+        engine.threads_sampled()
     );
     output::write_all(outputs, &profile, config)
 }

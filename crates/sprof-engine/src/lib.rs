@@ -220,6 +220,11 @@ impl Engine {
         self.builder.stats.samples
     }
 
+    /// Threads with samples in this window.
+    pub fn threads_sampled(&self) -> usize {
+        self.builder.threads_sampled()
+    }
+
     /// Lost records so far in this window.
     pub fn lost(&self) -> u64 {
         self.builder.stats.lost

@@ -55,6 +55,8 @@ pub struct Sampler {
     side: Vec<(u64, Event<'static>)>,
     /// Other fds that end a wait when readable (a pidfd that signals the target's exit).
     watched: Vec<RawFd>,
+    /// Buffer fds and watched fds, as `wait` polls them (rebuilt when either changes).
+    wait_fds: Vec<RawFd>,
     /// Synthetic events for state that existed before sampling, delivered first.
     pending: Vec<Event<'static>>,
     /// Things the caller should tell the user (e.g. maps unreadable: no symbols).
@@ -78,6 +80,7 @@ impl Sampler {
             side: Vec::new(),
             pending: Vec::new(),
             watched: Vec::new(),
+            wait_fds: Vec::new(),
             warnings: Vec::new(),
             stats: SourceStats::default(),
         }
@@ -201,10 +204,12 @@ impl Sampler {
 
 impl EventSource for Sampler {
     fn wait(&mut self, timeout: std::time::Duration) {
-        let mut fds = self.poll_fds();
-        fds.extend_from_slice(&self.watched);
+        if self.wait_fds.len() != self.buffers.len() + self.watched.len() {
+            self.wait_fds = self.poll_fds();
+            self.wait_fds.extend_from_slice(&self.watched);
+        }
         let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-        let _ = crate::sys::poll_readable(&fds, ms);
+        let _ = crate::sys::poll_readable(&self.wait_fds, ms);
     }
 
     /// The ring-buffer fds, for polling.
