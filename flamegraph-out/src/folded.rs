@@ -28,8 +28,10 @@ impl Exporter for Folded {
 /// The folded lines of `profile` (no trailing newlines), sorted bytewise as inferno requires.
 ///
 /// Frames are named by [`frame_label`], root first; stacks whose label sequences are equal
-/// (for example two frames differing only in line number) are merged, their sample counts
-/// summed. Stacks with no frames or no samples produce no line.
+/// (for example two frames differing only in line number) are merged, their counts summed.
+/// Counts are samples for CPU profiles and microseconds for wall-clock and off-CPU profiles
+/// ([`sprof_core::Measure`]), where a sample stands for a measured duration. Stacks with no
+/// frames or no count produce no line.
 pub fn folded_lines(profile: &SymbolizedProfile) -> Result<Vec<String>, ExportError> {
     // One label per interned frame, not one per frame per stack.
     let labels: Vec<Cow<'_, str>> = profile.frames.iter().map(frame_label).collect();
@@ -37,7 +39,8 @@ pub fn folded_lines(profile: &SymbolizedProfile) -> Result<Vec<String>, ExportEr
     let mut key = String::new();
     for i in 0..profile.stacks.len() {
         let stack = checked_stack(profile, i)?;
-        if stack.samples == 0 || stack.frames.is_empty() {
+        let count = profile.weight(stack);
+        if count == 0 || stack.frames.is_empty() {
             continue;
         }
         key.clear();
@@ -48,14 +51,17 @@ pub fn folded_lines(profile: &SymbolizedProfile) -> Result<Vec<String>, ExportEr
             key.push_str(&labels[f as usize]);
         }
         match merged.get_mut(key.as_str()) {
-            Some(count) => *count += stack.samples,
+            Some(c) => *c += count,
             None => {
-                merged.insert(key.clone(), stack.samples);
+                merged.insert(key.clone(), count);
             }
         }
     }
+    let time = profile.meta.measure.is_time();
     let mut lines: Vec<String> = merged
         .into_iter()
+        // Nanoseconds are summed per line, then shown as microseconds.
+        .map(|(stack, count)| (stack, if time { count.div_ceil(1000) } else { count }))
         .map(|(mut stack, count)| {
             stack.push(' ');
             stack.push_str(&count.to_string());
@@ -122,5 +128,23 @@ mod tests {
                 frames: 1
             })
         ));
+    }
+
+    #[test]
+    fn time_profiles_count_microseconds() {
+        let mut p = profile(
+            vec![
+                Frame::bare("p", FrameKind::Root),
+                Frame::bare("sleep", FrameKind::Native),
+            ],
+            &[(&[0, 1], 1)],
+        );
+        p.stacks[0].period = 2_500_000_001;
+        assert_eq!(folded_lines(&p).unwrap(), vec!["p;sleep 1".to_string()]);
+        p.meta.measure = sprof_core::Measure::OffCpu;
+        assert_eq!(
+            folded_lines(&p).unwrap(),
+            vec!["p;sleep 2500001".to_string()]
+        );
     }
 }

@@ -233,8 +233,9 @@ impl PprofValueType {
 /// the same profile gives the same bytes (given a fixed [`Pprof::time_nanos`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Pprof {
-    /// What the second sample value measures.
-    pub value_type: PprofValueType,
+    /// What the second sample value measures; `None`: what the profile measures
+    /// (`cpu`, `wall` or `off_cpu`, from [`sprof_core::Measure`]).
+    pub value_type: Option<PprofValueType>,
     /// `Profile.time_nanos`; `None` for the time of export.
     pub time_nanos: Option<i64>,
 }
@@ -256,7 +257,15 @@ impl Pprof {
         let mut b = Builder::new(profile);
         let meta = &profile.meta;
         let value = proto::ValueType {
-            r#type: b.strings.intern(self.value_type.type_name()),
+            r#type: b.strings.intern(
+                self.value_type
+                    .unwrap_or(match meta.measure {
+                        sprof_core::Measure::Cpu => PprofValueType::Cpu,
+                        sprof_core::Measure::Wall => PprofValueType::Wall,
+                        sprof_core::Measure::OffCpu => PprofValueType::OffCpu,
+                    })
+                    .type_name(),
+            ),
             unit: b.strings.intern(PprofValueType::UNIT),
         };
         let sample_type = vec![
@@ -595,6 +604,17 @@ pub fn profile_from_proto(p: &proto::Profile) -> Result<SymbolizedProfile, Pprof
         string(vt.r#type)?;
         string(vt.unit)?;
     }
+    // A wall or off-CPU profile says so in its second value type.
+    let measure = match p
+        .sample_type
+        .get(1)
+        .map(|vt| string(vt.r#type))
+        .transpose()?
+    {
+        Some("wall") => sprof_core::Measure::Wall,
+        Some("off_cpu") => sprof_core::Measure::OffCpu,
+        _ => sprof_core::Measure::Cpu,
+    };
 
     let mut mappings: HashMap<u64, (&str, &proto::Mapping)> =
         HashMap::with_capacity(p.mapping.len());
@@ -749,6 +769,7 @@ pub fn profile_from_proto(p: &proto::Profile) -> Result<SymbolizedProfile, Pprof
             duration_secs: p.duration_nanos.max(0) as f64 / 1e9,
             frequency,
             notes,
+            measure,
             ..Default::default()
         },
         frames,

@@ -57,7 +57,11 @@ impl Exporter for Svg {
                 let mut opt = Options::default();
                 opt.title = title;
                 opt.subtitle = subtitle;
-                opt.count_name = "samples".to_string();
+                opt.count_name = if profile.meta.measure.is_time() {
+                    "µs".to_string()
+                } else {
+                    "samples".to_string()
+                };
                 opt.hash = true;
                 flamegraph::from_lines(&mut opt, lines.iter().map(String::as_str), &mut w)
             };
@@ -85,6 +89,9 @@ pub fn default_subtitle(meta: &ProfileMeta) -> String {
         out += &format!(" ({})", meta.event);
     }
     out += &format!(" · {} samples", s.samples);
+    if meta.measure.is_time() {
+        out += &format!(" · {}", meta.measure.describe());
+    }
     if s.lost == 0 {
         out += " · 0 lost";
     } else {
@@ -214,6 +221,7 @@ mod tests {
             event: "cpu-clock".into(),
             stats,
             notes: Vec::new(),
+            measure: Default::default(),
         }
     }
 

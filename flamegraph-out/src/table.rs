@@ -57,8 +57,13 @@ impl StatprofTable {
 
     /// The rows the table shows, sorted and limited to `max_rows`.
     pub fn rows(&self, profile: &SymbolizedProfile) -> Result<Vec<TableRow>, ExportError> {
-        let total = profile.total_samples();
-        let secs_per_sample = seconds_per_sample(profile);
+        // Wall-clock and off-CPU profiles weigh stacks by nanoseconds, CPU profiles by samples.
+        let total = profile.total_weight();
+        let secs_per_sample = if profile.meta.measure.is_time() {
+            1e-9
+        } else {
+            seconds_per_sample(profile)
+        };
 
         // Rows are keyed by their name, computed once per interned frame; Root frames have none.
         let mut row_ids: HashMap<String, usize> = HashMap::new();
@@ -90,11 +95,11 @@ impl StatprofTable {
                 leaf = Some(row);
                 if seen[row] != i + 1 {
                     seen[row] = i + 1;
-                    cumulative[row] += stack.samples;
+                    cumulative[row] += profile.weight(stack);
                 }
             }
             if let Some(row) = leaf {
-                self_samples[row] += stack.samples;
+                self_samples[row] += profile.weight(stack);
             }
         }
 

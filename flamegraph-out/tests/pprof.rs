@@ -17,7 +17,7 @@ use prost::Message;
 use sprof_core::{Frame, FrameKind, ProfileMeta, SampledStack, SymbolizedProfile};
 
 const FIXED: Pprof = Pprof {
-    value_type: PprofValueType::Cpu,
+    value_type: None,
     time_nanos: Some(1_700_000_000_000_000_000),
 };
 
@@ -154,7 +154,7 @@ fn the_second_value_type_is_configurable() {
         (PprofValueType::OffCpu, "off_cpu"),
     ] {
         let exporter = Pprof {
-            value_type,
+            value_type: Some(value_type),
             ..FIXED
         };
         let p = decode_pprof(&export(&exporter, &common::mixed())).unwrap();
@@ -162,6 +162,20 @@ fn the_second_value_type_is_configurable() {
         assert_eq!(s(&p, p.sample_type[1].r#type), name);
         assert_eq!(s(&p, p.sample_type[1].unit), "nanoseconds");
         assert_eq!(p.period_type, Some(p.sample_type[1]));
+    }
+}
+
+#[test]
+fn the_value_type_follows_what_the_profile_measures() {
+    for (measure, name) in [
+        (sprof_core::Measure::Cpu, "cpu"),
+        (sprof_core::Measure::Wall, "wall"),
+        (sprof_core::Measure::OffCpu, "off_cpu"),
+    ] {
+        let mut profile = common::mixed();
+        profile.meta.measure = measure;
+        let p = decode_pprof(&export(&FIXED, &profile)).unwrap();
+        assert_eq!(s(&p, p.sample_type[1].r#type), name);
     }
 }
 

@@ -52,6 +52,17 @@ pub enum UnwindArg {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    /// CPU time: where threads run.
+    Cpu,
+    /// Wall-clock time: running plus switched out (sleeping, blocked on I/O, locks, the GIL),
+    /// so shares are shares of elapsed time, per thread.
+    Wall,
+    /// Only the time threads spend switched out, by where they blocked.
+    OffCpu,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PythonViewArg {
     /// Python functions, with native frames where Python calls out of the interpreter
     /// (extension modules, libc, zlib); the interpreter's own machinery hidden.
@@ -121,6 +132,12 @@ pub struct ProfileOpts {
     /// The event that drives sampling.
     #[arg(short = 'e', long = "event", value_enum, default_value_t = EventArg::CpuClock)]
     pub event: EventArg,
+
+    /// What time to measure. wall and off-cpu sample every context switch (the kernel thins
+    /// the samples of busy switchers to about -F per thread and second) and need root,
+    /// CAP_PERFMON or kernel.perf_event_paranoid <= 1.
+    #[arg(long, value_enum, default_value_t = ModeArg::Cpu)]
+    pub mode: ModeArg,
 
     /// How Python processes are shown (CPython 3.11-3.13, read from outside the process:
     /// the target is never paused or signalled).
@@ -221,6 +238,11 @@ impl ProfileOpts {
             rows: self.rows,
             verbose: self.verbose,
             save_events: self.save_events,
+            mode: match self.mode {
+                ModeArg::Cpu => sprof_perf::TimeMode::Cpu,
+                ModeArg::Wall => sprof_perf::TimeMode::Wall,
+                ModeArg::OffCpu => sprof_perf::TimeMode::OffCpu,
+            },
             python: match self.python_view {
                 PythonViewArg::Python => Some(sprof_core::PythonView::Python),
                 PythonViewArg::Mixed => Some(sprof_core::PythonView::Mixed),
@@ -280,6 +302,15 @@ mod tests {
         assert_eq!(c.unwind, sprof_unwind::UnwindMode::FramePointer);
         assert_eq!(c.stack_size, 8192);
         assert!(c.verbose);
+        assert_eq!(
+            config(&["attach", "1", "--mode", "off-cpu"]).unwrap().mode,
+            sprof_perf::TimeMode::OffCpu
+        );
+        assert_eq!(
+            config(&["attach", "1", "--mode=wall"]).unwrap().mode,
+            sprof_perf::TimeMode::Wall
+        );
+        assert!(parse(&["attach", "1", "--mode", "gpu"]).is_err());
         let c = config(&["attach", "1", "--python-view", "mixed"]).unwrap();
         assert_eq!(c.python, Some(sprof_core::PythonView::Mixed));
         let c = config(&["attach", "1", "--python-view=native"]).unwrap();

@@ -41,6 +41,8 @@ pub struct SessionConfig {
     pub verbose: bool,
     /// Record every event into this file (`--save-events`), for replay in tests.
     pub save_events: Option<PathBuf>,
+    /// What time is measured (`--mode`).
+    pub mode: sprof_perf::TimeMode,
     /// Read Python frames and show them this way; `None`: native frames only.
     pub python: Option<sprof_core::PythonView>,
 }

@@ -44,6 +44,13 @@ pub fn kernel_denied_message() -> String {
     )
 }
 
+pub fn switch_denied_message() -> String {
+    format!(
+        "--mode wall and --mode off-cpu sample context switches, which happen in the kernel: they need root, CAP_PERFMON, or kernel.perf_event_paranoid <= 1 ({}). Run with sudo or grant the capability (sudo setcap cap_perfmon,cap_sys_ptrace+ep $(command -v sprofd))",
+        paranoid_text()
+    )
+}
+
 /// Turns a failure to start sampling into a message that says what to do.
 pub fn explain(e: SamplerError, target: &str, config: &SessionConfig) -> anyhow::Error {
     match e.raw_os_error() {

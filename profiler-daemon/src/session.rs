@@ -16,7 +16,9 @@ use anyhow::{bail, Context};
 use sprof_core::{EventSource, Pid, ProfileMeta, Tid};
 use sprof_engine::{Engine, EngineConfig};
 use sprof_perf::spawn::{ExitStatus, RunningChild};
-use sprof_perf::{procfs, EventKind, Sampler, SamplerError, SamplingPolicy, StackCapture};
+use sprof_perf::{
+    procfs, EventKind, Sampler, SamplerError, SamplingPolicy, StackCapture, TimeMode,
+};
 use sprof_symbolizer::SymbolService;
 use sprof_unwind::UnwindMode;
 
@@ -150,6 +152,7 @@ fn policy(config: &SessionConfig, count_kernel: bool) -> SamplingPolicy {
         kernel_frames: config.kernel,
         count_kernel,
         wakeup_per_sample: wants_prompt_reads(config, &config.target),
+        time: config.mode,
     }
 }
 
@@ -164,7 +167,7 @@ fn open_events(
     let mut kind = config.event;
     loop {
         let mut sampler =
-            Sampler::new(policy.event_spec(kind, enable_on_exec), policy.data_pages());
+            Sampler::with_channels(policy.channels(kind, enable_on_exec), policy.data_pages());
         match open(&mut sampler) {
             Ok(()) => return Ok((sampler, kind)),
             Err(e)
@@ -261,6 +264,9 @@ pub fn run(config: SessionConfig) -> anyhow::Result<i32> {
     if config.kernel && !privileges::can_count_kernel() {
         bail!("{}", privileges::kernel_denied_message());
     }
+    if config.mode != TimeMode::Cpu && !privileges::can_count_kernel() {
+        bail!("{}", privileges::switch_denied_message());
+    }
     // Everything that can be checked before sampling is checked before sampling.
     let mut outputs: Vec<PreparedOutput> = Vec::new();
     for spec in &config.outputs {
@@ -327,6 +333,8 @@ pub fn run(config: SessionConfig) -> anyhow::Result<i32> {
         },
     );
     status.clear();
+    // Threads still switched out were off the CPU until now.
+    engine.settle(monotonic_ns());
     forward_signal(&mut profiled, reason);
     let failed = finish(
         &config,
@@ -373,6 +381,11 @@ impl Profiles {
                 event: event.name().to_string(),
                 stats: Default::default(),
                 notes: Vec::new(),
+                measure: match config.mode {
+                    TimeMode::Cpu => sprof_core::Measure::Cpu,
+                    TimeMode::Wall => sprof_core::Measure::Wall,
+                    TimeMode::OffCpu => sprof_core::Measure::OffCpu,
+                },
             },
             started,
             python: config.python,
@@ -387,6 +400,9 @@ impl Profiles {
         meta.stats = raw.stats;
         meta.duration_secs = self.started.elapsed().as_secs_f64();
         meta.notes = engine.hook_reports();
+        if meta.measure.is_time() {
+            meta.notes.push(offcpu_note(&engine.offcpu_stats()));
+        }
         let t0 = Instant::now();
         let profile = self.symbols.symbolize(&raw, engine.modules(), meta);
         self.last_symbolize = t0.elapsed();
@@ -395,6 +411,23 @@ impl Profiles {
             None => profile,
         }
     }
+}
+
+/// The footer line of a wall-clock or off-CPU profile.
+fn offcpu_note(s: &sprof_engine::OffCpuStats) -> String {
+    let stacks = if s.sampled_intervals < s.intervals {
+        format!(
+            "; stacks sampled at {} of them (busy switchers thinned to 1 in up to {} switches; the others take their thread's last sampled stack)",
+            s.sampled_intervals, s.max_period
+        )
+    } else {
+        "; each with its own stack".to_string()
+    };
+    format!(
+        "off-CPU: {:.3} s in {} switched-out intervals, timed by switch records{stacks}",
+        s.attributed_ns as f64 / 1e9,
+        s.intervals
+    )
 }
 
 /// `--dump-every` and SIGUSR1: outputs rewritten while sampling goes on.
@@ -624,6 +657,17 @@ fn print_statistics(engine: &Engine, profiles: &Profiles, source: &dyn EventSour
     for line in engine.hook_reports() {
         eprintln!("sprofd: stats: {line}");
     }
+}
+
+/// CLOCK_MONOTONIC now, in nanoseconds: the clock of perf sample times (`use_clockid`).
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into the valid, exclusively borrowed `ts`.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64).wrapping_mul(1_000_000_000) + ts.tv_nsec as u64
 }
 
 fn default_output(comm: &str, pid: Pid) -> anyhow::Result<PreparedOutput> {

@@ -406,6 +406,14 @@ fn gate(test: &str, kernel: bool) -> bool {
     }
 }
 
+/// Serializes the tests of one test binary that run CPU-bound targets and assert on shares:
+/// two at once on a two-core machine starve each other's targets. Hold the guard for the
+/// test's duration.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Whether perf sampling of our own processes works here. If not, panics
 /// when `SPROFD_REQUIRE_LIVE=1`, else prints `SKIP <test>: <reason>` and
 /// returns false (the test then returns early).

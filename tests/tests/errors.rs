@@ -339,3 +339,48 @@ fn permission_denied_non_root_attaching_root_process() {
         out.describe()
     );
 }
+
+#[test]
+fn off_cpu_modes_without_privilege_say_what_is_needed() {
+    if euid() != 0 {
+        eprintln!("SKIP off_cpu_modes_without_privilege_say_what_is_needed: needs root");
+        return;
+    }
+    let bin = sprofd_bin();
+    if !nobody_can_run(&bin)
+        || std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+            .is_ok_and(|p| p.trim().parse::<i32>().is_ok_and(|p| p <= 1))
+    {
+        eprintln!("SKIP off_cpu_modes_without_privilege_say_what_is_needed: uid 65534 cannot run sprofd, or paranoid <= 1 allows it");
+        return;
+    }
+    for mode in ["wall", "off-cpu"] {
+        let out = expect_fast_error(
+            setpriv_nobody()
+                .arg(&bin)
+                .args([
+                    "record",
+                    "--mode",
+                    mode,
+                    "-d",
+                    "10",
+                    "-o",
+                    "/tmp/sprofd-never.svg",
+                    "--",
+                    "sleep",
+                    "10",
+                ])
+                .current_dir("/"),
+        );
+        assert!(
+            out.stderr.contains("--mode wall and --mode off-cpu"),
+            "{}",
+            out.describe()
+        );
+        assert!(
+            out.stderr.contains("perf_event_paranoid"),
+            "{}",
+            out.describe()
+        );
+    }
+}

@@ -95,6 +95,7 @@ fn python_split_shares_and_chains_on_every_interpreter() {
     if !live("python_split_shares_and_chains_on_every_interpreter") {
         return;
     }
+    let _serial = serial();
     for (label, py) in interpreters("python_split") {
         let p = record_profile(
             &format!("py-split-{label}"),
@@ -150,6 +151,7 @@ fn python_attach_sees_threads_started_later() {
     if !live("python_attach_sees_threads_started_later") {
         return;
     }
+    let _serial = serial();
     for (label, py) in interpreters("python_attach_threads") {
         let target = Target::spawn(&py, &[script(), "threads".into(), "3".into()]);
         let p = attach_profile(&format!("py-threads-{label}"), target.pid, &["-d", "1.5"]);
@@ -173,6 +175,7 @@ fn python_calls_into_c_show_native_frames_under_the_caller() {
     if !live("python_calls_into_c_show_native_frames_under_the_caller") {
         return;
     }
+    let _serial = serial();
     for (label, py) in interpreters("python_native") {
         let p = record_profile(
             &format!("py-native-{label}"),
@@ -236,6 +239,7 @@ fn python_mixed_and_native_views() {
     if !live("python_mixed_and_native_views") {
         return;
     }
+    let _serial = serial();
     let Some((label, py)) = interpreters("python_views").into_iter().next() else {
         return;
     };
@@ -286,6 +290,7 @@ fn python_unicode_names_generators_and_coroutines() {
     if !live("python_unicode_names_generators_and_coroutines") {
         return;
     }
+    let _serial = serial();
     for (label, py) in interpreters("python_unicode") {
         let p = record_profile(
             &format!("py-unicode-{label}"),
@@ -312,6 +317,7 @@ fn python_target_exiting_mid_profile_keeps_its_profile() {
     if !live("python_target_exiting_mid_profile_keeps_its_profile") {
         return;
     }
+    let _serial = serial();
     let Some((label, py)) = interpreters("python_exit").into_iter().last() else {
         return;
     };

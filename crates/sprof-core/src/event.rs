@@ -13,9 +13,22 @@ pub struct UserRegs {
     pub bp: u64,
 }
 
+/// Which event a sample comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SampleKind {
+    /// A clock (cpu-clock, task-clock) or hardware counter: the thread was on a CPU; the
+    /// period is CPU time (nanoseconds for the clocks).
+    #[default]
+    Timer,
+    /// The thread was switched out (context-switch event): its stack is where it blocked or was
+    /// preempted; the period is how many switches this sample stands for.
+    Switch,
+}
+
 /// One sample of one thread.
 #[derive(Debug, Clone, Copy)]
 pub struct Sample<'a> {
+    pub kind: SampleKind,
     pub pid: Pid,
     pub tid: Tid,
     /// Kernel clock (perf's `CLOCK_MONOTONIC` by default), nanoseconds.
@@ -76,6 +89,18 @@ pub struct ExitEvent {
     pub time: u64,
 }
 
+/// A thread was switched out of or into a CPU (`PERF_RECORD_SWITCH`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SwitchEvent {
+    pub pid: Pid,
+    pub tid: Tid,
+    pub time: u64,
+    /// Switched out (else in).
+    pub out: bool,
+    /// Switched out while still runnable (preempted), rather than blocked.
+    pub preempted: bool,
+}
+
 /// Everything a sampling source can report.
 #[derive(Debug, Clone)]
 pub enum Event<'a> {
@@ -84,6 +109,7 @@ pub enum Event<'a> {
     Comm(CommEvent),
     Fork(ForkEvent),
     Exit(ExitEvent),
+    Switch(SwitchEvent),
     /// The kernel dropped `count` records because a ring buffer was full.
     Lost {
         count: u64,

@@ -18,7 +18,8 @@ pub mod source;
 pub mod symbolized;
 
 pub use event::{
-    split_callchain, CommEvent, Event, ExitEvent, ForkEvent, MmapEvent, Sample, UserRegs,
+    split_callchain, CommEvent, Event, ExitEvent, ForkEvent, MmapEvent, Sample, SampleKind,
+    SwitchEvent, UserRegs,
 };
 pub use maps::{parse_maps, Mapping, MappingKind, MapsError, ParsedMaps};
 pub use module::{FileIdentity, Module, ModuleLoader, ModuleTable};
@@ -28,7 +29,7 @@ pub use profile::{
 };
 pub use source::{EventSource, SourceStats};
 pub use symbolized::{
-    is_interpreter_module, Frame, FrameKind, ProfileMeta, PythonView, SampledStack,
+    is_interpreter_module, Frame, FrameKind, Measure, ProfileMeta, PythonView, SampledStack,
     SymbolizedProfile,
 };
 

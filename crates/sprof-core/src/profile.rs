@@ -52,6 +52,8 @@ pub enum Marker {
     /// Interpreted frames were read but the native walk found no interpreter activation to
     /// put them in (the native walk broke): they are appended here.
     InterpUnplaced,
+    /// Off-CPU time of a thread before its first context-switch sample.
+    OffCpuUnsampled,
 }
 
 impl Marker {
@@ -64,6 +66,7 @@ impl Marker {
             Marker::InterpUnavailable => "[python frame unavailable]",
             Marker::InterpUnreadable => "[python frame unreadable]",
             Marker::InterpUnplaced => "[python: no eval frame]",
+            Marker::OffCpuUnsampled => "[off-cpu: not sampled]",
         }
     }
 }
@@ -219,16 +222,36 @@ impl ProfileBuilder {
     /// Adds one sample of `pid/tid` whose stack is `frames`, leaf first, standing for
     /// `weight` (the event period: CPU nanoseconds for `cpu-clock`).
     pub fn add_sample(&mut self, pid: Pid, tid: Tid, frames: &[FrameKey], weight: u64) -> Added {
+        let Some(stack) = self.note_sample(frames) else {
+            return Added { new_thread: false };
+        };
+        self.add_counts(pid, tid, stack, 1, weight)
+    }
+
+    /// Counts a sample whose stack is `frames` (leaf first) in the statistics and interns the
+    /// stack, without counting it for any thread yet: its weight is known later
+    /// ([`ProfileBuilder::add_counts`]).
+    pub fn note_sample(&mut self, frames: &[FrameKey]) -> Option<StackId> {
         self.stats.samples += 1;
         if frames.last() == Some(&FrameKey::Marker(Marker::Truncated)) {
             self.stats.truncated += 1;
         }
-        let Some(stack) = self.intern_stack_leaf_first(frames) else {
-            return Added { new_thread: false };
-        };
+        self.intern_stack_leaf_first(frames)
+    }
+
+    /// Adds counts to an interned stack of `pid/tid` (a sample whose weight became known
+    /// after the sample, such as the time a thread stayed switched out).
+    pub fn add_counts(
+        &mut self,
+        pid: Pid,
+        tid: Tid,
+        stack: StackId,
+        samples: u64,
+        weight: u64,
+    ) -> Added {
         let (thread, new_thread) = self.thread_index(pid, tid);
         let c = self.counts.entry((thread, stack)).or_default();
-        c.samples += 1;
+        c.samples += samples;
         c.period += weight;
         Added { new_thread }
     }

@@ -70,6 +70,35 @@ pub struct SampledStack {
     pub period: u64,
 }
 
+/// What a profile's weights measure (`--mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum Measure {
+    /// CPU time, by on-CPU samples (a stack's period is CPU nanoseconds).
+    #[default]
+    Cpu,
+    /// Wall-clock time: on-CPU samples plus the time threads spent switched out, in
+    /// nanoseconds; shares are shares of wall time.
+    Wall,
+    /// Only the time threads spent switched out, in nanoseconds, by where they blocked.
+    OffCpu,
+}
+
+impl Measure {
+    /// Whether stacks are weighed by time (periods) rather than counted by samples.
+    pub fn is_time(self) -> bool {
+        self != Measure::Cpu
+    }
+
+    /// How the profile says what it measures, e.g. in subtitles.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Measure::Cpu => "CPU samples",
+            Measure::Wall => "wall-clock time",
+            Measure::OffCpu => "off-CPU time",
+        }
+    }
+}
+
 /// Facts about how the profile was taken, shown in titles, subtitles and footers.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ProfileMeta {
@@ -85,6 +114,8 @@ pub struct ProfileMeta {
     pub stats: SessionStats,
     /// More footer lines, e.g. what interpreter frames were found.
     pub notes: Vec<String>,
+    /// What the stacks' weights measure.
+    pub measure: Measure,
 }
 
 /// A profile ready for export.
@@ -130,6 +161,21 @@ pub fn is_interpreter_module(module: &str) -> bool {
 }
 
 impl SymbolizedProfile {
+    /// What a stack weighs in this profile: its samples for CPU profiles, its time in
+    /// nanoseconds for wall and off-CPU profiles.
+    pub fn weight(&self, stack: &SampledStack) -> u64 {
+        if self.meta.measure.is_time() {
+            stack.period
+        } else {
+            stack.samples
+        }
+    }
+
+    /// Sum of [`SymbolizedProfile::weight`] over all stacks.
+    pub fn total_weight(&self) -> u64 {
+        self.stacks.iter().map(|s| self.weight(s)).sum()
+    }
+
     /// Applies a Python view: [`PythonView::Mixed`] is the profile as symbolized; in
     /// [`PythonView::Python`], stacks with Python frames lose the native frames above the
     /// outermost Python frame and the interpreter's own frames below it, except those

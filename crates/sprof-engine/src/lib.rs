@@ -39,6 +39,7 @@
 //! interned by id, and thread entries are created once (tested with a counting allocator).
 
 mod names;
+mod offcpu;
 pub mod replay;
 
 use std::ops::ControlFlow;
@@ -46,11 +47,12 @@ use std::time::{Duration, Instant};
 
 use sprof_core::{
     Event, EventSource, FrameKey, InterpFunction, ModuleLoader, ModuleTable, ProfileBuilder,
-    RawProfile, Sample,
+    RawProfile, Sample, SampleKind,
 };
 use sprof_unwind::{StackWalker, UnwindMode, UnwindStats};
 
 pub use names::Names;
+pub use offcpu::{OffCpu, OffCpuStats};
 
 /// How the engine unwinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +109,7 @@ pub struct Engine {
     hooks: Vec<Box<dyn SampleHook>>,
     frames: Vec<FrameKey>,
     unwind_ns: Vec<u32>,
+    offcpu: OffCpu,
 }
 
 /// Counters of a session, for status lines, `--verbose` and metrics.
@@ -138,6 +141,7 @@ impl Engine {
             hooks: Vec::new(),
             frames: Vec::with_capacity(256),
             unwind_ns: Vec::new(),
+            offcpu: OffCpu::default(),
         }
     }
 
@@ -156,7 +160,15 @@ impl Engine {
                     self.builder.stats.throttled += 1;
                 }
             }
+            Event::Switch(sw) => {
+                for (pid, tid) in self.offcpu.on_switch(&mut self.builder, &sw) {
+                    self.names.name_thread(pid, tid, &mut self.builder);
+                }
+            }
             e => {
+                if let Event::Exit(x) = &e {
+                    self.offcpu.forget(x.tid);
+                }
                 self.walker.on_event(&e, self.loader.as_mut());
                 self.names.on_event(&e, &mut self.builder);
                 for h in &mut self.hooks {
@@ -185,10 +197,46 @@ impl Engine {
                 h.on_sample(s, &mut cx, &mut self.frames, &mut weight);
             }
         }
-        let added = self.builder.add_sample(s.pid, s.tid, &self.frames, weight);
-        if added.new_thread {
+        let new_thread = match s.kind {
+            SampleKind::Timer => {
+                self.builder
+                    .add_sample(s.pid, s.tid, &self.frames, weight)
+                    .new_thread
+            }
+            // A switch-out sample: its weight, the time until the thread is back on a CPU, is
+            // known once its switch-in record is (see offcpu).
+            SampleKind::Switch => {
+                if let Some(stack) = self.builder.note_sample(&self.frames) {
+                    self.offcpu
+                        .on_sample((s.pid, s.tid), stack, s.time, s.period);
+                }
+                false
+            }
+        };
+        if new_thread {
             self.names.name_thread(s.pid, s.tid, &mut self.builder);
         }
+    }
+
+    /// Tells the engine that a source's drain is complete: what waited for the rest of the
+    /// drain (off-CPU intervals and their samples) is paired now. [`run`] calls it.
+    pub fn end_of_drain(&mut self) {
+        for (pid, tid) in self.offcpu.end_of_drain(&mut self.builder) {
+            self.names.name_thread(pid, tid, &mut self.builder);
+        }
+    }
+
+    /// Gives threads still switched out at `now` (CLOCK_MONOTONIC nanoseconds, the clock of
+    /// sample times) their off-CPU time so far; call once at the end of a session.
+    pub fn settle(&mut self, now: u64) {
+        for (pid, tid) in self.offcpu.settle(&mut self.builder, now) {
+            self.names.name_thread(pid, tid, &mut self.builder);
+        }
+    }
+
+    /// Off-CPU accounting so far.
+    pub fn offcpu_stats(&self) -> OffCpuStats {
+        self.offcpu.stats
     }
 
     /// Everything gathered so far; sampling goes on undisturbed.
@@ -271,9 +319,11 @@ pub fn run<T>(
     loop {
         source.wait(poll);
         source.drain(&mut |e| engine.handle(e));
+        engine.end_of_drain();
         if let ControlFlow::Break(t) = tick(engine, source) {
             source.disable();
             source.drain(&mut |e| engine.handle(e));
+            engine.end_of_drain();
             return t;
         }
     }

@@ -13,7 +13,7 @@ use std::io::{self, Write};
 
 use sprof_core::{
     CommEvent, Event, EventSource, ExitEvent, ForkEvent, Mapping, MappingKind, MmapEvent, Pid,
-    Sample, SourceStats, Tid, UserRegs,
+    Sample, SampleKind, SourceStats, SwitchEvent, Tid, UserRegs,
 };
 
 const MAGIC: &[u8; 8] = b"SPROFEV1";
@@ -24,6 +24,9 @@ const FORK: u8 = 4;
 const EXIT: u8 = 5;
 const LOST: u8 = 6;
 const THROTTLE: u8 = 7;
+const SWITCH: u8 = 8;
+/// A sample of the context-switch event (same payload as SAMPLE).
+const SWITCH_SAMPLE: u8 = 9;
 
 /// Why a recording cannot be read.
 #[derive(Debug, thiserror::Error)]
@@ -107,7 +110,17 @@ fn encode(event: &Event<'_>, b: &mut Vec<u8>) -> u8 {
             put_chain(b, s.kernel_chain);
             put_chain(b, s.user_chain);
             put_bytes(b, s.user_stack);
-            SAMPLE
+            match s.kind {
+                SampleKind::Timer => SAMPLE,
+                SampleKind::Switch => SWITCH_SAMPLE,
+            }
+        }
+        Event::Switch(x) => {
+            put_u32(b, x.pid.0);
+            put_u32(b, x.tid.0);
+            put_u64(b, x.time);
+            b.push(u8::from(x.out) | u8::from(x.preempted) << 1);
+            SWITCH
         }
         Event::Mmap(m) => {
             put_u32(b, m.pid.0);
@@ -252,7 +265,25 @@ impl ReplaySource {
         self.user.clear();
         let mut c = Cursor(payload);
         let event = match tag {
-            SAMPLE => decode_sample(&mut c, &mut self.kernel, &mut self.user),
+            SAMPLE | SWITCH_SAMPLE => {
+                decode_sample(&mut c, &mut self.kernel, &mut self.user).map(|e| match e {
+                    Event::Sample(mut s) if tag == SWITCH_SAMPLE => {
+                        s.kind = SampleKind::Switch;
+                        Event::Sample(s)
+                    }
+                    e => e,
+                })
+            }
+            SWITCH => (|| {
+                let (pid, tid, time, flags) = (c.u32()?, c.u32()?, c.u64()?, c.u8()?);
+                Some(Event::Switch(SwitchEvent {
+                    pid: Pid(pid),
+                    tid: Tid(tid),
+                    time,
+                    out: flags & 1 != 0,
+                    preempted: flags & 2 != 0,
+                }))
+            })(),
             MMAP => decode_mmap(&mut c),
             COMM => (|| {
                 let (pid, tid, exec) = (c.u32()?, c.u32()?, c.u8()? != 0);
@@ -320,6 +351,7 @@ fn decode_sample<'a>(
     c.chain(user)?;
     let user_stack = c.bytes()?;
     Some(Event::Sample(Sample {
+        kind: SampleKind::Timer,
         pid: Pid(pid),
         tid: Tid(tid),
         time,

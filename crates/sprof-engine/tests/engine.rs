@@ -101,6 +101,7 @@ fn record_fixture(name: &str) -> Recorded {
 
 fn sample<'a>(rec: &'a Recorded, pid: u32, tid: u32, time: u64) -> Event<'a> {
     Event::Sample(Sample {
+        kind: sprof_core::SampleKind::Timer,
         pid: Pid(pid),
         tid: Tid(tid),
         time,

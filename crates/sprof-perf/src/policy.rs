@@ -2,6 +2,8 @@
 //! buffers must be for it. Drivers say *what* they want (frequency, how stacks are captured,
 //! kernel frames); this module turns that into perf attributes.
 
+use sprof_core::SampleKind;
+
 use crate::procfs;
 use crate::record::SampleLayout;
 use crate::sys::{EventKind, EventSpec};
@@ -14,6 +16,19 @@ pub enum StackCapture {
     /// The user registers and the top `bytes` of the user stack are copied, for an unwinder
     /// that walks DWARF CFI (or frame pointers) over the copy.
     UserStack { bytes: u32 },
+}
+
+/// What time is sampled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TimeMode {
+    /// On-CPU time: a clock (or counter) samples running threads.
+    #[default]
+    Cpu,
+    /// On-CPU samples plus a sample at every context switch out (frequency-adjusted by the
+    /// kernel on busy switchers), timed by switch records: wall-clock time.
+    Wall,
+    /// Context-switch samples and switch records only: off-CPU time.
+    OffCpu,
 }
 
 /// What a driver asks of the sampler.
@@ -29,6 +44,7 @@ pub struct SamplingPolicy {
     /// Wake the reader after every sample instead of at the buffer's watermark, for readers
     /// that must look at the target while the sample is fresh (interpreter frames).
     pub wakeup_per_sample: bool,
+    pub time: TimeMode,
 }
 
 impl SamplingPolicy {
@@ -45,12 +61,53 @@ impl SamplingPolicy {
                     StackCapture::UserStack { bytes } => bytes,
                     StackCapture::FramePointer => 0,
                 },
+                period: true,
             },
             count_kernel: self.count_kernel,
             kernel_callchain: self.kernel_frames,
             user_callchain: !copy_stack,
             enable_on_exec,
             wakeup_per_sample: self.wakeup_per_sample,
+            task_records: true,
+            switch_records: false,
+            fixed_period: None,
+            inherit: true,
+        }
+    }
+
+    /// The events to open per thread and CPU, each with the kind of its samples: the clock for
+    /// on-CPU time, context switches (with switch records) for off-CPU time. The first one
+    /// also reports mmap, comm and task records.
+    pub fn channels(&self, event: EventKind, enable_on_exec: bool) -> Vec<(EventSpec, SampleKind)> {
+        let timer = self.event_spec(event, enable_on_exec);
+        // Every switch is sampled (period 1) until the sampler sees more than its budget of
+        // switch samples a second; then it raises the period (see `Sampler`). The kernel's own
+        // frequency mode is no good here: it adjusts the period from bursts of switches and
+        // then thins threads that switch a few times a second.
+        let switches = EventSpec {
+            kind: EventKind::ContextSwitches,
+            switch_records: true,
+            fixed_period: Some(1),
+            inherit: false,
+            layout: SampleLayout {
+                period: false,
+                ..timer.layout
+            },
+            ..timer
+        };
+        match self.time {
+            TimeMode::Cpu => vec![(timer, SampleKind::Timer)],
+            TimeMode::Wall => vec![
+                (timer, SampleKind::Timer),
+                (
+                    EventSpec {
+                        task_records: false,
+                        ..switches
+                    },
+                    SampleKind::Switch,
+                ),
+            ],
+            TimeMode::OffCpu => vec![(switches, SampleKind::Switch)],
         }
     }
 
@@ -82,6 +139,7 @@ mod tests {
             kernel_frames,
             count_kernel: true,
             wakeup_per_sample: false,
+            time: TimeMode::Cpu,
         }
     }
 
@@ -96,6 +154,34 @@ mod tests {
         assert!(spec.layout.callchain && spec.kernel_callchain && spec.enable_on_exec);
         let fp = policy(StackCapture::FramePointer, false).event_spec(EventKind::CpuClock, false);
         assert!(fp.layout.callchain && fp.user_callchain && !fp.layout.regs_user);
+    }
+
+    #[test]
+    fn time_modes_choose_their_events() {
+        let mut p = policy(StackCapture::UserStack { bytes: 8192 }, false);
+        let kinds = |p: &SamplingPolicy| -> Vec<(EventKind, SampleKind, bool, bool)> {
+            p.channels(EventKind::CpuClock, false)
+                .into_iter()
+                .map(|(s, k)| (s.kind, k, s.task_records, s.switch_records))
+                .collect()
+        };
+        assert_eq!(
+            kinds(&p),
+            vec![(EventKind::CpuClock, SampleKind::Timer, true, false)]
+        );
+        p.time = TimeMode::Wall;
+        assert_eq!(
+            kinds(&p),
+            vec![
+                (EventKind::CpuClock, SampleKind::Timer, true, false),
+                (EventKind::ContextSwitches, SampleKind::Switch, false, true)
+            ]
+        );
+        p.time = TimeMode::OffCpu;
+        assert_eq!(
+            kinds(&p),
+            vec![(EventKind::ContextSwitches, SampleKind::Switch, true, true)]
+        );
     }
 
     #[test]

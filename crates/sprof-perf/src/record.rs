@@ -8,7 +8,7 @@
 use perf_event_open_sys::bindings as sys;
 use sprof_core::{
     maps::classify, split_callchain, CommEvent, Event, ExitEvent, ForkEvent, Mapping, MmapEvent,
-    Pid, Sample, Tid, UserRegs,
+    Pid, Sample, SampleKind, SwitchEvent, Tid, UserRegs,
 };
 
 /// Which optional fields our sample records carry.
@@ -19,6 +19,10 @@ pub struct SampleLayout {
     pub regs_user: bool,
     /// Requested `PERF_SAMPLE_STACK_USER` size, 0 when not sampled.
     pub stack_user: u32,
+    /// `PERF_SAMPLE_PERIOD`. A software event with a fixed period that asks for it is sampled
+    /// at every event whatever the period (the kernel's `perf_swevent_event`), so thinned
+    /// context-switch sampling goes without (the sampler knows the period it set).
+    pub period: bool,
 }
 
 /// x86_64 perf register numbers (arch/x86/include/uapi/asm/perf_regs.h).
@@ -34,8 +38,10 @@ impl SampleLayout {
         let mut t = (sys::PERF_SAMPLE_IP
             | sys::PERF_SAMPLE_TID
             | sys::PERF_SAMPLE_TIME
-            | sys::PERF_SAMPLE_CPU
-            | sys::PERF_SAMPLE_PERIOD) as u64;
+            | sys::PERF_SAMPLE_CPU) as u64;
+        if self.period {
+            t |= sys::PERF_SAMPLE_PERIOD as u64;
+        }
         if self.callchain {
             t |= sys::PERF_SAMPLE_CALLCHAIN as u64;
         }
@@ -85,6 +91,8 @@ impl<'a> Cursor<'a> {
 /// `PERF_RECORD_LOST_SAMPLES`, not in every bindings version.
 const PERF_RECORD_LOST_SAMPLES: u32 = 13;
 const PERF_RECORD_UNTHROTTLE: u32 = 6;
+/// `PERF_RECORD_MISC_SWITCH_OUT_PREEMPT` (Linux 4.17), not in the bindings.
+const PERF_RECORD_MISC_SWITCH_OUT_PREEMPT: u32 = 1 << 14;
 
 /// Decodes one record. `body` excludes the 8-byte header. Returns `None` for records sprofd
 /// does not use and for malformed ones.
@@ -143,6 +151,19 @@ pub fn parse_record<'a>(
                 exec: u32::from(misc) & sys::PERF_RECORD_MISC_COMM_EXEC != 0,
             }))
         }
+        sys::PERF_RECORD_SWITCH => {
+            // No body of its own: the sample_id trailer (TID, TIME, CPU) says who and when.
+            let pid = c.u32()?;
+            let tid = c.u32()?;
+            let time = c.u64()?;
+            Some(Event::Switch(SwitchEvent {
+                pid: Pid(pid),
+                tid: Tid(tid),
+                time,
+                out: u32::from(misc) & sys::PERF_RECORD_MISC_SWITCH_OUT != 0,
+                preempted: u32::from(misc) & PERF_RECORD_MISC_SWITCH_OUT_PREEMPT != 0,
+            }))
+        }
         sys::PERF_RECORD_FORK | sys::PERF_RECORD_EXIT => {
             let pid = c.u32()?;
             let ppid = c.u32()?;
@@ -183,7 +204,7 @@ fn parse_sample<'a>(c: &mut Cursor<'a>, layout: &SampleLayout) -> Option<Sample<
     let time = c.u64()?;
     let cpu = c.u32()?;
     let _res = c.u32()?;
-    let period = c.u64()?;
+    let period = if layout.period { c.u64()? } else { 1 };
     let mut callchain: &[u64] = &[];
     if layout.callchain {
         let nr = usize::try_from(c.u64()?).ok()?;
@@ -212,6 +233,8 @@ fn parse_sample<'a>(c: &mut Cursor<'a>, layout: &SampleLayout) -> Option<Sample<
         }
     }
     Some(Sample {
+        // The sampler knows which event's buffer the record came from.
+        kind: SampleKind::Timer,
         pid: Pid(pid),
         tid: Tid(tid),
         time,
@@ -290,6 +313,7 @@ mod tests {
             callchain: true,
             regs_user: true,
             stack_user: 16,
+            period: true,
         };
         let chain = [PERF_CONTEXT_USER, 0x401000, 0x401234];
         let body = sample_body(&layout, &chain, &[7u8; 16], 8);
@@ -322,6 +346,7 @@ mod tests {
             callchain: true,
             regs_user: false,
             stack_user: 0,
+            period: true,
         };
         let body = sample_body(&layout, &[1, 2, 3], &[], 0);
         let b = bytes(&body);
@@ -353,6 +378,7 @@ mod tests {
             callchain: true,
             regs_user: false,
             stack_user: 0,
+            period: true,
         };
         let Some(Event::Mmap(m)) = parse_record(sys::PERF_RECORD_MMAP2, 0, &v, &layout) else {
             panic!()

@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
-use sprof_core::{CommEvent, Event, EventSource, MmapEvent, Pid, SourceStats, Tid};
+use sprof_core::{CommEvent, Event, EventSource, MmapEvent, Pid, SampleKind, SourceStats, Tid};
 
 use crate::procfs;
 use crate::record::{parse_record, SampleLayout};
@@ -42,13 +42,18 @@ impl SamplerError {
 
 /// Per-thread, per-CPU sampling of one process tree.
 pub struct Sampler {
-    layout: SampleLayout,
+    /// The events opened per thread and CPU, with the kind of their samples.
+    channels: Vec<(EventSpec, SampleKind)>,
+    /// One ring buffer per (channel, CPU), channel-major; `kinds[i]` is buffer i's kind.
     buffers: Vec<RingBuffer>,
+    kinds: Vec<SampleKind>,
+    /// Sample layout of each buffer (channels may differ: see `SampleLayout::period`).
+    layouts: Vec<SampleLayout>,
+    follower_kinds: Vec<SampleKind>,
     followers: Vec<PerfEvent>,
     threads: BTreeSet<Tid>,
     /// Online CPUs, read once: every thread gets one event on each.
     cpus: Vec<u32>,
-    spec: EventSpec,
     data_pages: usize,
     scratch: Vec<u64>,
     heads: Vec<u64>,
@@ -62,18 +67,65 @@ pub struct Sampler {
     /// Things the caller should tell the user (e.g. maps unreadable: no symbols).
     pub warnings: Vec<String>,
     pub stats: SourceStats,
+    thinning: SwitchThinning,
+}
+
+/// Keeps context-switch samples within a budget: every switch is sampled until the rate goes
+/// over it, then one in `period` (switch records still time every switch; the engine gives
+/// unsampled switches the thread's last sampled stack).
+#[derive(Debug)]
+struct SwitchThinning {
+    /// Switch samples per second allowed over all threads.
+    budget: u64,
+    period: u64,
+    seen: u64,
+    since: std::time::Instant,
+}
+
+impl SwitchThinning {
+    /// The new period if the rate since the last check calls for one.
+    fn check(&mut self) -> Option<u64> {
+        let elapsed = self.since.elapsed().as_secs_f64();
+        if elapsed < 0.1 {
+            return None;
+        }
+        let rate = self.seen as f64 / elapsed;
+        self.seen = 0;
+        self.since = std::time::Instant::now();
+        let budget = self.budget as f64;
+        let next = if rate > budget {
+            // At the current period the true switch rate is `rate * period`.
+            ((rate * self.period as f64 / budget).ceil() as u64).min(1 << 20)
+        } else if rate < budget / 4.0 && self.period > 1 {
+            (self.period / 2).max(1)
+        } else {
+            return None;
+        };
+        (next != self.period).then(|| {
+            self.period = next;
+            next
+        })
+    }
 }
 
 impl Sampler {
-    /// An empty session; threads are added with [`Sampler::add_thread`].
+    /// An empty session of one timer event; threads are added with [`Sampler::add_thread`].
     pub fn new(spec: EventSpec, data_pages: usize) -> Sampler {
+        Sampler::with_channels(vec![(spec, SampleKind::Timer)], data_pages)
+    }
+
+    /// An empty session opening each of `channels` per thread and CPU (see
+    /// [`crate::SamplingPolicy::channels`]).
+    pub fn with_channels(channels: Vec<(EventSpec, SampleKind)>, data_pages: usize) -> Sampler {
         Sampler {
-            layout: spec.layout,
+            channels,
             buffers: Vec::new(),
+            kinds: Vec::new(),
+            layouts: Vec::new(),
+            follower_kinds: Vec::new(),
             followers: Vec::new(),
             threads: BTreeSet::new(),
             cpus: procfs::online_cpus(),
-            spec,
             data_pages: data_pages.next_power_of_two(),
             scratch: Vec::new(),
             heads: Vec::new(),
@@ -83,6 +135,12 @@ impl Sampler {
             wait_fds: Vec::new(),
             warnings: Vec::new(),
             stats: SourceStats::default(),
+            thinning: SwitchThinning {
+                budget: 2000,
+                period: 1,
+                seen: 0,
+                since: std::time::Instant::now(),
+            },
         }
     }
 
@@ -91,19 +149,49 @@ impl Sampler {
         if !self.threads.insert(tid) {
             return Ok(());
         }
-        for i in 0..self.cpus.len() {
-            let cpu = self.cpus[i];
-            let first = self.buffers.len() <= i;
-            let event = PerfEvent::open(&self.spec, tid.0 as i32, cpu as i32, first)
-                .map_err(|source| SamplerError::Open { pid, source })?;
-            if first {
-                let buffer = self.map_buffer(event)?;
-                self.buffers.push(buffer);
-            } else {
-                event
-                    .set_output(self.buffers[i].event())
+        self.open_channels(pid, tid, false)
+    }
+
+    /// Opens the events of every channel (or, with `uninherited_only`, of the channels the
+    /// kernel does not follow into new threads) for `tid` on every online CPU.
+    fn open_channels(
+        &mut self,
+        pid: Pid,
+        tid: Tid,
+        uninherited_only: bool,
+    ) -> Result<(), SamplerError> {
+        let ncpus = self.cpus.len();
+        for c in 0..self.channels.len() {
+            let (spec, kind) = self.channels[c];
+            if uninherited_only && spec.inherit {
+                continue;
+            }
+            // A thread that appears while sampling runs is sampled at once, not at an exec.
+            let spec = EventSpec {
+                enable_on_exec: spec.enable_on_exec && !uninherited_only,
+                ..spec
+            };
+            for i in 0..ncpus {
+                let cpu = self.cpus[i];
+                let slot = c * ncpus + i;
+                let first = self.buffers.len() <= slot;
+                let event = PerfEvent::open(&spec, tid.0 as i32, cpu as i32, first)
                     .map_err(|source| SamplerError::Open { pid, source })?;
-                self.followers.push(event);
+                if first {
+                    let buffer = self.map_buffer(event)?;
+                    self.buffers.push(buffer);
+                    self.kinds.push(kind);
+                    self.layouts.push(spec.layout);
+                } else {
+                    event
+                        .set_output(self.buffers[slot].event())
+                        .map_err(|source| SamplerError::Open { pid, source })?;
+                    if kind == SampleKind::Switch && self.thinning.period > 1 {
+                        let _ = event.set_period(self.thinning.period);
+                    }
+                    self.followers.push(event);
+                    self.follower_kinds.push(kind);
+                }
             }
         }
         Ok(())
@@ -196,6 +284,25 @@ impl Sampler {
         self.watched.push(fd);
     }
 
+    /// The current context-switch sampling period (1: every switch).
+    pub fn switch_period(&self) -> u64 {
+        self.thinning.period
+    }
+
+    /// Applies a new period to every context-switch event.
+    fn set_switch_period(&mut self, period: u64) {
+        for (b, kind) in self.buffers.iter().zip(&self.kinds) {
+            if *kind == SampleKind::Switch {
+                let _ = b.event().set_period(period);
+            }
+        }
+        for (e, kind) in self.followers.iter().zip(&self.follower_kinds) {
+            if *kind == SampleKind::Switch {
+                let _ = e.set_period(period);
+            }
+        }
+    }
+
     /// The size of each CPU's data area, in pages (after any reduction).
     pub fn data_pages(&self) -> usize {
         self.data_pages
@@ -242,19 +349,18 @@ impl EventSource for Sampler {
         for e in self.pending.drain(..) {
             on_event(e);
         }
-        let layout = self.layout;
         self.heads.clear();
         self.heads.extend(self.buffers.iter().map(|b| b.head()));
         self.side.clear();
         let side = &mut self.side;
         let stats = &mut self.stats;
-        for (b, &head) in self.buffers.iter().zip(&self.heads) {
+        for ((b, &head), layout) in self.buffers.iter().zip(&self.heads).zip(&self.layouts) {
             b.for_each(head, &mut self.scratch, |kind, misc, body| {
                 if kind == perf_event_open_sys::bindings::PERF_RECORD_SAMPLE {
                     return;
                 }
                 stats.records += 1;
-                match parse_record(kind, misc, body, &layout) {
+                match parse_record(kind, misc, body, layout) {
                     Some(e) => side.push((trailer_time(body), into_owned(e))),
                     None => stats.unparsed += 1,
                 }
@@ -264,19 +370,47 @@ impl EventSource for Sampler {
         // Exits wait until this drain's samples are delivered: a thread's last samples sit
         // in the buffer beside its exit record and still need its address space.
         let mut exits = Vec::new();
+        let mut forks = Vec::new();
         for (_, e) in self.side.drain(..) {
             match e {
                 Event::Exit(_) => exits.push(e),
+                Event::Fork(f) => {
+                    forks.push((f.pid, f.tid));
+                    on_event(e)
+                }
                 e => on_event(e),
             }
         }
-        for (b, &head) in self.buffers.iter().zip(&self.heads) {
+        if self.channels.iter().any(|(spec, _)| !spec.inherit) {
+            for (pid, tid) in forks {
+                // The thread may be gone already; its samples are then moot.
+                if self.threads.insert(tid) {
+                    let _ = self.open_channels(pid, tid, true);
+                }
+            }
+        }
+        let switch_period = self.thinning.period;
+        let buffers = self
+            .buffers
+            .iter()
+            .zip(&self.heads)
+            .zip(&self.kinds)
+            .zip(&self.layouts);
+        for (((b, &head), &sample_kind), layout) in buffers {
             b.for_each(head, &mut self.scratch, |kind, misc, body| {
                 if kind != perf_event_open_sys::bindings::PERF_RECORD_SAMPLE {
                     return;
                 }
                 self.stats.records += 1;
-                match parse_record(kind, misc, body, &layout) {
+                match parse_record(kind, misc, body, layout) {
+                    Some(Event::Sample(mut s)) => {
+                        s.kind = sample_kind;
+                        if sample_kind == SampleKind::Switch {
+                            self.thinning.seen += 1;
+                            s.period = switch_period;
+                        }
+                        on_event(Event::Sample(s))
+                    }
                     Some(e) => on_event(e),
                     None => self.stats.unparsed += 1,
                 }
@@ -287,6 +421,9 @@ impl EventSource for Sampler {
         }
         for e in exits {
             on_event(e);
+        }
+        if let Some(period) = self.thinning.check() {
+            self.set_switch_period(period);
         }
         delivered += (self.stats.records - before) as usize;
         delivered
@@ -312,6 +449,7 @@ fn into_owned(e: Event<'_>) -> Event<'static> {
         Event::Comm(c) => Event::Comm(c),
         Event::Fork(f) => Event::Fork(f),
         Event::Exit(x) => Event::Exit(x),
+        Event::Switch(x) => Event::Switch(x),
         Event::Lost { count } => Event::Lost { count },
         Event::Throttle { unthrottle } => Event::Throttle { unthrottle },
         Event::Sample(_) => Event::Lost { count: 0 },

@@ -19,6 +19,8 @@ pub enum EventKind {
     TaskClock,
     /// Hardware CPU cycles: needs a PMU.
     Cycles,
+    /// Software context switches: a sample each time a thread is switched out (off-CPU time).
+    ContextSwitches,
 }
 
 impl EventKind {
@@ -27,6 +29,7 @@ impl EventKind {
             EventKind::CpuClock => "cpu-clock",
             EventKind::TaskClock => "task-clock",
             EventKind::Cycles => "cycles",
+            EventKind::ContextSwitches => "context-switches",
         }
     }
 
@@ -40,6 +43,10 @@ impl EventKind {
             EventKind::Cycles => (
                 sys::PERF_TYPE_HARDWARE,
                 sys::PERF_COUNT_HW_CPU_CYCLES as u64,
+            ),
+            EventKind::ContextSwitches => (
+                sys::PERF_TYPE_SOFTWARE,
+                sys::PERF_COUNT_SW_CONTEXT_SWITCHES as u64,
             ),
         }
     }
@@ -62,6 +69,17 @@ pub struct EventSpec {
     pub enable_on_exec: bool,
     /// Wake the reader on every sample rather than at the half-buffer watermark.
     pub wakeup_per_sample: bool,
+    /// The first event of each CPU reports mmap, comm and task records (one channel of a
+    /// session does, so that each arrives once).
+    pub task_records: bool,
+    /// Every event reports its thread's context switches in and out (`PERF_RECORD_SWITCH`).
+    pub switch_records: bool,
+    /// Sample every `n`-th event instead of at `frequency`.
+    pub fixed_period: Option<u64>,
+    /// Follow threads and children created later through the kernel (`inherit`). Without it
+    /// the sampler opens the event for each new thread itself (its fork record says when), so
+    /// that every instance can be retuned (an ioctl reaches no inherited copy).
+    pub inherit: bool,
 }
 
 /// An open perf event.
@@ -93,10 +111,15 @@ impl PerfEvent {
         attr.type_ = type_;
         attr.config = config;
         attr.size = std::mem::size_of::<sys::perf_event_attr>() as u32;
-        attr.__bindgen_anon_1.sample_freq = spec.frequency;
-        attr.set_freq(1);
+        match spec.fixed_period {
+            Some(period) => attr.__bindgen_anon_1.sample_period = period,
+            None => {
+                attr.__bindgen_anon_1.sample_freq = spec.frequency;
+                attr.set_freq(1);
+            }
+        }
         attr.sample_type = spec.layout.sample_type();
-        attr.set_inherit(1);
+        attr.set_inherit(u64::from(spec.inherit));
         // Sample times on CLOCK_MONOTONIC, so they compare with the reader's own clock (how
         // late an interpreter's frames were read after the sample).
         attr.set_use_clockid(1);
@@ -109,7 +132,7 @@ impl PerfEvent {
             attr.set_disabled(1);
             attr.set_enable_on_exec(1);
         }
-        if with_side_records {
+        if with_side_records && spec.task_records {
             // The kernel counts mmap listeners by the `mmap` bit alone; `mmap2` only picks
             // the richer record format.
             attr.set_mmap(1);
@@ -117,9 +140,13 @@ impl PerfEvent {
             attr.set_comm(1);
             attr.set_comm_exec(1);
             attr.set_task(1);
-            // Side records then carry a timestamp, so those of several CPUs can be ordered.
-            attr.set_sample_id_all(1);
         }
+        // Switch records are per task: every thread's events report its own switches.
+        if spec.switch_records {
+            attr.set_context_switch(1);
+        }
+        // Side records then carry a timestamp, so those of several CPUs can be ordered.
+        attr.set_sample_id_all(1);
         if spec.layout.regs_user {
             attr.sample_regs_user = REGS_MASK;
         }
@@ -169,6 +196,22 @@ impl PerfEvent {
         } else {
             Ok(())
         }
+    }
+
+    /// Changes the sampling period (`PERF_EVENT_IOC_PERIOD`) of an event opened with a fixed
+    /// period.
+    pub fn set_period(&self, period: u64) -> io::Result<()> {
+        let p = period;
+        // The kernel reads the new period through a pointer (`_IOW('$', 4, __u64 *)`); the
+        // binding types the argument as a plain u64, so the pointer travels as one.
+        let arg = &p as *const u64 as u64;
+        // SAFETY: the fd is an open perf event owned by us; the ioctl reads one u64 at `arg`,
+        // which points at `p`, alive for the duration of the call.
+        let r = unsafe { perf::ioctls::PERIOD(self.fd.as_raw_fd(), arg) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     pub fn disable(&self) -> io::Result<()> {

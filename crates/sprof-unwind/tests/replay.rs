@@ -69,6 +69,7 @@ fn walk(rec: &Recorded, mode: UnwindMode, stack: &[u8]) -> (StackWalker, Vec<Fra
         walker.add_mapping(pid, m.clone(), &mut FileLoader);
     }
     let sample = Sample {
+        kind: sprof_core::SampleKind::Timer,
         pid,
         tid: Tid(1),
         time: 0,
@@ -208,6 +209,7 @@ fn frame_pointer_mode_maps_the_kernel_callchain() {
     }
     let chain = [rec.regs.ip, 0x10];
     let sample = Sample {
+        kind: sprof_core::SampleKind::Timer,
         pid: Pid(1),
         tid: Tid(1),
         time: 0,

@@ -96,6 +96,7 @@ pub fn mixed() -> SymbolizedProfile {
                 truncated: 5,
             },
             notes: Vec::new(),
+            measure: Default::default(),
         },
         frames,
         stacks,
@@ -116,6 +117,7 @@ pub fn empty() -> SymbolizedProfile {
                 ..Default::default()
             },
             notes: Vec::new(),
+            measure: Default::default(),
         },
         ..Default::default()
     }
