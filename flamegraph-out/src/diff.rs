@@ -282,8 +282,11 @@ impl Differential {
         for c in self.changes.iter().take(shown) {
             writeln!(
                 w,
-                "{:9.2} {:9.2} {:+9.2}  {}",
-                c.before_pct, c.after_pct, c.delta, c.name
+                "{:9.2} {:9.2} {:>9}  {}",
+                c.before_pct,
+                c.after_pct,
+                signed(c.delta),
+                c.name
             )?;
         }
         writeln!(w, "---")?;
@@ -323,6 +326,16 @@ impl DiffSvg {
                 diff.before_total, diff.after_total
             ),
         }
+    }
+}
+
+/// `+1.25`, `-0.50`; `0.00` without a sign when the change rounds to nothing.
+fn signed(delta: f64) -> String {
+    let text = format!("{delta:+.2}");
+    if text[1..] == *"0.00" {
+        "0.00".to_string()
+    } else {
+        text
     }
 }
 
@@ -481,6 +494,15 @@ mod tests {
             lines[5],
             "Before: 40 samples · After: 50 samples · delta in percentage points"
         );
+        let mut all = Vec::new();
+        d.write_table(None, &mut all).unwrap();
+        let all = String::from_utf8(all).unwrap();
+        assert!(
+            all.contains("\n   100.00    100.00      0.00  p\n"),
+            "no change has no sign: {all}"
+        );
+        assert_eq!(signed(-0.001), "0.00");
+        assert_eq!(signed(0.5), "+0.50");
     }
 
     #[test]
