@@ -15,6 +15,9 @@
 //!   frames as `comm`/`thread_name` labels and inlined frames folded into their caller's
 //!   location; [`read_pprof`] reads one back (for `sprofd diff`).
 //! * [`Speedscope`]: speedscope's JSON file format, one sampled profile per thread.
+//! * [`Differential`]: `sprofd diff`'s comparison of two profiles' [`Stacks`] (read back from
+//!   folded or pprof files by [`read_stacks`]): differential folded lines, inferno's
+//!   differential flame graph and a table of the largest changes in functions' shares.
 //!
 //! Frame names pass through [`frame_label`] on their way into folded stacks, the SVG and
 //! speedscope.
@@ -27,6 +30,7 @@ use std::path::Path;
 
 use sprof_core::SymbolizedProfile;
 
+mod diff;
 mod folded;
 mod label;
 mod pprof;
@@ -34,6 +38,9 @@ mod speedscope;
 mod svg;
 mod table;
 
+pub use diff::{
+    read_stacks, Change, DiffLine, DiffSvg, Differential, FoldedLineError, ReadStacksError, Stacks,
+};
 pub use folded::{folded_lines, Folded};
 pub use label::{frame_label, MAX_LABEL_CHARS};
 pub use pprof::{

@@ -40,39 +40,51 @@ impl Svg {
 impl Exporter for Svg {
     fn export(&self, profile: &SymbolizedProfile, out: &mut dyn Write) -> Result<(), ExportError> {
         let lines = folded_lines(profile)?;
-        let title = self.title(&profile.meta);
-        let subtitle = self.subtitle(&profile.meta);
-
-        let mut tracked = TrackedWriter {
-            inner: out,
-            error: None,
+        let mut opt = Options::default();
+        opt.title = self.title(&profile.meta);
+        opt.subtitle = self.subtitle(&profile.meta);
+        opt.count_name = if profile.meta.measure.is_time() {
+            "µs".to_string()
+        } else {
+            "samples".to_string()
         };
-        let result = {
-            let mut w = BufWriter::new(&mut tracked);
-            let written = if lines.is_empty() {
-                // inferno answers an error (and an "ERROR" picture) for no input; an empty
-                // profile is a normal outcome, so it gets a note instead.
-                write_empty(&mut w, &title, subtitle.as_deref())
-            } else {
-                let mut opt = Options::default();
-                opt.title = title;
-                opt.subtitle = subtitle;
-                opt.count_name = if profile.meta.measure.is_time() {
-                    "µs".to_string()
-                } else {
-                    "samples".to_string()
-                };
-                opt.hash = true;
-                flamegraph::from_lines(&mut opt, lines.iter().map(String::as_str), &mut w)
-            };
-            written.and_then(|()| w.flush())
-        };
-        // An error from `out` itself is an I/O error whatever inferno made of it.
-        if let Some(e) = tracked.error.take() {
-            return Err(ExportError::Io(e));
-        }
-        result.map_err(|e| ExportError::Flamegraph(e.to_string()))
+        opt.hash = true;
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        draw(&mut opt, &lines, "No samples recorded.", out)
     }
+}
+
+/// Draws `lines` with inferno and `opt` into `out`; with no lines, a small SVG with the
+/// title, subtitle and `empty_note` instead.
+///
+/// Shared by the profile flame graph and `sprofd diff`'s differential one, so both tell a
+/// failing output (an [`ExportError::Io`]) from inferno rejecting its input.
+pub(crate) fn draw(
+    opt: &mut Options<'_>,
+    lines: &[&str],
+    empty_note: &str,
+    out: &mut dyn Write,
+) -> Result<(), ExportError> {
+    let mut tracked = TrackedWriter {
+        inner: out,
+        error: None,
+    };
+    let result = {
+        let mut w = BufWriter::new(&mut tracked);
+        let written = if lines.is_empty() {
+            // inferno answers an error (and an "ERROR" picture) for no input; an empty
+            // profile is a normal outcome, so it gets a note instead.
+            write_empty(&mut w, &opt.title, opt.subtitle.as_deref(), empty_note)
+        } else {
+            flamegraph::from_lines(opt, lines.iter().copied(), &mut w)
+        };
+        written.and_then(|()| w.flush())
+    };
+    // An error from `out` itself is an I/O error whatever inferno made of it.
+    if let Some(e) = tracked.error.take() {
+        return Err(ExportError::Io(e));
+    }
+    result.map_err(|e| ExportError::Flamegraph(e.to_string()))
 }
 
 /// The flame graph subtitle for `meta`, e.g.
@@ -124,7 +136,7 @@ pub(crate) fn percent(part: u64, whole: u64) -> f64 {
 }
 
 /// Control characters are not allowed in XML text; replace them with spaces.
-fn sanitize(s: &str) -> String {
+pub(crate) fn sanitize(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
@@ -145,7 +157,12 @@ fn escape_xml(s: &str) -> String {
 }
 
 /// A small SVG for a profile with no samples: title, subtitle and a note.
-fn write_empty(w: &mut dyn Write, title: &str, subtitle: Option<&str>) -> io::Result<()> {
+fn write_empty(
+    w: &mut dyn Write,
+    title: &str,
+    subtitle: Option<&str>,
+    note: &str,
+) -> io::Result<()> {
     const TEXT: &str = r#"text-anchor="middle" font-family="Verdana" fill="rgb(0,0,0)""#;
     write!(
         w,
@@ -173,7 +190,8 @@ fn write_empty(w: &mut dyn Write, title: &str, subtitle: Option<&str>) -> io::Re
     }
     writeln!(
         w,
-        r#"<text x="50%" y="80" font-size="14" {TEXT}>No samples recorded.</text>"#
+        r#"<text x="50%" y="80" font-size="14" {TEXT}>{}</text>"#,
+        escape_xml(note)
     )?;
     writeln!(w, "</svg>")
 }

@@ -5,8 +5,9 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use flamegraph_out::OutputFormat;
 
-use crate::config::{OutputSpec, SessionConfig, Target};
+use crate::config::{DiffConfig, DiffKind, OutputSpec, SessionConfig, Target};
 
 /// sprofd: a sampling profiler for running processes and commands.
 ///
@@ -39,6 +40,68 @@ pub enum Command {
         #[arg(last = true, required = true, value_name = "COMMAND")]
         command: Vec<OsString>,
     },
+    /// Compare two profiles: a differential flame graph (red grew, blue shrank), the
+    /// differential folded stacks, and a table of the largest changes.
+    #[command(arg_required_else_help = true)]
+    Diff(DiffArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The profile before the change: .folded, .pb.gz or .pprof, as sprofd writes them.
+    #[arg(value_name = "BEFORE")]
+    pub before: PathBuf,
+
+    /// The profile after the change.
+    #[arg(value_name = "AFTER")]
+    pub after: PathBuf,
+
+    /// Output file, repeatable; the format follows the extension: .svg differential flame
+    /// graph, .folded `stack before after` lines, .txt table of the largest changes.
+    #[arg(short = 'o', long = "output", value_name = "PATH")]
+    pub output: Vec<PathBuf>,
+
+    /// Scale BEFORE's counts to AFTER's total, for profiles of different lengths.
+    #[arg(long)]
+    pub normalize: bool,
+
+    /// Do not print the table to stdout.
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// Rows of the table (printed and .txt).
+    #[arg(long = "rows", value_name = "N", default_value_t = 30)]
+    pub rows: usize,
+}
+
+impl DiffArgs {
+    /// Checks the outputs and turns the arguments into a diff configuration.
+    pub fn into_config(self) -> Result<DiffConfig, UsageError> {
+        let outputs = self
+            .output
+            .into_iter()
+            .map(|path| {
+                let spec = OutputSpec::from_path(path)?;
+                let kind = match spec.format {
+                    OutputFormat::Svg => DiffKind::Svg,
+                    OutputFormat::Folded => DiffKind::Folded,
+                    OutputFormat::Table => DiffKind::Table,
+                    OutputFormat::Pprof | OutputFormat::Speedscope => {
+                        return Err(UsageError::DiffOutput(spec.path))
+                    }
+                };
+                Ok((spec, kind))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(DiffConfig {
+            before: self.before,
+            after: self.after,
+            outputs,
+            normalize: self.normalize,
+            quiet: self.quiet,
+            rows: self.rows,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -172,6 +235,8 @@ pub enum UsageError {
     BadDumpEvery(f64),
     #[error("--stack-size must be a multiple of 8 between 8 and 65528, not {0}")]
     BadStackSize(u32),
+    #[error("{}: sprofd diff writes .svg, .folded or .txt", .0.display())]
+    DiffOutput(PathBuf),
     #[error(transparent)]
     Output(#[from] crate::output::OutputError),
 }
@@ -266,7 +331,56 @@ mod tests {
             Command::Record { opts, command } => {
                 opts.into_config(Target::Command(command), Some(100_000))
             }
+            Command::Diff(_) => panic!("not a profiling command"),
         }
+    }
+
+    fn diff_config(args: &[&str]) -> Result<DiffConfig, UsageError> {
+        match parse(args).unwrap().command {
+            Command::Diff(args) => args.into_config(),
+            other => panic!("not diff: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn diff_arguments() {
+        let c = diff_config(&[
+            "diff",
+            "old.pb.gz",
+            "new.folded",
+            "-o",
+            "d.svg",
+            "-o",
+            "d.folded",
+            "--output",
+            "d.txt",
+            "--normalize",
+            "-q",
+            "--rows",
+            "5",
+        ])
+        .unwrap();
+        assert_eq!(c.before, PathBuf::from("old.pb.gz"));
+        assert_eq!(c.after, PathBuf::from("new.folded"));
+        let kinds: Vec<DiffKind> = c.outputs.iter().map(|(_, k)| *k).collect();
+        assert_eq!(kinds, [DiffKind::Svg, DiffKind::Folded, DiffKind::Table]);
+        assert!(c.normalize && c.quiet);
+        assert_eq!(c.rows, 5);
+
+        let c = diff_config(&["diff", "a.folded", "b.folded"]).unwrap();
+        assert!(c.outputs.is_empty() && !c.normalize && !c.quiet);
+        assert_eq!(c.rows, 30);
+
+        assert!(matches!(
+            diff_config(&["diff", "a.folded", "b.folded", "-o", "d.pb.gz"]),
+            Err(UsageError::DiffOutput(_))
+        ));
+        assert!(matches!(
+            diff_config(&["diff", "a.folded", "b.folded", "-o", "d.png"]),
+            Err(UsageError::Output(_))
+        ));
+        assert!(parse(&["diff", "a.folded"]).is_err());
+        assert!(parse(&["diff", "a.folded", "b.folded", "c.folded"]).is_err());
     }
 
     #[test]

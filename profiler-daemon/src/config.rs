@@ -1,4 +1,4 @@
-//! What a profiling session was asked to do, independent of how it was asked.
+//! What a profiling session or `sprofd diff` was asked to do, independent of how it was asked.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -45,4 +45,28 @@ pub struct SessionConfig {
     pub mode: sprof_perf::TimeMode,
     /// Read Python frames and show them this way; `None`: native frames only.
     pub python: Option<sprof_core::PythonView>,
+}
+
+/// What `sprofd diff` was asked to do.
+#[derive(Debug, Clone)]
+pub struct DiffConfig {
+    pub before: PathBuf,
+    pub after: PathBuf,
+    pub outputs: Vec<(OutputSpec, DiffKind)>,
+    /// Scale the before counts to the after total.
+    pub normalize: bool,
+    pub quiet: bool,
+    /// Rows of the table, printed and written.
+    pub rows: usize,
+}
+
+/// The outputs `sprofd diff` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiffKind {
+    /// Differential flame graph.
+    Svg,
+    /// `stack before after` lines.
+    Folded,
+    /// The table of the largest changes.
+    Table,
 }

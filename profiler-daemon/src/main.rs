@@ -5,6 +5,7 @@
 
 mod cli;
 mod config;
+mod diff;
 mod loader;
 mod output;
 mod privileges;
@@ -32,26 +33,46 @@ fn main() {
     }));
 
     let cli = Cli::parse();
-    let max_rate = sprof_perf::procfs::perf_event_max_sample_rate();
-    let config = match cli.command {
-        Command::Attach { pid, opts } => opts.into_config(Target::Pid(pid), max_rate),
-        Command::Record { opts, command } => opts.into_config(Target::Command(command), max_rate),
-    };
-    let code = match config {
-        Err(e) => {
-            eprintln!("sprofd: error: {e}");
-            2
-        }
-        Ok(config) => match std::panic::catch_unwind(|| session::run(config)) {
-            Ok(Ok(code)) => code,
-            Ok(Err(e)) => {
-                eprintln!("sprofd: error: {}", one_line(&e));
-                1
-            }
-            Err(_) => 101,
+    let code = match cli.command {
+        Command::Diff(args) => match args.into_config() {
+            Err(e) => usage_error(&e),
+            Ok(config) => run_catching(|| diff::run(&config)),
         },
+        Command::Attach { pid, opts } => profile(opts.into_config(Target::Pid(pid), max_rate())),
+        Command::Record { opts, command } => {
+            profile(opts.into_config(Target::Command(command), max_rate()))
+        }
     };
     std::process::exit(code);
+}
+
+fn max_rate() -> Option<u64> {
+    sprof_perf::procfs::perf_event_max_sample_rate()
+}
+
+fn profile(config: Result<config::SessionConfig, cli::UsageError>) -> i32 {
+    match config {
+        Err(e) => usage_error(&e),
+        Ok(config) => run_catching(|| session::run(config)),
+    }
+}
+
+fn usage_error(e: &cli::UsageError) -> i32 {
+    eprintln!("sprofd: error: {e}");
+    2
+}
+
+/// Runs a command; its error becomes one line on stderr and exit 1, a panic (already
+/// reported by the hook) exit 101.
+fn run_catching(f: impl FnOnce() -> anyhow::Result<i32> + std::panic::UnwindSafe) -> i32 {
+    match std::panic::catch_unwind(f) {
+        Ok(Ok(code)) => code,
+        Ok(Err(e)) => {
+            eprintln!("sprofd: error: {}", one_line(&e));
+            1
+        }
+        Err(_) => 101,
+    }
 }
 
 /// The error and its causes on one line, each cause once: typed errors often already

@@ -108,6 +108,9 @@ pub fn prepare(spec: OutputSpec) -> Result<PreparedOutput, OutputError> {
     })
 }
 
+/// An error from writing an output's content.
+pub type ContentError = Box<dyn std::error::Error + Send + Sync>;
+
 impl PreparedOutput {
     /// Writes the profile and moves the file into place. On failure the temporary file is
     /// removed and the error returned; the caller reports it and goes on.
@@ -117,26 +120,33 @@ impl PreparedOutput {
         by_line: bool,
         owner: Option<(u32, u32)>,
     ) -> Result<(), OutputError> {
+        let options = ExportOptions {
+            by_line,
+            table_rows: None,
+        };
+        let exporter = self.spec.format.exporter_with(&options);
+        self.write_with(owner, |w| Ok(exporter.export(profile, w)?))
+    }
+
+    /// Writes what `content` produces and moves the file into place, as [`Self::write`]
+    /// does for a profile (`sprofd diff` writes other content through the same path).
+    pub fn write_with(
+        self,
+        owner: Option<(u32, u32)>,
+        content: impl FnOnce(&mut dyn Write) -> Result<(), ContentError>,
+    ) -> Result<(), OutputError> {
         let path = self.spec.path.clone();
-        self.write_inner(profile, by_line, owner)
+        self.write_inner(owner, content)
             .map_err(|source| OutputError::Write { path, source })
     }
 
     fn write_inner(
         &self,
-        profile: &SymbolizedProfile,
-        by_line: bool,
         owner: Option<(u32, u32)>,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        content: impl FnOnce(&mut dyn Write) -> Result<(), ContentError>,
+    ) -> Result<(), ContentError> {
         let mut w = BufWriter::new(&self.file);
-        let options = ExportOptions {
-            by_line,
-            table_rows: None,
-        };
-        self.spec
-            .format
-            .exporter_with(&options)
-            .export(profile, &mut w)?;
+        content(&mut w)?;
         w.flush()?;
         drop(w);
         if let Some(temp) = &self.temp {
