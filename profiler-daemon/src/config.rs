@@ -44,3 +44,11 @@ pub struct SessionConfig {
     /// Read Python frames and show them this way; `None`: native frames only.
     pub python: Option<sprof_core::PythonView>,
 }
+
+/// What `sprofd top` was asked to do.
+#[derive(Debug, Clone)]
+pub struct TopConfig {
+    pub session: SessionConfig,
+    /// Length of the sliding window (`--window`).
+    pub window: Duration,
+}

@@ -9,6 +9,7 @@ mod loader;
 mod output;
 mod privileges;
 mod session;
+mod top;
 
 use clap::Parser;
 
@@ -33,16 +34,30 @@ fn main() {
 
     let cli = Cli::parse();
     let max_rate = sprof_perf::procfs::perf_event_max_sample_rate();
-    let config = match cli.command {
-        Command::Attach { pid, opts } => opts.into_config(Target::Pid(pid), max_rate),
-        Command::Record { opts, command } => opts.into_config(Target::Command(command), max_rate),
+    let driver = match cli.command {
+        Command::Attach { pid, opts } => opts
+            .into_config(Target::Pid(pid), max_rate)
+            .map(Driver::Session),
+        Command::Record { opts, command } => opts
+            .into_config(Target::Command(command), max_rate)
+            .map(Driver::Session),
+        Command::Top { pid, opts, command } => {
+            let target = match pid {
+                Some(pid) => Target::Pid(pid),
+                None => Target::Command(command),
+            };
+            opts.into_config(target, max_rate).map(Driver::Top)
+        }
     };
-    let code = match config {
+    let code = match driver {
         Err(e) => {
             eprintln!("sprofd: error: {e}");
             2
         }
-        Ok(config) => match std::panic::catch_unwind(|| session::run(config)) {
+        Ok(driver) => match std::panic::catch_unwind(|| match driver {
+            Driver::Session(config) => session::run(config),
+            Driver::Top(config) => top::run(config),
+        }) {
             Ok(Ok(code)) => code,
             Ok(Err(e)) => {
                 eprintln!("sprofd: error: {}", one_line(&e));
@@ -52,6 +67,13 @@ fn main() {
         },
     };
     std::process::exit(code);
+}
+
+/// What the command line asked for.
+enum Driver {
+    /// `attach` and `record`.
+    Session(config::SessionConfig),
+    Top(config::TopConfig),
 }
 
 /// The error and its causes on one line, each cause once: typed errors often already

@@ -32,6 +32,8 @@ pub(crate) enum StopReason {
     Interrupted,
     Terminated,
     TargetExited,
+    /// The user left a live view (`q`).
+    Quit,
 }
 
 /// Signals received, counted by signal-hook's handlers.
@@ -224,8 +226,12 @@ fn attach_target(config: &SessionConfig, pid: Pid) -> anyhow::Result<Started> {
     })
 }
 
-fn launch_target(config: &SessionConfig, argv: &[std::ffi::OsString]) -> anyhow::Result<Started> {
-    let child = sprof_perf::spawn::spawn_paused(argv)?;
+fn launch_target(
+    config: &SessionConfig,
+    argv: &[std::ffi::OsString],
+    streams: Option<&OwnedFd>,
+) -> anyhow::Result<Started> {
+    let child = sprof_perf::spawn::spawn_paused_with(argv, streams)?;
     let pid = Pid(child.pid() as u32);
     let program = argv[0]
         .to_string_lossy()
@@ -256,6 +262,15 @@ fn launch_target(config: &SessionConfig, argv: &[std::ffi::OsString]) -> anyhow:
     })
 }
 
+/// A launched command's standard streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CommandStreams {
+    /// sprofd's own (attach/record).
+    Inherit,
+    /// `/dev/null`: a live view owns the terminal.
+    Null,
+}
+
 /// A target being sampled: everything a driver's tick needs, started the same way for every
 /// driver (attach, record, top).
 pub(crate) struct Session {
@@ -271,11 +286,24 @@ pub(crate) struct Session {
 
 impl Session {
     /// Checks what can be checked, starts (or attaches to) the target and sets up the engine.
-    pub(crate) fn start(config: &SessionConfig) -> anyhow::Result<Session> {
+    pub(crate) fn start(
+        config: &SessionConfig,
+        streams: CommandStreams,
+    ) -> anyhow::Result<Session> {
         if config.kernel && !privileges::can_count_kernel() {
             bail!("{}", privileges::kernel_denied_message());
         }
         let signals = Signals::install().context("installing signal handlers")?;
+        let null = match streams {
+            CommandStreams::Null => Some(OwnedFd::from(
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open("/dev/null")
+                    .context("opening /dev/null")?,
+            )),
+            CommandStreams::Inherit => None,
+        };
         let Started {
             mut sampler,
             event,
@@ -283,7 +311,7 @@ impl Session {
             title,
         } = match &config.target {
             Target::Pid(pid) => attach_target(config, Pid(*pid))?,
-            Target::Command(argv) => launch_target(config, argv)?,
+            Target::Command(argv) => launch_target(config, argv, null.as_ref())?,
         };
         let mut engine = Engine::new(
             EngineConfig {
@@ -330,7 +358,7 @@ pub fn run(config: SessionConfig) -> anyhow::Result<i32> {
     for spec in &config.outputs {
         outputs.push(output::prepare(spec.clone())?);
     }
-    let session = Session::start(&config)?;
+    let session = Session::start(&config, CommandStreams::Inherit)?;
     if config.outputs.is_empty() {
         outputs.push(default_output(session.name(), session.profiled.pid())?);
     }
@@ -445,6 +473,11 @@ impl Profiles {
         let profile = self.symbols.symbolize(raw, engine.modules(), meta);
         self.last_symbolize = t0.elapsed();
         profile
+    }
+
+    /// What was profiled, e.g. `./server --port 80 (pid 4242)`.
+    pub(crate) fn target(&self) -> &str {
+        &self.meta.target
     }
 }
 
@@ -621,7 +654,7 @@ pub(crate) fn summary(
     threads: usize,
 ) -> String {
     let what = match reason {
-        StopReason::Duration => String::new(),
+        StopReason::Duration | StopReason::Quit => String::new(),
         StopReason::Interrupted => "interrupted; ".into(),
         StopReason::Terminated => "terminated; ".into(),
         StopReason::TargetExited => match profiled {
