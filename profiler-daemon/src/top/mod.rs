@@ -20,7 +20,7 @@ use ratatui::DefaultTerminal;
 use sprof_core::RawProfile;
 use sprof_engine::Engine;
 
-use crate::config::{Target, TopConfig};
+use crate::config::{SessionConfig, Target, TopConfig};
 use crate::session::{self, CommandStreams, Profiled, Profiles, Session, StopReason};
 use model::{Snapshot, ThreadCount, Top};
 
@@ -51,19 +51,7 @@ pub fn run(config: TopConfig) -> anyhow::Result<i32> {
         exit_fd,
         started,
     } = Session::start(&config, CommandStreams::Null)?;
-    let mut live = Live {
-        top: Top::new(window, config.python),
-        target: profiles.target().to_string(),
-        frequency: config.frequency,
-        note: match config.target {
-            Target::Command(_) => Some("the command's output goes to /dev/null".into()),
-            Target::Pid(_) => None,
-        },
-        terminal: TerminalGuard::new()?,
-        started,
-        redraw: true,
-        quit: None,
-    };
+    let mut live = Live::new(&config, window, profiles.target(), started)?;
     let mut last_check = Instant::now();
     // The first refresh comes one period after the start, with a full second of samples.
     let mut last_refresh = Instant::now();
@@ -105,20 +93,18 @@ pub fn run(config: TopConfig) -> anyhow::Result<i32> {
         r => r,
     };
     drop(live);
-    let reason = reason?;
+    Ok(end(reason?, profiled, &engine, sampled))
+}
+
+/// After the view: the end-of-session line, and a launched command left to finish (or
+/// interrupted) as `record` does. Returns the exit code.
+fn end(reason: StopReason, mut profiled: Profiled, engine: &Engine, sampled: Duration) -> i32 {
     session::forward_signal(&mut profiled, reason);
-    let raw = engine.snapshot();
-    eprintln!(
-        "{}",
-        session::summary(
-            reason,
-            &profiled,
-            &raw.stats,
-            sampled.as_secs_f64(),
-            engine.threads_sampled()
-        )
-    );
-    Ok(session::exit_code(profiled, false))
+    let stats = engine.snapshot().stats;
+    let threads = engine.threads_sampled();
+    let line = session::summary(reason, &profiled, &stats, sampled.as_secs_f64(), threads);
+    eprintln!("{line}");
+    session::exit_code(profiled, false)
 }
 
 /// The live view: the model, the terminal and what the header says.
@@ -135,6 +121,28 @@ struct Live {
 }
 
 impl Live {
+    /// Takes the terminal over.
+    fn new(
+        config: &SessionConfig,
+        window: Duration,
+        target: &str,
+        started: Instant,
+    ) -> anyhow::Result<Live> {
+        Ok(Live {
+            top: Top::new(window, config.python),
+            target: target.to_string(),
+            frequency: config.frequency,
+            note: match config.target {
+                Target::Command(_) => Some("the command's output goes to /dev/null".into()),
+                Target::Pid(_) => None,
+            },
+            terminal: TerminalGuard::new()?,
+            started,
+            redraw: true,
+            quit: None,
+        })
+    }
+
     /// Reads keys; with `refresh`, adds a snapshot of `engine`; redraws if anything changed.
     fn update(
         &mut self,
