@@ -192,14 +192,16 @@ impl Live {
         self.note = Some(format!("PID {pid} exited; q leaves"));
         self.redraw = true;
         self.update(engine, profiles, true)?;
-        loop {
+        // Whichever key leaves, the session ended because the target exited.
+        while self.quit.take().is_none() {
             // Blocking: nothing else can change any more.
             if let Keys::Quit(_) = read_keys(&mut self.top, Duration::from_secs(3600))? {
-                return Ok(StopReason::TargetExited);
+                break;
             }
             self.redraw = true;
             self.update(engine, profiles, false)?;
         }
+        Ok(StopReason::TargetExited)
     }
 }
 
