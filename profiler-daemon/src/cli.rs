@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use flamegraph_out::OutputFormat;
 
-use crate::config::{DiffConfig, DiffKind, OutputSpec, SessionConfig, Target};
+use crate::config::{DiffConfig, DiffKind, OutputSpec, SessionConfig, Target, TopConfig};
 
 /// sprofd: a sampling profiler for running processes and commands.
 ///
@@ -38,6 +38,19 @@ pub enum Command {
         opts: ProfileOpts,
         /// The command to run, after `--`.
         #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<OsString>,
+    },
+    /// A live terminal view of the hottest functions of a process (PID) or of a command
+    /// (after `--`), refreshed every second; `q` quits.
+    #[command(arg_required_else_help = true)]
+    Top {
+        /// The process to watch (or a command after `--`).
+        #[arg(required_unless_present = "command", conflicts_with = "command")]
+        pid: Option<u32>,
+        #[command(flatten)]
+        opts: TopOpts,
+        /// The command to run and watch, after `--`; its output goes to /dev/null.
+        #[arg(last = true, value_name = "COMMAND")]
         command: Vec<OsString>,
     },
     /// Compare two profiles: a differential flame graph (red grew, blue shrank), the
@@ -222,6 +235,87 @@ pub struct ProfileOpts {
     pub save_events: Option<PathBuf>,
 }
 
+/// `sprofd top`'s options: attach/record's sampling options, without outputs.
+#[derive(Debug, Args)]
+pub struct TopOpts {
+    /// Samples per second per thread.
+    #[arg(
+        short = 'F',
+        long = "frequency",
+        value_name = "HZ",
+        default_value_t = 99
+    )]
+    pub frequency: u64,
+
+    /// Stop after this many seconds (fractions allowed). Default: until `q` or the target
+    /// exits.
+    #[arg(short = 'd', long = "duration", value_name = "SECS")]
+    pub duration: Option<f64>,
+
+    /// Length of the sliding window of the "last" columns, in whole seconds.
+    #[arg(short = 'w', long = "window", value_name = "SECS", default_value_t = 5)]
+    pub window: u64,
+
+    /// Include kernel frames (needs root, CAP_PERFMON or kernel.perf_event_paranoid <= 1).
+    #[arg(long)]
+    pub kernel: bool,
+
+    /// How to walk user stacks.
+    #[arg(long, value_enum, default_value_t = UnwindArg::Auto)]
+    pub unwind: UnwindArg,
+
+    /// Bytes of user stack copied per sample for DWARF unwinding (multiple of 8, at most 65528).
+    #[arg(long = "stack-size", value_name = "BYTES", default_value_t = crate::config::DEFAULT_STACK_SIZE)]
+    pub stack_size: u32,
+
+    /// The event that drives sampling.
+    #[arg(short = 'e', long = "event", value_enum, default_value_t = EventArg::CpuClock)]
+    pub event: EventArg,
+
+    /// The Python view to start in (`p` switches while running); `native`: Python frames
+    /// are not read at all.
+    #[arg(long = "python-view", value_enum, default_value_t = PythonViewArg::Python)]
+    pub python_view: PythonViewArg,
+
+    /// What time to measure (as for attach and record): shares of CPU, of wall-clock time,
+    /// or of time switched out.
+    #[arg(long, value_enum, default_value_t = ModeArg::Cpu)]
+    pub mode: ModeArg,
+}
+
+impl TopOpts {
+    /// Checks the options (as attach/record do) and turns them into a `top` configuration.
+    pub fn into_config(
+        self,
+        target: Target,
+        max_rate: Option<u64>,
+    ) -> Result<TopConfig, UsageError> {
+        if !(1..=3600).contains(&self.window) {
+            return Err(UsageError::BadWindow(self.window));
+        }
+        let window = std::time::Duration::from_secs(self.window);
+        let session = ProfileOpts {
+            frequency: self.frequency,
+            duration: self.duration,
+            dump_every: None,
+            output: Vec::new(),
+            kernel: self.kernel,
+            quiet: true,
+            by_line: false,
+            unwind: self.unwind,
+            stack_size: self.stack_size,
+            event: self.event,
+            python_view: self.python_view,
+            mode: self.mode,
+            rows: 0,
+            verbose: false,
+            save_events: None,
+        }
+        .into_config(target, max_rate)?;
+        Ok(TopConfig { session, window })
+    }
+}
+
 /// A command line that parses but asks for something impossible.
 #[derive(Debug, thiserror::Error)]
 pub enum UsageError {
@@ -237,6 +331,8 @@ pub enum UsageError {
     BadStackSize(u32),
     #[error("{}: sprofd diff writes .svg, .folded or .txt", .0.display())]
     DiffOutput(PathBuf),
+    #[error("--window must be between 1 and 3600 seconds, not {0}")]
+    BadWindow(u64),
     #[error(transparent)]
     Output(#[from] crate::output::OutputError),
 }
@@ -331,7 +427,7 @@ mod tests {
             Command::Record { opts, command } => {
                 opts.into_config(Target::Command(command), Some(100_000))
             }
-            Command::Diff(_) => panic!("not a profiling command"),
+            Command::Diff(_) | Command::Top { .. } => panic!("not attach or record"),
         }
     }
 
@@ -339,6 +435,20 @@ mod tests {
         match parse(args).unwrap().command {
             Command::Diff(args) => args.into_config(),
             other => panic!("not diff: {other:?}"),
+        }
+    }
+
+    fn top(args: &[&str]) -> Result<TopConfig, UsageError> {
+        match parse(args).unwrap().command {
+            Command::Top {
+                pid: Some(pid),
+                opts,
+                ..
+            } => opts.into_config(Target::Pid(pid), Some(100_000)),
+            Command::Top { opts, command, .. } => {
+                opts.into_config(Target::Command(command), Some(100_000))
+            }
+            c => panic!("not top: {c:?}"),
         }
     }
 
@@ -381,6 +491,54 @@ mod tests {
         ));
         assert!(parse(&["diff", "a.folded"]).is_err());
         assert!(parse(&["diff", "a.folded", "b.folded", "c.folded"]).is_err());
+    }
+
+    #[test]
+    fn top_takes_a_pid_or_a_command_and_the_sampling_options() {
+        let c = top(&[
+            "top",
+            "4242",
+            "-F",
+            "499",
+            "--unwind",
+            "fp",
+            "--kernel",
+            "-d",
+            "3",
+            "-w",
+            "10",
+            "--python-view",
+            "mixed",
+        ])
+        .unwrap();
+        assert_eq!(c.session.target, Target::Pid(4242));
+        assert_eq!(c.session.frequency, 499);
+        assert_eq!(c.session.unwind, sprof_unwind::UnwindMode::FramePointer);
+        assert!(c.session.kernel);
+        assert_eq!(c.session.duration, Some(std::time::Duration::from_secs(3)));
+        assert_eq!(c.window, std::time::Duration::from_secs(10));
+        assert_eq!(c.session.python, Some(sprof_core::PythonView::Mixed));
+        assert!(c.session.outputs.is_empty());
+
+        let c = top(&["top", "--", "python3", "app.py", "-q"]).unwrap();
+        assert_eq!(
+            c.session.target,
+            Target::Command(vec!["python3".into(), "app.py".into(), "-q".into()])
+        );
+        assert_eq!(c.window, std::time::Duration::from_secs(5));
+        assert_eq!(c.session.python, Some(sprof_core::PythonView::Python));
+
+        assert!(parse(&["top"]).is_err(), "a PID or a command is needed");
+        assert!(parse(&["top", "1", "--", "ls"]).is_err(), "not both");
+        assert!(parse(&["top", "1", "-o", "x.svg"]).is_err(), "no outputs");
+        assert!(matches!(
+            top(&["top", "1", "-F", "0"]),
+            Err(UsageError::ZeroFrequency)
+        ));
+        assert!(matches!(
+            top(&["top", "1", "-w", "0"]),
+            Err(UsageError::BadWindow(0))
+        ));
     }
 
     #[test]

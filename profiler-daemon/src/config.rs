@@ -70,3 +70,11 @@ pub enum DiffKind {
     /// The table of the largest changes.
     Table,
 }
+
+/// What `sprofd top` was asked to do.
+#[derive(Debug, Clone)]
+pub struct TopConfig {
+    pub session: SessionConfig,
+    /// Length of the sliding window (`--window`).
+    pub window: Duration,
+}

@@ -10,6 +10,7 @@ mod loader;
 mod output;
 mod privileges;
 mod session;
+mod top;
 
 use clap::Parser;
 
@@ -41,6 +42,16 @@ fn main() {
         Command::Attach { pid, opts } => profile(opts.into_config(Target::Pid(pid), max_rate())),
         Command::Record { opts, command } => {
             profile(opts.into_config(Target::Command(command), max_rate()))
+        }
+        Command::Top { pid, opts, command } => {
+            let target = match pid {
+                Some(pid) => Target::Pid(pid),
+                None => Target::Command(command),
+            };
+            match opts.into_config(target, max_rate()) {
+                Err(e) => usage_error(&e),
+                Ok(config) => run_catching(|| top::run(config)),
+            }
         }
     };
     std::process::exit(code);

@@ -29,15 +29,17 @@ use crate::privileges;
 
 /// Why sampling stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum StopReason {
+pub(crate) enum StopReason {
     Duration,
     Interrupted,
     Terminated,
     TargetExited,
+    /// The user left a live view (`q`).
+    Quit,
 }
 
 /// Signals received, counted by signal-hook's handlers.
-struct Signals {
+pub(crate) struct Signals {
     interrupt: Arc<AtomicUsize>,
     terminate: Arc<AtomicUsize>,
     /// SIGUSR1: write the outputs now (`--dump-every`'s on-demand dump).
@@ -86,7 +88,7 @@ impl Signals {
 }
 
 /// The process being profiled.
-enum Profiled {
+pub(crate) enum Profiled {
     Attached {
         pid: Pid,
         comm: String,
@@ -98,7 +100,7 @@ enum Profiled {
 }
 
 impl Profiled {
-    fn pid(&self) -> Pid {
+    pub(crate) fn pid(&self) -> Pid {
         match self {
             Profiled::Attached { pid, .. } => *pid,
             Profiled::Launched { child, .. } => Pid(child.pid() as u32),
@@ -227,8 +229,12 @@ fn attach_target(config: &SessionConfig, pid: Pid) -> anyhow::Result<Started> {
     })
 }
 
-fn launch_target(config: &SessionConfig, argv: &[std::ffi::OsString]) -> anyhow::Result<Started> {
-    let child = sprof_perf::spawn::spawn_paused(argv)?;
+fn launch_target(
+    config: &SessionConfig,
+    argv: &[std::ffi::OsString],
+    streams: Option<&OwnedFd>,
+) -> anyhow::Result<Started> {
+    let child = sprof_perf::spawn::spawn_paused_with(argv, streams)?;
     let pid = Pid(child.pid() as u32);
     let program = argv[0]
         .to_string_lossy()
@@ -259,55 +265,118 @@ fn launch_target(config: &SessionConfig, argv: &[std::ffi::OsString]) -> anyhow:
     })
 }
 
+/// A launched command's standard streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CommandStreams {
+    /// sprofd's own (attach/record).
+    Inherit,
+    /// `/dev/null`: a live view owns the terminal.
+    Null,
+}
+
+/// A target being sampled: everything a driver's tick needs, started the same way for every
+/// driver (attach, record, top).
+pub(crate) struct Session {
+    pub source: Box<dyn EventSource>,
+    pub engine: Engine,
+    pub profiled: Profiled,
+    pub profiles: Profiles,
+    pub signals: Signals,
+    /// Readable once the target has exited (a pidfd), when the kernel has them.
+    pub exit_fd: Option<OwnedFd>,
+    pub started: Instant,
+}
+
+impl Session {
+    /// Checks what can be checked, starts (or attaches to) the target and sets up the engine.
+    pub(crate) fn start(
+        config: &SessionConfig,
+        streams: CommandStreams,
+    ) -> anyhow::Result<Session> {
+        if config.kernel && !privileges::can_count_kernel() {
+            bail!("{}", privileges::kernel_denied_message());
+        }
+        if config.mode != TimeMode::Cpu && !privileges::can_count_kernel() {
+            bail!("{}", privileges::switch_denied_message());
+        }
+        let signals = Signals::install().context("installing signal handlers")?;
+        let null = match streams {
+            CommandStreams::Null => Some(OwnedFd::from(
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open("/dev/null")
+                    .context("opening /dev/null")?,
+            )),
+            CommandStreams::Inherit => None,
+        };
+        let Started {
+            mut sampler,
+            event,
+            profiled,
+            title,
+        } = match &config.target {
+            Target::Pid(pid) => attach_target(config, Pid(*pid))?,
+            Target::Command(argv) => launch_target(config, argv, null.as_ref())?,
+        };
+        let mut engine = Engine::new(
+            EngineConfig {
+                unwind: config.unwind,
+                kernel_frames: config.kernel,
+                time_unwind: config.verbose,
+            },
+            Box::new(LiveLoader::new()),
+        );
+        if config.python.is_some() {
+            engine.add_hook(Box::new(sprof_python::PythonHook::new()));
+        }
+        let exit_fd = sprof_perf::sys::pidfd_open(profiled.pid().0 as i32).ok();
+        if let Some(fd) = &exit_fd {
+            sampler.watch(fd.as_raw_fd());
+        }
+        let source = recording_source(config, sampler)?;
+        let started = Instant::now();
+        let profiles = Profiles::new(config, title, profiled.pid(), event, started);
+        Ok(Session {
+            source,
+            engine,
+            profiled,
+            profiles,
+            signals,
+            exit_fd,
+            started,
+        })
+    }
+
+    /// The name outputs are called after: the process's or the command's.
+    fn name(&self) -> &str {
+        match &self.profiled {
+            Profiled::Attached { comm, .. } => comm,
+            Profiled::Launched { program, .. } => program,
+        }
+    }
+}
+
 /// Runs a whole session. Returns the process exit code sprofd should end with.
 pub fn run(config: SessionConfig) -> anyhow::Result<i32> {
-    if config.kernel && !privileges::can_count_kernel() {
-        bail!("{}", privileges::kernel_denied_message());
-    }
-    if config.mode != TimeMode::Cpu && !privileges::can_count_kernel() {
-        bail!("{}", privileges::switch_denied_message());
-    }
     // Everything that can be checked before sampling is checked before sampling.
     let mut outputs: Vec<PreparedOutput> = Vec::new();
     for spec in &config.outputs {
         outputs.push(output::prepare(spec.clone())?);
     }
-    let signals = Signals::install().context("installing signal handlers")?;
-    let Started {
-        mut sampler,
-        event,
-        mut profiled,
-        title,
-    } = match &config.target {
-        Target::Pid(pid) => attach_target(&config, Pid(*pid))?,
-        Target::Command(argv) => launch_target(&config, argv)?,
-    };
+    let session = Session::start(&config, CommandStreams::Inherit)?;
     if config.outputs.is_empty() {
-        let name = match &profiled {
-            Profiled::Attached { comm, .. } => comm.as_str(),
-            Profiled::Launched { program, .. } => program.as_str(),
-        };
-        outputs.push(default_output(name, profiled.pid())?);
+        outputs.push(default_output(session.name(), session.profiled.pid())?);
     }
-
-    let mut engine = Engine::new(
-        EngineConfig {
-            unwind: config.unwind,
-            kernel_frames: config.kernel,
-            time_unwind: config.verbose,
-        },
-        Box::new(LiveLoader::new()),
-    );
-    if config.python.is_some() {
-        engine.add_hook(Box::new(sprof_python::PythonHook::new()));
-    }
-    let exit_fd = sprof_perf::sys::pidfd_open(profiled.pid().0 as i32).ok();
-    if let Some(fd) = &exit_fd {
-        sampler.watch(fd.as_raw_fd());
-    }
-    let mut source = recording_source(&config, sampler)?;
-    let started = Instant::now();
-    let mut profiles = Profiles::new(&config, title, profiled.pid(), event, started);
+    let Session {
+        mut source,
+        mut engine,
+        mut profiled,
+        mut profiles,
+        signals,
+        exit_fd,
+        started,
+    } = session;
     let mut dumps = Dumps::new(&config);
     let mut status = StatusLine::new();
     // Stop conditions cost syscalls; with a wakeup per sample, ticks come ~1000 times a second.
@@ -350,7 +419,7 @@ pub fn run(config: SessionConfig) -> anyhow::Result<i32> {
 
 /// Turns the engine's state into named profiles, with caches that last the whole session
 /// (the tenth dump symbolizes only what is new).
-struct Profiles {
+pub(crate) struct Profiles {
     symbols: SymbolService,
     meta: ProfileMeta,
     started: Instant,
@@ -395,7 +464,20 @@ impl Profiles {
 
     /// Everything gathered so far, symbolized, in the requested Python view.
     fn profile(&mut self, engine: &Engine) -> sprof_core::SymbolizedProfile {
-        let raw = engine.snapshot();
+        let profile = self.symbolize(engine, &engine.snapshot());
+        match self.python {
+            Some(view) => profile.with_python_view(view),
+            None => profile,
+        }
+    }
+
+    /// `raw` (a snapshot of `engine`) symbolized, with no Python view applied: Python
+    /// frames, where they were read, stand in place of the interpreter's eval frames.
+    pub(crate) fn symbolize(
+        &mut self,
+        engine: &Engine,
+        raw: &sprof_core::RawProfile,
+    ) -> sprof_core::SymbolizedProfile {
         let mut meta = self.meta.clone();
         meta.stats = raw.stats;
         meta.duration_secs = self.started.elapsed().as_secs_f64();
@@ -404,12 +486,14 @@ impl Profiles {
             meta.notes.push(offcpu_note(&engine.offcpu_stats()));
         }
         let t0 = Instant::now();
-        let profile = self.symbols.symbolize(&raw, engine.modules(), meta);
+        let profile = self.symbols.symbolize(raw, engine.modules(), meta);
         self.last_symbolize = t0.elapsed();
-        match self.python {
-            Some(view) => profile.with_python_view(view),
-            None => profile,
-        }
+        profile
+    }
+
+    /// What was profiled, e.g. `./server --port 80 (pid 4242)`.
+    pub(crate) fn target(&self) -> &str {
+        &self.meta.target
     }
 }
 
@@ -489,7 +573,7 @@ fn recording_source(
     Ok(Box::new(sprof_engine::replay::Tee::new(sampler, recorder)))
 }
 
-fn stop_condition(
+pub(crate) fn stop_condition(
     config: &SessionConfig,
     signals: &Signals,
     exit_fd: Option<&OwnedFd>,
@@ -549,7 +633,7 @@ impl StatusLine {
 
 /// A launched command hears of Ctrl-C from the terminal itself; if it was sprofd alone that
 /// was signalled, pass the signal on.
-fn forward_signal(profiled: &mut Profiled, reason: StopReason) {
+pub(crate) fn forward_signal(profiled: &mut Profiled, reason: StopReason) {
     let Profiled::Launched { child, .. } = profiled else {
         return;
     };
@@ -581,8 +665,29 @@ fn finish(
     if config.verbose {
         print_statistics(engine, profiles, source);
     }
+    eprintln!(
+        "{}",
+        summary(
+            reason,
+            profiled,
+            &profile.meta.stats,
+            profile.meta.duration_secs,
+            engine.threads_sampled()
+        )
+    );
+    output::write_all(outputs, &profile, config)
+}
+
+/// The `sprofd: interrupted; 3100 samples in 3.10 s from 4 threads` line at the end.
+pub(crate) fn summary(
+    reason: StopReason,
+    profiled: &Profiled,
+    stats: &sprof_core::SessionStats,
+    secs: f64,
+    threads: usize,
+) -> String {
     let what = match reason {
-        StopReason::Duration => String::new(),
+        StopReason::Duration | StopReason::Quit => String::new(),
         StopReason::Interrupted => "interrupted; ".into(),
         StopReason::Terminated => "terminated; ".into(),
         StopReason::TargetExited => match profiled {
@@ -590,23 +695,19 @@ fn finish(
             Profiled::Launched { program, .. } => format!("{program} exited; "),
         },
     };
-    let stats = profile.meta.stats;
     let lost = if stats.lost > 0 {
         format!(", {} lost", stats.lost)
     } else {
         String::new()
     };
-    eprintln!(
-        "sprofd: {what}{} samples in {:.2} s from {} threads{lost}",
-        stats.samples,
-        profile.meta.duration_secs,
-        engine.threads_sampled()
-    );
-    output::write_all(outputs, &profile, config)
+    format!(
+        "sprofd: {what}{} samples in {secs:.2} s from {threads} threads{lost}",
+        stats.samples
+    )
 }
 
 /// sprofd's exit code: 1 if an output failed, else a launched command's own status.
-fn exit_code(profiled: Profiled, failed: bool) -> i32 {
+pub(crate) fn exit_code(profiled: Profiled, failed: bool) -> i32 {
     let code = i32::from(failed);
     let Profiled::Launched { mut child, program } = profiled else {
         return code;

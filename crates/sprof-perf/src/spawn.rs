@@ -98,8 +98,18 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// Forks a child that will run `argv` once resumed.
+/// Forks a child that will run `argv` once resumed, with sprofd's standard streams.
 pub fn spawn_paused(argv: &[OsString]) -> Result<PausedChild, SpawnError> {
+    spawn_paused_with(argv, None)
+}
+
+/// Like [`spawn_paused`], with the child's stdin, stdout and stderr on `streams` when given
+/// (a live terminal view owns the terminal: the command must neither draw on it nor read
+/// its keys).
+pub fn spawn_paused_with(
+    argv: &[OsString],
+    streams: Option<&OwnedFd>,
+) -> Result<PausedChild, SpawnError> {
     let first = argv
         .first()
         .ok_or_else(|| SpawnError::NotFound(String::new()))?;
@@ -124,7 +134,7 @@ pub fn spawn_paused(argv: &[OsString]) -> Result<PausedChild, SpawnError> {
     let (err_read, err_write) = pipe().map_err(fork_err)?;
 
     // SAFETY: fork has no preconditions; the child branch below only calls async-signal-safe
-    // functions (read, close, execv, write, _exit) on data prepared before the fork.
+    // functions (read, close, dup2, execv, write, _exit) on data prepared before the fork.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(fork_err(io::Error::last_os_error()));
@@ -141,6 +151,11 @@ pub fn spawn_paused(argv: &[OsString]) -> Result<PausedChild, SpawnError> {
                 libc::_exit(127);
             }
             libc::close(go_read.as_raw_fd());
+            if let Some(fd) = streams {
+                for target in 0..3 {
+                    libc::dup2(fd.as_raw_fd(), target);
+                }
+            }
             libc::execv(c_path.as_ptr(), c_argv.as_ptr());
             let errno = *libc::__errno_location();
             let bytes = errno.to_ne_bytes();
