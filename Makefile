@@ -32,8 +32,13 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-# Overhead, CPU per sample, completeness against perf; writes docs/benchmarks.md.
+# Overhead, CPU per sample, completeness against perf; Python against py-spy and austin;
+# off-CPU modes on a context-switch storm. Writes docs/benchmarks.md (run.sh last: it
+# includes the other two sections).
 bench: build
+	python3 -m pip install -q py-spy austin-dist==3.7.0
+	bash bench/python.sh
+	bash bench/offcpu.sh
 	bash bench/run.sh
 
 install: build

@@ -696,6 +696,13 @@ mkdir -p "$(dirname "$DOC")"
 		echo "None: every workload and profiler run exited with status 0."
 	fi
 	echo
+	# Sections measured by bench/python.sh and bench/offcpu.sh (make bench runs them first).
+	for part in "$OUT/python/python.md" "$OUT/offcpu/offcpu.md"; do
+		if [[ -s $part ]]; then
+			cat "$part"
+			echo
+		fi
+	done
 	echo "## Reference, measured elsewhere"
 	echo
 	echo "\`/work/shared/anchors/peers.md\` (a similar 2-vCPU VM, not this run) reports at 999 Hz perf -g"
