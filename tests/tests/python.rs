@@ -1,5 +1,5 @@
-//! Python frames, end to end: real CPython 3.11 (pyenv's PIE build with a shared libpython,
-//! and Debian's stripped non-PIE `/usr/bin/python3.11`), 3.12 and 3.13, profiled by
+//! Python frames, end to end: real CPython 3.8, 3.9, 3.10, 3.11 (pyenv's PIE build with a
+//! shared libpython, and Debian's stripped non-PIE `/usr/bin/python3.11`), 3.12 and 3.13, profiled by
 //! `sprofd record` and `sprofd attach` on `tests/fixtures/python/workload.py`, whose CPU split
 //! is known by construction. The targets are started normally: no `-X perf`, no ptrace.
 
@@ -18,6 +18,18 @@ fn interpreters(test: &str) -> Vec<(&'static str, PathBuf)> {
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| format!("{}/.pyenv", std::env::var("HOME").unwrap_or_default()));
     let candidates = [
+        (
+            "3.8",
+            PathBuf::from(format!("{root}/versions/3.8.18/bin/python3.8")),
+        ),
+        (
+            "3.9",
+            PathBuf::from(format!("{root}/versions/3.9.18/bin/python3.9")),
+        ),
+        (
+            "3.10",
+            PathBuf::from(format!("{root}/versions/3.10.13/bin/python3.10")),
+        ),
         (
             "3.11",
             PathBuf::from(format!("{root}/versions/3.11.7/bin/python3.11")),
@@ -84,6 +96,12 @@ fn def_line(name: &str) -> usize {
 fn py_in_order(frames: &[String], names: &[&str]) -> bool {
     let mut it = frames.iter();
     names.iter().all(|n| it.any(|f| py_is(f, n)))
+}
+
+/// Whether a stack runs in a `threading.Thread` (its bootstrap frames are in threading.py;
+/// before 3.11 they are named without their class, `run` rather than `Thread.run`).
+fn in_thread(frames: &[String]) -> bool {
+    frames.iter().any(|f| f.contains(" (threading.py:"))
 }
 
 fn count_py(p: &Profile, pred: impl Fn(&[String]) -> bool) -> u64 {
@@ -156,10 +174,10 @@ fn python_attach_sees_threads_started_later() {
         let target = Target::spawn(&py, &[script(), "threads".into(), "3".into()]);
         let p = attach_profile(&format!("py-threads-{label}"), target.pid, &["-d", "1.5"]);
         let a = count_py(&p, |f| {
-            py_chain(f, &["Thread.run", "worker_a", "spin_a", "burn"])
+            in_thread(f) && py_chain(f, &["worker_a", "spin_a", "burn"])
         });
         let b = count_py(&p, |f| {
-            py_chain(f, &["Thread.run", "worker_b", "spin_b", "burn"])
+            in_thread(f) && py_chain(f, &["worker_b", "spin_b", "burn"])
         });
         assert!(a >= 100, "{label}: worker-a {a}{}", p.context());
         assert!(
@@ -240,7 +258,13 @@ fn python_mixed_and_native_views() {
         return;
     }
     let _serial = serial();
-    let Some((label, py)) = interpreters("python_views").into_iter().next() else {
+    let found = interpreters("python_views");
+    let Some((label, py)) = found
+        .iter()
+        .find(|(l, _)| *l == "3.11")
+        .or(found.first())
+        .cloned()
+    else {
         return;
     };
     let args = [
@@ -330,4 +354,34 @@ fn python_target_exiting_mid_profile_keeps_its_profile() {
     );
     let hot = count_py(&p, |f| py_chain(f, &["work", "hot_a"]));
     assert!(hot >= 200, "{label}: {hot}{}", p.context());
+}
+
+#[test]
+fn python_subprocesses_get_their_own_detection() {
+    if !live("python_subprocesses_get_their_own_detection") {
+        return;
+    }
+    let _serial = serial();
+    let Some((label, py)) = interpreters("python_subprocess")
+        .into_iter()
+        .find(|(l, _)| *l == "3.12")
+    else {
+        return;
+    };
+    // A Python parent that only waits, and a Python child doing the work.
+    let parent = format!(
+        "import subprocess, sys; subprocess.run([sys.executable, {:?}, 'split', '1.5'], check=True)",
+        script()
+    );
+    let p = record_profile(
+        &format!("py-subprocess-{label}"),
+        &[],
+        &[py.display().to_string(), "-c".into(), parent],
+    );
+    let child = count_py(&p, |f| py_chain(f, &["<module>", "main", "work", "hot_a"]));
+    assert!(
+        child >= 300,
+        "{label}: child Python frames {child}{}",
+        p.context()
+    );
 }
