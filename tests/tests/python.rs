@@ -149,11 +149,17 @@ fn python_split_shares_and_chains_on_every_interpreter() {
             "{label}: complete chains {a}+{b} of {work}{}",
             p.context()
         );
-        // The python view hides the interpreter between Python frames.
+        // The python view hides the interpreter between Python frames (a sample whose Python
+        // frames could not be read keeps its native stack, marked).
         let eval = p.folded.count_containing("_PyEval_EvalFrameDefault");
-        assert_eq!(eval, 0, "{label}: eval frames left{}", p.context());
+        assert!(
+            eval * 50 <= work,
+            "{label}: {eval} samples with eval frames left{}",
+            p.context()
+        );
         // Table rows are Python functions, named by their definition line.
-        let table = Table::parse(&std::fs::read_to_string(p.file("out.txt")).unwrap()).unwrap();
+        let text = std::fs::read_to_string(p.file("out.txt")).unwrap();
+        let table = Table::parse(&text).unwrap_or_else(|e| panic!("{label}: {e}\n{text}"));
         let def = def_line("hot_a");
         let row = table
             .row(&format!("hot_a (workload.py:{def})"))

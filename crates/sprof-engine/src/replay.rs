@@ -90,58 +90,8 @@ fn put_chain(b: &mut Vec<u8>, v: &[u64]) {
 
 fn encode(event: &Event<'_>, b: &mut Vec<u8>) -> u8 {
     match event {
-        Event::Sample(s) => {
-            put_u32(b, s.pid.0);
-            put_u32(b, s.tid.0);
-            put_u64(b, s.time);
-            put_u32(b, s.cpu);
-            put_u64(b, s.period);
-            put_u64(b, s.ip);
-            match s.user_regs {
-                Some(r) => {
-                    b.push(1);
-                    put_u64(b, r.ip);
-                    put_u64(b, r.sp);
-                    put_u64(b, r.bp);
-                }
-                None => b.push(0),
-            }
-            put_u64(b, s.user_stack_requested);
-            put_chain(b, s.kernel_chain);
-            put_chain(b, s.user_chain);
-            put_bytes(b, s.user_stack);
-            match s.kind {
-                SampleKind::Timer => SAMPLE,
-                SampleKind::Switch => SWITCH_SAMPLE,
-            }
-        }
-        Event::Switch(x) => {
-            put_u32(b, x.pid.0);
-            put_u32(b, x.tid.0);
-            put_u64(b, x.time);
-            b.push(u8::from(x.out) | u8::from(x.preempted) << 1);
-            SWITCH
-        }
-        Event::Mmap(m) => {
-            put_u32(b, m.pid.0);
-            put_u32(b, m.tid.0);
-            let p = &m.mapping;
-            put_u64(b, p.start);
-            put_u64(b, p.end);
-            put_u64(b, p.file_offset);
-            put_u32(b, p.dev_major);
-            put_u32(b, p.dev_minor);
-            put_u64(b, p.inode);
-            b.push(u8::from(p.executable) | u8::from(p.deleted) << 1);
-            b.push(match p.kind {
-                MappingKind::File => 0,
-                MappingKind::Vdso => 1,
-                MappingKind::Anonymous => 2,
-                MappingKind::Special(_) => 3,
-            });
-            put_bytes(b, p.path.as_bytes());
-            MMAP
-        }
+        Event::Sample(s) => encode_sample(s, b),
+        Event::Mmap(m) => encode_mmap(m, b),
         Event::Comm(c) => {
             put_u32(b, c.pid.0);
             put_u32(b, c.tid.0);
@@ -162,6 +112,13 @@ fn encode(event: &Event<'_>, b: &mut Vec<u8>) -> u8 {
             put_u64(b, x.time);
             EXIT
         }
+        Event::Switch(x) => {
+            put_u32(b, x.pid.0);
+            put_u32(b, x.tid.0);
+            put_u64(b, x.time);
+            b.push(u8::from(x.out) | u8::from(x.preempted) << 1);
+            SWITCH
+        }
         Event::Lost { count } => {
             put_u64(b, *count);
             LOST
@@ -171,6 +128,53 @@ fn encode(event: &Event<'_>, b: &mut Vec<u8>) -> u8 {
             THROTTLE
         }
     }
+}
+
+fn encode_sample(s: &Sample<'_>, b: &mut Vec<u8>) -> u8 {
+    put_u32(b, s.pid.0);
+    put_u32(b, s.tid.0);
+    put_u64(b, s.time);
+    put_u32(b, s.cpu);
+    put_u64(b, s.period);
+    put_u64(b, s.ip);
+    match s.user_regs {
+        Some(r) => {
+            b.push(1);
+            put_u64(b, r.ip);
+            put_u64(b, r.sp);
+            put_u64(b, r.bp);
+        }
+        None => b.push(0),
+    }
+    put_u64(b, s.user_stack_requested);
+    put_chain(b, s.kernel_chain);
+    put_chain(b, s.user_chain);
+    put_bytes(b, s.user_stack);
+    match s.kind {
+        SampleKind::Timer => SAMPLE,
+        SampleKind::Switch => SWITCH_SAMPLE,
+    }
+}
+
+fn encode_mmap(m: &MmapEvent, b: &mut Vec<u8>) -> u8 {
+    put_u32(b, m.pid.0);
+    put_u32(b, m.tid.0);
+    let p = &m.mapping;
+    put_u64(b, p.start);
+    put_u64(b, p.end);
+    put_u64(b, p.file_offset);
+    put_u32(b, p.dev_major);
+    put_u32(b, p.dev_minor);
+    put_u64(b, p.inode);
+    b.push(u8::from(p.executable) | u8::from(p.deleted) << 1);
+    b.push(match p.kind {
+        MappingKind::File => 0,
+        MappingKind::Vdso => 1,
+        MappingKind::Anonymous => 2,
+        MappingKind::Special(_) => 3,
+    });
+    put_bytes(b, p.path.as_bytes());
+    MMAP
 }
 
 /// A bounds-checked reader over one record's payload.
@@ -274,47 +278,8 @@ impl ReplaySource {
                     e => e,
                 })
             }
-            SWITCH => (|| {
-                let (pid, tid, time, flags) = (c.u32()?, c.u32()?, c.u64()?, c.u8()?);
-                Some(Event::Switch(SwitchEvent {
-                    pid: Pid(pid),
-                    tid: Tid(tid),
-                    time,
-                    out: flags & 1 != 0,
-                    preempted: flags & 2 != 0,
-                }))
-            })(),
             MMAP => decode_mmap(&mut c),
-            COMM => (|| {
-                let (pid, tid, exec) = (c.u32()?, c.u32()?, c.u8()? != 0);
-                let comm = c.string()?;
-                Some(Event::Comm(CommEvent {
-                    pid: Pid(pid),
-                    tid: Tid(tid),
-                    comm,
-                    exec,
-                }))
-            })(),
-            FORK => (|| {
-                let (pid, ppid, tid, ptid) = (c.u32()?, c.u32()?, c.u32()?, c.u32()?);
-                Some(Event::Fork(ForkEvent {
-                    pid: Pid(pid),
-                    ppid: Pid(ppid),
-                    tid: Tid(tid),
-                    ptid: Tid(ptid),
-                    time: c.u64()?,
-                }))
-            })(),
-            EXIT => (|| {
-                let (pid, tid) = (c.u32()?, c.u32()?);
-                Some(Event::Exit(ExitEvent {
-                    pid: Pid(pid),
-                    tid: Tid(tid),
-                    time: c.u64()?,
-                }))
-            })(),
-            LOST => c.u64().map(|count| Event::Lost { count }),
-            THROTTLE => c.u8().map(|u| Event::Throttle { unthrottle: u != 0 }),
+            SWITCH | COMM | FORK | EXIT | LOST | THROTTLE => decode_side(tag, &mut c),
             // A record of a later version: skip it.
             _ => return true,
         };
@@ -329,6 +294,54 @@ impl ReplaySource {
         }
         true
     }
+}
+
+/// Decodes the payload of a side record other than mmap; `None` when malformed.
+fn decode_side(tag: u8, c: &mut Cursor<'_>) -> Option<Event<'static>> {
+    Some(match tag {
+        SWITCH => {
+            let (pid, tid, time, flags) = (c.u32()?, c.u32()?, c.u64()?, c.u8()?);
+            Event::Switch(SwitchEvent {
+                pid: Pid(pid),
+                tid: Tid(tid),
+                time,
+                out: flags & 1 != 0,
+                preempted: flags & 2 != 0,
+            })
+        }
+        COMM => {
+            let (pid, tid, exec) = (c.u32()?, c.u32()?, c.u8()? != 0);
+            Event::Comm(CommEvent {
+                pid: Pid(pid),
+                tid: Tid(tid),
+                comm: c.string()?,
+                exec,
+            })
+        }
+        FORK => {
+            let (pid, ppid, tid, ptid) = (c.u32()?, c.u32()?, c.u32()?, c.u32()?);
+            Event::Fork(ForkEvent {
+                pid: Pid(pid),
+                ppid: Pid(ppid),
+                tid: Tid(tid),
+                ptid: Tid(ptid),
+                time: c.u64()?,
+            })
+        }
+        EXIT => {
+            let (pid, tid) = (c.u32()?, c.u32()?);
+            Event::Exit(ExitEvent {
+                pid: Pid(pid),
+                tid: Tid(tid),
+                time: c.u64()?,
+            })
+        }
+        LOST => Event::Lost { count: c.u64()? },
+        THROTTLE => Event::Throttle {
+            unthrottle: c.u8()? != 0,
+        },
+        _ => return None,
+    })
 }
 
 fn decode_sample<'a>(
@@ -463,5 +476,84 @@ impl<S: EventSource, W: Write> EventSource for Tee<S, W> {
     }
     fn stats(&self) -> SourceStats {
         self.inner.stats()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_event_kind_round_trips() {
+        let stack = [1u8, 2, 3, 4];
+        let (kchain, uchain) = ([0xffff_ffff_8100_0000u64], [0x401000u64, 0x401234]);
+        let sample = |kind| Sample {
+            kind,
+            pid: Pid(7),
+            tid: Tid(8),
+            time: 99,
+            cpu: 1,
+            period: 5,
+            ip: 0x401000,
+            kernel_chain: &kchain,
+            user_chain: &uchain,
+            user_regs: Some(UserRegs {
+                ip: 1,
+                sp: 2,
+                bp: 3,
+            }),
+            user_stack: &stack,
+            user_stack_requested: 16,
+        };
+        let mapping = sprof_core::maps::parse_line(
+            "00400000-00401000 r-xp 00001000 fe:01 42 /usr/bin/x (deleted)",
+        )
+        .unwrap();
+        let events = vec![
+            Event::Sample(sample(SampleKind::Timer)),
+            Event::Sample(sample(SampleKind::Switch)),
+            Event::Mmap(MmapEvent {
+                pid: Pid(7),
+                tid: Tid(7),
+                mapping,
+            }),
+            Event::Comm(CommEvent {
+                pid: Pid(7),
+                tid: Tid(8),
+                comm: "wörker".into(),
+                exec: true,
+            }),
+            Event::Fork(ForkEvent {
+                pid: Pid(9),
+                ppid: Pid(7),
+                tid: Tid(9),
+                ptid: Tid(7),
+                time: 5,
+            }),
+            Event::Exit(ExitEvent {
+                pid: Pid(9),
+                tid: Tid(9),
+                time: 6,
+            }),
+            Event::Switch(SwitchEvent {
+                pid: Pid(7),
+                tid: Tid(8),
+                time: 7,
+                out: true,
+                preempted: true,
+            }),
+            Event::Lost { count: 3 },
+            Event::Throttle { unthrottle: true },
+        ];
+        let mut r = Recorder::new(Vec::new()).unwrap();
+        for e in &events {
+            r.write(e).unwrap();
+        }
+        let mut source = ReplaySource::new(r.finish().unwrap(), 100).unwrap();
+        let mut back = Vec::new();
+        source.drain(&mut |e| back.push(format!("{e:?}")));
+        let want: Vec<String> = events.iter().map(|e| format!("{e:?}")).collect();
+        assert_eq!(back, want);
+        assert!(source.exhausted());
     }
 }

@@ -351,6 +351,41 @@ impl EventSource for Sampler {
         }
         self.heads.clear();
         self.heads.extend(self.buffers.iter().map(|b| b.head()));
+        self.collect_side_records();
+        // Exits wait until this drain's samples are delivered: a thread's last samples sit
+        // in the buffer beside its exit record and still need its address space.
+        let mut exits = Vec::new();
+        let mut forks = Vec::new();
+        for (_, e) in self.side.drain(..) {
+            match e {
+                Event::Exit(_) => exits.push(e),
+                Event::Fork(f) => {
+                    forks.push((f.pid, f.tid));
+                    on_event(e)
+                }
+                e => on_event(e),
+            }
+        }
+        self.follow_new_threads(forks);
+        self.deliver_samples(on_event);
+        for (b, &head) in self.buffers.iter_mut().zip(&self.heads) {
+            b.advance(head);
+        }
+        for e in exits {
+            on_event(e);
+        }
+        if let Some(period) = self.thinning.check() {
+            self.set_switch_period(period);
+        }
+        delivered += (self.stats.records - before) as usize;
+        delivered
+    }
+}
+
+impl Sampler {
+    /// Decodes the side records (everything but samples) of every buffer up to `heads`, into
+    /// `side`, in time order.
+    fn collect_side_records(&mut self) {
         self.side.clear();
         let side = &mut self.side;
         let stats = &mut self.stats;
@@ -367,28 +402,23 @@ impl EventSource for Sampler {
             });
         }
         self.side.sort_by_key(|(t, _)| *t);
-        // Exits wait until this drain's samples are delivered: a thread's last samples sit
-        // in the buffer beside its exit record and still need its address space.
-        let mut exits = Vec::new();
-        let mut forks = Vec::new();
-        for (_, e) in self.side.drain(..) {
-            match e {
-                Event::Exit(_) => exits.push(e),
-                Event::Fork(f) => {
-                    forks.push((f.pid, f.tid));
-                    on_event(e)
-                }
-                e => on_event(e),
+    }
+
+    /// Opens the channels the kernel does not inherit for threads that just appeared.
+    fn follow_new_threads(&mut self, forks: Vec<(Pid, Tid)>) {
+        if self.channels.iter().all(|(spec, _)| spec.inherit) {
+            return;
+        }
+        for (pid, tid) in forks {
+            // The thread may be gone already; its samples are then moot.
+            if self.threads.insert(tid) {
+                let _ = self.open_channels(pid, tid, true);
             }
         }
-        if self.channels.iter().any(|(spec, _)| !spec.inherit) {
-            for (pid, tid) in forks {
-                // The thread may be gone already; its samples are then moot.
-                if self.threads.insert(tid) {
-                    let _ = self.open_channels(pid, tid, true);
-                }
-            }
-        }
+    }
+
+    /// Delivers the samples of every buffer up to `heads`, each tagged with its event's kind.
+    fn deliver_samples(&mut self, on_event: &mut dyn FnMut(Event<'_>)) {
         let switch_period = self.thinning.period;
         let buffers = self
             .buffers
@@ -416,17 +446,6 @@ impl EventSource for Sampler {
                 }
             });
         }
-        for (b, &head) in self.buffers.iter_mut().zip(&self.heads) {
-            b.advance(head);
-        }
-        for e in exits {
-            on_event(e);
-        }
-        if let Some(period) = self.thinning.check() {
-            self.set_switch_period(period);
-        }
-        delivered += (self.stats.records - before) as usize;
-        delivered
     }
 }
 

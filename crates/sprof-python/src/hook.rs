@@ -7,6 +7,14 @@
 //! Everything the hook learns is reported through [`SampleHook::report`]: frames found,
 //! samples whose native and Python stacks disagreed (by kind), unreadable samples, and the
 //! skew between the sample and the read.
+//!
+//! When the sample carries its user registers and a copy of the user stack (DWARF unwinding),
+//! the read is anchored to the sample with [`PythonProcess::read_thread_at`], which on 3.11
+//! and 3.12 takes the innermost frame from the copy instead of from the thread's state at read
+//! time; otherwise (frame-pointer unwinding: no copy) it is [`PythonProcess::read_thread`].
+//! When an anchored chain leaves eval frames of the native stack unpaired (the thread returned
+//! from those activations since the sample), the hook asks
+//! [`PythonProcess::recover_returned`] for them and merges again.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -17,6 +25,7 @@ use sprof_unwind::StackWalker;
 
 use crate::{
     detect, CodeId, CodeTable, Detection, MappedFile, MergeMarker, Merged, PyFrame, PythonProcess,
+    SampleStack,
 };
 
 /// How often an interpreter that is not initialised yet is looked at again.
@@ -54,6 +63,17 @@ pub struct PythonStats {
     pub unavailable: u64,
     pub no_eval_frame: u64,
     pub unreadable: u64,
+    /// Reads anchored to the sample's stack copy ([`PythonProcess::read_thread_at`]).
+    pub anchored: u64,
+    /// Anchored reads of a thread that had moved on since the sample (newer frames dropped).
+    pub anchor_moved: u64,
+    /// Reads given a stack copy that fell back to the read-time chain.
+    pub unanchored: u64,
+    /// Anchored samples completed with activations the thread had returned from since
+    /// ([`PythonProcess::recover_returned`]).
+    pub recovered: u64,
+    /// Reads of samples without a stack copy (`frame-pointer` unwinding): read-time chain.
+    pub no_stack_copy: u64,
 }
 
 /// The hook; add it to an engine with [`sprof_engine::Engine::add_hook`].
@@ -181,6 +201,16 @@ impl PythonHook {
     }
 }
 
+/// Whether a native frame of `pid` is an eval frame of `reader`'s interpreter.
+fn eval_pred<'a>(
+    walker: &'a StackWalker,
+    pid: Pid,
+    modules: &'a [ModuleId],
+    reader: &'a PythonProcess,
+) -> impl Fn(&FrameKey) -> bool + 'a {
+    move |k| frame_address(walker, pid, modules, k).is_some_and(|a| reader.is_eval_address(a))
+}
+
 /// The absolute address of a native frame of `pid`, when it is in one of `modules`.
 fn frame_address(
     walker: &StackWalker,
@@ -257,19 +287,45 @@ impl SampleHook for PythonHook {
         let Some(ProcState::Python(tracked)) = self.procs.get_mut(&sample.pid) else {
             return;
         };
-        let read = tracked
-            .reader
-            .read_thread(sample.tid.0, &mut self.codes, &mut self.py);
+        let at = sample
+            .user_regs
+            .filter(|_| !sample.user_stack.is_empty())
+            .map(|regs| SampleStack {
+                sp: regs.sp,
+                bytes: sample.user_stack,
+            });
+        let mut anchored = false;
+        let read = match at {
+            Some(at) => {
+                let before = tracked.reader.stats();
+                let r =
+                    tracked
+                        .reader
+                        .read_thread_at(sample.tid.0, at, &mut self.codes, &mut self.py);
+                let after = tracked.reader.stats();
+                self.stats.anchored += after.anchored - before.anchored;
+                self.stats.anchor_moved += after.anchor_moved - before.anchor_moved;
+                self.stats.unanchored += after.unanchored - before.unanchored;
+                anchored = after.anchored > before.anchored;
+                r
+            }
+            None => {
+                let r = tracked
+                    .reader
+                    .read_thread(sample.tid.0, &mut self.codes, &mut self.py);
+                // Counted like the reader counts `unanchored`: threads with a thread state.
+                self.stats.no_stack_copy += u64::from(!matches!(r, Ok(false)));
+                r
+            }
+        };
         if self.skews_ns.len() < MAX_SKEWS && sample.time > 0 {
             self.skews_ns
                 .push(monotonic_ns().saturating_sub(sample.time));
         }
         let walker = cx.walker;
-        let modules = tracked.interp_modules.clone();
-        let is_eval = |k: &FrameKey| {
-            frame_address(walker, sample.pid, &modules, k)
-                .is_some_and(|a| tracked.reader.is_eval_address(a))
-        };
+        let tracked = &mut **tracked;
+        let modules = &tracked.interp_modules;
+        let is_eval = eval_pred(walker, sample.pid, modules, &tracked.reader);
         match read {
             Ok(false) => return,
             Err(_) => {
@@ -284,12 +340,25 @@ impl SampleHook for PythonHook {
             Ok(true) => {}
         }
         self.stats.samples += 1;
-        self.stats.frames += self.py.len() as u64;
         let truncated = frames.last() == Some(&FrameKey::Marker(Marker::Truncated));
         self.native.clear();
         self.native
             .extend_from_slice(&frames[..frames.len() - usize::from(truncated)]);
-        let outcome = crate::merge(&self.native, is_eval, &self.py, &mut self.merged);
+        let mut outcome = crate::merge(&self.native, is_eval, &self.py, &mut self.merged);
+        if let (true, Some(at), n @ 1..) = (anchored, at, outcome.unavailable_evals) {
+            // The thread returned from `n` activations since the sample: look for them in
+            // the copy, now that the native stack says how many there were.
+            let recovered =
+                tracked
+                    .reader
+                    .recover_returned(sample.tid.0, at, n, &mut self.codes, &mut self.py);
+            if recovered {
+                self.stats.recovered += 1;
+                let is_eval = eval_pred(walker, sample.pid, modules, &tracked.reader);
+                outcome = crate::merge(&self.native, is_eval, &self.py, &mut self.merged);
+            }
+        }
+        self.stats.frames += self.py.len() as u64;
         if outcome.consistent {
             self.stats.consistent += 1;
         }
@@ -323,6 +392,7 @@ impl SampleHook for PythonHook {
             return self.notices.clone();
         }
         let (median, p99, n) = self.skew();
+        let reads = s.anchored + s.unanchored + s.no_stack_copy;
         let mismatched = s.samples - s.consistent;
         let pct = |x: u64| 100.0 * x as f64 / s.samples.max(1) as f64;
         let mut lines = vec![
@@ -335,6 +405,16 @@ impl SampleHook for PythonHook {
                 "python: read skew after the sample median {:.1} µs, p99 {:.1} µs over {n} reads",
                 median as f64 / 1e3,
                 p99 as f64 / 1e3
+            ),
+            format!(
+                "python: {} of {} reads ({:.1}%) anchored to the sample's stack copy ({} of them moved on since the sample, {} completed with returned activations from the copy), {} fell back to the read-time chain, {} without a stack copy",
+                s.anchored,
+                reads,
+                100.0 * s.anchored as f64 / reads.max(1) as f64,
+                s.anchor_moved,
+                s.recovered,
+                s.unanchored,
+                s.no_stack_copy
             ),
         ];
         lines.extend(self.notices.iter().cloned());

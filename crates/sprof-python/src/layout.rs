@@ -13,8 +13,14 @@ const COOKIE: &[u8; 8] = b"xdebugpy";
 /// How a thread state leads to its innermost frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FrameRoot {
-    /// 3.11/3.12: `tstate->cframe->current_frame`.
-    CFrame { cframe: u64, current_frame: u64 },
+    /// 3.11/3.12: `tstate->cframe->current_frame`. `_PyCFrame` is a local of each
+    /// `_PyEval_EvalFrameDefault` activation (on the C stack), linked outwards by `previous`
+    /// down to `tstate->root_cframe` (in the heap); see `PythonProcess::read_thread_at`.
+    CFrame {
+        cframe: u64,
+        current_frame: u64,
+        previous: u64,
+    },
     /// 3.13: `tstate->current_frame`.
     Direct { current_frame: u64 },
 }
@@ -72,6 +78,9 @@ pub struct Layout {
     /// ≤ 3.10: the Linux tid is read from glibc's `struct pthread` at `thread_id + PTHREAD_TID`.
     pub tid_via_pthread: bool,
     pub frame_root: FrameRoot,
+    /// 3.11/3.12 `PyThreadState.datastack_top`: frames at or above it are popped (checked with
+    /// an `offsetof` program against the pyenv 3.11.7 and 3.12.1 headers).
+    pub ts_datastack_top: Option<u64>,
     pub fr_code: u64,
     pub fr_previous: u64,
     pub fr_instr: u64,
@@ -115,7 +124,9 @@ impl Layout {
             frame_root: FrameRoot::CFrame {
                 cframe: 56,
                 current_frame: 8,
+                previous: 16,
             },
+            ts_datastack_top: Some(304),
             fr_code: 32,
             fr_previous: 48,
             fr_instr: 56,
@@ -150,7 +161,9 @@ impl Layout {
             frame_root: FrameRoot::CFrame {
                 cframe: 56,
                 current_frame: 0,
+                previous: 8,
             },
+            ts_datastack_top: Some(240),
             fr_code: 0,
             fr_previous: 8,
             fr_owner: Some(70),
@@ -177,6 +190,7 @@ impl Layout {
             ts_native_tid: 176,
             tid_via_pthread: true,
             frame_root: FrameRoot::Direct { current_frame: 24 },
+            ts_datastack_top: None,
             fr_code: 32,
             fr_previous: 24,
             fr_instr: 104,
@@ -269,6 +283,7 @@ impl Layout {
             frame_root: FrameRoot::Direct {
                 current_frame: f(22),
             },
+            ts_datastack_top: None,
             fr_code: f(29),
             fr_previous: f(28),
             fr_instr: f(30),
@@ -303,7 +318,13 @@ impl Layout {
             FrameRoot::CFrame { cframe, .. } => cframe,
             FrameRoot::Direct { current_frame } => current_frame,
         };
-        end_of(&[self.ts_next, self.ts_interp, self.ts_native_tid, root])
+        end_of(&[
+            self.ts_next,
+            self.ts_interp,
+            self.ts_native_tid,
+            root,
+            self.ts_datastack_top.unwrap_or(0),
+        ])
     }
 
     /// Bytes of `_PyInterpreterFrame` read per frame (one read each).
@@ -392,7 +413,8 @@ mod tests {
     #[test]
     fn read_lengths() {
         assert_eq!(Layout::v311().frame_len(), 76);
-        assert_eq!(Layout::v311().tstate_len(), 168);
+        assert_eq!(Layout::v311().tstate_len(), 312);
+        assert_eq!(Layout::v312().tstate_len(), 248);
         assert_eq!(Layout::v312().frame_len(), 71);
         assert_eq!(Layout::v312().code_window(), 144);
         assert_eq!(Layout::v310().frame_len(), 104);

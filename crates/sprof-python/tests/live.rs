@@ -6,6 +6,10 @@
 //! /proc/PID/map_files on another process). Without it they print "skipped: needs root"; with
 //! `SPROFD_REQUIRE_LIVE=1` they fail instead, and so does an absent interpreter. Absent gdb
 //! only skips the gdb comparison. `--nocapture` shows µs and syscalls per read.
+//!
+//! `parked_at_*` and `moved_*` exercise `read_thread_at`: a thread blocked in a syscall has
+//! its user sp in `/proc/PID/task/TID/syscall`, so copying 16 KiB from there is what a perf
+//! sample taken at that moment would hold.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use sprof_python::{
-    detect, merge, CodeTable, Detection, MappedFile, Merged, PyFrame, PythonProcess,
+    detect, merge, CodeTable, Detection, MappedFile, Merged, PyFrame, PythonProcess, SampleStack,
 };
 
 fn require_live() -> bool {
@@ -431,6 +435,365 @@ fn busy(label: &str) {
         .map(|f| codes.get(f.code).name.as_str())
         .collect();
     assert!(names.contains(&"busy"), "{label}: last chain {names:?}");
+}
+
+/// A thread blocked in a syscall: its number, arguments and user sp, from
+/// `/proc/PID/task/TID/syscall` ("nr a0 … a5 sp pc"; root sees the values). `None` while it
+/// runs.
+fn blocked_in(pid: u32, tid: u32) -> Option<(u64, [u64; 6], u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).ok()?;
+    let f: Vec<u64> = text
+        .split_whitespace()
+        .map(|w| {
+            w.strip_prefix("0x")
+                .map_or_else(|| w.parse().ok(), |h| u64::from_str_radix(h, 16).ok())
+        })
+        .collect::<Option<_>>()?;
+    if f.len() != 9 {
+        return None;
+    }
+    Some((f[0], [f[1], f[2], f[3], f[4], f[5], f[6]], f[7]))
+}
+
+/// Up to `len` bytes of the target's memory from `addr`, page by page (process_vm_readv does
+/// not split an iovec), stopping where the mapping ends: what perf copies with a sample.
+fn copy_remote(pid: u32, addr: u64, len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    let mut local = Vec::new();
+    let mut remote = Vec::new();
+    let (mut at, end) = (addr, addr + len as u64);
+    while at < end {
+        let next = ((at & !4095) + 4096).min(end);
+        let n = (next - at) as usize;
+        let off = (at - addr) as usize;
+        local.push(libc::iovec {
+            iov_base: out[off..].as_mut_ptr().cast(),
+            iov_len: n,
+        });
+        remote.push(libc::iovec {
+            iov_base: at as usize as *mut libc::c_void,
+            iov_len: n,
+        });
+        at = next;
+    }
+    // SAFETY: every local iovec covers a distinct part of `out`, which outlives the call;
+    // the remote addresses are only read by the kernel.
+    let got = unsafe {
+        libc::process_vm_readv(
+            pid as libc::pid_t,
+            local.as_ptr(),
+            local.len() as libc::c_ulong,
+            remote.as_ptr(),
+            remote.len() as libc::c_ulong,
+            0,
+        )
+    };
+    out.truncate(got.max(0) as usize);
+    out
+}
+
+/// Versions whose reads `read_thread_at` anchors to the stack copy.
+fn anchors(py: &PythonProcess) -> bool {
+    matches!(py.version(), (3, 11 | 12, _))
+}
+
+const STACK_COPY: usize = 16 * 1024;
+
+/// Every parked thread read with a stack copy taken where it blocks: the chain must equal
+/// faulthandler's, anchored on 3.11/3.12, fallen back elsewhere; a copy that holds no cframe
+/// (zeros) must fall back and still be right.
+fn parked_at(label: &str) {
+    let Some(python) = interpreter(label) else {
+        return;
+    };
+    let target = Target::spawn(&python, "parked", label, false);
+    let oracle = parse_oracle(&target.wait_for("oracle.txt"));
+    let ids: Vec<(u32, u64)> = target
+        .wait_for("threads.txt")
+        .lines()
+        .filter_map(|l| {
+            let (a, b) = l.split_once(' ')?;
+            Some((a.parse().ok()?, b.parse().ok()?))
+        })
+        .collect();
+    assert_eq!(ids.len(), 4, "fixture threads");
+    let pid = target.pid();
+    let mut py = detect_python(pid);
+    let anchored = anchors(&py);
+    let mut codes = CodeTable::default();
+    let mut frames = Vec::new();
+    for pass in 0..2 {
+        let (mut micros, mut syscalls) = (0.0, 0);
+        for &(tid, ident) in &ids {
+            let (nr, _, sp) = blocked_in(pid, tid).expect("a parked thread is in a syscall");
+            let stack = copy_remote(pid, sp, STACK_COPY);
+            assert!(
+                stack.len() >= 4096,
+                "{label}: tid {tid}: copied {}",
+                stack.len()
+            );
+            let want = oracle
+                .get(&ident)
+                .unwrap_or_else(|| panic!("no oracle for {ident:#x}"));
+            let before = py.stats();
+            let t0 = Instant::now();
+            let at = SampleStack { sp, bytes: &stack };
+            assert!(py.read_thread_at(tid, at, &mut codes, &mut frames).unwrap());
+            micros += t0.elapsed().as_secs_f64() * 1e6;
+            let after = py.stats();
+            syscalls += after.syscalls - before.syscalls;
+            assert_eq!(&chain_of(&frames, &codes), want, "{label}: tid {tid}");
+            let d = (
+                after.anchored - before.anchored,
+                after.anchor_moved - before.anchor_moved,
+                after.unanchored - before.unanchored,
+            );
+            let expect = if anchored { (1, 0, 0) } else { (0, 0, 1) };
+            assert_eq!(
+                d, expect,
+                "{label}: tid {tid}: (anchored, moved, unanchored)"
+            );
+            if pass == 0 {
+                eprintln!(
+                    "{label}: tid {tid}: syscall {nr}, sp {sp:#x}, {} bytes copied, {} frames, anchored {}",
+                    stack.len(),
+                    frames.len(),
+                    d.0 == 1
+                );
+            }
+
+            // The same sp with a copy that holds no cframe: a fallback, still right.
+            let zeros = vec![0u8; stack.len()];
+            let before = py.stats();
+            let at = SampleStack { sp, bytes: &zeros };
+            assert!(py.read_thread_at(tid, at, &mut codes, &mut frames).unwrap());
+            assert_eq!(
+                &chain_of(&frames, &codes),
+                want,
+                "{label}: tid {tid}: zeros"
+            );
+            assert_eq!(py.stats().unanchored - before.unanchored, 1);
+        }
+        eprintln!(
+            "{label}: read_thread_at pass {pass}: {:.1} µs/read, {:.1} syscalls/read",
+            micros / ids.len() as f64,
+            syscalls as f64 / ids.len() as f64
+        );
+    }
+}
+
+/// Waits until `tid` blocks in openat(2) on `path` (the argument read from the target).
+fn wait_open(pid: u32, tid: u32, path: &Path) -> u64 {
+    const OPENAT: u64 = 257;
+    let want = path.as_os_str().as_encoded_bytes();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some((OPENAT, args, sp)) = blocked_in(pid, tid) {
+            let name = copy_remote(pid, args[1], want.len() + 1);
+            if name.len() == want.len() + 1 && &name[..want.len()] == want && name[want.len()] == 0
+            {
+                return sp;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tid {tid} never blocked opening {}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Frames without the lines of the frames at `skip` (read at read time, so they moved).
+fn shape_but(chain: &Chain, skip: &[usize]) -> Vec<(String, Option<u32>, String)> {
+    chain
+        .iter()
+        .enumerate()
+        .map(|(i, (f, l, n))| (f.clone(), (!skip.contains(&i)).then_some(*l), n.clone()))
+        .collect()
+}
+
+/// Frames without the innermost frame's line.
+fn shape(chain: &Chain) -> Vec<(String, Option<u32>, String)> {
+    shape_but(chain, &[0])
+}
+
+/// A stack copy taken while a thread parks in chain 1, used after it moved to chain 2.
+///
+/// "deeper": chain 1's frames stay live and the thread goes deeper through a new eval
+/// activation: on 3.11/3.12 the read must be anchored and give chain 1 (the innermost frame's
+/// line is read-time, so it is not compared). "sideways": chain 1 returned and chain 2 was
+/// pushed where it was, over part of it (frame memory reuse). The anchored frame is popped
+/// then: trusted only if it lies above the data stack's top and its walk rejoins the live
+/// chain at the innermost frame right under the top, so the result must be chain 1
+/// (anchored) or chain 2 (a counted fallback), never a mix; here side_other (smaller than
+/// side1, whose address it took) leaves side2's popped frame off the top, so in practice it
+/// falls back. Without the exact-top check the walk returned side3, side2, side_other,
+/// sideways (seen on 3.12.1): a chain that never existed. "returned": the inner frames of
+/// chain 1 were popped and nothing was pushed over them, the thread parks in their caller:
+/// anchored, chain 1 (the popped innermost frame's line and the caller's are not compared).
+/// "activation": the key function's eval activation returned: the anchored read lacks it
+/// (one group short of the native stack at the sample), and `recover_returned(.., 1, ..)`,
+/// which the hook calls when the merge says one eval frame is unpaired, must find it in the
+/// copy and give chain 1. Elsewhere: fallbacks giving chain 2.
+fn moved(label: &str) {
+    let Some(python) = interpreter(label) else {
+        return;
+    };
+    let target = Target::spawn(&python, "moved", label, false);
+    let tids: HashMap<String, u32> = target
+        .wait_for("moved.txt")
+        .lines()
+        .filter_map(|l| {
+            let (a, b) = l.split_once(' ')?;
+            Some((a.to_string(), b.parse().ok()?))
+        })
+        .collect();
+    let pid = target.pid();
+    let mut py = detect_python(pid);
+    let anchored = anchors(&py);
+    let mut codes = CodeTable::default();
+    let mut frames = Vec::new();
+    for name in ["deeper", "sideways", "returned", "activation"] {
+        let tid = tids[name];
+        let first = target.dir.join(format!("{name}1"));
+        let sp = wait_open(pid, tid, &first);
+        let stack = copy_remote(pid, sp, STACK_COPY);
+        assert!(py.read_thread(tid, &mut codes, &mut frames).unwrap());
+        let old = chain_of(&frames, &codes);
+        let at = SampleStack { sp, bytes: &stack };
+        assert!(py.read_thread_at(tid, at, &mut codes, &mut frames).unwrap());
+        assert_eq!(
+            chain_of(&frames, &codes),
+            old,
+            "{label}: {name}: before moving"
+        );
+
+        // Let it move on: opening the FIFO for writing completes its open().
+        drop(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&first)
+                .unwrap(),
+        );
+        wait_open(pid, tid, &target.dir.join(format!("{name}2")));
+        assert!(py.read_thread(tid, &mut codes, &mut frames).unwrap());
+        let new = chain_of(&frames, &codes);
+        assert_ne!(shape(&old), shape(&new));
+
+        let before = py.stats();
+        assert!(py.read_thread_at(tid, at, &mut codes, &mut frames).unwrap());
+        let after = py.stats();
+        let got = chain_of(&frames, &codes);
+        let d = (
+            after.anchored - before.anchored,
+            after.anchor_moved - before.anchor_moved,
+            after.unanchored - before.unanchored,
+        );
+        let inner = |c: &Chain| c.first().map(|f| f.2.clone()).unwrap_or_default();
+        eprintln!(
+            "{label}: {name}: old copy after moving: (anchored, moved, unanchored) = {d:?}, {} frames, innermost {} (chain 1 innermost {}, chain 2 innermost {})",
+            got.len(),
+            inner(&got),
+            inner(&old),
+            inner(&new)
+        );
+        match (anchored, name) {
+            (true, "deeper") => {
+                assert_eq!(d, (1, 1, 0), "{label}: {name}");
+                assert_eq!(shape(&got), shape(&old), "{label}: {name}");
+            }
+            (true, "returned") => {
+                assert_eq!(d, (1, 1, 0), "{label}: {name}");
+                assert_eq!(shape_but(&got, &[0, 2]), shape_but(&old, &[0, 2]));
+            }
+            (true, "activation") => {
+                // Anchored on the caller, which has not moved since the sample (it was
+                // blocked in sorted()); the key function's group is missing.
+                assert_eq!(d, (1, 0, 0), "{label}: {name}");
+                let groups = |f: &[PyFrame]| f.iter().filter(|f| f.entry).count();
+                assert_eq!(shape(&got), shape(&old[1..].to_vec()), "{label}: {name}");
+                let before = py.stats();
+                assert!(
+                    py.recover_returned(tid, at, 1, &mut codes, &mut frames),
+                    "{label}: {name}: recover_returned"
+                );
+                assert_eq!(py.stats().recovered - before.recovered, 1);
+                let got = chain_of(&frames, &codes);
+                eprintln!(
+                    "{label}: {name}: recovered {} frames, {} groups, innermost {}",
+                    got.len(),
+                    groups(&frames),
+                    inner(&got)
+                );
+                assert_eq!(shape_but(&got, &[0, 1]), shape_but(&old, &[0, 1]));
+                // And nothing is recovered when nothing is missing in the copy.
+                assert!(!py.recover_returned(tid, at, 2, &mut codes, &mut frames));
+            }
+            (true, _) if d == (1, 1, 0) => {
+                assert_eq!(shape(&got), shape(&old), "{label}: {name}");
+            }
+            _ => {
+                assert_eq!(d, (0, 0, 1), "{label}: {name}");
+                assert_eq!(got, new, "{label}: {name}");
+            }
+        }
+    }
+}
+
+#[test]
+fn parked_at_pyenv_3_8_18() {
+    parked_at("3.8.18");
+}
+
+#[test]
+fn parked_at_pyenv_3_10_13() {
+    parked_at("3.10.13");
+}
+
+#[test]
+fn parked_at_pyenv_3_11_7() {
+    parked_at("3.11.7");
+}
+
+#[test]
+fn parked_at_pyenv_3_12_1() {
+    parked_at("3.12.1");
+}
+
+#[test]
+fn parked_at_pyenv_3_13_0() {
+    parked_at("3.13.0");
+}
+
+#[test]
+fn parked_at_debian_3_11() {
+    parked_at("debian-3.11");
+}
+
+#[test]
+fn moved_pyenv_3_10_13() {
+    moved("3.10.13");
+}
+
+#[test]
+fn moved_pyenv_3_11_7() {
+    moved("3.11.7");
+}
+
+#[test]
+fn moved_pyenv_3_12_1() {
+    moved("3.12.1");
+}
+
+#[test]
+fn moved_pyenv_3_13_0() {
+    moved("3.13.0");
+}
+
+#[test]
+fn moved_debian_3_11() {
+    moved("debian-3.11");
 }
 
 /// One gdb frame: the pc if gdb printed one, and the function name.
