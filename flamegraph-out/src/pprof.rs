@@ -257,15 +257,7 @@ impl Pprof {
         let mut b = Builder::new(profile);
         let meta = &profile.meta;
         let value = proto::ValueType {
-            r#type: b.strings.intern(
-                self.value_type
-                    .unwrap_or(match meta.measure {
-                        sprof_core::Measure::Cpu => PprofValueType::Cpu,
-                        sprof_core::Measure::Wall => PprofValueType::Wall,
-                        sprof_core::Measure::OffCpu => PprofValueType::OffCpu,
-                    })
-                    .type_name(),
-            ),
+            r#type: b.strings.intern(self.value_type(meta).type_name()),
             unit: b.strings.intern(PprofValueType::UNIT),
         };
         let sample_type = vec![
@@ -279,16 +271,16 @@ impl Pprof {
             .checked_div(meta.frequency)
             .unwrap_or(0);
         // Go's convention when no period was measured: values are samples × period.
-        let nominal_period = profile.total_period() == 0 && period > 0;
-
-        let comm = b.strings.intern("comm");
-        let thread_name = b.strings.intern("thread_name");
-        let pid = meta.pid.map(|pid| proto::Label {
-            key: b.strings.intern("pid"),
-            num: i64::from(pid),
-            ..Default::default()
-        });
-
+        let nominal_period = (profile.total_period() == 0 && period > 0).then_some(period);
+        let labels = LabelKeys {
+            comm: b.strings.intern("comm"),
+            thread_name: b.strings.intern("thread_name"),
+            pid: meta.pid.map(|pid| proto::Label {
+                key: b.strings.intern("pid"),
+                num: i64::from(pid),
+                ..Default::default()
+            }),
+        };
         let mut samples = Vec::with_capacity(profile.stacks.len());
         let mut group: Vec<u32> = Vec::new();
         for i in 0..profile.stacks.len() {
@@ -296,58 +288,9 @@ impl Pprof {
             if stack.samples == 0 && stack.period == 0 {
                 continue;
             }
-            let mut label = Vec::with_capacity(3);
-            let mut frames = stack.frames.as_slice();
-            for key in [comm, thread_name] {
-                match frames.split_first() {
-                    Some((&f, rest)) if profile.frames[f as usize].kind == FrameKind::Root => {
-                        let name = b.strings.intern(&profile.frames[f as usize].function);
-                        label.push(proto::Label {
-                            key,
-                            str: name,
-                            ..Default::default()
-                        });
-                        frames = rest;
-                    }
-                    _ => break,
-                }
-            }
-            label.extend(pid);
-
-            // Root first: a location is a frame and the inlined frames that follow it.
-            let mut location_id = Vec::with_capacity(frames.len());
-            group.clear();
-            for &f in frames {
-                if profile.frames[f as usize].kind != FrameKind::Inlined && !group.is_empty() {
-                    location_id.push(b.location(&group));
-                    group.clear();
-                }
-                group.push(f);
-            }
-            if !group.is_empty() {
-                location_id.push(b.location(&group));
-            }
-            location_id.reverse();
-
-            let period_value = if nominal_period {
-                stack.samples.saturating_mul(period)
-            } else {
-                stack.period
-            };
-            samples.push(proto::Sample {
-                location_id,
-                value: vec![saturating_i64(stack.samples), saturating_i64(period_value)],
-                label,
-            });
+            samples.push(b.sample(profile, stack, &labels, nominal_period, &mut group));
         }
-
-        let mut comment = Vec::with_capacity(1 + meta.notes.len());
-        if !meta.target.is_empty() {
-            comment.push(b.strings.intern(&meta.target));
-        }
-        for note in &meta.notes {
-            comment.push(b.strings.intern(note));
-        }
+        let comment = b.comments(meta);
         let duration_nanos = if meta.duration_secs.is_finite() && meta.duration_secs > 0.0 {
             // `as` saturates, which is what an absurd duration deserves.
             (meta.duration_secs * 1e9).round() as i64
@@ -368,6 +311,87 @@ impl Pprof {
             comment,
             ..Default::default()
         })
+    }
+
+    /// The second value type: as configured, else what the profile measures.
+    fn value_type(&self, meta: &sprof_core::ProfileMeta) -> PprofValueType {
+        self.value_type.unwrap_or(match meta.measure {
+            sprof_core::Measure::Cpu => PprofValueType::Cpu,
+            sprof_core::Measure::Wall => PprofValueType::Wall,
+            sprof_core::Measure::OffCpu => PprofValueType::OffCpu,
+        })
+    }
+}
+
+/// String ids of the labels every sample may carry, and the pid label.
+struct LabelKeys {
+    comm: i64,
+    thread_name: i64,
+    pid: Option<proto::Label>,
+}
+
+impl Builder<'_> {
+    /// One pprof sample: Root frames become `comm`/`thread_name` labels, the rest locations,
+    /// leaf first, each location a frame with the inlined frames that follow it.
+    fn sample(
+        &mut self,
+        profile: &SymbolizedProfile,
+        stack: &sprof_core::SampledStack,
+        keys: &LabelKeys,
+        nominal_period: Option<u64>,
+        group: &mut Vec<u32>,
+    ) -> proto::Sample {
+        let mut label = Vec::with_capacity(3);
+        let mut frames = stack.frames.as_slice();
+        for key in [keys.comm, keys.thread_name] {
+            match frames.split_first() {
+                Some((&f, rest)) if profile.frames[f as usize].kind == FrameKind::Root => {
+                    let name = self.strings.intern(&profile.frames[f as usize].function);
+                    label.push(proto::Label {
+                        key,
+                        str: name,
+                        ..Default::default()
+                    });
+                    frames = rest;
+                }
+                _ => break,
+            }
+        }
+        label.extend(keys.pid);
+        let mut location_id = Vec::with_capacity(frames.len());
+        group.clear();
+        for &f in frames {
+            if profile.frames[f as usize].kind != FrameKind::Inlined && !group.is_empty() {
+                location_id.push(self.location(group));
+                group.clear();
+            }
+            group.push(f);
+        }
+        if !group.is_empty() {
+            location_id.push(self.location(group));
+        }
+        location_id.reverse();
+        let period_value = match nominal_period {
+            Some(period) => stack.samples.saturating_mul(period),
+            None => stack.period,
+        };
+        proto::Sample {
+            location_id,
+            value: vec![saturating_i64(stack.samples), saturating_i64(period_value)],
+            label,
+        }
+    }
+
+    /// The target, then the notes, as comments.
+    fn comments(&mut self, meta: &sprof_core::ProfileMeta) -> Vec<i64> {
+        let mut comment = Vec::with_capacity(1 + meta.notes.len());
+        if !meta.target.is_empty() {
+            comment.push(self.strings.intern(&meta.target));
+        }
+        for note in &meta.notes {
+            comment.push(self.strings.intern(note));
+        }
+        comment
     }
 }
 
@@ -596,159 +620,11 @@ pub fn profile_from_proto(p: &proto::Profile) -> Result<SymbolizedProfile, Pprof
     if strings.first().map(String::as_str) != Some("") {
         return Err(invalid("string_table[0] is not \"\""));
     }
+    let measure = read_measure(p)?;
+    let mut r = ProtoReader::index(p)?;
+    r.read_locations()?;
+    let (stacks, pid) = r.read_samples()?;
     let string = |i: i64| string_at(strings, i);
-    if p.sample_type.is_empty() {
-        return Err(invalid("no sample_type"));
-    }
-    for vt in &p.sample_type {
-        string(vt.r#type)?;
-        string(vt.unit)?;
-    }
-    // A wall or off-CPU profile says so in its second value type.
-    let measure = match p
-        .sample_type
-        .get(1)
-        .map(|vt| string(vt.r#type))
-        .transpose()?
-    {
-        Some("wall") => sprof_core::Measure::Wall,
-        Some("off_cpu") => sprof_core::Measure::OffCpu,
-        _ => sprof_core::Measure::Cpu,
-    };
-
-    let mut mappings: HashMap<u64, (&str, &proto::Mapping)> =
-        HashMap::with_capacity(p.mapping.len());
-    for m in &p.mapping {
-        if m.id == 0 || mappings.insert(m.id, (string(m.filename)?, m)).is_some() {
-            return Err(invalid(format!("mapping id {} is 0 or repeated", m.id)));
-        }
-    }
-    let mut functions: HashMap<u64, &proto::Function> = HashMap::with_capacity(p.function.len());
-    for f in &p.function {
-        for s in [f.name, f.system_name, f.filename] {
-            string(s)?;
-        }
-        if f.id == 0 || functions.insert(f.id, f).is_some() {
-            return Err(invalid(format!("function id {} is 0 or repeated", f.id)));
-        }
-    }
-
-    let mut frames: Vec<Frame> = Vec::new();
-    let mut frame_ids: HashMap<Frame, u32> = HashMap::new();
-    let mut intern = |frame: Frame| -> u32 {
-        *frame_ids.entry(frame).or_insert_with_key(|frame| {
-            frames.push(frame.clone());
-            (frames.len() - 1) as u32
-        })
-    };
-
-    // Each location's frames, root first.
-    let mut locations: HashMap<u64, Vec<u32>> = HashMap::with_capacity(p.location.len());
-    for loc in &p.location {
-        let mapping = match loc.mapping_id {
-            0 => None,
-            id => Some(*mappings.get(&id).ok_or_else(|| {
-                invalid(format!(
-                    "location {} refers to mapping {id}, which does not exist",
-                    loc.id
-                ))
-            })?),
-        };
-        let module = mapping.map(|(name, _)| name);
-        let mut ids = Vec::with_capacity(loc.line.len().max(1));
-        if loc.line.is_empty() {
-            let frame = match mapping {
-                Some((module, m)) => {
-                    let offset = loc
-                        .address
-                        .wrapping_sub(m.memory_start)
-                        .wrapping_add(m.file_offset);
-                    let mut f = Frame::bare(format!("{module}+{offset:#x}"), FrameKind::Unresolved);
-                    f.module = Some(module.to_string());
-                    f
-                }
-                None => Frame::bare("[unknown]", FrameKind::Unresolved),
-            };
-            ids.push(intern(frame));
-        }
-        for (n, line) in loc.line.iter().enumerate().rev() {
-            let function = functions.get(&line.function_id).ok_or_else(|| {
-                invalid(format!(
-                    "location {} refers to function {}, which does not exist",
-                    loc.id, line.function_id
-                ))
-            })?;
-            let inlined = n + 1 < loc.line.len();
-            ids.push(intern(frame_of(
-                strings, function, line.line, module, inlined,
-            )?));
-        }
-        if loc.id == 0 || locations.insert(loc.id, ids).is_some() {
-            return Err(invalid(format!("location id {} is 0 or repeated", loc.id)));
-        }
-    }
-
-    let mut pid = None;
-    let mut stacks: Vec<SampledStack> = Vec::with_capacity(p.sample.len());
-    let mut stack_ids: HashMap<Vec<u32>, usize> = HashMap::with_capacity(p.sample.len());
-    for (n, sample) in p.sample.iter().enumerate() {
-        if sample.value.len() != p.sample_type.len() {
-            return Err(invalid(format!(
-                "sample {n} has {} values for {} sample types",
-                sample.value.len(),
-                p.sample_type.len()
-            )));
-        }
-        let value = |i: usize| -> Result<u64, PprofReadError> {
-            let v = sample.value.get(i).copied().unwrap_or(0);
-            u64::try_from(v).map_err(|_| invalid(format!("sample {n} has a negative value {v}")))
-        };
-        let (samples, period) = (value(0)?, value(1)?);
-
-        let (mut process, mut thread) = (None, None);
-        for l in &sample.label {
-            let value = string(l.str)?;
-            string(l.num_unit)?;
-            match string(l.key)? {
-                "comm" if !value.is_empty() => process = Some(value),
-                "thread_name" if !value.is_empty() => thread = Some(value),
-                "pid" if l.str == 0 && pid.is_none() => pid = u32::try_from(l.num).ok(),
-                _ => {}
-            }
-        }
-        let mut stack = Vec::with_capacity(sample.location_id.len() + 2);
-        for name in [process, thread].into_iter().flatten() {
-            stack.push(intern(Frame::bare(name, FrameKind::Root)));
-        }
-        for id in sample.location_id.iter().rev() {
-            let loc = locations.get(id).ok_or_else(|| {
-                invalid(format!(
-                    "sample {n} refers to location {id}, which does not exist"
-                ))
-            })?;
-            stack.extend_from_slice(loc);
-            if stack.len() > MAX_STACK_FRAMES {
-                return Err(invalid(format!(
-                    "sample {n} has more than {MAX_STACK_FRAMES} frames"
-                )));
-            }
-        }
-        match stack_ids.get(&stack) {
-            Some(&i) => {
-                stacks[i].samples = stacks[i].samples.saturating_add(samples);
-                stacks[i].period = stacks[i].period.saturating_add(period);
-            }
-            None => {
-                stack_ids.insert(stack.clone(), stacks.len());
-                stacks.push(SampledStack {
-                    frames: stack,
-                    samples,
-                    period,
-                });
-            }
-        }
-    }
-
     let mut comments = p.comment.iter().map(|&c| string(c).map(str::to_string));
     let target = comments.next().transpose()?.unwrap_or_default();
     let notes = comments.collect::<Result<Vec<_>, _>>()?;
@@ -772,9 +648,212 @@ pub fn profile_from_proto(p: &proto::Profile) -> Result<SymbolizedProfile, Pprof
             measure,
             ..Default::default()
         },
-        frames,
+        frames: r.frames,
         stacks,
     })
+}
+
+/// Checks the sample types; a wall or off-CPU profile says so in its second one.
+fn read_measure(p: &proto::Profile) -> Result<sprof_core::Measure, PprofReadError> {
+    let string = |i: i64| string_at(&p.string_table, i);
+    if p.sample_type.is_empty() {
+        return Err(invalid("no sample_type"));
+    }
+    for vt in &p.sample_type {
+        string(vt.r#type)?;
+        string(vt.unit)?;
+    }
+    Ok(
+        match p
+            .sample_type
+            .get(1)
+            .map(|vt| string(vt.r#type))
+            .transpose()?
+        {
+            Some("wall") => sprof_core::Measure::Wall,
+            Some("off_cpu") => sprof_core::Measure::OffCpu,
+            _ => sprof_core::Measure::Cpu,
+        },
+    )
+}
+
+/// The decoding state of one profile: its indexed tables and the frames made so far.
+struct ProtoReader<'p> {
+    p: &'p proto::Profile,
+    mappings: HashMap<u64, (&'p str, &'p proto::Mapping)>,
+    functions: HashMap<u64, &'p proto::Function>,
+    frames: Vec<Frame>,
+    frame_ids: HashMap<Frame, u32>,
+    /// Each location's frames, root first.
+    locations: HashMap<u64, Vec<u32>>,
+}
+
+impl<'p> ProtoReader<'p> {
+    /// Indexes mappings and functions by id, checking their strings and ids.
+    fn index(p: &'p proto::Profile) -> Result<ProtoReader<'p>, PprofReadError> {
+        let string = |i: i64| string_at(&p.string_table, i);
+        let mut mappings = HashMap::with_capacity(p.mapping.len());
+        for m in &p.mapping {
+            if m.id == 0 || mappings.insert(m.id, (string(m.filename)?, m)).is_some() {
+                return Err(invalid(format!("mapping id {} is 0 or repeated", m.id)));
+            }
+        }
+        let mut functions = HashMap::with_capacity(p.function.len());
+        for f in &p.function {
+            for s in [f.name, f.system_name, f.filename] {
+                string(s)?;
+            }
+            if f.id == 0 || functions.insert(f.id, f).is_some() {
+                return Err(invalid(format!("function id {} is 0 or repeated", f.id)));
+            }
+        }
+        Ok(ProtoReader {
+            p,
+            mappings,
+            functions,
+            frames: Vec::new(),
+            frame_ids: HashMap::new(),
+            locations: HashMap::with_capacity(p.location.len()),
+        })
+    }
+
+    fn intern(&mut self, frame: Frame) -> u32 {
+        let frames = &mut self.frames;
+        *self.frame_ids.entry(frame).or_insert_with_key(|frame| {
+            frames.push(frame.clone());
+            (frames.len() - 1) as u32
+        })
+    }
+
+    /// Turns every location into its frames (inlined lines become frames of their own).
+    fn read_locations(&mut self) -> Result<(), PprofReadError> {
+        let p = self.p;
+        for loc in &p.location {
+            let mapping = match loc.mapping_id {
+                0 => None,
+                id => Some(*self.mappings.get(&id).ok_or_else(|| {
+                    invalid(format!(
+                        "location {} refers to mapping {id}, which does not exist",
+                        loc.id
+                    ))
+                })?),
+            };
+            let module = mapping.map(|(name, _)| name);
+            let mut ids = Vec::with_capacity(loc.line.len().max(1));
+            if loc.line.is_empty() {
+                let frame = match mapping {
+                    Some((module, m)) => {
+                        let offset = loc
+                            .address
+                            .wrapping_sub(m.memory_start)
+                            .wrapping_add(m.file_offset);
+                        let mut f =
+                            Frame::bare(format!("{module}+{offset:#x}"), FrameKind::Unresolved);
+                        f.module = Some(module.to_string());
+                        f
+                    }
+                    None => Frame::bare("[unknown]", FrameKind::Unresolved),
+                };
+                ids.push(self.intern(frame));
+            }
+            for (n, line) in loc.line.iter().enumerate().rev() {
+                let function = *self.functions.get(&line.function_id).ok_or_else(|| {
+                    invalid(format!(
+                        "location {} refers to function {}, which does not exist",
+                        loc.id, line.function_id
+                    ))
+                })?;
+                let inlined = n + 1 < loc.line.len();
+                let frame = frame_of(&p.string_table, function, line.line, module, inlined)?;
+                ids.push(self.intern(frame));
+            }
+            if loc.id == 0 || self.locations.insert(loc.id, ids).is_some() {
+                return Err(invalid(format!("location id {} is 0 or repeated", loc.id)));
+            }
+        }
+        Ok(())
+    }
+
+    /// The samples as stacks (identical ones merged), and the pid label's value.
+    fn read_samples(&mut self) -> Result<(Vec<SampledStack>, Option<u32>), PprofReadError> {
+        let p = self.p;
+        let mut pid = None;
+        let mut stacks: Vec<SampledStack> = Vec::with_capacity(p.sample.len());
+        let mut stack_ids: HashMap<Vec<u32>, usize> = HashMap::with_capacity(p.sample.len());
+        for (n, sample) in p.sample.iter().enumerate() {
+            if sample.value.len() != p.sample_type.len() {
+                return Err(invalid(format!(
+                    "sample {n} has {} values for {} sample types",
+                    sample.value.len(),
+                    p.sample_type.len()
+                )));
+            }
+            let value = |i: usize| -> Result<u64, PprofReadError> {
+                let v = sample.value.get(i).copied().unwrap_or(0);
+                u64::try_from(v)
+                    .map_err(|_| invalid(format!("sample {n} has a negative value {v}")))
+            };
+            let (samples, period) = (value(0)?, value(1)?);
+            let stack = self.sample_stack(n, sample, &mut pid)?;
+            match stack_ids.get(&stack) {
+                Some(&i) => {
+                    stacks[i].samples = stacks[i].samples.saturating_add(samples);
+                    stacks[i].period = stacks[i].period.saturating_add(period);
+                }
+                None => {
+                    stack_ids.insert(stack.clone(), stacks.len());
+                    stacks.push(SampledStack {
+                        frames: stack,
+                        samples,
+                        period,
+                    });
+                }
+            }
+        }
+        Ok((stacks, pid))
+    }
+
+    /// Sample `n`'s frames, root first: its comm and thread_name labels as Root frames, then
+    /// its locations.
+    fn sample_stack(
+        &mut self,
+        n: usize,
+        sample: &proto::Sample,
+        pid: &mut Option<u32>,
+    ) -> Result<Vec<u32>, PprofReadError> {
+        let strings = &self.p.string_table;
+        let string = |i: i64| string_at(strings, i);
+        let (mut process, mut thread) = (None, None);
+        for l in &sample.label {
+            let value = string(l.str)?;
+            string(l.num_unit)?;
+            match string(l.key)? {
+                "comm" if !value.is_empty() => process = Some(value),
+                "thread_name" if !value.is_empty() => thread = Some(value),
+                "pid" if l.str == 0 && pid.is_none() => *pid = u32::try_from(l.num).ok(),
+                _ => {}
+            }
+        }
+        let mut stack = Vec::with_capacity(sample.location_id.len() + 2);
+        for name in [process, thread].into_iter().flatten() {
+            let root = Frame::bare(name, FrameKind::Root);
+            stack.push(self.intern(root));
+        }
+        for id in sample.location_id.iter().rev() {
+            let loc = self.locations.get(id).ok_or_else(|| {
+                invalid(format!(
+                    "sample {n} refers to location {id}, which does not exist"
+                ))
+            })?;
+            stack.extend_from_slice(loc);
+            if stack.len() > MAX_STACK_FRAMES {
+                return Err(invalid(format!(
+                    "sample {n} has more than {MAX_STACK_FRAMES} frames"
+                )));
+            }
+        }
+        Ok(stack)
+    }
 }
 
 /// String `i` of the string table.

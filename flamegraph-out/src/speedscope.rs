@@ -81,16 +81,14 @@ impl Exporter for Speedscope {
     fn export(&self, profile: &SymbolizedProfile, out: &mut dyn Write) -> Result<(), ExportError> {
         let use_period = profile.total_period() > 0;
         let unit = if use_period { "nanoseconds" } else { "none" };
-
-        let mut shared: Vec<FrameInfo<'_>> = Vec::new();
-        let mut shared_ids: HashMap<FrameKey<'_>, usize> = HashMap::new();
-        // Per profile frame: its shared frame, once used.
-        let mut frame_ids: Vec<Option<usize>> = vec![None; profile.frames.len()];
-
+        let mut shared = SharedFrames {
+            frames: Vec::new(),
+            ids: HashMap::new(),
+            of_profile: vec![None; profile.frames.len()],
+        };
         // (process, thread) root names → index into `groups`.
         let mut group_ids: HashMap<(Option<&str>, Option<&str>), usize> = HashMap::new();
         let mut groups: Vec<(String, Samples)> = Vec::new();
-
         for i in 0..profile.stacks.len() {
             let stack = checked_stack(profile, i)?;
             let weight = if use_period {
@@ -109,87 +107,28 @@ impl Exporter for Speedscope {
                 .map(|f| f.function.as_str());
             let key = (roots.next(), roots.next());
             let group = *group_ids.entry(key).or_insert_with(|| {
-                let name = match key {
-                    (Some(process), Some(thread)) => format!("{process}: {thread}"),
-                    (Some(process), None) => process.to_string(),
-                    _ if !profile.meta.target.is_empty() => profile.meta.target.clone(),
-                    _ => "[unknown]".to_string(),
-                };
-                groups.push((name, Vec::new()));
+                groups.push((group_name(key, profile), Vec::new()));
                 groups.len() - 1
             });
-
-            let mut sample = Vec::with_capacity(stack.frames.len());
-            for &f in &stack.frames {
-                let frame = &profile.frames[f as usize];
-                if frame.kind == FrameKind::Root {
-                    continue;
-                }
-                let id = match frame_ids[f as usize] {
-                    Some(id) => id,
-                    None => {
-                        let label = frame_label(frame);
-                        let key = (label, frame.file.as_deref(), frame.line);
-                        let next = shared.len();
-                        let id = *shared_ids.entry(key).or_insert_with_key(|key| {
-                            shared.push(FrameInfo {
-                                name: key.0.clone(),
-                                file: key.1,
-                                line: key.2,
-                            });
-                            next
-                        });
-                        frame_ids[f as usize] = Some(id);
-                        id
-                    }
-                };
-                sample.push(id);
-            }
+            let sample: Vec<usize> = stack
+                .frames
+                .iter()
+                .filter(|&&f| profile.frames[f as usize].kind != FrameKind::Root)
+                .map(|&f| shared.id(profile, f))
+                .collect();
             groups[group].1.push((sample, weight));
         }
-
-        let mut profiles: Vec<Profile> = groups
-            .into_iter()
-            .map(|(name, mut samples)| {
-                samples.sort_by(|a, b| {
-                    names(&shared, &a.0)
-                        .cmp(names(&shared, &b.0))
-                        .then_with(|| a.0.cmp(&b.0))
-                });
-                let (samples, weights): (Vec<_>, Vec<_>) = samples.into_iter().unzip();
-                Profile {
-                    kind: "sampled",
-                    name,
-                    unit,
-                    start_value: 0,
-                    end_value: weights.iter().fold(0u64, |a, &w| a.saturating_add(w)),
-                    samples,
-                    weights,
-                }
-            })
-            .collect();
-        profiles.sort_by(|a, b| b.end_value.cmp(&a.end_value).then(a.name.cmp(&b.name)));
         let name = if profile.meta.target.is_empty() {
             "sprofd profile"
         } else {
             profile.meta.target.as_str()
         };
-        if profiles.is_empty() {
-            profiles.push(Profile {
-                kind: "sampled",
-                name: name.to_string(),
-                unit,
-                start_value: 0,
-                end_value: 0,
-                samples: Vec::new(),
-                weights: Vec::new(),
-            });
-        }
-
         let file = File {
             schema: SPEEDSCOPE_SCHEMA,
-            shared: Shared { frames: shared },
-            profiles,
+            profiles: profiles_of(groups, &shared.frames, unit, name),
+            shared: Shared {
+                frames: shared.frames,
+            },
             name,
             active_profile_index: 0,
             exporter: EXPORTER,
@@ -199,6 +138,89 @@ impl Exporter for Speedscope {
         w.flush()?;
         Ok(())
     }
+}
+
+/// The shared frame table: one entry per distinct (label, file, line).
+struct SharedFrames<'a> {
+    frames: Vec<FrameInfo<'a>>,
+    ids: HashMap<FrameKey<'a>, usize>,
+    /// Per profile frame: its shared frame, once used.
+    of_profile: Vec<Option<usize>>,
+}
+
+impl<'a> SharedFrames<'a> {
+    fn id(&mut self, profile: &'a SymbolizedProfile, f: u32) -> usize {
+        if let Some(id) = self.of_profile[f as usize] {
+            return id;
+        }
+        let frame = &profile.frames[f as usize];
+        let key = (frame_label(frame), frame.file.as_deref(), frame.line);
+        let next = self.frames.len();
+        let frames = &mut self.frames;
+        let id = *self.ids.entry(key).or_insert_with_key(|key| {
+            frames.push(FrameInfo {
+                name: key.0.clone(),
+                file: key.1,
+                line: key.2,
+            });
+            next
+        });
+        self.of_profile[f as usize] = Some(id);
+        id
+    }
+}
+
+/// A per-thread profile's name: `process: thread`, `process`, or the target.
+fn group_name(key: (Option<&str>, Option<&str>), profile: &SymbolizedProfile) -> String {
+    match key {
+        (Some(process), Some(thread)) => format!("{process}: {thread}"),
+        (Some(process), None) => process.to_string(),
+        _ if !profile.meta.target.is_empty() => profile.meta.target.clone(),
+        _ => "[unknown]".to_string(),
+    }
+}
+
+/// One sampled profile per group, busiest first (speedscope opens the first); at least one,
+/// so that an empty profile still opens.
+fn profiles_of(
+    groups: Vec<(String, Samples)>,
+    shared: &[FrameInfo<'_>],
+    unit: &'static str,
+    name: &str,
+) -> Vec<Profile> {
+    let mut profiles: Vec<Profile> = groups
+        .into_iter()
+        .map(|(name, mut samples)| {
+            samples.sort_by(|a, b| {
+                names(shared, &a.0)
+                    .cmp(names(shared, &b.0))
+                    .then_with(|| a.0.cmp(&b.0))
+            });
+            let (samples, weights): (Vec<_>, Vec<_>) = samples.into_iter().unzip();
+            Profile {
+                kind: "sampled",
+                name,
+                unit,
+                start_value: 0,
+                end_value: weights.iter().fold(0u64, |a, &w| a.saturating_add(w)),
+                samples,
+                weights,
+            }
+        })
+        .collect();
+    profiles.sort_by(|a, b| b.end_value.cmp(&a.end_value).then(a.name.cmp(&b.name)));
+    if profiles.is_empty() {
+        profiles.push(Profile {
+            kind: "sampled",
+            name: name.to_string(),
+            unit,
+            start_value: 0,
+            end_value: 0,
+            samples: Vec::new(),
+            weights: Vec::new(),
+        });
+    }
+    profiles
 }
 
 /// The names of a sample's frames, root first.
