@@ -105,41 +105,7 @@ pub fn parse_record<'a>(
     let mut c = Cursor::new(body);
     match kind {
         sys::PERF_RECORD_SAMPLE => parse_sample(&mut c, layout).map(Event::Sample),
-        sys::PERF_RECORD_MMAP2 => {
-            let pid = c.u32()?;
-            let tid = c.u32()?;
-            let addr = c.u64()?;
-            let len = c.u64()?;
-            let pgoff = c.u64()?;
-            let maj = c.u32()?;
-            let min = c.u32()?;
-            let ino = c.u64()?;
-            let _ino_generation = c.u64()?;
-            let prot = c.u32()?;
-            let _flags = c.u32()?;
-            let path = c.cstr()?;
-            let (path, deleted) = match path.strip_suffix(" (deleted)") {
-                Some(p) => (p.to_string(), true),
-                None => (path, false),
-            };
-            let kind = classify(&path, ino);
-            Some(Event::Mmap(MmapEvent {
-                pid: Pid(pid),
-                tid: Tid(tid),
-                mapping: Mapping {
-                    start: addr,
-                    end: addr.checked_add(len)?,
-                    file_offset: pgoff,
-                    dev_major: maj,
-                    dev_minor: min,
-                    inode: ino,
-                    path,
-                    kind,
-                    executable: prot & libc::PROT_EXEC as u32 != 0,
-                    deleted,
-                },
-            }))
-        }
+        sys::PERF_RECORD_MMAP2 => parse_mmap2(&mut c),
         sys::PERF_RECORD_COMM => {
             let pid = c.u32()?;
             let tid = c.u32()?;
@@ -195,6 +161,43 @@ pub fn parse_record<'a>(
         PERF_RECORD_UNTHROTTLE => Some(Event::Throttle { unthrottle: true }),
         _ => None,
     }
+}
+
+/// A `PERF_RECORD_MMAP2` body: the mapping, its file identity and protection.
+fn parse_mmap2(c: &mut Cursor<'_>) -> Option<Event<'static>> {
+    let pid = c.u32()?;
+    let tid = c.u32()?;
+    let addr = c.u64()?;
+    let len = c.u64()?;
+    let pgoff = c.u64()?;
+    let maj = c.u32()?;
+    let min = c.u32()?;
+    let ino = c.u64()?;
+    let _ino_generation = c.u64()?;
+    let prot = c.u32()?;
+    let _flags = c.u32()?;
+    let path = c.cstr()?;
+    let (path, deleted) = match path.strip_suffix(" (deleted)") {
+        Some(p) => (p.to_string(), true),
+        None => (path, false),
+    };
+    let kind = classify(&path, ino);
+    Some(Event::Mmap(MmapEvent {
+        pid: Pid(pid),
+        tid: Tid(tid),
+        mapping: Mapping {
+            start: addr,
+            end: addr.checked_add(len)?,
+            file_offset: pgoff,
+            dev_major: maj,
+            dev_minor: min,
+            inode: ino,
+            path,
+            kind,
+            executable: prot & libc::PROT_EXEC as u32 != 0,
+            deleted,
+        },
+    }))
 }
 
 fn parse_sample<'a>(c: &mut Cursor<'a>, layout: &SampleLayout) -> Option<Sample<'a>> {
