@@ -159,8 +159,9 @@ pub enum EventArg {
     Cycles,
 }
 
+/// The sampling options every profiling command takes (attach, record, top).
 #[derive(Debug, Args)]
-pub struct ProfileOpts {
+pub struct SamplingOpts {
     /// Samples per second per thread.
     #[arg(
         short = 'F',
@@ -170,32 +171,14 @@ pub struct ProfileOpts {
     )]
     pub frequency: u64,
 
-    /// Stop after this many seconds (fractions allowed). Default: until Ctrl-C, SIGTERM or
-    /// the target exits.
+    /// Stop after this many seconds (fractions allowed). Default: until Ctrl-C (q in top),
+    /// SIGTERM or the target exits.
     #[arg(short = 'd', long = "duration", value_name = "SECS")]
     pub duration: Option<f64>,
-
-    /// Rewrite every output every SECS seconds with everything gathered so far (each write
-    /// atomic); SIGUSR1 writes them at once. The final write at the end is as usual.
-    #[arg(long = "dump-every", value_name = "SECS")]
-    pub dump_every: Option<f64>,
-
-    /// Output file, repeatable; the format follows the extension: .svg flamegraph,
-    /// .folded collapsed stacks, .txt statprof table. Default: sprofd-<comm>-<pid>-<time>.svg.
-    #[arg(short = 'o', long = "output", value_name = "PATH")]
-    pub output: Vec<PathBuf>,
 
     /// Include kernel frames (needs root, CAP_PERFMON or kernel.perf_event_paranoid <= 1).
     #[arg(long)]
     pub kernel: bool,
-
-    /// Do not print the table to stdout.
-    #[arg(short, long)]
-    pub quiet: bool,
-
-    /// Table rows per source line (file:line:function) instead of per function.
-    #[arg(long = "by-line")]
-    pub by_line: bool,
 
     /// How to walk user stacks.
     #[arg(long, value_enum, default_value_t = UnwindArg::Auto)]
@@ -209,23 +192,49 @@ pub struct ProfileOpts {
     #[arg(short = 'e', long = "event", value_enum, default_value_t = EventArg::CpuClock)]
     pub event: EventArg,
 
-    /// What time to measure. wall and off-cpu sample every context switch (the kernel thins
-    /// the samples of busy switchers to about -F per thread and second) and need root,
-    /// CAP_PERFMON or kernel.perf_event_paranoid <= 1.
+    /// What time to measure. wall and off-cpu time every context switch from the kernel's
+    /// switch records and sample the stacks (threads switching more than ~2000 times a second
+    /// are thinned, and the footer says so); they need root, CAP_PERFMON or
+    /// kernel.perf_event_paranoid <= 1.
     #[arg(long, value_enum, default_value_t = ModeArg::Cpu)]
     pub mode: ModeArg,
 
-    /// How Python processes are shown (CPython 3.11-3.13, read from outside the process:
-    /// the target is never paused or signalled).
+    /// How Python processes are shown (CPython 3.8-3.13, read from outside the process: the
+    /// target is never paused or signalled); native: Python frames are not read.
     #[arg(long = "python-view", value_enum, default_value_t = PythonViewArg::Python)]
     pub python_view: PythonViewArg,
+}
+
+#[derive(Debug, Args)]
+pub struct ProfileOpts {
+    #[command(flatten)]
+    pub sampling: SamplingOpts,
+
+    /// Rewrite every output every SECS seconds with everything gathered so far (each write
+    /// atomic); SIGUSR1 writes them at once. The final write at the end is as usual.
+    #[arg(long = "dump-every", value_name = "SECS")]
+    pub dump_every: Option<f64>,
+
+    /// Output file, repeatable; the format follows the extension: .svg flamegraph,
+    /// .folded collapsed stacks, .txt statprof table, .pb.gz/.pprof pprof,
+    /// .speedscope.json speedscope. Default: sprofd-<comm>-<pid>-<time>.svg.
+    #[arg(short = 'o', long = "output", value_name = "PATH")]
+    pub output: Vec<PathBuf>,
+
+    /// Do not print the table to stdout.
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// Table rows per source line (file:line:function) instead of per function.
+    #[arg(long = "by-line")]
+    pub by_line: bool,
 
     /// Rows in the printed table.
     #[arg(long = "rows", value_name = "N", default_value_t = 30)]
     pub rows: usize,
 
     /// Print session statistics on stderr at the end: unwind time per sample (median, p99),
-    /// stack-copy fill, modules read, symbolization time.
+    /// stack-copy fill, modules read, symbolization time, Python and off-CPU counters.
     #[arg(short = 'v', long)]
     pub verbose: bool,
 
@@ -238,49 +247,12 @@ pub struct ProfileOpts {
 /// `sprofd top`'s options: attach/record's sampling options, without outputs.
 #[derive(Debug, Args)]
 pub struct TopOpts {
-    /// Samples per second per thread.
-    #[arg(
-        short = 'F',
-        long = "frequency",
-        value_name = "HZ",
-        default_value_t = 99
-    )]
-    pub frequency: u64,
-
-    /// Stop after this many seconds (fractions allowed). Default: until `q` or the target
-    /// exits.
-    #[arg(short = 'd', long = "duration", value_name = "SECS")]
-    pub duration: Option<f64>,
+    #[command(flatten)]
+    pub sampling: SamplingOpts,
 
     /// Length of the sliding window of the "last" columns, in whole seconds.
     #[arg(short = 'w', long = "window", value_name = "SECS", default_value_t = 5)]
     pub window: u64,
-
-    /// Include kernel frames (needs root, CAP_PERFMON or kernel.perf_event_paranoid <= 1).
-    #[arg(long)]
-    pub kernel: bool,
-
-    /// How to walk user stacks.
-    #[arg(long, value_enum, default_value_t = UnwindArg::Auto)]
-    pub unwind: UnwindArg,
-
-    /// Bytes of user stack copied per sample for DWARF unwinding (multiple of 8, at most 65528).
-    #[arg(long = "stack-size", value_name = "BYTES", default_value_t = crate::config::DEFAULT_STACK_SIZE)]
-    pub stack_size: u32,
-
-    /// The event that drives sampling.
-    #[arg(short = 'e', long = "event", value_enum, default_value_t = EventArg::CpuClock)]
-    pub event: EventArg,
-
-    /// The Python view to start in (`p` switches while running); `native`: Python frames
-    /// are not read at all.
-    #[arg(long = "python-view", value_enum, default_value_t = PythonViewArg::Python)]
-    pub python_view: PythonViewArg,
-
-    /// What time to measure (as for attach and record): shares of CPU, of wall-clock time,
-    /// or of time switched out.
-    #[arg(long, value_enum, default_value_t = ModeArg::Cpu)]
-    pub mode: ModeArg,
 }
 
 impl TopOpts {
@@ -295,18 +267,11 @@ impl TopOpts {
         }
         let window = std::time::Duration::from_secs(self.window);
         let session = ProfileOpts {
-            frequency: self.frequency,
-            duration: self.duration,
+            sampling: self.sampling,
             dump_every: None,
             output: Vec::new(),
-            kernel: self.kernel,
             quiet: true,
             by_line: false,
-            unwind: self.unwind,
-            stack_size: self.stack_size,
-            event: self.event,
-            python_view: self.python_view,
-            mode: self.mode,
             rows: 0,
             verbose: false,
             save_events: None,
@@ -344,18 +309,18 @@ impl ProfileOpts {
         target: Target,
         max_rate: Option<u64>,
     ) -> Result<SessionConfig, UsageError> {
-        if self.frequency == 0 {
+        if self.sampling.frequency == 0 {
             return Err(UsageError::ZeroFrequency);
         }
         if let Some(max) = max_rate {
-            if self.frequency > max {
+            if self.sampling.frequency > max {
                 return Err(UsageError::FrequencyTooHigh {
-                    asked: self.frequency,
+                    asked: self.sampling.frequency,
                     max,
                 });
             }
         }
-        let duration = match self.duration {
+        let duration = match self.sampling.duration {
             Some(d) if !(d.is_finite() && d > 0.0 && d < 1e9) => {
                 return Err(UsageError::BadDuration(d))
             }
@@ -368,8 +333,11 @@ impl ProfileOpts {
             }
             d => d.map(std::time::Duration::from_secs_f64),
         };
-        if self.stack_size == 0 || !self.stack_size.is_multiple_of(8) || self.stack_size > 65528 {
-            return Err(UsageError::BadStackSize(self.stack_size));
+        if self.sampling.stack_size == 0
+            || !self.sampling.stack_size.is_multiple_of(8)
+            || self.sampling.stack_size > 65528
+        {
+            return Err(UsageError::BadStackSize(self.sampling.stack_size));
         }
         let outputs = self
             .output
@@ -378,20 +346,20 @@ impl ProfileOpts {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(SessionConfig {
             target,
-            frequency: self.frequency,
+            frequency: self.sampling.frequency,
             duration,
             dump_every,
             outputs,
-            kernel: self.kernel,
+            kernel: self.sampling.kernel,
             quiet: self.quiet,
             by_line: self.by_line,
-            unwind: match self.unwind {
+            unwind: match self.sampling.unwind {
                 UnwindArg::Auto => sprof_unwind::UnwindMode::Auto,
                 UnwindArg::Fp => sprof_unwind::UnwindMode::FramePointer,
                 UnwindArg::Dwarf => sprof_unwind::UnwindMode::Dwarf,
             },
-            stack_size: self.stack_size,
-            event: match self.event {
+            stack_size: self.sampling.stack_size,
+            event: match self.sampling.event {
                 EventArg::CpuClock => sprof_perf::EventKind::CpuClock,
                 EventArg::TaskClock => sprof_perf::EventKind::TaskClock,
                 EventArg::Cycles => sprof_perf::EventKind::Cycles,
@@ -399,12 +367,12 @@ impl ProfileOpts {
             rows: self.rows,
             verbose: self.verbose,
             save_events: self.save_events,
-            mode: match self.mode {
+            mode: match self.sampling.mode {
                 ModeArg::Cpu => sprof_perf::TimeMode::Cpu,
                 ModeArg::Wall => sprof_perf::TimeMode::Wall,
                 ModeArg::OffCpu => sprof_perf::TimeMode::OffCpu,
             },
-            python: match self.python_view {
+            python: match self.sampling.python_view {
                 PythonViewArg::Python => Some(sprof_core::PythonView::Python),
                 PythonViewArg::Mixed => Some(sprof_core::PythonView::Mixed),
                 PythonViewArg::Native => None,

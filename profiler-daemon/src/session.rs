@@ -403,7 +403,7 @@ pub fn run(config: SessionConfig) -> anyhow::Result<i32> {
     );
     status.clear();
     // Threads still switched out were off the CPU until now.
-    engine.settle(monotonic_ns());
+    engine.settle(sprof_perf::sys::monotonic_ns());
     forward_signal(&mut profiled, reason);
     let failed = finish(
         &config,
@@ -758,17 +758,6 @@ fn print_statistics(engine: &Engine, profiles: &Profiles, source: &dyn EventSour
     for line in engine.hook_reports() {
         eprintln!("sprofd: stats: {line}");
     }
-}
-
-/// CLOCK_MONOTONIC now, in nanoseconds: the clock of perf sample times (`use_clockid`).
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec into the valid, exclusively borrowed `ts`.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64).wrapping_mul(1_000_000_000) + ts.tv_nsec as u64
 }
 
 fn default_output(comm: &str, pid: Pid) -> anyhow::Result<PreparedOutput> {

@@ -97,16 +97,6 @@ impl Default for PythonHook {
     }
 }
 
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec into the valid, exclusively borrowed `ts`.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64).wrapping_mul(1_000_000_000) + ts.tv_nsec as u64
-}
-
 impl PythonHook {
     pub fn new() -> PythonHook {
         PythonHook {
@@ -320,7 +310,7 @@ impl SampleHook for PythonHook {
         };
         if self.skews_ns.len() < MAX_SKEWS && sample.time > 0 {
             self.skews_ns
-                .push(monotonic_ns().saturating_sub(sample.time));
+                .push(sprof_perf::sys::monotonic_ns().saturating_sub(sample.time));
         }
         let walker = cx.walker;
         let tracked = &mut **tracked;
