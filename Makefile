@@ -4,7 +4,7 @@ CARGO ?= cargo
 SPROFD := target/release/sprofd
 CC ?= cc
 
-.PHONY: all build demo test lint fmt bench install clean
+.PHONY: all build demo test lint fmt bench install clean wheel package-test man completions
 
 all: build
 
@@ -24,6 +24,23 @@ test: build
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 	SPROFD_BIN=$(CURDIR)/$(SPROFD) $(CARGO) test --release --workspace
+	$(MAKE) --no-print-directory package-test
+
+# The wheel (maturin, bindings = "bin"): target/wheels/sprofd-*.whl.
+wheel:
+	python3 -m maturin build --release -o target/wheels
+
+# Build the wheel, install it into a fresh venv and profile a Python script with it.
+package-test: build
+	bash tests/package/wheel.sh
+
+# The man page and shell completions, generated from the CLI definition.
+man: build
+	mkdir -p target/man && $(SPROFD) manpage > target/man/sprofd.1
+
+completions: build
+	mkdir -p target/completions
+	for sh in bash zsh fish; do $(SPROFD) completions $$sh > target/completions/sprofd.$$sh; done
 
 lint:
 	$(CARGO) fmt --all -- --check

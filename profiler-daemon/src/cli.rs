@@ -15,7 +15,13 @@ use crate::config::{DiffConfig, DiffKind, OutputSpec, SessionConfig, Target, Top
 /// modifying it, then writes an interactive SVG flamegraph (or folded stacks, or a table) and
 /// prints a statprof-style table of where CPU time went.
 #[derive(Debug, Parser)]
-#[command(name = "sprofd", version, about, long_about = None, arg_required_else_help = true)]
+#[command(
+    name = "sprofd",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("SPROFD_COMMIT"), ")"),
+    about,
+    long_about = None,
+    arg_required_else_help = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -57,6 +63,17 @@ pub enum Command {
     /// differential folded stacks, and a table of the largest changes.
     #[command(arg_required_else_help = true)]
     Diff(DiffArgs),
+    /// Print a shell completion script: `source <(sprofd completions bash)`, or install it
+    /// where your shell looks (e.g. /usr/share/bash-completion/completions/sprofd).
+    #[command(arg_required_else_help = true)]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), generated from this command line's definition.
+    #[command(hide = true)]
+    Manpage,
 }
 
 #[derive(Debug, Args)]
@@ -395,7 +412,7 @@ mod tests {
             Command::Record { opts, command } => {
                 opts.into_config(Target::Command(command), Some(100_000))
             }
-            Command::Diff(_) | Command::Top { .. } => panic!("not attach or record"),
+            _ => panic!("not attach or record"),
         }
     }
 

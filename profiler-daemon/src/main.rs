@@ -43,6 +43,22 @@ fn main() {
         Command::Record { opts, command } => {
             profile(opts.into_config(Target::Command(command), max_rate()))
         }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "sprofd", &mut std::io::stdout());
+            0
+        }
+        Command::Manpage => {
+            use clap::CommandFactory;
+            match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("sprofd: error: writing the man page: {e}");
+                    1
+                }
+            }
+        }
         Command::Top { pid, opts, command } => {
             let target = match pid {
                 Some(pid) => Target::Pid(pid),
