@@ -17,9 +17,11 @@ trap 'rm -rf "$venv"' EXIT
 python3 -m venv "$venv"
 "$venv/bin/pip" install -q "$wheel"
 [[ -x $venv/bin/sprofd ]] || fail "the wheel put no sprofd in $venv/bin"
-"$venv/bin/sprofd" --version | grep -q "^sprofd 0.1.0 (commit " || fail "sprofd --version"
+version=$("$venv/bin/sprofd" --version)
+grep -q "^sprofd 0.1.0 (commit " <<<"$version" || fail "sprofd --version: $version"
 # pip show reads the metadata a Python user sees.
-"$venv/bin/pip" show sprofd | grep -q "^Summary: A sampling profiler" || fail "package summary"
+show=$("$venv/bin/pip" show sprofd)
+grep -q "^Summary: A sampling profiler" <<<"$show" || fail "package summary: $show"
 if [[ $(id -u) != 0 && ${SPROFD_REQUIRE_LIVE:-0} != 1 ]]; then
 	echo "package-test: SKIP the live profile (needs root)"
 	echo "package-test: 1 passed, 0 failed, 1 skipped"
