@@ -225,6 +225,85 @@ fn frame_address(
         })
 }
 
+impl PythonHook {
+    /// Detects the interpreter of `pid` when it is unknown, or not ready and due again.
+    fn ensure_detected(&mut self, pid: Pid, walker: &StackWalker) {
+        let state = self.procs.entry(pid).or_insert(ProcState::Unknown);
+        let redo = match state {
+            ProcState::Unknown => true,
+            ProcState::NotReady { next } => Instant::now() >= *next,
+            _ => false,
+        };
+        if redo {
+            let s = self.detect(pid, walker);
+            self.procs.insert(pid, s);
+        }
+    }
+
+    fn count_outcome(&mut self, outcome: &crate::MergeOutcome) {
+        self.stats.frames += self.py.len() as u64;
+        if outcome.consistent {
+            self.stats.consistent += 1;
+        }
+        self.stats.advanced += u64::from(outcome.dropped_groups > 0);
+        self.stats.unavailable += u64::from(outcome.unavailable_evals > 0);
+        self.stats.no_eval_frame += u64::from(outcome.no_eval_frame);
+    }
+
+    /// The merged stack as engine frames, into `frames` (cleared first).
+    fn emit(
+        &mut self,
+        frames: &mut Vec<FrameKey>,
+        functions: &mut dyn FnMut(InterpFunction) -> u32,
+    ) {
+        frames.clear();
+        for i in 0..self.merged.len() {
+            let key = match self.merged[i] {
+                Merged::Native(k) => k,
+                Merged::Python(f) => FrameKey::Interp {
+                    func: self.function_id(f.code, functions),
+                    line: f.line,
+                },
+                Merged::Marker(m) => FrameKey::Marker(match m {
+                    MergeMarker::StackAdvanced => Marker::InterpAdvanced,
+                    MergeMarker::FrameUnavailable => Marker::InterpUnavailable,
+                    MergeMarker::NoEvalFrame => Marker::InterpUnplaced,
+                }),
+            };
+            frames.push(key);
+        }
+    }
+}
+
+/// Reads thread `tid`'s Python frames, anchored to the sample's stack copy when there is one.
+/// Returns the read and whether it was anchored.
+fn read_stack(
+    stats: &mut PythonStats,
+    reader: &mut PythonProcess,
+    codes: &mut CodeTable,
+    out: &mut Vec<PyFrame>,
+    tid: u32,
+    at: Option<SampleStack<'_>>,
+) -> (Result<bool, crate::PyError>, bool) {
+    match at {
+        Some(at) => {
+            let before = reader.stats();
+            let r = reader.read_thread_at(tid, at, codes, out);
+            let after = reader.stats();
+            stats.anchored += after.anchored - before.anchored;
+            stats.anchor_moved += after.anchor_moved - before.anchor_moved;
+            stats.unanchored += after.unanchored - before.unanchored;
+            (r, after.anchored > before.anchored)
+        }
+        None => {
+            let r = reader.read_thread(tid, codes, out);
+            // Counted like the reader counts `unanchored`: threads with a thread state.
+            stats.no_stack_copy += u64::from(!matches!(r, Ok(false)));
+            (r, false)
+        }
+    }
+}
+
 impl SampleHook for PythonHook {
     fn on_event(&mut self, event: &Event<'_>, _walker: &StackWalker) {
         match event {
@@ -264,19 +343,11 @@ impl SampleHook for PythonHook {
         frames: &mut Vec<FrameKey>,
         _weight: &mut u64,
     ) {
-        let state = self.procs.entry(sample.pid).or_insert(ProcState::Unknown);
-        let redo = match state {
-            ProcState::Unknown => true,
-            ProcState::NotReady { next } => Instant::now() >= *next,
-            _ => false,
-        };
-        if redo {
-            let s = self.detect(sample.pid, cx.walker);
-            self.procs.insert(sample.pid, s);
-        }
+        self.ensure_detected(sample.pid, cx.walker);
         let Some(ProcState::Python(tracked)) = self.procs.get_mut(&sample.pid) else {
             return;
         };
+        let tracked = &mut **tracked;
         let at = sample
             .user_regs
             .filter(|_| !sample.user_stack.is_empty())
@@ -284,36 +355,19 @@ impl SampleHook for PythonHook {
                 sp: regs.sp,
                 bytes: sample.user_stack,
             });
-        let mut anchored = false;
-        let read = match at {
-            Some(at) => {
-                let before = tracked.reader.stats();
-                let r =
-                    tracked
-                        .reader
-                        .read_thread_at(sample.tid.0, at, &mut self.codes, &mut self.py);
-                let after = tracked.reader.stats();
-                self.stats.anchored += after.anchored - before.anchored;
-                self.stats.anchor_moved += after.anchor_moved - before.anchor_moved;
-                self.stats.unanchored += after.unanchored - before.unanchored;
-                anchored = after.anchored > before.anchored;
-                r
-            }
-            None => {
-                let r = tracked
-                    .reader
-                    .read_thread(sample.tid.0, &mut self.codes, &mut self.py);
-                // Counted like the reader counts `unanchored`: threads with a thread state.
-                self.stats.no_stack_copy += u64::from(!matches!(r, Ok(false)));
-                r
-            }
-        };
+        let (read, anchored) = read_stack(
+            &mut self.stats,
+            &mut tracked.reader,
+            &mut self.codes,
+            &mut self.py,
+            sample.tid.0,
+            at,
+        );
         if self.skews_ns.len() < MAX_SKEWS && sample.time > 0 {
             self.skews_ns
                 .push(sprof_perf::sys::monotonic_ns().saturating_sub(sample.time));
         }
         let walker = cx.walker;
-        let tracked = &mut **tracked;
         let modules = &tracked.interp_modules;
         let is_eval = eval_pred(walker, sample.pid, modules, &tracked.reader);
         match read {
@@ -348,29 +402,8 @@ impl SampleHook for PythonHook {
                 outcome = crate::merge(&self.native, is_eval, &self.py, &mut self.merged);
             }
         }
-        self.stats.frames += self.py.len() as u64;
-        if outcome.consistent {
-            self.stats.consistent += 1;
-        }
-        self.stats.advanced += u64::from(outcome.dropped_groups > 0);
-        self.stats.unavailable += u64::from(outcome.unavailable_evals > 0);
-        self.stats.no_eval_frame += u64::from(outcome.no_eval_frame);
-        frames.clear();
-        for i in 0..self.merged.len() {
-            let key = match self.merged[i] {
-                Merged::Native(k) => k,
-                Merged::Python(f) => FrameKey::Interp {
-                    func: self.function_id(f.code, cx.functions),
-                    line: f.line,
-                },
-                Merged::Marker(m) => FrameKey::Marker(match m {
-                    MergeMarker::StackAdvanced => Marker::InterpAdvanced,
-                    MergeMarker::FrameUnavailable => Marker::InterpUnavailable,
-                    MergeMarker::NoEvalFrame => Marker::InterpUnplaced,
-                }),
-            };
-            frames.push(key);
-        }
+        self.count_outcome(&outcome);
+        self.emit(frames, cx.functions);
         if truncated && !outcome.no_eval_frame {
             frames.push(FrameKey::Marker(Marker::Truncated));
         }
