@@ -29,6 +29,7 @@ mod demangle;
 mod dwarf;
 mod error;
 mod module;
+mod plt;
 mod service;
 mod symtab;
 

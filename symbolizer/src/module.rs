@@ -11,6 +11,7 @@ use object::{Object, ObjectSegment, SegmentFlags};
 
 use crate::demangle::demangle;
 use crate::dwarf::{has_debug_info, DwarfState};
+use crate::plt::PltTable;
 use crate::symtab::{SymbolTable, TableKind};
 use crate::{Resolved, SymbolFrame, SymbolizeError, UnknownReason};
 
@@ -38,6 +39,8 @@ pub struct ElfModule {
     debuglink: Option<(String, u32)>,
     symtab: SymbolTable,
     dynsym: SymbolTable,
+    /// Synthesized `name@plt` symbols for the PLT stubs.
+    plt: PltTable,
     /// The bytes of the file DWARF is read from: the module itself or its debug file.
     dwarf_data: Arc<[u8]>,
     has_dwarf: bool,
@@ -105,6 +108,7 @@ impl ElfModule {
             .map(|(file, crc)| (String::from_utf8_lossy(file).into_owned(), crc));
         let symtab = SymbolTable::build(&data, &obj, TableKind::Static);
         let dynsym = SymbolTable::build(&data, &obj, TableKind::Dynamic);
+        let plt = PltTable::build(&obj);
         let has_dwarf = has_debug_info(&obj);
         drop(obj);
         Ok(ElfModule {
@@ -114,6 +118,7 @@ impl ElfModule {
             debuglink,
             symtab,
             dynsym,
+            plt,
             dwarf_data: data,
             has_dwarf,
             dwarf: OnceLock::new(),
@@ -236,6 +241,11 @@ impl ElfModule {
             .map(|(name, _)| name.into_owned())
     }
 
+    /// Number of PLT stubs named `function@plt`.
+    pub fn plt_stubs(&self) -> usize {
+        self.plt.len()
+    }
+
     /// Resolves one address given as a file offset (for return addresses, already minus
     /// one). Never panics; failure is [`Resolved::Unknown`] with a reason.
     pub fn lookup(&self, file_offset: u64) -> Resolved {
@@ -254,7 +264,14 @@ impl ElfModule {
                 .frames(svma),
             None => Vec::new(),
         };
-        let symbol = || self.symbol_name(svma).map(|raw| demangle(&raw));
+        // why: no table covers a PLT stub, so its synthesized (already demangled) name is
+        // tried first; it is only found inside the PLT sections.
+        let symbol = || {
+            self.plt
+                .lookup(svma)
+                .map(str::to_string)
+                .or_else(|| self.symbol_name(svma).map(|raw| demangle(&raw)))
+        };
 
         if dwarf_frames.is_empty() {
             return match symbol() {
@@ -311,7 +328,11 @@ impl ElfModule {
     }
 
     fn no_symbol_reason(&self) -> UnknownReason {
-        if self.symtab.is_empty() && self.dynsym.is_empty() && !self.has_dwarf {
+        if self.symtab.is_empty()
+            && self.dynsym.is_empty()
+            && self.plt.len() == 0
+            && !self.has_dwarf
+        {
             UnknownReason::NoSymbolTables
         } else {
             UnknownReason::NoSymbol

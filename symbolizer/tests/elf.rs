@@ -523,3 +523,60 @@ fn xorshift(seed: u64) -> impl Iterator<Item = u8> {
         Some((x >> 24) as u8)
     })
 }
+
+/// `name@plt` stubs and their addresses as binutils names them (`objdump -d`).
+fn objdump_plt_stubs(path: &Path) -> Vec<(u64, String)> {
+    let out = Command::new("objdump")
+        .arg("-d")
+        .arg(path)
+        .output()
+        .expect("run objdump");
+    assert!(out.status.success(), "objdump -d {}", path.display());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (addr, rest) = l.split_once(" <")?;
+            let name = rest.strip_suffix(">:")?;
+            name.ends_with("@plt")
+                .then(|| Some((u64::from_str_radix(addr, 16).ok()?, name.to_string())))?
+        })
+        .collect()
+}
+
+#[test]
+fn plt_stubs_are_named_like_binutils_names_them() {
+    let dir = TempDir::new("plt");
+    let layouts: [(&str, &[&str]); 3] = [
+        ("lazy", &[]),
+        ("now", &["-Wl,-z,now"]),
+        ("ibt", &["-fcf-protection=full", "-Wl,-z,ibtplt"]),
+    ];
+    for (tag, extra) in layouts {
+        let exe = dir.path().join(format!("plt-{tag}"));
+        let mut flags = vec!["-O2", "-fno-builtin"];
+        flags.extend_from_slice(extra);
+        compile("cc", "plt_fixture.c", &exe, &flags);
+        let stripped = dir.path().join(format!("plt-{tag}-stripped"));
+        run(Command::new("strip")
+            .arg("--strip-all")
+            .arg("-o")
+            .arg(&stripped)
+            .arg(&exe));
+        let stubs = objdump_plt_stubs(&exe);
+        assert!(
+            stubs.iter().any(|(_, n)| n == "labs@plt"),
+            "{tag}: objdump shows {stubs:?}"
+        );
+        for path in [&exe, &stripped] {
+            let module = parse(path);
+            assert_eq!(module.plt_stubs(), stubs.len(), "{tag}: {stubs:?}");
+            for (addr, name) in &stubs {
+                for svma in [*addr, addr + 5] {
+                    let off = module.svma_to_file_offset(svma).expect("stub in a segment");
+                    let got = names(&frames(module.lookup(off))).join(",");
+                    assert_eq!(&got, name, "{tag} {} at {svma:#x}", path.display());
+                }
+            }
+        }
+    }
+}
