@@ -28,6 +28,7 @@ mod debugfile;
 mod demangle;
 mod dwarf;
 mod error;
+mod minidebug;
 mod module;
 mod plt;
 mod service;

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use object::{Object, ObjectSegment, SegmentFlags};
+use object::{Object, ObjectSection, ObjectSegment, SegmentFlags};
 
 use crate::demangle::demangle;
 use crate::dwarf::{has_debug_info, DwarfState};
@@ -71,6 +71,17 @@ fn parse_elf<'a>(name: &str, data: &'a [u8]) -> Result<object::File<'a>, Symboli
     Ok(obj)
 }
 
+/// The `.symtab` of the MiniDebugInfo (`.gnu_debugdata`) embedded in a stripped file, if it
+/// has one that decompresses and parses; its symbols stand in for the missing `.symtab`.
+fn minidebuginfo_symtab(obj: &object::File<'_>) -> Option<SymbolTable> {
+    let section = obj.section_by_name(".gnu_debugdata")?;
+    let compressed = section.data().ok()?;
+    let mini: Arc<[u8]> = Arc::from(crate::minidebug::decompress(compressed)?);
+    let mini_obj = object::File::parse(&mini[..]).ok()?;
+    let table = SymbolTable::build(&mini, &mini_obj, TableKind::Static);
+    (!table.is_empty()).then_some(table)
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -106,7 +117,12 @@ impl ElfModule {
             .gnu_debuglink()
             .map_err(malformed)?
             .map(|(file, crc)| (String::from_utf8_lossy(file).into_owned(), crc));
-        let symtab = SymbolTable::build(&data, &obj, TableKind::Static);
+        let mut symtab = SymbolTable::build(&data, &obj, TableKind::Static);
+        if symtab.is_empty() {
+            if let Some(mini) = minidebuginfo_symtab(&obj) {
+                symtab = mini;
+            }
+        }
         let dynsym = SymbolTable::build(&data, &obj, TableKind::Dynamic);
         let plt = PltTable::build(&obj);
         let has_dwarf = has_debug_info(&obj);

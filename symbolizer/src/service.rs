@@ -323,4 +323,26 @@ mod tests {
         assert_eq!(k.lookup(0x10), None);
         assert!(KernelSymbols::parse("0000000000000000 T _stext\n").is_none());
     }
+
+    #[test]
+    fn kallsyms_module_symbols_resolve_by_name() {
+        // Loadable modules' symbols follow the core kernel's in /proc/kallsyms, with the
+        // module name in brackets as a fourth column; the name alone is the frame.
+        let text = "ffffffff81000000 T _stext\n\
+                    ffffffffc0a01000 t nft_do_chain\t[nf_tables]\n\
+                    ffffffffc0a01400 T nft_register_chain_type\t[nf_tables]\n\
+                    ffffffffc0a02000 d nft_chain_types\t[nf_tables]\n\
+                    ffffffffc0b00000 t e1000_clean\t[e1000e]\n";
+        let k = KernelSymbols::parse(text).unwrap();
+        assert_eq!(k.lookup(0xffffffffc0a01010), Some("nft_do_chain"));
+        assert_eq!(
+            k.lookup(0xffffffffc0a01400),
+            Some("nft_register_chain_type")
+        );
+        assert_eq!(
+            k.lookup(0xffffffffc0a02010),
+            Some("nft_register_chain_type")
+        );
+        assert_eq!(k.lookup(0xffffffffc0b00004), Some("e1000_clean"));
+    }
 }

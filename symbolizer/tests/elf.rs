@@ -580,3 +580,76 @@ fn plt_stubs_are_named_like_binutils_names_them() {
         }
     }
 }
+
+/// Fedora's MiniDebugInfo recipe (`find-debuginfo`, gdb's "MiniDebugInfo" node): the
+/// function symbols `.dynsym` lacks go into a symbol-only ELF file, xz-compressed into the
+/// stripped binary's `.gnu_debugdata`.
+const MINIDEBUGINFO_RECIPE: &str = r#"set -e
+b="$1"
+nm -D "$b" --format=posix --defined-only | awk '{ print $1 }' | sort > dynsyms
+nm "$b" --format=posix --defined-only | awk '{ if ($2 == "T" || $2 == "t" || $2 == "D") print $1 }' | sort > funcsyms
+comm -13 dynsyms funcsyms > keep_symbols
+objcopy --only-keep-debug "$b" debug
+objcopy -S --remove-section .gdb_index --remove-section .comment --keep-symbols=keep_symbols debug mini_debuginfo
+strip --strip-all -R .comment "$b"
+cp "$b" "$b.nodata"
+xz -f mini_debuginfo
+objcopy --add-section .gnu_debugdata=mini_debuginfo.xz "$b"
+"#;
+
+#[test]
+fn minidebuginfo_names_functions_of_a_stripped_binary() {
+    let dir = TempDir::new("minidebug");
+    let bin = dir.path().join("mini");
+    compile("cc", INLINE_SRC, &bin, &["-O2", "-g"]);
+    let (start, size) = symbol(&bin, "outer_work");
+    run(Command::new("sh")
+        .args(["-c", MINIDEBUGINFO_RECIPE, "sh"])
+        .arg(&bin)
+        .current_dir(dir.path()));
+
+    let bare = parse(&dir.path().join("mini.nodata"));
+    let off = bare.svma_to_file_offset(start).expect("in a segment");
+    assert!(
+        matches!(bare.lookup(off), Resolved::Unknown { .. }),
+        "stripped without .gnu_debugdata: {:?}",
+        bare.lookup(off)
+    );
+
+    let module = parse(&bin);
+    assert!(!module.has_dwarf());
+    for (_, frames) in scan(&module, start, size) {
+        assert_eq!(names(&frames), ["outer_work"]);
+        assert_eq!((frames[0].file.as_deref(), frames[0].line), (None, None));
+    }
+}
+
+#[test]
+fn corrupt_gnu_debugdata_is_ignored() {
+    let dir = TempDir::new("minidebug-bad");
+    let bin = dir.path().join("bad");
+    compile("cc", INLINE_SRC, &bin, &["-O2"]);
+    run(Command::new("strip").arg("--strip-all").arg(&bin));
+    let junk = dir.path().join("junk.xz");
+    let mut bytes = vec![0xfd, b'7', b'z', b'X', b'Z', 0];
+    bytes.extend(xorshift(7).take(4096));
+    std::fs::write(&junk, bytes).unwrap();
+    let mut arg = std::ffi::OsString::from(".gnu_debugdata=");
+    arg.push(&junk);
+    run(Command::new("objcopy")
+        .arg("--add-section")
+        .arg(arg)
+        .arg(&bin));
+    let module = parse(&bin);
+    let entry = module.svma_to_file_offset(symbol_entry(&bin)).unwrap();
+    assert!(matches!(
+        module.lookup(entry),
+        Resolved::Unknown { .. } | Resolved::Frames(_)
+    ));
+}
+
+/// The ELF entry point of `path`.
+fn symbol_entry(path: &Path) -> u64 {
+    let data = std::fs::read(path).expect("read binary");
+    object::File::parse(&*data).expect("parse").entry()
+}
