@@ -488,6 +488,11 @@ impl Profiles {
         let t0 = Instant::now();
         let profile = self.symbols.symbolize(raw, engine.modules(), meta);
         self.last_symbolize = t0.elapsed();
+        // why: debuginfod failures are worth one line each (per server), not an error: the
+        // profile still has every name the modules themselves carry.
+        for w in self.symbols.take_warnings() {
+            eprintln!("sprofd: warning: {w}");
+        }
         profile
     }
 

@@ -208,6 +208,11 @@ impl ElfModule {
         self.debuglink.as_ref().map(|(f, crc)| (f.as_str(), *crc))
     }
 
+    /// True when a `.symtab` (the file's, MiniDebugInfo's or a debug file's) names functions.
+    pub fn has_symtab(&self) -> bool {
+        !self.symtab.is_empty()
+    }
+
     /// True when DWARF (`.debug_info`) is available, in the file or an attached debug file.
     pub fn has_dwarf(&self) -> bool {
         self.has_dwarf

@@ -16,7 +16,7 @@ use sprof_core::{
     SampledStack, SymbolizedProfile,
 };
 
-use crate::{find_debug_file, ElfModule, Resolved, Symbolizer, UnknownReason};
+use crate::{find_debug_file, Debuginfod, ElfModule, Resolved, Symbolizer, UnknownReason};
 
 /// Kernel symbols from `/proc/kallsyms`, sorted by address.
 pub struct KernelSymbols {
@@ -80,6 +80,8 @@ pub struct SymbolService {
     generations: HashMap<ModuleId, u32>,
     /// Where separate debug files are looked for.
     debug_root: std::path::PathBuf,
+    /// Servers asked for the debug files of modules with nothing to name functions by.
+    debuginfod: Option<Debuginfod>,
     pub stats: SymbolStats,
 }
 
@@ -140,7 +142,74 @@ impl SymbolService {
             expanded: HashMap::new(),
             generations: HashMap::new(),
             debug_root: "/".into(),
+            debuginfod: Debuginfod::from_env(),
             stats: SymbolStats::default(),
+        }
+    }
+
+    /// Replaces the debuginfod client (by default the one `DEBUGINFOD_URLS` configures).
+    pub fn set_debuginfod(&mut self, client: Option<Debuginfod>) {
+        self.debuginfod = client;
+    }
+
+    /// Warnings since the last call (a debuginfod server that failed: once per server).
+    pub fn take_warnings(&mut self) -> Vec<String> {
+        self.debuginfod
+            .as_ref()
+            .map(Debuginfod::take_warnings)
+            .unwrap_or_default()
+    }
+
+    /// Parses the modules `raw` refers to that are not parsed yet, and fetches from
+    /// debuginfod, all at once, the debug files of those left with neither `.symtab` nor
+    /// DWARF after the on-disk lookups, so that a slow server costs one bounded wait per
+    /// profile rather than one per module.
+    fn load_new_modules(&mut self, raw: &RawProfile, modules: &ModuleTable) {
+        let Some(client) = &self.debuginfod else {
+            return;
+        };
+        let mut ids: Vec<ModuleId> = raw
+            .frames
+            .iter()
+            .filter_map(|k| match k {
+                FrameKey::Module { module, .. } => Some(*module),
+                _ => None,
+            })
+            .filter(|id| !self.symbolizer.contains(u64::from(id.0)))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut parsed = Vec::new();
+        for id in ids {
+            let Some(m) = modules.get(id) else { continue };
+            let Some(bytes) = &m.bytes else { continue };
+            let elf = load_module(&m.short_name, bytes, &m.path, &self.debug_root);
+            parsed.push((id, m.generation, elf));
+        }
+        let wanted: Vec<usize> = (0..parsed.len())
+            .filter(|&i| {
+                parsed[i].2.as_ref().is_some_and(|e| {
+                    !e.has_symtab() && !e.has_dwarf() && e.build_id().is_some_and(|b| !b.is_empty())
+                })
+            })
+            .collect();
+        let build_ids: Vec<Vec<u8>> = wanted
+            .iter()
+            .filter_map(|&i| parsed[i].2.as_ref()?.build_id().map(<[u8]>::to_vec))
+            .collect();
+        let files = client.fetch_all(&build_ids);
+        for (&i, file) in wanted.iter().zip(files) {
+            let (Some(elf), Some(path)) = (parsed[i].2.as_mut(), file) else {
+                continue;
+            };
+            if let Ok(data) = std::fs::read(path) {
+                // A file whose build-id does not match is refused; the module keeps .dynsym.
+                let _ = elf.attach_debug_file(Arc::from(data));
+            }
+        }
+        for (id, generation, elf) in parsed {
+            self.generations.insert(id, generation);
+            self.symbolizer.module_with(u64::from(id.0), || elf);
         }
     }
 
@@ -255,6 +324,7 @@ impl SymbolService {
         meta: ProfileMeta,
     ) -> SymbolizedProfile {
         self.sync_modules(modules);
+        self.load_new_modules(raw, modules);
         let mut table = FrameTable::default();
         // Display-frame ids of each raw frame of this profile, filled on first use.
         let mut ids_of: Vec<Option<Vec<u32>>> = vec![None; raw.frames.len()];
