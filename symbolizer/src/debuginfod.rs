@@ -81,14 +81,26 @@ impl Debuginfod {
     /// A client for the space-separated server `urls`, caching under `cache`, allowing
     /// `timeout` per module; `None` when `urls` lists no server.
     pub fn new(urls: &str, cache: PathBuf, timeout: Duration) -> Option<Debuginfod> {
-        let servers: Vec<String> = urls
+        let listed: Vec<String> = urls
             .split_whitespace()
             .map(|u| u.trim_end_matches('/').to_string())
             .filter(|u| !u.is_empty())
             .collect();
-        if servers.is_empty() {
+        if listed.is_empty() {
             return None;
         }
+        // why: this build has no TLS stack. Debian's login shells list an https server by
+        // default, so say once why it is skipped rather than fail on every module; the
+        // cache (which other clients may have filled) is still read.
+        let (https, servers): (Vec<String>, Vec<String>) = listed
+            .into_iter()
+            .partition(|u| u.to_ascii_lowercase().starts_with("https://"));
+        let warnings = https
+            .iter()
+            .map(|u| {
+                format!("debuginfod server {u}: https is not supported by this build (plain http only); skipped")
+            })
+            .collect();
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(timeout))
@@ -100,7 +112,7 @@ impl Debuginfod {
             timeout,
             agent,
             failed: Mutex::new(HashSet::new()),
-            warnings: Mutex::new(Vec::new()),
+            warnings: Mutex::new(warnings),
         })
     }
 
@@ -261,6 +273,19 @@ mod tests {
         let c = Debuginfod::new("http://a:1/ \thttp://b:2", tmp, DEFAULT_TIMEOUT).unwrap();
         assert_eq!(c.servers, ["http://a:1", "http://b:2"]);
         assert!(c.cache_path(&[0xab, 0x01]).ends_with("ab01/debuginfo"));
+        assert!(c.take_warnings().is_empty());
+    }
+
+    #[test]
+    fn https_servers_are_skipped_with_one_warning_each() {
+        let cache = std::env::temp_dir().join(format!("sprof-dbgd-tls-{}", std::process::id()));
+        let c = Debuginfod::new("https://debuginfod.example.invalid", cache, DEFAULT_TIMEOUT)
+            .expect("a client that still reads the cache");
+        assert!(c.servers.is_empty());
+        assert_eq!(c.fetch_all(&[vec![7u8; 20]]), vec![None]);
+        let w = c.take_warnings();
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("https is not supported"), "{w:?}");
     }
 
     #[test]
