@@ -194,7 +194,12 @@ impl Debuginfod {
             .timeout_global(Some(timeout))
             .build()
             .call()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| match e {
+                ureq::Error::Timeout(_) => {
+                    format!("no answer within {:.1} s", timeout.as_secs_f64())
+                }
+                other => other.to_string(),
+            })?;
         match resp.status().as_u16() {
             200 => {}
             404 => return Ok(None),

@@ -81,8 +81,27 @@ pub struct SymbolService {
     /// Where separate debug files are looked for.
     debug_root: std::path::PathBuf,
     /// Servers asked for the debug files of modules with nothing to name functions by.
-    debuginfod: Option<Debuginfod>,
+    debuginfod: Option<Arc<Debuginfod>>,
+    /// Downloads started and not yet attached.
+    fetches: Vec<PendingFetch>,
+    wait_for_debuginfod: bool,
     pub stats: SymbolStats,
+}
+
+/// A batch of debuginfod downloads running on its own thread.
+struct PendingFetch {
+    /// The modules asked for (with the generation their bytes had), in the batch's order.
+    modules: Vec<(ModuleId, u32)>,
+    handle: std::thread::JoinHandle<Vec<Option<std::path::PathBuf>>>,
+}
+
+/// The build-id to ask debuginfod for, when nothing in or beside the file names functions
+/// beyond `.dynsym` (no `.symtab`, no DWARF).
+fn wants_debuginfod(elf: &ElfModule) -> Option<Vec<u8>> {
+    if elf.has_symtab() || elf.has_dwarf() {
+        return None;
+    }
+    elf.build_id().filter(|b| !b.is_empty()).map(<[u8]>::to_vec)
 }
 
 /// Interns display frames for one profile.
@@ -142,30 +161,40 @@ impl SymbolService {
             expanded: HashMap::new(),
             generations: HashMap::new(),
             debug_root: "/".into(),
-            debuginfod: Debuginfod::from_env(),
+            debuginfod: Debuginfod::from_env().map(Arc::new),
+            fetches: Vec::new(),
+            wait_for_debuginfod: true,
             stats: SymbolStats::default(),
         }
     }
 
     /// Replaces the debuginfod client (by default the one `DEBUGINFOD_URLS` configures).
     pub fn set_debuginfod(&mut self, client: Option<Debuginfod>) {
-        self.debuginfod = client;
+        self.debuginfod = client.map(Arc::new);
     }
 
     /// Warnings since the last call (a debuginfod server that failed: once per server).
     pub fn take_warnings(&mut self) -> Vec<String> {
         self.debuginfod
             .as_ref()
-            .map(Debuginfod::take_warnings)
+            .map(|c| c.take_warnings())
             .unwrap_or_default()
     }
 
-    /// Parses the modules `raw` refers to that are not parsed yet, and fetches from
-    /// debuginfod, all at once, the debug files of those left with neither `.symtab` nor
-    /// DWARF after the on-disk lookups, so that a slow server costs one bounded wait per
-    /// profile rather than one per module.
+    /// Whether [`SymbolService::symbolize`] waits for debuginfod downloads (bounded: a few
+    /// seconds per module, a few at a time). The default; a caller that symbolizes while
+    /// sampling (a live view, periodic dumps) turns it off so the drive loop never stalls:
+    /// downloads then run in the background and their names appear in a later call.
+    pub fn set_wait_for_debuginfod(&mut self, wait: bool) {
+        self.wait_for_debuginfod = wait;
+    }
+
+    /// Parses the modules `raw` refers to that are not parsed yet, and starts one batch of
+    /// debuginfod downloads for those left with neither `.symtab` nor DWARF after the
+    /// on-disk lookups (so that a slow server costs one bounded wait per profile rather
+    /// than one per module), waiting for it unless told not to.
     fn load_new_modules(&mut self, raw: &RawProfile, modules: &ModuleTable) {
-        let Some(client) = &self.debuginfod else {
+        let Some(client) = self.debuginfod.clone() else {
             return;
         };
         let mut ids: Vec<ModuleId> = raw
@@ -179,37 +208,72 @@ impl SymbolService {
             .collect();
         ids.sort_unstable();
         ids.dedup();
-        let mut parsed = Vec::new();
+        let mut wanted = Vec::new();
         for id in ids {
             let Some(m) = modules.get(id) else { continue };
             let Some(bytes) = &m.bytes else { continue };
             let elf = load_module(&m.short_name, bytes, &m.path, &self.debug_root);
-            parsed.push((id, m.generation, elf));
+            if let Some(build_id) = elf.as_ref().and_then(wants_debuginfod) {
+                wanted.push((id, m.generation, build_id));
+            }
+            self.generations.insert(id, m.generation);
+            self.symbolizer.module_with(u64::from(id.0), || elf);
         }
-        let wanted: Vec<usize> = (0..parsed.len())
-            .filter(|&i| {
-                parsed[i].2.as_ref().is_some_and(|e| {
-                    !e.has_symtab() && !e.has_dwarf() && e.build_id().is_some_and(|b| !b.is_empty())
-                })
-            })
-            .collect();
-        let build_ids: Vec<Vec<u8>> = wanted
-            .iter()
-            .filter_map(|&i| parsed[i].2.as_ref()?.build_id().map(<[u8]>::to_vec))
-            .collect();
-        let files = client.fetch_all(&build_ids);
-        for (&i, file) in wanted.iter().zip(files) {
-            let (Some(elf), Some(path)) = (parsed[i].2.as_mut(), file) else {
+        if wanted.is_empty() {
+            return;
+        }
+        let build_ids: Vec<Vec<u8>> = wanted.iter().map(|w| w.2.clone()).collect();
+        let fetch = std::thread::Builder::new()
+            .name("sprofd-debuginfod".into())
+            .spawn(move || client.fetch_all(&build_ids));
+        // No thread, no download: the modules keep the names they have.
+        if let Ok(handle) = fetch {
+            self.fetches.push(PendingFetch {
+                modules: wanted.iter().map(|w| (w.0, w.1)).collect(),
+                handle,
+            });
+        }
+        if self.wait_for_debuginfod {
+            self.collect_fetches(modules);
+        }
+    }
+
+    /// Attaches the debug files of finished downloads (waiting for all of them when the
+    /// service waits for debuginfod), re-parsing those modules and dropping their cached
+    /// expansions so their frames are named again.
+    fn collect_fetches(&mut self, modules: &ModuleTable) {
+        let pending = std::mem::take(&mut self.fetches);
+        for fetch in pending {
+            if !self.wait_for_debuginfod && !fetch.handle.is_finished() {
+                self.fetches.push(fetch);
+                continue;
+            }
+            let Ok(files) = fetch.handle.join() else {
                 continue;
             };
-            if let Ok(data) = std::fs::read(path) {
+            for ((id, generation), file) in fetch.modules.into_iter().zip(files) {
+                let Some(path) = file else { continue };
+                let Some(m) = modules.get(id).filter(|m| m.generation == generation) else {
+                    continue;
+                };
+                let Some(bytes) = &m.bytes else { continue };
+                let Some(mut elf) = load_module(&m.short_name, bytes, &m.path, &self.debug_root)
+                else {
+                    continue;
+                };
+                let Ok(data) = std::fs::read(path) else {
+                    continue;
+                };
                 // A file whose build-id does not match is refused; the module keeps .dynsym.
-                let _ = elf.attach_debug_file(Arc::from(data));
+                if elf.attach_debug_file(Arc::from(data)).is_err() {
+                    continue;
+                }
+                let key = u64::from(id.0);
+                self.symbolizer.forget(key);
+                self.symbolizer.module_with(key, || Some(elf));
+                self.expanded
+                    .retain(|k, _| !matches!(k, FrameKey::Module { module, .. } if *module == id));
             }
-        }
-        for (id, generation, elf) in parsed {
-            self.generations.insert(id, generation);
-            self.symbolizer.module_with(u64::from(id.0), || elf);
         }
     }
 
@@ -324,6 +388,7 @@ impl SymbolService {
         meta: ProfileMeta,
     ) -> SymbolizedProfile {
         self.sync_modules(modules);
+        self.collect_fetches(modules);
         self.load_new_modules(raw, modules);
         let mut table = FrameTable::default();
         // Display-frame ids of each raw frame of this profile, filled on first use.

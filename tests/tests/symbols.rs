@@ -114,6 +114,7 @@ fn build_id(exe: &Path) -> String {
 fn record_with(
     dir: &TempDir,
     tag: &str,
+    extra: &[&str],
     exe: &Path,
     env: &[(&str, String)],
 ) -> (RunOutput, Folded) {
@@ -121,6 +122,7 @@ fn record_with(
     let mut cmd = sprofd();
     cmd.args(["record", "-F", FREQ, "-q", "-o"])
         .arg(&folded)
+        .args(extra)
         .arg("--")
         .arg(exe)
         .arg("1")
@@ -164,7 +166,7 @@ fn debuginfod_names_a_stripped_binary_and_caches_its_debug_file() {
     server.wait_for(&id);
     let named = |f: &Folded| f.count_containing("a3_hot") > 0 && f.count_containing("b3_cold") > 0;
 
-    let (out, bare) = record_with(&dir, "bare", &exe, &[]);
+    let (out, bare) = record_with(&dir, "bare", &[], &exe, &[]);
     assert!(
         !named(&bare),
         "names without debuginfod?\n{}",
@@ -182,11 +184,22 @@ fn debuginfod_names_a_stripped_binary_and_caches_its_debug_file() {
         ("DEBUGINFOD_URLS", server.url()),
         ("DEBUGINFOD_CACHE_PATH", cache.display().to_string()),
     ];
-    let (out, fetched) = record_with(&dir, "fetched", &exe, &env);
+    let (out, fetched) = record_with(&dir, "fetched", &[], &exe, &env);
     assert!(named(&fetched), "{}{}", fetched.excerpt(), out.describe());
     assert!(!out.stderr.contains("warning"), "{}", out.describe());
     let cached = cache.join(&id).join("debuginfo");
     assert!(cached.is_file(), "no cache file {}", cached.display());
+
+    // With periodic dumps the downloads run in the background; the last profile waits.
+    let env = [
+        ("DEBUGINFOD_URLS", server.url()),
+        (
+            "DEBUGINFOD_CACHE_PATH",
+            dir.join("cache-dumps").display().to_string(),
+        ),
+    ];
+    let (out, dumped) = record_with(&dir, "dumps", &["--dump-every", "0.3"], &exe, &env);
+    assert!(named(&dumped), "{}{}", dumped.excerpt(), out.describe());
 
     // The cache serves the next run: the server is gone and nothing is asked.
     drop(server);
@@ -195,7 +208,7 @@ fn debuginfod_names_a_stripped_binary_and_caches_its_debug_file() {
         ("DEBUGINFOD_URLS", dead.clone()),
         ("DEBUGINFOD_CACHE_PATH", cache.display().to_string()),
     ];
-    let (out, again) = record_with(&dir, "cached", &exe, &env);
+    let (out, again) = record_with(&dir, "cached", &[], &exe, &env);
     assert!(named(&again), "{}{}", again.excerpt(), out.describe());
     assert!(!out.stderr.contains("warning"), "{}", out.describe());
 
@@ -207,7 +220,7 @@ fn debuginfod_names_a_stripped_binary_and_caches_its_debug_file() {
             dir.join("cache2").display().to_string(),
         ),
     ];
-    let (out, unnamed) = record_with(&dir, "dead", &exe, &env);
+    let (out, unnamed) = record_with(&dir, "dead", &[], &exe, &env);
     assert!(!named(&unnamed), "{}", unnamed.excerpt());
     let warnings: Vec<&str> = out
         .stderr_lines()
