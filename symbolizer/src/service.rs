@@ -261,11 +261,14 @@ impl SymbolService {
                 else {
                     continue;
                 };
-                let Ok(data) = std::fs::read(path) else {
+                let Ok(data) = std::fs::read(&path) else {
                     continue;
                 };
-                // A file whose build-id does not match is refused; the module keeps .dynsym.
+                // A file that is not ELF or whose build-id does not match is refused (the
+                // module keeps .dynsym) and removed from the cache, where every client would
+                // refuse it again.
                 if elf.attach_debug_file(Arc::from(data)).is_err() {
+                    let _ = std::fs::remove_file(&path);
                     continue;
                 }
                 let key = u64::from(id.0);
