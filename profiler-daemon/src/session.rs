@@ -436,7 +436,10 @@ impl Profiles {
         event: EventKind,
         started: Instant,
     ) -> Profiles {
-        let symbols = SymbolService::new(config.kernel);
+        let mut symbols = SymbolService::new(config.kernel);
+        // why: periodic dumps symbolize inside the drive loop; waiting there for debuginfod
+        // would stop the draining of ring buffers. The final profile waits (see `finish`).
+        symbols.set_wait_for_debuginfod(config.dump_every.is_none());
         if config.kernel && !symbols.has_kernel_symbols() {
             eprintln!("sprofd: warning: /proc/kallsyms shows no addresses (kernel.kptr_restrict); kernel frames appear as [kernel]");
         }
@@ -488,7 +491,18 @@ impl Profiles {
         let t0 = Instant::now();
         let profile = self.symbols.symbolize(raw, engine.modules(), meta);
         self.last_symbolize = t0.elapsed();
+        // why: debuginfod failures are worth one line each (per server), not an error: the
+        // profile still has every name the modules themselves carry.
+        for w in self.symbols.take_warnings() {
+            eprintln!("sprofd: warning: {w}");
+        }
         profile
+    }
+
+    /// For callers that symbolize while sampling (`top`): debuginfod downloads run in the
+    /// background instead of holding up the drive loop.
+    pub(crate) fn symbolize_while_sampling(&mut self) {
+        self.symbols.set_wait_for_debuginfod(false);
     }
 
     /// What was profiled, e.g. `./server --port 80 (pid 4242)`.
@@ -661,6 +675,8 @@ fn finish(
     reason: StopReason,
     profiled: &Profiled,
 ) -> bool {
+    // Sampling is over: the last profile may wait (bounded) for debuginfod downloads.
+    profiles.symbols.set_wait_for_debuginfod(true);
     let profile = profiles.profile(engine);
     if config.verbose {
         print_statistics(engine, profiles, source);

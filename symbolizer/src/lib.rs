@@ -25,10 +25,13 @@
 //! whole profiles into named ones with caches that last as long as the session.
 
 mod debugfile;
+mod debuginfod;
 mod demangle;
 mod dwarf;
 mod error;
+mod minidebug;
 mod module;
+mod plt;
 mod service;
 mod symtab;
 
@@ -36,6 +39,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 pub use debugfile::find_debug_file;
+pub use debuginfod::Debuginfod;
 pub use demangle::demangle;
 pub use dwarf::MAX_INLINE_DEPTH;
 pub use error::SymbolizeError;
@@ -151,6 +155,11 @@ impl Symbolizer {
             .entry(key)
             .or_insert_with(|| load().map(Arc::new))
             .clone()
+    }
+
+    /// Whether `key` was seen (parsed, or failed).
+    pub fn contains(&self, key: u64) -> bool {
+        self.modules.contains_key(&key)
     }
 
     /// Forgets what is cached for `key` (its file was released or reloaded).

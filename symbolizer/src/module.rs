@@ -7,10 +7,11 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use object::{Object, ObjectSegment, SegmentFlags};
+use object::{Object, ObjectSection, ObjectSegment, SegmentFlags};
 
 use crate::demangle::demangle;
 use crate::dwarf::{has_debug_info, DwarfState};
+use crate::plt::PltTable;
 use crate::symtab::{SymbolTable, TableKind};
 use crate::{Resolved, SymbolFrame, SymbolizeError, UnknownReason};
 
@@ -38,6 +39,8 @@ pub struct ElfModule {
     debuglink: Option<(String, u32)>,
     symtab: SymbolTable,
     dynsym: SymbolTable,
+    /// Synthesized `name@plt` symbols for the PLT stubs.
+    plt: PltTable,
     /// The bytes of the file DWARF is read from: the module itself or its debug file.
     dwarf_data: Arc<[u8]>,
     has_dwarf: bool,
@@ -66,6 +69,17 @@ fn parse_elf<'a>(name: &str, data: &'a [u8]) -> Result<object::File<'a>, Symboli
         });
     }
     Ok(obj)
+}
+
+/// The `.symtab` of the MiniDebugInfo (`.gnu_debugdata`) embedded in a stripped file, if it
+/// has one that decompresses and parses; its symbols stand in for the missing `.symtab`.
+fn minidebuginfo_symtab(obj: &object::File<'_>) -> Option<SymbolTable> {
+    let section = obj.section_by_name(".gnu_debugdata")?;
+    let compressed = section.data().ok()?;
+    let mini: Arc<[u8]> = Arc::from(crate::minidebug::decompress(compressed)?);
+    let mini_obj = object::File::parse(&mini[..]).ok()?;
+    let table = SymbolTable::build(&mini, &mini_obj, TableKind::Static);
+    (!table.is_empty()).then_some(table)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -103,8 +117,14 @@ impl ElfModule {
             .gnu_debuglink()
             .map_err(malformed)?
             .map(|(file, crc)| (String::from_utf8_lossy(file).into_owned(), crc));
-        let symtab = SymbolTable::build(&data, &obj, TableKind::Static);
+        let mut symtab = SymbolTable::build(&data, &obj, TableKind::Static);
+        if symtab.is_empty() {
+            if let Some(mini) = minidebuginfo_symtab(&obj) {
+                symtab = mini;
+            }
+        }
         let dynsym = SymbolTable::build(&data, &obj, TableKind::Dynamic);
+        let plt = PltTable::build(&obj);
         let has_dwarf = has_debug_info(&obj);
         drop(obj);
         Ok(ElfModule {
@@ -114,6 +134,7 @@ impl ElfModule {
             debuglink,
             symtab,
             dynsym,
+            plt,
             dwarf_data: data,
             has_dwarf,
             dwarf: OnceLock::new(),
@@ -187,6 +208,11 @@ impl ElfModule {
         self.debuglink.as_ref().map(|(f, crc)| (f.as_str(), *crc))
     }
 
+    /// True when a `.symtab` (the file's, MiniDebugInfo's or a debug file's) names functions.
+    pub fn has_symtab(&self) -> bool {
+        !self.symtab.is_empty()
+    }
+
     /// True when DWARF (`.debug_info`) is available, in the file or an attached debug file.
     pub fn has_dwarf(&self) -> bool {
         self.has_dwarf
@@ -236,6 +262,11 @@ impl ElfModule {
             .map(|(name, _)| name.into_owned())
     }
 
+    /// Number of PLT stubs named `function@plt`.
+    pub fn plt_stubs(&self) -> usize {
+        self.plt.len()
+    }
+
     /// Resolves one address given as a file offset (for return addresses, already minus
     /// one). Never panics; failure is [`Resolved::Unknown`] with a reason.
     pub fn lookup(&self, file_offset: u64) -> Resolved {
@@ -254,7 +285,14 @@ impl ElfModule {
                 .frames(svma),
             None => Vec::new(),
         };
-        let symbol = || self.symbol_name(svma).map(|raw| demangle(&raw));
+        // why: no table covers a PLT stub, so its synthesized (already demangled) name is
+        // tried first; it is only found inside the PLT sections.
+        let symbol = || {
+            self.plt
+                .lookup(svma)
+                .map(str::to_string)
+                .or_else(|| self.symbol_name(svma).map(|raw| demangle(&raw)))
+        };
 
         if dwarf_frames.is_empty() {
             return match symbol() {
@@ -311,7 +349,11 @@ impl ElfModule {
     }
 
     fn no_symbol_reason(&self) -> UnknownReason {
-        if self.symtab.is_empty() && self.dynsym.is_empty() && !self.has_dwarf {
+        if self.symtab.is_empty()
+            && self.dynsym.is_empty()
+            && self.plt.len() == 0
+            && !self.has_dwarf
+        {
             UnknownReason::NoSymbolTables
         } else {
             UnknownReason::NoSymbol

@@ -16,7 +16,7 @@ use sprof_core::{
     SampledStack, SymbolizedProfile,
 };
 
-use crate::{find_debug_file, ElfModule, Resolved, Symbolizer, UnknownReason};
+use crate::{find_debug_file, Debuginfod, ElfModule, Resolved, Symbolizer, UnknownReason};
 
 /// Kernel symbols from `/proc/kallsyms`, sorted by address.
 pub struct KernelSymbols {
@@ -80,7 +80,28 @@ pub struct SymbolService {
     generations: HashMap<ModuleId, u32>,
     /// Where separate debug files are looked for.
     debug_root: std::path::PathBuf,
+    /// Servers asked for the debug files of modules with nothing to name functions by.
+    debuginfod: Option<Arc<Debuginfod>>,
+    /// Downloads started and not yet attached.
+    fetches: Vec<PendingFetch>,
+    wait_for_debuginfod: bool,
     pub stats: SymbolStats,
+}
+
+/// A batch of debuginfod downloads running on its own thread.
+struct PendingFetch {
+    /// The modules asked for (with the generation their bytes had), in the batch's order.
+    modules: Vec<(ModuleId, u32)>,
+    handle: std::thread::JoinHandle<Vec<Option<std::path::PathBuf>>>,
+}
+
+/// The build-id to ask debuginfod for, when nothing in or beside the file names functions
+/// beyond `.dynsym` (no `.symtab`, no DWARF).
+fn wants_debuginfod(elf: &ElfModule) -> Option<Vec<u8>> {
+    if elf.has_symtab() || elf.has_dwarf() {
+        return None;
+    }
+    elf.build_id().filter(|b| !b.is_empty()).map(<[u8]>::to_vec)
 }
 
 /// Interns display frames for one profile.
@@ -140,7 +161,122 @@ impl SymbolService {
             expanded: HashMap::new(),
             generations: HashMap::new(),
             debug_root: "/".into(),
+            debuginfod: Debuginfod::from_env().map(Arc::new),
+            fetches: Vec::new(),
+            wait_for_debuginfod: true,
             stats: SymbolStats::default(),
+        }
+    }
+
+    /// Replaces the debuginfod client (by default the one `DEBUGINFOD_URLS` configures).
+    pub fn set_debuginfod(&mut self, client: Option<Debuginfod>) {
+        self.debuginfod = client.map(Arc::new);
+    }
+
+    /// Warnings since the last call (a debuginfod server that failed: once per server).
+    pub fn take_warnings(&mut self) -> Vec<String> {
+        self.debuginfod
+            .as_ref()
+            .map(|c| c.take_warnings())
+            .unwrap_or_default()
+    }
+
+    /// Whether [`SymbolService::symbolize`] waits for debuginfod downloads (bounded: a few
+    /// seconds per module, a few at a time). The default; a caller that symbolizes while
+    /// sampling (a live view, periodic dumps) turns it off so the drive loop never stalls:
+    /// downloads then run in the background and their names appear in a later call.
+    pub fn set_wait_for_debuginfod(&mut self, wait: bool) {
+        self.wait_for_debuginfod = wait;
+    }
+
+    /// Parses the modules `raw` refers to that are not parsed yet, and starts one batch of
+    /// debuginfod downloads for those left with neither `.symtab` nor DWARF after the
+    /// on-disk lookups (so that a slow server costs one bounded wait per profile rather
+    /// than one per module), waiting for it unless told not to.
+    fn load_new_modules(&mut self, raw: &RawProfile, modules: &ModuleTable) {
+        let Some(client) = self.debuginfod.clone() else {
+            return;
+        };
+        let mut ids: Vec<ModuleId> = raw
+            .frames
+            .iter()
+            .filter_map(|k| match k {
+                FrameKey::Module { module, .. } => Some(*module),
+                _ => None,
+            })
+            .filter(|id| !self.symbolizer.contains(u64::from(id.0)))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut wanted = Vec::new();
+        for id in ids {
+            let Some(m) = modules.get(id) else { continue };
+            let Some(bytes) = &m.bytes else { continue };
+            let elf = load_module(&m.short_name, bytes, &m.path, &self.debug_root);
+            if let Some(build_id) = elf.as_ref().and_then(wants_debuginfod) {
+                wanted.push((id, m.generation, build_id));
+            }
+            self.generations.insert(id, m.generation);
+            self.symbolizer.module_with(u64::from(id.0), || elf);
+        }
+        if wanted.is_empty() {
+            return;
+        }
+        let build_ids: Vec<Vec<u8>> = wanted.iter().map(|w| w.2.clone()).collect();
+        let fetch = std::thread::Builder::new()
+            .name("sprofd-debuginfod".into())
+            .spawn(move || client.fetch_all(&build_ids));
+        // No thread, no download: the modules keep the names they have.
+        if let Ok(handle) = fetch {
+            self.fetches.push(PendingFetch {
+                modules: wanted.iter().map(|w| (w.0, w.1)).collect(),
+                handle,
+            });
+        }
+        if self.wait_for_debuginfod {
+            self.collect_fetches(modules);
+        }
+    }
+
+    /// Attaches the debug files of finished downloads (waiting for all of them when the
+    /// service waits for debuginfod), re-parsing those modules and dropping their cached
+    /// expansions so their frames are named again.
+    fn collect_fetches(&mut self, modules: &ModuleTable) {
+        let pending = std::mem::take(&mut self.fetches);
+        for fetch in pending {
+            if !self.wait_for_debuginfod && !fetch.handle.is_finished() {
+                self.fetches.push(fetch);
+                continue;
+            }
+            let Ok(files) = fetch.handle.join() else {
+                continue;
+            };
+            for ((id, generation), file) in fetch.modules.into_iter().zip(files) {
+                let Some(path) = file else { continue };
+                let Some(m) = modules.get(id).filter(|m| m.generation == generation) else {
+                    continue;
+                };
+                let Some(bytes) = &m.bytes else { continue };
+                let Some(mut elf) = load_module(&m.short_name, bytes, &m.path, &self.debug_root)
+                else {
+                    continue;
+                };
+                let Ok(data) = std::fs::read(&path) else {
+                    continue;
+                };
+                // A file that is not ELF or whose build-id does not match is refused (the
+                // module keeps .dynsym) and removed from the cache, where every client would
+                // refuse it again.
+                if elf.attach_debug_file(Arc::from(data)).is_err() {
+                    let _ = std::fs::remove_file(&path);
+                    continue;
+                }
+                let key = u64::from(id.0);
+                self.symbolizer.forget(key);
+                self.symbolizer.module_with(key, || Some(elf));
+                self.expanded
+                    .retain(|k, _| !matches!(k, FrameKey::Module { module, .. } if *module == id));
+            }
         }
     }
 
@@ -255,6 +391,8 @@ impl SymbolService {
         meta: ProfileMeta,
     ) -> SymbolizedProfile {
         self.sync_modules(modules);
+        self.collect_fetches(modules);
+        self.load_new_modules(raw, modules);
         let mut table = FrameTable::default();
         // Display-frame ids of each raw frame of this profile, filled on first use.
         let mut ids_of: Vec<Option<Vec<u32>>> = vec![None; raw.frames.len()];
@@ -322,5 +460,27 @@ mod tests {
         );
         assert_eq!(k.lookup(0x10), None);
         assert!(KernelSymbols::parse("0000000000000000 T _stext\n").is_none());
+    }
+
+    #[test]
+    fn kallsyms_module_symbols_resolve_by_name() {
+        // Loadable modules' symbols follow the core kernel's in /proc/kallsyms, with the
+        // module name in brackets as a fourth column; the name alone is the frame.
+        let text = "ffffffff81000000 T _stext\n\
+                    ffffffffc0a01000 t nft_do_chain\t[nf_tables]\n\
+                    ffffffffc0a01400 T nft_register_chain_type\t[nf_tables]\n\
+                    ffffffffc0a02000 d nft_chain_types\t[nf_tables]\n\
+                    ffffffffc0b00000 t e1000_clean\t[e1000e]\n";
+        let k = KernelSymbols::parse(text).unwrap();
+        assert_eq!(k.lookup(0xffffffffc0a01010), Some("nft_do_chain"));
+        assert_eq!(
+            k.lookup(0xffffffffc0a01400),
+            Some("nft_register_chain_type")
+        );
+        assert_eq!(
+            k.lookup(0xffffffffc0a02010),
+            Some("nft_register_chain_type")
+        );
+        assert_eq!(k.lookup(0xffffffffc0b00004), Some("e1000_clean"));
     }
 }

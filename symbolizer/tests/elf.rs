@@ -523,3 +523,133 @@ fn xorshift(seed: u64) -> impl Iterator<Item = u8> {
         Some((x >> 24) as u8)
     })
 }
+
+/// `name@plt` stubs and their addresses as binutils names them (`objdump -d`).
+fn objdump_plt_stubs(path: &Path) -> Vec<(u64, String)> {
+    let out = Command::new("objdump")
+        .arg("-d")
+        .arg(path)
+        .output()
+        .expect("run objdump");
+    assert!(out.status.success(), "objdump -d {}", path.display());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (addr, rest) = l.split_once(" <")?;
+            let name = rest.strip_suffix(">:")?;
+            name.ends_with("@plt")
+                .then(|| Some((u64::from_str_radix(addr, 16).ok()?, name.to_string())))?
+        })
+        .collect()
+}
+
+#[test]
+fn plt_stubs_are_named_like_binutils_names_them() {
+    let dir = TempDir::new("plt");
+    let layouts: [(&str, &[&str]); 3] = [
+        ("lazy", &[]),
+        ("now", &["-Wl,-z,now"]),
+        ("ibt", &["-fcf-protection=full", "-Wl,-z,ibtplt"]),
+    ];
+    for (tag, extra) in layouts {
+        let exe = dir.path().join(format!("plt-{tag}"));
+        let mut flags = vec!["-O2", "-fno-builtin"];
+        flags.extend_from_slice(extra);
+        compile("cc", "plt_fixture.c", &exe, &flags);
+        let stripped = dir.path().join(format!("plt-{tag}-stripped"));
+        run(Command::new("strip")
+            .arg("--strip-all")
+            .arg("-o")
+            .arg(&stripped)
+            .arg(&exe));
+        let stubs = objdump_plt_stubs(&exe);
+        assert!(
+            stubs.iter().any(|(_, n)| n == "labs@plt"),
+            "{tag}: objdump shows {stubs:?}"
+        );
+        for path in [&exe, &stripped] {
+            let module = parse(path);
+            assert_eq!(module.plt_stubs(), stubs.len(), "{tag}: {stubs:?}");
+            for (addr, name) in &stubs {
+                for svma in [*addr, addr + 5] {
+                    let off = module.svma_to_file_offset(svma).expect("stub in a segment");
+                    let got = names(&frames(module.lookup(off))).join(",");
+                    assert_eq!(&got, name, "{tag} {} at {svma:#x}", path.display());
+                }
+            }
+        }
+    }
+}
+
+/// Fedora's MiniDebugInfo recipe (`find-debuginfo`, gdb's "MiniDebugInfo" node): the
+/// function symbols `.dynsym` lacks go into a symbol-only ELF file, xz-compressed into the
+/// stripped binary's `.gnu_debugdata`.
+const MINIDEBUGINFO_RECIPE: &str = r#"set -e
+b="$1"
+nm -D "$b" --format=posix --defined-only | awk '{ print $1 }' | sort > dynsyms
+nm "$b" --format=posix --defined-only | awk '{ if ($2 == "T" || $2 == "t" || $2 == "D") print $1 }' | sort > funcsyms
+comm -13 dynsyms funcsyms > keep_symbols
+objcopy --only-keep-debug "$b" debug
+objcopy -S --remove-section .gdb_index --remove-section .comment --keep-symbols=keep_symbols debug mini_debuginfo
+strip --strip-all -R .comment "$b"
+cp "$b" "$b.nodata"
+xz -f mini_debuginfo
+objcopy --add-section .gnu_debugdata=mini_debuginfo.xz "$b"
+"#;
+
+#[test]
+fn minidebuginfo_names_functions_of_a_stripped_binary() {
+    let dir = TempDir::new("minidebug");
+    let bin = dir.path().join("mini");
+    compile("cc", INLINE_SRC, &bin, &["-O2", "-g"]);
+    let (start, size) = symbol(&bin, "outer_work");
+    run(Command::new("sh")
+        .args(["-c", MINIDEBUGINFO_RECIPE, "sh"])
+        .arg(&bin)
+        .current_dir(dir.path()));
+
+    let bare = parse(&dir.path().join("mini.nodata"));
+    let off = bare.svma_to_file_offset(start).expect("in a segment");
+    assert!(
+        matches!(bare.lookup(off), Resolved::Unknown { .. }),
+        "stripped without .gnu_debugdata: {:?}",
+        bare.lookup(off)
+    );
+
+    let module = parse(&bin);
+    assert!(!module.has_dwarf());
+    for (_, frames) in scan(&module, start, size) {
+        assert_eq!(names(&frames), ["outer_work"]);
+        assert_eq!((frames[0].file.as_deref(), frames[0].line), (None, None));
+    }
+}
+
+#[test]
+fn corrupt_gnu_debugdata_is_ignored() {
+    let dir = TempDir::new("minidebug-bad");
+    let bin = dir.path().join("bad");
+    compile("cc", INLINE_SRC, &bin, &["-O2"]);
+    run(Command::new("strip").arg("--strip-all").arg(&bin));
+    let junk = dir.path().join("junk.xz");
+    let mut bytes = vec![0xfd, b'7', b'z', b'X', b'Z', 0];
+    bytes.extend(xorshift(7).take(4096));
+    std::fs::write(&junk, bytes).unwrap();
+    let mut arg = std::ffi::OsString::from(".gnu_debugdata=");
+    arg.push(&junk);
+    run(Command::new("objcopy")
+        .arg("--add-section")
+        .arg(arg)
+        .arg(&bin));
+    let module = parse(&bin);
+    let entry = module.svma_to_file_offset(symbol_entry(&bin)).unwrap();
+    assert!(matches!(
+        module.lookup(entry),
+        Resolved::Unknown { .. } | Resolved::Frames(_)
+    ));
+}
+
+/// The ELF entry point of `path`.
+fn symbol_entry(path: &Path) -> u64 {
+    let data = std::fs::read(path).expect("read binary");
+    object::File::parse(&*data).expect("parse").entry()
+}

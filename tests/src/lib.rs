@@ -70,7 +70,11 @@ pub fn sprofd_bin() -> PathBuf {
 /// A `Command` for the sprofd binary.
 pub fn sprofd() -> Command {
     let mut cmd = Command::new(sprofd_bin());
-    cmd.env_remove("RUST_BACKTRACE").env_remove("RUST_LOG");
+    // why: a login shell on Debian sets DEBUGINFOD_URLS (libdebuginfod-common); tests that
+    // want a debuginfod server set their own.
+    cmd.env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LOG")
+        .env_remove("DEBUGINFOD_URLS");
     cmd
 }
 

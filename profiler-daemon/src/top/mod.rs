@@ -51,6 +51,7 @@ pub fn run(config: TopConfig) -> anyhow::Result<i32> {
         exit_fd,
         started,
     } = Session::start(&config, CommandStreams::Null)?;
+    profiles.symbolize_while_sampling();
     let mut live = Live::new(&config, window, profiles.target(), started)?;
     let mut last_check = Instant::now();
     // The first refresh comes one period after the start, with a full second of samples.
