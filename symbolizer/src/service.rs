@@ -12,8 +12,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use sprof_core::{
-    Frame, FrameKey, FrameKind, InterpFunction, ModuleId, ModuleTable, ProfileMeta, RawProfile,
-    SampledStack, SymbolizedProfile,
+    Frame, FrameAddr, FrameKey, FrameKind, InterpFunction, ModuleId, ModuleTable, Pid, ProfileMeta,
+    RawProfile, SampledStack, SymbolizedProfile,
 };
 
 use crate::{find_debug_file, ElfModule, Resolved, Symbolizer, UnknownReason};
@@ -68,6 +68,10 @@ pub struct SymbolStats {
     pub no_symbols: u64,
     /// Addresses no symbol covers, or outside every loadable segment.
     pub no_symbol: u64,
+    /// JIT frames named from their process's perf map.
+    pub jit_resolved: u64,
+    /// JIT frames no perf map entry covers (no map, or written after the process's last read).
+    pub jit_unknown: u64,
 }
 
 /// The long-lived symbolizer of a session.
@@ -194,7 +198,29 @@ impl SymbolService {
             FrameKey::Interp { func, line } => {
                 vec![interp_frame(raw.interp_functions.get(func as usize), line)]
             }
+            FrameKey::Jit { pid, addr } => vec![self.jit_frame(modules, pid, addr)],
             FrameKey::Module { module, .. } => self.expand_module(key, module, modules),
+        }
+    }
+
+    /// A JIT frame, named by its process's perf map; `[jit] 0x…` where no entry covers it.
+    fn jit_frame(&mut self, modules: &ModuleTable, pid: Pid, addr: FrameAddr) -> Frame {
+        match modules.jit.lookup(pid, addr.lookup_address()) {
+            Some(name) => {
+                self.stats.jit_resolved += 1;
+                let mut f = Frame::bare(name, FrameKind::Jit);
+                f.module = Some("[jit]".into());
+                f
+            }
+            None => {
+                self.stats.jit_unknown += 1;
+                let mut f = Frame::bare(
+                    format!("[jit] {:#x}", addr.address()),
+                    FrameKind::Unresolved,
+                );
+                f.module = Some("[jit]".into());
+                f
+            }
         }
     }
 
@@ -281,8 +307,9 @@ impl SymbolService {
                         Some(d) => d.clone(),
                         None => {
                             let d: Arc<[Frame]> = self.expand(key, raw, modules).into();
-                            // Interpreted frames index this profile's function table.
-                            if !matches!(key, FrameKey::Interp { .. }) {
+                            // Interpreted frames index this profile's function table; a
+                            // JIT frame's name can still appear as its perf map grows.
+                            if !matches!(key, FrameKey::Interp { .. } | FrameKey::Jit { .. }) {
                                 self.expanded.insert(key, d.clone());
                             }
                             d
