@@ -8,7 +8,7 @@
 use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 
-use sprof_core::{Mapping, MappingKind, ModuleLoader, Pid};
+use sprof_core::{Mapping, MappingKind, ModuleLoader, PerfMapRead, Pid};
 
 /// Files larger than this are not read: a module degrades to `module+0xOFFSET` instead of
 /// exhausting memory.
@@ -72,6 +72,16 @@ impl ModuleLoader for LiveLoader {
         }
         self.failures.push(mapping.path.clone());
         None
+    }
+
+    fn read_perf_map(
+        &mut self,
+        pid: Pid,
+        offset: u64,
+        max: usize,
+        buf: &mut Vec<u8>,
+    ) -> PerfMapRead {
+        sprof_perf::procfs::read_perf_map(pid, offset, max, buf)
     }
 }
 

@@ -28,8 +28,10 @@ pub const MAX_SYMBOL_SIZE: u64 = 1 << 28;
 pub const READ_CHUNK: usize = 1 << 20;
 /// Most bytes one refresh reads, so a huge file cannot stall the sampling thread for long.
 pub const MAX_REFRESH_BYTES: usize = 64 << 20;
-/// Shortest time between two reads of one process's map.
-pub const REFRESH_INTERVAL: Duration = Duration::from_millis(200);
+/// Shortest time between two reads of one process's map. Short, because until the read a
+/// runtime's newest functions cannot be named and some cannot be unwound (see
+/// `sprof-unwind`'s CPython trampolines); reads are incremental, so each costs little.
+pub const REFRESH_INTERVAL: Duration = Duration::from_millis(50);
 
 /// One perf map line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,11 +173,16 @@ pub struct JitSymbols {
 impl JitSymbols {
     /// The name covering `addr`.
     pub fn lookup(&self, addr: u64) -> Option<&str> {
+        self.entry(addr).map(|e| &*e.name)
+    }
+
+    /// The entry covering `addr`.
+    pub fn entry(&self, addr: u64) -> Option<&JitEntry> {
         let i = self
             .index
             .partition_point(|&e| self.entries[e as usize].start <= addr);
         let e = &self.entries[*self.index.get(i.checked_sub(1)?)? as usize];
-        (addr < e.end).then_some(&*e.name)
+        (addr < e.end).then_some(e)
     }
 
     /// Adds entries parsed from `buf` and makes them visible to lookups; returns the bytes
@@ -270,6 +277,22 @@ impl JitTable {
         self.procs.get(&pid)?.lookup(addr)
     }
 
+    /// The entry covering JIT address `addr` in process `pid`.
+    pub fn entry(&self, pid: Pid, addr: u64) -> Option<&JitEntry> {
+        self.procs.get(&pid)?.entry(addr)
+    }
+
+    /// Whether a read of `pid`'s map is allowed at `now` (never read, or not for
+    /// [`REFRESH_INTERVAL`]) and useful (a sampled address missed).
+    pub fn refresh_due(&self, pid: Pid, now: Instant) -> bool {
+        self.procs.get(&pid).is_some_and(|s| {
+            s.missed
+                && !s.closed
+                && s.last_read
+                    .is_none_or(|t| now.saturating_duration_since(t) >= REFRESH_INTERVAL)
+        })
+    }
+
     pub fn get(&self, pid: Pid) -> Option<&JitSymbols> {
         self.procs.get(&pid)
     }
@@ -298,13 +321,9 @@ impl JitTable {
         let mut news = Vec::new();
         let due: Vec<Pid> = self
             .procs
-            .iter()
-            .filter(|(_, s)| s.missed && !s.closed)
-            .filter(|(_, s)| {
-                s.last_read
-                    .is_none_or(|t| now.saturating_duration_since(t) >= REFRESH_INTERVAL)
-            })
-            .map(|(p, _)| *p)
+            .keys()
+            .filter(|p| self.refresh_due(**p, now))
+            .copied()
             .collect();
         for pid in due {
             if let Some(reason) = self.refresh(pid, now, read) {
@@ -571,7 +590,7 @@ mod tests {
         // A hit asks for nothing; a miss asks, but only once the interval has passed.
         table.note_address(pid, 0x1000);
         table.note_address(pid, 0x2000);
-        table.refresh_missed(t0 + Duration::from_millis(10), &mut read);
+        table.refresh_missed(t0 + REFRESH_INTERVAL / 5, &mut read);
         assert_eq!(table.lookup(pid, 0x2000), None);
         table.refresh_missed(t0 + REFRESH_INTERVAL, &mut read);
         assert_eq!(table.lookup(pid, 0x2000), Some("second"));

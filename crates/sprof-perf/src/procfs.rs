@@ -6,7 +6,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use sprof_core::{Mapping, Pid, Tid};
+use sprof_core::{Mapping, PerfMapRead, Pid, Tid};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcError {
@@ -120,6 +120,95 @@ pub fn exec_mappings(pid: Pid) -> Result<Vec<Mapping>, ProcError> {
         .collect())
 }
 
+/// What `/proc/PID/status` says about a process's identity inside its namespaces.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProcIds {
+    /// The process's pid in its own (innermost) pid namespace: last field of `NStgid:`.
+    pub ns_tgid: Option<u32>,
+    /// Real and effective uid.
+    pub uids: Vec<u32>,
+}
+
+/// Parses the text of `/proc/PID/status` for [`ProcIds`].
+pub fn parse_status_ids(text: &str) -> ProcIds {
+    let mut ids = ProcIds::default();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("NStgid:") {
+            ids.ns_tgid = rest.split_whitespace().last().and_then(|f| f.parse().ok());
+        } else if let Some(rest) = line.strip_prefix("Uid:") {
+            ids.uids = rest
+                .split_whitespace()
+                .take(2)
+                .filter_map(|f| f.parse().ok())
+                .collect();
+        }
+    }
+    ids
+}
+
+/// Reads a process's perf map, `/tmp/perf-<NStgid>.map` as the process sees it: opened
+/// inside its root (`openat2` with `RESOLVE_IN_ROOT`, so a symlink planted in a container
+/// cannot point sprofd at a host file), and accepted only as a regular file owned by the
+/// process's user or root and writable by no one else. Appends at most `max` bytes from
+/// `offset` to `buf`.
+pub fn read_perf_map(pid: Pid, offset: u64, max: usize, buf: &mut Vec<u8>) -> PerfMapRead {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return PerfMapRead::Missing;
+    };
+    let ids = parse_status_ids(&status);
+    let Some(nspid) = ids.ns_tgid else {
+        return PerfMapRead::Missing;
+    };
+    let Ok(root) = std::fs::File::open(format!("/proc/{pid}/root")) else {
+        return PerfMapRead::Missing;
+    };
+    let name = format!("tmp/perf-{nspid}.map");
+    let Ok(cname) = std::ffi::CString::new(name.clone()) else {
+        return PerfMapRead::Missing;
+    };
+    let file = match crate::sys::open_in_root(&root.into(), &cname) {
+        Ok(fd) => std::fs::File::from(fd),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return PerfMapRead::Missing,
+        Err(e) => return PerfMapRead::Rejected(format!("/proc/{pid}/root/{name}: {e}")),
+    };
+    let Ok(meta) = file.metadata() else {
+        return PerfMapRead::Missing;
+    };
+    let refuse = |why: String| PerfMapRead::Rejected(format!("/proc/{pid}/root/{name}: {why}"));
+    if !meta.is_file() {
+        return refuse("not a regular file".into());
+    }
+    if meta.uid() != 0 && !ids.uids.contains(&meta.uid()) {
+        return refuse(format!(
+            "owned by uid {}, not the process's user",
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return refuse(format!(
+            "writable by others (mode {:o})",
+            meta.mode() & 0o777
+        ));
+    }
+    let start = buf.len();
+    buf.resize(start + max, 0);
+    let mut got = 0;
+    // pread until `max` or the end: a short read is not the end of a growing file.
+    while got < max {
+        match file.read_at(&mut buf[start + got..], offset + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    buf.truncate(start + got);
+    PerfMapRead::Read {
+        file_len: meta.len(),
+    }
+}
+
 /// The command line of a process, arguments joined by spaces.
 pub fn cmdline(pid: Pid) -> Result<String, ProcError> {
     let path = PathBuf::from(format!("/proc/{pid}/cmdline"));
@@ -182,6 +271,15 @@ pub fn perf_event_max_sample_rate() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_ids_take_the_innermost_pid_and_real_and_effective_uid() {
+        let text = "Name:\tpython3\nUid:\t1000\t1001\t1000\t1000\nNStgid:\t4242\t17\t1\n";
+        let ids = parse_status_ids(text);
+        assert_eq!(ids.ns_tgid, Some(1));
+        assert_eq!(ids.uids, vec![1000, 1001]);
+        assert_eq!(parse_status_ids("garbage\nNStgid:\n"), ProcIds::default());
+    }
 
     #[test]
     fn stat_with_parentheses_in_comm() {

@@ -385,6 +385,34 @@ pub fn fp_step(
     (ra != 0).then(|| (ra, UnwindRegsX86_64::new(ra, caller_sp, caller_bp)))
 }
 
+/// CPython 3.12's `-X perf` trampoline, one 11-byte copy per code object, named `py::…` in
+/// the perf map: `sub $8,%rsp; call *%rcx; add $8,%rsp; ret`. It sets up no frame pointer
+/// (3.13's does), so it is stepped by its known shape: the return address is at `[sp]` before
+/// the `sub` and at the `ret`, at `[sp + 8]` in between.
+const CPYTHON312_TRAMPOLINE_SIZE: u64 = 11;
+
+/// A step out of a CPython 3.12 trampoline (see [`CPYTHON312_TRAMPOLINE_SIZE`]), if `entry`
+/// is one.
+fn cpython312_trampoline_step(
+    entry: &sprof_core::jit::JitEntry,
+    addr: FrameAddr,
+    regs: &UnwindRegsX86_64,
+    read: &mut impl FnMut(u64) -> Result<u64, ()>,
+) -> Option<(u64, UnwindRegsX86_64)> {
+    if entry.end - entry.start != CPYTHON312_TRAMPOLINE_SIZE || !entry.name.starts_with("py::") {
+        return None;
+    }
+    // A return address here follows the call, at offset 6; it is looked up one byte earlier.
+    let offset = addr.address().checked_sub(entry.start)?;
+    let ra_slot = match offset {
+        0..=3 | 10 => regs.sp(),
+        _ => regs.sp().checked_add(8)?,
+    };
+    let ra = read(ra_slot).ok()?;
+    let sp = ra_slot.checked_add(8)?;
+    (ra != 0).then(|| (ra, UnwindRegsX86_64::new(ra, sp, regs.bp())))
+}
+
 /// How the walk goes on from a frame.
 enum Step {
     Next(FrameAddress, UnwindRegsX86_64),
@@ -434,7 +462,13 @@ impl Walk<'_> {
                         addr,
                     });
                     jit.frames += 1;
-                    match fp_step(&uregs, &mut read_stack) {
+                    let known = self
+                        .walker_modules
+                        .jit
+                        .entry(self.pid, addr.lookup_address());
+                    let shaped = known
+                        .and_then(|e| cpython312_trampoline_step(e, addr, &uregs, &mut read_stack));
+                    match shaped.or_else(|| fp_step(&uregs, &mut read_stack)) {
                         Some((ra, regs)) => match FrameAddress::from_return_address(ra) {
                             Some(next) => Step::Next(next, regs),
                             None => Step::Truncated,
