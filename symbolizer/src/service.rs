@@ -338,6 +338,59 @@ mod tests {
     use super::*;
 
     #[test]
+    fn jit_frames_are_named_from_the_process_map_and_named_later_once_it_grows() {
+        use sprof_core::{PerfMapRead, Pid, ProfileBuilder, Tid};
+        let mut modules = ModuleTable::default();
+        let text = std::cell::RefCell::new(b"1000 100 JS:*render app.js:3:7\n".to_vec());
+        let mut read = |_: Pid, off: u64, _: usize, buf: &mut Vec<u8>| {
+            buf.extend_from_slice(&text.borrow()[off as usize..]);
+            PerfMapRead::Read {
+                file_len: text.borrow().len() as u64,
+            }
+        };
+        let t0 = std::time::Instant::now();
+        modules.jit.refresh(Pid(5), t0, &mut read);
+        let mut b = ProfileBuilder::new();
+        let jit = |a| FrameKey::Jit {
+            pid: Pid(5),
+            addr: FrameAddr::Ip(a),
+        };
+        b.add_sample(Pid(5), Tid(5), &[jit(0x1010)], 1);
+        b.add_sample(Pid(5), Tid(5), &[jit(0x2010)], 1);
+        let raw = b.snapshot();
+        let mut service = SymbolService::new(false);
+        let names = |p: &SymbolizedProfile| {
+            let mut n: Vec<(String, FrameKind)> = p
+                .frames
+                .iter()
+                .filter(|f| f.kind != FrameKind::Root)
+                .map(|f| (f.function.clone(), f.kind))
+                .collect();
+            n.sort();
+            n
+        };
+        let p = service.symbolize(&raw, &modules, ProfileMeta::default());
+        assert_eq!(
+            names(&p),
+            vec![
+                ("JS:*render app.js:3:7".to_string(), FrameKind::Jit),
+                ("[jit] 0x2010".to_string(), FrameKind::Unresolved),
+            ]
+        );
+        assert_eq!(
+            (service.stats.jit_resolved, service.stats.jit_unknown),
+            (1, 1)
+        );
+        text.borrow_mut()
+            .extend_from_slice(b"2000 100 py::late:x.py\n");
+        modules
+            .jit
+            .refresh(Pid(5), t0 + sprof_core::jit::REFRESH_INTERVAL, &mut read);
+        let p = service.symbolize(&raw, &modules, ProfileMeta::default());
+        assert!(names(&p).contains(&("py::late:x.py".to_string(), FrameKind::Jit)));
+    }
+
+    #[test]
     fn kallsyms_lookup_and_restricted_file() {
         let text = "ffffffff81000000 T _stext\nffffffff81001000 t do_one\nffffffff81002000 D data\nffffffff81003000 T next [mod]\n";
         let k = KernelSymbols::parse(text).unwrap();

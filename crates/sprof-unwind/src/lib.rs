@@ -640,6 +640,64 @@ mod tests {
     }
 
     #[test]
+    fn cpython312_trampolines_are_stepped_by_their_shape_once_the_map_names_them() {
+        // Leaf in a JIT function with a frame pointer, whose caller is a 3.12 trampoline
+        // (`sub $8,%rsp; call *%rcx` at 0x10200, returning to 0x10206): its return address
+        // sits 8 bytes above the callee's frame, and bp is not touched.
+        let s = stack(&[(0x7010, 0x7090), (0x7018, 0x10206), (0x7028, 0x30000)]);
+        let map = b"10200 b py::work:/app/x.py\n";
+        let mut walker = StackWalker::new(UnwindMode::Auto, false);
+        let m = sprof_core::maps::parse_line("10000-20000 r-xp 00000000 00:00 0 //anon").unwrap();
+        walker.add_mapping(Pid(9), m, &mut NoFiles);
+        let run = |walker: &mut StackWalker| {
+            let sample = sprof_core::Sample {
+                kind: SampleKind::Timer,
+                pid: Pid(9),
+                tid: Tid(9),
+                time: 0,
+                cpu: 0,
+                period: 1,
+                ip: 0x10050,
+                kernel_chain: &[],
+                user_chain: &[],
+                user_regs: Some(UserRegs {
+                    ip: 0x10050,
+                    sp: SP,
+                    bp: 0x7010,
+                }),
+                user_stack: &s,
+                user_stack_requested: s.len() as u64,
+            };
+            let mut out = Vec::new();
+            walker.unwind(&sample, &mut out);
+            out
+        };
+        // Before the map is read, the trampoline's frame pointer (the caller's) is garbage.
+        let before = run(&mut walker);
+        assert_eq!(before.len(), 3, "{before:?}");
+        walker.modules.jit.note_address(Pid(9), 0x10205);
+        let mut read = |_: Pid, off: u64, _: usize, buf: &mut Vec<u8>| {
+            buf.extend_from_slice(&map[off as usize..]);
+            sprof_core::PerfMapRead::Read {
+                file_len: map.len() as u64,
+            }
+        };
+        walker
+            .modules
+            .jit
+            .refresh(Pid(9), std::time::Instant::now(), &mut read);
+        assert_eq!(
+            run(&mut walker),
+            vec![
+                jit(FrameAddr::Ip(0x10050)),
+                jit(FrameAddr::Ret(0x10206)),
+                FrameKey::Unmapped(FrameAddr::Ret(0x30000)),
+                FrameKey::Marker(Marker::Truncated),
+            ]
+        );
+    }
+
+    #[test]
     fn a_bad_frame_pointer_in_jit_code_truncates_the_walk() {
         let s = stack(&[(0x7010, 0x7030), (0x7018, 0x10100)]);
         // Misaligned, below the stack pointer, outside the copy, a loop back down.
