@@ -220,7 +220,7 @@ fn cpython312_perf_trampolines_are_named_and_crossed() {
     let folded = &p.folded;
     let py = |name: &str| {
         let frame = format!("py::{name}:{}_[j]", script.display());
-        move |f: &[String]| f.iter().any(|x| *x == frame)
+        move |f: &[String]| f.contains(&frame)
     };
     let (a, b) = (
         folded.count_where(py("hot_a")),
