@@ -342,12 +342,13 @@ mod tests {
         use sprof_core::{PerfMapRead, Pid, ProfileBuilder, Tid};
         let mut modules = ModuleTable::default();
         let text = std::cell::RefCell::new(b"1000 100 JS:*render app.js:3:7\n".to_vec());
-        let mut read = |_: Pid, off: u64, _: usize, buf: &mut Vec<u8>| {
-            buf.extend_from_slice(&text.borrow()[off as usize..]);
-            PerfMapRead::Read {
-                file_len: text.borrow().len() as u64,
-            }
-        };
+        let mut read =
+            |_: Pid, _: sprof_core::JitFile<'_>, off: u64, _: usize, buf: &mut Vec<u8>| {
+                buf.extend_from_slice(&text.borrow()[off as usize..]);
+                PerfMapRead::Read {
+                    file_len: text.borrow().len() as u64,
+                }
+            };
         let t0 = std::time::Instant::now();
         modules.jit.refresh(Pid(5), t0, &mut read);
         let mut b = ProfileBuilder::new();

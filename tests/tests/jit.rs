@@ -51,14 +51,21 @@ fn remove_perf_map(pid: u32) {
 /// Removes the perf maps left by commands `sprofd record` launched (whose pids the test
 /// does not know), found by what they mention.
 fn remove_perf_maps_mentioning(needle: &str) {
+    remove_tmp_files_mentioning("perf-", ".map", needle);
+}
+
+/// Removes `/tmp/<prefix>*<suffix>` files whose bytes contain `needle`.
+fn remove_tmp_files_mentioning(prefix: &str, suffix: &str, needle: &str) {
     let Ok(dir) = std::fs::read_dir("/tmp") else {
         return;
     };
     for e in dir.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with("perf-") && name.ends_with(".map") {
+        if name.starts_with(prefix) && name.ends_with(suffix) {
             let p = e.path();
-            if std::fs::read_to_string(&p).is_ok_and(|t| t.contains(needle)) {
+            let mentions = std::fs::read(&p)
+                .is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()));
+            if mentions {
                 let _ = std::fs::remove_file(p);
             }
         }
@@ -294,4 +301,51 @@ fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
+}
+
+/// CPython 3.13's `-X perf_jit` writes a jitdump instead of a perf map, and mmaps it so that
+/// profilers find it: its JIT_CODE_LOAD records name the trampolines. CPython buffers the
+/// file until exit, so the names arrive only then (read through the file sprofd kept open):
+/// the frames are named, though walks stop at them (see docs/architecture.md).
+#[test]
+fn cpython313_jitdump_names_trampolines() {
+    let test = "cpython313_jitdump_names_trampolines";
+    if !live(test) {
+        return;
+    }
+    let home = std::env::var("HOME").unwrap_or_default();
+    let python = PathBuf::from(format!("{home}/.pyenv/versions/3.13.0/bin/python3.13"));
+    if !python.is_file() {
+        if std::env::var("SPROFD_REQUIRE_LIVE").as_deref() == Ok("1") {
+            panic!(
+                "{test}: {} missing (SPROFD_REQUIRE_LIVE=1)",
+                python.display()
+            );
+        }
+        eprintln!("SKIP {test}: {} missing", python.display());
+        return;
+    }
+    let _guard = serial();
+    let script = fixtures_dir().join("python/workload.py");
+    let p = record_profile(
+        test,
+        &["-F", "199", "--python-view", "native"],
+        &[
+            python.display().to_string(),
+            "-X".into(),
+            "perf_jit".into(),
+            script.display().to_string(),
+            "split".into(),
+            "1".into(),
+        ],
+    );
+    let burn = format!("py::burn:{}_[j]", script.display());
+    let named = p.folded.count_where(|f| f.contains(&burn));
+    assert!(
+        named as f64 >= 0.5 * p.folded.total() as f64,
+        "py::burn names {named} of {} samples\n{}",
+        p.folded.total(),
+        p.folded.excerpt()
+    );
+    remove_tmp_files_mentioning("jit-", ".dump", &script.display().to_string());
 }

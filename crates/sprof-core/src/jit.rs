@@ -16,7 +16,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::Pid;
+use crate::jitdump::JitDumpParser;
+use crate::{Mapping, Pid};
 
 /// Longest line accepted; longer lines are skipped (and counted) without being buffered.
 pub const MAX_LINE_BYTES: usize = 4096;
@@ -160,6 +161,8 @@ pub struct JitSymbols {
     parser: PerfMapParser,
     /// Bytes of the file consumed so far.
     offset: u64,
+    /// The process's jitdump, once it mapped one.
+    dump: Option<DumpSource>,
     last_read: Option<Instant>,
     /// A sampled address missed since the last read.
     missed: bool,
@@ -247,21 +250,133 @@ impl JitSymbols {
         self.index.is_empty()
     }
 
+    /// Reads the perf map from where the last read ended. Returns whether entries may have
+    /// changed, or why the file was refused.
+    fn pump_map(
+        &mut self,
+        pid: Pid,
+        buf: &mut Vec<u8>,
+        read: &mut ReadPerfMap<'_>,
+    ) -> Result<bool, String> {
+        let mut changed = false;
+        let mut total = 0;
+        while total < MAX_REFRESH_BYTES && self.entries.len() < MAX_ENTRIES {
+            buf.clear();
+            match read(pid, JitFile::PerfMap, self.offset, READ_CHUNK, buf) {
+                PerfMapRead::Missing => break,
+                PerfMapRead::Rejected(reason) => return Err(reason),
+                PerfMapRead::Read { file_len } if file_len < self.offset => {
+                    // Rewritten from the start (a new program after exec, a restarted
+                    // runtime): what was read before describes code that is gone.
+                    self.forget_contents();
+                    changed = true;
+                    continue;
+                }
+                PerfMapRead::Read { .. } => {}
+            }
+            let got = buf.len().min(READ_CHUNK);
+            if got == 0 {
+                break;
+            }
+            changed = true;
+            let used = self.feed_unindexed(&buf[..got]);
+            self.offset += used as u64;
+            total += got;
+            if used == 0 || got < READ_CHUNK {
+                break;
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Reads the jitdump, if any, from where the last read ended.
+    fn pump_dump(
+        &mut self,
+        pid: Pid,
+        buf: &mut Vec<u8>,
+        read: &mut ReadPerfMap<'_>,
+    ) -> Result<bool, String> {
+        let mut changed = false;
+        let mut total = 0;
+        while total < MAX_REFRESH_BYTES && self.entries.len() < MAX_ENTRIES {
+            let Some(d) = self.dump.as_mut().filter(|d| !d.parser.is_done()) else {
+                break;
+            };
+            buf.clear();
+            let max = READ_CHUNK;
+            match read(pid, JitFile::JitDump(&d.mapping), d.offset, max, buf) {
+                PerfMapRead::Missing => break,
+                PerfMapRead::Rejected(reason) => {
+                    self.dump = None;
+                    return Err(reason);
+                }
+                PerfMapRead::Read { .. } => {}
+            }
+            let got = buf.len().min(max);
+            if got == 0 {
+                break;
+            }
+            changed = true;
+            let (entries, stats) = (&mut self.entries, &mut self.stats);
+            let mut dropped = 0;
+            let used = d.parser.feed(&buf[..got], stats, |e| {
+                if entries.len() < MAX_ENTRIES {
+                    entries.push(e);
+                } else {
+                    dropped += 1;
+                }
+            });
+            self.stats.dropped += dropped;
+            d.offset += used as u64;
+            total += got;
+            if used == 0 || got < max {
+                break;
+            }
+        }
+        Ok(changed)
+    }
+
     fn forget_contents(&mut self) {
         let stats = PerfMapStats {
             reads: self.stats.reads,
             ..Default::default()
         };
+        let dump = self.dump.take().map(|d| DumpSource {
+            parser: JitDumpParser::default(),
+            offset: 0,
+            ..d
+        });
         *self = JitSymbols {
             stats,
+            dump,
+            last_read: self.last_read,
+            missed: self.missed,
             ..Default::default()
         };
     }
 }
 
-/// Reads a process's perf map on behalf of [`JitTable::refresh`]: appends the file's bytes
-/// from `offset` (at most `max`) to `buf`.
-pub type ReadPerfMap<'a> = dyn FnMut(Pid, u64, usize, &mut Vec<u8>) -> PerfMapRead + 'a;
+/// Which JIT symbol file of a process a read is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JitFile<'a> {
+    /// `/tmp/perf-PID.map` as the process sees it.
+    PerfMap,
+    /// The jitdump the process has mapped here.
+    JitDump(&'a Mapping),
+}
+
+/// Reads a process's JIT symbol file on behalf of [`JitTable::refresh`]: appends the file's
+/// bytes from `offset` (at most `max`) to `buf`.
+pub type ReadPerfMap<'a> =
+    dyn FnMut(Pid, JitFile<'_>, u64, usize, &mut Vec<u8>) -> PerfMapRead + 'a;
+
+/// A jitdump being read.
+#[derive(Debug, Clone)]
+struct DumpSource {
+    mapping: Mapping,
+    parser: JitDumpParser,
+    offset: u64,
+}
 
 /// The JIT symbols of every process seen with JIT frames.
 #[derive(Debug, Default)]
@@ -333,8 +448,8 @@ impl JitTable {
         news
     }
 
-    /// Reads what was appended to `pid`'s map since the last read. Returns the reason the
-    /// map was refused, the first time it is.
+    /// Reads what was appended to `pid`'s map (and jitdump) since the last read. Returns
+    /// the reason a file was refused, the first time it is.
     pub fn refresh(
         &mut self,
         pid: Pid,
@@ -345,42 +460,40 @@ impl JitTable {
         s.missed = false;
         s.last_read = Some(now);
         s.stats.reads += 1;
-        let mut total = 0;
         let mut changed = false;
-        while total < MAX_REFRESH_BYTES && s.entries.len() < MAX_ENTRIES {
-            self.buf.clear();
-            match read(pid, s.offset, READ_CHUNK, &mut self.buf) {
-                PerfMapRead::Missing => break,
-                PerfMapRead::Rejected(reason) => {
-                    let first = s.rejected.is_none();
-                    s.rejected = Some(reason.clone());
-                    return first.then_some(reason);
-                }
-                PerfMapRead::Read { file_len } if file_len < s.offset => {
-                    // Rewritten from the start (a new program after exec, a restarted
-                    // runtime): what was read before describes code that is gone.
-                    s.forget_contents();
-                    s.last_read = Some(now);
-                    continue;
-                }
-                PerfMapRead::Read { .. } => {}
-            }
-            let got = self.buf.len().min(READ_CHUNK);
-            if got == 0 {
-                break;
-            }
-            changed = true;
-            let used = s.feed_unindexed(&self.buf[..got]);
-            s.offset += used as u64;
-            total += got;
-            if used == 0 || got < READ_CHUNK {
-                break;
-            }
+        let mut refused = None;
+        match s.pump_map(pid, &mut self.buf, read) {
+            Ok(c) => changed |= c,
+            Err(reason) => refused = Some(reason),
+        }
+        match s.pump_dump(pid, &mut self.buf, read) {
+            Ok(c) => changed |= c,
+            Err(reason) => refused = refused.or(Some(reason)),
         }
         if changed {
             s.reindex();
         }
-        None
+        let reason = refused?;
+        let first = s.rejected.is_none();
+        s.rejected = Some(reason.clone());
+        first.then_some(reason)
+    }
+
+    /// The process mapped a jitdump (`jit-PID.dump`): it is read along with the perf map.
+    pub fn add_jitdump(&mut self, pid: Pid, mapping: &Mapping) {
+        let s = self.procs.entry(pid).or_default();
+        if s.closed
+            || s.dump
+                .as_ref()
+                .is_some_and(|d| d.mapping.inode == mapping.inode)
+        {
+            return;
+        }
+        s.dump = Some(DumpSource {
+            mapping: mapping.clone(),
+            parser: JitDumpParser::default(),
+            offset: 0,
+        });
     }
 
     /// Whether a sampled address of `pid` missed since its map was last read.
@@ -579,8 +692,9 @@ mod tests {
             text: b"1000 10 first\n".to_vec(),
             reads: 0,
         });
-        let mut read =
-            |_: Pid, off: u64, max: usize, buf: &mut Vec<u8>| map.borrow_mut().read(off, max, buf);
+        let mut read = |_: Pid, _: JitFile<'_>, off: u64, max: usize, buf: &mut Vec<u8>| {
+            map.borrow_mut().read(off, max, buf)
+        };
         let mut table = JitTable::default();
         let t0 = Instant::now();
         table.note_address(pid, 0x1000);
@@ -617,9 +731,47 @@ mod tests {
     }
 
     #[test]
+    fn a_mapped_jitdump_is_read_with_the_perf_map() {
+        use crate::jitdump::tests::{code_load_record, header};
+        let mut dump = header();
+        dump.extend(code_load_record(0x5000, 11, "py::f:/app/x.py"));
+        let half = dump.len() - 4;
+        let dump = std::cell::RefCell::new((dump, half));
+        let mut read = |_: Pid, file: JitFile<'_>, off: u64, max: usize, buf: &mut Vec<u8>| {
+            let (bytes, visible) = &*dump.borrow();
+            match file {
+                JitFile::PerfMap => PerfMapRead::Missing,
+                JitFile::JitDump(m) => {
+                    assert_eq!(m.path, "/tmp/jit-7.dump");
+                    let end = (*visible).min(off as usize + max);
+                    buf.extend_from_slice(&bytes[off as usize..end]);
+                    PerfMapRead::Read {
+                        file_len: *visible as u64,
+                    }
+                }
+            }
+        };
+        let m = crate::maps::parse_line("7000-8000 r-xp 00000000 fe:01 9 /tmp/jit-7.dump").unwrap();
+        let mut table = JitTable::default();
+        table.add_jitdump(Pid(7), &m);
+        let t0 = Instant::now();
+        table.refresh(Pid(7), t0, &mut read);
+        assert_eq!(
+            table.lookup(Pid(7), 0x5004),
+            None,
+            "the record is not complete yet"
+        );
+        let full = dump.borrow().0.len();
+        dump.borrow_mut().1 = full;
+        table.refresh(Pid(7), t0 + REFRESH_INTERVAL, &mut read);
+        assert_eq!(table.lookup(Pid(7), 0x5004), Some("py::f:/app/x.py"));
+        assert_eq!(table.entry(Pid(7), 0x5000).map(|e| e.end), Some(0x500b));
+    }
+
+    #[test]
     fn a_rejected_map_is_reported_once() {
         let mut table = JitTable::default();
-        let mut read = |_: Pid, _: u64, _: usize, _: &mut Vec<u8>| {
+        let mut read = |_: Pid, _: JitFile<'_>, _: u64, _: usize, _: &mut Vec<u8>| {
             PerfMapRead::Rejected("owned by uid 65534".into())
         };
         let t0 = Instant::now();

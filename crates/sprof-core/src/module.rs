@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::jit::{JitTable, PerfMapRead};
+use crate::jit::{JitFile, JitTable, PerfMapRead};
 use crate::{Mapping, MappingKind, ModuleId, Pid};
 
 /// What makes two mappings the same file: device and inode when the kernel gives them, the
@@ -52,18 +52,22 @@ impl FileIdentity {
 pub trait ModuleLoader {
     fn load(&mut self, pid: Pid, mapping: &Mapping) -> Option<Arc<[u8]>>;
 
-    /// Appends at most `max` bytes of `pid`'s perf map (`/tmp/perf-PID.map` as the process
-    /// sees it), from byte `offset`, to `buf`. Loaders that cannot reach live processes have
-    /// none.
-    fn read_perf_map(
+    /// Appends at most `max` bytes of one of `pid`'s JIT symbol files (its perf map,
+    /// `/tmp/perf-PID.map` as the process sees it, or the jitdump it mapped), from byte
+    /// `offset`, to `buf`. Loaders that cannot reach live processes have none.
+    fn read_jit_file(
         &mut self,
         _pid: Pid,
+        _file: JitFile<'_>,
         _offset: u64,
         _max: usize,
         _buf: &mut Vec<u8>,
     ) -> PerfMapRead {
         PerfMapRead::Missing
     }
+
+    /// The process exited or exec'd: files kept open for it can go.
+    fn forget_process(&mut self, _pid: Pid) {}
 }
 
 /// One module in the table.

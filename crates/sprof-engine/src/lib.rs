@@ -183,9 +183,16 @@ impl Engine {
                                 self.refresh_jit_of(Some(x.pid));
                             }
                             self.walker.modules.jit.close(x.pid);
+                            self.loader.forget_process(x.pid);
                         }
                     }
-                    Event::Comm(c) if c.exec => self.walker.modules.jit.reset(c.pid),
+                    Event::Comm(c) if c.exec => {
+                        self.walker.modules.jit.reset(c.pid);
+                        self.loader.forget_process(c.pid);
+                    }
+                    Event::Mmap(m) if sprof_core::jitdump::is_jitdump_path(&m.mapping.path) => {
+                        self.walker.modules.jit.add_jitdump(m.pid, &m.mapping);
+                    }
                     _ => {}
                 }
                 self.walker.on_event(&e, self.loader.as_mut());
@@ -280,8 +287,9 @@ impl Engine {
     /// (rate-limited), or at once that of `pid`.
     fn refresh_jit_of(&mut self, pid: Option<sprof_core::Pid>) {
         let loader = self.loader.as_mut();
-        let mut read =
-            |pid, offset, max, buf: &mut Vec<u8>| loader.read_perf_map(pid, offset, max, buf);
+        let mut read = |pid, file: sprof_core::JitFile<'_>, offset, max, buf: &mut Vec<u8>| {
+            loader.read_jit_file(pid, file, offset, max, buf)
+        };
         let jit = &mut self.walker.modules.jit;
         match pid {
             Some(pid) => self

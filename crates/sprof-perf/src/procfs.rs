@@ -6,7 +6,9 @@
 use std::io;
 use std::path::PathBuf;
 
-use sprof_core::{Mapping, PerfMapRead, Pid, Tid};
+use std::os::unix::fs::OpenOptionsExt;
+
+use sprof_core::{JitFile, Mapping, PerfMapRead, Pid, Tid};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcError {
@@ -146,56 +148,100 @@ pub fn parse_status_ids(text: &str) -> ProcIds {
     ids
 }
 
-/// Reads a process's perf map, `/tmp/perf-<NStgid>.map` as the process sees it: opened
-/// inside its root (`openat2` with `RESOLVE_IN_ROOT`, so a symlink planted in a container
-/// cannot point sprofd at a host file), and accepted only as a regular file owned by the
-/// process's user or root and writable by no one else. Appends at most `max` bytes from
-/// `offset` to `buf`.
-pub fn read_perf_map(pid: Pid, offset: u64, max: usize, buf: &mut Vec<u8>) -> PerfMapRead {
-    use std::os::unix::fs::{FileExt, MetadataExt};
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return PerfMapRead::Missing;
+/// Opens one of a process's JIT symbol files. The perf map is `/tmp/perf-<NStgid>.map` as
+/// the process sees it: opened inside its root (`openat2` with `RESOLVE_IN_ROOT`, so a
+/// symlink planted in a container cannot point sprofd at a host file). A jitdump is the file
+/// the process mapped, opened through `/proc/PID/map_files`. `Ok(None)`: no such file (yet).
+/// The caller may keep the file open to read what the process writes up to its exit (CPython
+/// flushes its jitdump only then). Check it with [`read_jit_file`] before every read.
+pub fn open_jit_file(pid: Pid, file: JitFile<'_>) -> Result<Option<JitFileHandle>, String> {
+    let status = match std::fs::read_to_string(format!("/proc/{pid}/status")) {
+        Ok(s) => s,
+        Err(_) => return Ok(None),
     };
     let ids = parse_status_ids(&status);
-    let Some(nspid) = ids.ns_tgid else {
-        return PerfMapRead::Missing;
+    let (opened, shown) = match file {
+        JitFile::PerfMap => {
+            let Some(nspid) = ids.ns_tgid else {
+                return Ok(None);
+            };
+            let name = format!("tmp/perf-{nspid}.map");
+            (
+                open_in_target_root(pid, &name),
+                format!("/proc/{pid}/root/{name}"),
+            )
+        }
+        JitFile::JitDump(m) => {
+            let path = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
+            let opened = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+                .open(&path);
+            (opened, m.path.clone())
+        }
     };
-    let Ok(root) = std::fs::File::open(format!("/proc/{pid}/root")) else {
-        return PerfMapRead::Missing;
-    };
-    let name = format!("tmp/perf-{nspid}.map");
-    let Ok(cname) = std::ffi::CString::new(name.clone()) else {
-        return PerfMapRead::Missing;
-    };
-    let file = match crate::sys::open_in_root(&root.into(), &cname) {
-        Ok(fd) => std::fs::File::from(fd),
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return PerfMapRead::Missing,
-        Err(e) => return PerfMapRead::Rejected(format!("/proc/{pid}/root/{name}: {e}")),
-    };
-    let Ok(meta) = file.metadata() else {
-        return PerfMapRead::Missing;
-    };
-    let refuse = |why: String| PerfMapRead::Rejected(format!("/proc/{pid}/root/{name}: {why}"));
+    match opened {
+        Ok(file) => Ok(Some(JitFileHandle { file, ids, shown })),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESRCH)) => Ok(None),
+        Err(e) => Err(format!("{shown}: {e}")),
+    }
+}
+
+/// An open JIT symbol file, with the identity of the process it belongs to.
+#[derive(Debug)]
+pub struct JitFileHandle {
+    file: std::fs::File,
+    ids: ProcIds,
+    shown: String,
+}
+
+/// Reads an open JIT symbol file: accepted only as a regular file owned by the process's
+/// user or root and writable by no one else. Appends at most `max` bytes from `offset` to
+/// `buf`.
+pub fn read_jit_file(h: &JitFileHandle, offset: u64, max: usize, buf: &mut Vec<u8>) -> PerfMapRead {
+    read_checked_jit_file(&h.file, &h.ids, offset, max, buf)
+        .unwrap_or_else(|why| PerfMapRead::Rejected(format!("{}: {why}", h.shown)))
+}
+
+fn open_in_target_root(pid: Pid, name: &str) -> io::Result<std::fs::File> {
+    let root = std::fs::File::open(format!("/proc/{pid}/root"))?;
+    let cname = std::ffi::CString::new(name).map_err(|_| io::ErrorKind::InvalidInput)?;
+    crate::sys::open_in_root(&root.into(), &cname).map(std::fs::File::from)
+}
+
+/// The ownership checks, then the read: `Err` says why the file is refused.
+fn read_checked_jit_file(
+    file: &std::fs::File,
+    ids: &ProcIds,
+    offset: u64,
+    max: usize,
+    buf: &mut Vec<u8>,
+) -> Result<PerfMapRead, String> {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    let meta = file.metadata().map_err(|e| e.to_string())?;
     if !meta.is_file() {
-        return refuse("not a regular file".into());
+        return Err("not a regular file".into());
     }
     if meta.uid() != 0 && !ids.uids.contains(&meta.uid()) {
-        return refuse(format!(
+        return Err(format!(
             "owned by uid {}, not the process's user",
             meta.uid()
         ));
     }
     if meta.mode() & 0o022 != 0 {
-        return refuse(format!(
+        return Err(format!(
             "writable by others (mode {:o})",
             meta.mode() & 0o777
         ));
     }
+    // Sized to what the file holds now, so a small growth costs a small buffer.
+    let want = usize::try_from(meta.len().saturating_sub(offset))
+        .unwrap_or(usize::MAX)
+        .min(max);
     let start = buf.len();
-    buf.resize(start + max, 0);
+    buf.resize(start + want, 0);
     let mut got = 0;
-    // pread until `max` or the end: a short read is not the end of a growing file.
-    while got < max {
+    while got < want {
         match file.read_at(&mut buf[start + got..], offset + got as u64) {
             Ok(0) => break,
             Ok(n) => got += n,
@@ -204,9 +250,9 @@ pub fn read_perf_map(pid: Pid, offset: u64, max: usize, buf: &mut Vec<u8>) -> Pe
         }
     }
     buf.truncate(start + got);
-    PerfMapRead::Read {
+    Ok(PerfMapRead::Read {
         file_len: meta.len(),
-    }
+    })
 }
 
 /// The command line of a process, arguments joined by spaces.

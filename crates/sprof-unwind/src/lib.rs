@@ -676,12 +676,13 @@ mod tests {
         let before = run(&mut walker);
         assert_eq!(before.len(), 3, "{before:?}");
         walker.modules.jit.note_address(Pid(9), 0x10205);
-        let mut read = |_: Pid, off: u64, _: usize, buf: &mut Vec<u8>| {
-            buf.extend_from_slice(&map[off as usize..]);
-            sprof_core::PerfMapRead::Read {
-                file_len: map.len() as u64,
-            }
-        };
+        let mut read =
+            |_: Pid, _: sprof_core::JitFile<'_>, off: u64, _: usize, buf: &mut Vec<u8>| {
+                buf.extend_from_slice(&map[off as usize..]);
+                sprof_core::PerfMapRead::Read {
+                    file_len: map.len() as u64,
+                }
+            };
         walker
             .modules
             .jit
