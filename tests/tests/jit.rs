@@ -169,8 +169,12 @@ fn node_attach_names_js_functions_and_counts_jit_samples() {
     }
     let Some(node) = node(test) else { return };
     let _guard = serial();
-    let target = Target::spawn(&node, &[NODE_FLAGS[0], NODE_FLAGS[1], &split_js(), "0"]);
     let dir = TempDir::new(test);
+    let target = Target::spawn_in(
+        Some(dir.path()),
+        &node,
+        &[NODE_FLAGS[0], NODE_FLAGS[1], &split_js(), "0"],
+    );
     let folded_path = dir.join("out.folded");
     let table_path = dir.join("out.txt");
     run_ok(
@@ -267,10 +271,14 @@ fn node_perf_map_writable_by_others_is_ignored_with_a_warning() {
     }
     let Some(node) = node(test) else { return };
     let _guard = serial();
-    let target = Target::spawn(&node, &[NODE_FLAGS[0], NODE_FLAGS[1], &split_js(), "0"]);
+    let dir = TempDir::new(test);
+    let target = Target::spawn_in(
+        Some(dir.path()),
+        &node,
+        &[NODE_FLAGS[0], NODE_FLAGS[1], &split_js(), "0"],
+    );
     let map = format!("/tmp/perf-{}.map", target.pid);
     set_mode(Path::new(&map), 0o666);
-    let dir = TempDir::new(test);
     let folded_path = dir.join("out.folded");
     let out = run_ok(
         sprofd()
