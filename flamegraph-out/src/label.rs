@@ -11,8 +11,8 @@ pub const MAX_LABEL_CHARS: usize = 1024;
 ///
 /// The function name with `;` replaced by `:` (it separates frames) and control characters,
 /// newlines first of all, replaced by spaces (they would end the line or break the SVG), cut
-/// to [`MAX_LABEL_CHARS`] characters, then `_[k]` appended for kernel frames and `_[i]` for
-/// inlined ones (inferno strips these for display and uses them for colour). Root, marker,
+/// to [`MAX_LABEL_CHARS`] characters, then `_[k]` appended for kernel frames, `_[i]` for
+/// inlined ones and `_[j]` for JIT code (inferno strips these for display and uses them for colour). Root, marker,
 /// unresolved and native frames are the plain name. An empty name becomes `[unknown]`.
 ///
 /// Python frames read `qualname (file.py:line)`, with the file's base name, as py-spy
@@ -23,6 +23,7 @@ pub fn frame_label(frame: &Frame) -> Cow<'_, str> {
     let suffix = match frame.kind {
         FrameKind::Kernel => "_[k]",
         FrameKind::Inlined => "_[i]",
+        FrameKind::Jit => "_[j]",
         FrameKind::Root | FrameKind::Native | FrameKind::Marker | FrameKind::Unresolved => "",
         FrameKind::Python => return python_label(frame),
     };

@@ -166,6 +166,9 @@ pub mod proto {
     }
 }
 
+/// The module (mapping) name of JIT frames: code named by a perf map, in no file.
+pub const JIT_MAPPING: &str = "[jit]";
+
 /// The mapping sprofd gives kernel frames that name no module (perf's name for the kernel).
 pub const KERNEL_MAPPING: &str = "[kernel.kallsyms]";
 
@@ -597,7 +600,8 @@ pub fn decode_pprof(bytes: &[u8]) -> Result<proto::Profile, PprofReadError> {
 ///   unresolved `module+0xOFFSET` (or `[unknown]`).
 /// * A frame's kind is inferred: [`FrameKind::Kernel`] in a mapping named `[kernel…`
 ///   ([`KERNEL_MAPPING`] gives no module), [`FrameKind::Python`] with no mapping but a file,
-///   [`FrameKind::Unresolved`] for `[unknown]` and `module+0x…`, [`FrameKind::Marker`] for
+///   [`FrameKind::Jit`] in the [`JIT_MAPPING`] (but [`FrameKind::Unresolved`] for its
+///   `[jit] 0x…`), [`FrameKind::Unresolved`] for `[unknown]` and `module+0x…`, [`FrameKind::Marker`] for
 ///   other `[…]` names without mapping or file, [`FrameKind::Native`] otherwise. A frame's
 ///   module is its mapping's filename; `decl_file` is not kept by pprof (Python frames get
 ///   their file).
@@ -888,6 +892,12 @@ fn frame_of(
         FrameKind::Kernel
     } else if module.is_none() && file.is_some() {
         FrameKind::Python
+    } else if module == Some(JIT_MAPPING) {
+        if name.starts_with("[jit] ") {
+            FrameKind::Unresolved
+        } else {
+            FrameKind::Jit
+        }
     } else if name == "[unknown]"
         || module.is_some_and(|m| {
             name.strip_prefix(m)

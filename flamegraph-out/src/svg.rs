@@ -262,6 +262,7 @@ mod tests {
             lost: 3,
             truncated: 5,
             throttled: 2,
+            jit: 0,
         });
         assert_eq!(
             default_subtitle(&m),

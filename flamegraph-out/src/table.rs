@@ -199,7 +199,8 @@ fn row_name(frame: &Frame, by_line: bool) -> Option<String> {
     let f = &frame.function;
     let name = match frame.kind {
         FrameKind::Root => return None,
-        FrameKind::Marker | FrameKind::Unresolved => f.clone(),
+        // A perf map's name says all it knows (V8's include the script and line).
+        FrameKind::Marker | FrameKind::Unresolved | FrameKind::Jit => f.clone(),
         FrameKind::Native | FrameKind::Inlined | FrameKind::Kernel | FrameKind::Python => {
             match (by_line, frame.file.as_deref(), frame.line) {
                 (true, Some(file), Some(line)) => format!("{}:{line}:{f}", basename(file)),

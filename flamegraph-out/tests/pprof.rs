@@ -382,6 +382,10 @@ fn symbolizer_like() -> SymbolizedProfile {
     };
     let mut unresolved = Frame::bare("libz.so.1+0x10", FrameKind::Unresolved);
     unresolved.module = Some("libz.so.1".into());
+    let mut jit = Frame::bare("JS:*render /app/ui.js:3:7", FrameKind::Jit);
+    jit.module = Some("[jit]".into());
+    let mut jit_unknown = Frame::bare("[jit] 0x7f0012345678", FrameKind::Unresolved);
+    jit_unknown.module = Some("[jit]".into());
     let frames = vec![
         Frame::bare("app", FrameKind::Root),                         // 0
         Frame::bare("main-thread", FrameKind::Root),                 // 1
@@ -395,6 +399,8 @@ fn symbolizer_like() -> SymbolizedProfile {
         unresolved,                                                  // 9
         Frame::bare("[unknown]", FrameKind::Unresolved),             // 10
         native("main", 11, FrameKind::Native),                       // 11
+        jit,                                                         // 12
+        jit_unknown,                                                 // 13
     ];
     let stack = |frames: &[u32], samples: u64| SampledStack {
         frames: frames.to_vec(),
@@ -417,6 +423,7 @@ fn symbolizer_like() -> SymbolizedProfile {
             stack(&[0, 2, 6, 7, 8], 4),
             stack(&[0, 9], 2),
             stack(&[0, 11, 10], 3),
+            stack(&[0, 2, 12, 13], 2),
             stack(&[0], 1),
         ],
     }

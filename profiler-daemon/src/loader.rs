@@ -5,18 +5,25 @@
 //! target's mount namespace (containers); the plain path is the last resort and is used
 //! only when its device and inode match the mapping.
 
+use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 
-use sprof_core::{Mapping, MappingKind, ModuleLoader, Pid};
+use sprof_core::{JitFile, Mapping, MappingKind, ModuleLoader, PerfMapRead, Pid};
 
 /// Files larger than this are not read: a module degrades to `module+0xOFFSET` instead of
 /// exhausting memory.
 const MAX_MODULE_BYTES: u64 = 2 << 30;
 
+/// Most JIT symbol files kept open at once.
+const MAX_OPEN_JIT_FILES: usize = 256;
+
 pub struct LiveLoader {
     vdso: Option<Arc<[u8]>>,
     pub failures: Vec<String>,
+    /// Perf maps and jitdumps by (pid, mapping start; 0 for the perf map), kept open so what
+    /// a process writes until its exit can still be read then.
+    jit_files: HashMap<(Pid, u64), sprof_perf::procfs::JitFileHandle>,
 }
 
 impl LiveLoader {
@@ -24,6 +31,7 @@ impl LiveLoader {
         LiveLoader {
             vdso: sprof_perf::sys::own_vdso().map(Arc::from),
             failures: Vec::new(),
+            jit_files: HashMap::new(),
         }
     }
 }
@@ -72,6 +80,41 @@ impl ModuleLoader for LiveLoader {
         }
         self.failures.push(mapping.path.clone());
         None
+    }
+
+    fn read_jit_file(
+        &mut self,
+        pid: Pid,
+        file: JitFile<'_>,
+        offset: u64,
+        max: usize,
+        buf: &mut Vec<u8>,
+    ) -> PerfMapRead {
+        let key = match file {
+            JitFile::PerfMap => (pid, 0),
+            JitFile::JitDump(m) => (pid, m.start),
+        };
+        if !self.jit_files.contains_key(&key) {
+            match sprof_perf::procfs::open_jit_file(pid, file) {
+                Ok(Some(h)) => {
+                    if self.jit_files.len() >= MAX_OPEN_JIT_FILES {
+                        // Most likely those of processes long gone.
+                        self.jit_files.clear();
+                    }
+                    self.jit_files.insert(key, h);
+                }
+                Ok(None) => return PerfMapRead::Missing,
+                Err(reason) => return PerfMapRead::Rejected(reason),
+            }
+        }
+        match self.jit_files.get(&key) {
+            Some(h) => sprof_perf::procfs::read_jit_file(h, offset, max, buf),
+            None => PerfMapRead::Missing,
+        }
+    }
+
+    fn forget_process(&mut self, pid: Pid) {
+        self.jit_files.retain(|(p, _), _| *p != pid);
     }
 }
 

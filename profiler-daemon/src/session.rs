@@ -488,6 +488,10 @@ impl Profiles {
         if meta.measure.is_time() {
             meta.notes.push(offcpu_note(&engine.offcpu_stats()));
         }
+        if raw.stats.jit > 0 {
+            meta.notes
+                .push(jit_note(&raw.stats, &engine.modules().jit.stats()));
+        }
         let t0 = Instant::now();
         let profile = self.symbols.symbolize(raw, engine.modules(), meta);
         self.last_symbolize = t0.elapsed();
@@ -509,6 +513,25 @@ impl Profiles {
     pub(crate) fn target(&self) -> &str {
         &self.meta.target
     }
+}
+
+/// The footer line of a profile with JIT frames.
+fn jit_note(stats: &sprof_core::SessionStats, maps: &sprof_core::PerfMapStats) -> String {
+    let share = 100.0 * stats.jit as f64 / stats.samples.max(1) as f64;
+    let mut note = format!(
+        "jit: {} samples ({share:.1}%) ran through JIT code; perf maps: {} entries",
+        stats.jit, maps.entries
+    );
+    if maps.malformed > 0 {
+        note.push_str(&format!(", {} malformed lines skipped", maps.malformed));
+    }
+    if maps.dropped > 0 {
+        note.push_str(&format!(
+            ", {} entries over the limit dropped",
+            maps.dropped
+        ));
+    }
+    note
 }
 
 /// The footer line of a wall-clock or off-CPU profile.
@@ -678,6 +701,9 @@ fn finish(
     // Sampling is over: the last profile may wait (bounded) for debuginfod downloads.
     profiles.symbols.set_wait_for_debuginfod(true);
     let profile = profiles.profile(engine);
+    for w in &engine.jit_warnings {
+        eprintln!("sprofd: warning: perf map ignored: {w}");
+    }
     if config.verbose {
         print_statistics(engine, profiles, source);
     }
@@ -770,6 +796,10 @@ fn print_statistics(engine: &Engine, profiles: &Profiles, source: &dyn EventSour
     eprintln!(
         "sprofd: stats: frames named {}; unnamed: {} outside any known module, {} in unreadable files, {} in files without symbols, {} with no covering symbol",
         f.resolved, f.unknown_module, f.unreadable_file, f.no_symbols, f.no_symbol
+    );
+    eprintln!(
+        "sprofd: stats: JIT: {} walks through {} JIT frames ({} ended at a JIT frame); {} JIT frames named, {} not",
+        s.unwind.jit_walks, s.unwind.jit_frames, s.unwind.jit_truncated, f.jit_resolved, f.jit_unknown
     );
     for line in engine.hook_reports() {
         eprintln!("sprofd: stats: {line}");

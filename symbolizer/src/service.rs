@@ -12,8 +12,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use sprof_core::{
-    Frame, FrameKey, FrameKind, InterpFunction, ModuleId, ModuleTable, ProfileMeta, RawProfile,
-    SampledStack, SymbolizedProfile,
+    Frame, FrameAddr, FrameKey, FrameKind, InterpFunction, ModuleId, ModuleTable, Pid, ProfileMeta,
+    RawProfile, SampledStack, SymbolizedProfile,
 };
 
 use crate::{find_debug_file, Debuginfod, ElfModule, Resolved, Symbolizer, UnknownReason};
@@ -68,6 +68,10 @@ pub struct SymbolStats {
     pub no_symbols: u64,
     /// Addresses no symbol covers, or outside every loadable segment.
     pub no_symbol: u64,
+    /// JIT frames named from their process's perf map.
+    pub jit_resolved: u64,
+    /// JIT frames no perf map entry covers (no map, or written after the process's last read).
+    pub jit_unknown: u64,
 }
 
 /// The long-lived symbolizer of a session.
@@ -330,7 +334,29 @@ impl SymbolService {
             FrameKey::Interp { func, line } => {
                 vec![interp_frame(raw.interp_functions.get(func as usize), line)]
             }
+            FrameKey::Jit { pid, addr } => vec![self.jit_frame(modules, pid, addr)],
             FrameKey::Module { module, .. } => self.expand_module(key, module, modules),
+        }
+    }
+
+    /// A JIT frame, named by its process's perf map; `[jit] 0x…` where no entry covers it.
+    fn jit_frame(&mut self, modules: &ModuleTable, pid: Pid, addr: FrameAddr) -> Frame {
+        match modules.jit.lookup(pid, addr.lookup_address()) {
+            Some(name) => {
+                self.stats.jit_resolved += 1;
+                let mut f = Frame::bare(name, FrameKind::Jit);
+                f.module = Some("[jit]".into());
+                f
+            }
+            None => {
+                self.stats.jit_unknown += 1;
+                let mut f = Frame::bare(
+                    format!("[jit] {:#x}", addr.address()),
+                    FrameKind::Unresolved,
+                );
+                f.module = Some("[jit]".into());
+                f
+            }
         }
     }
 
@@ -419,8 +445,9 @@ impl SymbolService {
                         Some(d) => d.clone(),
                         None => {
                             let d: Arc<[Frame]> = self.expand(key, raw, modules).into();
-                            // Interpreted frames index this profile's function table.
-                            if !matches!(key, FrameKey::Interp { .. }) {
+                            // Interpreted frames index this profile's function table; a
+                            // JIT frame's name can still appear as its perf map grows.
+                            if !matches!(key, FrameKey::Interp { .. } | FrameKey::Jit { .. }) {
                                 self.expanded.insert(key, d.clone());
                             }
                             d
@@ -447,6 +474,60 @@ impl SymbolService {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jit_frames_are_named_from_the_process_map_and_named_later_once_it_grows() {
+        use sprof_core::{PerfMapRead, Pid, ProfileBuilder, Tid};
+        let mut modules = ModuleTable::default();
+        let text = std::cell::RefCell::new(b"1000 100 JS:*render app.js:3:7\n".to_vec());
+        let mut read =
+            |_: Pid, _: sprof_core::JitFile<'_>, off: u64, _: usize, buf: &mut Vec<u8>| {
+                buf.extend_from_slice(&text.borrow()[off as usize..]);
+                PerfMapRead::Read {
+                    file_len: text.borrow().len() as u64,
+                }
+            };
+        let t0 = std::time::Instant::now();
+        modules.jit.refresh(Pid(5), t0, &mut read);
+        let mut b = ProfileBuilder::new();
+        let jit = |a| FrameKey::Jit {
+            pid: Pid(5),
+            addr: FrameAddr::Ip(a),
+        };
+        b.add_sample(Pid(5), Tid(5), &[jit(0x1010)], 1);
+        b.add_sample(Pid(5), Tid(5), &[jit(0x2010)], 1);
+        let raw = b.snapshot();
+        let mut service = SymbolService::new(false);
+        let names = |p: &SymbolizedProfile| {
+            let mut n: Vec<(String, FrameKind)> = p
+                .frames
+                .iter()
+                .filter(|f| f.kind != FrameKind::Root)
+                .map(|f| (f.function.clone(), f.kind))
+                .collect();
+            n.sort();
+            n
+        };
+        let p = service.symbolize(&raw, &modules, ProfileMeta::default());
+        assert_eq!(
+            names(&p),
+            vec![
+                ("JS:*render app.js:3:7".to_string(), FrameKind::Jit),
+                ("[jit] 0x2010".to_string(), FrameKind::Unresolved),
+            ]
+        );
+        assert_eq!(
+            (service.stats.jit_resolved, service.stats.jit_unknown),
+            (1, 1)
+        );
+        text.borrow_mut()
+            .extend_from_slice(b"2000 100 py::late:x.py\n");
+        modules
+            .jit
+            .refresh(Pid(5), t0 + sprof_core::jit::REFRESH_INTERVAL, &mut read);
+        let p = service.symbolize(&raw, &modules, ProfileMeta::default());
+        assert!(names(&p).contains(&("py::late:x.py".to_string(), FrameKind::Jit)));
+    }
 
     #[test]
     fn kallsyms_lookup_and_restricted_file() {

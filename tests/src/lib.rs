@@ -576,7 +576,17 @@ pub struct Target {
 impl Target {
     /// Spawns `path args…` and waits (at most 10 s) until it prints "ready".
     pub fn spawn<S: AsRef<OsStr>>(path: &Path, args: &[S]) -> Target {
-        let mut child = Command::new(path)
+        Target::spawn_in(None, path, args)
+    }
+
+    /// [`Target::spawn`] in the directory `cwd`, for targets that leave files behind (node's
+    /// `isolate-*-v8.log`).
+    pub fn spawn_in<S: AsRef<OsStr>>(cwd: Option<&Path>, path: &Path, args: &[S]) -> Target {
+        let mut cmd = Command::new(path);
+        if let Some(cwd) = cwd {
+            cmd.current_dir(cwd);
+        }
+        let mut child = cmd
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

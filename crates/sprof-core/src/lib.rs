@@ -11,6 +11,8 @@
 //! Nothing here talks to the kernel: every function takes bytes or readers.
 
 pub mod event;
+pub mod jit;
+pub mod jitdump;
 pub mod maps;
 pub mod module;
 pub mod profile;
@@ -21,6 +23,7 @@ pub use event::{
     split_callchain, CommEvent, Event, ExitEvent, ForkEvent, MmapEvent, Sample, SampleKind,
     SwitchEvent, UserRegs,
 };
+pub use jit::{JitFile, JitSymbols, JitTable, PerfMapRead, PerfMapStats};
 pub use maps::{parse_maps, Mapping, MappingKind, MapsError, ParsedMaps};
 pub use module::{FileIdentity, Module, ModuleLoader, ModuleTable};
 pub use profile::{

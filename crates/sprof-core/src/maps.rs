@@ -49,6 +49,18 @@ impl Mapping {
         addr - self.start + self.file_offset
     }
 
+    /// Whether this is executable anonymous memory: code generated at run time (JIT), which
+    /// only the runtime's perf map can name. perf names such mappings `//anon`, `/proc/PID/maps`
+    /// leaves them nameless.
+    pub fn is_anonymous_code(&self) -> bool {
+        self.executable
+            && match &self.kind {
+                MappingKind::Anonymous => true,
+                MappingKind::Special(p) => p == "//anon",
+                _ => false,
+            }
+    }
+
     /// A short name for display: the file name of the path, or the pseudo-name.
     pub fn short_name(&self) -> &str {
         match self.kind {

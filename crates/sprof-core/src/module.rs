@@ -10,10 +10,14 @@
 //! Memory follows the live set: the owner of the address spaces counts how many processes
 //! map each module, and [`ModuleTable::release_unused`] drops the bytes of modules that no
 //! process maps and no pending profile refers to. A module seen again later is read again.
+//!
+//! Code that no file describes, JIT code in anonymous memory, is the table's too: per
+//! process, the symbols its perf map gives ([`JitTable`]), read through the same loader.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::jit::{JitFile, JitTable, PerfMapRead};
 use crate::{Mapping, MappingKind, ModuleId, Pid};
 
 /// What makes two mappings the same file: device and inode when the kernel gives them, the
@@ -47,6 +51,23 @@ impl FileIdentity {
 /// tests hand over fixture files.
 pub trait ModuleLoader {
     fn load(&mut self, pid: Pid, mapping: &Mapping) -> Option<Arc<[u8]>>;
+
+    /// Appends at most `max` bytes of one of `pid`'s JIT symbol files (its perf map,
+    /// `/tmp/perf-PID.map` as the process sees it, or the jitdump it mapped), from byte
+    /// `offset`, to `buf`. Loaders that cannot reach live processes have none.
+    fn read_jit_file(
+        &mut self,
+        _pid: Pid,
+        _file: JitFile<'_>,
+        _offset: u64,
+        _max: usize,
+        _buf: &mut Vec<u8>,
+    ) -> PerfMapRead {
+        PerfMapRead::Missing
+    }
+
+    /// The process exited or exec'd: files kept open for it can go.
+    fn forget_process(&mut self, _pid: Pid) {}
 }
 
 /// One module in the table.
@@ -68,6 +89,8 @@ pub struct Module {
 pub struct ModuleTable {
     modules: Vec<Module>,
     ids: HashMap<FileIdentity, ModuleId>,
+    /// Per process, the symbols of its JIT code.
+    pub jit: JitTable,
 }
 
 impl ModuleTable {

@@ -83,6 +83,12 @@ pub enum FrameKey {
     },
     /// A user-space address outside any known mapping.
     Unmapped(FrameAddr),
+    /// An address in anonymous executable memory of process `pid` (JIT code): named at
+    /// symbolization from that process's perf map, by absolute address.
+    Jit {
+        pid: Pid,
+        addr: FrameAddr,
+    },
     /// A kernel address.
     Kernel(u64),
     Marker(Marker),
@@ -143,6 +149,8 @@ pub struct SessionStats {
     pub throttled: u64,
     /// Samples whose stack ends in [`Marker::Truncated`].
     pub truncated: u64,
+    /// Samples whose stack has at least one JIT frame ([`FrameKey::Jit`]).
+    pub jit: u64,
 }
 
 /// The interning aggregator.
@@ -235,6 +243,9 @@ impl ProfileBuilder {
         self.stats.samples += 1;
         if frames.last() == Some(&FrameKey::Marker(Marker::Truncated)) {
             self.stats.truncated += 1;
+        }
+        if frames.iter().any(|f| matches!(f, FrameKey::Jit { .. })) {
+            self.stats.jit += 1;
         }
         self.intern_stack_leaf_first(frames)
     }
@@ -343,8 +354,8 @@ pub struct RawProfile {
 }
 
 impl RawProfile {
-    /// Modules that the sampled stacks refer to.
-    pub fn referenced_modules(&self) -> std::collections::HashSet<ModuleId> {
+    /// The frames that the sampled stacks use (each once).
+    fn used_frames(&self) -> impl Iterator<Item = &FrameKey> {
         let mut used = vec![false; self.stacks.len()];
         for s in &self.samples {
             let mut node = Some(s.stack);
@@ -355,11 +366,31 @@ impl RawProfile {
                 node = self.stacks[i as usize].0;
             }
         }
-        used.iter()
-            .zip(&self.stacks)
-            .filter(|(u, _)| **u)
-            .filter_map(|(_, (_, f))| match self.frames[f.0 as usize] {
+        let mut frame_used = vec![false; self.frames.len()];
+        for (_, (_, f)) in used.iter().zip(&self.stacks).filter(|(u, _)| **u) {
+            frame_used[f.0 as usize] = true;
+        }
+        self.frames
+            .iter()
+            .zip(frame_used)
+            .filter_map(|(f, u)| u.then_some(f))
+    }
+
+    /// Modules that the sampled stacks refer to.
+    pub fn referenced_modules(&self) -> std::collections::HashSet<ModuleId> {
+        self.used_frames()
+            .filter_map(|f| match *f {
                 FrameKey::Module { module, .. } => Some(module),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Processes whose JIT frames the sampled stacks refer to.
+    pub fn referenced_jit_processes(&self) -> std::collections::HashSet<Pid> {
+        self.used_frames()
+            .filter_map(|f| match *f {
+                FrameKey::Jit { pid, .. } => Some(pid),
                 _ => None,
             })
             .collect()

@@ -19,6 +19,9 @@ pub enum FrameKind {
     Kernel,
     /// A Python function (`file` and `line` from the interpreter, `decl_line` its first line).
     Python,
+    /// JIT-compiled code, named as the runtime's perf map names it (`JS:*render app.js:3:7`,
+    /// `py::handler:/app/x.py`); exporters suffix it `_[j]`.
+    Jit,
     /// A marker such as `[truncated]`: not a function, but kept as a frame so that every tool
     /// shows it.
     Marker,
@@ -209,10 +212,14 @@ impl SymbolizedProfile {
             let mut out = Vec::with_capacity(stack.frames.len());
             for (i, &f) in stack.frames.iter().enumerate() {
                 let kind = frames[f as usize].kind;
+                // CPython's `-X perf` trampolines (`py::qualname:file`) repeat the Python
+                // frame beside them.
+                let trampoline =
+                    kind == FrameKind::Jit && frames[f as usize].function.starts_with("py::");
                 let shown = kind == FrameKind::Root
                     || kind == FrameKind::Python
                     || kind == FrameKind::Marker
-                    || (i > first && keep[f as usize]);
+                    || (i > first && keep[f as usize] && !trampoline);
                 if shown {
                     out.push(f);
                 }

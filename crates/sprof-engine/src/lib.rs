@@ -22,7 +22,11 @@
 //! It keeps an address space per process (mappings, framehop modules) and the names of live
 //! threads and processes, current from the events; walks each sample's stack (frame
 //! pointers or DWARF CFI, [`sprof_unwind`]); runs the hooks; and interns the stack into a
-//! [`ProfileBuilder`]. An exiting or exec'ing process's address space and names are dropped
+//! [`ProfileBuilder`]. JIT frames are named later from the process's perf map, which the
+//! engine reads (through the loader) while the process is alive: when a sampled JIT address
+//! is not in it yet, it is read again at the end of the drain, at most every
+//! [`sprof_core::jit::REFRESH_INTERVAL`], and kept after the process exits until its frames
+//! are symbolized. An exiting or exec'ing process's address space and names are dropped
 //! at once; module bytes that no live process maps are released at the next
 //! [`Engine::take_window`] (after the window that refers to them has been handed out), so
 //! memory follows the live set rather than the history.
@@ -110,6 +114,8 @@ pub struct Engine {
     frames: Vec<FrameKey>,
     unwind_ns: Vec<u32>,
     offcpu: OffCpu,
+    /// Perf maps refused (owner, permissions), each reported once.
+    pub jit_warnings: Vec<String>,
 }
 
 /// Counters of a session, for status lines, `--verbose` and metrics.
@@ -142,6 +148,7 @@ impl Engine {
             frames: Vec::with_capacity(256),
             unwind_ns: Vec::new(),
             offcpu: OffCpu::default(),
+            jit_warnings: Vec::new(),
         }
     }
 
@@ -166,8 +173,27 @@ impl Engine {
                 }
             }
             e => {
-                if let Event::Exit(x) = &e {
-                    self.offcpu.forget(x.tid);
+                match &e {
+                    Event::Exit(x) => {
+                        self.offcpu.forget(x.tid);
+                        if x.pid.0 == x.tid.0 {
+                            // A last read for what it wrote since the last one, while its
+                            // files may still be reachable.
+                            if self.walker.modules.jit.has_misses(x.pid) {
+                                self.refresh_jit_of(Some(x.pid));
+                            }
+                            self.walker.modules.jit.close(x.pid);
+                            self.loader.forget_process(x.pid);
+                        }
+                    }
+                    Event::Comm(c) if c.exec => {
+                        self.walker.modules.jit.reset(c.pid);
+                        self.loader.forget_process(c.pid);
+                    }
+                    Event::Mmap(m) if sprof_core::jitdump::is_jitdump_path(&m.mapping.path) => {
+                        self.walker.modules.jit.add_jitdump(m.pid, &m.mapping);
+                    }
+                    _ => {}
                 }
                 self.walker.on_event(&e, self.loader.as_mut());
                 self.names.on_event(&e, &mut self.builder);
@@ -180,10 +206,27 @@ impl Engine {
 
     fn on_sample(&mut self, s: &Sample<'_>) {
         let t0 = (self.config.time_unwind && self.unwind_ns.len() < MAX_TIMINGS).then(Instant::now);
+        let stats = self.walker.stats;
         self.walker.unwind(s, &mut self.frames);
+        if self.jit_read_due(s.pid) {
+            // The walk stopped in JIT code the perf map does not describe yet, and how to
+            // step out of some JIT frames depends on their entry: read it now and walk again
+            // (counted once).
+            self.refresh_jit_of(Some(s.pid));
+            self.walker.stats = stats;
+            self.walker.unwind(s, &mut self.frames);
+        }
         if let Some(t0) = t0 {
             self.unwind_ns
                 .push(t0.elapsed().as_nanos().min(u128::from(u32::MAX)) as u32);
+        }
+        for f in &self.frames {
+            if let FrameKey::Jit { pid, addr } = *f {
+                self.walker
+                    .modules
+                    .jit
+                    .note_address(pid, addr.lookup_address());
+            }
         }
         let mut weight = s.period;
         if !self.hooks.is_empty() {
@@ -218,11 +261,43 @@ impl Engine {
         }
     }
 
+    /// Whether the walk just done ended at a JIT frame of `pid` that its perf map does not
+    /// cover, and reading the map is allowed now.
+    fn jit_read_due(&mut self, pid: sprof_core::Pid) -> bool {
+        let [.., FrameKey::Jit { addr, .. }, FrameKey::Marker(sprof_core::Marker::Truncated)] =
+            self.frames[..]
+        else {
+            return false;
+        };
+        let jit = &mut self.walker.modules.jit;
+        jit.note_address(pid, addr.lookup_address());
+        jit.refresh_due(pid, Instant::now())
+    }
+
     /// Tells the engine that a source's drain is complete: what waited for the rest of the
     /// drain (off-CPU intervals and their samples) is paired now. [`run`] calls it.
     pub fn end_of_drain(&mut self) {
         for (pid, tid) in self.offcpu.end_of_drain(&mut self.builder) {
             self.names.name_thread(pid, tid, &mut self.builder);
+        }
+        self.refresh_jit_of(None);
+    }
+
+    /// Reads the perf maps of processes whose sampled JIT addresses they did not name yet
+    /// (rate-limited), or at once that of `pid`.
+    fn refresh_jit_of(&mut self, pid: Option<sprof_core::Pid>) {
+        let loader = self.loader.as_mut();
+        let mut read = |pid, file: sprof_core::JitFile<'_>, offset, max, buf: &mut Vec<u8>| {
+            loader.read_jit_file(pid, file, offset, max, buf)
+        };
+        let jit = &mut self.walker.modules.jit;
+        match pid {
+            Some(pid) => self
+                .jit_warnings
+                .extend(jit.refresh(pid, Instant::now(), &mut read)),
+            None => self
+                .jit_warnings
+                .extend(jit.refresh_missed(Instant::now(), &mut read)),
         }
     }
 
@@ -251,6 +326,11 @@ impl Engine {
         self.unwind_ns.clear();
         let keep = raw.referenced_modules();
         self.walker.release_unused_modules(|id| keep.contains(&id));
+        let keep_jit = raw.referenced_jit_processes();
+        self.walker
+            .modules
+            .jit
+            .release_closed(|pid| keep_jit.contains(&pid));
         raw
     }
 

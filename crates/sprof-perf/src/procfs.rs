@@ -6,7 +6,9 @@
 use std::io;
 use std::path::PathBuf;
 
-use sprof_core::{Mapping, Pid, Tid};
+use std::os::unix::fs::OpenOptionsExt;
+
+use sprof_core::{JitFile, Mapping, PerfMapRead, Pid, Tid};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcError {
@@ -120,6 +122,139 @@ pub fn exec_mappings(pid: Pid) -> Result<Vec<Mapping>, ProcError> {
         .collect())
 }
 
+/// What `/proc/PID/status` says about a process's identity inside its namespaces.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProcIds {
+    /// The process's pid in its own (innermost) pid namespace: last field of `NStgid:`.
+    pub ns_tgid: Option<u32>,
+    /// Real and effective uid.
+    pub uids: Vec<u32>,
+}
+
+/// Parses the text of `/proc/PID/status` for [`ProcIds`].
+pub fn parse_status_ids(text: &str) -> ProcIds {
+    let mut ids = ProcIds::default();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("NStgid:") {
+            ids.ns_tgid = rest.split_whitespace().last().and_then(|f| f.parse().ok());
+        } else if let Some(rest) = line.strip_prefix("Uid:") {
+            ids.uids = rest
+                .split_whitespace()
+                .take(2)
+                .filter_map(|f| f.parse().ok())
+                .collect();
+        }
+    }
+    ids
+}
+
+/// Opens one of a process's JIT symbol files. The perf map is `/tmp/perf-<NStgid>.map` as
+/// the process sees it: opened inside its root (`openat2` with `RESOLVE_IN_ROOT`, so a
+/// symlink planted in a container cannot point sprofd at a host file). A jitdump is the file
+/// the process mapped, opened through `/proc/PID/map_files`. `Ok(None)`: no such file (yet).
+/// The caller may keep the file open to read what the process writes up to its exit (CPython
+/// flushes its jitdump only then). Check it with [`read_jit_file`] before every read.
+pub fn open_jit_file(pid: Pid, file: JitFile<'_>) -> Result<Option<JitFileHandle>, String> {
+    let status = match std::fs::read_to_string(format!("/proc/{pid}/status")) {
+        Ok(s) => s,
+        Err(_) => return Ok(None),
+    };
+    let ids = parse_status_ids(&status);
+    let (opened, shown) = match file {
+        JitFile::PerfMap => {
+            let Some(nspid) = ids.ns_tgid else {
+                return Ok(None);
+            };
+            let name = format!("tmp/perf-{nspid}.map");
+            (
+                open_in_target_root(pid, &name),
+                format!("/proc/{pid}/root/{name}"),
+            )
+        }
+        JitFile::JitDump(m) => {
+            let path = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
+            let opened = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+                .open(&path);
+            (opened, m.path.clone())
+        }
+    };
+    match opened {
+        Ok(file) => Ok(Some(JitFileHandle { file, ids, shown })),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESRCH)) => Ok(None),
+        Err(e) => Err(format!("{shown}: {e}")),
+    }
+}
+
+/// An open JIT symbol file, with the identity of the process it belongs to.
+#[derive(Debug)]
+pub struct JitFileHandle {
+    file: std::fs::File,
+    ids: ProcIds,
+    shown: String,
+}
+
+/// Reads an open JIT symbol file: accepted only as a regular file owned by the process's
+/// user or root and writable by no one else. Appends at most `max` bytes from `offset` to
+/// `buf`.
+pub fn read_jit_file(h: &JitFileHandle, offset: u64, max: usize, buf: &mut Vec<u8>) -> PerfMapRead {
+    read_checked_jit_file(&h.file, &h.ids, offset, max, buf)
+        .unwrap_or_else(|why| PerfMapRead::Rejected(format!("{}: {why}", h.shown)))
+}
+
+fn open_in_target_root(pid: Pid, name: &str) -> io::Result<std::fs::File> {
+    let root = std::fs::File::open(format!("/proc/{pid}/root"))?;
+    let cname = std::ffi::CString::new(name).map_err(|_| io::ErrorKind::InvalidInput)?;
+    crate::sys::open_in_root(&root.into(), &cname).map(std::fs::File::from)
+}
+
+/// The ownership checks, then the read: `Err` says why the file is refused.
+fn read_checked_jit_file(
+    file: &std::fs::File,
+    ids: &ProcIds,
+    offset: u64,
+    max: usize,
+    buf: &mut Vec<u8>,
+) -> Result<PerfMapRead, String> {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    if meta.uid() != 0 && !ids.uids.contains(&meta.uid()) {
+        return Err(format!(
+            "owned by uid {}, not the process's user",
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "writable by others (mode {:o})",
+            meta.mode() & 0o777
+        ));
+    }
+    // Sized to what the file holds now, so a small growth costs a small buffer.
+    let want = usize::try_from(meta.len().saturating_sub(offset))
+        .unwrap_or(usize::MAX)
+        .min(max);
+    let start = buf.len();
+    buf.resize(start + want, 0);
+    let mut got = 0;
+    while got < want {
+        match file.read_at(&mut buf[start + got..], offset + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    buf.truncate(start + got);
+    Ok(PerfMapRead::Read {
+        file_len: meta.len(),
+    })
+}
+
 /// The command line of a process, arguments joined by spaces.
 pub fn cmdline(pid: Pid) -> Result<String, ProcError> {
     let path = PathBuf::from(format!("/proc/{pid}/cmdline"));
@@ -182,6 +317,15 @@ pub fn perf_event_max_sample_rate() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_ids_take_the_innermost_pid_and_real_and_effective_uid() {
+        let text = "Name:\tpython3\nUid:\t1000\t1001\t1000\t1000\nNStgid:\t4242\t17\t1\n";
+        let ids = parse_status_ids(text);
+        assert_eq!(ids.ns_tgid, Some(1));
+        assert_eq!(ids.uids, vec![1000, 1001]);
+        assert_eq!(parse_status_ids("garbage\nNStgid:\n"), ProcIds::default());
+    }
 
     #[test]
     fn stat_with_parentheses_in_comm() {

@@ -8,8 +8,14 @@
 //! only ever the bytes the sample carries, so every walk is testable from recorded bytes.
 //!
 //! A walk never fails: where it cannot go on (the copied stack ran out, unwind information
-//! is missing or wrong, code is JIT-generated) it ends in a [`Marker::Truncated`] frame and
-//! the sample is kept and counted.
+//! is missing or wrong) it ends in a [`Marker::Truncated`] frame and the sample is kept and
+//! counted.
+//!
+//! JIT code (anonymous executable memory) has no unwind information, but the JITs worth
+//! profiling this way (V8, CPython's `-X perf` trampolines) keep frame pointers: a DWARF walk
+//! that reaches such code steps through it by frame pointer ([`fp_step`], every step checked
+//! against the copied stack) until it returns into a module with CFI, where it resumes. Those
+//! frames become [`FrameKey::Jit`], named later from the process's perf map.
 
 pub mod module;
 
@@ -47,6 +53,12 @@ pub struct UnwindStats {
     pub stack_copy_full: u64,
     /// Address spaces dropped because their process exited or exec'd.
     pub spaces_dropped: u64,
+    /// DWARF walks that went through at least one JIT frame.
+    pub jit_walks: u64,
+    /// JIT frames stepped through by frame pointer.
+    pub jit_frames: u64,
+    /// DWARF walks that ended in a JIT frame whose frame pointer failed the checks.
+    pub jit_truncated: u64,
 }
 
 #[derive(Clone, Default)]
@@ -225,8 +237,9 @@ impl StackWalker {
         self.spaces.get(&pid).map_or(&[], |s| &s.mappings[..])
     }
 
-    fn key(space: Option<&AddressSpace>, addr: FrameAddr) -> FrameKey {
+    fn key(pid: Pid, space: Option<&AddressSpace>, addr: FrameAddr) -> FrameKey {
         match space.and_then(|s| s.find(addr.address())) {
+            Some((m, _)) if m.is_anonymous_code() => FrameKey::Jit { pid, addr },
             Some((m, id)) => FrameKey::Module {
                 module: *id,
                 offset: m.file_offset_of(addr.address()),
@@ -259,7 +272,7 @@ impl StackWalker {
                     } else {
                         FrameAddr::Ret(a)
                     };
-                    out.push(Self::key(space, addr));
+                    out.push(Self::key(sample.pid, space, addr));
                 }
             }
             (UnwindMode::FramePointer, _) | (_, None) => {
@@ -283,11 +296,17 @@ impl StackWalker {
                 };
                 let walk = Walk {
                     mode,
+                    pid: sample.pid,
                     space,
                     walker_modules: &self.modules,
                     unwind: &self.unwind,
                 };
-                walk.run(&mut self.cache, regs, sample.user_stack, out);
+                let jit = walk.run(&mut self.cache, regs, sample.user_stack, out);
+                if jit.frames > 0 {
+                    self.stats.jit_walks += 1;
+                    self.stats.jit_frames += jit.frames;
+                }
+                self.stats.jit_truncated += u64::from(jit.truncated);
             }
         }
     }
@@ -316,6 +335,7 @@ fn has_cfi(unwind: &[Option<UnwindSections>], id: ModuleId) -> bool {
 /// One DWARF walk's fixed inputs.
 struct Walk<'a> {
     mode: UnwindMode,
+    pid: Pid,
     space: &'a AddressSpace,
     walker_modules: &'a ModuleTable,
     unwind: &'a [Option<UnwindSections>],
@@ -335,12 +355,79 @@ fn is_sigreturn_trampoline(
     bytes.get(off..off + SIGRETURN_CODE.len()) == Some(&SIGRETURN_CODE[..])
 }
 
+/// What a walk did in JIT code.
+#[derive(Debug, Clone, Copy, Default)]
+struct JitWalk {
+    /// JIT frames stepped through.
+    frames: u64,
+    /// The walk ended in a JIT frame.
+    truncated: bool,
+}
+
+/// One frame-pointer step out of a frame of JIT code, which has no unwind information: the
+/// caller's frame pointer is at `[bp]`, the return address at `[bp + 8]`, and the caller's
+/// stack pointer is `bp + 16`. `None` unless the frame pointer is 8-aligned, at or above
+/// the stack pointer (frames only get older going up) and both words lie in the copied stack
+/// (`read` refuses anything else), and the return address is not null. The caller's `bp`
+/// is not checked here: if the caller is JIT code too, the next step checks it; if it is a
+/// module with CFI, the CFI says what `bp` holds.
+pub fn fp_step(
+    regs: &UnwindRegsX86_64,
+    read: &mut impl FnMut(u64) -> Result<u64, ()>,
+) -> Option<(u64, UnwindRegsX86_64)> {
+    let bp = regs.bp();
+    if !bp.is_multiple_of(8) || bp < regs.sp() {
+        return None;
+    }
+    let caller_bp = read(bp).ok()?;
+    let ra = read(bp.checked_add(8)?).ok()?;
+    let caller_sp = bp.checked_add(16)?;
+    (ra != 0).then(|| (ra, UnwindRegsX86_64::new(ra, caller_sp, caller_bp)))
+}
+
+/// CPython 3.12's `-X perf` trampoline, one 11-byte copy per code object, named `py::…` in
+/// the perf map: `sub $8,%rsp; call *%rcx; add $8,%rsp; ret`. It sets up no frame pointer
+/// (3.13's does), so it is stepped by its known shape: the return address is at `[sp]` before
+/// the `sub` and at the `ret`, at `[sp + 8]` in between.
+const CPYTHON312_TRAMPOLINE_SIZE: u64 = 11;
+
+/// A step out of a CPython 3.12 trampoline (see [`CPYTHON312_TRAMPOLINE_SIZE`]), if `entry`
+/// is one.
+fn cpython312_trampoline_step(
+    entry: &sprof_core::jit::JitEntry,
+    addr: FrameAddr,
+    regs: &UnwindRegsX86_64,
+    read: &mut impl FnMut(u64) -> Result<u64, ()>,
+) -> Option<(u64, UnwindRegsX86_64)> {
+    if entry.end - entry.start != CPYTHON312_TRAMPOLINE_SIZE || !entry.name.starts_with("py::") {
+        return None;
+    }
+    // A return address here follows the call, at offset 6; it is looked up one byte earlier.
+    let offset = addr.address().checked_sub(entry.start)?;
+    let ra_slot = match offset {
+        0..=3 | 10 => regs.sp(),
+        _ => regs.sp().checked_add(8)?,
+    };
+    let ra = read(ra_slot).ok()?;
+    let sp = ra_slot.checked_add(8)?;
+    (ra != 0).then(|| (ra, UnwindRegsX86_64::new(ra, sp, regs.bp())))
+}
+
+/// How the walk goes on from a frame.
+enum Step {
+    Next(FrameAddress, UnwindRegsX86_64),
+    /// The outermost frame: the walk is complete.
+    Done,
+    Truncated,
+}
+
 /// One DWARF walk. Memory reads only come from the copied stack: anything outside it ends the
 /// walk as truncated rather than reading the target.
 ///
 /// The loop is driven frame by frame (not with framehop's iterator) so that a signal frame
-/// can be crossed: at the trampoline the interrupted registers are read from the kernel's
-/// signal frame and the walk resumes at the interrupted instruction.
+/// can be crossed (at the trampoline the interrupted registers are read from the kernel's
+/// signal frame and the walk resumes at the interrupted instruction) and JIT code stepped
+/// through by frame pointer.
 impl Walk<'_> {
     fn run(
         &self,
@@ -348,8 +435,7 @@ impl Walk<'_> {
         regs: sprof_core::UserRegs,
         stack: &[u8],
         out: &mut Vec<FrameKey>,
-    ) {
-        let (mode, space, modules) = (self.mode, self.space, self.walker_modules);
+    ) -> JitWalk {
         let sp0 = regs.sp;
         let mut read_stack = |addr: u64| -> Result<u64, ()> {
             let off = usize::try_from(addr.checked_sub(sp0).ok_or(())?).map_err(|_| ())?;
@@ -358,68 +444,285 @@ impl Walk<'_> {
         };
         let mut uregs = UnwindRegsX86_64::new(regs.ip, regs.sp, regs.bp);
         let mut frame = FrameAddress::from_instruction_pointer(regs.ip);
+        let mut jit = JitWalk::default();
         for _ in 0..MAX_FRAMES {
             let addr = match frame {
                 FrameAddress::InstructionPointer(a) => FrameAddr::Ip(a),
                 FrameAddress::ReturnAddress(a) => FrameAddr::Ret(a.get()),
             };
-            let Some((mapping, id)) = space.find(addr.address()) else {
-                // JIT or other anonymous code: no unwind info, and no honest way on.
-                out.push(FrameKey::Unmapped(addr));
-                out.push(FrameKey::Marker(Marker::Truncated));
-                return;
-            };
-            if is_sigreturn_trampoline(modules, mapping, *id, addr.address()) {
-                // The trampoline is entered at its first byte, not returned into after a call:
-                // name it by that address.
-                out.push(FrameKey::Module {
-                    module: *id,
-                    offset: mapping.file_offset_of(addr.address()),
-                    is_return: false,
-                });
-                let sp = uregs.sp();
-                let mut saved = |off: u64| sp.checked_add(off).ok_or(()).and_then(&mut read_stack);
-                match (
-                    saved(SIGCONTEXT_RIP),
-                    saved(SIGCONTEXT_RSP),
-                    saved(SIGCONTEXT_RBP),
-                ) {
-                    (Ok(ip), Ok(new_sp), Ok(bp)) if ip != 0 => {
-                        uregs = UnwindRegsX86_64::new(ip, new_sp, bp);
-                        frame = FrameAddress::from_instruction_pointer(ip);
-                        continue;
-                    }
-                    _ => {
-                        out.push(FrameKey::Marker(Marker::Truncated));
-                        return;
+            let step = match self.space.find(addr.address()) {
+                None => {
+                    // Code in no known mapping: no unwind info, and no honest way on.
+                    out.push(FrameKey::Unmapped(addr));
+                    Step::Truncated
+                }
+                Some((mapping, _)) if mapping.is_anonymous_code() => {
+                    out.push(FrameKey::Jit {
+                        pid: self.pid,
+                        addr,
+                    });
+                    jit.frames += 1;
+                    let known = self
+                        .walker_modules
+                        .jit
+                        .entry(self.pid, addr.lookup_address());
+                    let shaped = known
+                        .and_then(|e| cpython312_trampoline_step(e, addr, &uregs, &mut read_stack));
+                    match shaped.or_else(|| fp_step(&uregs, &mut read_stack)) {
+                        Some((ra, regs)) => match FrameAddress::from_return_address(ra) {
+                            Some(next) => Step::Next(next, regs),
+                            None => Step::Truncated,
+                        },
+                        None => {
+                            jit.truncated = true;
+                            Step::Truncated
+                        }
                     }
                 }
-            }
-            out.push(FrameKey::Module {
-                module: *id,
-                offset: mapping.file_offset_of(addr.address()),
-                is_return: matches!(addr, FrameAddr::Ret(_)),
-            });
-            if mode == UnwindMode::Dwarf && !has_cfi(self.unwind, *id) {
-                out.push(FrameKey::Marker(Marker::Truncated));
-                return;
-            }
-            match space
-                .unwinder
-                .unwind_frame(frame, &mut uregs, cache, &mut read_stack)
-            {
-                Ok(Some(ra)) => match FrameAddress::from_return_address(ra) {
-                    Some(next) => frame = next,
-                    None => return,
-                },
-                // The unwind info says this is the outermost frame.
-                Ok(None) => return,
-                Err(_) => {
+                Some(found) => self.module_step(found, frame, uregs, cache, &mut read_stack, out),
+            };
+            match step {
+                Step::Next(next, regs) => (frame, uregs) = (next, regs),
+                Step::Done => return jit,
+                Step::Truncated => {
                     out.push(FrameKey::Marker(Marker::Truncated));
-                    return;
+                    return jit;
                 }
             }
         }
         out.push(FrameKey::Marker(Marker::Truncated));
+        jit
+    }
+
+    /// A step out of a frame in a mapped module: across the signal trampoline by the
+    /// kernel's signal frame, otherwise by the module's CFI (framehop).
+    fn module_step(
+        &self,
+        (mapping, id): &(Mapping, ModuleId),
+        frame: FrameAddress,
+        mut uregs: UnwindRegsX86_64,
+        cache: &mut CacheX86_64,
+        read_stack: &mut impl FnMut(u64) -> Result<u64, ()>,
+        out: &mut Vec<FrameKey>,
+    ) -> Step {
+        let id = *id;
+        let addr = match frame {
+            FrameAddress::InstructionPointer(a) => FrameAddr::Ip(a),
+            FrameAddress::ReturnAddress(a) => FrameAddr::Ret(a.get()),
+        };
+        if is_sigreturn_trampoline(self.walker_modules, mapping, id, addr.address()) {
+            // The trampoline is entered at its first byte, not returned into after a call:
+            // name it by that address.
+            out.push(FrameKey::Module {
+                module: id,
+                offset: mapping.file_offset_of(addr.address()),
+                is_return: false,
+            });
+            let sp = uregs.sp();
+            let mut saved = |off: u64| sp.checked_add(off).ok_or(()).and_then(&mut *read_stack);
+            return match (
+                saved(SIGCONTEXT_RIP),
+                saved(SIGCONTEXT_RSP),
+                saved(SIGCONTEXT_RBP),
+            ) {
+                (Ok(ip), Ok(new_sp), Ok(bp)) if ip != 0 => Step::Next(
+                    FrameAddress::from_instruction_pointer(ip),
+                    UnwindRegsX86_64::new(ip, new_sp, bp),
+                ),
+                _ => Step::Truncated,
+            };
+        }
+        out.push(FrameKey::Module {
+            module: id,
+            offset: mapping.file_offset_of(addr.address()),
+            is_return: matches!(addr, FrameAddr::Ret(_)),
+        });
+        if self.mode == UnwindMode::Dwarf && !has_cfi(self.unwind, id) {
+            return Step::Truncated;
+        }
+        match self
+            .space
+            .unwinder
+            .unwind_frame(frame, &mut uregs, cache, read_stack)
+        {
+            Ok(Some(ra)) => match FrameAddress::from_return_address(ra) {
+                Some(next) => Step::Next(next, uregs),
+                None => Step::Done,
+            },
+            // The unwind info says this is the outermost frame.
+            Ok(None) => Step::Done,
+            Err(_) => Step::Truncated,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sprof_core::{SampleKind, Tid, UserRegs};
+    use std::sync::Arc;
+
+    struct NoFiles;
+    impl ModuleLoader for NoFiles {
+        fn load(&mut self, _: Pid, _: &Mapping) -> Option<Arc<[u8]>> {
+            None
+        }
+    }
+
+    const SP: u64 = 0x7000;
+
+    /// A copied stack starting at [`SP`] with `words` (address, value) written into it.
+    fn stack(words: &[(u64, u64)]) -> Vec<u8> {
+        let mut s = vec![0u8; 0x100];
+        for &(addr, value) in words {
+            let off = (addr - SP) as usize;
+            s[off..off + 8].copy_from_slice(&value.to_ne_bytes());
+        }
+        s
+    }
+
+    fn walk(mode: UnwindMode, bp: u64, stack: &[u8]) -> (Vec<FrameKey>, UnwindStats) {
+        let mut walker = StackWalker::new(mode, false);
+        let jit = sprof_core::maps::parse_line("10000-20000 rwxp 00000000 00:00 0 ").unwrap();
+        walker.add_mapping(Pid(9), jit, &mut NoFiles);
+        let sample = sprof_core::Sample {
+            kind: SampleKind::Timer,
+            pid: Pid(9),
+            tid: Tid(9),
+            time: 0,
+            cpu: 0,
+            period: 1,
+            ip: 0x10050,
+            kernel_chain: &[],
+            user_chain: &[],
+            user_regs: Some(UserRegs {
+                ip: 0x10050,
+                sp: SP,
+                bp,
+            }),
+            user_stack: stack,
+            user_stack_requested: stack.len() as u64,
+        };
+        let mut out = Vec::new();
+        walker.unwind(&sample, &mut out);
+        (out, walker.stats)
+    }
+
+    fn jit(addr: FrameAddr) -> FrameKey {
+        FrameKey::Jit { pid: Pid(9), addr }
+    }
+
+    #[test]
+    fn jit_frames_are_stepped_by_frame_pointer_in_both_cfi_modes() {
+        // Two JIT frames chained through bp, then a return into no known mapping.
+        let s = stack(&[
+            (0x7010, 0x7030),
+            (0x7018, 0x10100),
+            (0x7030, 0x7050),
+            (0x7038, 0x30000),
+        ]);
+        for mode in [UnwindMode::Auto, UnwindMode::Dwarf] {
+            let (frames, stats) = walk(mode, 0x7010, &s);
+            assert_eq!(
+                frames,
+                vec![
+                    jit(FrameAddr::Ip(0x10050)),
+                    jit(FrameAddr::Ret(0x10100)),
+                    FrameKey::Unmapped(FrameAddr::Ret(0x30000)),
+                    FrameKey::Marker(Marker::Truncated),
+                ]
+            );
+            assert_eq!(
+                (stats.jit_walks, stats.jit_frames, stats.jit_truncated),
+                (1, 2, 0)
+            );
+        }
+    }
+
+    #[test]
+    fn cpython312_trampolines_are_stepped_by_their_shape_once_the_map_names_them() {
+        // Leaf in a JIT function with a frame pointer, whose caller is a 3.12 trampoline
+        // (`sub $8,%rsp; call *%rcx` at 0x10200, returning to 0x10206): its return address
+        // sits 8 bytes above the callee's frame, and bp is not touched.
+        let s = stack(&[(0x7010, 0x7090), (0x7018, 0x10206), (0x7028, 0x30000)]);
+        let map = b"10200 b py::work:/app/x.py\n";
+        let mut walker = StackWalker::new(UnwindMode::Auto, false);
+        let m = sprof_core::maps::parse_line("10000-20000 r-xp 00000000 00:00 0 //anon").unwrap();
+        walker.add_mapping(Pid(9), m, &mut NoFiles);
+        let run = |walker: &mut StackWalker| {
+            let sample = sprof_core::Sample {
+                kind: SampleKind::Timer,
+                pid: Pid(9),
+                tid: Tid(9),
+                time: 0,
+                cpu: 0,
+                period: 1,
+                ip: 0x10050,
+                kernel_chain: &[],
+                user_chain: &[],
+                user_regs: Some(UserRegs {
+                    ip: 0x10050,
+                    sp: SP,
+                    bp: 0x7010,
+                }),
+                user_stack: &s,
+                user_stack_requested: s.len() as u64,
+            };
+            let mut out = Vec::new();
+            walker.unwind(&sample, &mut out);
+            out
+        };
+        // Before the map is read, the trampoline's frame pointer (the caller's) is garbage.
+        let before = run(&mut walker);
+        assert_eq!(before.len(), 3, "{before:?}");
+        walker.modules.jit.note_address(Pid(9), 0x10205);
+        let mut read =
+            |_: Pid, _: sprof_core::JitFile<'_>, off: u64, _: usize, buf: &mut Vec<u8>| {
+                buf.extend_from_slice(&map[off as usize..]);
+                sprof_core::PerfMapRead::Read {
+                    file_len: map.len() as u64,
+                }
+            };
+        walker
+            .modules
+            .jit
+            .refresh(Pid(9), std::time::Instant::now(), &mut read);
+        assert_eq!(
+            run(&mut walker),
+            vec![
+                jit(FrameAddr::Ip(0x10050)),
+                jit(FrameAddr::Ret(0x10206)),
+                FrameKey::Unmapped(FrameAddr::Ret(0x30000)),
+                FrameKey::Marker(Marker::Truncated),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_bad_frame_pointer_in_jit_code_truncates_the_walk() {
+        let s = stack(&[(0x7010, 0x7030), (0x7018, 0x10100)]);
+        // Misaligned, below the stack pointer, outside the copy, a loop back down.
+        let looping = stack(&[(0x7010, 0x7008), (0x7018, 0x10100)]);
+        for (bp, s) in [(0x7011, &s), (0x6ff0, &s), (0x9000, &s), (0x7010, &looping)] {
+            let (frames, stats) = walk(UnwindMode::Auto, bp, s);
+            assert_eq!(frames.last(), Some(&FrameKey::Marker(Marker::Truncated)));
+            assert!(frames.len() <= 3, "{bp:#x}: {frames:?}");
+            assert_eq!(stats.jit_truncated, 1, "{bp:#x}");
+        }
+    }
+
+    #[test]
+    fn frame_pointer_mode_keys_anonymous_code_as_jit() {
+        let mut space = AddressSpace::default();
+        let m = sprof_core::maps::parse_line("10000-20000 r-xp 00000000 00:00 0 //anon").unwrap();
+        space.insert(m, ModuleId(0), None);
+        let key = StackWalker::key(Pid(3), Some(&space), FrameAddr::Ret(0x10010));
+        assert_eq!(
+            key,
+            FrameKey::Jit {
+                pid: Pid(3),
+                addr: FrameAddr::Ret(0x10010)
+            }
+        );
     }
 }

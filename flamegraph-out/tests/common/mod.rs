@@ -94,6 +94,7 @@ pub fn mixed() -> SymbolizedProfile {
                 lost: 3,
                 throttled: 1,
                 truncated: 5,
+                jit: 0,
             },
             notes: Vec::new(),
             measure: Default::default(),
