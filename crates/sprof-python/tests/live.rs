@@ -400,13 +400,18 @@ fn busy(label: &str) {
     let mut codes = CodeTable::default();
     let mut frames = Vec::new();
     const READS: u64 = 1000;
-    let (mut errors, mut empty) = (0u64, 0u64);
+    let (mut errors, mut empty, mut whole) = (0u64, 0u64, 0u64);
     let mut last_error = None;
     let before = py.stats();
     let t0 = Instant::now();
     for _ in 0..READS {
         match py.read_thread(tid, &mut codes, &mut frames) {
-            Ok(true) if !frames.is_empty() => {}
+            Ok(true) if !frames.is_empty() => {
+                // A chain that reaches the thread's `busy` frame; on 3.10 and older a walk
+                // torn by the running thread cannot be told from a whole one, so this is
+                // counted rather than asserted per read.
+                whole += u64::from(frames.iter().any(|f| codes.get(f.code).name == "busy"));
+            }
             Ok(_) => empty += 1,
             Err(e) => {
                 errors += 1;
@@ -434,7 +439,15 @@ fn busy(label: &str) {
         .iter()
         .map(|f| codes.get(f.code).name.as_str())
         .collect();
-    assert!(names.contains(&"busy"), "{label}: last chain {names:?}");
+    // Before 3.11 a generator's frame is a heap object whose f_back is cleared each time it
+    // is suspended, so a walk that starts in the busy generator while it yields stops there
+    // (measured: ~79 % of 3.10 chains whole in this loop, against all of them on 3.11+).
+    let old = label.starts_with("3.8") || label.starts_with("3.9") || label.starts_with("3.10");
+    let need = if old { READS / 2 } else { READS * 9 / 10 };
+    assert!(
+        whole >= need,
+        "{label}: only {whole} of {READS} chains reach busy (last: {names:?})"
+    );
 }
 
 /// A thread blocked in a syscall: its number, arguments and user sp, from
