@@ -1041,3 +1041,109 @@ fn older_pythons_are_reported_unsupported() {
         other => panic!("{other:?}"),
     }
 }
+
+/// `py-spy dump` output → native tid → (qualname, file base name, line), innermost first.
+fn parse_pyspy(text: &str) -> HashMap<u32, Vec<(String, String, u32)>> {
+    let mut out: HashMap<u32, Vec<(String, String, u32)>> = HashMap::new();
+    let mut current = None;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("Thread ") {
+            current = rest
+                .split_whitespace()
+                .next()
+                .and_then(|t| t.parse::<u32>().ok());
+            if let Some(t) = current {
+                out.entry(t).or_default();
+            }
+        } else if let (Some(t), Some(frame)) = (current, line.strip_prefix("    ")) {
+            // `qualname (file.py:line)`
+            let Some((name, loc)) = frame.rsplit_once(" (") else {
+                continue;
+            };
+            let loc = loc.trim_end_matches(')');
+            let Some((file, l)) = loc.rsplit_once(':') else {
+                continue;
+            };
+            let base = file.rsplit('/').next().unwrap_or(file).to_string();
+            out.entry(t)
+                .or_default()
+                .push((name.to_string(), base, l.parse().unwrap_or(0)));
+        }
+    }
+    out
+}
+
+/// The parked fixture's threads read by sprof-python agree with `py-spy dump` (an oracle
+/// nobody here wrote; it pauses the target to read, which is fine for a parked one).
+fn against_pyspy(label: &str) {
+    let Some(python) = interpreter(label) else {
+        return;
+    };
+    let have = Command::new("py-spy")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        skip("py-spy is absent (pip install py-spy)");
+        return;
+    }
+    let target = Target::spawn(&python, "parked", label, false);
+    target.wait_for("threads.txt");
+    let pid = target.pid();
+    let dump = Command::new("py-spy")
+        .args(["dump", "--pid", &pid.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        dump.status.success(),
+        "{label}: py-spy dump: {}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    let oracle = parse_pyspy(&String::from_utf8_lossy(&dump.stdout));
+    let mut py = detect_python(pid);
+    let mut codes = CodeTable::default();
+    let mut frames = Vec::new();
+    let mut compared = 0;
+    for (tid, want) in &oracle {
+        if want.is_empty()
+            || !py
+                .read_thread(*tid, &mut codes, &mut frames)
+                .unwrap_or(false)
+        {
+            continue;
+        }
+        let got: Vec<(String, String, u32)> = frames
+            .iter()
+            .map(|f| {
+                let c = codes.get(f.code);
+                let base = c
+                    .filename
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or(&c.filename)
+                    .to_string();
+                (c.qualname.clone(), base, f.line)
+            })
+            .collect();
+        // The reporter thread may have moved on; the parked ones must match exactly.
+        if got.iter().any(|(n, _, _)| n == "reporter") {
+            continue;
+        }
+        assert_eq!(&got, want, "{label}: tid {tid}");
+        compared += 1;
+    }
+    assert!(
+        compared >= 3,
+        "{label}: only {compared} threads compared with py-spy"
+    );
+}
+
+#[test]
+fn pyspy_agrees_pyenv_3_11_7() {
+    against_pyspy("3.11.7");
+}
+
+#[test]
+fn pyspy_agrees_pyenv_3_12_1() {
+    against_pyspy("3.12.1");
+}
