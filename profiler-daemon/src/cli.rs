@@ -385,9 +385,9 @@ impl ProfileOpts {
             verbose: self.verbose,
             save_events: self.save_events,
             mode: match self.sampling.mode {
-                ModeArg::Cpu => sprof_perf::TimeMode::Cpu,
-                ModeArg::Wall => sprof_perf::TimeMode::Wall,
-                ModeArg::OffCpu => sprof_perf::TimeMode::OffCpu,
+                ModeArg::Cpu => sprof_core::Measure::Cpu,
+                ModeArg::Wall => sprof_core::Measure::Wall,
+                ModeArg::OffCpu => sprof_core::Measure::OffCpu,
             },
             python: match self.sampling.python_view {
                 PythonViewArg::Python => Some(sprof_core::PythonView::Python),
@@ -561,11 +561,11 @@ mod tests {
         assert!(c.verbose);
         assert_eq!(
             config(&["attach", "1", "--mode", "off-cpu"]).unwrap().mode,
-            sprof_perf::TimeMode::OffCpu
+            sprof_core::Measure::OffCpu
         );
         assert_eq!(
             config(&["attach", "1", "--mode=wall"]).unwrap().mode,
-            sprof_perf::TimeMode::Wall
+            sprof_core::Measure::Wall
         );
         assert!(parse(&["attach", "1", "--mode", "gpu"]).is_err());
         let c = config(&["attach", "1", "--python-view", "mixed"]).unwrap();

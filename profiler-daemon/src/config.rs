@@ -42,7 +42,7 @@ pub struct SessionConfig {
     /// Record every event into this file (`--save-events`), for replay in tests.
     pub save_events: Option<PathBuf>,
     /// What time is measured (`--mode`).
-    pub mode: sprof_perf::TimeMode,
+    pub mode: sprof_core::Measure,
     /// Read Python frames and show them this way; `None`: native frames only.
     pub python: Option<sprof_core::PythonView>,
 }

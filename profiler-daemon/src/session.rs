@@ -16,9 +16,7 @@ use anyhow::{bail, Context};
 use sprof_core::{EventSource, Pid, ProfileMeta, Tid};
 use sprof_engine::{Engine, EngineConfig};
 use sprof_perf::spawn::{ExitStatus, RunningChild};
-use sprof_perf::{
-    procfs, EventKind, Sampler, SamplerError, SamplingPolicy, StackCapture, TimeMode,
-};
+use sprof_perf::{procfs, EventKind, Sampler, SamplerError, SamplingPolicy, StackCapture};
 use sprof_symbolizer::SymbolService;
 use sprof_unwind::UnwindMode;
 
@@ -296,7 +294,7 @@ impl Session {
         if config.kernel && !privileges::can_count_kernel() {
             bail!("{}", privileges::kernel_denied_message());
         }
-        if config.mode != TimeMode::Cpu && !privileges::can_count_kernel() {
+        if config.mode.is_time() && !privileges::can_count_kernel() {
             bail!("{}", privileges::switch_denied_message());
         }
         let signals = Signals::install().context("installing signal handlers")?;
@@ -453,11 +451,7 @@ impl Profiles {
                 event: event.name().to_string(),
                 stats: Default::default(),
                 notes: Vec::new(),
-                measure: match config.mode {
-                    TimeMode::Cpu => sprof_core::Measure::Cpu,
-                    TimeMode::Wall => sprof_core::Measure::Wall,
-                    TimeMode::OffCpu => sprof_core::Measure::OffCpu,
-                },
+                measure: config.mode,
             },
             started,
             python: config.python,

@@ -13,7 +13,7 @@ pub mod sampler;
 pub mod spawn;
 pub mod sys;
 
-pub use policy::{SamplingPolicy, StackCapture, TimeMode};
+pub use policy::{SamplingPolicy, StackCapture};
 pub use record::SampleLayout;
 pub use sampler::{Sampler, SamplerError};
 pub use sys::{EventKind, EventSpec};

@@ -2,7 +2,7 @@
 //! buffers must be for it. Drivers say *what* they want (frequency, how stacks are captured,
 //! kernel frames); this module turns that into perf attributes.
 
-use sprof_core::SampleKind;
+use sprof_core::{Measure, SampleKind};
 
 use crate::procfs;
 use crate::record::SampleLayout;
@@ -18,19 +18,6 @@ pub enum StackCapture {
     UserStack { bytes: u32 },
 }
 
-/// What time is sampled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum TimeMode {
-    /// On-CPU time: a clock (or counter) samples running threads.
-    #[default]
-    Cpu,
-    /// On-CPU samples plus a sample at every context switch out (frequency-adjusted by the
-    /// kernel on busy switchers), timed by switch records: wall-clock time.
-    Wall,
-    /// Context-switch samples and switch records only: off-CPU time.
-    OffCpu,
-}
-
 /// What a driver asks of the sampler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SamplingPolicy {
@@ -44,7 +31,9 @@ pub struct SamplingPolicy {
     /// Wake the reader after every sample instead of at the buffer's watermark, for readers
     /// that must look at the target while the sample is fresh (interpreter frames).
     pub wakeup_per_sample: bool,
-    pub time: TimeMode,
+    /// What time is measured: on-CPU samples (the clock), plus or instead of context-switch
+    /// samples timed by switch records.
+    pub time: Measure,
 }
 
 impl SamplingPolicy {
@@ -96,8 +85,8 @@ impl SamplingPolicy {
             ..timer
         };
         match self.time {
-            TimeMode::Cpu => vec![(timer, SampleKind::Timer)],
-            TimeMode::Wall => vec![
+            Measure::Cpu => vec![(timer, SampleKind::Timer)],
+            Measure::Wall => vec![
                 (timer, SampleKind::Timer),
                 (
                     EventSpec {
@@ -107,7 +96,7 @@ impl SamplingPolicy {
                     SampleKind::Switch,
                 ),
             ],
-            TimeMode::OffCpu => vec![(switches, SampleKind::Switch)],
+            Measure::OffCpu => vec![(switches, SampleKind::Switch)],
         }
     }
 
@@ -139,7 +128,7 @@ mod tests {
             kernel_frames,
             count_kernel: true,
             wakeup_per_sample: false,
-            time: TimeMode::Cpu,
+            time: Measure::Cpu,
         }
     }
 
@@ -169,7 +158,7 @@ mod tests {
             kinds(&p),
             vec![(EventKind::CpuClock, SampleKind::Timer, true, false)]
         );
-        p.time = TimeMode::Wall;
+        p.time = Measure::Wall;
         assert_eq!(
             kinds(&p),
             vec![
@@ -177,7 +166,7 @@ mod tests {
                 (EventKind::ContextSwitches, SampleKind::Switch, false, true)
             ]
         );
-        p.time = TimeMode::OffCpu;
+        p.time = Measure::OffCpu;
         assert_eq!(
             kinds(&p),
             vec![(EventKind::ContextSwitches, SampleKind::Switch, true, true)]
