@@ -604,11 +604,13 @@ mod tests {
                     frames: vec![0, 1, 2],
                     samples: 3,
                     period: 30,
+                    thread: None,
                 },
                 SampledStack {
                     frames: vec![0, 1],
                     samples: 2,
                     period: 20,
+                    thread: None,
                 },
             ],
             ..Default::default()

@@ -87,6 +87,7 @@ mod tests {
                     frames: f.to_vec(),
                     samples: n,
                     period: n * 10,
+                    thread: None,
                 })
                 .collect(),
             ..Default::default()

@@ -4,7 +4,7 @@
 //! The messages are derived by hand in [`proto`] (the handful of `profile.proto` messages
 //! sprofd writes), so no `protoc` or build script is needed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{self, BufWriter, Read, Write};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -12,7 +12,9 @@ use flate2::read::MultiGzDecoder;
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use prost::Message;
-use sprof_core::{Frame, FrameKind, ProfileMeta, SampledStack, SymbolizedProfile};
+use sprof_core::{
+    Frame, FrameKind, ModuleInfo, ProfileMeta, SampledStack, SymbolizedProfile, ThreadRef,
+};
 
 use crate::{checked_stack, ExportError, Exporter};
 
@@ -278,11 +280,10 @@ impl Pprof {
         let labels = LabelKeys {
             comm: b.strings.intern("comm"),
             thread_name: b.strings.intern("thread_name"),
-            pid: meta.pid.map(|pid| proto::Label {
-                key: b.strings.intern("pid"),
-                num: i64::from(pid),
-                ..Default::default()
-            }),
+            pid: b.strings.intern("pid"),
+            thread_id: b.strings.intern("thread_id"),
+            cmdline: b.strings.intern("cmdline"),
+            profile_pid: meta.pid,
         };
         let mut samples = Vec::with_capacity(profile.stacks.len());
         let mut group: Vec<u32> = Vec::new();
@@ -326,11 +327,15 @@ impl Pprof {
     }
 }
 
-/// String ids of the labels every sample may carry, and the pid label.
+/// String ids of the labels every sample may carry, and the profile's pid (for samples
+/// that do not say their thread).
 struct LabelKeys {
     comm: i64,
     thread_name: i64,
-    pid: Option<proto::Label>,
+    pid: i64,
+    thread_id: i64,
+    cmdline: i64,
+    profile_pid: Option<u32>,
 }
 
 impl Builder<'_> {
@@ -360,7 +365,21 @@ impl Builder<'_> {
                 _ => break,
             }
         }
-        label.extend(keys.pid);
+        let num = |key, num: u32| proto::Label {
+            key,
+            num: i64::from(num),
+            ..Default::default()
+        };
+        let pid = stack.thread.map(|t| t.pid).or(keys.profile_pid);
+        label.extend(pid.map(|pid| num(keys.pid, pid)));
+        label.extend(stack.thread.map(|t| num(keys.thread_id, t.tid)));
+        if let Some(command) = pid.and_then(|pid| profile.commands.get(&pid)) {
+            label.push(proto::Label {
+                key: keys.cmdline,
+                str: self.strings.intern(command),
+                ..Default::default()
+            });
+        }
         let mut location_id = Vec::with_capacity(frames.len());
         group.clear();
         for &f in frames {
@@ -534,13 +553,21 @@ impl<'p> Builder<'p> {
         let Some(module) = module else {
             return 0;
         };
-        let filename = self.strings.intern(module);
+        let info = self.profile.modules.iter().find(|m| m.name == module);
+        let filename = self
+            .strings
+            .intern(info.map_or(module, |m| m.path.as_str()));
         let next = self.mappings.len() as u64 + 1;
         let id = *self.mapping_ids.entry(filename).or_insert(next);
         if id == next {
+            let build_id = match info.and_then(|m| m.build_id.as_deref()) {
+                Some(b) => self.strings.intern(b),
+                None => 0,
+            };
             self.mappings.push(proto::Mapping {
                 id,
                 filename,
+                build_id,
                 has_functions: true,
                 has_filenames: true,
                 has_line_numbers: true,
@@ -654,6 +681,8 @@ pub fn profile_from_proto(p: &proto::Profile) -> Result<SymbolizedProfile, Pprof
         },
         frames: r.frames,
         stacks,
+        modules: r.modules,
+        commands: r.commands,
     })
 }
 
@@ -684,7 +713,10 @@ fn read_measure(p: &proto::Profile) -> Result<sprof_core::Measure, PprofReadErro
 /// The decoding state of one profile: its indexed tables and the frames made so far.
 struct ProtoReader<'p> {
     p: &'p proto::Profile,
+    /// Mappings by id, with the file name their frames carry.
     mappings: HashMap<u64, (&'p str, &'p proto::Mapping)>,
+    modules: Vec<ModuleInfo>,
+    commands: BTreeMap<u32, String>,
     functions: HashMap<u64, &'p proto::Function>,
     frames: Vec<Frame>,
     frame_ids: HashMap<Frame, u32>,
@@ -697,8 +729,25 @@ impl<'p> ProtoReader<'p> {
     fn index(p: &'p proto::Profile) -> Result<ProtoReader<'p>, PprofReadError> {
         let string = |i: i64| string_at(&p.string_table, i);
         let mut mappings = HashMap::with_capacity(p.mapping.len());
+        let mut modules = Vec::new();
         for m in &p.mapping {
-            if m.id == 0 || mappings.insert(m.id, (string(m.filename)?, m)).is_some() {
+            // sprofd writes the path of the file; frames carry its file name.
+            let path = string(m.filename)?;
+            let name = match path.rsplit_once('/') {
+                Some((_, name)) if path.starts_with('/') && !name.is_empty() => {
+                    let build_id = Some(string(m.build_id)?)
+                        .filter(|b| !b.is_empty())
+                        .map(str::to_string);
+                    modules.push(ModuleInfo {
+                        name: name.to_string(),
+                        path: path.to_string(),
+                        build_id,
+                    });
+                    name
+                }
+                _ => path,
+            };
+            if m.id == 0 || mappings.insert(m.id, (name, m)).is_some() {
                 return Err(invalid(format!("mapping id {} is 0 or repeated", m.id)));
             }
         }
@@ -714,6 +763,8 @@ impl<'p> ProtoReader<'p> {
         Ok(ProtoReader {
             p,
             mappings,
+            modules,
+            commands: BTreeMap::new(),
             functions,
             frames: Vec::new(),
             frame_ids: HashMap::new(),
@@ -783,7 +834,8 @@ impl<'p> ProtoReader<'p> {
         let p = self.p;
         let mut pid = None;
         let mut stacks: Vec<SampledStack> = Vec::with_capacity(p.sample.len());
-        let mut stack_ids: HashMap<Vec<u32>, usize> = HashMap::with_capacity(p.sample.len());
+        let mut stack_ids: HashMap<(Vec<u32>, Option<ThreadRef>), usize> =
+            HashMap::with_capacity(p.sample.len());
         for (n, sample) in p.sample.iter().enumerate() {
             if sample.value.len() != p.sample_type.len() {
                 return Err(invalid(format!(
@@ -798,19 +850,20 @@ impl<'p> ProtoReader<'p> {
                     .map_err(|_| invalid(format!("sample {n} has a negative value {v}")))
             };
             let (samples, period) = (value(0)?, value(1)?);
-            let stack = self.sample_stack(n, sample, &mut pid)?;
-            match stack_ids.get(&stack) {
+            let key = self.sample_stack(n, sample, &mut pid)?;
+            match stack_ids.get(&key) {
                 Some(&i) => {
                     stacks[i].samples = stacks[i].samples.saturating_add(samples);
                     stacks[i].period = stacks[i].period.saturating_add(period);
                 }
                 None => {
-                    stack_ids.insert(stack.clone(), stacks.len());
                     stacks.push(SampledStack {
-                        frames: stack,
+                        frames: key.0.clone(),
                         samples,
                         period,
+                        thread: key.1,
                     });
+                    stack_ids.insert(key, stacks.len() - 1);
                 }
             }
         }
@@ -824,20 +877,34 @@ impl<'p> ProtoReader<'p> {
         n: usize,
         sample: &proto::Sample,
         pid: &mut Option<u32>,
-    ) -> Result<Vec<u32>, PprofReadError> {
+    ) -> Result<(Vec<u32>, Option<ThreadRef>), PprofReadError> {
         let strings = &self.p.string_table;
         let string = |i: i64| string_at(strings, i);
         let (mut process, mut thread) = (None, None);
+        let (mut sample_pid, mut tid) = (None, None);
         for l in &sample.label {
             let value = string(l.str)?;
             string(l.num_unit)?;
             match string(l.key)? {
                 "comm" if !value.is_empty() => process = Some(value),
                 "thread_name" if !value.is_empty() => thread = Some(value),
-                "pid" if l.str == 0 && pid.is_none() => *pid = u32::try_from(l.num).ok(),
+                "pid" if l.str == 0 => sample_pid = u32::try_from(l.num).ok(),
+                "thread_id" if l.str == 0 => tid = u32::try_from(l.num).ok(),
+                "cmdline" if !value.is_empty() => {
+                    if let Some(p) = sample_pid {
+                        self.commands.entry(p).or_insert_with(|| value.to_string());
+                    }
+                }
                 _ => {}
             }
         }
+        if pid.is_none() {
+            *pid = sample_pid;
+        }
+        let thread_ref = match (sample_pid, tid) {
+            (Some(pid), Some(tid)) => Some(ThreadRef { pid, tid }),
+            _ => None,
+        };
         let mut stack = Vec::with_capacity(sample.location_id.len() + 2);
         for name in [process, thread].into_iter().flatten() {
             let root = Frame::bare(name, FrameKind::Root);
@@ -856,7 +923,7 @@ impl<'p> ProtoReader<'p> {
                 )));
             }
         }
-        Ok(stack)
+        Ok((stack, thread_ref))
     }
 }
 

@@ -263,6 +263,7 @@ mod tests {
             truncated: 5,
             throttled: 2,
             jit: 0,
+            over_limit: 0,
         });
         assert_eq!(
             default_subtitle(&m),

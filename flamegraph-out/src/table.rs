@@ -255,6 +255,7 @@ mod tests {
             frames: frames.to_vec(),
             samples,
             period,
+            thread: None,
         }
     }
 
@@ -371,6 +372,8 @@ mod tests {
             frames,
             // 3 samples that measured 1.5 s of CPU: 0.5 s each, whatever the frequency says.
             stacks: vec![stack(&[0, 1], 3, 1_500_000_000)],
+            modules: Vec::new(),
+            commands: Default::default(),
         };
         assert!((seconds_per_sample(&p) - 0.5).abs() < 1e-12);
         let row = &StatprofTable::default().rows(&p).unwrap()[0];

@@ -406,6 +406,7 @@ fn symbolizer_like() -> SymbolizedProfile {
         frames: frames.to_vec(),
         samples,
         period: samples * 1_000_000,
+        thread: None,
     };
     SymbolizedProfile {
         meta: ProfileMeta {
@@ -426,6 +427,8 @@ fn symbolizer_like() -> SymbolizedProfile {
             stack(&[0, 2, 12, 13], 2),
             stack(&[0], 1),
         ],
+        modules: Vec::new(),
+        commands: Default::default(),
     }
 }
 

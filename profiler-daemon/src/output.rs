@@ -314,6 +314,7 @@ mod tests {
                     frames: vec![0],
                     samples: 1,
                     period: 1,
+                    thread: None,
                 });
                 assert!(full.write(&p, false, None).is_err());
             }

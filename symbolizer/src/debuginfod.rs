@@ -12,6 +12,8 @@
 //! with what the module itself has.
 
 use std::collections::HashSet;
+
+use crate::hex;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -54,10 +56,6 @@ fn cache_dir(cache_path: Option<&str>, xdg_cache: Option<&str>, home: Option<&st
     nonempty(home)
         .unwrap_or_else(|| PathBuf::from("/"))
         .join(".cache/debuginfod_client")
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Debuginfod {

@@ -118,6 +118,11 @@ impl SymbolFrame {
     }
 }
 
+/// Lower-case hex of a build-id.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// A cache of parsed modules, keyed by whatever identifies a file for the caller (a hash of
 /// build-id, or of device and inode). Failures are cached too, so a missing or broken file
 /// is tried once.

@@ -11,6 +11,7 @@ use object::{Object, ObjectSection, ObjectSegment, SegmentFlags};
 
 use crate::demangle::demangle;
 use crate::dwarf::{has_debug_info, DwarfState};
+use crate::hex;
 use crate::plt::PltTable;
 use crate::symtab::{SymbolTable, TableKind};
 use crate::{Resolved, SymbolFrame, SymbolizeError, UnknownReason};
@@ -80,10 +81,6 @@ fn minidebuginfo_symtab(obj: &object::File<'_>) -> Option<SymbolTable> {
     let mini_obj = object::File::parse(&mini[..]).ok()?;
     let table = SymbolTable::build(&mini, &mini_obj, TableKind::Static);
     (!table.is_empty()).then_some(table)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl ElfModule {

@@ -12,11 +12,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use sprof_core::{
-    Frame, FrameAddr, FrameKey, FrameKind, InterpFunction, ModuleId, ModuleTable, Pid, ProfileMeta,
-    RawProfile, SampledStack, SymbolizedProfile,
+    Frame, FrameAddr, FrameKey, FrameKind, InterpFunction, ModuleId, ModuleInfo, ModuleTable, Pid,
+    ProfileMeta, RawProfile, SampledStack, SymbolizedProfile,
 };
 
-use crate::{find_debug_file, Debuginfod, ElfModule, Resolved, Symbolizer, UnknownReason};
+use crate::{find_debug_file, hex, Debuginfod, ElfModule, Resolved, Symbolizer, UnknownReason};
 
 /// Kernel symbols from `/proc/kallsyms`, sorted by address.
 pub struct KernelSymbols {
@@ -461,13 +461,46 @@ impl SymbolService {
                 frames,
                 samples: s.counts.samples,
                 period: s.counts.period,
+                thread: Some(sprof_core::ThreadRef {
+                    pid: thread.pid.0,
+                    tid: thread.tid.0,
+                }),
             });
         }
         SymbolizedProfile {
             meta,
             frames: table.frames,
             stacks,
+            modules: self.module_infos(raw, modules),
+            commands: Default::default(),
         }
+    }
+
+    /// Path and build-id of every module the profile's stacks refer to, by short name.
+    fn module_infos(&mut self, raw: &RawProfile, modules: &ModuleTable) -> Vec<ModuleInfo> {
+        let mut ids: Vec<ModuleId> = raw.referenced_modules().into_iter().collect();
+        ids.sort_unstable();
+        let mut out: Vec<ModuleInfo> = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Some(m) = modules.get(id) else { continue };
+            if out.iter().any(|o| o.name == m.short_name) {
+                continue;
+            }
+            let key = u64::from(id.0);
+            let build_id = if self.symbolizer.contains(key) {
+                self.symbolizer
+                    .module_with(key, || None)
+                    .and_then(|elf| elf.build_id().map(hex))
+            } else {
+                None
+            };
+            out.push(ModuleInfo {
+                name: m.short_name.clone(),
+                path: m.path.clone(),
+                build_id,
+            });
+        }
+        out
     }
 }
 

@@ -134,11 +134,13 @@ fn pprof_bytes() -> Vec<u8> {
                 frames: vec![0, 1, 2],
                 samples: 30,
                 period: 30_000_000,
+                thread: None,
             },
             SampledStack {
                 frames: vec![0, 1, 3],
                 samples: 10,
                 period: 10_000_000,
+                thread: None,
             },
         ],
         ..Default::default()

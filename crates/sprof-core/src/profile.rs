@@ -54,6 +54,9 @@ pub enum Marker {
     InterpUnplaced,
     /// Off-CPU time of a thread before its first context-switch sample.
     OffCpuUnsampled,
+    /// Samples whose stacks did not fit under the profile's cap on unique stacks
+    /// ([`ProfileBuilder::set_stack_limit`]).
+    Other,
 }
 
 impl Marker {
@@ -67,6 +70,7 @@ impl Marker {
             Marker::InterpUnreadable => "[python frame unreadable]",
             Marker::InterpUnplaced => "[python: no eval frame]",
             Marker::OffCpuUnsampled => "[off-cpu: not sampled]",
+            Marker::Other => "[other]",
         }
     }
 }
@@ -151,6 +155,9 @@ pub struct SessionStats {
     pub truncated: u64,
     /// Samples whose stack has at least one JIT frame ([`FrameKey::Jit`]).
     pub jit: u64,
+    /// Samples counted in the [`Marker::Other`] stack because the cap on unique stacks was
+    /// reached.
+    pub over_limit: u64,
 }
 
 /// The interning aggregator.
@@ -165,6 +172,8 @@ pub struct ProfileBuilder {
     counts: HashMap<(usize, StackId), Counts>,
     functions: Vec<InterpFunction>,
     function_ids: HashMap<InterpFunction, u32>,
+    /// Most stack nodes interned; `None`: no cap.
+    stack_limit: Option<usize>,
     pub stats: SessionStats,
 }
 
@@ -198,16 +207,39 @@ impl ProfileBuilder {
             let frame = self.intern_frame(key);
             let next = match self.stack_ids.get(&(parent, frame)) {
                 Some(&id) => id,
-                None => {
-                    let id = StackId(self.stacks.len() as u32);
-                    self.stacks.push((parent, frame));
-                    self.stack_ids.insert((parent, frame), id);
-                    id
+                None if self.stack_limit.is_some_and(|max| self.stacks.len() >= max) => {
+                    self.stats.over_limit += 1;
+                    return Some(self.other_stack());
                 }
+                None => self.push_stack(parent, frame),
             };
             parent = Some(next);
         }
         parent
+    }
+
+    fn push_stack(&mut self, parent: Option<StackId>, frame: FrameId) -> StackId {
+        let id = StackId(self.stacks.len() as u32);
+        self.stacks.push((parent, frame));
+        self.stack_ids.insert((parent, frame), id);
+        id
+    }
+
+    /// The one-frame `[other]` stack (interned past the cap: one node more at most).
+    fn other_stack(&mut self) -> StackId {
+        let frame = self.intern_frame(FrameKey::Marker(Marker::Other));
+        match self.stack_ids.get(&(None, frame)) {
+            Some(&id) => id,
+            None => self.push_stack(None, frame),
+        }
+    }
+
+    /// Caps the unique stack nodes (prefix-tree nodes) the builder interns: a sample whose
+    /// stack would need more is counted in an `[other]` stack and in
+    /// [`SessionStats::over_limit`]. With [`ProfileBuilder::take_window_compacting`] this
+    /// bounds the builder's memory whatever the workload.
+    pub fn set_stack_limit(&mut self, max_nodes: Option<usize>) {
+        self.stack_limit = max_nodes;
     }
 
     fn thread_index(&mut self, pid: Pid, tid: Tid) -> (usize, bool) {
@@ -305,6 +337,26 @@ impl ProfileBuilder {
         let raw = self.snapshot();
         self.counts.clear();
         self.stats = SessionStats::default();
+        raw
+    }
+
+    /// Like [`ProfileBuilder::take_window`], and then, if the interned stacks (or threads)
+    /// have grown past half the stack limit (or `max_threads`), forgets every interned
+    /// frame, stack and thread so the next window starts empty: ids are then only stable
+    /// within a window. Interpreted functions are kept (hooks cache their ids). Only for
+    /// callers that hold no [`StackId`] across windows (on-CPU sampling: off-CPU pairing
+    /// holds stack ids of pending switches).
+    pub fn take_window_compacting(&mut self, max_threads: usize) -> RawProfile {
+        let raw = self.take_window();
+        let half = self.stack_limit.map_or(usize::MAX, |m| m / 2);
+        if self.stacks.len() > half || self.threads.len() > max_threads {
+            self.frames.clear();
+            self.frame_ids.clear();
+            self.stacks.clear();
+            self.stack_ids.clear();
+            self.threads.clear();
+            self.thread_ids.clear();
+        }
         raw
     }
 

@@ -71,6 +71,27 @@ pub struct SampledStack {
     pub samples: u64,
     /// Sum of the samples' periods (CPU nanoseconds for `cpu-clock`).
     pub period: u64,
+    /// The thread the samples came from, where the profile keeps threads apart (a
+    /// host-wide profile labels every sample with its process and thread).
+    pub thread: Option<ThreadRef>,
+}
+
+/// Which thread a stack was sampled in: host pids and tids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ThreadRef {
+    pub pid: u32,
+    pub tid: u32,
+}
+
+/// A module that frames of the profile belong to: what pprof's mappings carry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ModuleInfo {
+    /// The short name frames carry in [`Frame::module`].
+    pub name: String,
+    /// The file's path as the process mapped it.
+    pub path: String,
+    /// The GNU build-id, hex.
+    pub build_id: Option<String>,
 }
 
 /// What a profile's weights measure (`--mode`).
@@ -127,6 +148,10 @@ pub struct SymbolizedProfile {
     pub meta: ProfileMeta,
     pub frames: Vec<Frame>,
     pub stacks: Vec<SampledStack>,
+    /// Path and build-id of modules named in [`Frame::module`], where known.
+    pub modules: Vec<ModuleInfo>,
+    /// Command lines of the processes in [`SampledStack::thread`], by pid, where known.
+    pub commands: std::collections::BTreeMap<u32, String>,
 }
 
 /// How stacks with Python frames are shown (`--python-view`).
@@ -293,18 +318,23 @@ mod tests {
                     frames: vec![0, 1, 2, 3, 4, 5, 7, 8],
                     samples: 1,
                     period: 1,
+                    thread: None,
                 },
                 SampledStack {
                     frames: vec![0, 1, 2, 3, 6, 5, 10, 9],
                     samples: 1,
                     period: 1,
+                    thread: None,
                 },
                 SampledStack {
                     frames: vec![0, 1, 2],
                     samples: 1,
                     period: 1,
+                    thread: None,
                 },
             ],
+            modules: Vec::new(),
+            commands: Default::default(),
         };
         let mixed = profile.clone().with_python_view(PythonView::Mixed);
         assert_eq!(mixed, profile);

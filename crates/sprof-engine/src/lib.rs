@@ -114,8 +114,30 @@ pub struct Engine {
     frames: Vec<FrameKey>,
     unwind_ns: Vec<u32>,
     offcpu: OffCpu,
+    filter: Option<Filter>,
+    limits: Option<Limits>,
     /// Perf maps refused (owner, permissions), each reported once.
     pub jit_warnings: Vec<String>,
+}
+
+/// Which processes' samples are kept: a predicate on (pid, process name).
+pub type ProcessFilter = Box<dyn Fn(sprof_core::Pid, &str) -> bool>;
+
+/// A [`ProcessFilter`] and its decisions so far (made once per process and name).
+struct Filter {
+    keep: ProcessFilter,
+    decided: std::collections::HashMap<sprof_core::Pid, bool>,
+    /// Samples dropped by the filter.
+    dropped: u64,
+}
+
+/// Caps that bound the engine's memory whatever the sampled host does (the daemon's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Unique stack nodes per window; samples beyond go to `[other]`.
+    pub stack_nodes: usize,
+    /// Thread entries kept across windows before the interner starts afresh.
+    pub threads: usize,
 }
 
 /// Counters of a session, for status lines, `--verbose` and metrics.
@@ -148,8 +170,53 @@ impl Engine {
             frames: Vec::with_capacity(256),
             unwind_ns: Vec::new(),
             offcpu: OffCpu::default(),
+            filter: None,
+            limits: None,
             jit_warnings: Vec::new(),
         }
+    }
+
+    /// Keeps only the samples of processes `keep` accepts (asked once per process, and again
+    /// when it execs or renames itself); the others are not even unwound.
+    pub fn set_filter(&mut self, keep: ProcessFilter) {
+        self.filter = Some(Filter {
+            keep,
+            decided: std::collections::HashMap::new(),
+            dropped: 0,
+        });
+    }
+
+    /// Samples the filter dropped so far.
+    pub fn filtered(&self) -> u64 {
+        self.filter.as_ref().map_or(0, |f| f.dropped)
+    }
+
+    /// Bounds the aggregation for a long-running session: at most `stack_nodes` unique stack
+    /// nodes per window (the rest counted in `[other]`), and the interner starts afresh
+    /// between windows when it has grown past half of that or past `threads` thread entries.
+    /// For on-CPU sampling only (see [`ProfileBuilder::take_window_compacting`]).
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.builder.set_stack_limit(Some(limits.stack_nodes));
+        self.limits = Some(limits);
+    }
+
+    /// Whether the filter keeps `pid`'s samples.
+    fn keeps(&mut self, pid: sprof_core::Pid) -> bool {
+        let Some(f) = &mut self.filter else {
+            return true;
+        };
+        let keep = match f.decided.get(&pid) {
+            Some(&k) => k,
+            None => {
+                let k = (f.keep)(pid, self.names.process(pid).unwrap_or(""));
+                f.decided.insert(pid, k);
+                k
+            }
+        };
+        if !keep {
+            f.dropped += 1;
+        }
+        keep
     }
 
     /// Adds a hook; it sees samples from now on.
@@ -197,6 +264,15 @@ impl Engine {
                 }
                 self.walker.on_event(&e, self.loader.as_mut());
                 self.names.on_event(&e, &mut self.builder);
+                if let (
+                    Some(f),
+                    Event::Comm(sprof_core::CommEvent { pid, .. })
+                    | Event::Exit(sprof_core::ExitEvent { pid, .. }),
+                ) = (&mut self.filter, &e)
+                {
+                    // Decided again under its new name (or for the next process of that pid).
+                    f.decided.remove(pid);
+                }
                 for h in &mut self.hooks {
                     h.on_event(&e, &self.walker);
                 }
@@ -205,6 +281,9 @@ impl Engine {
     }
 
     fn on_sample(&mut self, s: &Sample<'_>) {
+        if !self.keeps(s.pid) {
+            return;
+        }
         let t0 = (self.config.time_unwind && self.unwind_ns.len() < MAX_TIMINGS).then(Instant::now);
         let stats = self.walker.stats;
         self.walker.unwind(s, &mut self.frames);
@@ -322,7 +401,10 @@ impl Engine {
     /// The window gathered since the last call, and a new one begins. Module bytes that no
     /// live process maps and the returned window does not need are released.
     pub fn take_window(&mut self) -> RawProfile {
-        let raw = self.builder.take_window();
+        let raw = match self.limits {
+            Some(l) => self.builder.take_window_compacting(l.threads),
+            None => self.builder.take_window(),
+        };
         self.unwind_ns.clear();
         let keep = raw.referenced_modules();
         self.walker.release_unused_modules(|id| keep.contains(&id));

@@ -61,6 +61,11 @@ impl Names {
         }
     }
 
+    /// The name of a live process, as its last comm record said.
+    pub fn process(&self, pid: Pid) -> Option<&str> {
+        self.processes.get(&pid).map(String::as_str)
+    }
+
     /// Live threads and processes with a name.
     pub fn len(&self) -> (usize, usize) {
         (self.threads.len(), self.processes.len())

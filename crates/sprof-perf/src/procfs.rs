@@ -102,6 +102,17 @@ pub fn tasks(pid: Pid) -> Result<Vec<Tid>, ProcError> {
     Ok(tids)
 }
 
+/// Every process now in `/proc` (by their pids in our pid namespace), sorted.
+pub fn processes() -> io::Result<Vec<Pid>> {
+    let mut pids: Vec<Pid> = std::fs::read_dir("/proc")?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .map(Pid)
+        .collect();
+    pids.sort();
+    Ok(pids)
+}
+
 /// A thread's name.
 pub fn thread_comm(pid: Pid, tid: Tid) -> Result<String, ProcError> {
     let text = read(pid, PathBuf::from(format!("/proc/{pid}/task/{tid}/comm")))?;

@@ -68,6 +68,9 @@ pub struct Sampler {
     pub warnings: Vec<String>,
     pub stats: SourceStats,
     thinning: SwitchThinning,
+    /// One event per CPU for every task on it ([`Sampler::host_wide`]): the kernel reports
+    /// every thread's switches there, so nothing is opened per thread.
+    host_wide: bool,
 }
 
 /// Keeps context-switch samples within a budget: every switch is sampled until the rate goes
@@ -141,7 +144,66 @@ impl Sampler {
                 seen: 0,
                 since: std::time::Instant::now(),
             },
+            host_wide: false,
         }
+    }
+
+    /// Samples every task on every online CPU, including processes and threads created
+    /// later: one event per (channel, CPU) with `pid = -1`, each with its own ring buffer.
+    /// Every process running now is described by synthetic events, as [`Sampler::attach`]
+    /// does for one; processes whose `/proc` files cannot be read are counted in
+    /// `warnings` once, in total. Kernel threads are skipped (they have no user stacks).
+    pub fn host_wide(&mut self) -> Result<(), SamplerError> {
+        self.host_wide = true;
+        for c in 0..self.channels.len() {
+            let (spec, kind) = self.channels[c];
+            // Per-CPU events see every task, so inheritance means nothing (and enable_on_exec
+            // would wait for an exec of nobody in particular).
+            let spec = EventSpec {
+                inherit: false,
+                enable_on_exec: false,
+                ..spec
+            };
+            for i in 0..self.cpus.len() {
+                let cpu = self.cpus[i];
+                let event = PerfEvent::open(&spec, -1, cpu as i32, true).map_err(|source| {
+                    SamplerError::Open {
+                        pid: Pid(0),
+                        source,
+                    }
+                })?;
+                let buffer = self.map_buffer(event)?;
+                self.buffers.push(buffer);
+                self.kinds.push(kind);
+                self.layouts.push(spec.layout);
+            }
+        }
+        let mut unreadable = 0usize;
+        for pid in procfs::processes().map_err(|e| {
+            SamplerError::Proc(procfs::ProcError::Io {
+                path: "/proc".into(),
+                source: e,
+            })
+        })? {
+            match procfs::stat(pid) {
+                Ok(st) if st.is_kernel_thread() || st.is_zombie() => continue,
+                Ok(_) => {}
+                Err(_) => continue,
+            }
+            let warnings = self.warnings.len();
+            self.queue_existing_state(pid);
+            if self.warnings.len() > warnings {
+                self.warnings.truncate(warnings);
+                unreadable += 1;
+            }
+        }
+        if unreadable > 0 {
+            self.warnings.push(format!(
+                "the mappings of {unreadable} processes could not be read; their frames will \
+                 have no names (run as root or with CAP_SYS_PTRACE)"
+            ));
+        }
+        Ok(())
     }
 
     /// Opens events for one thread on every online CPU.
@@ -406,7 +468,7 @@ impl Sampler {
 
     /// Opens the channels the kernel does not inherit for threads that just appeared.
     fn follow_new_threads(&mut self, forks: Vec<(Pid, Tid)>) {
-        if self.channels.iter().all(|(spec, _)| spec.inherit) {
+        if self.host_wide || self.channels.iter().all(|(spec, _)| spec.inherit) {
             return;
         }
         for (pid, tid) in forks {

@@ -71,6 +71,7 @@ pub fn mixed() -> SymbolizedProfile {
         frames: frames.to_vec(),
         samples,
         period: samples * PERIOD_NS,
+        thread: None,
     };
     let stacks = vec![
         stack(&[0, 2, 3, 4, 5, 4, 6], 40),
@@ -95,12 +96,15 @@ pub fn mixed() -> SymbolizedProfile {
                 throttled: 1,
                 truncated: 5,
                 jit: 0,
+                over_limit: 0,
             },
             notes: Vec::new(),
             measure: Default::default(),
         },
         frames,
         stacks,
+        modules: Vec::new(),
+        commands: Default::default(),
     }
 }
 

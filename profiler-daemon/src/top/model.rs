@@ -437,6 +437,7 @@ mod tests {
                     frames: f.to_vec(),
                     samples: *n,
                     period: *n,
+                    thread: None,
                 })
                 .collect(),
             ..Default::default()
