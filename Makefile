@@ -40,7 +40,8 @@ wheel:
 	python3 -m maturin build --release -o target/wheels
 
 # The Debian package (cargo-deb, [package.metadata.deb] in profiler-daemon/Cargo.toml):
-# target/debian/sprofd_<version>-1_<arch>.deb. Stripped: Debian ships debug info apart.
+# target/debian/sprofd_<version>-1_<arch>.deb, the binary stripped as Debian policy asks
+# (`cargo deb --dbgsym` would put the debug info in a separate package).
 deb: build man completions
 	$(CARGO) deb -p sprofd --no-build --strip
 

@@ -83,11 +83,13 @@ cmp -s "$tmp/root/usr/lib/systemd/system/sprofd.service" profiler-daemon/systemd
 grep -q '^ExecStart=/usr/bin/sprofd daemon --config /etc/sprofd/sprofd.toml$' "$tmp/root/usr/lib/systemd/system/sprofd.service" \
 	|| fail "the packaged unit's ExecStart is not /usr/bin/sprofd daemon --config /etc/sprofd/sprofd.toml"
 if grep -nvE '^(#.*)?$' "$tmp/root/etc/sprofd/sprofd.toml" >&2; then fail "sprofd.toml has uncommented settings (above)"; fi
+grep -qx 'License: MIT OR Apache-2.0' "$tmp/root/usr/share/doc/sprofd/copyright" \
+	|| fail "usr/share/doc/sprofd/copyright: $(cat "$tmp/root/usr/share/doc/sprofd/copyright")"
 version=$("$tmp/root/usr/bin/sprofd" --version)
 grep -q '^sprofd 0.1.0 (commit ' <<<"$version" || fail "packaged sprofd --version: $version"
 sections=$(readelf -S "$tmp/root/usr/bin/sprofd")
 ! grep -q '\.debug_info' <<<"$sections" || fail "packaged binary is not stripped"
-ok "packaged unit and config are the tree's, every setting commented out; /usr/bin/sprofd --version: $version; stripped"
+ok "packaged unit and config are the tree's, every setting commented out; copyright names the license; /usr/bin/sprofd --version: $version; stripped"
 
 # lintian: no errors; warnings only the ones docs/install.md lists as kept.
 kept_warnings='initial-upload-closes-no-bugs'
