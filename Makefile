@@ -4,7 +4,16 @@ CARGO ?= cargo
 SPROFD := target/release/sprofd
 CC ?= cc
 
-.PHONY: all build demo test lint fmt bench install clean wheel package-test man completions
+.PHONY: all build demo test lint fmt bench install uninstall clean wheel deb package-test man completions
+
+# `make install` / `make uninstall` locations; DESTDIR stages into a root for packaging.
+# /usr/local/lib/systemd/system is on systemd's unit search path (systemd-analyze unit-paths).
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+SYSCONFDIR ?= /etc
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+UNIT := profiler-daemon/systemd/sprofd.service
+CONF := profiler-daemon/systemd/sprofd.toml
 
 all: build
 
@@ -30,9 +39,19 @@ test: build
 wheel:
 	python3 -m maturin build --release -o target/wheels
 
-# Build the wheel, install it into a fresh venv and profile a Python script with it.
+# The Debian package (cargo-deb, [package.metadata.deb] in profiler-daemon/Cargo.toml):
+# target/debian/sprofd_<version>-1_<arch>.deb, the binary stripped as Debian policy asks
+# (`cargo deb --dbgsym` would put the debug info in a separate package).
+deb: build man completions
+	$(CARGO) deb -p sprofd --no-build --strip
+
+# Build the wheel, install it into a fresh venv and profile a Python script with it; build
+# the .deb and check its contents, lintian, man page and completions; check the systemd unit
+# with systemd-analyze verify and security.
 package-test: build
 	bash tests/package/wheel.sh
+	bash tests/package/deb.sh
+	bash tests/package/unit.sh
 
 # The man page and shell completions, generated from the CLI definition.
 man: build
@@ -58,8 +77,30 @@ bench: build
 	bash bench/offcpu.sh
 	bash bench/run.sh
 
+# The binary, the systemd unit (its ExecStart pointed at $(BINDIR)/sprofd) and the commented
+# default config, which is never overwritten: an existing one is kept as it is.
 install: build
-	install -m 0755 $(SPROFD) /usr/local/bin/sprofd
+	install -D -m 0755 $(SPROFD) $(DESTDIR)$(BINDIR)/sprofd
+	install -d $(DESTDIR)$(SYSTEMDUNITDIR)
+	sed -e 's|/usr/bin/sprofd|$(BINDIR)/sprofd|' -e 's|/etc/sprofd/|$(SYSCONFDIR)/sprofd/|' \
+		$(UNIT) > $(DESTDIR)$(SYSTEMDUNITDIR)/sprofd.service
+	chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/sprofd.service
+	if [ -e $(DESTDIR)$(SYSCONFDIR)/sprofd/sprofd.toml ]; then \
+		echo "kept the existing $(DESTDIR)$(SYSCONFDIR)/sprofd/sprofd.toml"; \
+	else \
+		install -D -m 0644 $(CONF) $(DESTDIR)$(SYSCONFDIR)/sprofd/sprofd.toml; \
+	fi
+	@echo "installed; under systemd: systemctl daemon-reload && systemctl enable --now sprofd"
+
+# Removes what `make install` put there; the config only if it is still the shipped one.
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/sprofd $(DESTDIR)$(SYSTEMDUNITDIR)/sprofd.service
+	if cmp -s $(CONF) $(DESTDIR)$(SYSCONFDIR)/sprofd/sprofd.toml; then \
+		rm -f $(DESTDIR)$(SYSCONFDIR)/sprofd/sprofd.toml; \
+		rmdir $(DESTDIR)$(SYSCONFDIR)/sprofd 2>/dev/null || true; \
+	elif [ -e $(DESTDIR)$(SYSCONFDIR)/sprofd/sprofd.toml ]; then \
+		echo "kept $(DESTDIR)$(SYSCONFDIR)/sprofd/sprofd.toml: it was changed"; \
+	fi
 
 clean:
 	$(CARGO) clean
