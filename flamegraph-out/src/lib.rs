@@ -44,8 +44,8 @@ pub use diff::{
 pub use folded::{folded_lines, Folded};
 pub use label::{frame_label, MAX_LABEL_CHARS};
 pub use pprof::{
-    decode_pprof, profile_from_proto, proto as pprof_proto, read_pprof, Pprof, PprofReadError,
-    PprofValueType, KERNEL_MAPPING, MAX_PPROF_BYTES, MAX_STACK_FRAMES,
+    check_gzip, decode_pprof, profile_from_proto, proto as pprof_proto, read_pprof, Pprof,
+    PprofReadError, PprofValueType, KERNEL_MAPPING, MAX_PPROF_BYTES, MAX_STACK_FRAMES,
 };
 pub use speedscope::{Speedscope, SPEEDSCOPE_SCHEMA};
 pub use svg::{default_subtitle, Svg};

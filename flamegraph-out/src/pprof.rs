@@ -597,6 +597,20 @@ pub enum PprofReadError {
     Invalid(String),
 }
 
+/// Checks that a gzipped profile decompresses to its end (CRC and length) within
+/// [`MAX_PPROF_BYTES`], without decoding it: cheap enough to check a history of windows.
+pub fn check_gzip(bytes: &[u8]) -> Result<(), PprofReadError> {
+    let n = io::copy(
+        &mut MultiGzDecoder::new(bytes).take(MAX_PPROF_BYTES + 1),
+        &mut io::sink(),
+    )
+    .map_err(PprofReadError::Gzip)?;
+    if n > MAX_PPROF_BYTES {
+        return Err(PprofReadError::TooLarge);
+    }
+    Ok(())
+}
+
 /// Decodes a pprof profile, gzipped (as on disk and over HTTP) or not, into its message.
 pub fn decode_pprof(bytes: &[u8]) -> Result<proto::Profile, PprofReadError> {
     if bytes.starts_with(&[0x1f, 0x8b]) {

@@ -265,6 +265,104 @@ impl SymbolizedProfile {
     }
 }
 
+/// Sums profiles into one (windows of a history, for a time range): frames are interned
+/// again, and stacks with the same frames and thread add up. Metadata is the first
+/// profile's, with statistics summed and notes kept once each.
+#[derive(Debug, Default)]
+pub struct ProfileMerger {
+    out: SymbolizedProfile,
+    frame_ids: std::collections::HashMap<Frame, u32>,
+    stack_ids: std::collections::HashMap<(Vec<u32>, Option<ThreadRef>), usize>,
+    profiles: usize,
+}
+
+impl ProfileMerger {
+    pub fn new() -> ProfileMerger {
+        ProfileMerger::default()
+    }
+
+    /// Adds the stacks of `p` that `keep` accepts.
+    pub fn add(
+        &mut self,
+        p: &SymbolizedProfile,
+        keep: impl Fn(&SymbolizedProfile, &SampledStack) -> bool,
+    ) {
+        if self.profiles == 0 {
+            self.out.meta = p.meta.clone();
+            self.out.meta.stats = SessionStats::default();
+            self.out.meta.notes.clear();
+        }
+        self.profiles += 1;
+        let stats = &mut self.out.meta.stats;
+        stats.samples += p.meta.stats.samples;
+        stats.lost += p.meta.stats.lost;
+        stats.throttled += p.meta.stats.throttled;
+        stats.truncated += p.meta.stats.truncated;
+        stats.jit += p.meta.stats.jit;
+        stats.over_limit += p.meta.stats.over_limit;
+        for note in &p.meta.notes {
+            if !self.out.meta.notes.contains(note) {
+                self.out.meta.notes.push(note.clone());
+            }
+        }
+        for m in &p.modules {
+            if !self.out.modules.iter().any(|o| o.name == m.name) {
+                self.out.modules.push(m.clone());
+            }
+        }
+        for (pid, c) in &p.commands {
+            self.out.commands.entry(*pid).or_insert_with(|| c.clone());
+        }
+        let mut ids: Vec<Option<u32>> = vec![None; p.frames.len()];
+        for stack in p.stacks.iter().filter(|s| keep(p, s)) {
+            let mut frames = Vec::with_capacity(stack.frames.len());
+            for &f in &stack.frames {
+                let Some(frame) = p.frames.get(f as usize) else {
+                    continue;
+                };
+                let id = *ids[f as usize].get_or_insert_with(|| {
+                    let next = self.out.frames.len() as u32;
+                    *self.frame_ids.entry(frame.clone()).or_insert_with(|| {
+                        self.out.frames.push(frame.clone());
+                        next
+                    })
+                });
+                frames.push(id);
+            }
+            let key = (frames, stack.thread);
+            match self.stack_ids.get(&key) {
+                Some(&i) => {
+                    let s = &mut self.out.stacks[i];
+                    s.samples = s.samples.saturating_add(stack.samples);
+                    s.period = s.period.saturating_add(stack.period);
+                }
+                None => {
+                    self.out.stacks.push(SampledStack {
+                        frames: key.0.clone(),
+                        samples: stack.samples,
+                        period: stack.period,
+                        thread: stack.thread,
+                    });
+                    self.stack_ids.insert(key, self.out.stacks.len() - 1);
+                }
+            }
+        }
+    }
+
+    /// Profiles added so far.
+    pub fn len(&self) -> usize {
+        self.profiles
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.profiles == 0
+    }
+
+    pub fn finish(self) -> SymbolizedProfile {
+        self.out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,5 +443,59 @@ mod tests {
         assert_eq!(py.stacks[1].frames, vec![0, 3, 6, 5, 10]);
         // A native-only stack is untouched.
         assert_eq!(py.stacks[2].frames, vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn merging_sums_equal_stacks_per_thread_and_keeps_threads_apart() {
+        let t = |tid| Some(ThreadRef { pid: 1, tid });
+        let profile = |names: &[&str], samples, thread| SymbolizedProfile {
+            frames: names
+                .iter()
+                .map(|n| frame(n, FrameKind::Native, Some("a")))
+                .collect(),
+            stacks: vec![SampledStack {
+                frames: (0..names.len() as u32).collect(),
+                samples,
+                period: samples * 10,
+                thread,
+            }],
+            meta: ProfileMeta {
+                stats: SessionStats {
+                    samples,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let mut m = ProfileMerger::new();
+        m.add(&profile(&["main", "f"], 2, t(1)), |_, _| true);
+        m.add(&profile(&["x", "main", "f"], 100, t(1)), |_, s| {
+            s.samples < 50
+        });
+        m.add(&profile(&["main", "f"], 3, t(1)), |_, _| true);
+        m.add(&profile(&["main", "f"], 5, t(2)), |_, _| true);
+        let out = m.finish();
+        assert_eq!(out.meta.stats.samples, 110);
+        let mut got: Vec<(Vec<&str>, u64, u64, Option<ThreadRef>)> = out
+            .stacks
+            .iter()
+            .map(|s| {
+                let names = s
+                    .frames
+                    .iter()
+                    .map(|&f| out.frames[f as usize].function.as_str());
+                (names.collect(), s.samples, s.period, s.thread)
+            })
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                (vec!["main", "f"], 5, 50, t(1)),
+                (vec!["main", "f"], 5, 50, t(2)),
+            ]
+        );
+        assert_eq!(out.frames.len(), 2, "frames interned once");
     }
 }
