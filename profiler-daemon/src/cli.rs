@@ -63,6 +63,16 @@ pub enum Command {
     /// differential folded stacks, and a table of the largest changes.
     #[command(arg_required_else_help = true)]
     Diff(DiffArgs),
+    /// Profile the whole host all the time, keep the profiles on disk and serve them over
+    /// HTTP (a page, pprof for Parca/Pyroscope/go tool pprof, Prometheus metrics).
+    ///
+    /// Settings come from --config (TOML: listen, data_dir, frequency, window, retention,
+    /// max_disk, pids, comm, kernel, python), overridden by flags. SIGTERM writes the window
+    /// in progress and exits; SIGHUP reloads the config file.
+    Daemon(DaemonArgs),
+    /// Write profiles of a time range from a daemon's stored windows (no daemon needed).
+    #[command(arg_required_else_help = true)]
+    Report(ReportArgs),
     /// Print a shell completion script: `source <(sprofd completions bash)`, or install it
     /// where your shell looks (e.g. /usr/share/bash-completion/completions/sprofd).
     #[command(arg_required_else_help = true)]
@@ -74,6 +84,123 @@ pub enum Command {
     /// Print the man page (roff), generated from this command line's definition.
     #[command(hide = true)]
     Manpage,
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// TOML file with the daemon's settings; flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address and port of the HTTP API [default: 127.0.0.1:7171]. A non-loopback address
+    /// serves every process's profile to whoever can reach it.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
+    /// Where windows are stored [default: $STATE_DIRECTORY under systemd, else
+    /// /var/lib/sprofd].
+    #[arg(long = "data-dir", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Samples per second per CPU [default: 19, a prime, so sampling cannot run in step
+    /// with periodic work].
+    #[arg(short = 'F', long = "frequency", value_name = "HZ")]
+    pub frequency: Option<u64>,
+    /// Length of a stored window in seconds [default: 10].
+    #[arg(long, value_name = "SECS")]
+    pub window: Option<u64>,
+    /// How long windows are kept, e.g. 12h, 7d [default: 7d].
+    #[arg(long, value_name = "DURATION")]
+    pub retention: Option<String>,
+    /// Most disk space windows take, e.g. 500MiB [default: 1GiB]; the oldest go first.
+    #[arg(long = "max-disk", value_name = "SIZE")]
+    pub max_disk: Option<String>,
+    /// Profile only this process (repeatable) instead of the whole host.
+    #[arg(long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+    /// Profile only processes whose name (comm) matches this regular expression.
+    #[arg(long, value_name = "REGEX")]
+    pub comm: Option<String>,
+    /// Record kernel frames too.
+    #[arg(long)]
+    pub kernel: bool,
+    /// Do not read Python frames (native frames only).
+    #[arg(long = "no-python")]
+    pub no_python: bool,
+}
+
+impl DaemonArgs {
+    /// The file's settings overridden by the flags, checked.
+    pub fn into_config(
+        self,
+        max_rate: Option<u64>,
+    ) -> Result<crate::daemon::config::DaemonConfig, crate::daemon::config::ConfigError> {
+        use crate::daemon::config::{DaemonConfig, FileSettings};
+        let file = match &self.config {
+            Some(path) => FileSettings::read(path)?,
+            None => FileSettings::default(),
+        };
+        let flags = FileSettings {
+            listen: self.listen,
+            data_dir: self.data_dir,
+            frequency: self.frequency,
+            window: self.window,
+            retention: self.retention,
+            max_disk: self.max_disk,
+            pids: Some(self.pids),
+            comm: self.comm,
+            kernel: self.kernel.then_some(true),
+            python: self.no_python.then_some(false),
+        };
+        DaemonConfig::resolve(file.overridden_by(flags), self.config, max_rate)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The daemon's data directory.
+    #[arg(long = "data-dir", value_name = "DIR", required = true)]
+    pub data_dir: PathBuf,
+    /// Start of the range: unix seconds, RFC 3339, `now`, or relative (-30s, -15m, -2h,
+    /// -7d) [default: the oldest window].
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
+    pub from: Option<String>,
+    /// End of the range (same forms) [default: now].
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
+    pub to: Option<String>,
+    /// Only this process.
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<u32>,
+    /// Only processes whose name matches this regular expression.
+    #[arg(long, value_name = "REGEX")]
+    pub comm: Option<String>,
+    /// Output file, repeatable; the format follows the extension (.svg, .folded, .txt,
+    /// .pb.gz/.pprof, .speedscope.json).
+    #[arg(short = 'o', long = "output", value_name = "PATH", required = true)]
+    pub output: Vec<PathBuf>,
+    /// Print nothing but errors.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+impl ReportArgs {
+    pub fn into_config(self) -> Result<crate::daemon::ReportConfig, String> {
+        let selection = crate::daemon::report_selection(
+            self.from.as_deref(),
+            self.to.as_deref(),
+            self.pid,
+            self.comm.as_deref(),
+        )?;
+        let outputs = self
+            .output
+            .into_iter()
+            .map(OutputSpec::from_path)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        Ok(crate::daemon::ReportConfig {
+            data_dir: self.data_dir,
+            selection,
+            outputs,
+            quiet: self.quiet,
+        })
+    }
 }
 
 #[derive(Debug, Args)]

@@ -5,6 +5,7 @@
 
 mod cli;
 mod config;
+mod daemon;
 mod diff;
 mod loader;
 mod output;
@@ -43,6 +44,20 @@ fn main() {
         Command::Record { opts, command } => {
             profile(opts.into_config(Target::Command(command), max_rate()))
         }
+        Command::Daemon(args) => match args.into_config(max_rate()) {
+            Err(e) => {
+                eprintln!("sprofd: error: {e}");
+                2
+            }
+            Ok(config) => run_catching(|| daemon::run(config)),
+        },
+        Command::Report(args) => match args.into_config() {
+            Err(e) => {
+                eprintln!("sprofd: error: {e}");
+                2
+            }
+            Ok(config) => run_catching(|| daemon::report(config)),
+        },
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut cmd = Cli::command();

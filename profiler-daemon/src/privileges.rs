@@ -7,7 +7,7 @@ use crate::config::SessionConfig;
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
 
-fn has_capability(cap: u32) -> bool {
+pub(crate) fn has_capability(cap: u32) -> bool {
     let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
         return false;
     };

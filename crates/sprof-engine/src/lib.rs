@@ -440,6 +440,12 @@ impl Engine {
         self.builder.stats.lost
     }
 
+    /// Unwind time of each sample of this window so far, in nanoseconds (when
+    /// [`EngineConfig::time_unwind`]; the first [`MAX_TIMINGS`] only).
+    pub fn unwind_times(&self) -> &[u32] {
+        &self.unwind_ns
+    }
+
     pub fn stats(&self) -> EngineStats {
         let mut t = self.unwind_ns.clone();
         t.sort_unstable();

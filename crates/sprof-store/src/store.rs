@@ -102,6 +102,31 @@ impl WindowStore {
         Ok((store, warnings))
     }
 
+    /// The windows of a data directory, oldest first, without changing anything in it (for
+    /// `sprofd report`, which may run beside the daemon or as another user). Files are not
+    /// checked: reading one that is corrupt fails then.
+    pub fn list(dir: &Path) -> Result<Vec<StoredWindow>, StoreError> {
+        let windows_dir = dir.join("windows");
+        let entries = fs::read_dir(&windows_dir).map_err(|source| StoreError::Dir {
+            path: windows_dir.clone(),
+            source,
+        })?;
+        let mut windows: Vec<StoredWindow> = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let (start_ms, end_ms) = parse_window_name(&e.file_name().to_string_lossy())?;
+                Some(StoredWindow {
+                    start_ms,
+                    end_ms,
+                    bytes: e.metadata().ok()?.len(),
+                    path: e.path(),
+                })
+            })
+            .collect();
+        windows.sort_by_key(|w| (w.start_ms, w.end_ms));
+        Ok(windows)
+    }
+
     fn index(&mut self) -> Result<Vec<String>, StoreError> {
         let dir_err = |source| StoreError::Dir {
             path: self.windows_dir.clone(),

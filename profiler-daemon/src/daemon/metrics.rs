@@ -1,0 +1,209 @@
+//! The daemon's Prometheus metrics (`GET /metrics`), in the text exposition format, through
+//! the `prometheus-client` crate.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+
+/// Every metric, updated by the sampling thread and the HTTP handlers.
+pub struct Metrics {
+    registry: Registry,
+    pub samples: Counter,
+    pub lost: Counter,
+    pub truncated: Counter,
+    pub over_limit: Counter,
+    pub processes: Gauge,
+    pub windows_written: Counter,
+    pub window_write_errors: Counter,
+    pub windows_stored: Gauge,
+    pub stored_bytes: Gauge,
+    pub retention_deletions: Counter,
+    pub corrupt_windows: Counter,
+    pub unwind_seconds: Histogram,
+    pub requests: Counter,
+    pub bad_requests: Counter,
+    cpu_seconds: Counter<f64, AtomicU64>,
+    cpu_seen: Mutex<f64>,
+    rss_bytes: Gauge,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("sprofd");
+        let samples = Counter::default();
+        registry.register("samples", "Samples taken", samples.clone());
+        let lost = Counter::default();
+        registry.register(
+            "lost_samples",
+            "Samples the kernel dropped (ring buffer full)",
+            lost.clone(),
+        );
+        let truncated = Counter::default();
+        registry.register(
+            "truncated_stacks",
+            "Samples whose stack walk stopped before the root",
+            truncated.clone(),
+        );
+        let over_limit = Counter::default();
+        registry.register(
+            "over_limit_samples",
+            "Samples counted in [other] because a window reached its cap on unique stacks",
+            over_limit.clone(),
+        );
+        let processes = Gauge::default();
+        registry.register(
+            "processes_tracked",
+            "Processes whose address space the daemon keeps",
+            processes.clone(),
+        );
+        let windows_written = Counter::default();
+        registry.register(
+            "windows_written",
+            "Windows written to disk",
+            windows_written.clone(),
+        );
+        let window_write_errors = Counter::default();
+        registry.register(
+            "window_write_errors",
+            "Windows that could not be written (kept in memory and retried)",
+            window_write_errors.clone(),
+        );
+        let windows_stored = Gauge::default();
+        registry.register("windows_stored", "Windows on disk", windows_stored.clone());
+        let stored_bytes = Gauge::default();
+        registry.register_with_unit(
+            "stored",
+            "Bytes of windows on disk",
+            Unit::Bytes,
+            stored_bytes.clone(),
+        );
+        let retention_deletions = Counter::default();
+        registry.register(
+            "retention_deletions",
+            "Windows deleted by retention (age or size)",
+            retention_deletions.clone(),
+        );
+        let corrupt_windows = Counter::default();
+        registry.register(
+            "corrupt_windows",
+            "Window files that could not be read and were moved aside",
+            corrupt_windows.clone(),
+        );
+        // 1 µs to ~16 ms.
+        let unwind_seconds = Histogram::new(exponential_buckets(1e-6, 2.0, 15));
+        registry.register_with_unit(
+            "unwind",
+            "Time to walk one sample's stack",
+            Unit::Seconds,
+            unwind_seconds.clone(),
+        );
+        let requests = Counter::default();
+        registry.register("http_requests", "HTTP requests answered", requests.clone());
+        let bad_requests = Counter::default();
+        registry.register(
+            "http_bad_requests",
+            "HTTP requests answered with a 4xx",
+            bad_requests.clone(),
+        );
+        let cpu_seconds = Counter::<f64, AtomicU64>::default();
+        registry.register_with_unit(
+            "process_cpu",
+            "CPU time the daemon itself used (user + system)",
+            Unit::Seconds,
+            cpu_seconds.clone(),
+        );
+        let rss_bytes = Gauge::default();
+        registry.register_with_unit(
+            "process_resident_memory",
+            "The daemon's resident set size",
+            Unit::Bytes,
+            rss_bytes.clone(),
+        );
+        Metrics {
+            registry,
+            samples,
+            lost,
+            truncated,
+            over_limit,
+            processes,
+            windows_written,
+            window_write_errors,
+            windows_stored,
+            stored_bytes,
+            retention_deletions,
+            corrupt_windows,
+            unwind_seconds,
+            requests,
+            bad_requests,
+            cpu_seconds,
+            cpu_seen: Mutex::new(0.0),
+            rss_bytes,
+        }
+    }
+
+    /// The text exposition of every metric, the daemon's own CPU and RSS read now.
+    pub fn render(&self) -> String {
+        if let Some((cpu, rss)) = own_usage() {
+            let mut seen = self.cpu_seen.lock().unwrap_or_else(|e| e.into_inner());
+            if cpu > *seen {
+                self.cpu_seconds.inc_by(cpu - *seen);
+                *seen = cpu;
+            }
+            self.rss_bytes.set(i64::try_from(rss).unwrap_or(i64::MAX));
+        }
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// This process's CPU seconds (user + system, all threads) and resident bytes.
+pub fn own_usage() -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 (utime, stime) are 11 and 12 after the state field.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // /proc counts in USER_HZ, which the kernel fixes at 100 on every architecture.
+    let hz = 100.0;
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some((
+        ticks as f64 / hz,
+        pages * sprof_perf::sys::page_size() as u64,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_names_every_metric_with_its_unit() {
+        let m = Metrics::new();
+        m.samples.inc_by(7);
+        m.unwind_seconds.observe(3e-6);
+        let text = m.render();
+        for name in [
+            "sprofd_samples_total 7",
+            "sprofd_lost_samples_total",
+            "sprofd_truncated_stacks_total",
+            "sprofd_processes_tracked",
+            "sprofd_windows_stored",
+            "sprofd_stored_bytes",
+            "sprofd_retention_deletions_total",
+            "sprofd_unwind_seconds_bucket",
+            "sprofd_process_cpu_seconds_total",
+            "sprofd_process_resident_memory_bytes",
+        ] {
+            assert!(text.contains(name), "{name} missing:\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

@@ -1,0 +1,338 @@
+//! `sprofd daemon`: always-on profiling of the whole host (or of chosen processes), kept on
+//! disk window by window and served over HTTP.
+//!
+//! * [`sampling`]: the sampling thread: one engine, one symbolizer, windows and taps.
+//! * [`query`]: ranges of history as one profile or a process list.
+//! * [`http`]: the API's router over a [`http::Backend`], and [`page`] its HTML page.
+//! * [`metrics`], [`notify`] (sd_notify), [`privileges`], [`config`].
+
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod notify;
+pub mod page;
+pub mod privileges;
+pub mod query;
+pub mod sampling;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context;
+use axum::http::StatusCode;
+use sprof_core::SymbolizedProfile;
+use sprof_store::{unix_millis, WindowStore};
+use tokio::sync::{oneshot, watch};
+
+use self::config::{DaemonConfig, FileSettings};
+use self::query::{QueryError, Selection, Sources};
+use self::sampling::{Control, Shared, StackFilter};
+
+/// The daemon's side of the API.
+struct DaemonBackend {
+    shared: Arc<Shared>,
+    running: AtomicBool,
+}
+
+impl http::Backend for DaemonBackend {
+    fn healthy(&self) -> bool {
+        self.running.load(Ordering::SeqCst)
+    }
+
+    fn sources(&self, sel: &Selection) -> Result<Sources, QueryError> {
+        let live = {
+            let live = self.shared.live.lock().unwrap_or_else(|e| e.into_inner());
+            live.slices
+                .iter()
+                .map(|s| (unix_millis(s.start), unix_millis(s.end), s.profile.clone()))
+                .collect()
+        };
+        let store = self.shared.store.lock().unwrap_or_else(|e| e.into_inner());
+        Sources::gather(&store, live, sel, http::MAX_WINDOWS)
+    }
+
+    fn quarantine(&self, path: &Path, reason: &str) {
+        let mut store = self.shared.store.lock().unwrap_or_else(|e| e.into_inner());
+        eprintln!("sprofd: warning: {}", store.quarantine(path, reason));
+        self.shared.metrics.corrupt_windows.inc();
+    }
+
+    fn open_tap(&self, keep: StackFilter) -> Option<oneshot::Receiver<u64>> {
+        let (reply, rx) = oneshot::channel();
+        self.shared
+            .send(Control::OpenTap { keep, reply })
+            .then_some(rx)
+    }
+
+    fn close_tap(&self, id: u64) -> Option<oneshot::Receiver<SymbolizedProfile>> {
+        let (reply, rx) = oneshot::channel();
+        self.shared
+            .send(Control::CloseTap { id, reply })
+            .then_some(rx)
+    }
+
+    fn metrics(&self) -> String {
+        self.shared.metrics.render()
+    }
+
+    fn describe(&self) -> String {
+        self.shared
+            .describe
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn count(&self, status: StatusCode) {
+        self.shared.metrics.requests.inc();
+        if status.is_client_error() {
+            self.shared.metrics.bad_requests.inc();
+        }
+    }
+}
+
+/// Runs the daemon until SIGTERM or SIGINT; the exit code.
+pub fn run(config: DaemonConfig) -> anyhow::Result<i32> {
+    for w in privileges::check(config.pids.is_empty(), config.kernel).map_err(anyhow::Error::msg)? {
+        eprintln!("sprofd: warning: {w}");
+    }
+    if !config.listen.ip().is_loopback() {
+        eprintln!(
+            "sprofd: warning: listening on {}, which is not a loopback address: anyone who can reach it can read every process's profile",
+            config.listen
+        );
+    }
+    let (store, warnings) = WindowStore::open(&config.data_dir, config.retention)
+        .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
+    for w in &warnings {
+        eprintln!("sprofd: warning: {w}");
+    }
+    let listener = std::net::TcpListener::bind(config.listen)
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    listener.set_nonblocking(true)?;
+    let notifier = Arc::new(notify::Notifier::from_env());
+    let stored = store.windows().len();
+    let (shared, sampler) = sampling::start(&config, store, notifier.clone())?;
+    shared
+        .metrics
+        .corrupt_windows
+        .inc_by(warnings.iter().filter(|w| w.contains("moved to")).count() as u64);
+    let backend = Arc::new(DaemonBackend {
+        shared: shared.clone(),
+        running: AtomicBool::new(true),
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the HTTP runtime")?;
+    let describe = shared
+        .describe
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    eprintln!(
+        "sprofd: sampling {describe}; serving http://{} ; {} ({stored} windows stored)",
+        config.listen,
+        config.data_dir.display()
+    );
+    notifier.ready(&describe);
+    runtime.block_on(serve(listener, backend.clone(), &config))?;
+    notifier.stopping();
+    let stop_started = Instant::now();
+    shared.send(Control::Stop);
+    let _ = sampler.join();
+    backend.running.store(false, Ordering::SeqCst);
+    eprintln!(
+        "sprofd: stopped; window in progress written ({} ms)",
+        stop_started.elapsed().as_millis()
+    );
+    Ok(0)
+}
+
+/// Serves the API until SIGTERM/SIGINT; SIGHUP reloads the config file.
+async fn serve(
+    listener: std::net::TcpListener,
+    backend: Arc<DaemonBackend>,
+    config: &DaemonConfig,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let app = http::router(backend.clone(), shutdown_rx);
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let config = config.clone();
+    let shared = backend.shared.clone();
+    let stop = async move {
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => reload(&config, &shared),
+            }
+        }
+        eprintln!("sprofd: stopping");
+        // Scrapes in progress answer with what they have; then the server drains.
+        let _ = shutdown_tx.send(true);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while shared.open_taps.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
+        .context("serving HTTP")?;
+    Ok(())
+}
+
+/// SIGHUP: re-reads the config file. Retention applies at once; the other settings need a
+/// restart, and the log says which changed.
+fn reload(config: &DaemonConfig, shared: &Shared) {
+    let Some(path) = &config.config_file else {
+        eprintln!("sprofd: SIGHUP: no --config file to reload");
+        return;
+    };
+    let settings = match FileSettings::read(path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sprofd: warning: SIGHUP: {e}; keeping the current settings");
+            return;
+        }
+    };
+    match DaemonConfig::resolve(
+        settings,
+        Some(path.clone()),
+        sprof_perf::procfs::perf_event_max_sample_rate(),
+    ) {
+        Ok(new) => {
+            shared.send(Control::Retention(new.retention));
+            let restart: Vec<&str> = [
+                ("listen", new.listen != config.listen),
+                ("data_dir", new.data_dir != config.data_dir),
+                ("frequency", new.frequency != config.frequency),
+                ("window", new.window != config.window),
+                ("pids", new.pids != config.pids),
+                (
+                    "comm",
+                    new.comm.as_ref().map(|r| r.as_str())
+                        != config.comm.as_ref().map(|r| r.as_str()),
+                ),
+                ("kernel", new.kernel != config.kernel),
+                ("python", new.python != config.python),
+            ]
+            .into_iter()
+            .filter_map(|(k, changed)| changed.then_some(k))
+            .collect();
+            eprintln!(
+                "sprofd: SIGHUP: reloaded {}: retention {}, max disk {} MiB{}",
+                path.display(),
+                humantime::format_duration(new.retention.max_age),
+                new.retention.max_bytes >> 20,
+                if restart.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; {} changed and take effect at the next restart",
+                        restart.join(", ")
+                    )
+                }
+            );
+        }
+        Err(e) => eprintln!("sprofd: warning: SIGHUP: {e}; keeping the current settings"),
+    }
+}
+
+/// `sprofd report`: the stored windows of a range, written as `attach` writes profiles.
+pub fn report(args: ReportConfig) -> anyhow::Result<i32> {
+    let mut outputs = Vec::new();
+    for spec in &args.outputs {
+        outputs.push(crate::output::prepare(spec.clone())?);
+    }
+    let windows = WindowStore::list(&args.data_dir)
+        .with_context(|| format!("reading {}", args.data_dir.display()))?;
+    let sources = Sources {
+        windows: windows
+            .into_iter()
+            .filter(|w| w.overlaps(args.selection.from_ms, args.selection.to_ms))
+            .collect(),
+        live: Vec::new(),
+    };
+    if sources.windows.is_empty() {
+        anyhow::bail!(
+            "no stored windows in {} between the given times",
+            args.data_dir.display()
+        );
+    }
+    let n = sources.windows.len();
+    let (profile, bad) = query::merged(&sources, &args.selection);
+    for (path, reason) in bad {
+        eprintln!("sprofd: warning: skipping {}: {reason}", path.display());
+    }
+    let mut profile = profile.with_python_view(sprof_core::PythonView::Python);
+    profile.meta.target = format!("{} ({n} windows)", profile.meta.target);
+    let mut failed = false;
+    for out in outputs {
+        let path = out.spec.path.clone();
+        match out.write(&profile, false, crate::output::sudo_owner()) {
+            Ok(()) => {
+                if !args.quiet {
+                    eprintln!("sprofd: wrote {}", path.display());
+                }
+            }
+            Err(e) => {
+                eprintln!("sprofd: error: {e}");
+                failed = true;
+            }
+        }
+    }
+    if !args.quiet {
+        eprintln!(
+            "sprofd: {n} windows, {} samples, {:.0} s",
+            profile.total_samples(),
+            profile.meta.duration_secs
+        );
+    }
+    Ok(i32::from(failed))
+}
+
+/// What `sprofd report` was asked for.
+pub struct ReportConfig {
+    pub data_dir: std::path::PathBuf,
+    pub selection: Selection,
+    pub outputs: Vec<crate::config::OutputSpec>,
+    pub quiet: bool,
+}
+
+/// Resolves report's times (default: all history).
+pub fn report_selection(
+    from: Option<&str>,
+    to: Option<&str>,
+    pid: Option<u32>,
+    comm: Option<&str>,
+) -> Result<Selection, String> {
+    let now = SystemTime::now();
+    let time = |name: &str, t: Option<&str>, default: SystemTime| match t {
+        Some(t) => sprof_store::parse_time(t, now).map_err(|e| format!("--{name}: {e}")),
+        None => Ok(default),
+    };
+    let from = time("from", from, std::time::UNIX_EPOCH)?;
+    let to = time("to", to, now)?;
+    if from > to {
+        return Err("--from is after --to".into());
+    }
+    let comm = comm
+        .map(|c| {
+            config::compile_comm(c).map_err(|e| format!("invalid --comm regular expression: {e}"))
+        })
+        .transpose()?;
+    Ok(Selection {
+        from_ms: unix_millis(from),
+        to_ms: unix_millis(to),
+        pid,
+        comm,
+    })
+}

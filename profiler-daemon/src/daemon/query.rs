@@ -1,0 +1,172 @@
+//! Profiles and process lists for a time range, from the stored windows and the window in
+//! progress: what `GET /api/v1/profile`, `GET /api/v1/processes`, the page and `sprofd
+//! report` answer.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+use sprof_core::{FrameKind, ProfileMerger, SampledStack, SymbolizedProfile};
+use sprof_store::{StoredWindow, WindowStore};
+
+/// Which samples a query wants.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// Unix milliseconds, inclusive.
+    pub from_ms: u64,
+    pub to_ms: u64,
+    pub pid: Option<u32>,
+    pub comm: Option<regex::Regex>,
+}
+
+impl Selection {
+    /// Whether a stack of `p` is selected (by its thread's pid and its process's name).
+    pub fn keeps(&self, p: &SymbolizedProfile, s: &SampledStack) -> bool {
+        if let Some(pid) = self.pid {
+            if s.thread.map(|t| t.pid) != Some(pid) {
+                return false;
+            }
+        }
+        match &self.comm {
+            Some(re) => re.is_match(process_name(p, s)),
+            None => true,
+        }
+    }
+}
+
+/// The process name of a stack: its first root frame.
+pub fn process_name<'p>(p: &'p SymbolizedProfile, s: &SampledStack) -> &'p str {
+    s.frames
+        .first()
+        .map(|&f| &p.frames[f as usize])
+        .filter(|f| f.kind == FrameKind::Root)
+        .map_or("", |f| f.function.as_str())
+}
+
+/// The profiles a range covers: stored windows (read from disk) and live slices.
+pub struct Sources {
+    pub windows: Vec<StoredWindow>,
+    pub live: Vec<(u64, u64, Arc<SymbolizedProfile>)>,
+}
+
+/// Why a range could not be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error(
+        "the range covers {0} stored windows, more than {1}; narrow it (or use `sprofd report`)"
+    )]
+    TooManyWindows(usize, usize),
+}
+
+impl Sources {
+    /// Stored windows overlapping the selection, at most `max_windows` of them.
+    pub fn gather(
+        store: &WindowStore,
+        live: Vec<(u64, u64, Arc<SymbolizedProfile>)>,
+        sel: &Selection,
+        max_windows: usize,
+    ) -> Result<Sources, QueryError> {
+        let windows = store.windows_between(sel.from_ms, sel.to_ms);
+        if windows.len() > max_windows {
+            return Err(QueryError::TooManyWindows(windows.len(), max_windows));
+        }
+        let live = live
+            .into_iter()
+            .filter(|(start, end, _)| *start <= sel.to_ms && *end >= sel.from_ms)
+            .collect();
+        Ok(Sources { windows, live })
+    }
+
+    /// Reads every source (each window file once) and hands it to `f`; files that cannot be
+    /// read are returned for the caller to warn about (and quarantine).
+    pub fn for_each(
+        &self,
+        mut f: impl FnMut(u64, u64, &SymbolizedProfile),
+    ) -> Vec<(std::path::PathBuf, String)> {
+        let mut bad = Vec::new();
+        for w in &self.windows {
+            match WindowStore::load(&w.path) {
+                Ok(p) => f(w.start_ms, w.end_ms, &p),
+                // Deleted by retention since the listing: nothing to report.
+                Err(sprof_store::StoreError::Read { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => bad.push((w.path.clone(), e.to_string())),
+            }
+        }
+        for (start, end, p) in &self.live {
+            f(*start, *end, p);
+        }
+        bad
+    }
+}
+
+/// The merged profile of a selection.
+pub fn merged(
+    sources: &Sources,
+    sel: &Selection,
+) -> (SymbolizedProfile, Vec<(std::path::PathBuf, String)>) {
+    let mut merger = ProfileMerger::new();
+    let mut span: Option<(u64, u64)> = None;
+    let bad = sources.for_each(|start, end, p| {
+        merger.add(p, |p, s| sel.keeps(p, s));
+        span = Some(span.map_or((start, end), |(a, b)| (a.min(start), b.max(end))));
+    });
+    let mut profile = merger.finish();
+    if let Some((a, b)) = span {
+        profile.meta.duration_secs = b.saturating_sub(a) as f64 / 1000.0;
+    }
+    (profile, bad)
+}
+
+/// One process seen in a range.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ProcessSummary {
+    pub pid: u32,
+    pub comm: String,
+    pub cmdline: String,
+    pub samples: u64,
+    /// CPU time in seconds (the samples' periods).
+    pub cpu_seconds: f64,
+    /// Unix seconds of the first and last window or slice it had samples in.
+    pub first_seen: f64,
+    pub last_seen: f64,
+}
+
+/// Every process with samples in the selection, most samples first.
+pub fn processes(
+    sources: &Sources,
+    sel: &Selection,
+) -> (Vec<ProcessSummary>, Vec<(std::path::PathBuf, String)>) {
+    let mut by_pid: BTreeMap<u32, ProcessSummary> = BTreeMap::new();
+    let bad = sources.for_each(|start, end, p| {
+        for s in p.stacks.iter().filter(|s| sel.keeps(p, s)) {
+            let Some(t) = s.thread else { continue };
+            let e = by_pid.entry(t.pid).or_insert_with(|| ProcessSummary {
+                pid: t.pid,
+                comm: process_name(p, s).to_string(),
+                cmdline: String::new(),
+                samples: 0,
+                cpu_seconds: 0.0,
+                first_seen: start as f64 / 1000.0,
+                last_seen: end as f64 / 1000.0,
+            });
+            e.samples += s.samples;
+            e.cpu_seconds += s.period as f64 / 1e9;
+            e.first_seen = e.first_seen.min(start as f64 / 1000.0);
+            e.last_seen = e.last_seen.max(end as f64 / 1000.0);
+            if e.cmdline.is_empty() {
+                if let Some(c) = p.commands.get(&t.pid) {
+                    e.cmdline.clone_from(c);
+                }
+            }
+            // The latest name wins (a process that exec'd).
+            let name = process_name(p, s);
+            if !name.is_empty() && end as f64 / 1000.0 >= e.last_seen {
+                e.comm = name.to_string();
+            }
+        }
+    });
+    let mut list: Vec<ProcessSummary> = by_pid.into_values().collect();
+    list.sort_by(|a, b| b.samples.cmp(&a.samples).then(a.pid.cmp(&b.pid)));
+    (list, bad)
+}

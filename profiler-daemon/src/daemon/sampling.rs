@@ -1,0 +1,535 @@
+//! The daemon's sampling thread: a host-wide (or per-pid) source driven through the same
+//! engine loop as `attach`, cut into one-second slices that are symbolized at once, merged
+//! into windows written to the store, and into the taps of pprof scrapes in progress.
+//!
+//! The thread owns the engine, the symbolizer and the taps; it shares with the HTTP side
+//! only the window in progress ([`Live`]), the store and the metrics, each behind its own
+//! lock, held briefly. Requests that need the thread (a scrape's start and end) arrive as
+//! [`Control`] messages, with a byte on a socket pair that ends the loop's wait at once.
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixDatagram;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use sprof_core::{Pid, ProfileMerger, ProfileMeta, SampledStack, SymbolizedProfile};
+use sprof_engine::{Engine, EngineConfig, Limits};
+use sprof_perf::{procfs, EventKind, Sampler, SamplingPolicy, StackCapture};
+use sprof_store::WindowStore;
+use sprof_symbolizer::SymbolService;
+use sprof_unwind::UnwindMode;
+
+use super::config::DaemonConfig;
+use super::metrics::Metrics;
+use super::notify::Notifier;
+use crate::loader::LiveLoader;
+
+/// Unique stack nodes per window before samples go to `[other]`: a few MiB of interner.
+const MAX_STACK_NODES: usize = 200_000;
+/// Thread entries kept across windows before the interner starts afresh.
+const MAX_THREADS: usize = 20_000;
+/// Windows kept in memory while the disk refuses them (full), oldest dropped first.
+const MAX_PENDING_WINDOWS: usize = 60;
+/// Length of a slice: the resolution of the window in progress and of taps.
+const SLICE: Duration = Duration::from_secs(1);
+
+/// A symbolized stretch of the window in progress.
+pub struct Slice {
+    pub start: SystemTime,
+    pub end: SystemTime,
+    pub profile: Arc<SymbolizedProfile>,
+}
+
+/// The window in progress, as the HTTP side sees it.
+#[derive(Default)]
+pub struct Live {
+    pub window_start: Option<SystemTime>,
+    pub slices: Vec<Slice>,
+}
+
+/// What the HTTP side shares with the sampling thread.
+pub struct Shared {
+    pub live: Mutex<Live>,
+    pub store: Mutex<WindowStore>,
+    pub metrics: Metrics,
+    control: Mutex<mpsc::Sender<Control>>,
+    wake: UnixDatagram,
+    /// What is being sampled, for the page and the status line.
+    pub describe: Mutex<String>,
+    /// Taps open now (scrapes in progress).
+    pub open_taps: std::sync::atomic::AtomicUsize,
+}
+
+/// Which stacks a tap keeps.
+pub type StackFilter = Box<dyn Fn(&SymbolizedProfile, &SampledStack) -> bool + Send>;
+
+/// Requests for the sampling thread.
+pub enum Control {
+    /// Start collecting every slice from now on into a tap; answers its id.
+    OpenTap {
+        keep: StackFilter,
+        reply: tokio::sync::oneshot::Sender<u64>,
+    },
+    /// End a tap now and answer what it gathered.
+    CloseTap {
+        id: u64,
+        reply: tokio::sync::oneshot::Sender<SymbolizedProfile>,
+    },
+    /// New retention settings (SIGHUP).
+    Retention(sprof_store::Retention),
+    /// Write the window in progress and stop.
+    Stop,
+}
+
+impl Shared {
+    /// Sends a request; false if the sampling thread is gone.
+    pub fn send(&self, c: Control) -> bool {
+        let sent = self
+            .control
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(c)
+            .is_ok();
+        let _ = self.wake.send(&[1]);
+        sent
+    }
+}
+
+/// Opens the events and starts the sampling thread; returns once sampling runs (or could
+/// not start: the error is the one line to print).
+pub fn start(
+    config: &DaemonConfig,
+    store: WindowStore,
+    notifier: Arc<Notifier>,
+) -> anyhow::Result<(Arc<Shared>, std::thread::JoinHandle<()>)> {
+    let (wake, wake_rx) = UnixDatagram::pair()?;
+    wake_rx.set_nonblocking(true)?;
+    let (tx, rx) = mpsc::channel();
+    let shared = Arc::new(Shared {
+        live: Mutex::new(Live::default()),
+        store: Mutex::new(store),
+        metrics: Metrics::new(),
+        control: Mutex::new(tx),
+        wake,
+        describe: Mutex::new(String::new()),
+        open_taps: std::sync::atomic::AtomicUsize::new(0),
+    });
+    let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<String>>();
+    let thread_shared = shared.clone();
+    let config = config.clone();
+    let handle = std::thread::Builder::new()
+        .name("sprofd-sampler".into())
+        .spawn(move || {
+            let sampler = match open_sampler(&config) {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let _ = ready_tx.send(Ok(describe(&config)));
+            Sampling::new(&config, thread_shared, notifier, rx, wake_rx).run(sampler);
+        })?;
+    match ready_rx.recv() {
+        Ok(Ok(describe)) => {
+            *shared.describe.lock().unwrap_or_else(|e| e.into_inner()) = describe;
+            Ok((shared, handle))
+        }
+        Ok(Err(e)) => {
+            let _ = handle.join();
+            Err(e)
+        }
+        Err(_) => anyhow::bail!("the sampling thread ended before sampling started"),
+    }
+}
+
+fn describe(config: &DaemonConfig) -> String {
+    let cpus = procfs::online_cpus().len();
+    let what = if config.pids.is_empty() {
+        "every process".to_string()
+    } else {
+        format!(
+            "pid {}",
+            config
+                .pids
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    let comm = config
+        .comm
+        .as_ref()
+        .map(|r| format!(" named /{}/", r.as_str()))
+        .unwrap_or_default();
+    format!(
+        "{what}{comm} on {cpus} CPUs at {} Hz, {} s windows",
+        config.frequency,
+        config.window.as_secs()
+    )
+}
+
+fn policy(config: &DaemonConfig) -> SamplingPolicy {
+    SamplingPolicy {
+        event: EventKind::CpuClock,
+        frequency: config.frequency,
+        capture: StackCapture::UserStack {
+            bytes: crate::config::DEFAULT_STACK_SIZE,
+        },
+        kernel_frames: config.kernel,
+        count_kernel: true,
+        // Python frames are read when the sample is drained: the sooner the better. At the
+        // daemon's rates this is a few dozen wakeups a second.
+        wakeup_per_sample: config.python,
+        time: sprof_core::Measure::Cpu,
+    }
+}
+
+/// Host-wide events, or the given processes' threads.
+fn open_sampler(config: &DaemonConfig) -> anyhow::Result<Sampler> {
+    let policy = policy(config);
+    let mut sampler = Sampler::with_channels(
+        policy.channels(EventKind::CpuClock, false),
+        policy.data_pages(),
+    );
+    if config.pids.is_empty() {
+        sampler
+            .host_wide()
+            .map_err(|e| super::privileges::explain_open(e, "the host"))?;
+    } else {
+        for &pid in &config.pids {
+            sampler
+                .attach(Pid(pid))
+                .map_err(|e| super::privileges::explain_open(e, &format!("PID {pid}")))?;
+        }
+    }
+    for w in &sampler.warnings {
+        eprintln!("sprofd: warning: {w}");
+    }
+    Ok(sampler)
+}
+
+/// The sampling thread's state.
+struct Sampling {
+    shared: Arc<Shared>,
+    notifier: Arc<Notifier>,
+    control: mpsc::Receiver<Control>,
+    wake: UnixDatagram,
+    symbols: SymbolService,
+    meta: ProfileMeta,
+    window: Duration,
+    slice_start: SystemTime,
+    window_start: SystemTime,
+    taps: HashMap<u64, (StackFilter, ProfileMerger)>,
+    next_tap: u64,
+    /// Windows the disk refused, retried before the next one.
+    pending: Vec<(SystemTime, SystemTime, Vec<u8>)>,
+    commands: HashMap<u32, String>,
+    last_watchdog: Instant,
+    engine_config: EngineConfig,
+    filter: Option<regex::Regex>,
+    /// Read Python frames.
+    python: bool,
+}
+
+impl Sampling {
+    fn new(
+        config: &DaemonConfig,
+        shared: Arc<Shared>,
+        notifier: Arc<Notifier>,
+        control: mpsc::Receiver<Control>,
+        wake: UnixDatagram,
+    ) -> Sampling {
+        let now = SystemTime::now();
+        let mut symbols = SymbolService::new(config.kernel);
+        // Never hold up the loop for a download; names arrive in a later window.
+        symbols.set_wait_for_debuginfod(false);
+        Sampling {
+            shared,
+            notifier,
+            control,
+            wake,
+            symbols,
+            meta: ProfileMeta {
+                target: format!("host {}", hostname()),
+                pid: None,
+                frequency: config.frequency,
+                event: EventKind::CpuClock.name().to_string(),
+                ..Default::default()
+            },
+            window: config.window,
+            slice_start: now,
+            window_start: now,
+            taps: HashMap::new(),
+            next_tap: 1,
+            pending: Vec::new(),
+            commands: HashMap::new(),
+            last_watchdog: Instant::now(),
+            engine_config: EngineConfig {
+                unwind: UnwindMode::Auto,
+                kernel_frames: config.kernel,
+                time_unwind: true,
+            },
+            filter: config.comm.clone(),
+            python: config.python,
+        }
+    }
+
+    fn engine(&self) -> Engine {
+        let mut engine = Engine::new(self.engine_config, Box::new(LiveLoader::new()));
+        engine.set_limits(Limits {
+            stack_nodes: MAX_STACK_NODES,
+            threads: MAX_THREADS,
+        });
+        if let Some(re) = self.filter.clone() {
+            let own = std::process::id();
+            engine.set_filter(Box::new(move |pid: Pid, comm: &str| {
+                pid.0 != own && re.is_match(comm)
+            }));
+        }
+        if self.python {
+            engine.add_hook(Box::new(sprof_python::PythonHook::new()));
+        }
+        engine
+    }
+
+    fn run(mut self, mut sampler: Sampler) {
+        let mut engine = self.engine();
+        sampler.watch(self.wake.as_raw_fd());
+        {
+            let mut live = self.lock_live();
+            live.window_start = Some(self.window_start);
+        }
+        sprof_engine::run(
+            &mut sampler,
+            &mut engine,
+            Duration::from_millis(100),
+            |engine, _| self.tick(engine),
+        );
+        // The loop drained what the kernel had; the window in progress is written now.
+        self.cut(&mut engine);
+        self.write_window();
+        // Open taps end with the daemon: their replies are dropped, which their handlers
+        // take as "answer with what there is" (see http.rs).
+        self.taps.clear();
+    }
+
+    fn lock_live(&self) -> std::sync::MutexGuard<'_, Live> {
+        self.shared.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One turn of the drive loop: requests, then slice and window boundaries.
+    fn tick(&mut self, engine: &mut Engine) -> ControlFlow<()> {
+        let mut buf = [0u8; 64];
+        while self.wake.recv(&mut buf).is_ok() {}
+        if self.last_watchdog.elapsed() >= self.notifier.watchdog_interval() {
+            self.notifier.watchdog();
+            self.last_watchdog = Instant::now();
+        }
+        while let Ok(c) = self.control.try_recv() {
+            match c {
+                Control::OpenTap { keep, reply } => {
+                    self.cut(engine);
+                    let id = self.next_tap;
+                    self.next_tap += 1;
+                    self.taps.insert(id, (keep, ProfileMerger::new()));
+                    self.count_taps();
+                    let _ = reply.send(id);
+                }
+                Control::CloseTap { id, reply } => {
+                    self.cut(engine);
+                    if let Some((_, merger)) = self.taps.remove(&id) {
+                        let _ = reply.send(merger.finish());
+                    }
+                    self.count_taps();
+                }
+                Control::Retention(r) => {
+                    self.lock_store().set_retention(r);
+                }
+                Control::Stop => return ControlFlow::Break(()),
+            }
+        }
+        let now = SystemTime::now();
+        if now >= self.window_end() {
+            self.cut(engine);
+            self.write_window();
+        } else if now.duration_since(self.slice_start).unwrap_or_default() >= SLICE {
+            self.cut(engine);
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn count_taps(&self) {
+        self.shared
+            .open_taps
+            .store(self.taps.len(), std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn lock_store(&self) -> std::sync::MutexGuard<'_, WindowStore> {
+        self.shared.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The end of the window in progress: the next multiple of the window length in unix
+    /// time, so windows of every host line up.
+    fn window_end(&self) -> SystemTime {
+        let len = self.window.as_millis().max(1) as u64;
+        let start = sprof_store::unix_millis(self.window_start);
+        UNIX_EPOCH + Duration::from_millis((start / len + 1) * len)
+    }
+
+    /// Ends the slice in progress: takes the engine's window, symbolizes it, hands it to the
+    /// taps and to the window in progress.
+    fn cut(&mut self, engine: &mut Engine) {
+        let now = SystemTime::now();
+        let m = &self.shared.metrics;
+        for &ns in engine.unwind_times() {
+            m.unwind_seconds.observe(f64::from(ns) / 1e9);
+        }
+        let raw = engine.take_window();
+        m.samples.inc_by(raw.stats.samples);
+        m.lost.inc_by(raw.stats.lost);
+        m.truncated.inc_by(raw.stats.truncated);
+        m.over_limit.inc_by(raw.stats.over_limit);
+        m.processes.set(engine.stats().processes as i64);
+        let mut meta = self.meta.clone();
+        meta.stats = raw.stats;
+        meta.duration_secs = now
+            .duration_since(self.slice_start)
+            .unwrap_or_default()
+            .as_secs_f64();
+        meta.notes = engine.hook_reports();
+        let mut profile = self.symbols.symbolize(&raw, engine.modules(), meta);
+        for w in self.symbols.take_warnings() {
+            eprintln!("sprofd: warning: {w}");
+        }
+        self.name_commands(&mut profile);
+        for (keep, merger) in self.taps.values_mut() {
+            merger.add(&profile, |p, s| keep(p, s));
+        }
+        let slice = Slice {
+            start: self.slice_start,
+            end: now,
+            profile: Arc::new(profile),
+        };
+        self.lock_live().slices.push(slice);
+        self.slice_start = now;
+    }
+
+    /// Command lines of the processes in `profile`, read from /proc once per window.
+    fn name_commands(&mut self, profile: &mut SymbolizedProfile) {
+        let mut pids: Vec<u32> = profile
+            .stacks
+            .iter()
+            .filter_map(|s| s.thread.map(|t| t.pid))
+            .collect();
+        pids.sort_unstable();
+        pids.dedup();
+        for pid in pids {
+            let cmd = self.commands.entry(pid).or_insert_with(|| {
+                procfs::cmdline(Pid(pid))
+                    .map(|c| c.chars().take(512).collect())
+                    .unwrap_or_default()
+            });
+            if !cmd.is_empty() {
+                profile.commands.insert(pid, cmd.clone());
+            }
+        }
+    }
+
+    /// Merges the window's slices and stores them; retries windows the disk refused before.
+    fn write_window(&mut self) {
+        let now = SystemTime::now();
+        let slices = std::mem::take(&mut self.lock_live().slices);
+        let mut merger = ProfileMerger::new();
+        for s in &slices {
+            merger.add(&s.profile, |_, _| true);
+        }
+        let mut profile = merger.finish();
+        profile.meta = ProfileMeta {
+            stats: profile.meta.stats,
+            notes: profile.meta.notes,
+            duration_secs: now
+                .duration_since(self.window_start)
+                .unwrap_or_default()
+                .as_secs_f64(),
+            ..self.meta.clone()
+        };
+        let bytes = encode(&profile, self.window_start);
+        self.pending.push((self.window_start, now, bytes));
+        if self.pending.len() > MAX_PENDING_WINDOWS {
+            self.pending.remove(0);
+        }
+        self.flush_pending(now);
+        self.window_start = now;
+        self.commands.clear();
+        self.lock_live().window_start = Some(now);
+        let store = self.lock_store();
+        self.notifier.status(&format!(
+            "{}; {} windows stored ({} MiB)",
+            self.shared
+                .describe
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+            store.windows().len(),
+            store.total_bytes() >> 20
+        ));
+    }
+
+    fn flush_pending(&mut self, now: SystemTime) {
+        let m = &self.shared.metrics;
+        let mut store = self.shared.store.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some((start, end, bytes)) = self.pending.first() {
+            match store.write(*start, *end, bytes, now) {
+                Ok(report) => {
+                    m.windows_written.inc();
+                    m.retention_deletions.inc_by(report.deleted as u64);
+                    self.pending.remove(0);
+                }
+                Err(e) => {
+                    m.window_write_errors.inc();
+                    if self.pending.len() == 1 || !e.is_disk_full() {
+                        eprintln!(
+                            "sprofd: warning: {e}; keeping {} windows in memory and retrying",
+                            self.pending.len()
+                        );
+                    }
+                    break;
+                }
+            }
+        }
+        m.windows_stored.set(store.windows().len() as i64);
+        m.stored_bytes
+            .set(i64::try_from(store.total_bytes()).unwrap_or(i64::MAX));
+    }
+}
+
+/// A window as gzipped pprof, timed at its start.
+pub fn encode(profile: &SymbolizedProfile, start: SystemTime) -> Vec<u8> {
+    use flamegraph_out::Exporter;
+    let pprof = flamegraph_out::Pprof {
+        value_type: None,
+        time_nanos: Some(
+            start
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
+        ),
+    };
+    let mut out = Vec::new();
+    // Writing into memory fails only for a stack deeper than pprof's limit, which the
+    // unwinder's own limit rules out; an empty window is then better than none.
+    if pprof.export(profile, &mut out).is_err() {
+        out.clear();
+        let _ = pprof.export(&SymbolizedProfile::default(), &mut out);
+    }
+    out
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
