@@ -112,6 +112,8 @@ pub fn run(config: DaemonConfig) -> anyhow::Result<i32> {
     let listener = std::net::TcpListener::bind(config.listen)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     listener.set_nonblocking(true)?;
+    // Port 0 asks for any free port: say which one.
+    let listen = listener.local_addr().unwrap_or(config.listen);
     let notifier = Arc::new(notify::Notifier::from_env());
     let stored = store.windows().len();
     let (shared, sampler) = sampling::start(&config, store, notifier.clone())?;
@@ -133,8 +135,7 @@ pub fn run(config: DaemonConfig) -> anyhow::Result<i32> {
         .unwrap_or_else(|e| e.into_inner())
         .clone();
     eprintln!(
-        "sprofd: sampling {describe}; serving http://{} ; {} ({stored} windows stored)",
-        config.listen,
+        "sprofd: sampling {describe}; serving http://{listen}/ ; data in {} ({stored} windows stored)",
         config.data_dir.display()
     );
     notifier.ready(&describe);

@@ -14,9 +14,16 @@ pub struct Notifier {
 impl Notifier {
     pub fn from_env() -> Notifier {
         let enabled = std::env::var_os("NOTIFY_SOCKET").is_some();
-        let mut usec = 0;
-        let watchdog = (enabled && sd_notify::watchdog_enabled(false, &mut usec))
-            .then(|| Duration::from_micros(usec / 2));
+        // systemd sets WATCHDOG_PID too; when it is set, it must name us (a child that
+        // inherited the environment must not ping for its parent).
+        let pid_ok = std::env::var("WATCHDOG_PID").map_or(true, |p| {
+            p.trim().parse::<u32>().ok() == Some(std::process::id())
+        });
+        let watchdog = std::env::var("WATCHDOG_USEC")
+            .ok()
+            .and_then(|u| u.trim().parse::<u64>().ok())
+            .filter(|&u| enabled && pid_ok && u > 0)
+            .map(|u| Duration::from_micros(u / 2));
         Notifier { enabled, watchdog }
     }
 

@@ -285,12 +285,12 @@ impl Sampling {
             stack_nodes: MAX_STACK_NODES,
             threads: MAX_THREADS,
         });
-        if let Some(re) = self.filter.clone() {
-            let own = std::process::id();
-            engine.set_filter(Box::new(move |pid: Pid, comm: &str| {
-                pid.0 != own && re.is_match(comm)
-            }));
-        }
+        // pid 0 is the idle task: per-CPU clock events sample idle CPUs too, which is no
+        // one's CPU time.
+        let re = self.filter.clone();
+        engine.set_filter(Box::new(move |pid: Pid, comm: &str| {
+            pid.0 != 0 && re.as_ref().is_none_or(|re| re.is_match(comm))
+        }));
         if self.python {
             engine.add_hook(Box::new(sprof_python::PythonHook::new()));
         }
