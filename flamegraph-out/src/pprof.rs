@@ -13,7 +13,8 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use prost::Message;
 use sprof_core::{
-    Frame, FrameKind, ModuleInfo, ProfileMeta, SampledStack, SymbolizedProfile, ThreadRef,
+    Frame, FrameKind, ModuleInfo, ProcessLabels, ProfileMeta, SampledStack, SymbolizedProfile,
+    ThreadRef,
 };
 
 use crate::{checked_stack, ExportError, Exporter};
@@ -283,6 +284,7 @@ impl Pprof {
             pid: b.strings.intern("pid"),
             thread_id: b.strings.intern("thread_id"),
             cmdline: b.strings.intern("cmdline"),
+            cgroup: b.strings.intern("cgroup"),
             profile_pid: meta.pid,
         };
         let mut samples = Vec::with_capacity(profile.stacks.len());
@@ -335,6 +337,7 @@ struct LabelKeys {
     pid: i64,
     thread_id: i64,
     cmdline: i64,
+    cgroup: i64,
     profile_pid: Option<u32>,
 }
 
@@ -373,12 +376,19 @@ impl Builder<'_> {
         let pid = stack.thread.map(|t| t.pid).or(keys.profile_pid);
         label.extend(pid.map(|pid| num(keys.pid, pid)));
         label.extend(stack.thread.map(|t| num(keys.thread_id, t.tid)));
-        if let Some(command) = pid.and_then(|pid| profile.commands.get(&pid)) {
-            label.push(proto::Label {
-                key: keys.cmdline,
-                str: self.strings.intern(command),
-                ..Default::default()
-            });
+        if let Some(process) = pid.and_then(|pid| profile.processes.get(&pid)) {
+            for (key, value) in [
+                (keys.cmdline, &process.cmdline),
+                (keys.cgroup, &process.cgroup),
+            ] {
+                if !value.is_empty() {
+                    label.push(proto::Label {
+                        key,
+                        str: self.strings.intern(value),
+                        ..Default::default()
+                    });
+                }
+            }
         }
         let mut location_id = Vec::with_capacity(frames.len());
         group.clear();
@@ -696,7 +706,7 @@ pub fn profile_from_proto(p: &proto::Profile) -> Result<SymbolizedProfile, Pprof
         frames: r.frames,
         stacks,
         modules: r.modules,
-        commands: r.commands,
+        processes: r.processes,
     })
 }
 
@@ -730,7 +740,7 @@ struct ProtoReader<'p> {
     /// Mappings by id, with the file name their frames carry.
     mappings: HashMap<u64, (&'p str, &'p proto::Mapping)>,
     modules: Vec<ModuleInfo>,
-    commands: BTreeMap<u32, String>,
+    processes: BTreeMap<u32, ProcessLabels>,
     functions: HashMap<u64, &'p proto::Function>,
     frames: Vec<Frame>,
     frame_ids: HashMap<Frame, u32>,
@@ -778,7 +788,7 @@ impl<'p> ProtoReader<'p> {
             p,
             mappings,
             modules,
-            commands: BTreeMap::new(),
+            processes: BTreeMap::new(),
             functions,
             frames: Vec::new(),
             frame_ids: HashMap::new(),
@@ -904,9 +914,17 @@ impl<'p> ProtoReader<'p> {
                 "thread_name" if !value.is_empty() => thread = Some(value),
                 "pid" if l.str == 0 => sample_pid = u32::try_from(l.num).ok(),
                 "thread_id" if l.str == 0 => tid = u32::try_from(l.num).ok(),
-                "cmdline" if !value.is_empty() => {
+                "cmdline" | "cgroup" if !value.is_empty() => {
                     if let Some(p) = sample_pid {
-                        self.commands.entry(p).or_insert_with(|| value.to_string());
+                        let labels = self.processes.entry(p).or_default();
+                        let field = if string(l.key)? == "cmdline" {
+                            &mut labels.cmdline
+                        } else {
+                            &mut labels.cgroup
+                        };
+                        if field.is_empty() {
+                            *field = value.to_string();
+                        }
                     }
                 }
                 _ => {}

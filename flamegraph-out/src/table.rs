@@ -373,7 +373,7 @@ mod tests {
             // 3 samples that measured 1.5 s of CPU: 0.5 s each, whatever the frequency says.
             stacks: vec![stack(&[0, 1], 3, 1_500_000_000)],
             modules: Vec::new(),
-            commands: Default::default(),
+            processes: Default::default(),
         };
         assert!((seconds_per_sample(&p) - 0.5).abs() < 1e-12);
         let row = &StatprofTable::default().rows(&p).unwrap()[0];

@@ -428,7 +428,7 @@ fn symbolizer_like() -> SymbolizedProfile {
             stack(&[0], 1),
         ],
         modules: Vec::new(),
-        commands: Default::default(),
+        processes: Default::default(),
     }
 }
 

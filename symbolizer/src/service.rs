@@ -472,7 +472,7 @@ impl SymbolService {
             frames: table.frames,
             stacks,
             modules: self.module_infos(raw, modules),
-            commands: Default::default(),
+            processes: Default::default(),
         }
     }
 

@@ -624,9 +624,7 @@ fn daemon_runs_with_least_privilege_and_refuses_without_it() {
     let dir = TempDir::new("daemon-setpriv");
     let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap();
-    // SAFETY: chown(2) on a path we own; no memory-safety preconditions.
-    let c = std::ffi::CString::new(data.to_str().unwrap()).unwrap();
-    assert_eq!(unsafe { libc::chown(c.as_ptr(), 65534, 65534) }, 0);
+    std::os::unix::fs::chown(&data, Some(65534), Some(65534)).unwrap();
     let bin = sprofd_bin();
     let setpriv = |caps: Option<&str>| {
         let mut cmd = Command::new("setpriv");
@@ -852,4 +850,65 @@ fn prometheus_scrapes_the_daemon_metrics() {
     let _ = prom.wait();
     assert!(ok, "prometheus did not scrape sprofd: {last}\n{targets}");
     assert!(targets.contains("\"health\":\"up\""), "{targets}");
+}
+
+/// Samples carry the cgroup of their process (what container or unit it runs in), in the
+/// scrape's labels and in the process list.
+#[test]
+fn daemon_labels_samples_with_their_cgroup() {
+    if !live("daemon_labels_samples_with_their_cgroup") {
+        return;
+    }
+    // A cgroup v2 hierarchy we may create groups in (hybrid hosts mount it at unified/).
+    let root = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.join("cgroup.procs").exists());
+    let Some(root) = root.filter(|_| euid() == 0) else {
+        assert!(
+            std::env::var("SPROFD_REQUIRE_LIVE").as_deref() != Ok("1"),
+            "no writable cgroup v2 hierarchy"
+        );
+        eprintln!("SKIP daemon_labels_samples_with_their_cgroup: no cgroup v2 to create groups in");
+        return;
+    };
+    let _serial = serial();
+    let name = format!("sprofd-test-{}", std::process::id());
+    let group = root.join(&name);
+    std::fs::create_dir_all(&group).unwrap();
+    let target = Target::spawn(&c_fixture("cratio", FP), &["0"]);
+    std::fs::write(group.join("cgroup.procs"), target.pid.to_string()).unwrap();
+    let dir = TempDir::new("daemon-cgroup");
+    let d = Daemon::start(&dir.join("data"), &["-F", "99", "--window", "2"]);
+    let scrape = d.get(&format!(
+        "/debug/pprof/profile?seconds=2&pid={}",
+        target.pid
+    ));
+    let p = flamegraph_out::decode_pprof(&scrape.body).expect("pprof");
+    let s = |i: i64| p.string_table[i as usize].as_str();
+    let want = format!("/{name}");
+    let labelled = p
+        .sample
+        .iter()
+        .filter(|x| {
+            x.label
+                .iter()
+                .any(|l| s(l.key) == "cgroup" && s(l.str) == want)
+        })
+        .count();
+    assert!(
+        labelled > 0 && labelled == p.sample.len(),
+        "{labelled} of {} samples labelled cgroup={want}",
+        p.sample.len()
+    );
+    d.wait_for_windows(2, Duration::from_secs(10));
+    let procs = d.get("/api/v1/processes?from=-1m").text();
+    assert!(
+        procs.contains(&format!("\"cgroup\": \"{want}\"")),
+        "{procs}"
+    );
+    drop(target);
+    drop(d);
+    // The group is empty once the target is gone.
+    let _ = std::fs::remove_dir(&group);
 }

@@ -32,8 +32,8 @@ pub use profile::{
 };
 pub use source::{EventSource, SourceStats};
 pub use symbolized::{
-    is_interpreter_module, Frame, FrameKind, Measure, ModuleInfo, ProfileMerger, ProfileMeta,
-    PythonView, SampledStack, SymbolizedProfile, ThreadRef,
+    is_interpreter_module, Frame, FrameKind, Measure, ModuleInfo, ProcessLabels, ProfileMerger,
+    ProfileMeta, PythonView, SampledStack, SymbolizedProfile, ThreadRef,
 };
 
 /// A process id, as the host kernel numbers it.

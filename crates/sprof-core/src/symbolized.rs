@@ -150,8 +150,17 @@ pub struct SymbolizedProfile {
     pub stacks: Vec<SampledStack>,
     /// Path and build-id of modules named in [`Frame::module`], where known.
     pub modules: Vec<ModuleInfo>,
-    /// Command lines of the processes in [`SampledStack::thread`], by pid, where known.
-    pub commands: std::collections::BTreeMap<u32, String>,
+    /// What is known of the processes in [`SampledStack::thread`], by pid.
+    pub processes: std::collections::BTreeMap<u32, ProcessLabels>,
+}
+
+/// Facts about a process that profiles carry as labels of its samples.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProcessLabels {
+    /// The command line, arguments joined by spaces.
+    pub cmdline: String,
+    /// Its cgroup (v2 path, e.g. `/system.slice/docker-1f2e….scope`): what container it runs in.
+    pub cgroup: String,
 }
 
 /// How stacks with Python frames are shown (`--python-view`).
@@ -310,8 +319,8 @@ impl ProfileMerger {
                 self.out.modules.push(m.clone());
             }
         }
-        for (pid, c) in &p.commands {
-            self.out.commands.entry(*pid).or_insert_with(|| c.clone());
+        for (pid, c) in &p.processes {
+            self.out.processes.entry(*pid).or_insert_with(|| c.clone());
         }
         let mut ids: Vec<Option<u32>> = vec![None; p.frames.len()];
         for stack in p.stacks.iter().filter(|s| keep(p, s)) {
@@ -432,7 +441,7 @@ mod tests {
                 },
             ],
             modules: Vec::new(),
-            commands: Default::default(),
+            processes: Default::default(),
         };
         let mixed = profile.clone().with_python_view(PythonView::Mixed);
         assert_eq!(mixed, profile);

@@ -278,6 +278,36 @@ pub fn cmdline(pid: Pid) -> Result<String, ProcError> {
     Ok(parts.join(" "))
 }
 
+/// A process's cgroup, what its container or unit is: the cgroup v2 path
+/// (`0::/system.slice/x.scope` gives `/system.slice/x.scope`) unless it is the root, else the
+/// first v1 hierarchy's path that is not the root (hybrid hosts), else `/`.
+pub fn cgroup(pid: Pid) -> Result<String, ProcError> {
+    let text = read(pid, PathBuf::from(format!("/proc/{pid}/cgroup")))?;
+    Ok(parse_cgroup(&text))
+}
+
+pub fn parse_cgroup(text: &str) -> String {
+    let entries: Vec<(&str, &str)> = text
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let id = parts.next()?;
+            parts.next()?;
+            Some((id, parts.next()?))
+        })
+        .collect();
+    let v2 = entries.iter().find(|(id, _)| *id == "0").map(|e| e.1);
+    let path = match v2 {
+        Some(p) if p != "/" => p,
+        _ => entries
+            .iter()
+            .map(|e| e.1)
+            .find(|p| *p != "/")
+            .unwrap_or(if entries.is_empty() { "" } else { "/" }),
+    };
+    path.chars().take(256).collect()
+}
+
 /// The online CPUs, from `/sys/devices/system/cpu/online` (e.g. `0-3,6`).
 pub fn online_cpus() -> Vec<u32> {
     let text = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap_or_default();
@@ -369,5 +399,17 @@ mod tests {
             .iter()
             .any(|m| m.kind == sprof_core::MappingKind::File));
         assert!(matches!(stat(Pid(u32::MAX / 2)), Err(ProcError::Gone(_))));
+    }
+
+    #[test]
+    fn cgroup_is_the_v2_path_or_the_first_informative_v1_one() {
+        assert_eq!(
+            parse_cgroup("0::/system.slice/docker-1f.scope\n"),
+            "/system.slice/docker-1f.scope"
+        );
+        let hybrid = "9:name=systemd:/\n4:memory:/docker/abc\n1:cpu:/\n0::/\n";
+        assert_eq!(parse_cgroup(hybrid), "/docker/abc");
+        assert_eq!(parse_cgroup("1:cpu:/\n0::/\n"), "/");
+        assert_eq!(parse_cgroup(""), "");
     }
 }

@@ -104,7 +104,7 @@ pub fn mixed() -> SymbolizedProfile {
         frames,
         stacks,
         modules: Vec::new(),
-        commands: Default::default(),
+        processes: Default::default(),
     }
 }
 

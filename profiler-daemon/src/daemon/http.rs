@@ -272,9 +272,15 @@ async fn scrape_inner(s: &AppState, q: Option<String>) -> ApiResult {
         .map_err(|_| unavailable())?;
     let mut shutdown = s.shutdown.clone();
     let started = std::time::Instant::now();
+    let stopping = async {
+        // With nobody left to signal a shutdown, there will be none: just wait.
+        if shutdown.wait_for(|&stop| stop).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
     tokio::select! {
         _ = tokio::time::sleep(Duration::from_secs(seconds)) => {}
-        _ = shutdown.wait_for(|&stop| stop) => {}
+        _ = stopping => {}
     }
     let mut profile = s
         .backend
@@ -427,4 +433,289 @@ async fn page(State(s): State<AppState>, RawQuery(q): RawQuery) -> Response {
     }
     .await;
     counted(&s.backend, r)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::UNIX_EPOCH;
+
+    use axum::body::to_bytes;
+    use axum::http::Request;
+    use sprof_core::{Frame, FrameKind, ProfileMeta, SampledStack, ThreadRef};
+    use sprof_store::{Retention, WindowStore};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// Two processes: 1 (`app`: main -> hot 30, main -> cold 10) and 2 (`db`: query 5).
+    fn profile() -> SymbolizedProfile {
+        let f = |name: &str, kind| {
+            let mut f = Frame::bare(name, kind);
+            if kind == FrameKind::Native {
+                f.module = Some("app".into());
+                f.file = Some("app.c".into());
+                f.line = Some(3);
+            }
+            f
+        };
+        let frames = vec![
+            f("app", FrameKind::Root),
+            f("main", FrameKind::Native),
+            f("hot", FrameKind::Native),
+            f("cold", FrameKind::Native),
+            f("db", FrameKind::Root),
+            f("query", FrameKind::Native),
+        ];
+        let stack = |frames: Vec<u32>, samples: u64, pid: u32| SampledStack {
+            frames,
+            samples,
+            period: samples * 10_000_000,
+            thread: Some(ThreadRef { pid, tid: pid }),
+        };
+        SymbolizedProfile {
+            meta: ProfileMeta {
+                frequency: 100,
+                ..Default::default()
+            },
+            frames,
+            stacks: vec![
+                stack(vec![0, 1, 2], 30, 1),
+                stack(vec![0, 1, 3], 10, 1),
+                stack(vec![4, 5], 5, 2),
+            ],
+            ..Default::default()
+        }
+    }
+
+    struct Fake {
+        store: Mutex<WindowStore>,
+        healthy: bool,
+    }
+
+    impl Backend for Fake {
+        fn healthy(&self) -> bool {
+            self.healthy
+        }
+        fn sources(&self, sel: &Selection) -> Result<Sources, QueryError> {
+            Sources::gather(&self.store.lock().unwrap(), Vec::new(), sel, MAX_WINDOWS)
+        }
+        fn quarantine(&self, path: &std::path::Path, reason: &str) {
+            self.store.lock().unwrap().quarantine(path, reason);
+        }
+        fn open_tap(&self, _keep: StackFilter) -> Option<oneshot::Receiver<u64>> {
+            let (tx, rx) = oneshot::channel();
+            let _ = tx.send(7);
+            Some(rx)
+        }
+        fn close_tap(&self, id: u64) -> Option<oneshot::Receiver<SymbolizedProfile>> {
+            assert_eq!(id, 7);
+            let (tx, rx) = oneshot::channel();
+            let _ = tx.send(profile());
+            Some(rx)
+        }
+        fn metrics(&self) -> String {
+            "# EOF\n".into()
+        }
+        fn describe(&self) -> String {
+            "test".into()
+        }
+        fn count(&self, _: StatusCode) {}
+    }
+
+    fn app(name: &str, healthy: bool) -> (Router, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("sprofd-http-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let retention = Retention {
+            max_age: Duration::from_secs(86400 * 365 * 100),
+            max_bytes: 1 << 30,
+        };
+        let (mut store, _) = WindowStore::open(&dir, retention).unwrap();
+        let start = UNIX_EPOCH + Duration::from_secs(1_796_000_000);
+        let bytes = super::super::sampling::encode(&profile(), start);
+        store
+            .write(
+                start,
+                start + Duration::from_secs(10),
+                &bytes,
+                SystemTime::now(),
+            )
+            .unwrap();
+        let backend = Arc::new(Fake {
+            store: Mutex::new(store),
+            healthy,
+        });
+        let (_tx, rx) = watch::channel(false);
+        (router(backend, rx), dir)
+    }
+
+    async fn get(app: &Router, uri: &str) -> (StatusCode, String, Vec<u8>) {
+        get_method(app, "GET", uri).await
+    }
+
+    async fn get_method(app: &Router, method: &str, uri: &str) -> (StatusCode, String, Vec<u8>) {
+        let r = app
+            .clone()
+            .oneshot(
+                Request::builder()
+                    .method(method)
+                    .uri(uri)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let status = r.status();
+        let ctype = r
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let body = to_bytes(r.into_body(), 1 << 24).await.unwrap().to_vec();
+        (status, ctype, body)
+    }
+
+    const RANGE: &str = "from=1795999990&to=1796000020";
+
+    #[tokio::test]
+    async fn stored_windows_answer_by_range_pid_and_name_in_every_format() {
+        let (app, dir) = app("range", true);
+        let (status, ctype, body) =
+            get(&app, &format!("/api/v1/profile?{RANGE}&format=folded")).await;
+        assert_eq!(
+            (status, ctype.as_str()),
+            (StatusCode::OK, "text/plain; charset=utf-8")
+        );
+        let text = String::from_utf8(body).unwrap();
+        assert!(
+            text.contains("app;main;hot 30") && text.contains("db;query 5"),
+            "{text}"
+        );
+        let (_, _, body) = get(
+            &app,
+            &format!("/api/v1/profile?{RANGE}&format=folded&pid=2"),
+        )
+        .await;
+        assert_eq!(String::from_utf8(body).unwrap().trim(), "db;query 5");
+        let (_, _, body) = get(
+            &app,
+            &format!("/api/v1/profile?{RANGE}&format=folded&comm=%5Eap"),
+        )
+        .await;
+        let text = String::from_utf8(body).unwrap();
+        assert!(!text.contains("db") && text.contains("hot 30"), "{text}");
+        // Outside the range: nothing.
+        let (_, _, body) = get(
+            &app,
+            "/api/v1/profile?from=1700000000&to=1700000001&format=folded",
+        )
+        .await;
+        assert!(body.is_empty());
+        let (_, ctype, body) = get(&app, &format!("/api/v1/profile?{RANGE}")).await;
+        assert_eq!(ctype, "image/svg+xml");
+        assert!(String::from_utf8(body).unwrap().contains("hot"));
+        let (_, _, body) = get(&app, &format!("/api/v1/profile?{RANGE}&format=pprof")).await;
+        let p = flamegraph_out::read_pprof(&body).unwrap();
+        assert_eq!(p.total_samples(), 45);
+        let (_, ctype, body) = get(&app, &format!("/api/v1/processes?{RANGE}")).await;
+        assert_eq!(ctype, "application/json");
+        let list: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(list[0]["pid"], 1);
+        assert_eq!(list[0]["comm"], "app");
+        assert_eq!(list[0]["samples"], 40);
+        assert_eq!(list[1]["comm"], "db");
+        let (status, ctype, body) = get(&app, &format!("/?{RANGE}")).await;
+        assert_eq!(
+            (status, ctype.as_str()),
+            (StatusCode::OK, "text/html; charset=utf-8")
+        );
+        assert!(String::from_utf8(body).unwrap().contains(">app<"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_scrape_answers_the_tap_as_gzipped_pprof() {
+        let (app, dir) = app("scrape", true);
+        let (status, ctype, body) = get(&app, "/debug/pprof/profile?seconds=1").await;
+        assert_eq!(
+            (status, ctype.as_str()),
+            (StatusCode::OK, "application/octet-stream")
+        );
+        let p = flamegraph_out::decode_pprof(&body).unwrap();
+        let names: Vec<&str> = p
+            .sample_type
+            .iter()
+            .map(|t| p.string_table[t.r#type as usize].as_str())
+            .collect();
+        assert_eq!(names, ["samples", "cpu"]);
+        assert!(p.duration_nanos >= 900_000_000, "{}", p.duration_nanos);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn bad_requests_get_a_4xx_with_one_line() {
+        let (app, dir) = app("bad", false);
+        for (uri, status) in [
+            ("/healthz", StatusCode::SERVICE_UNAVAILABLE),
+            ("/api/v1/profile?from=yesterday", StatusCode::BAD_REQUEST),
+            ("/api/v1/profile?from=now&to=-1h", StatusCode::BAD_REQUEST),
+            (
+                "/api/v1/profile?to=2026-13-01T00:00:00Z",
+                StatusCode::BAD_REQUEST,
+            ),
+            ("/api/v1/profile?pid=-1", StatusCode::BAD_REQUEST),
+            ("/api/v1/profile?pid=99999999999", StatusCode::BAD_REQUEST),
+            ("/api/v1/profile?format=exe", StatusCode::BAD_REQUEST),
+            ("/api/v1/profile?view=weird", StatusCode::BAD_REQUEST),
+            ("/api/v1/profile?comm=%28", StatusCode::BAD_REQUEST),
+            ("/api/v1/profile?x=1", StatusCode::BAD_REQUEST),
+            ("/api/v1/profile?from=-1h&from=-2h", StatusCode::BAD_REQUEST),
+            ("/api/v1/processes?format=svg", StatusCode::BAD_REQUEST),
+            ("/debug/pprof/profile?seconds=0", StatusCode::BAD_REQUEST),
+            ("/debug/pprof/profile?seconds=1000", StatusCode::BAD_REQUEST),
+            ("/debug/pprof/profile?seconds=1.5", StatusCode::BAD_REQUEST),
+            ("/..%2f..%2fetc/passwd", StatusCode::NOT_FOUND),
+            ("/api/v2/profile", StatusCode::NOT_FOUND),
+        ] {
+            let (got, ctype, body) = get(&app, uri).await;
+            let text = String::from_utf8(body).unwrap();
+            assert_eq!(got, status, "{uri}: {text}");
+            assert_eq!(ctype, "text/plain; charset=utf-8", "{uri}");
+            assert!(
+                text.starts_with("error: ") && text.matches('\n').count() == 1,
+                "{uri}: {text:?}"
+            );
+        }
+        let long = format!("/api/v1/profile?comm={}", "x".repeat(MAX_QUERY));
+        assert_eq!(get(&app, &long).await.0, StatusCode::URI_TOO_LONG);
+        for method in ["POST", "PUT", "DELETE"] {
+            let (got, _, body) = get_method(&app, method, "/api/v1/profile").await;
+            assert_eq!(
+                got,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn concurrent_queries_are_all_answered() {
+        let (app, dir) = app("concurrent", true);
+        let mut tasks = Vec::new();
+        for i in 0..16 {
+            let app = app.clone();
+            let uri = match i % 3 {
+                0 => format!("/api/v1/profile?{RANGE}&format=folded"),
+                1 => format!("/api/v1/processes?{RANGE}"),
+                _ => "/debug/pprof/profile?seconds=1".to_string(),
+            };
+            tasks.push(tokio::spawn(async move { get(&app, &uri).await.0 }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), StatusCode::OK);
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

@@ -168,6 +168,7 @@ mod tests {
             pid: 42,
             comm: "<script>".into(),
             cmdline: "sh -c 'a&b'".into(),
+            cgroup: "/".into(),
             samples: 10,
             cpu_seconds: 0.5,
             first_seen: 1.0,

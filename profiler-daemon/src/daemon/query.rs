@@ -124,6 +124,8 @@ pub struct ProcessSummary {
     pub pid: u32,
     pub comm: String,
     pub cmdline: String,
+    /// The process's cgroup: its container or systemd unit.
+    pub cgroup: String,
     pub samples: u64,
     /// CPU time in seconds (the samples' periods).
     pub cpu_seconds: f64,
@@ -145,6 +147,7 @@ pub fn processes(
                 pid: t.pid,
                 comm: process_name(p, s).to_string(),
                 cmdline: String::new(),
+                cgroup: String::new(),
                 samples: 0,
                 cpu_seconds: 0.0,
                 first_seen: start as f64 / 1000.0,
@@ -154,9 +157,12 @@ pub fn processes(
             e.cpu_seconds += s.period as f64 / 1e9;
             e.first_seen = e.first_seen.min(start as f64 / 1000.0);
             e.last_seen = e.last_seen.max(end as f64 / 1000.0);
-            if e.cmdline.is_empty() {
-                if let Some(c) = p.commands.get(&t.pid) {
-                    e.cmdline.clone_from(c);
+            if let Some(labels) = p.processes.get(&t.pid) {
+                if e.cmdline.is_empty() {
+                    e.cmdline.clone_from(&labels.cmdline);
+                }
+                if e.cgroup.is_empty() {
+                    e.cgroup.clone_from(&labels.cgroup);
                 }
             }
             // The latest name wins (a process that exec'd).

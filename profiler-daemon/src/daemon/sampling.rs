@@ -15,7 +15,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use sprof_core::{Pid, ProfileMerger, ProfileMeta, SampledStack, SymbolizedProfile};
+use sprof_core::{Pid, ProcessLabels, ProfileMerger, ProfileMeta, SampledStack, SymbolizedProfile};
 use sprof_engine::{Engine, EngineConfig, Limits};
 use sprof_perf::{procfs, EventKind, Sampler, SamplingPolicy, StackCapture};
 use sprof_store::WindowStore;
@@ -228,7 +228,8 @@ struct Sampling {
     next_tap: u64,
     /// Windows the disk refused, retried before the next one.
     pending: Vec<(SystemTime, SystemTime, Vec<u8>)>,
-    commands: HashMap<u32, String>,
+    /// Labels of the processes sampled in this window, read from /proc once per window.
+    processes: HashMap<u32, ProcessLabels>,
     last_watchdog: Instant,
     engine_config: EngineConfig,
     filter: Option<regex::Regex>,
@@ -267,7 +268,7 @@ impl Sampling {
             taps: HashMap::new(),
             next_tap: 1,
             pending: Vec::new(),
-            commands: HashMap::new(),
+            processes: HashMap::new(),
             last_watchdog: Instant::now(),
             engine_config: EngineConfig {
                 unwind: UnwindMode::Auto,
@@ -406,7 +407,7 @@ impl Sampling {
         for w in self.symbols.take_warnings() {
             eprintln!("sprofd: warning: {w}");
         }
-        self.name_commands(&mut profile);
+        self.label_processes(&mut profile);
         for (keep, merger) in self.taps.values_mut() {
             merger.add(&profile, |p, s| keep(p, s));
         }
@@ -419,8 +420,9 @@ impl Sampling {
         self.slice_start = now;
     }
 
-    /// Command lines of the processes in `profile`, read from /proc once per window.
-    fn name_commands(&mut self, profile: &mut SymbolizedProfile) {
+    /// Command lines and cgroups of the processes in `profile`, read from /proc once per
+    /// window.
+    fn label_processes(&mut self, profile: &mut SymbolizedProfile) {
         let mut pids: Vec<u32> = profile
             .stacks
             .iter()
@@ -429,13 +431,14 @@ impl Sampling {
         pids.sort_unstable();
         pids.dedup();
         for pid in pids {
-            let cmd = self.commands.entry(pid).or_insert_with(|| {
-                procfs::cmdline(Pid(pid))
+            let labels = self.processes.entry(pid).or_insert_with(|| ProcessLabels {
+                cmdline: procfs::cmdline(Pid(pid))
                     .map(|c| c.chars().take(512).collect())
-                    .unwrap_or_default()
+                    .unwrap_or_default(),
+                cgroup: procfs::cgroup(Pid(pid)).unwrap_or_default(),
             });
-            if !cmd.is_empty() {
-                profile.commands.insert(pid, cmd.clone());
+            if *labels != ProcessLabels::default() {
+                profile.processes.insert(pid, labels.clone());
             }
         }
     }
@@ -465,7 +468,7 @@ impl Sampling {
         }
         self.flush_pending(now);
         self.window_start = now;
-        self.commands.clear();
+        self.processes.clear();
         self.lock_live().window_start = Some(now);
         let store = self.lock_store();
         self.notifier.status(&format!(
