@@ -75,6 +75,7 @@ bench: build
 	python3 -m pip install -q py-spy austin-dist==3.7.0
 	bash bench/python.sh
 	bash bench/offcpu.sh
+	bash bench/daemon.sh
 	bash bench/run.sh
 
 # The binary, the systemd unit (its ExecStart pointed at $(BINDIR)/sprofd) and the commented
