@@ -50,12 +50,14 @@ fmt:
 	$(CARGO) fmt --all
 
 # Overhead, CPU per sample, completeness against perf; Python against py-spy and austin;
-# off-CPU modes on a context-switch storm. Writes docs/benchmarks.md (run.sh last: it
-# includes the other two sections).
+# off-CPU modes on a context-switch storm; symbolization speed against perf report and samply
+# (symbolize.sh installs samply with cargo if it is missing). Writes docs/benchmarks.md
+# (run.sh last: it includes the other three sections).
 bench: build
 	python3 -m pip install -q py-spy austin-dist==3.7.0
 	bash bench/python.sh
 	bash bench/offcpu.sh
+	bash bench/symbolize.sh
 	bash bench/run.sh
 
 install: build
