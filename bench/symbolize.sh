@@ -104,6 +104,9 @@ timed() {
 }
 col() { awk -F'\t' -v n="$1" '$1 == n { print $3 }' "$RES"; }
 
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+T_START=$EPOCHREALTIME
+
 # ---------------------------------------------------------------- recordings
 log "sprofd record -F $HZ --save-events (the target runs ~$ROUNDS rounds)"
 "$SPROFD" record -F "$HZ" -q -v --save-events "$OUT/sprofd.events" -o "$OUT/sprofd.folded" -- "$BIG" "$ROUNDS" \
@@ -189,8 +192,12 @@ if ((HAVE_SAMPLY)); then
 	PRESYM=$(cut -f1 "$OUT/samply-times.tsv" | median)
 	AFTER_EXIT=$(cut -f2 "$OUT/samply-times.tsv" | median)
 	PRESYM_RANGE=$(cut -f1 "$OUT/samply-times.tsv" | range)
-	SAMPLY_SYMS=$(python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); print(sum(len(m["symbol_table"]) for m in d["data"]), sum(len(s.get("frames") or []) for m in d["data"] for s in m["symbol_table"]))' "$OUT/samply-record.syms.json" 2>/dev/null || echo "? ?")
+	SAMPLY_SYMS=$(python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); print(sum(len(m["symbol_table"]) for m in d["data"]), sum(len(s.get("frames") or []) for m in d["data"] for s in m["symbol_table"]), sum(len(m["known_addresses"]) for m in d["data"]))' "$OUT/samply-record.syms.json" 2>/dev/null || echo "? ? ?")
+	read -r SYMS_ENTRIES SYMS_FRAMES SYMS_ADDRS <<<"$SAMPLY_SYMS"
 fi
+
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+T_END=$EPOCHREALTIME
 
 # ---------------------------------------------------------------- report
 fmt() { awk -v v="$1" -v f="$2" 'BEGIN { if (v == "NA" || v == "") print "n/a"; else printf f, v }'; }
@@ -204,6 +211,11 @@ cell() { printf '%s ms [%s]' "$(fmt "$(col "$1" | median)" %.0f)" "$(col "$1" | 
 	echo "$BIG_FUNCS function symbols, $BIG_INL \`DW_TAG_inlined_subroutine\` entries; \`big $ROUNDS\` runs ${BIG_ELAPSED:-?} s."
 	echo "Each profiler records its own run at $HZ Hz; every figure below is the wall time of a fresh"
 	echo "process (median [min-max] of $RUNS, after one untimed run so the files are in the page cache)."
+	echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo ?);"
+	echo "load average (1, 5, 15 min) at start $LOAD_START, at end $LOAD_END; $(awk -v a="$T_START" -v b="$T_END" 'BEGIN { printf "%.0f", (b - a) / 60 }') min."
+	echo "sprofd resolves the modules of a profile side by side (one thread per module, up to 4), so its"
+	echo "figure depends on a second CPU being free; perf report hands source-line lookups to one addr2line"
+	echo "child process, and samply's presymbolication resolves one library after another."
 	echo
 	echo "| tool | what is timed | time | vs sprofd symbolize |"
 	echo "|---|---|---|---|"
@@ -217,7 +229,7 @@ cell() { printf '%s ms [%s]' "$(fmt "$(col "$1" | median)" %.0f)" "$(col "$1" | 
 		echo "| samply $SAMPLY_VER | \`samply import --save-only perf.data\` (the perf run's file; no symbols) | $(cell samply-import) | $(ratio "$(col samply-import | median)" "$SP_SYM") |"
 		echo "| samply | same plus \`--unstable-presymbolicate\` (sidecar written: $SIDECAR_IMPORT) | $(cell samply-import-presym) | $(ratio "$(col samply-import-presym | median)" "$SP_SYM") |"
 		if [[ $SAMPLY_REC == ran ]]; then
-			echo "| samply | \`samply record --save-only --unstable-presymbolicate -r $HZ\`: presymbolication (mtime of .syms.json - mtime of the profile; ${SAMPLY_SYMS% *} symbol-table entries with ${SAMPLY_SYMS#* } frames (inlines included)) | $(fmt "$PRESYM" %.0f) ms [$PRESYM_RANGE] | $(ratio "$PRESYM" "$SP_SYM") |"
+			echo "| samply | \`samply record --save-only --unstable-presymbolicate -r $HZ\`: presymbolication of $SYMS_ADDRS addresses (mtime of .syms.json - mtime of the profile) | $(fmt "$PRESYM" %.0f) ms [$PRESYM_RANGE] | $(ratio "$PRESYM" "$SP_SYM") |"
 			echo "| samply | same run: from the target's exit (its last output) to the .syms.json | $(fmt "$AFTER_EXIT" %.0f) ms | $(ratio "$AFTER_EXIT" "$SP_SYM") |"
 		else
 			echo "| samply | \`samply record\`: $SAMPLY_REC | n/a | n/a |"
@@ -230,6 +242,9 @@ cell() { printf '%s ms [%s]' "$(fmt "$(col "$1" | median)" %.0f)" "$(col "$1" | 
 	echo "perf $PERF_NSAMPLES samples, $PERF_UNIQUE unique addresses (sample IPs and callchain entries, \`perf script -F ip\`)."
 	echo "perf $("$PERF" --version | awk '{print $3}') here is built without libbfd (\`perf version --build-options\`): for srcline and"
 	echo "\`--inline\` it runs \`$(command -v addr2line)\` ($(addr2line --version | head -1 | awk '{print $NF}'), GNU binutils) as a child process."
+	echo "samply looks up every address its profile uses ($SYMS_ADDRS) but its sidecar keeps one entry per function"
+	echo "($SYMS_ENTRIES, with $SYMS_FRAMES frames: the inline chain of the first address seen in each); sprofd keeps the"
+	echo "inline chain and line of every address."
 	echo "\`sprofd record -v\` on the recording run itself reported symbolization ${REC_SYM:-?} s (the same work inside the"
 	echo "live session). samply $SAMPLY_VER's \`import\` accepts \`--unstable-presymbolicate\` but writes no sidecar: only its"
 	echo "recorders presymbolicate, hence the timing from \`samply record\`. That needs perf_event_paranoid <= 1 on a VM"
