@@ -132,6 +132,7 @@ for ((r = 1; r <= RUNS; r++)); do
 done
 split() { awk -F'\t' -v k="$1" '$1 == k { print $2 }' "$OUT/sprofd-split.tsv"; }
 SP_SYM=$(split symbolize_ms | median)
+SP_SYM_RANGE=$(split symbolize_ms | range)
 SP_TOTAL=$(split total_ms | median)
 SP_UNIQUE=$(split module_frames | median)
 SP_SAMPLES=$(split samples | median)
@@ -219,7 +220,7 @@ cell() { printf '%s ms [%s]' "$(fmt "$(col "$1" | median)" %.0f)" "$(col "$1" | 
 	echo
 	echo "| tool | what is timed | time | vs sprofd symbolize |"
 	echo "|---|---|---|---|"
-	echo "| sprofd | symbolize only: \`SymbolService::new\` + \`symbolize\` of $(fmt "$SP_UNIQUE" %.0f) unique frames in $(fmt "$SP_MODULES" %.0f) modules ($(fmt "$SP_DISPLAY" %.0f) display frames with inlines) | $(fmt "$SP_SYM" %.1f) ms | 1.0x |"
+	echo "| sprofd | symbolize only: \`SymbolService::new\` + \`symbolize\` of $(fmt "$SP_UNIQUE" %.0f) unique frames in $(fmt "$SP_MODULES" %.0f) modules ($(fmt "$SP_DISPLAY" %.0f) display frames with inlines) | $(fmt "$SP_SYM" %.0f) ms [$SP_SYM_RANGE] | 1.0x |"
 	echo "| sprofd | whole example process: read recording, unwind $(fmt "$SP_SAMPLES" %.0f) samples, symbolize | $(cell sprofd) | $(ratio "$(col sprofd | median)" "$SP_SYM") |"
 	echo "| perf $("$PERF" --version | awk '{print $3}') | \`perf report --stdio --no-children -g none --sort sym\` (no source lines) | $(cell perf-sym) | $(ratio "$(col perf-sym | median)" "$SP_SYM") |"
 	echo "| perf | \`... -g none --sort sym,srcline\` (addr2line for every sample IP) | $(cell perf-srcline) | $(ratio "$(col perf-srcline | median)" "$SP_SYM") |"
@@ -250,7 +251,7 @@ cell() { printf '%s ms [%s]' "$(fmt "$(col "$1" | median)" %.0f)" "$(col "$1" | 
 	echo "recorders presymbolicate, hence the timing from \`samply record\`. That needs perf_event_paranoid <= 1 on a VM"
 	echo "without a PMU: samply opens hardware cycles first, the kernel answers ENOENT, samply reads the failed"
 	echo "syscall's -1 as errno 1 (EPERM), takes it for a permission problem and exits while paranoid is 2 instead of"
-	echo "falling back to cpu-clock. ${PARANOID_NOTE:-perf_event_paranoid was $PARANOID.}"
+	echo "falling back to cpu-clock. ${PARANOID_NOTE:-perf_event_paranoid was $PARANOID}."
 	echo
 	s=$SP_SYM
 	echo "Goal (issue 10): symbolizing the profile's unique addresses well under a second: sprofd $(fmt "$s" %.0f) ms:" \
