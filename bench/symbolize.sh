@@ -7,6 +7,7 @@
 #   QUICK=1 bash bench/symbolize.sh    # smoke run: RUNS=1, smaller program
 #
 # Environment: RUNS (default 5), FUNCS (functions in the generated program, default 6000),
+# SAMPLY_PARANOID (1: lower perf_event_paranoid to 1 for samply record, restored after),
 # ROUNDS (its work, default 600: ~4 s here), HZ (default 999), SPROFD, PERF, SAMPLY.
 #
 # The target is bench/gen_big.py's generated C++ program (g++ -O2 -g, frame pointers). Each
@@ -207,7 +208,7 @@ cell() { printf '%s ms [%s]' "$(fmt "$(col "$1" | median)" %.0f)" "$(col "$1" | 
 {
 	echo "## Symbolization speed (issue 10)"
 	echo
-	echo "Command: \`bash bench/symbolize.sh\` (RUNS=$RUNS QUICK=$QUICK), run by \`make bench\`. Target:"
+	echo "Command: \`bash bench/symbolize.sh\` (RUNS=$RUNS QUICK=$QUICK SAMPLY_PARANOID=${SAMPLY_PARANOID:-0}), run by \`make bench\`. Target:"
 	echo "\`bench/gen_big.py --funcs $FUNCS\` compiled with \`g++ -O2 -g -fno-omit-frame-pointer\`: ${BIG_MB} MB,"
 	echo "$BIG_FUNCS function symbols, $BIG_INL \`DW_TAG_inlined_subroutine\` entries; \`big $ROUNDS\` runs ${BIG_ELAPSED:-?} s."
 	echo "Each profiler records its own run at $HZ Hz; every figure below is the wall time of a fresh"
@@ -243,9 +244,11 @@ cell() { printf '%s ms [%s]' "$(fmt "$(col "$1" | median)" %.0f)" "$(col "$1" | 
 	echo "perf $PERF_NSAMPLES samples, $PERF_UNIQUE unique addresses (sample IPs and callchain entries, \`perf script -F ip\`)."
 	echo "perf $("$PERF" --version | awk '{print $3}') here is built without libbfd (\`perf version --build-options\`): for srcline and"
 	echo "\`--inline\` it runs \`$(command -v addr2line)\` ($(addr2line --version | head -1 | awk '{print $NF}'), GNU binutils) as a child process."
-	echo "samply looks up every address its profile uses ($SYMS_ADDRS) but its sidecar keeps one entry per function"
-	echo "($SYMS_ENTRIES, with $SYMS_FRAMES frames: the inline chain of the first address seen in each); sprofd keeps the"
-	echo "inline chain and line of every address."
+	if [[ $SAMPLY_REC == ran ]]; then
+		echo "samply looks up every address its profile uses ($SYMS_ADDRS) but its sidecar keeps one entry per function"
+		echo "($SYMS_ENTRIES, with $SYMS_FRAMES frames: the inline chain of the first address seen in each); sprofd keeps the"
+		echo "inline chain and line of every address."
+	fi
 	echo "\`sprofd record -v\` on the recording run itself reported symbolization ${REC_SYM:-?} s (the same work inside the"
 	echo "live session). samply $SAMPLY_VER's \`import\` accepts \`--unstable-presymbolicate\` but writes no sidecar: only its"
 	echo "recorders presymbolicate, hence the timing from \`samply record\`. That needs perf_event_paranoid <= 1 on a VM"
