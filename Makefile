@@ -69,13 +69,16 @@ fmt:
 	$(CARGO) fmt --all
 
 # Overhead, CPU per sample, completeness against perf; Python against py-spy and austin;
-# off-CPU modes on a context-switch storm. Writes docs/benchmarks.md (run.sh last: it
-# includes the other two sections).
+# off-CPU modes on a context-switch storm; symbolization speed against perf report and samply
+# (symbolize.sh installs samply with cargo if it is missing; SAMPLY_PARANOID=1 make bench lets it
+# lower kernel.perf_event_paranoid to 1 for samply record, which needs it on a VM without a PMU).
+# Writes docs/benchmarks.md (run.sh last: it includes the other three sections).
 bench: build
 	python3 -m pip install -q py-spy austin-dist==3.7.0
 	bash bench/python.sh
 	bash bench/offcpu.sh
 	bash bench/daemon.sh
+	bash bench/symbolize.sh
 	bash bench/run.sh
 
 # The binary, the systemd unit (its ExecStart pointed at $(BINDIR)/sprofd) and the commented

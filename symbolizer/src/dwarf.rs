@@ -25,6 +25,21 @@ const MAX_FRAME_ITERATIONS: usize = 4096;
 /// corrupt input).
 const MAX_ORIGIN_CHAIN: u32 = 16;
 
+/// The sections addr2line and the declaration lookups read (the set addr2line's own
+/// `Context::from_sections` takes); the others are left empty.
+const USED_SECTIONS: [gimli::SectionId; 10] = [
+    gimli::SectionId::DebugAbbrev,
+    gimli::SectionId::DebugAddr,
+    gimli::SectionId::DebugAranges,
+    gimli::SectionId::DebugInfo,
+    gimli::SectionId::DebugLine,
+    gimli::SectionId::DebugLineStr,
+    gimli::SectionId::DebugRanges,
+    gimli::SectionId::DebugRngLists,
+    gimli::SectionId::DebugStr,
+    gimli::SectionId::DebugStrOffsets,
+];
+
 /// One frame as DWARF describes it; names are already demangled.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct DwarfFrame {
@@ -61,6 +76,12 @@ impl DwarfState {
         };
         let empty: Arc<[u8]> = Arc::from(&[][..]);
         let load = |id: gimli::SectionId| -> Result<Reader, gimli::Error> {
+            // why: location lists, macros, name indexes and type units are never read for
+            // symbolization, and in distribution debug files they are compressed: skipping
+            // them saves their decompression (glibc's .debug_loclists is ~2 MiB inflated).
+            if !USED_SECTIONS.contains(&id) {
+                return Ok(Reader::new(Arc::clone(&empty), endian));
+            }
             let Some(section) = obj.section_by_name(id.name()) else {
                 return Ok(Reader::new(Arc::clone(&empty), endian));
             };

@@ -18,6 +18,9 @@ use sprof_core::{
 
 use crate::{find_debug_file, hex, Debuginfod, ElfModule, Resolved, Symbolizer, UnknownReason};
 
+/// Threads that resolve modules side by side in one [`SymbolService::symbolize`] call.
+const PARALLEL_MODULES: usize = 4;
+
 /// Kernel symbols from `/proc/kallsyms`, sorted by address.
 pub struct KernelSymbols {
     symbols: Vec<(u64, String)>,
@@ -371,23 +374,43 @@ impl SymbolService {
             self.stats.unknown_module += 1;
             return vec![Frame::bare("[unknown]", FrameKind::Unresolved)];
         };
+        let elf = self.module_elf(module, modules);
+        let resolved = elf.as_ref().map(|elf| elf.lookup(offset));
+        self.display_frames(m, elf.as_deref(), offset, resolved)
+    }
+
+    /// The parsed module `module` (parsed now if it was not yet), `None` when its file is
+    /// not readable or not ELF; records the generation its cached entries come from.
+    fn module_elf(&mut self, module: ModuleId, modules: &ModuleTable) -> Option<Arc<ElfModule>> {
+        let m = modules.get(module)?;
         self.generations.insert(module, m.generation);
         let root = self.debug_root.clone();
-        let elf = m.bytes.as_ref().and_then(|bytes| {
+        m.bytes.as_ref().and_then(|bytes| {
             self.symbolizer.module_with(u64::from(module.0), || {
                 load_module(&m.short_name, bytes, &m.path, &root)
             })
-        });
+        })
+    }
+
+    /// Display frames, root-most first, of one module address and what the module said of
+    /// it (`resolved` is `None` exactly when `elf` is), counted in the stats.
+    fn display_frames(
+        &mut self,
+        m: &sprof_core::Module,
+        elf: Option<&ElfModule>,
+        offset: u64,
+        resolved: Option<Resolved>,
+    ) -> Vec<Frame> {
         let unresolved = |rel: u64| {
             let mut f = Frame::bare(format!("{}+{rel:#x}", m.short_name), FrameKind::Unresolved);
             f.module = Some(m.short_name.clone());
             vec![f]
         };
-        let Some(elf) = elf else {
+        let (Some(elf), Some(resolved)) = (elf, resolved) else {
             self.stats.unreadable_file += 1;
             return unresolved(offset);
         };
-        match elf.lookup(offset) {
+        match resolved {
             Resolved::Frames(frames) => {
                 self.stats.resolved += 1;
                 frames
@@ -408,6 +431,95 @@ impl SymbolService {
         }
     }
 
+    /// Resolves the module frames of `raw`'s samples that are not cached yet, one module per
+    /// thread at a time on up to [`PARALLEL_MODULES`] threads, and caches their display
+    /// frames. A profile's time goes mostly into building each module's DWARF context
+    /// (inflating compressed debug sections, parsing unit ranges and functions) and into its
+    /// lookups, all independent across modules: the executable and libc's debug file then
+    /// load side by side. Does nothing unless two or more modules have frames to resolve.
+    fn resolve_modules_in_parallel(&mut self, raw: &RawProfile, modules: &ModuleTable) {
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(PARALLEL_MODULES);
+        if threads < 2 {
+            return;
+        }
+        // The frames the samples use (a snapshot's table may hold frames of earlier windows).
+        let mut used_stack = vec![false; raw.stacks.len()];
+        let mut used_frame = vec![false; raw.frames.len()];
+        for s in &raw.samples {
+            let mut node = Some(s.stack);
+            while let Some(sprof_core::StackId(i)) = node {
+                if std::mem::replace(&mut used_stack[i as usize], true) {
+                    break;
+                }
+                let (parent, frame) = raw.stacks[i as usize];
+                used_frame[frame.0 as usize] = true;
+                node = parent;
+            }
+        }
+        let mut work: HashMap<ModuleId, Vec<FrameKey>> = HashMap::new();
+        for (key, _) in raw.frames.iter().zip(&used_frame).filter(|(_, u)| **u) {
+            if let FrameKey::Module { module, .. } = *key {
+                if !self.expanded.contains_key(key) {
+                    work.entry(module).or_default().push(*key);
+                }
+            }
+        }
+        if work.len() < 2 {
+            return;
+        }
+        let mut jobs: Vec<(ModuleId, Arc<ElfModule>, Vec<FrameKey>)> = Vec::new();
+        for (module, keys) in work {
+            // Unreadable modules are left to the sequential path, which counts them.
+            if let Some(elf) = self.module_elf(module, modules) {
+                jobs.push((module, elf, keys));
+            }
+        }
+        if jobs.len() < 2 {
+            return;
+        }
+        // Largest first, handed out one module at a time.
+        jobs.sort_by_key(|j| std::cmp::Reverse(j.2.len()));
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let results: Vec<Vec<(ModuleId, FrameKey, Resolved)>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads.min(jobs.len()))
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut out = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some((module, elf, keys)) = jobs.get(i) else {
+                                break;
+                            };
+                            for key in keys {
+                                let offset = key.lookup_offset().map_or(0, |(_, o)| o);
+                                out.push((*module, *key, elf.lookup(offset)));
+                            }
+                        }
+                        out
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                // why: a panicking lookup loses only its worker's results; the sequential
+                // path resolves those frames again.
+                .filter_map(|w| w.join().ok())
+                .collect()
+        });
+        let elves: HashMap<ModuleId, Arc<ElfModule>> =
+            jobs.into_iter().map(|(id, elf, _)| (id, elf)).collect();
+        for (module, key, resolved) in results.into_iter().flatten() {
+            let (Some(m), Some(elf)) = (modules.get(module), elves.get(&module)) else {
+                continue;
+            };
+            let offset = key.lookup_offset().map_or(0, |(_, o)| o);
+            let frames = self.display_frames(m, Some(elf), offset, Some(resolved));
+            self.expanded.insert(key, frames.into());
+        }
+    }
+
     /// Resolves every frame of `raw`. Each stack starts with a root frame for its process,
     /// and a second one for the thread's name when it differs from the process's.
     pub fn symbolize(
@@ -419,6 +531,7 @@ impl SymbolService {
         self.sync_modules(modules);
         self.collect_fetches(modules);
         self.load_new_modules(raw, modules);
+        self.resolve_modules_in_parallel(raw, modules);
         let mut table = FrameTable::default();
         // Display-frame ids of each raw frame of this profile, filled on first use.
         let mut ids_of: Vec<Option<Vec<u32>>> = vec![None; raw.frames.len()];

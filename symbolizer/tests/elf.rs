@@ -653,3 +653,122 @@ fn symbol_entry(path: &Path) -> u64 {
     let data = std::fs::read(path).expect("read binary");
     object::File::parse(&*data).expect("parse").entry()
 }
+
+/// Reads every mapped file from disk.
+struct DiskLoader;
+
+impl sprof_core::ModuleLoader for DiskLoader {
+    fn load(&mut self, _pid: sprof_core::Pid, mapping: &sprof_core::Mapping) -> Option<Arc<[u8]>> {
+        std::fs::read(&mapping.path).ok().map(Arc::from)
+    }
+}
+
+#[test]
+fn modules_resolved_side_by_side_match_each_module_looked_up_alone() {
+    use sprof_core::{
+        FrameKey, FrameKind, Mapping, MappingKind, ModuleTable, Pid, ProfileBuilder, ProfileMeta,
+        Tid,
+    };
+    let dir = TempDir::new("parallel");
+    let variants: [&[&str]; 3] = [
+        &["-O2", "-g"],
+        &["-O2", "-gdwarf-4"],
+        &["-O2", "-g", "-gz=zlib"],
+    ];
+    let mut bins = Vec::new();
+    for (i, flags) in variants.iter().enumerate() {
+        let bin = dir.path().join(format!("par{i}"));
+        compile("cc", INLINE_SRC, &bin, flags);
+        bins.push(bin);
+    }
+    // A fourth module whose file is gone: counted as unreadable, named by offset.
+    bins.push(dir.path().join("missing"));
+    let mut table = ModuleTable::default();
+    let ids: Vec<_> = bins
+        .iter()
+        .enumerate()
+        .map(|(i, path)| {
+            let mapping = Mapping {
+                start: 0x10_0000 * (i as u64 + 1),
+                end: 0x10_0000 * (i as u64 + 2),
+                file_offset: 0,
+                dev_major: 0,
+                dev_minor: 1,
+                inode: i as u64 + 1,
+                path: path.display().to_string(),
+                kind: MappingKind::File,
+                executable: true,
+                deleted: false,
+            };
+            table.get_or_load(Pid(7), &mapping, &mut DiskLoader).0
+        })
+        .collect();
+    let alone: Vec<ElfModule> = bins[..3].iter().map(|b| parse(b)).collect();
+    let (start, size) = symbol(&bins[0], "outer_work");
+    let offsets: Vec<u64> = (start..start + size)
+        .step_by(3)
+        .map(|svma| alone[0].svma_to_file_offset(svma).expect("mapped"))
+        .collect();
+    // Stacks that go through every module: a leaf in one, return addresses in the others.
+    let mut b = ProfileBuilder::new();
+    let mut expected = Vec::new();
+    for (n, &off) in offsets.iter().enumerate() {
+        let keys: Vec<FrameKey> = (0..4)
+            .map(|j| FrameKey::Module {
+                module: ids[(n + j) % 4],
+                offset: off + 1,
+                is_return: j > 0,
+            })
+            .collect();
+        b.add_sample(Pid(7), Tid(7), &keys, 1);
+        // Root-first display frames, each module's lookup reversed (outer function first).
+        let mut names = Vec::new();
+        for j in (0..keys.len()).rev() {
+            let m = (n + j) % 4;
+            let lookup = if j > 0 { off } else { off + 1 };
+            if m == 3 {
+                names.push(format!("missing+{lookup:#x}"));
+            } else {
+                names.extend(
+                    frames(alone[m].lookup(lookup))
+                        .iter()
+                        .rev()
+                        .map(|f| format!("{}@{:?}:{:?}", f.function, f.file, f.line)),
+                );
+            }
+        }
+        expected.push(names);
+    }
+    let raw = b.snapshot();
+    let mut service = sprof_symbolizer::SymbolService::new(false);
+    service.set_debuginfod(None);
+    let p = service.symbolize(&raw, &table, ProfileMeta::default());
+    let mut got: Vec<Vec<String>> = p
+        .stacks
+        .iter()
+        .map(|s| {
+            s.frames
+                .iter()
+                .map(|&f| &p.frames[f as usize])
+                .filter(|f| f.kind != FrameKind::Root)
+                .map(|f| match f.kind {
+                    FrameKind::Unresolved => f.function.clone(),
+                    _ => format!("{}@{:?}:{:?}", f.function, f.file, f.line),
+                })
+                .collect()
+        })
+        .collect();
+    got.sort();
+    expected.sort();
+    assert_eq!(got, expected);
+    let unique = raw.frames.len() as u64;
+    assert_eq!(
+        service.stats.resolved + service.stats.unreadable_file,
+        unique
+    );
+    assert_eq!(
+        service.stats.unreadable_file * 4,
+        unique,
+        "one module in four is unreadable"
+    );
+}
