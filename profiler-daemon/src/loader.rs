@@ -4,22 +4,24 @@
 //! deleted or replaced on disk since; `/proc/PID/root/PATH` resolves the path inside the
 //! target's mount namespace (containers); the plain path is the last resort and is used
 //! only when its device and inode match the mapping.
+//!
+//! Files are opened, not read: anything larger than [`sprof_core::bytes::MAP_THRESHOLD`] is
+//! mapped read-only ([`FileBytes`]), so a host's worth of libraries costs page cache that the
+//! kernel shares and reclaims, not this process's heap.
 
+use sprof_core::{FileBytes, JitFile, Mapping, MappingKind, ModuleLoader, PerfMapRead, Pid};
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
-use std::sync::Arc;
 
-use sprof_core::{JitFile, Mapping, MappingKind, ModuleLoader, PerfMapRead, Pid};
-
-/// Files larger than this are not read: a module degrades to `module+0xOFFSET` instead of
-/// exhausting memory.
+/// Files larger than this are not opened: a module degrades to `module+0xOFFSET` instead of
+/// exhausting address space.
 const MAX_MODULE_BYTES: u64 = 2 << 30;
 
 /// Most JIT symbol files kept open at once.
 const MAX_OPEN_JIT_FILES: usize = 256;
 
 pub struct LiveLoader {
-    vdso: Option<Arc<[u8]>>,
+    vdso: Option<FileBytes>,
     pub failures: Vec<String>,
     /// Perf maps and jitdumps by (pid, mapping start; 0 for the perf map), kept open so what
     /// a process writes until its exit can still be read then.
@@ -29,7 +31,7 @@ pub struct LiveLoader {
 impl LiveLoader {
     pub fn new() -> LiveLoader {
         LiveLoader {
-            vdso: sprof_perf::sys::own_vdso().map(Arc::from),
+            vdso: sprof_perf::sys::own_vdso().map(FileBytes::from),
             failures: Vec::new(),
             jit_files: HashMap::new(),
         }
@@ -43,8 +45,16 @@ fn dev_parts(dev: u64) -> (u32, u32) {
     (major as u32, minor as u32)
 }
 
-fn read_checked(path: &str, mapping: &Mapping, check_identity: bool) -> Option<Arc<[u8]>> {
-    let meta = std::fs::metadata(path).ok()?;
+/// The file at `path`, if it is a regular file of acceptable size and (with `check_identity`)
+/// the very file `mapping` maps. Identity is checked on the opened file, so a path replaced
+/// between the check and the open is not taken for the mapped file.
+fn open_checked(path: &str, mapping: &Mapping, check_identity: bool) -> Option<FileBytes> {
+    // Looked at before opening: opening a FIFO planted at a container path would block.
+    if !std::fs::metadata(path).ok()?.is_file() {
+        return None;
+    }
+    let mut file = std::fs::File::open(path).ok()?;
+    let meta = file.metadata().ok()?;
     if !meta.is_file() || meta.len() > MAX_MODULE_BYTES {
         return None;
     }
@@ -54,11 +64,11 @@ fn read_checked(path: &str, mapping: &Mapping, check_identity: bool) -> Option<A
             return None;
         }
     }
-    std::fs::read(path).ok().map(Arc::from)
+    FileBytes::from_file(&mut file, meta.len()).ok()
 }
 
 impl ModuleLoader for LiveLoader {
-    fn load(&mut self, pid: Pid, mapping: &Mapping) -> Option<Arc<[u8]>> {
+    fn load(&mut self, pid: Pid, mapping: &Mapping) -> Option<FileBytes> {
         match mapping.kind {
             MappingKind::Vdso => return self.vdso.clone(),
             MappingKind::File => {}
@@ -68,14 +78,14 @@ impl ModuleLoader for LiveLoader {
             "/proc/{pid}/map_files/{:x}-{:x}",
             mapping.start, mapping.end
         );
-        if let Some(b) = read_checked(&by_map_files, mapping, false) {
+        if let Some(b) = open_checked(&by_map_files, mapping, false) {
             return Some(b);
         }
         let in_root = format!("/proc/{pid}/root{}", mapping.path);
-        if let Some(b) = read_checked(&in_root, mapping, true) {
+        if let Some(b) = open_checked(&in_root, mapping, true) {
             return Some(b);
         }
-        if let Some(b) = read_checked(&mapping.path, mapping, true) {
+        if let Some(b) = open_checked(&mapping.path, mapping, true) {
             return Some(b);
         }
         self.failures.push(mapping.path.clone());
@@ -148,5 +158,7 @@ mod tests {
         let mut loader = LiveLoader::new();
         let bytes = loader.load(me, m).expect("own executable readable");
         assert_eq!(&bytes[..4], b"\x7fELF");
+        // A test binary is megabytes: mapped, not read.
+        assert!(bytes.is_mapped(), "{bytes:?}");
     }
 }

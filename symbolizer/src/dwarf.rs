@@ -1,21 +1,23 @@
 //! DWARF: addr2line context construction and per-address frame resolution.
 //!
 //! This module owns everything that reads DWARF: loading (and decompressing) the debug
-//! sections of a file into readers that share the file's `Arc<[u8]>`, building the addr2line
+//! sections of a file into readers that share the file's [`FileBytes`], building the addr2line
 //! [`Context`] once, expanding an address into inlined frames, and reading
 //! `DW_AT_decl_file` / `DW_AT_decl_line` by following `DW_AT_abstract_origin` and
 //! `DW_AT_specification`, which addr2line does not expose.
 
 use std::borrow::Cow;
-use std::sync::Arc;
 
 use addr2line::Context;
-use gimli::{AttributeValue, EndianArcSlice, Reader as _, RunTimeEndian, UnitOffset};
+use gimli::{AttributeValue, EndianReader, Reader as _, RunTimeEndian, UnitOffset};
 use object::{Object, ObjectSection};
+use sprof_core::FileBytes;
 
 use crate::demangle::demangle;
 
-pub(crate) type Reader = EndianArcSlice<RunTimeEndian>;
+/// Sections uncompressed in the file are ranges of the file's bytes (for a large file, of its
+/// mapping); only decompressed sections are copies.
+pub(crate) type Reader = EndianReader<RunTimeEndian, FileBytes>;
 
 /// Inline chains deeper than this keep their innermost frames and the outer function.
 pub const MAX_INLINE_DEPTH: usize = 64;
@@ -64,7 +66,7 @@ pub(crate) fn has_debug_info(obj: &object::File<'_>) -> bool {
 impl DwarfState {
     /// Loads the DWARF sections of the ELF file in `data`. `None` when the file has no
     /// usable DWARF (missing, or so broken that addr2line refuses it).
-    pub(crate) fn load(data: &Arc<[u8]>) -> Option<DwarfState> {
+    pub(crate) fn load(data: &FileBytes) -> Option<DwarfState> {
         let obj = object::File::parse(&data[..]).ok()?;
         if !has_debug_info(&obj) {
             return None;
@@ -74,7 +76,7 @@ impl DwarfState {
         } else {
             RunTimeEndian::Big
         };
-        let empty: Arc<[u8]> = Arc::from(&[][..]);
+        let empty = FileBytes::from(Vec::new());
         let load = |id: gimli::SectionId| -> Result<Reader, gimli::Error> {
             // why: location lists, macros, name indexes and type units are never read for
             // symbolization, and in distribution debug files they are compressed: skipping
@@ -83,26 +85,26 @@ impl DwarfState {
                 return Ok(Reader::new(Arc::clone(&empty), endian));
             }
             let Some(section) = obj.section_by_name(id.name()) else {
-                return Ok(Reader::new(Arc::clone(&empty), endian));
+                return Ok(Reader::new(empty.clone(), endian));
             };
             // A section that fails to decompress is treated as absent: addr2line then
             // reports what it can from the rest.
             let Ok(bytes) = section.uncompressed_data() else {
-                return Ok(Reader::new(Arc::clone(&empty), endian));
+                return Ok(Reader::new(empty.clone(), endian));
             };
             Ok(match bytes {
                 Cow::Borrowed(slice) => {
-                    // why: share the file's Arc instead of copying the section; the slice is
+                    // why: share the file's bytes instead of copying the section; the slice is
                     // inside `data`, which the bounds check below confirms.
                     let start = (slice.as_ptr() as usize).wrapping_sub(data.as_ptr() as usize);
                     match start.checked_add(slice.len()) {
                         Some(end) if end <= data.len() => {
-                            Reader::new(Arc::clone(data), endian).range(start..end)
+                            Reader::new(data.clone(), endian).range(start..end)
                         }
-                        _ => Reader::new(Arc::from(slice), endian),
+                        _ => Reader::new(FileBytes::from(slice), endian),
                     }
                 }
-                Cow::Owned(vec) => Reader::new(Arc::from(vec), endian),
+                Cow::Owned(vec) => Reader::new(FileBytes::from(vec), endian),
             })
         };
         let dwarf = gimli::Dwarf::load(load).ok()?;

@@ -38,6 +38,8 @@ mod symtab;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use sprof_core::FileBytes;
+
 pub use debugfile::find_debug_file;
 pub use debuginfod::Debuginfod;
 pub use demangle::demangle;
@@ -141,7 +143,7 @@ impl Symbolizer {
     pub fn module(
         &mut self,
         key: u64,
-        load: impl FnOnce() -> Option<(String, Arc<[u8]>)>,
+        load: impl FnOnce() -> Option<(String, FileBytes)>,
     ) -> Option<Arc<ElfModule>> {
         self.module_with(key, || {
             let (name, data) = load()?;
@@ -201,7 +203,7 @@ mod tests {
         assert!(s
             .module(7, || {
                 calls += 1;
-                Some(("junk".to_string(), Arc::from(&b"not an elf"[..])))
+                Some(("junk".to_string(), FileBytes::from(&b"not an elf"[..])))
             })
             .is_none());
         assert!(s.module(7, || unreachable!("cached")).is_none());

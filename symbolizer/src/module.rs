@@ -5,9 +5,10 @@
 //! on the first lookup), then `.symtab`, then `.dynsym`.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 
 use object::{Object, ObjectSection, ObjectSegment, SegmentFlags};
+use sprof_core::FileBytes;
 
 use crate::demangle::demangle;
 use crate::dwarf::{has_debug_info, DwarfState};
@@ -29,9 +30,9 @@ struct Segment {
 
 /// A parsed ELF file, ready to resolve addresses.
 ///
-/// The module owns its bytes (no mmap: a file truncated while mapped raises SIGBUS), is
-/// `Send + Sync`, and is meant to be shared behind an `Arc`. DWARF is parsed on the first
-/// lookup and kept; lookups that need DWARF are serialized on one lock per module, because
+/// The module shares its bytes ([`FileBytes`]: a large file is mapped; a file truncated in
+/// place while mapped raises SIGBUS, the risk perf and samply take too), is `Send + Sync`,
+/// and is meant to be shared behind an `Arc`. DWARF is parsed on the first lookup and kept; lookups that need DWARF are serialized on one lock per module, because
 /// addr2line fills its caches through `&self` without synchronization.
 pub struct ElfModule {
     name: String,
@@ -43,7 +44,7 @@ pub struct ElfModule {
     /// Synthesized `name@plt` symbols for the PLT stubs.
     plt: PltTable,
     /// The bytes of the file DWARF is read from: the module itself or its debug file.
-    dwarf_data: Arc<[u8]>,
+    dwarf_data: FileBytes,
     has_dwarf: bool,
     dwarf: OnceLock<Option<Mutex<DwarfState>>>,
 }
@@ -77,7 +78,7 @@ fn parse_elf<'a>(name: &str, data: &'a [u8]) -> Result<object::File<'a>, Symboli
 fn minidebuginfo_symtab(obj: &object::File<'_>) -> Option<SymbolTable> {
     let section = obj.section_by_name(".gnu_debugdata")?;
     let compressed = section.data().ok()?;
-    let mini: Arc<[u8]> = Arc::from(crate::minidebug::decompress(compressed)?);
+    let mini = FileBytes::from(crate::minidebug::decompress(compressed)?);
     let mini_obj = object::File::parse(&mini[..]).ok()?;
     let table = SymbolTable::build(&mini, &mini_obj, TableKind::Static);
     (!table.is_empty()).then_some(table)
@@ -85,7 +86,8 @@ fn minidebuginfo_symtab(obj: &object::File<'_>) -> Option<SymbolTable> {
 
 impl ElfModule {
     /// Parses an ELF file. `name` is used in error messages and [`ElfModule::name`].
-    pub fn parse(name: &str, data: Arc<[u8]>) -> Result<ElfModule, SymbolizeError> {
+    pub fn parse(name: &str, data: impl Into<FileBytes>) -> Result<ElfModule, SymbolizeError> {
+        let data: FileBytes = data.into();
         let obj = parse_elf(name, &data)?;
         let malformed = |e: object::Error| SymbolizeError::Malformed {
             name: name.to_string(),
@@ -144,15 +146,15 @@ impl ElfModule {
     /// fit is ignored: symbol tables still name functions.
     pub fn open(root: &Path, binary_path: &str) -> Result<ElfModule, SymbolizeError> {
         let path = root.join(binary_path.trim_start_matches('/'));
-        let data = std::fs::read(&path).map_err(|source| SymbolizeError::Io {
+        let data = FileBytes::open(&path, None).map_err(|source| SymbolizeError::Io {
             path: path.clone(),
             source,
         })?;
-        let mut module = ElfModule::parse(binary_path, Arc::from(data))?;
+        let mut module = ElfModule::parse(binary_path, data)?;
         if !module.has_dwarf() {
             if let Some(debug_path) = crate::find_debug_file(&module, root, binary_path) {
-                if let Ok(debug) = std::fs::read(&debug_path) {
-                    let _ = module.attach_debug_file(Arc::from(debug));
+                if let Ok(debug) = FileBytes::open(&debug_path, None) {
+                    let _ = module.attach_debug_file(debug);
                 }
             }
         }
@@ -163,7 +165,8 @@ impl ElfModule {
     /// debuglink): DWARF, and its `.symtab` when it has one, are read from there from now on.
     ///
     /// Fails when the bytes are not ELF, or when both files carry a build-id and they differ.
-    pub fn attach_debug_file(&mut self, data: Arc<[u8]>) -> Result<(), SymbolizeError> {
+    pub fn attach_debug_file(&mut self, data: impl Into<FileBytes>) -> Result<(), SymbolizeError> {
+        let data: FileBytes = data.into();
         let debug_name = format!("{} (debug file)", self.name);
         let obj = parse_elf(&debug_name, &data)?;
         let debug_build_id = obj.build_id().ok().flatten();

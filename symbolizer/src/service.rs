@@ -12,8 +12,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use sprof_core::{
-    Frame, FrameAddr, FrameKey, FrameKind, InterpFunction, ModuleId, ModuleInfo, ModuleTable, Pid,
-    ProfileMeta, RawProfile, SampledStack, SymbolizedProfile,
+    FileBytes, Frame, FrameAddr, FrameKey, FrameKind, InterpFunction, ModuleId, ModuleInfo,
+    ModuleTable, Pid, ProfileMeta, RawProfile, SampledStack, SymbolizedProfile,
 };
 
 use crate::{find_debug_file, hex, Debuginfod, ElfModule, Resolved, Symbolizer, UnknownReason};
@@ -130,13 +130,13 @@ impl FrameTable {
     }
 }
 
-fn load_module(name: &str, bytes: &Arc<[u8]>, path: &str, root: &Path) -> Option<ElfModule> {
+fn load_module(name: &str, bytes: &FileBytes, path: &str, root: &Path) -> Option<ElfModule> {
     let mut m = ElfModule::parse(name, bytes.clone()).ok()?;
     if !m.has_dwarf() {
         // Separately installed debug info (build-id or debuglink) on the host.
         if let Some(debug) = find_debug_file(&m, root, path) {
-            if let Ok(data) = std::fs::read(debug) {
-                let _ = m.attach_debug_file(Arc::from(data));
+            if let Ok(data) = FileBytes::open(debug, None) {
+                let _ = m.attach_debug_file(data);
             }
         }
     }
@@ -268,13 +268,13 @@ impl SymbolService {
                 else {
                     continue;
                 };
-                let Ok(data) = std::fs::read(&path) else {
+                let Ok(data) = FileBytes::open(&path, None) else {
                     continue;
                 };
                 // A file that is not ELF or whose build-id does not match is refused (the
                 // module keeps .dynsym) and removed from the cache, where every client would
                 // refuse it again.
-                if elf.attach_debug_file(Arc::from(data)).is_err() {
+                if elf.attach_debug_file(data).is_err() {
                     let _ = std::fs::remove_file(&path);
                     continue;
                 }

@@ -7,9 +7,9 @@
 //! entry keeps the range of its name inside the file's bytes.
 
 use std::borrow::Cow;
-use std::sync::Arc;
 
 use object::{Object, ObjectSection, ObjectSymbol, SectionFlags, SectionIndex, SymbolKind};
+use sprof_core::FileBytes;
 
 /// How many earlier entries a lookup checks for an enclosing symbol, when the nearest symbol
 /// does not cover the address (a sized symbol nested inside a larger one).
@@ -28,7 +28,7 @@ struct Entry {
 #[derive(Debug, Clone)]
 pub(crate) struct SymbolTable {
     /// The bytes of the file the names point into.
-    data: Arc<[u8]>,
+    data: FileBytes,
     entries: Vec<Entry>,
 }
 
@@ -54,7 +54,7 @@ impl SymbolTable {
     }
 
     /// Reads the function symbols of one table of `obj`, whose bytes are `data`.
-    pub(crate) fn build(data: &Arc<[u8]>, obj: &object::File<'_>, kind: TableKind) -> Self {
+    pub(crate) fn build(data: &FileBytes, obj: &object::File<'_>, kind: TableKind) -> Self {
         // why: STT_NOTYPE symbols count only when they sit in executable code (hand-written
         // assembly often leaves the type out); `SectionKind` would call a NOBITS `.text` of a
         // debug-only file "uninitialized data", so look at SHF_EXECINSTR instead.
@@ -141,7 +141,7 @@ impl SymbolTable {
             });
         }
         SymbolTable {
-            data: Arc::clone(data),
+            data: data.clone(),
             entries,
         }
     }

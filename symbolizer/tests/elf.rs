@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use object::{Object, ObjectSection, ObjectSymbol};
+use sprof_core::FileBytes;
 use sprof_symbolizer::{
     find_debug_file, ElfModule, Resolved, SymbolFrame, SymbolizeError, Symbolizer, UnknownReason,
 };
@@ -67,12 +68,13 @@ fn compile(compiler: &str, source: &str, out: &Path, flags: &[&str]) {
         .arg(fixture(source)));
 }
 
-fn read_arc(path: &Path) -> Arc<[u8]> {
-    Arc::from(std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display())))
+/// The file's bytes as the daemon gets them: read when small, mapped when large.
+fn open_bytes(path: &Path) -> FileBytes {
+    FileBytes::open(path, None).unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
 }
 
 fn parse(path: &Path) -> ElfModule {
-    ElfModule::parse(&path.display().to_string(), read_arc(path))
+    ElfModule::parse(&path.display().to_string(), open_bytes(path))
         .unwrap_or_else(|e| panic!("parse {}: {e}", path.display()))
 }
 
@@ -337,7 +339,9 @@ fn debuglink_finds_crc_checked_debug_file() {
     assert_eq!(before[0].function, "outer_work");
     assert_eq!(before[0].line, None);
 
-    module.attach_debug_file(read_arc(&debug)).expect("attach");
+    module
+        .attach_debug_file(open_bytes(&debug))
+        .expect("attach");
     assert!(module.has_dwarf());
     check_inline_module(&module, &bin);
 
@@ -390,7 +394,7 @@ fn build_id_finds_debug_file_and_rejects_mismatch() {
     let off = stripped.svma_to_file_offset(start).expect("mapped");
     assert!(!matches!(stripped.lookup(off), Resolved::Frames(_)));
     stripped
-        .attach_debug_file(read_arc(&debug))
+        .attach_debug_file(open_bytes(&debug))
         .expect("attach");
     check_inline_module(&stripped, &debug);
 
@@ -404,7 +408,7 @@ fn build_id_finds_debug_file_and_rejects_mismatch() {
     );
     let mut fresh = parse(&bin);
     let err = fresh
-        .attach_debug_file(read_arc(&other))
+        .attach_debug_file(open_bytes(&other))
         .expect_err("mismatch");
     assert!(
         matches!(err, SymbolizeError::BuildIdMismatch { .. }),
@@ -496,7 +500,7 @@ fn symbolizer_parses_each_module_once() {
         let m = s
             .module(1, || {
                 loads += 1;
-                Some(("prog".to_string(), read_arc(&bin)))
+                Some(("prog".to_string(), open_bytes(&bin)))
             })
             .expect("module");
         assert_eq!(m.name(), "prog");

@@ -8,8 +8,10 @@
 //! every event source implements, and the [`profile`] aggregator that interns stacks as a
 //! prefix tree.
 //!
-//! Nothing here talks to the kernel: every function takes bytes or readers.
+//! Nothing here talks to the kernel, except [`FileBytes::map`] mapping a file it is handed:
+//! every other function takes bytes or readers.
 
+pub mod bytes;
 pub mod event;
 pub mod jit;
 pub mod jitdump;
@@ -19,6 +21,7 @@ pub mod profile;
 pub mod source;
 pub mod symbolized;
 
+pub use bytes::FileBytes;
 pub use event::{
     split_callchain, CommEvent, Event, ExitEvent, ForkEvent, MmapEvent, Sample, SampleKind,
     SwitchEvent, UserRegs,

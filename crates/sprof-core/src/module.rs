@@ -3,9 +3,10 @@
 //!
 //! It lives here, below both the unwinder (which parses unwind sections from the bytes) and
 //! the symbolizer (which parses symbols and DWARF from the same bytes), so neither depends on
-//! the other. A module's bytes are read when it is first mapped, while the process is alive:
+//! the other. A module's bytes are opened when it is first mapped, while the process is alive:
 //! a deleted or replaced binary is reachable only through the live process, and
-//! symbolization happens after the target may have exited.
+//! symbolization happens after the target may have exited. Opened, not copied: a loader
+//! hands over [`FileBytes`], for any file of some size a mapping of it ([`crate::bytes`]).
 //!
 //! Memory follows the live set: the owner of the address spaces counts how many processes
 //! map each module, and [`ModuleTable::release_unused`] drops the bytes of modules that no
@@ -15,8 +16,8 @@
 //! process, the symbols its perf map gives ([`JitTable`]), read through the same loader.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
+use crate::bytes::FileBytes;
 use crate::jit::{JitFile, JitTable, PerfMapRead};
 use crate::{Mapping, MappingKind, ModuleId, Pid};
 
@@ -47,10 +48,10 @@ impl FileIdentity {
     }
 }
 
-/// Reads the bytes of a mapped file. The live implementation goes through `/proc/PID/…`;
-/// tests hand over fixture files.
+/// Opens the bytes of a mapped file (reading small files, mapping the others). The live
+/// implementation goes through `/proc/PID/…`; tests hand over fixture files.
 pub trait ModuleLoader {
-    fn load(&mut self, pid: Pid, mapping: &Mapping) -> Option<Arc<[u8]>>;
+    fn load(&mut self, pid: Pid, mapping: &Mapping) -> Option<FileBytes>;
 
     /// Appends at most `max` bytes of one of `pid`'s JIT symbol files (its perf map,
     /// `/tmp/perf-PID.map` as the process sees it, or the jitdump it mapped), from byte
@@ -76,8 +77,8 @@ pub struct Module {
     pub path: String,
     pub short_name: String,
     pub identity: FileIdentity,
-    /// The whole file, when it could be read (and has not been released).
-    pub bytes: Option<Arc<[u8]>>,
+    /// The whole file, when it could be opened (and has not been released).
+    pub bytes: Option<FileBytes>,
     /// Address spaces that currently map this module.
     pub mapped_by: u32,
     /// Incremented every time the bytes are (re)loaded, so caches keyed by module can tell.
@@ -160,7 +161,7 @@ impl ModuleTable {
         released
     }
 
-    /// Bytes held for all modules.
+    /// Bytes held for all modules, mapped or in memory.
     pub fn resident_bytes(&self) -> usize {
         self.modules
             .iter()
@@ -183,9 +184,9 @@ mod tests {
 
     struct Counting(u32);
     impl ModuleLoader for Counting {
-        fn load(&mut self, _pid: Pid, _m: &Mapping) -> Option<Arc<[u8]>> {
+        fn load(&mut self, _pid: Pid, _m: &Mapping) -> Option<FileBytes> {
             self.0 += 1;
-            Some(Arc::from(&b"\x7fELF"[..]))
+            Some(FileBytes::from(&b"\x7fELF"[..]))
         }
     }
 

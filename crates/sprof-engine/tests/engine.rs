@@ -8,12 +8,11 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use sprof_core::{
-    CommEvent, Event, EventSource, ExitEvent, ForkEvent, Mapping, MmapEvent, ModuleLoader, Pid,
-    ProfileMeta, Sample, Tid, UserRegs,
+    CommEvent, Event, EventSource, ExitEvent, FileBytes, ForkEvent, Mapping, MmapEvent,
+    ModuleLoader, Pid, ProfileMeta, Sample, Tid, UserRegs,
 };
 use sprof_engine::replay::{Recorder, ReplayError, ReplaySource};
 use sprof_engine::{Engine, EngineConfig};
@@ -47,8 +46,8 @@ static GLOBAL: CountingAlloc = CountingAlloc;
 struct FileLoader;
 
 impl ModuleLoader for FileLoader {
-    fn load(&mut self, _pid: Pid, mapping: &Mapping) -> Option<Arc<[u8]>> {
-        std::fs::read(&mapping.path).ok().map(Arc::from)
+    fn load(&mut self, _pid: Pid, mapping: &Mapping) -> Option<FileBytes> {
+        FileBytes::open(&mapping.path, None).ok()
     }
 }
 

@@ -559,12 +559,11 @@ impl Walk<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sprof_core::{SampleKind, Tid, UserRegs};
-    use std::sync::Arc;
+    use sprof_core::{FileBytes, SampleKind, Tid, UserRegs};
 
     struct NoFiles;
     impl ModuleLoader for NoFiles {
-        fn load(&mut self, _: Pid, _: &Mapping) -> Option<Arc<[u8]>> {
+        fn load(&mut self, _: Pid, _: &Mapping) -> Option<FileBytes> {
             None
         }
     }

@@ -3,16 +3,15 @@
 //! [`sprof_core::ModuleTable`] holds, and the framehop module built from them per mapping.
 
 use std::ops::{Deref, Range};
-use std::sync::Arc;
 
 use object::read::elf::{ElfFile64, ProgramHeader};
 use object::{Object, ObjectSection};
-use sprof_core::Mapping;
+use sprof_core::{FileBytes, Mapping};
 
-/// A slice of a module's bytes that framehop can hold on to.
+/// A slice of a module's bytes that framehop can hold on to (sharing, not copying, them).
 #[derive(Clone)]
 pub struct SectionBytes {
-    data: Arc<[u8]>,
+    data: FileBytes,
     range: Range<usize>,
 }
 
@@ -91,7 +90,7 @@ impl UnwindSections {
             })
     }
 
-    fn info(&self, data: &Arc<[u8]>) -> SectionInfo {
+    fn info(&self, data: &FileBytes) -> SectionInfo {
         SectionInfo {
             sections: self.clone(),
             data: data.clone(),
@@ -102,7 +101,7 @@ impl UnwindSections {
 /// framehop's view of a module's sections.
 struct SectionInfo {
     sections: UnwindSections,
-    data: Arc<[u8]>,
+    data: FileBytes,
 }
 
 impl SectionInfo {
@@ -133,7 +132,7 @@ impl framehop::ModuleSectionInfo<SectionBytes> for SectionInfo {
 /// unwind sections.
 pub fn framehop_module(
     path: &str,
-    bytes: &Arc<[u8]>,
+    bytes: &FileBytes,
     unwind: &UnwindSections,
     mapping: &Mapping,
 ) -> Option<framehop::Module<SectionBytes>> {

@@ -5,17 +5,16 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 
-use sprof_core::{FrameKey, Mapping, Marker, ModuleLoader, Pid, Sample, Tid, UserRegs};
+use sprof_core::{FileBytes, FrameKey, Mapping, Marker, ModuleLoader, Pid, Sample, Tid, UserRegs};
 use sprof_symbolizer::{ElfModule, Resolved};
 use sprof_unwind::{StackWalker, UnwindMode};
 
 struct FileLoader;
 
 impl ModuleLoader for FileLoader {
-    fn load(&mut self, _pid: Pid, mapping: &Mapping) -> Option<Arc<[u8]>> {
-        std::fs::read(&mapping.path).ok().map(Arc::from)
+    fn load(&mut self, _pid: Pid, mapping: &Mapping) -> Option<FileBytes> {
+        FileBytes::open(&mapping.path, None).ok()
     }
 }
 
