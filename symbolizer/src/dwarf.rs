@@ -82,7 +82,7 @@ impl DwarfState {
             // symbolization, and in distribution debug files they are compressed: skipping
             // them saves their decompression (glibc's .debug_loclists is ~2 MiB inflated).
             if !USED_SECTIONS.contains(&id) {
-                return Ok(Reader::new(Arc::clone(&empty), endian));
+                return Ok(Reader::new(empty.clone(), endian));
             }
             let Some(section) = obj.section_by_name(id.name()) else {
                 return Ok(Reader::new(empty.clone(), endian));

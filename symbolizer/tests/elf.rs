@@ -662,8 +662,12 @@ fn symbol_entry(path: &Path) -> u64 {
 struct DiskLoader;
 
 impl sprof_core::ModuleLoader for DiskLoader {
-    fn load(&mut self, _pid: sprof_core::Pid, mapping: &sprof_core::Mapping) -> Option<Arc<[u8]>> {
-        std::fs::read(&mapping.path).ok().map(Arc::from)
+    fn load(
+        &mut self,
+        _pid: sprof_core::Pid,
+        mapping: &sprof_core::Mapping,
+    ) -> Option<sprof_core::FileBytes> {
+        sprof_core::FileBytes::open(&mapping.path, None).ok()
     }
 }
 

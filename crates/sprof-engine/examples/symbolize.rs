@@ -14,10 +14,9 @@
 use std::collections::HashSet;
 use std::io::Write;
 use std::ops::ControlFlow;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sprof_core::{FrameKey, Mapping, ModuleLoader, Pid, ProfileMeta};
+use sprof_core::{FileBytes, FrameKey, Mapping, ModuleLoader, Pid, ProfileMeta};
 use sprof_engine::replay::ReplaySource;
 use sprof_engine::{Engine, EngineConfig};
 use sprof_symbolizer::SymbolService;
@@ -27,8 +26,8 @@ use sprof_unwind::UnwindMode;
 struct FileLoader;
 
 impl ModuleLoader for FileLoader {
-    fn load(&mut self, _pid: Pid, mapping: &Mapping) -> Option<Arc<[u8]>> {
-        std::fs::read(&mapping.path).ok().map(Arc::from)
+    fn load(&mut self, _pid: Pid, mapping: &Mapping) -> Option<FileBytes> {
+        FileBytes::open(&mapping.path, None).ok()
     }
 }
 
