@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The daemon's own cost (issue 8): on a host with both CPUs busy, `sprofd daemon` at its
 # defaults (-F 19 per CPU, 10 s windows, DWARF unwinding, Python frames) over a steady minute:
-# its CPU (all threads, from /proc/PID/task/*/schedstat, nanoseconds), RSS, bytes stored per
+# its CPU (utime + stime from /proc/PID/stat), RSS, bytes stored per
 # hour per busy CPU, and the latency of a query and of a scrape; beside `perf record -a -g
 # -F 19` run the same way. Writes bench/out/daemon/daemon.md for docs/benchmarks.md.
 #
@@ -28,8 +28,9 @@ cc -O2 -o "$OUT/cputime" "$HERE/cputime.c"
 RES=$OUT/results.tsv
 printf 'tool\trun\tcpu_s\tcpu_pct\trss_kib\thwm_kib\tbytes_per_hour_per_cpu\tquery_s\tscrape_extra_s\n' >"$RES"
 
-# CPU nanoseconds of every thread of a process.
-cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%d", s}'; }
+# CPU nanoseconds of a process, exited threads included (utime + stime of /proc/PID/stat, in
+# USER_HZ ticks of 10 ms: per-thread schedstat would miss the HTTP pool's threads that exited).
+cpu_ns() { sed 's/.*) //' /proc/"$1"/stat | awk '{printf "%d", ($12 + $13) * 10000000}'; }
 status_kib() { awk -v k="$2:" '$1 == k {print $2}' /proc/"$1"/status; }
 
 start_load() {
@@ -126,8 +127,8 @@ col() { awk -F'\t' -v t="$1" -v c="$2" 'NR > 1 && $1 == t {print $c}' "$RES" | m
 	echo "both kept busy by two \`cratio 0\` processes (built without frame pointers). \`sprofd daemon\` at its"
 	echo "defaults (-F 19 per CPU, 10 s windows, DWARF unwinding, Python frames, every window symbolized and"
 	echo "written); \`perf record -a -g -F 19\` (frame-pointer callchains, nothing symbolized: \`perf report\`"
-	echo "does that later). sprofd's CPU is every thread's run time over the measured stretch, from"
-	echo "\`/proc/PID/task/*/schedstat\`; perf's is its whole run (start, recording, the build-id pass at the end,"
+	echo "does that later). sprofd's CPU is its utime + stime over the measured stretch (\`/proc/PID/stat\`,"
+	echo "10 ms ticks, exited threads included); perf's is its whole run (start, recording, the build-id pass at the end,"
 	echo "from wait4) over the run's length, since perf buffers and writes its file in bursts. Bytes per hour per"
 	echo "busy CPU: the windows sprofd wrote in the stretch; perf's final perf.data over the run. Medians over runs."
 	echo

@@ -164,6 +164,13 @@ impl Symbolizer {
             .clone()
     }
 
+    /// The parsed modules, by key.
+    pub fn modules(&self) -> impl Iterator<Item = (u64, &Arc<ElfModule>)> {
+        self.modules
+            .iter()
+            .filter_map(|(k, m)| m.as_ref().map(|m| (*k, m)))
+    }
+
     /// Whether `key` was seen (parsed, or failed).
     pub fn contains(&self, key: u64) -> bool {
         self.modules.contains_key(&key)

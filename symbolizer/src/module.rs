@@ -46,7 +46,22 @@ pub struct ElfModule {
     /// The bytes of the file DWARF is read from: the module itself or its debug file.
     dwarf_data: FileBytes,
     has_dwarf: bool,
+    /// Bytes of `.debug_*` sections in `dwarf_data`: what a built context costs, roughly
+    /// (addr2line's unit, abbreviation and line tables grow with them).
+    debug_bytes: usize,
     dwarf: OnceLock<Option<Mutex<DwarfState>>>,
+}
+
+/// Bytes of the DWARF sections of `obj`.
+fn debug_section_bytes(obj: &object::File<'_>) -> usize {
+    use object::{Object, ObjectSection};
+    obj.sections()
+        .filter(|s| {
+            s.name()
+                .is_ok_and(|n| n.starts_with(".debug_") || n.starts_with(".zdebug_"))
+        })
+        .map(|s| s.size() as usize)
+        .sum()
 }
 
 impl std::fmt::Debug for ElfModule {
@@ -125,6 +140,7 @@ impl ElfModule {
         let dynsym = SymbolTable::build(&data, &obj, TableKind::Dynamic);
         let plt = PltTable::build(&obj);
         let has_dwarf = has_debug_info(&obj);
+        let debug_bytes = debug_section_bytes(&obj);
         drop(obj);
         Ok(ElfModule {
             name: name.to_string(),
@@ -136,6 +152,7 @@ impl ElfModule {
             plt,
             dwarf_data: data,
             has_dwarf,
+            debug_bytes,
             dwarf: OnceLock::new(),
         })
     }
@@ -181,6 +198,7 @@ impl ElfModule {
         }
         let symtab = SymbolTable::build(&data, &obj, TableKind::Static);
         let has_dwarf = has_debug_info(&obj);
+        let debug_bytes = debug_section_bytes(&obj);
         drop(obj);
         if !symtab.is_empty() {
             self.symtab = symtab;
@@ -188,9 +206,19 @@ impl ElfModule {
         if has_dwarf {
             self.dwarf_data = data;
             self.has_dwarf = true;
+            self.debug_bytes = debug_bytes;
             self.dwarf = OnceLock::new();
         }
         Ok(())
+    }
+
+    /// What the module's DWARF context holds in memory, roughly: the size of its debug
+    /// sections once a lookup has built the context, else 0.
+    pub fn dwarf_footprint(&self) -> usize {
+        match self.dwarf.get() {
+            Some(Some(_)) => self.debug_bytes,
+            _ => 0,
+        }
     }
 
     /// The name given to [`ElfModule::parse`].

@@ -77,6 +77,10 @@ pub struct SymbolStats {
     pub jit_unknown: u64,
 }
 
+/// Raw frames whose expansion is cached before the cache starts afresh (~100 bytes each
+/// plus their frames): bounds a long-running session's memory.
+const MAX_EXPANDED: usize = 1 << 19;
+
 /// The long-lived symbolizer of a session.
 pub struct SymbolService {
     symbolizer: Symbolizer,
@@ -92,6 +96,11 @@ pub struct SymbolService {
     /// Downloads started and not yet attached.
     fetches: Vec<PendingFetch>,
     wait_for_debuginfod: bool,
+    /// Most bytes of DWARF contexts kept between calls ([`SymbolService::set_dwarf_budget`]).
+    dwarf_budget: Option<usize>,
+    /// The call (`symbolize`) each module was last used in.
+    last_use: HashMap<u64, u64>,
+    calls: u64,
     pub stats: SymbolStats,
 }
 
@@ -171,6 +180,9 @@ impl SymbolService {
             debuginfod: Debuginfod::from_env().map(Arc::new),
             fetches: Vec::new(),
             wait_for_debuginfod: true,
+            dwarf_budget: None,
+            last_use: HashMap::new(),
+            calls: 0,
             stats: SymbolStats::default(),
         }
     }
@@ -186,6 +198,53 @@ impl SymbolService {
             .as_ref()
             .map(|c| c.take_warnings())
             .unwrap_or_default()
+    }
+
+    /// Bounds the memory of DWARF contexts kept between calls (a long-running session on a
+    /// host with big binaries built with full debug info): after each call, the contexts of
+    /// the modules used longest ago are dropped until the rest fit. Frames already expanded
+    /// stay cached, so only addresses seen for the first time pay for a context built
+    /// again. The modules used in the call itself are never dropped.
+    pub fn set_dwarf_budget(&mut self, bytes: Option<usize>) {
+        self.dwarf_budget = bytes;
+    }
+
+    /// Bytes of debug sections behind the DWARF contexts held now, and how many modules.
+    pub fn dwarf_held(&self) -> (usize, usize) {
+        self.symbolizer
+            .modules()
+            .map(|(_, m)| m.dwarf_footprint())
+            .filter(|&b| b > 0)
+            .fold((0, 0), |(b, n), x| (b + x, n + 1))
+    }
+
+    /// Drops least recently used DWARF contexts beyond the budget.
+    fn enforce_dwarf_budget(&mut self) {
+        let Some(budget) = self.dwarf_budget else {
+            return;
+        };
+        let mut held: Vec<(u64, u64, usize)> = self
+            .symbolizer
+            .modules()
+            .map(|(k, m)| {
+                (
+                    self.last_use.get(&k).copied().unwrap_or(0),
+                    k,
+                    m.dwarf_footprint(),
+                )
+            })
+            .filter(|&(_, _, bytes)| bytes > 0)
+            .collect();
+        let mut total: usize = held.iter().map(|h| h.2).sum();
+        held.sort_unstable();
+        for (used, key, bytes) in held {
+            if total <= budget || used >= self.calls {
+                break;
+            }
+            // Parsed again (symbols, and the context on its next lookup) when next needed.
+            self.symbolizer.forget(key);
+            total -= bytes;
+        }
     }
 
     /// Whether [`SymbolService::symbolize`] waits for debuginfod downloads (bounded: a few
@@ -310,6 +369,7 @@ impl SymbolService {
         }
         for id in &stale {
             self.generations.remove(id);
+            self.last_use.remove(&u64::from(id.0));
             self.symbolizer.forget(u64::from(id.0));
         }
         self.expanded.retain(|k, _| match k {
@@ -529,6 +589,10 @@ impl SymbolService {
         meta: ProfileMeta,
     ) -> SymbolizedProfile {
         self.sync_modules(modules);
+        self.calls += 1;
+        for id in raw.referenced_modules() {
+            self.last_use.insert(u64::from(id.0), self.calls);
+        }
         self.collect_fetches(modules);
         self.load_new_modules(raw, modules);
         self.resolve_modules_in_parallel(raw, modules);
@@ -580,13 +644,19 @@ impl SymbolService {
                 }),
             });
         }
-        SymbolizedProfile {
+        let profile = SymbolizedProfile {
             meta,
             frames: table.frames,
             stacks,
             modules: self.module_infos(raw, modules),
             processes: Default::default(),
+        };
+        self.enforce_dwarf_budget();
+        if self.expanded.len() > MAX_EXPANDED {
+            // A cache, not a record: what is still sampled is expanded again.
+            self.expanded.clear();
         }
+        profile
     }
 
     /// Path and build-id of every module the profile's stacks refer to, by short name.

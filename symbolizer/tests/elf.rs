@@ -780,3 +780,89 @@ fn modules_resolved_side_by_side_match_each_module_looked_up_alone() {
         "one module in four is unreadable"
     );
 }
+
+/// With a DWARF budget, contexts of modules not used in a call are dropped, and a module
+/// needed again is parsed again with the same names.
+#[test]
+fn a_dwarf_budget_drops_idle_contexts_and_names_stay_the_same() {
+    use sprof_core::{
+        FrameKey, Mapping, MappingKind, ModuleTable, Pid, ProfileBuilder, ProfileMeta, Tid,
+    };
+    let dir = TempDir::new("budget");
+    let mut table = ModuleTable::default();
+    let mut ids = Vec::new();
+    for i in 0..2u64 {
+        let bin = dir.path().join(format!("budget{i}"));
+        compile("cc", INLINE_SRC, &bin, &["-O2", "-g"]);
+        let mapping = Mapping {
+            start: 0x10_0000 * (i + 1),
+            end: 0x10_0000 * (i + 2),
+            file_offset: 0,
+            dev_major: 0,
+            dev_minor: 1,
+            inode: i + 100,
+            path: bin.display().to_string(),
+            kind: MappingKind::File,
+            executable: true,
+            deleted: false,
+        };
+        ids.push((table.get_or_load(Pid(7), &mapping, &mut DiskLoader).0, bin));
+    }
+    let elf = parse(&ids[0].1);
+    let (start, _) = symbol(&ids[0].1, "outer_work");
+    let off = elf.svma_to_file_offset(start + 4).expect("mapped");
+    let profile_of = |id| {
+        let mut b = ProfileBuilder::new();
+        let key = FrameKey::Module {
+            module: id,
+            offset: off,
+            is_return: false,
+        };
+        b.add_sample(Pid(7), Tid(7), &[key], 1);
+        b.snapshot()
+    };
+    let names = |p: &sprof_core::SymbolizedProfile| -> Vec<String> {
+        p.frames
+            .iter()
+            .map(|f| format!("{}:{:?}", f.function, f.line))
+            .collect()
+    };
+    let mut service = sprof_symbolizer::SymbolService::new(false);
+    service.set_debuginfod(None);
+    service.set_dwarf_budget(Some(0));
+    let first = service.symbolize(&profile_of(ids[0].0), &table, ProfileMeta::default());
+    assert!(
+        names(&first)
+            .iter()
+            .any(|n| n.starts_with("outer_work:Some")),
+        "{:?}",
+        names(&first)
+    );
+    let (bytes, held) = service.dwarf_held();
+    assert!(
+        held == 1 && bytes > 0,
+        "the module used in the call keeps its context"
+    );
+    // Module 1 used alone: module 0's context goes (budget 0), module 1's stays for now.
+    let other = service.symbolize(&profile_of(ids[1].0), &table, ProfileMeta::default());
+    assert!(names(&other).iter().any(|n| n.starts_with("outer_work")));
+    assert_eq!(
+        service.dwarf_held().1,
+        1,
+        "the idle module's context was dropped"
+    );
+    // Module 0 again at a new address: parsed again, same kind of names.
+    let mut b = ProfileBuilder::new();
+    b.add_sample(
+        Pid(7),
+        Tid(7),
+        &[FrameKey::Module {
+            module: ids[0].0,
+            offset: off + 1,
+            is_return: false,
+        }],
+        1,
+    );
+    let again = service.symbolize(&b.snapshot(), &table, ProfileMeta::default());
+    assert_eq!(names(&again), names(&first));
+}

@@ -83,6 +83,8 @@ pub struct Module {
     pub mapped_by: u32,
     /// Incremented every time the bytes are (re)loaded, so caches keyed by module can tell.
     pub generation: u32,
+    /// Consecutive [`ModuleTable::release_unused`] calls that found it unmapped.
+    unmapped_for: u32,
 }
 
 /// All modules seen in a session, indexed by [`ModuleId`]. Ids are never reused.
@@ -92,6 +94,8 @@ pub struct ModuleTable {
     ids: HashMap<FileIdentity, ModuleId>,
     /// Per process, the symbols of its JIT code.
     pub jit: JitTable,
+    /// Release calls a module stays loaded after its last process unmapped it.
+    release_grace: u32,
 }
 
 impl ModuleTable {
@@ -127,6 +131,7 @@ impl ModuleTable {
             generation: u32::from(loaded),
             bytes,
             mapped_by: 0,
+            unmapped_for: 0,
         });
         self.ids.insert(identity, id);
         (id, loaded)
@@ -140,6 +145,7 @@ impl ModuleTable {
     pub fn note_mapped(&mut self, id: ModuleId, mapped: bool) {
         if let Some(m) = self.modules.get_mut(id.0 as usize) {
             m.mapped_by = if mapped {
+                m.unmapped_for = 0;
                 m.mapped_by.saturating_add(1)
             } else {
                 m.mapped_by.saturating_sub(1)
@@ -148,17 +154,28 @@ impl ModuleTable {
     }
 
     /// Drops the bytes of every module that no address space maps and `keep` does not ask
-    /// for (a profile not yet symbolized refers to it). Returns the released ids.
+    /// for (a profile not yet symbolized refers to it), once it has been unmapped for more
+    /// than the grace ([`ModuleTable::set_release_grace`]) of calls. Returns the released ids.
     pub fn release_unused(&mut self, keep: impl Fn(ModuleId) -> bool) -> Vec<ModuleId> {
         let mut released = Vec::new();
         for (i, m) in self.modules.iter_mut().enumerate() {
             let id = ModuleId(i as u32);
             if m.mapped_by == 0 && m.bytes.is_some() && !keep(id) {
-                m.bytes = None;
-                released.push(id);
+                m.unmapped_for = m.unmapped_for.saturating_add(1);
+                if m.unmapped_for > self.release_grace {
+                    m.bytes = None;
+                    released.push(id);
+                }
             }
         }
         released
+    }
+
+    /// Keeps an unmapped module loaded through `calls` more calls of
+    /// [`ModuleTable::release_unused`]: a program started again and again (a cron job, a
+    /// build's compilers) is parsed and symbolized once, not at every start.
+    pub fn set_release_grace(&mut self, calls: u32) {
+        self.release_grace = calls;
     }
 
     /// Bytes held for all modules, mapped or in memory.
@@ -207,5 +224,24 @@ mod tests {
         assert_eq!(table.resident_bytes(), 0);
         assert_eq!(table.get_or_load(Pid(3), &m, &mut loader), (id, true));
         assert_eq!((loader.0, table.get(id).unwrap().generation), (2, 2));
+    }
+
+    #[test]
+    fn a_grace_keeps_an_unmapped_module_for_that_many_releases() {
+        let m = parse_line("00400000-00401000 r-xp 00000000 fe:01 43 /usr/bin/cron-job").unwrap();
+        let mut table = ModuleTable::default();
+        table.set_release_grace(2);
+        let mut loader = Counting(0);
+        let (id, _) = table.get_or_load(Pid(1), &m, &mut loader);
+        table.note_mapped(id, true);
+        table.note_mapped(id, false);
+        assert!(table.release_unused(|_| false).is_empty());
+        // Mapped again within the grace: the bytes were never dropped, and the count restarts.
+        table.note_mapped(id, true);
+        table.note_mapped(id, false);
+        assert!(table.release_unused(|_| false).is_empty());
+        assert!(table.release_unused(|_| false).is_empty());
+        assert_eq!(table.release_unused(|_| false), vec![id]);
+        assert_eq!(loader.0, 1);
     }
 }

@@ -340,23 +340,19 @@ impl ProfileBuilder {
         raw
     }
 
-    /// Like [`ProfileBuilder::take_window`], and then, if the interned stacks (or threads)
-    /// have grown past half the stack limit (or `max_threads`), forgets every interned
-    /// frame, stack and thread so the next window starts empty: ids are then only stable
-    /// within a window. Interpreted functions are kept (hooks cache their ids). Only for
+    /// Like [`ProfileBuilder::take_window`], and then forgets every interned frame, stack and
+    /// thread, so each window starts empty and hands out only what it used: ids are stable
+    /// within a window only. Interpreted functions are kept (hooks cache their ids). For
     /// callers that hold no [`StackId`] across windows (on-CPU sampling: off-CPU pairing
-    /// holds stack ids of pending switches).
-    pub fn take_window_compacting(&mut self, max_threads: usize) -> RawProfile {
+    /// holds stack ids of pending switches) and take windows often (the daemon's slices).
+    pub fn take_window_compacting(&mut self) -> RawProfile {
         let raw = self.take_window();
-        let half = self.stack_limit.map_or(usize::MAX, |m| m / 2);
-        if self.stacks.len() > half || self.threads.len() > max_threads {
-            self.frames.clear();
-            self.frame_ids.clear();
-            self.stacks.clear();
-            self.stack_ids.clear();
-            self.threads.clear();
-            self.thread_ids.clear();
-        }
+        self.frames.clear();
+        self.frame_ids.clear();
+        self.stacks.clear();
+        self.stack_ids.clear();
+        self.threads.clear();
+        self.thread_ids.clear();
         raw
     }
 

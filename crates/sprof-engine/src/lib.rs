@@ -136,8 +136,8 @@ struct Filter {
 pub struct Limits {
     /// Unique stack nodes per window; samples beyond go to `[other]`.
     pub stack_nodes: usize,
-    /// Thread entries kept across windows before the interner starts afresh.
-    pub threads: usize,
+    /// Windows a module stays loaded after no process maps it any more.
+    pub module_grace: u32,
 }
 
 /// Counters of a session, for status lines, `--verbose` and metrics.
@@ -193,10 +193,11 @@ impl Engine {
 
     /// Bounds the aggregation for a long-running session: at most `stack_nodes` unique stack
     /// nodes per window (the rest counted in `[other]`), and the interner starts afresh
-    /// between windows when it has grown past half of that or past `threads` thread entries.
-    /// For on-CPU sampling only (see [`ProfileBuilder::take_window_compacting`]).
+    /// at every window. For on-CPU sampling only (see
+    /// [`ProfileBuilder::take_window_compacting`]).
     pub fn set_limits(&mut self, limits: Limits) {
         self.builder.set_stack_limit(Some(limits.stack_nodes));
+        self.walker.modules.set_release_grace(limits.module_grace);
         self.limits = Some(limits);
     }
 
@@ -402,7 +403,7 @@ impl Engine {
     /// live process maps and the returned window does not need are released.
     pub fn take_window(&mut self) -> RawProfile {
         let raw = match self.limits {
-            Some(l) => self.builder.take_window_compacting(l.threads),
+            Some(_) => self.builder.take_window_compacting(),
             None => self.builder.take_window(),
         };
         self.unwind_ns.clear();

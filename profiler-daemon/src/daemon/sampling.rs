@@ -27,10 +27,16 @@ use super::metrics::Metrics;
 use super::notify::Notifier;
 use crate::loader::LiveLoader;
 
-/// Unique stack nodes per window before samples go to `[other]`: a few MiB of interner.
+/// Unique stack nodes per slice before samples go to `[other]`: a few MiB of interner.
 const MAX_STACK_NODES: usize = 200_000;
-/// Thread entries kept across windows before the interner starts afresh.
-const MAX_THREADS: usize = 20_000;
+/// Slices (seconds) a module stays parsed after its last process exits: programs that run
+/// again and again are not re-read and re-symbolized at every start.
+const MODULE_GRACE_SLICES: u32 = 60;
+/// DWARF contexts kept between slices, in bytes of debug sections: binaries with full debug
+/// info beyond this are parsed again when new addresses in them need it.
+const DWARF_BUDGET: usize = 32 << 20;
+/// How long the loop waits for samples at most; requests end the wait at once.
+const POLL: Duration = Duration::from_millis(250);
 /// Windows kept in memory while the disk refuses them (full), oldest dropped first.
 const MAX_PENDING_WINDOWS: usize = 60;
 /// Length of a slice: the resolution of the window in progress and of taps.
@@ -249,6 +255,7 @@ impl Sampling {
         let mut symbols = SymbolService::new(config.kernel);
         // Never hold up the loop for a download; names arrive in a later window.
         symbols.set_wait_for_debuginfod(false);
+        symbols.set_dwarf_budget(Some(DWARF_BUDGET));
         Sampling {
             shared,
             notifier,
@@ -284,7 +291,7 @@ impl Sampling {
         let mut engine = Engine::new(self.engine_config, Box::new(LiveLoader::new()));
         engine.set_limits(Limits {
             stack_nodes: MAX_STACK_NODES,
-            threads: MAX_THREADS,
+            module_grace: MODULE_GRACE_SLICES,
         });
         // pid 0 is the idle task: per-CPU clock events sample idle CPUs too, which is no
         // one's CPU time.
@@ -305,12 +312,9 @@ impl Sampling {
             let mut live = self.lock_live();
             live.window_start = Some(self.window_start);
         }
-        sprof_engine::run(
-            &mut sampler,
-            &mut engine,
-            Duration::from_millis(100),
-            |engine, _| self.tick(engine),
-        );
+        sprof_engine::run(&mut sampler, &mut engine, POLL, |engine, _| {
+            self.tick(engine)
+        });
         // The loop drained what the kernel had; the window in progress is written now.
         self.cut(&mut engine);
         self.write_window();
