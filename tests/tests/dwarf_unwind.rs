@@ -208,3 +208,41 @@ fn dwarf_cratio_with_frame_pointers() {
         assert_leaf_ratio(&p, chain[3], &chain.join(";"), 50, |f| has_chain(f, &chain));
     }
 }
+
+/// A rustc-built (lld-linked) PIE has its executable segment start inside the last file page
+/// of the read-only one; the DWARF walk must still go all the way from the Rust leaf through
+/// std's runtime and libc to `_start`, in both CFI modes.
+#[test]
+fn dwarf_rust_binary_unwinds_to_start() {
+    if !live("dwarf_rust_binary_unwinds_to_start") {
+        return;
+    }
+    let exe = rust_fixture();
+    for (name, mode) in [("dwarf-rust", DWARF), ("auto-rust", &[][..])] {
+        let p = record_profile(name, mode, &[exe.as_os_str(), "1.0".as_ref()]);
+        let chain = [
+            "_start",
+            "main",
+            "std::rt::lang_start_internal",
+            "rust_fixture::main",
+            "rust_fixture::hot::outer",
+            "rust_fixture::hot::spin",
+        ];
+        // The leaf itself is an inlined frame inside `spin`, so samples are counted by `spin`.
+        let in_spin = |f: &[String]| f.iter().any(|x| frame_is(x, "rust_fixture::hot::spin"));
+        let total = p.folded.count_where(in_spin);
+        let ok = p.folded.count_where(|f| {
+            in_spin(f)
+                && f.get(1).is_some_and(|x| x == "_start")
+                && has_in_order(f, &chain)
+                && !f.iter().any(|x| x == "[truncated]")
+        });
+        assert!(total >= 50, "only {total} samples in spin{}", p.context());
+        assert!(
+            ok as f64 >= 0.99 * total as f64,
+            "{} in only {ok} of {total} samples in spin (need 99%){}",
+            chain.join(" … "),
+            p.context()
+        );
+    }
+}
