@@ -294,10 +294,12 @@ impl Sampling {
             module_grace: MODULE_GRACE_SLICES,
         });
         // pid 0 is the idle task: per-CPU clock events sample idle CPUs too, which is no
-        // one's CPU time.
+        // one's CPU time. The daemon leaves itself out: unwinding and symbolizing its own
+        // samples would be most of its work on a quiet host (its cost is in /metrics).
         let re = self.filter.clone();
+        let own = std::process::id();
         engine.set_filter(Box::new(move |pid: Pid, comm: &str| {
-            pid.0 != 0 && re.as_ref().is_none_or(|re| re.is_match(comm))
+            pid.0 != 0 && pid.0 != own && re.as_ref().is_none_or(|re| re.is_match(comm))
         }));
         if self.python {
             engine.add_hook(Box::new(sprof_python::PythonHook::new()));
