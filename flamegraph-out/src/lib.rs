@@ -48,7 +48,7 @@ pub use pprof::{
     PprofReadError, PprofValueType, KERNEL_MAPPING, MAX_PPROF_BYTES, MAX_STACK_FRAMES,
 };
 pub use speedscope::{Speedscope, SPEEDSCOPE_SCHEMA};
-pub use svg::{default_subtitle, Svg};
+pub use svg::{default_subtitle, escape_xml, Svg};
 pub use table::{StatprofTable, TableRow};
 
 /// Writes a profile in one output format.

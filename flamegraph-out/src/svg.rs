@@ -142,7 +142,8 @@ pub(crate) fn sanitize(s: &str) -> String {
         .collect()
 }
 
-fn escape_xml(s: &str) -> String {
+/// `s` with `&`, `<`, `>` and `"` escaped, for XML and HTML text and double-quoted attributes.
+pub fn escape_xml(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

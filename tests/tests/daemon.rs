@@ -177,6 +177,13 @@ fn http(addr: &str, method: &str, path: &str) -> Response {
     }
 }
 
+/// A metric's value in Prometheus text.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 fn folded_of(r: &Response) -> Folded {
     assert_eq!(r.status, 200, "{}", r.text());
     Folded::parse(&r.text()).expect("folded")
@@ -550,11 +557,7 @@ fn daemon_prunes_history_by_age_and_size() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let metrics = d.get("/metrics").text();
-    let deleted: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("sprofd_retention_deletions_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0);
+    let deleted = metric(&metrics, "sprofd_retention_deletions_total").unwrap_or(0.0);
     assert!(
         deleted >= 11.0,
         "ten by age and at least one by size: {deleted}\n{metrics}"
@@ -717,11 +720,7 @@ fn daemon_survives_process_churn_with_flat_memory() {
         "churn: RssAnon {anon_before} -> {anon_after} KiB, VmRSS {rss_before} -> {rss_after} KiB"
     );
     let metrics = d.get("/metrics").text();
-    let tracked: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("sprofd_processes_tracked "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap();
+    let tracked = metric(&metrics, "sprofd_processes_tracked").unwrap();
     let running = std::fs::read_dir("/proc")
         .unwrap()
         .flatten()

@@ -14,21 +14,7 @@ pub struct PageData<'a> {
     pub processes: &'a [ProcessSummary],
 }
 
-/// HTML-escapes text for element content and attribute values.
-fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+use flamegraph_out::escape_xml as esc;
 
 fn link(path: &str, params: &[(&str, String)]) -> String {
     let q = serde_urlencoded::to_string(params).unwrap_or_default();
@@ -61,33 +47,18 @@ pub fn render(d: &PageData<'_>) -> String {
         } else {
             &p.cmdline
         };
-        let flame = link(
-            "/api/v1/profile",
-            &[
-                ("from", from.clone()),
-                ("to", to.clone()),
-                ("pid", p.pid.to_string()),
-                ("format", "svg".into()),
-            ],
-        );
-        let table = link(
-            "/api/v1/profile",
-            &[
-                ("from", from.clone()),
-                ("to", to.clone()),
-                ("pid", p.pid.to_string()),
-                ("format", "txt".into()),
-            ],
-        );
-        let pprof = link(
-            "/api/v1/profile",
-            &[
-                ("from", from.clone()),
-                ("to", to.clone()),
-                ("pid", p.pid.to_string()),
-                ("format", "pprof".into()),
-            ],
-        );
+        let profile = |format: &str| {
+            link(
+                "/api/v1/profile",
+                &[
+                    ("from", from.clone()),
+                    ("to", to.clone()),
+                    ("pid", p.pid.to_string()),
+                    ("format", format.into()),
+                ],
+            )
+        };
+        let (flame, table, pprof) = (profile("svg"), profile("txt"), profile("pprof"));
         rows.push_str(&format!(
             "<tr class=\"process\"><td class=\"num\">{share:.1}%</td><td class=\"num\">{cpu:.2}</td><td class=\"num\">{pid}</td><td>{comm}</td><td class=\"cmd\" title=\"{cmd}\">{cmd_short}</td><td><a class=\"flame\" href=\"{flame}\">flamegraph</a> · <a href=\"{table}\">table</a> · <a href=\"{pprof}\">pprof</a></td></tr>\n",
             cpu = p.cpu_seconds,
