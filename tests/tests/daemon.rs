@@ -921,3 +921,54 @@ fn daemon_labels_samples_with_their_cgroup() {
     // The group is empty once the target is gone.
     let _ = std::fs::remove_dir(&group);
 }
+
+/// SIGHUP re-reads the config file: retention applies at once, other changes are named as
+/// waiting for a restart, a broken file keeps the settings.
+#[test]
+fn daemon_reloads_its_config_on_sighup() {
+    if !live("daemon_reloads_its_config_on_sighup") {
+        return;
+    }
+    let _serial = serial();
+    let dir = TempDir::new("daemon-sighup");
+    let config = dir.join("sprofd.toml");
+    std::fs::write(&config, "retention = \"7d\"\nwindow = 2\n").unwrap();
+    let d = Daemon::start(&dir.join("data"), &["--config", config.to_str().unwrap()]);
+    let hup = |d: &Daemon| {
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        unsafe { libc::kill(d.child.id() as i32, libc::SIGHUP) };
+    };
+    let wait_log = |d: &Daemon, needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !d.log().contains(needle) {
+            assert!(Instant::now() < deadline, "no {needle:?} in:\n{}", d.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    std::fs::write(
+        &config,
+        "retention = \"12h\"\nmax_disk = \"64MiB\"\nwindow = 5\n",
+    )
+    .unwrap();
+    hup(&d);
+    wait_log(&d, "SIGHUP: reloaded");
+    let log = d.log();
+    assert!(
+        log.contains("retention 12h") && log.contains("max disk 64 MiB"),
+        "{log}"
+    );
+    assert!(
+        log.contains("window changed and take effect at the next restart"),
+        "{log}"
+    );
+    std::fs::write(&config, "retention = \"forever\"\n").unwrap();
+    hup(&d);
+    wait_log(&d, "keeping the current settings");
+    assert_eq!(
+        d.get("/healthz").status,
+        200,
+        "still serving after a bad reload"
+    );
+    let (status, _, log) = d.terminate();
+    assert!(status.success(), "{log}");
+}
