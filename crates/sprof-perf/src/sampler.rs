@@ -178,29 +178,38 @@ impl Sampler {
                 self.layouts.push(spec.layout);
             }
         }
-        let mut unreadable = 0usize;
+        let mut unreadable: Vec<String> = Vec::new();
         for pid in procfs::processes().map_err(|e| {
             SamplerError::Proc(procfs::ProcError::Io {
                 path: "/proc".into(),
                 source: e,
             })
         })? {
-            match procfs::stat(pid) {
+            let comm = match procfs::stat(pid) {
                 Ok(st) if st.is_kernel_thread() || st.is_zombie() => continue,
-                Ok(_) => {}
+                Ok(st) => st.comm,
                 Err(_) => continue,
-            }
+            };
             let warnings = self.warnings.len();
             self.queue_existing_state(pid);
             if self.warnings.len() > warnings {
                 self.warnings.truncate(warnings);
-                unreadable += 1;
+                unreadable.push(format!("{pid} {comm}"));
             }
         }
-        if unreadable > 0 {
+        if !unreadable.is_empty() {
+            let n = unreadable.len();
+            let shown: Vec<&str> = unreadable.iter().take(5).map(String::as_str).collect();
+            let more = if n > 5 { ", ..." } else { "" };
+            let hint = if crate::sys::euid() == 0 {
+                "root may be refused them too: a process that made itself undumpable"
+            } else {
+                "run as root or with CAP_SYS_PTRACE"
+            };
             self.warnings.push(format!(
-                "the mappings of {unreadable} processes could not be read; their frames will \
-                 have no names (run as root or with CAP_SYS_PTRACE)"
+                "the mappings of {n} process{} could not be read ({}{more}); their frames will have no names ({hint})",
+                if n == 1 { "" } else { "es" },
+                shown.join(", ")
             ));
         }
         Ok(())
