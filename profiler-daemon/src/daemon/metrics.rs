@@ -32,68 +32,70 @@ pub struct Metrics {
     rss_bytes: Gauge,
 }
 
+/// Registers metrics on one registry, one line each.
+struct Reg(Registry);
+
+impl Reg {
+    fn counter(&mut self, name: &str, help: &str) -> Counter {
+        let c = Counter::default();
+        self.0.register(name, help, c.clone());
+        c
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, unit: Option<Unit>) -> Gauge {
+        let g = Gauge::default();
+        match unit {
+            Some(unit) => self.0.register_with_unit(name, help, unit, g.clone()),
+            None => self.0.register(name, help, g.clone()),
+        }
+        g
+    }
+}
+
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("sprofd");
-        let samples = Counter::default();
-        registry.register("samples", "Samples taken", samples.clone());
-        let lost = Counter::default();
-        registry.register(
+        let mut r = Reg(Registry::with_prefix("sprofd"));
+        let samples = r.counter("samples", "Samples taken");
+        let lost = r.counter(
             "lost_samples",
             "Samples the kernel dropped (ring buffer full)",
-            lost.clone(),
         );
-        let truncated = Counter::default();
-        registry.register(
+        let truncated = r.counter(
             "truncated_stacks",
             "Samples whose stack walk stopped before the root",
-            truncated.clone(),
         );
-        let over_limit = Counter::default();
-        registry.register(
+        let over_limit = r.counter(
             "over_limit_samples",
             "Samples counted in [other] because a window reached its cap on unique stacks",
-            over_limit.clone(),
         );
-        let processes = Gauge::default();
-        registry.register(
+        let processes = r.gauge(
             "processes_tracked",
             "Processes whose address space the daemon keeps",
-            processes.clone(),
+            None,
         );
-        let windows_written = Counter::default();
-        registry.register(
-            "windows_written",
-            "Windows written to disk",
-            windows_written.clone(),
-        );
-        let window_write_errors = Counter::default();
-        registry.register(
+        let windows_written = r.counter("windows_written", "Windows written to disk");
+        let window_write_errors = r.counter(
             "window_write_errors",
             "Windows that could not be written (kept in memory and retried)",
-            window_write_errors.clone(),
         );
-        let windows_stored = Gauge::default();
-        registry.register("windows_stored", "Windows on disk", windows_stored.clone());
-        let stored_bytes = Gauge::default();
-        registry.register_with_unit(
-            "stored",
-            "Bytes of windows on disk",
-            Unit::Bytes,
-            stored_bytes.clone(),
-        );
-        let retention_deletions = Counter::default();
-        registry.register(
+        let windows_stored = r.gauge("windows_stored", "Windows on disk", None);
+        let stored_bytes = r.gauge("stored", "Bytes of windows on disk", Some(Unit::Bytes));
+        let retention_deletions = r.counter(
             "retention_deletions",
             "Windows deleted by retention (age or size)",
-            retention_deletions.clone(),
         );
-        let corrupt_windows = Counter::default();
-        registry.register(
+        let corrupt_windows = r.counter(
             "corrupt_windows",
             "Window files that could not be read and were moved aside",
-            corrupt_windows.clone(),
         );
+        let requests = r.counter("http_requests", "HTTP requests answered");
+        let bad_requests = r.counter("http_bad_requests", "HTTP requests answered with a 4xx");
+        let rss_bytes = r.gauge(
+            "process_resident_memory",
+            "The daemon's resident set size",
+            Some(Unit::Bytes),
+        );
+        let mut registry = r.0;
         // 1 µs to ~16 ms.
         let unwind_seconds = Histogram::new(exponential_buckets(1e-6, 2.0, 15));
         registry.register_with_unit(
@@ -102,27 +104,12 @@ impl Metrics {
             Unit::Seconds,
             unwind_seconds.clone(),
         );
-        let requests = Counter::default();
-        registry.register("http_requests", "HTTP requests answered", requests.clone());
-        let bad_requests = Counter::default();
-        registry.register(
-            "http_bad_requests",
-            "HTTP requests answered with a 4xx",
-            bad_requests.clone(),
-        );
         let cpu_seconds = Counter::<f64, AtomicU64>::default();
         registry.register_with_unit(
             "process_cpu",
             "CPU time the daemon itself used (user + system)",
             Unit::Seconds,
             cpu_seconds.clone(),
-        );
-        let rss_bytes = Gauge::default();
-        registry.register_with_unit(
-            "process_resident_memory",
-            "The daemon's resident set size",
-            Unit::Bytes,
-            rss_bytes.clone(),
         );
         Metrics {
             registry,

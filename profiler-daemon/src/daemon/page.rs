@@ -29,11 +29,8 @@ fn utc(ms: u64) -> String {
 /// The most processes listed.
 const MAX_ROWS: usize = 200;
 
-pub fn render(d: &PageData<'_>) -> String {
-    let (from, to) = (
-        (d.from_ms / 1000).to_string(),
-        d.to_ms.div_ceil(1000).to_string(),
-    );
+/// The table rows: one per process, most CPU first.
+fn rows(d: &PageData<'_>, from: &str, to: &str) -> (String, f64) {
     let total: f64 = d.processes.iter().map(|p| p.cpu_seconds).sum();
     let mut rows = String::new();
     for p in d.processes.iter().take(MAX_ROWS) {
@@ -51,8 +48,8 @@ pub fn render(d: &PageData<'_>) -> String {
             link(
                 "/api/v1/profile",
                 &[
-                    ("from", from.clone()),
-                    ("to", to.clone()),
+                    ("from", from.to_string()),
+                    ("to", to.to_string()),
                     ("pid", p.pid.to_string()),
                     ("format", format.into()),
                 ],
@@ -71,6 +68,15 @@ pub fn render(d: &PageData<'_>) -> String {
     if d.processes.is_empty() {
         rows.push_str("<tr><td colspan=\"6\" class=\"empty\">No samples in this range (the daemon may have started after it, or nothing ran).</td></tr>\n");
     }
+    (rows, total)
+}
+
+pub fn render(d: &PageData<'_>) -> String {
+    let (from, to) = (
+        (d.from_ms / 1000).to_string(),
+        d.to_ms.div_ceil(1000).to_string(),
+    );
+    let (rows, total) = rows(d, &from, &to);
     let host = link(
         "/api/v1/profile",
         &[
