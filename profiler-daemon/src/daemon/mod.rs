@@ -134,12 +134,14 @@ pub fn run(config: DaemonConfig) -> anyhow::Result<i32> {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
-    eprintln!(
-        "sprofd: sampling {describe}; serving http://{listen}/ ; data in {} ({stored} windows stored)",
-        config.data_dir.display()
-    );
-    notifier.ready(&describe);
-    runtime.block_on(serve(listener, backend.clone(), &config))?;
+    let announce = || {
+        eprintln!(
+            "sprofd: sampling {describe}; serving http://{listen}/ ; data in {} ({stored} windows stored)",
+            config.data_dir.display()
+        );
+        notifier.ready(&describe);
+    };
+    runtime.block_on(serve(listener, backend.clone(), &config, announce))?;
     notifier.stopping();
     let stop_started = Instant::now();
     shared.send(Control::Stop);
@@ -152,11 +154,13 @@ pub fn run(config: DaemonConfig) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// Serves the API until SIGTERM/SIGINT; SIGHUP reloads the config file.
+/// Serves the API until SIGTERM/SIGINT; SIGHUP reloads the config file. `announce` says the
+/// daemon is ready, once the signal handlers are in place (a SIGHUP before them would kill it).
 async fn serve(
     listener: std::net::TcpListener,
     backend: Arc<DaemonBackend>,
     config: &DaemonConfig,
+    announce: impl FnOnce(),
 ) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let listener = tokio::net::TcpListener::from_std(listener)?;
@@ -165,6 +169,7 @@ async fn serve(
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
+    announce();
     let config = config.clone();
     let shared = backend.shared.clone();
     let stop = async move {
