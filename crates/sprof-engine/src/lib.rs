@@ -138,6 +138,8 @@ pub struct Limits {
     pub stack_nodes: usize,
     /// Windows a module stays loaded after no process maps it any more.
     pub module_grace: u32,
+    /// Address spaces kept at most (processes); beyond it the one sampled longest ago goes.
+    pub processes: usize,
 }
 
 /// Counters of a session, for status lines, `--verbose` and metrics.
@@ -198,6 +200,7 @@ impl Engine {
     pub fn set_limits(&mut self, limits: Limits) {
         self.builder.set_stack_limit(Some(limits.stack_nodes));
         self.walker.modules.set_release_grace(limits.module_grace);
+        self.walker.set_max_spaces(Some(limits.processes));
         self.limits = Some(limits);
     }
 

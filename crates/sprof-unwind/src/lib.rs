@@ -59,6 +59,9 @@ pub struct UnwindStats {
     pub jit_frames: u64,
     /// DWARF walks that ended in a JIT frame whose frame pointer failed the checks.
     pub jit_truncated: u64,
+    /// Address spaces dropped to stay within [`StackWalker::set_max_spaces`] (the process
+    /// sampled longest ago goes; its later samples have no module names).
+    pub spaces_evicted: u64,
 }
 
 #[derive(Clone, Default)]
@@ -66,6 +69,8 @@ struct AddressSpace {
     /// Executable mappings sorted by start, with their module.
     mappings: Vec<(Mapping, ModuleId)>,
     unwinder: UnwinderX86_64<SectionBytes>,
+    /// The walker's sample count when this process was last sampled.
+    last_sampled: u64,
 }
 
 impl AddressSpace {
@@ -133,6 +138,10 @@ pub struct StackWalker {
     /// Unwind sections per module, parsed when its bytes are loaded.
     unwind: Vec<Option<UnwindSections>>,
     cache: CacheX86_64,
+    /// Most address spaces kept; `None`: one per live process, however many.
+    max_spaces: Option<usize>,
+    /// Samples walked so far: the clock of [`AddressSpace::last_sampled`].
+    walks: u64,
     pub stats: UnwindStats,
 }
 
@@ -145,7 +154,33 @@ impl StackWalker {
             modules: ModuleTable::default(),
             unwind: Vec::new(),
             cache: CacheX86_64::new(),
+            max_spaces: None,
+            walks: 0,
             stats: UnwindStats::default(),
+        }
+    }
+
+    /// Keeps at most `n` address spaces: a new process beyond that evicts the one sampled
+    /// longest ago (counted in [`UnwindStats::spaces_evicted`]). Bounds memory on hosts
+    /// with very many processes.
+    pub fn set_max_spaces(&mut self, n: Option<usize>) {
+        self.max_spaces = n;
+    }
+
+    /// Makes room for a new address space for `pid`, if a cap asks for it.
+    fn make_room(&mut self, pid: Pid) {
+        let Some(max) = self.max_spaces else { return };
+        if self.spaces.contains_key(&pid) || self.spaces.len() < max.max(1) {
+            return;
+        }
+        let victim = self
+            .spaces
+            .iter()
+            .min_by_key(|(p, s)| (s.last_sampled, **p))
+            .map(|(p, _)| *p);
+        if let Some(space) = victim.and_then(|p| self.spaces.remove(&p)) {
+            self.stats.spaces_evicted += 1;
+            self.release(space);
         }
     }
 
@@ -170,7 +205,12 @@ impl StackWalker {
                 module::framehop_module(&m.path, bytes, self.unwind[slot].as_ref()?, &mapping)
             }),
         };
-        let space = self.spaces.entry(pid).or_default();
+        self.make_room(pid);
+        let walks = self.walks;
+        let space = self.spaces.entry(pid).or_insert_with(|| AddressSpace {
+            last_sampled: walks,
+            ..AddressSpace::default()
+        });
         let (added, removed) = space.insert(mapping, id, fh);
         for r in removed {
             self.modules.note_mapped(r, false);
@@ -189,7 +229,10 @@ impl StackWalker {
             Event::Exit(x) if x.pid.0 == x.tid.0 => self.drop_space(x.pid),
             Event::Fork(f) if f.pid != f.ppid => {
                 // A new process starts as a copy of its parent's address space.
-                if let Some(parent) = self.spaces.get(&f.ppid).cloned() {
+                if let Some(mut parent) = self.spaces.get(&f.ppid).cloned() {
+                    // Cloned first: making room may evict the parent itself.
+                    self.make_room(f.pid);
+                    parent.last_sampled = self.walks;
                     for id in parent.modules() {
                         self.modules.note_mapped(id, true);
                     }
@@ -262,6 +305,10 @@ impl StackWalker {
                     .take(MAX_FRAMES)
                     .map(|&a| FrameKey::Kernel(a)),
             );
+        }
+        self.walks += 1;
+        if let Some(s) = self.spaces.get_mut(&sample.pid) {
+            s.last_sampled = self.walks;
         }
         let space = self.spaces.get(&sample.pid);
         match (self.mode, sample.user_regs) {
@@ -723,5 +770,40 @@ mod tests {
                 addr: FrameAddr::Ret(0x10010)
             }
         );
+    }
+
+    #[test]
+    fn a_cap_on_address_spaces_evicts_the_process_sampled_longest_ago() {
+        let mut walker = StackWalker::new(UnwindMode::FramePointer, false);
+        walker.set_max_spaces(Some(2));
+        let m = sprof_core::maps::parse_line("10000-20000 r-xp 00000000 00:00 0 ").unwrap();
+        let sample = |pid| sprof_core::Sample {
+            kind: SampleKind::Timer,
+            pid: Pid(pid),
+            tid: Tid(pid),
+            time: 0,
+            cpu: 0,
+            period: 1,
+            ip: 0x10050,
+            kernel_chain: &[],
+            user_chain: &[0x10050],
+            user_regs: None,
+            user_stack: &[],
+            user_stack_requested: 0,
+        };
+        let mut out = Vec::new();
+        walker.add_mapping(Pid(1), m.clone(), &mut NoFiles);
+        walker.add_mapping(Pid(2), m.clone(), &mut NoFiles);
+        // 1 is sampled after 2: 2 is the one sampled longest ago.
+        walker.unwind(&sample(2), &mut out);
+        walker.unwind(&sample(1), &mut out);
+        walker.add_mapping(Pid(3), m.clone(), &mut NoFiles);
+        assert_eq!(walker.processes(), 2);
+        assert_eq!(walker.stats.spaces_evicted, 1);
+        assert!(walker.mappings(Pid(2)).is_empty(), "2 evicted");
+        assert!(!walker.mappings(Pid(1)).is_empty() && !walker.mappings(Pid(3)).is_empty());
+        // More mappings of a process already tracked evict nothing.
+        walker.add_mapping(Pid(3), m, &mut NoFiles);
+        assert_eq!(walker.stats.spaces_evicted, 1);
     }
 }

@@ -18,6 +18,7 @@ pub struct Metrics {
     pub truncated: Counter,
     pub over_limit: Counter,
     pub processes: Gauge,
+    pub processes_evicted: Counter,
     pub windows_written: Counter,
     pub window_write_errors: Counter,
     pub windows_stored: Gauge,
@@ -73,6 +74,10 @@ impl Metrics {
             "Processes whose address space the daemon keeps",
             None,
         );
+        let processes_evicted = r.counter(
+            "processes_evicted",
+            "Address spaces dropped to stay within the cap on tracked processes",
+        );
         let windows_written = r.counter("windows_written", "Windows written to disk");
         let window_write_errors = r.counter(
             "window_write_errors",
@@ -118,6 +123,7 @@ impl Metrics {
             truncated,
             over_limit,
             processes,
+            processes_evicted,
             windows_written,
             window_write_errors,
             windows_stored,

@@ -35,6 +35,9 @@ const MODULE_GRACE_SLICES: u32 = 60;
 /// DWARF contexts kept between slices, in bytes of debug sections: binaries with full debug
 /// info beyond this are parsed again when new addresses in them need it.
 const DWARF_BUDGET: usize = 32 << 20;
+/// Processes whose address space is kept at most; beyond it the one sampled longest ago
+/// goes (`sprofd_processes_evicted_total`).
+const MAX_PROCESSES: usize = 16_384;
 /// How long the loop waits for samples at most; requests end the wait at once.
 const POLL: Duration = Duration::from_millis(250);
 /// Windows kept in memory while the disk refuses them (full), oldest dropped first.
@@ -292,6 +295,7 @@ impl Sampling {
         engine.set_limits(Limits {
             stack_nodes: MAX_STACK_NODES,
             module_grace: MODULE_GRACE_SLICES,
+            processes: MAX_PROCESSES,
         });
         // pid 0 is the idle task: per-CPU clock events sample idle CPUs too, which is no
         // one's CPU time. The daemon leaves itself out: unwinding and symbolizing its own
@@ -401,7 +405,14 @@ impl Sampling {
         m.lost.inc_by(raw.stats.lost);
         m.truncated.inc_by(raw.stats.truncated);
         m.over_limit.inc_by(raw.stats.over_limit);
-        m.processes.set(engine.stats().processes as i64);
+        let stats = engine.stats();
+        m.processes.set(stats.processes as i64);
+        m.processes_evicted.inc_by(
+            stats
+                .unwind
+                .spaces_evicted
+                .saturating_sub(m.processes_evicted.get()),
+        );
         let mut meta = self.meta.clone();
         meta.stats = raw.stats;
         meta.duration_secs = now
