@@ -627,28 +627,34 @@ mod tests {
         s
     }
 
-    fn walk(mode: UnwindMode, bp: u64, stack: &[u8]) -> (Vec<FrameKey>, UnwindStats) {
-        let mut walker = StackWalker::new(mode, false);
-        let jit = sprof_core::maps::parse_line("10000-20000 rwxp 00000000 00:00 0 ").unwrap();
-        walker.add_mapping(Pid(9), jit, &mut NoFiles);
-        let sample = sprof_core::Sample {
+    /// A timer sample of `pid` at ip 0x10050: with registers (`bp`) and a stack copy, or,
+    /// with `bp` `None`, the kernel's callchain `[ip]` only.
+    fn sample(pid: u32, bp: Option<u64>, stack: &[u8]) -> sprof_core::Sample<'_> {
+        sprof_core::Sample {
             kind: SampleKind::Timer,
-            pid: Pid(9),
-            tid: Tid(9),
+            pid: Pid(pid),
+            tid: Tid(pid),
             time: 0,
             cpu: 0,
             period: 1,
             ip: 0x10050,
             kernel_chain: &[],
-            user_chain: &[],
-            user_regs: Some(UserRegs {
+            user_chain: if bp.is_some() { &[] } else { &[0x10050] },
+            user_regs: bp.map(|bp| UserRegs {
                 ip: 0x10050,
                 sp: SP,
                 bp,
             }),
             user_stack: stack,
             user_stack_requested: stack.len() as u64,
-        };
+        }
+    }
+
+    fn walk(mode: UnwindMode, bp: u64, stack: &[u8]) -> (Vec<FrameKey>, UnwindStats) {
+        let mut walker = StackWalker::new(mode, false);
+        let jit = sprof_core::maps::parse_line("10000-20000 rwxp 00000000 00:00 0 ").unwrap();
+        walker.add_mapping(Pid(9), jit, &mut NoFiles);
+        let sample = sample(9, Some(bp), stack);
         let mut out = Vec::new();
         walker.unwind(&sample, &mut out);
         (out, walker.stats)
@@ -696,24 +702,7 @@ mod tests {
         let m = sprof_core::maps::parse_line("10000-20000 r-xp 00000000 00:00 0 //anon").unwrap();
         walker.add_mapping(Pid(9), m, &mut NoFiles);
         let run = |walker: &mut StackWalker| {
-            let sample = sprof_core::Sample {
-                kind: SampleKind::Timer,
-                pid: Pid(9),
-                tid: Tid(9),
-                time: 0,
-                cpu: 0,
-                period: 1,
-                ip: 0x10050,
-                kernel_chain: &[],
-                user_chain: &[],
-                user_regs: Some(UserRegs {
-                    ip: 0x10050,
-                    sp: SP,
-                    bp: 0x7010,
-                }),
-                user_stack: &s,
-                user_stack_requested: s.len() as u64,
-            };
+            let sample = sample(9, Some(0x7010), &s);
             let mut out = Vec::new();
             walker.unwind(&sample, &mut out);
             out
@@ -777,26 +766,12 @@ mod tests {
         let mut walker = StackWalker::new(UnwindMode::FramePointer, false);
         walker.set_max_spaces(Some(2));
         let m = sprof_core::maps::parse_line("10000-20000 r-xp 00000000 00:00 0 ").unwrap();
-        let sample = |pid| sprof_core::Sample {
-            kind: SampleKind::Timer,
-            pid: Pid(pid),
-            tid: Tid(pid),
-            time: 0,
-            cpu: 0,
-            period: 1,
-            ip: 0x10050,
-            kernel_chain: &[],
-            user_chain: &[0x10050],
-            user_regs: None,
-            user_stack: &[],
-            user_stack_requested: 0,
-        };
         let mut out = Vec::new();
         walker.add_mapping(Pid(1), m.clone(), &mut NoFiles);
         walker.add_mapping(Pid(2), m.clone(), &mut NoFiles);
         // 1 is sampled after 2: 2 is the one sampled longest ago.
-        walker.unwind(&sample(2), &mut out);
-        walker.unwind(&sample(1), &mut out);
+        walker.unwind(&sample(2, None, &[]), &mut out);
+        walker.unwind(&sample(1, None, &[]), &mut out);
         walker.add_mapping(Pid(3), m.clone(), &mut NoFiles);
         assert_eq!(walker.processes(), 2);
         assert_eq!(walker.stats.spaces_evicted, 1);
