@@ -72,6 +72,8 @@ pub struct WindowStore {
     retention: Retention,
     /// Windows deleted by retention since the store was opened.
     pub deleted: u64,
+    /// Window files moved to `corrupt/` since the store was opened.
+    pub quarantined: u64,
 }
 
 /// Files under `windows/` larger than this are not windows sprofd wrote.
@@ -97,6 +99,7 @@ impl WindowStore {
             total_bytes: 0,
             retention,
             deleted: 0,
+            quarantined: 0,
         };
         let warnings = store.index()?;
         Ok((store, warnings))
@@ -163,6 +166,7 @@ impl WindowStore {
     /// Moves a window file that cannot be read to `corrupt/` and forgets it; returns the
     /// warning to log.
     pub fn quarantine(&mut self, path: &Path, reason: &str) -> String {
+        self.quarantined += 1;
         if let Some(i) = self.windows.iter().position(|w| w.path == path) {
             let w = self.windows.remove(i);
             self.total_bytes -= w.bytes;

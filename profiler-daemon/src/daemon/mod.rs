@@ -115,12 +115,9 @@ pub fn run(config: DaemonConfig) -> anyhow::Result<i32> {
     // Port 0 asks for any free port: say which one.
     let listen = listener.local_addr().unwrap_or(config.listen);
     let notifier = Arc::new(notify::Notifier::from_env());
-    let stored = store.windows().len();
+    let (stored, quarantined) = (store.windows().len(), store.quarantined);
     let (shared, sampler) = sampling::start(&config, store, notifier.clone())?;
-    shared
-        .metrics
-        .corrupt_windows
-        .inc_by(warnings.iter().filter(|w| w.contains("moved to")).count() as u64);
+    shared.metrics.corrupt_windows.inc_by(quarantined);
     let backend = Arc::new(DaemonBackend {
         shared: shared.clone(),
         running: AtomicBool::new(true),

@@ -405,11 +405,12 @@ impl Sampling {
         m.lost.inc_by(raw.stats.lost);
         m.truncated.inc_by(raw.stats.truncated);
         m.over_limit.inc_by(raw.stats.over_limit);
-        let stats = engine.stats();
-        m.processes.set(stats.processes as i64);
+        // The walker's own counters: `Engine::stats` would also sum every module's bytes.
+        let walker = engine.walker();
+        m.processes.set(walker.processes() as i64);
         m.processes_evicted.inc_by(
-            stats
-                .unwind
+            walker
+                .stats
                 .spaces_evicted
                 .saturating_sub(m.processes_evicted.get()),
         );
