@@ -26,6 +26,15 @@ const MAX_FRAME_ITERATIONS: usize = 4096;
 /// Bounds `DW_AT_abstract_origin` / `DW_AT_specification` chains (they can be cyclic in
 /// corrupt input).
 const MAX_ORIGIN_CHAIN: u32 = 16;
+/// Deepest DIE nesting accepted. addr2line walks inline trees recursively, a few hundred
+/// bytes of stack per level: a crafted file nested 5000 deep overflows a 2 MiB thread stack
+/// and aborts the process, which no `catch_unwind` stops. Compilers nest far less than this
+/// (inline chains are capped at tens of levels, lexical blocks add a few).
+pub const MAX_DIE_DEPTH: isize = 256;
+/// Largest inflated debug section accepted, and the most it may inflate: real sections
+/// compress 3 to 10 times; a section claiming a gigabyte from a megabyte is a bomb.
+pub const MAX_SECTION_BYTES: u64 = 512 << 20;
+const MAX_INFLATION: u64 = 64;
 
 /// The sections addr2line and the declaration lookups read (the set addr2line's own
 /// `Context::from_sections` takes); the others are left empty.
@@ -64,13 +73,15 @@ pub(crate) fn has_debug_info(obj: &object::File<'_>) -> bool {
 }
 
 impl DwarfState {
-    /// Loads the DWARF sections of the ELF file in `data`. `None` when the file has no
-    /// usable DWARF (missing, or so broken that addr2line refuses it).
-    pub(crate) fn load(data: &FileBytes) -> Option<DwarfState> {
-        let obj = object::File::parse(&data[..]).ok()?;
+    /// Loads the DWARF sections of the ELF file in `data`. `Err` says why the file's DWARF
+    /// is not used: missing, refused by a bound (the reason names it), or so broken that
+    /// addr2line refuses it.
+    pub(crate) fn load(data: &FileBytes) -> Result<DwarfState, String> {
+        let obj = object::File::parse(&data[..]).map_err(|e| e.to_string())?;
         if !has_debug_info(&obj) {
-            return None;
+            return Err("no .debug_info".into());
         }
+        let refused = std::cell::RefCell::new(None);
         let endian = if obj.is_little_endian() {
             RunTimeEndian::Little
         } else {
@@ -88,9 +99,16 @@ impl DwarfState {
                 return Ok(Reader::new(empty.clone(), endian));
             };
             // A section that fails to decompress is treated as absent: addr2line then
-            // reports what it can from the rest.
-            let Ok(bytes) = section.uncompressed_data() else {
-                return Ok(Reader::new(empty.clone(), endian));
+            // reports what it can from the rest. One beyond the bounds refuses the file.
+            let bytes = match section_bytes(&section) {
+                Ok(Some(bytes)) => bytes,
+                Ok(None) => return Ok(Reader::new(empty.clone(), endian)),
+                Err(why) => {
+                    refused
+                        .borrow_mut()
+                        .get_or_insert(format!("{}: {why}", id.name()));
+                    return Ok(Reader::new(empty.clone(), endian));
+                }
             };
             Ok(match bytes {
                 Cow::Borrowed(slice) => {
@@ -107,9 +125,13 @@ impl DwarfState {
                 Cow::Owned(vec) => Reader::new(FileBytes::from(vec), endian),
             })
         };
-        let dwarf = gimli::Dwarf::load(load).ok()?;
-        let ctx = Context::from_dwarf(dwarf).ok()?;
-        Some(DwarfState { ctx })
+        let dwarf = gimli::Dwarf::load(load).map_err(|e| e.to_string())?;
+        if let Some(why) = refused.into_inner() {
+            return Err(why);
+        }
+        check_depth(&dwarf)?;
+        let ctx = Context::from_dwarf(dwarf).map_err(|e| e.to_string())?;
+        Ok(DwarfState { ctx })
     }
 
     /// The frames DWARF gives for `svma`, innermost first. Empty when DWARF knows nothing
@@ -160,6 +182,80 @@ impl DwarfState {
         }
         out
     }
+}
+
+/// The bytes of one section, inflated under [`MAX_SECTION_BYTES`] and [`MAX_INFLATION`].
+/// `Ok(None)`: unreadable or undecodable, treated as absent; `Err`: beyond a bound.
+fn section_bytes<'data>(
+    section: &object::Section<'data, '_>,
+) -> Result<Option<Cow<'data, [u8]>>, String> {
+    use object::CompressionFormat;
+    use std::io::Read;
+    let Ok(c) = section.compressed_data() else {
+        return Ok(None);
+    };
+    if c.format == CompressionFormat::None {
+        return Ok(Some(Cow::Borrowed(c.data)));
+    }
+    let limit = MAX_SECTION_BYTES.min((c.data.len() as u64).saturating_mul(MAX_INFLATION));
+    if c.uncompressed_size > limit {
+        return Err(format!(
+            "compressed section claims {} bytes from {}, beyond the limit of {limit}",
+            c.uncompressed_size,
+            c.data.len()
+        ));
+    }
+    // Within the limit, so it fits in usize.
+    let size = c.uncompressed_size as usize;
+    let mut out = Vec::new();
+    if out.try_reserve_exact(size).is_err() {
+        return Ok(None);
+    }
+    let decoded = match c.format {
+        CompressionFormat::Zlib => flate2::read::ZlibDecoder::new(c.data)
+            .take(size as u64)
+            .read_to_end(&mut out)
+            .is_ok(),
+        CompressionFormat::Zstandard => match ruzstd::decoding::StreamingDecoder::new(c.data) {
+            Ok(decoder) => decoder.take(size as u64).read_to_end(&mut out).is_ok(),
+            Err(_) => false,
+        },
+        _ => false,
+    };
+    Ok((decoded && out.len() == size).then_some(Cow::Owned(out)))
+}
+
+/// Refuses DWARF whose DIEs nest deeper than [`MAX_DIE_DEPTH`] in any unit: read with
+/// gimli's flat cursor (no recursion), skipping attributes, before addr2line sees it.
+fn check_depth(dwarf: &gimli::Dwarf<Reader>) -> Result<(), String> {
+    let mut headers = dwarf.units();
+    while let Ok(Some(header)) = headers.next() {
+        let Ok(abbrevs) = header.abbreviations(&dwarf.debug_abbrev) else {
+            continue;
+        };
+        let Ok(mut entries) = header.entries_raw(&abbrevs, None) else {
+            continue;
+        };
+        let mut deepest = 0;
+        while !entries.is_empty() {
+            let Ok(abbrev) = entries.read_abbreviation() else {
+                break;
+            };
+            deepest = deepest.max(entries.next_depth());
+            if deepest > MAX_DIE_DEPTH {
+                return Err(format!(
+                    "DIEs nested more than {MAX_DIE_DEPTH} deep (unit at {:#x})",
+                    header.offset().0
+                ));
+            }
+            if let Some(abbrev) = abbrev {
+                if entries.skip_attributes(abbrev.attributes()).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reads the declaration file and line of the DIE at `offset`, following abstract origins

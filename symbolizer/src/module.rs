@@ -49,7 +49,7 @@ pub struct ElfModule {
     /// Bytes of `.debug_*` sections in `dwarf_data`: what a built context costs, roughly
     /// (addr2line's unit, abbreviation and line tables grow with them).
     debug_bytes: usize,
-    dwarf: OnceLock<Option<Mutex<DwarfState>>>,
+    dwarf: OnceLock<Result<Mutex<DwarfState>, String>>,
 }
 
 /// Bytes of the DWARF sections of `obj`.
@@ -169,8 +169,10 @@ impl ElfModule {
         })?;
         let mut module = ElfModule::parse(binary_path, data)?;
         if !module.has_dwarf() {
-            if let Some(debug_path) = crate::find_debug_file(&module, root, binary_path) {
-                if let Ok(debug) = FileBytes::open(&debug_path, None) {
+            let owners = crate::debugfile::trusted_owners(root, binary_path);
+            if let Some(mut debug) = crate::find_debug_file(&module, root, binary_path, &owners) {
+                let len = debug.metadata().map(|m| m.len());
+                if let Ok(debug) = len.and_then(|len| FileBytes::from_file(&mut debug, len)) {
                     let _ = module.attach_debug_file(debug);
                 }
             }
@@ -216,7 +218,7 @@ impl ElfModule {
     /// sections once a lookup has built the context, else 0.
     pub fn dwarf_footprint(&self) -> usize {
         match self.dwarf.get() {
-            Some(Some(_)) => self.debug_bytes,
+            Some(Ok(_)) => self.debug_bytes,
             _ => 0,
         }
     }
@@ -280,6 +282,25 @@ impl ElfModule {
         self.dwarf
             .get_or_init(|| DwarfState::load(&self.dwarf_data).map(Mutex::new))
             .as_ref()
+            .ok()
+    }
+
+    /// What a bound refused of this module, so far: a symbol table too large, DWARF nested
+    /// too deep or inflating too far (known once a lookup has tried to load it). The rest
+    /// of the module still names what it can.
+    pub fn refusals(&self) -> Vec<&str> {
+        let dwarf = match self.dwarf.get() {
+            Some(Err(why)) if self.has_dwarf => Some(why.as_str()),
+            _ => None,
+        };
+        [
+            self.symtab.refused.as_deref(),
+            self.dynsym.refused.as_deref(),
+            dwarf,
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
     }
 
     /// The raw name of the function symbol covering `svma`: `.symtab` first, then `.dynsym`.

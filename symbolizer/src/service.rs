@@ -102,7 +102,15 @@ pub struct SymbolService {
     last_use: HashMap<u64, u64>,
     calls: u64,
     pub stats: SymbolStats,
+    /// What bounds refused of modules (one line per module and reason), not yet taken.
+    refusals: Vec<String>,
+    /// Modules whose refusals were reported, so each is reported once (a cache: cleared
+    /// beyond [`MAX_REPORTED`], after which a refusal may be said again).
+    reported: std::collections::HashSet<(String, String)>,
 }
+
+/// Refusals remembered as reported before the memory starts afresh.
+const MAX_REPORTED: usize = 4096;
 
 /// A batch of debuginfod downloads running on its own thread.
 struct PendingFetch {
@@ -143,8 +151,12 @@ fn load_module(name: &str, bytes: &FileBytes, path: &str, root: &Path) -> Option
     let mut m = ElfModule::parse(name, bytes.clone()).ok()?;
     if !m.has_dwarf() {
         // Separately installed debug info (build-id or debuglink) on the host.
-        if let Some(debug) = find_debug_file(&m, root, path) {
-            if let Ok(data) = FileBytes::open(debug, None) {
+        let owners = crate::debugfile::trusted_owners(root, path);
+        if let Some(mut debug) = find_debug_file(&m, root, path, &owners) {
+            if let Ok(data) = debug
+                .metadata()
+                .and_then(|meta| FileBytes::from_file(&mut debug, meta.len()))
+            {
                 let _ = m.attach_debug_file(data);
             }
         }
@@ -184,6 +196,8 @@ impl SymbolService {
             last_use: HashMap::new(),
             calls: 0,
             stats: SymbolStats::default(),
+            refusals: Vec::new(),
+            reported: Default::default(),
         }
     }
 
@@ -194,10 +208,11 @@ impl SymbolService {
 
     /// Warnings since the last call (a debuginfod server that failed: once per server).
     pub fn take_warnings(&mut self) -> Vec<String> {
-        self.debuginfod
-            .as_ref()
-            .map(|c| c.take_warnings())
-            .unwrap_or_default()
+        let mut warnings = std::mem::take(&mut self.refusals);
+        if let Some(c) = &self.debuginfod {
+            warnings.extend(c.take_warnings());
+        }
+        warnings
     }
 
     /// Bounds the memory of DWARF contexts kept between calls (a long-running session on a
@@ -670,13 +685,21 @@ impl SymbolService {
                 continue;
             }
             let key = u64::from(id.0);
-            let build_id = if self.symbolizer.contains(key) {
-                self.symbolizer
-                    .module_with(key, || None)
-                    .and_then(|elf| elf.build_id().map(hex))
+            let elf = if self.symbolizer.contains(key) {
+                self.symbolizer.module_with(key, || None)
             } else {
                 None
             };
+            let build_id = elf.as_ref().and_then(|elf| elf.build_id().map(hex));
+            for why in elf.iter().flat_map(|elf| elf.refusals()) {
+                if self.reported.len() >= MAX_REPORTED {
+                    self.reported.clear();
+                }
+                if self.reported.insert((m.path.clone(), why.to_string())) {
+                    self.refusals
+                        .push(format!("{}: not all of it is used: {why}", m.path));
+                }
+            }
             out.push(ModuleInfo {
                 name: m.short_name.clone(),
                 path: m.path.clone(),

@@ -14,6 +14,10 @@ use sprof_core::FileBytes;
 /// How many earlier entries a lookup checks for an enclosing symbol, when the nearest symbol
 /// does not cover the address (a sized symbol nested inside a larger one).
 const ENCLOSING_SCAN: usize = 4;
+/// Most symbols one table may hold: large programs have a few hundred thousand
+/// (librustc_driver ~300k); a table beyond this is crafted, and its entries would cost
+/// more memory than the file. Such a table is refused whole, the reason reported.
+pub const MAX_SYMBOLS: usize = 4_000_000;
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
@@ -30,6 +34,8 @@ pub(crate) struct SymbolTable {
     /// The bytes of the file the names point into.
     data: FileBytes,
     entries: Vec<Entry>,
+    /// Why the table was refused, when a bound refused it.
+    pub(crate) refused: Option<String>,
 }
 
 /// Which table of an ELF file to read.
@@ -81,6 +87,24 @@ impl SymbolTable {
             TableKind::Static => obj.symbols(),
             TableKind::Dynamic => obj.dynamic_symbols(),
         };
+        // Counted before anything is kept: iterating costs no memory, keeping does.
+        let count = match kind {
+            TableKind::Static => obj.symbols().count(),
+            TableKind::Dynamic => obj.dynamic_symbols().count(),
+        };
+        if count > MAX_SYMBOLS {
+            let table = match kind {
+                TableKind::Static => ".symtab",
+                TableKind::Dynamic => ".dynsym",
+            };
+            return SymbolTable {
+                data: data.clone(),
+                entries: Vec::new(),
+                refused: Some(format!(
+                    "{table} has {count} symbols, more than the limit of {MAX_SYMBOLS}"
+                )),
+            };
+        }
         for sym in symbols {
             if sym.is_undefined() || sym.address() == 0 {
                 continue;
@@ -143,6 +167,7 @@ impl SymbolTable {
         SymbolTable {
             data: data.clone(),
             entries,
+            refused: None,
         }
     }
 

@@ -329,8 +329,8 @@ fn debuglink_finds_crc_checked_debug_file() {
     assert!(!module.has_dwarf());
     assert_eq!(module.build_id(), None);
     assert_eq!(module.debuglink().map(|(name, _)| name), Some("prog.debug"));
-    let found = find_debug_file(&module, root.path(), "/opt/app/prog");
-    assert_eq!(found.as_deref(), Some(debug.as_path()));
+    let found = find_debug_file(&module, root.path(), "/opt/app/prog", &owners());
+    assert!(is_file(found.as_ref(), &debug), "{found:?}");
 
     // Before attaching: names from .symtab, no lines.
     let (start, _) = symbol(&bin, "outer_work");
@@ -352,7 +352,7 @@ fn debuglink_finds_crc_checked_debug_file() {
 
     // Without the real debug file, only the decoy remains, and it does not match.
     std::fs::remove_file(&debug).expect("rm");
-    assert_eq!(find_debug_file(&module, root.path(), "/opt/app/prog"), None);
+    assert!(find_debug_file(&module, root.path(), "/opt/app/prog", &owners()).is_none());
     assert!(!ElfModule::open(root.path(), "/opt/app/prog")
         .expect("open")
         .has_dwarf());
@@ -385,10 +385,8 @@ fn build_id_finds_debug_file_and_rejects_mismatch() {
     let mut stripped = parse(&bin);
     assert!(!stripped.has_dwarf());
     assert_eq!(stripped.build_id(), Some(&id[..]));
-    assert_eq!(
-        find_debug_file(&stripped, root.path(), "/usr/bin/prog").as_deref(),
-        Some(debug.as_path())
-    );
+    let found = find_debug_file(&stripped, root.path(), "/usr/bin/prog", &owners());
+    assert!(is_file(found.as_ref(), &debug), "{found:?}");
     // Fully stripped: the .symtab comes from the debug file as well.
     let (start, _) = symbol(&debug, "outer_work");
     let off = stripped.svma_to_file_offset(start).expect("mapped");
@@ -865,4 +863,205 @@ fn a_dwarf_budget_drops_idle_contexts_and_names_stay_the_same() {
     );
     let again = service.symbolize(&b.snapshot(), &table, ProfileMeta::default());
     assert_eq!(names(&again), names(&first));
+}
+
+/// The uids whose debug files the tests' lookups believe: the tests' own.
+fn owners() -> Vec<u32> {
+    use std::os::unix::fs::MetadataExt;
+    // /proc/self belongs to the process's effective uid.
+    vec![0, std::fs::metadata("/proc/self").map_or(0, |m| m.uid())]
+}
+
+/// Whether `found` is the file at `path` (same device and inode).
+fn is_file(found: Option<&std::fs::File>, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Some(found), Ok(want)) = (found, std::fs::metadata(path)) else {
+        return false;
+    };
+    let got = found.metadata().expect("fstat");
+    (got.dev(), got.ino()) == (want.dev(), want.ino())
+}
+
+/// A user controls the binary's directory: a FIFO, a symlink to the real debug file
+/// elsewhere, a sparse file and a file of another owner are each passed over at once, and
+/// the lookup neither blocks nor reads through them (the red-team review's D2, D3, D4).
+#[test]
+fn hostile_debuglink_candidates_are_refused_without_blocking() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = TempDir::new("hostile-debuglink");
+    let bin_dir = root.path().join("home/user");
+    std::fs::create_dir_all(bin_dir.join(".debug")).expect("mkdir");
+    let bin = bin_dir.join("prog");
+    compile(
+        "cc",
+        INLINE_SRC,
+        &bin,
+        &["-O2", "-g", "-Wl,--build-id=none"],
+    );
+    // The real debug file, outside the binary's directories.
+    let elsewhere = root.path().join("secret");
+    std::fs::create_dir_all(&elsewhere).expect("mkdir");
+    let debug = elsewhere.join("prog.debug");
+    run(Command::new("objcopy")
+        .arg("--only-keep-debug")
+        .arg(&bin)
+        .arg(&debug));
+    run(Command::new("strip").arg("--strip-debug").arg(&bin));
+    run(Command::new("objcopy")
+        .arg(format!("--add-gnu-debuglink={}", debug.display()))
+        .arg(&bin));
+    let module = parse(&bin);
+    // First candidate: a FIFO (opening it for reading would block for ever).
+    let fifo =
+        std::ffi::CString::new(bin_dir.join("prog.debug").to_str().expect("utf-8")).expect("path");
+    // SAFETY: mkfifo reads the NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    // Second: a symlink to the right file (CRC matches) in a directory sprofd must not
+    // be sent to.
+    std::os::unix::fs::symlink(&debug, bin_dir.join(".debug/prog.debug")).expect("symlink");
+    let started = std::time::Instant::now();
+    let found = find_debug_file(&module, root.path(), "/home/user/prog", &owners());
+    assert!(found.is_none(), "{found:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    // The same file copied in place is found: the refusals were about the way there.
+    std::fs::remove_file(bin_dir.join(".debug/prog.debug")).expect("rm");
+    std::fs::copy(&debug, bin_dir.join(".debug/prog.debug")).expect("cp");
+    let found = find_debug_file(&module, root.path(), "/home/user/prog", &owners());
+    assert!(is_file(found.as_ref(), &bin_dir.join(".debug/prog.debug")));
+    // Owned by someone the rules do not believe: refused.
+    assert!(find_debug_file(&module, root.path(), "/home/user/prog", &[12345]).is_none());
+    // World-writable: refused.
+    std::fs::set_permissions(
+        bin_dir.join(".debug/prog.debug"),
+        std::fs::Permissions::from_mode(0o666),
+    )
+    .expect("chmod");
+    assert!(find_debug_file(&module, root.path(), "/home/user/prog", &owners()).is_none());
+    // A 10 GiB sparse file with the name: refused before its CRC is computed.
+    std::fs::remove_file(bin_dir.join(".debug/prog.debug")).expect("rm");
+    let sparse = std::fs::File::create(bin_dir.join(".debug/prog.debug")).expect("create");
+    sparse.set_len(10 << 30).expect("truncate");
+    let started = std::time::Instant::now();
+    assert!(find_debug_file(&module, root.path(), "/home/user/prog", &owners()).is_none());
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+}
+
+/// `.debug_info` and `.debug_abbrev` of one unit whose function `hot` (at `low`, `size`
+/// bytes) holds `depth` nested inlined subroutines: the red-team review's D1 input.
+fn deep_dwarf(depth: usize, low: u64, size: u64) -> (Vec<u8>, Vec<u8>) {
+    // Abbrev 1: compile unit (name, low_pc, high_pc as length), children. 2: subprogram,
+    // same attributes. 3: inlined subroutine (low_pc, high_pc), children.
+    let abbrev = vec![
+        1, 0x11, 1, 0x03, 0x08, 0x11, 0x01, 0x12, 0x07, 0, 0, //
+        2, 0x2e, 1, 0x03, 0x08, 0x11, 0x01, 0x12, 0x07, 0, 0, //
+        3, 0x1d, 1, 0x11, 0x01, 0x12, 0x07, 0, 0, 0,
+    ];
+    let mut body = vec![1];
+    body.extend_from_slice(b"deep.c\0");
+    body.extend_from_slice(&low.to_le_bytes());
+    body.extend_from_slice(&size.to_le_bytes());
+    body.push(2);
+    body.extend_from_slice(b"hot\0");
+    body.extend_from_slice(&low.to_le_bytes());
+    body.extend_from_slice(&size.to_le_bytes());
+    for _ in 0..depth {
+        body.push(3);
+        body.extend_from_slice(&low.to_le_bytes());
+        body.extend_from_slice(&size.to_le_bytes());
+    }
+    body.resize(body.len() + depth + 2, 0);
+    // DWARF 4 header: version, abbrev offset 0, address size 8.
+    let mut header = vec![4, 0, 0, 0, 0, 0, 8];
+    header.extend_from_slice(&body);
+    let mut info = u32::try_from(header.len())
+        .expect("small")
+        .to_le_bytes()
+        .to_vec();
+    info.extend_from_slice(&header);
+    (info, abbrev)
+}
+
+/// D1: DWARF nested 200 000 deep is refused before addr2line recurses into it (which
+/// aborted the whole process: a stack overflow is not a panic). Looked up on a thread with
+/// a small stack, the address is named from the symbol table and the refusal is reported.
+#[test]
+fn deeply_nested_dwarf_is_refused_with_a_reason() {
+    let dir = TempDir::new("deep-dwarf");
+    let src = dir.path().join("spin.c");
+    std::fs::write(
+        &src,
+        "__attribute__((noinline)) unsigned long hot(unsigned long n){unsigned long x=0;\
+         for(unsigned long i=0;i<n;i++){x=x*6364136223846793005UL+i;}return x;}\
+         int main(void){return (int)hot(10);}\n",
+    )
+    .expect("write");
+    let bin = dir.path().join("spin");
+    run(Command::new("cc")
+        .args(["-O1", "-g0", "-o"])
+        .arg(&bin)
+        .arg(&src));
+    let (low, size) = symbol(&bin, "hot");
+    let (info, abbrev) = deep_dwarf(200_000, low, size);
+    std::fs::write(dir.path().join("info"), info).expect("write");
+    std::fs::write(dir.path().join("abbrev"), abbrev).expect("write");
+    let deep = dir.path().join("spin-deep");
+    run(Command::new("objcopy")
+        .arg(format!(
+            "--add-section=.debug_info={}",
+            dir.path().join("info").display()
+        ))
+        .arg(format!(
+            "--add-section=.debug_abbrev={}",
+            dir.path().join("abbrev").display()
+        ))
+        .arg(&bin)
+        .arg(&deep));
+    let module = parse(&deep);
+    assert!(module.has_dwarf());
+    let off = module.svma_to_file_offset(low + 4).expect("mapped");
+    let resolved = std::thread::Builder::new()
+        .stack_size(256 << 10)
+        .spawn(move || (module.lookup(off), module.refusals().join("; ")))
+        .expect("spawn")
+        .join()
+        .expect("no overflow");
+    assert_eq!(frames(resolved.0)[0].function, "hot");
+    assert!(
+        resolved.1.contains("nested more than 256 deep"),
+        "{}",
+        resolved.1
+    );
+}
+
+/// D5: a zlib-compressed `.debug_str` whose header claims a gigabyte (from a few KiB) is
+/// refused before anything is allocated for it; the rest of the file still names functions.
+#[test]
+fn a_compressed_section_claiming_too_much_is_refused() {
+    let dir = TempDir::new("zbomb");
+    let bin = dir.path().join("prog");
+    compile("cc", INLINE_SRC, &bin, &["-O2", "-g", "-gz=zlib"]);
+    let mut bytes = std::fs::read(&bin).expect("read");
+    let (start, _) = {
+        let obj = object::File::parse(&*bytes).expect("parse");
+        let section = obj.section_by_name(".debug_str").expect(".debug_str");
+        section.compressed_file_range().expect("range");
+        section.file_range().expect("in file")
+    };
+    // Elf64_Chdr: ch_type (4), ch_reserved (4), ch_size (8), ch_addralign (8).
+    let at = start as usize + 8;
+    bytes[at..at + 8].copy_from_slice(&(1u64 << 30).to_le_bytes());
+    let bomb = dir.path().join("prog-bomb");
+    std::fs::write(&bomb, &bytes).expect("write");
+    let module = parse(&bomb);
+    let (svma, _) = symbol(&bomb, "outer_work");
+    let off = module.svma_to_file_offset(svma).expect("mapped");
+    assert_eq!(
+        frames(module.lookup(off)).last().expect("frame").function,
+        "outer_work"
+    );
+    let why = module.refusals().join("; ");
+    assert!(
+        why.contains(".debug_str: compressed section claims 1073741824 bytes"),
+        "{why}"
+    );
 }

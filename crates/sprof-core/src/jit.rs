@@ -27,8 +27,17 @@ pub const MAX_ENTRIES: usize = 1_000_000;
 pub const MAX_SYMBOL_SIZE: u64 = 1 << 28;
 /// Bytes asked of the loader per read; a refresh reads until the file ends.
 pub const READ_CHUNK: usize = 1 << 20;
-/// Most bytes one refresh reads, so a huge file cannot stall the sampling thread for long.
-pub const MAX_REFRESH_BYTES: usize = 64 << 20;
+/// Most bytes one refresh of one process reads, so a huge file cannot stall the sampling
+/// thread for long; the rest is read at later refreshes.
+pub const MAX_REFRESH_BYTES: usize = 8 << 20;
+/// Most bytes one [`JitTable::refresh_missed`] reads over every process: a crowd of
+/// processes with big maps costs one bounded read per turn, not one each.
+pub const MAX_REFRESH_ALL_BYTES: usize = 16 << 20;
+/// Most bytes read of one process's JIT files over its life. A runtime that writes more is
+/// named up to there; past it the files are no longer read (and this is reported once).
+pub const MAX_FILE_BYTES: u64 = 512 << 20;
+/// Most bytes of names kept per process: entries beyond are dropped and counted.
+pub const MAX_NAME_BYTES: usize = 32 << 20;
 /// Shortest time between two reads of one process's map. Short, because until the read a
 /// runtime's newest functions cannot be named and some cannot be unwound (see
 /// `sprof-unwind`'s CPython trampolines); reads are incremental, so each costs little.
@@ -171,6 +180,20 @@ pub struct JitSymbols {
     /// Why the map was refused, once it was.
     pub rejected: Option<String>,
     pub stats: PerfMapStats,
+    /// Bytes of names held in `entries` (bounded by [`MAX_NAME_BYTES`]).
+    name_bytes: usize,
+    /// Bytes read of the process's files over its life (bounded by [`MAX_FILE_BYTES`]).
+    read_total: u64,
+}
+
+/// Keeps `e` unless the process's entry count or name bytes are at their bound.
+fn admit(entries: &mut Vec<JitEntry>, name_bytes: &mut usize, e: JitEntry) -> bool {
+    if entries.len() >= MAX_ENTRIES || *name_bytes + e.name.len() > MAX_NAME_BYTES {
+        return false;
+    }
+    *name_bytes += e.name.len();
+    entries.push(e);
+    true
 }
 
 impl JitSymbols {
@@ -198,12 +221,10 @@ impl JitSymbols {
 
     /// [`JitSymbols::feed`] without the re-sort, for several chunks in a row.
     fn feed_unindexed(&mut self, buf: &[u8]) -> usize {
-        let entries = &mut self.entries;
+        let (entries, name_bytes) = (&mut self.entries, &mut self.name_bytes);
         let mut dropped = 0;
         let used = self.parser.feed(buf, &mut self.stats, |e| {
-            if entries.len() < MAX_ENTRIES {
-                entries.push(e);
-            } else {
+            if !admit(entries, name_bytes, e) {
                 dropped += 1;
             }
         });
@@ -257,10 +278,12 @@ impl JitSymbols {
         pid: Pid,
         buf: &mut Vec<u8>,
         read: &mut ReadPerfMap<'_>,
+        budget: &mut usize,
     ) -> Result<bool, String> {
         let mut changed = false;
         let mut total = 0;
-        while total < MAX_REFRESH_BYTES && self.entries.len() < MAX_ENTRIES {
+        while total < MAX_REFRESH_BYTES && *budget > 0 && self.entries.len() < MAX_ENTRIES {
+            self.within_file_bytes()?;
             buf.clear();
             match read(pid, JitFile::PerfMap, self.offset, READ_CHUNK, buf) {
                 PerfMapRead::Missing => break,
@@ -282,6 +305,8 @@ impl JitSymbols {
             let used = self.feed_unindexed(&buf[..got]);
             self.offset += used as u64;
             total += got;
+            self.read_total += got as u64;
+            *budget = budget.saturating_sub(got);
             if used == 0 || got < READ_CHUNK {
                 break;
             }
@@ -295,10 +320,12 @@ impl JitSymbols {
         pid: Pid,
         buf: &mut Vec<u8>,
         read: &mut ReadPerfMap<'_>,
+        budget: &mut usize,
     ) -> Result<bool, String> {
         let mut changed = false;
         let mut total = 0;
-        while total < MAX_REFRESH_BYTES && self.entries.len() < MAX_ENTRIES {
+        while total < MAX_REFRESH_BYTES && *budget > 0 && self.entries.len() < MAX_ENTRIES {
+            self.within_file_bytes()?;
             let Some(d) = self.dump.as_mut().filter(|d| !d.parser.is_done()) else {
                 break;
             };
@@ -318,22 +345,34 @@ impl JitSymbols {
             }
             changed = true;
             let (entries, stats) = (&mut self.entries, &mut self.stats);
+            let name_bytes = &mut self.name_bytes;
             let mut dropped = 0;
             let used = d.parser.feed(&buf[..got], stats, |e| {
-                if entries.len() < MAX_ENTRIES {
-                    entries.push(e);
-                } else {
+                if !admit(entries, name_bytes, e) {
                     dropped += 1;
                 }
             });
             self.stats.dropped += dropped;
             d.offset += used as u64;
             total += got;
+            self.read_total += got as u64;
+            *budget = budget.saturating_sub(got);
             if used == 0 || got < max {
                 break;
             }
         }
         Ok(changed)
+    }
+
+    /// `Err` once the process's files have cost [`MAX_FILE_BYTES`] of reading.
+    fn within_file_bytes(&self) -> Result<(), String> {
+        if self.read_total >= MAX_FILE_BYTES {
+            return Err(format!(
+                "JIT symbol files: {} bytes read, the limit per process; no more are read",
+                self.read_total
+            ));
+        }
+        Ok(())
     }
 
     fn forget_contents(&mut self) {
@@ -351,6 +390,8 @@ impl JitSymbols {
             dump,
             last_read: self.last_read,
             missed: self.missed,
+            // why: rewriting the file from the start must not restore a spent budget.
+            read_total: self.read_total,
             ..Default::default()
         };
     }
@@ -440,8 +481,13 @@ impl JitTable {
             .filter(|p| self.refresh_due(**p, now))
             .copied()
             .collect();
+        let mut budget = MAX_REFRESH_ALL_BYTES;
         for pid in due {
-            if let Some(reason) = self.refresh(pid, now, read) {
+            if budget == 0 {
+                // Still missed: read at a later turn.
+                break;
+            }
+            if let Some(reason) = self.refresh_within(pid, now, read, &mut budget) {
                 news.push(reason);
             }
         }
@@ -456,17 +502,29 @@ impl JitTable {
         now: Instant,
         read: &mut ReadPerfMap<'_>,
     ) -> Option<String> {
+        let mut budget = MAX_REFRESH_ALL_BYTES;
+        self.refresh_within(pid, now, read, &mut budget)
+    }
+
+    /// [`JitTable::refresh`], reading at most `budget` bytes (and taking them from it).
+    fn refresh_within(
+        &mut self,
+        pid: Pid,
+        now: Instant,
+        read: &mut ReadPerfMap<'_>,
+        budget: &mut usize,
+    ) -> Option<String> {
         let s = self.procs.entry(pid).or_default();
         s.missed = false;
         s.last_read = Some(now);
         s.stats.reads += 1;
         let mut changed = false;
         let mut refused = None;
-        match s.pump_map(pid, &mut self.buf, read) {
+        match s.pump_map(pid, &mut self.buf, read, budget) {
             Ok(c) => changed |= c,
             Err(reason) => refused = Some(reason),
         }
-        match s.pump_dump(pid, &mut self.buf, read) {
+        match s.pump_dump(pid, &mut self.buf, read, budget) {
             Ok(c) => changed |= c,
             Err(reason) => refused = refused.or(Some(reason)),
         }
@@ -683,6 +741,69 @@ mod tests {
                 file_len: self.text.len() as u64,
             }
         }
+    }
+
+    #[test]
+    fn name_bytes_are_capped_per_process() {
+        // 4000-byte names (the red-team review's 200 MB map): kept up to the byte bound.
+        let mut s = JitSymbols::default();
+        let name = "N".repeat(4000);
+        let lines = MAX_NAME_BYTES / 4000 + 50;
+        let mut text = Vec::new();
+        for i in 0..lines as u64 {
+            text.extend_from_slice(format!("{:x} 10 {name}\n", 0x1000 + i * 0x10).as_bytes());
+        }
+        s.feed(&text);
+        assert_eq!(s.len(), MAX_NAME_BYTES / 4000);
+        assert_eq!(s.stats.dropped, 50);
+        assert!(s.name_bytes <= MAX_NAME_BYTES);
+    }
+
+    #[test]
+    fn a_file_that_never_ends_is_read_up_to_the_bound_then_refused_once() {
+        // A file claiming to be endless (a sparse terabyte, say) that a loader accepts:
+        // each refresh reads at most its share, and the process's total is bounded.
+        let pid = Pid(9);
+        let reads = std::cell::Cell::new(0u64);
+        let mut read = |_: Pid, _: JitFile<'_>, _off: u64, max: usize, buf: &mut Vec<u8>| {
+            reads.set(reads.get() + max as u64);
+            buf.resize(buf.len() + max, 0);
+            PerfMapRead::Read { file_len: 1 << 40 }
+        };
+        let mut table = JitTable::default();
+        let t0 = Instant::now();
+        let mut reasons = Vec::new();
+        for turn in 0..200u32 {
+            table.note_address(pid, 0x1000);
+            let before = reads.get();
+            reasons.extend(table.refresh_missed(t0 + REFRESH_INTERVAL * turn, &mut read));
+            assert!(reads.get() - before <= MAX_REFRESH_BYTES as u64);
+        }
+        assert!(
+            reads.get() <= MAX_FILE_BYTES + READ_CHUNK as u64,
+            "{}",
+            reads.get()
+        );
+        assert_eq!(reasons.len(), 1, "{reasons:?}");
+        assert!(reasons[0].contains("limit per process"), "{reasons:?}");
+    }
+
+    #[test]
+    fn one_refresh_reads_a_bounded_total_over_every_process() {
+        let reads = std::cell::Cell::new(0u64);
+        let mut read = |_: Pid, _: JitFile<'_>, _off: u64, max: usize, buf: &mut Vec<u8>| {
+            reads.set(reads.get() + max as u64);
+            buf.resize(buf.len() + max, b'a');
+            PerfMapRead::Read { file_len: 1 << 40 }
+        };
+        let mut table = JitTable::default();
+        for pid in 1..=50 {
+            table.note_address(Pid(pid), 0x1000);
+        }
+        table.refresh_missed(Instant::now(), &mut read);
+        assert!(reads.get() <= MAX_REFRESH_ALL_BYTES as u64 + READ_CHUNK as u64);
+        // Those not reached are still due.
+        assert!((1..=50).any(|p| table.has_misses(Pid(p))));
     }
 
     #[test]

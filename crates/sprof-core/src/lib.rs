@@ -8,8 +8,9 @@
 //! every event source implements, and the [`profile`] aggregator that interns stacks as a
 //! prefix tree.
 //!
-//! Nothing here talks to the kernel, except [`FileBytes::map`] mapping a file it is handed:
-//! every other function takes bytes or readers.
+//! Nothing here talks to the kernel, except [`FileBytes::map`] mapping a file it is handed
+//! and [`untrusted`] opening the files a profiled process offers: every other function
+//! takes bytes or readers.
 
 pub mod bytes;
 pub mod event;
@@ -20,6 +21,7 @@ pub mod module;
 pub mod profile;
 pub mod source;
 pub mod symbolized;
+pub mod untrusted;
 
 pub use bytes::FileBytes;
 pub use event::{

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use std::os::unix::fs::OpenOptionsExt;
 
-use sprof_core::{JitFile, Mapping, PerfMapRead, Pid, Tid};
+use sprof_core::{untrusted, JitFile, Mapping, PerfMapRead, Pid, Tid};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcError {
@@ -160,11 +160,12 @@ pub fn parse_status_ids(text: &str) -> ProcIds {
 }
 
 /// Opens one of a process's JIT symbol files. The perf map is `/tmp/perf-<NStgid>.map` as
-/// the process sees it: opened inside its root (`openat2` with `RESOLVE_IN_ROOT`, so a
-/// symlink planted in a container cannot point sprofd at a host file). A jitdump is the file
-/// the process mapped, opened through `/proc/PID/map_files`. `Ok(None)`: no such file (yet).
-/// The caller may keep the file open to read what the process writes up to its exit (CPython
-/// flushes its jitdump only then). Check it with [`read_jit_file`] before every read.
+/// the process sees it: opened inside its root with no symlink followed, so a link planted
+/// by the process's user cannot point sprofd at a file that user could not read (see
+/// [`sprof_core::untrusted`]). A jitdump is the file the process mapped, opened through
+/// `/proc/PID/map_files`. `Ok(None)`: no such file (yet). The caller may keep the file open
+/// to read what the process writes up to its exit (CPython flushes its jitdump only then).
+/// Check it with [`read_jit_file`] before every read.
 pub fn open_jit_file(pid: Pid, file: JitFile<'_>) -> Result<Option<JitFileHandle>, String> {
     let status = match std::fs::read_to_string(format!("/proc/{pid}/status")) {
         Ok(s) => s,
@@ -177,10 +178,11 @@ pub fn open_jit_file(pid: Pid, file: JitFile<'_>) -> Result<Option<JitFileHandle
                 return Ok(None);
             };
             let name = format!("tmp/perf-{nspid}.map");
-            (
-                open_in_target_root(pid, &name),
-                format!("/proc/{pid}/root/{name}"),
-            )
+            let root = format!("/proc/{pid}/root");
+            let opened = std::fs::File::open(&root).and_then(|r| {
+                untrusted::open_beneath(&r.into(), &name, true).map(std::fs::File::from)
+            });
+            (opened, format!("{root}/{name}"))
         }
         JitFile::JitDump(m) => {
             let path = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
@@ -194,6 +196,9 @@ pub fn open_jit_file(pid: Pid, file: JitFile<'_>) -> Result<Option<JitFileHandle
     match opened {
         Ok(file) => Ok(Some(JitFileHandle { file, ids, shown })),
         Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESRCH)) => Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            Err(format!("{shown}: a symlink, not followed"))
+        }
         Err(e) => Err(format!("{shown}: {e}")),
     }
 }
@@ -206,18 +211,12 @@ pub struct JitFileHandle {
     shown: String,
 }
 
-/// Reads an open JIT symbol file: accepted only as a regular file owned by the process's
-/// user or root and writable by no one else. Appends at most `max` bytes from `offset` to
-/// `buf`.
+/// Reads an open JIT symbol file: accepted only as a regular file owned by one of the
+/// process's own uids (root only for a process running as root), writable by no one else,
+/// and not sparse. Appends at most `max` bytes from `offset` to `buf`.
 pub fn read_jit_file(h: &JitFileHandle, offset: u64, max: usize, buf: &mut Vec<u8>) -> PerfMapRead {
     read_checked_jit_file(&h.file, &h.ids, offset, max, buf)
         .unwrap_or_else(|why| PerfMapRead::Rejected(format!("{}: {why}", h.shown)))
-}
-
-fn open_in_target_root(pid: Pid, name: &str) -> io::Result<std::fs::File> {
-    let root = std::fs::File::open(format!("/proc/{pid}/root"))?;
-    let cname = std::ffi::CString::new(name).map_err(|_| io::ErrorKind::InvalidInput)?;
-    crate::sys::open_in_root(&root.into(), &cname).map(std::fs::File::from)
 }
 
 /// The ownership checks, then the read: `Err` says why the file is refused.
@@ -228,25 +227,20 @@ fn read_checked_jit_file(
     max: usize,
     buf: &mut Vec<u8>,
 ) -> Result<PerfMapRead, String> {
-    use std::os::unix::fs::{FileExt, MetadataExt};
-    let meta = file.metadata().map_err(|e| e.to_string())?;
-    if !meta.is_file() {
-        return Err("not a regular file".into());
-    }
-    if meta.uid() != 0 && !ids.uids.contains(&meta.uid()) {
-        return Err(format!(
-            "owned by uid {}, not the process's user",
-            meta.uid()
-        ));
-    }
-    if meta.mode() & 0o022 != 0 {
-        return Err(format!(
-            "writable by others (mode {:o})",
-            meta.mode() & 0o777
-        ));
-    }
+    use std::os::unix::fs::FileExt;
+    let rules = untrusted::OpenRules {
+        // why: not root unless the process runs as root; a root-owned file is readable by
+        // sprofd, not necessarily by the process's user (a confused deputy otherwise).
+        owners: ids.uids.clone(),
+        // The table above bounds what is read of a map over its life.
+        max_bytes: u64::MAX,
+        symlinks: untrusted::Symlinks::Refused,
+        forbidden_mode: 0o022,
+    };
+    untrusted::check(file, &rules).map_err(|e| e.to_string())?;
+    let len = file.metadata().map_err(|e| e.to_string())?.len();
     // Sized to what the file holds now, so a small growth costs a small buffer.
-    let want = usize::try_from(meta.len().saturating_sub(offset))
+    let want = usize::try_from(len.saturating_sub(offset))
         .unwrap_or(usize::MAX)
         .min(max);
     let start = buf.len();
@@ -261,9 +255,7 @@ fn read_checked_jit_file(
         }
     }
     buf.truncate(start + got);
-    Ok(PerfMapRead::Read {
-        file_len: meta.len(),
-    })
+    Ok(PerfMapRead::Read { file_len: len })
 }
 
 /// The command line of a process, arguments joined by spaces.

@@ -455,39 +455,3 @@ pub fn monotonic_ns() -> u64 {
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     (ts.tv_sec as u64).wrapping_mul(1_000_000_000) + ts.tv_nsec as u64
 }
-
-/// `struct open_how` of linux/openat2.h (libc's is `non_exhaustive`, so not constructible).
-#[repr(C)]
-struct OpenHow {
-    flags: u64,
-    mode: u64,
-    resolve: u64,
-}
-
-/// Opens `path` (relative) read-only beneath the directory `root` as if `root` were `/`:
-/// symlinks, absolute ones included, and `..` cannot leave it, and magic links
-/// (`/proc/*/fd/*`) are refused. Non-blocking, so a FIFO planted at the path cannot hang
-/// the caller.
-pub fn open_in_root(root: &OwnedFd, path: &std::ffi::CStr) -> io::Result<OwnedFd> {
-    let how = OpenHow {
-        flags: (libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY) as u64,
-        mode: 0,
-        resolve: libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
-    };
-    // SAFETY: openat2 reads the NUL-terminated `path` and `size_of::<OpenHow>()` bytes of
-    // `how`, both valid for the call, and returns a new fd or -1.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root.as_raw_fd(),
-            path.as_ptr(),
-            &how as *const OpenHow,
-            std::mem::size_of::<OpenHow>(),
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just returned this fd to us.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
-}
