@@ -9,6 +9,8 @@
 //! * parsers for the folded ([`Folded`]), table ([`Table`]) and SVG
 //!   ([`svg_titles`]) outputs.
 
+pub mod daemon;
+
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fmt::Write as _;
