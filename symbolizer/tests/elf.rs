@@ -946,41 +946,6 @@ fn hostile_debuglink_candidates_are_refused_without_blocking() {
     assert!(started.elapsed() < std::time::Duration::from_secs(2));
 }
 
-/// `.debug_info` and `.debug_abbrev` of one unit whose function `hot` (at `low`, `size`
-/// bytes) holds `depth` nested inlined subroutines: the red-team review's D1 input.
-fn deep_dwarf(depth: usize, low: u64, size: u64) -> (Vec<u8>, Vec<u8>) {
-    // Abbrev 1: compile unit (name, low_pc, high_pc as length), children. 2: subprogram,
-    // same attributes. 3: inlined subroutine (low_pc, high_pc), children.
-    let abbrev = vec![
-        1, 0x11, 1, 0x03, 0x08, 0x11, 0x01, 0x12, 0x07, 0, 0, //
-        2, 0x2e, 1, 0x03, 0x08, 0x11, 0x01, 0x12, 0x07, 0, 0, //
-        3, 0x1d, 1, 0x11, 0x01, 0x12, 0x07, 0, 0, 0,
-    ];
-    let mut body = vec![1];
-    body.extend_from_slice(b"deep.c\0");
-    body.extend_from_slice(&low.to_le_bytes());
-    body.extend_from_slice(&size.to_le_bytes());
-    body.push(2);
-    body.extend_from_slice(b"hot\0");
-    body.extend_from_slice(&low.to_le_bytes());
-    body.extend_from_slice(&size.to_le_bytes());
-    for _ in 0..depth {
-        body.push(3);
-        body.extend_from_slice(&low.to_le_bytes());
-        body.extend_from_slice(&size.to_le_bytes());
-    }
-    body.resize(body.len() + depth + 2, 0);
-    // DWARF 4 header: version, abbrev offset 0, address size 8.
-    let mut header = vec![4, 0, 0, 0, 0, 0, 8];
-    header.extend_from_slice(&body);
-    let mut info = u32::try_from(header.len())
-        .expect("small")
-        .to_le_bytes()
-        .to_vec();
-    info.extend_from_slice(&header);
-    (info, abbrev)
-}
-
 /// D1: DWARF nested 200 000 deep is refused before addr2line recurses into it (which
 /// aborted the whole process: a stack overflow is not a panic). Looked up on a thread with
 /// a small stack, the address is named from the symbol table and the refusal is reported.
@@ -1001,7 +966,7 @@ fn deeply_nested_dwarf_is_refused_with_a_reason() {
         .arg(&bin)
         .arg(&src));
     let (low, size) = symbol(&bin, "hot");
-    let (info, abbrev) = deep_dwarf(200_000, low, size);
+    let (info, abbrev) = sprofd_tests::hostile::deep_dwarf(200_000, low, size);
     std::fs::write(dir.path().join("info"), info).expect("write");
     std::fs::write(dir.path().join("abbrev"), abbrev).expect("write");
     let deep = dir.path().join("spin-deep");

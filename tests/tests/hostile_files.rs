@@ -1,0 +1,191 @@
+//! The daemon against a hostile local user's files (red-team review D1 to D4): an
+//! unprivileged user runs programs whose DWARF nests 200 000 deep, whose debuglink names a
+//! FIFO or a 10 GiB sparse file, and whose perf map is a symlink to a root-only file, while
+//! root runs a victim loop. The root daemon must stay up and truthful, keep sampling the
+//! victim, read nothing the user could not, and stay within its memory.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sprofd_tests::daemon::*;
+use sprofd_tests::hostile::{self, as_user};
+use sprofd_tests::*;
+
+const SECRET: &str = "SPROFD_ROOT_ONLY_SECRET_hunter2";
+/// How long the attackers and the victim run.
+const RUN_SECS: f64 = 8.0;
+
+fn sh(cmd: &mut Command) {
+    let out = run(cmd);
+    assert!(out.status.success(), "{cmd:?} failed{}", out.describe());
+}
+
+/// Copies the spin fixture to `dir/name`, with `.gnu_debuglink` naming `link` (a file that
+/// exists at objcopy time, then is replaced by the caller).
+fn with_debuglink(spin: &Path, dir: &Path, name: &str, link: &str) {
+    let target = dir.join(link);
+    std::fs::write(&target, b"placeholder").unwrap();
+    sh(Command::new("objcopy")
+        .arg(format!("--add-gnu-debuglink={}", target.display()))
+        .arg(spin)
+        .arg(dir.join(name)));
+    std::fs::remove_file(&target).unwrap();
+}
+
+/// The attacker's directory, owned by the unprivileged user: the four hostile programs.
+fn plant(dir: &Path, spin: &Path, uid: u32, gid: u32) {
+    // D1: DWARF nested 200 000 deep around hot_function.
+    let (low, size) = nm_symbol_range(spin, "hot_function").expect("hot_function in spin");
+    let (info, abbrev) = hostile::deep_dwarf(200_000, low, size - low);
+    std::fs::write(dir.join("deep.info"), info).unwrap();
+    std::fs::write(dir.join("deep.abbrev"), abbrev).unwrap();
+    sh(Command::new("objcopy")
+        .arg(format!(
+            "--add-section=.debug_info={}",
+            dir.join("deep.info").display()
+        ))
+        .arg(format!(
+            "--add-section=.debug_abbrev={}",
+            dir.join("deep.abbrev").display()
+        ))
+        .arg(spin)
+        .arg(dir.join("spin-deep")));
+    // D2: the debug file is a FIFO nobody writes.
+    with_debuglink(spin, dir, "spin-fifo", "spin-fifo.debug");
+    let fifo = std::ffi::CString::new(dir.join("spin-fifo.debug").to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo reads the NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    // D3: the debug file is 10 GiB of nothing.
+    with_debuglink(spin, dir, "spin-sparse", "spin-sparse.debug");
+    let sparse = std::fs::File::create(dir.join("spin-sparse.debug")).unwrap();
+    sparse.set_len(10 << 30).unwrap();
+    std::fs::copy(c_fixture("jitloop", &["-O1"]), dir.join("jitloop")).unwrap();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        std::os::unix::fs::chown(entry.path(), Some(uid), Some(gid)).unwrap();
+    }
+    std::os::unix::fs::chown(dir, Some(uid), Some(gid)).unwrap();
+}
+
+#[test]
+fn a_hostile_users_files_neither_stop_nor_bloat_nor_leak_through_the_daemon() {
+    if !live("a_hostile_users_files_neither_stop_nor_bloat_nor_leak_through_the_daemon") {
+        return;
+    }
+    let _serial = serial();
+    let Some((uid, gid)) = hostile::user() else {
+        panic!("cannot create the unprivileged user {}", hostile::USER);
+    };
+    let dir = TempDir::new("hostile-files");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let spin = c_fixture("spin", &["-O1", "-g0"]);
+    let evil = dir.join("evil");
+    std::fs::create_dir(&evil).unwrap();
+    plant(&evil, &spin, uid, gid);
+    // D4: a root-only file in perf-map form, in a directory only root may enter.
+    let vault = dir.join("vault");
+    std::fs::create_dir(&vault).unwrap();
+    std::fs::set_permissions(&vault, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let secret = vault.join("secret.map");
+    std::fs::write(&secret, format!("7f0000000000 100000 {SECRET}\n")).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    let d = Daemon::start(&dir.join("data"), &["-F", "99", "--window", "2"]);
+    let secs = RUN_SECS.to_string();
+    let mut attackers: Vec<std::process::Child> = ["spin-deep", "spin-fifo", "spin-sparse"]
+        .iter()
+        .map(|name| as_user(&evil.join(name)).arg(&secs).spawn().unwrap())
+        .collect();
+    attackers.push(
+        as_user(&evil.join("jitloop"))
+            .arg(&secs)
+            .arg(format!("link:{}", secret.display()))
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let victim_bin = dir.join("victim-spin");
+    std::fs::copy(&spin, &victim_bin).unwrap();
+    let mut victim = Command::new(&victim_bin).arg(&secs).spawn().unwrap();
+
+    // /healthz answers, quickly, all along; the CPU time each process had is noted, to
+    // compare its samples with (the host may be busy with other work).
+    let mut slowest = Duration::ZERO;
+    let mut cpu = std::collections::HashMap::new();
+    let end = Instant::now() + Duration::from_secs_f64(RUN_SECS);
+    while Instant::now() < end {
+        for (name, pid) in attackers
+            .iter()
+            .map(|a| a.id())
+            .zip(["spin-deep", "spin-fifo", "spin-sparse", "jitloop"])
+            .map(|(pid, name)| (name, pid))
+            .chain([("victim-spin", victim.id())])
+        {
+            if let Some(secs) = proc_cpu_seconds(pid) {
+                cpu.insert(name, secs);
+            }
+        }
+        let t = Instant::now();
+        let r = d.get("/healthz");
+        slowest = slowest.max(t.elapsed());
+        assert_eq!(r.status, 200, "{}\n{}", r.text(), d.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for mut a in attackers {
+        assert!(a.wait().unwrap().success());
+    }
+    assert!(victim.wait().unwrap().success());
+    assert!(
+        slowest < Duration::from_millis(100),
+        "/healthz took {slowest:?}"
+    );
+
+    let folded = folded_of(&d.get("/api/v1/profile?from=-1m&format=folded"));
+    let log = d.log();
+    let count = |comm: &str| folded.count_where(|f| f.first().is_some_and(|c| c == comm));
+    // The victim, and each attacker, kept its samples: at least 70% of its CPU time at 99 Hz
+    // (the CPU time is read up to 200 ms before the end, so it is slightly short). Before,
+    // the FIFO stopped all sampling for good and the sparse file for seconds.
+    let mut victim_samples = 0;
+    for comm in ["victim-spin", "spin-deep", "spin-fifo", "spin-sparse"] {
+        let expected = cpu.get(comm).copied().unwrap_or(0.0) * 99.0;
+        let got = count(comm);
+        assert!(
+            expected >= 50.0 && got as f64 >= 0.7 * expected,
+            "{comm}: {got} samples for {expected:.0} expected\n{}",
+            folded.excerpt()
+        );
+        if comm == "victim-spin" {
+            victim_samples = got;
+        }
+    }
+    // The deep binary is named from its symbol table; the refusal is said.
+    assert!(
+        folded.count_containing("hot_function") >= 100,
+        "{}",
+        folded.excerpt()
+    );
+    assert!(log.contains("nested more than 256 deep"), "{log}");
+    // Nothing of the root-only file reached any output; the link was refused and said.
+    for format in ["folded", "txt", "speedscope"] {
+        let r = d.get(&format!("/api/v1/profile?from=-1m&format={format}"));
+        assert!(
+            !r.text().contains(SECRET),
+            "{format} leaks the root-only file"
+        );
+    }
+    assert!(log.contains("a symlink, not followed"), "{log}");
+    // Memory: the unit's MemoryMax is 256M; the review saw 2.4 GB with a decompression bomb.
+    let hwm = d.status_kib("VmHWM");
+    assert!(hwm < 200 << 10, "VmHWM {hwm} KiB");
+    let (status, took, _) = d.terminate();
+    assert!(
+        status.success() && took < Duration::from_secs(5),
+        "{status:?} in {took:?}"
+    );
+    eprintln!(
+        "hostile files: victim {victim_samples} samples, /healthz at most {slowest:?}, VmHWM {} MiB",
+        hwm >> 10
+    );
+}
