@@ -37,6 +37,11 @@ pub trait EventSource {
         Vec::new()
     }
 
+    /// Describes `pid`'s executable mappings again, as they are now, as synthetic events at
+    /// the next drain: for a process sampled in code no known mapping covers (its mmap
+    /// records were lost). A source without a live system behind it ignores this.
+    fn resync(&mut self, _pid: crate::Pid) {}
+
     /// Stops producing new events; those already produced can still be drained.
     fn disable(&mut self) {}
 

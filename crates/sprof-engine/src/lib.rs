@@ -118,6 +118,39 @@ pub struct Engine {
     limits: Option<Limits>,
     /// Perf maps refused (owner, permissions), each reported once.
     pub jit_warnings: Vec<String>,
+    /// Processes whose mappings should be read again, with when they last were asked for.
+    resyncs: Resyncs,
+}
+
+/// Processes sampled in code no known mapping covers: their mmap records were lost (an mmap
+/// flood fills the ring buffer), so their mappings are read again from /proc, at most every
+/// [`RESYNC_INTERVAL`] per process.
+#[derive(Default)]
+struct Resyncs {
+    asked: std::collections::HashMap<sprof_core::Pid, Instant>,
+    due: Vec<sprof_core::Pid>,
+}
+
+const RESYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+/// Processes remembered as asked for before the oldest are forgotten.
+const MAX_RESYNCS: usize = 4096;
+
+impl Resyncs {
+    fn ask(&mut self, pid: sprof_core::Pid, now: Instant) {
+        if self
+            .asked
+            .get(&pid)
+            .is_some_and(|t| now.saturating_duration_since(*t) < RESYNC_INTERVAL)
+        {
+            return;
+        }
+        if self.asked.len() >= MAX_RESYNCS {
+            self.asked
+                .retain(|_, t| now.saturating_duration_since(*t) < RESYNC_INTERVAL);
+        }
+        self.asked.insert(pid, now);
+        self.due.push(pid);
+    }
 }
 
 /// Which processes' samples are kept: a predicate on (pid, process name).
@@ -175,6 +208,7 @@ impl Engine {
             filter: None,
             limits: None,
             jit_warnings: Vec::new(),
+            resyncs: Resyncs::default(),
         }
     }
 
@@ -304,11 +338,15 @@ impl Engine {
                 .push(t0.elapsed().as_nanos().min(u128::from(u32::MAX)) as u32);
         }
         for f in &self.frames {
-            if let FrameKey::Jit { pid, addr } = *f {
-                self.walker
-                    .modules
-                    .jit
-                    .note_address(pid, addr.lookup_address());
+            match *f {
+                FrameKey::Jit { pid, addr } => {
+                    self.walker
+                        .modules
+                        .jit
+                        .note_address(pid, addr.lookup_address());
+                }
+                FrameKey::Unmapped(_) => self.resyncs.ask(s.pid, Instant::now()),
+                _ => {}
             }
         }
         let mut weight = s.period;
@@ -439,6 +477,12 @@ impl Engine {
         self.builder.threads_sampled()
     }
 
+    /// Processes whose mappings should be read again (sampled in code no known mapping
+    /// covers), to hand to [`EventSource::resync`]; [`run`] does.
+    pub fn take_resyncs(&mut self) -> Vec<sprof_core::Pid> {
+        std::mem::take(&mut self.resyncs.due)
+    }
+
     /// Lost records so far in this window.
     pub fn lost(&self) -> u64 {
         self.builder.stats.lost
@@ -492,6 +536,9 @@ pub fn run<T>(
         source.wait(poll);
         source.drain(&mut |e| engine.handle(e));
         engine.end_of_drain();
+        for pid in engine.take_resyncs() {
+            source.resync(pid);
+        }
         if let ControlFlow::Break(t) = tick(engine, source) {
             source.disable();
             source.drain(&mut |e| engine.handle(e));

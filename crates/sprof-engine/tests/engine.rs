@@ -351,3 +351,69 @@ fn the_warm_per_sample_path_does_not_allocate() {
         "allocations on the warm sample path"
     );
 }
+
+/// A source whose mmap records were lost (the red-team review's D11, an mmap flood): the
+/// samples land in no known mapping, the engine asks the source to describe the process
+/// again, once per interval, and the samples after that are unwound and named.
+#[test]
+fn samples_in_unknown_code_make_the_source_read_the_mappings_again() {
+    struct LostMaps<'a> {
+        rec: &'a Recorded,
+        drains: usize,
+        resynced: Vec<Pid>,
+        queued: Vec<Event<'a>>,
+    }
+    impl<'a> EventSource for LostMaps<'a> {
+        fn drain(&mut self, on_event: &mut dyn FnMut(Event<'_>)) -> usize {
+            self.drains += 1;
+            let mut n = 0;
+            for e in self.queued.drain(..) {
+                on_event(e);
+                n += 1;
+            }
+            for i in 0..10 {
+                on_event(sample(self.rec, 100, 100, (self.drains * 100 + i) as u64));
+                n += 1;
+            }
+            n
+        }
+        fn resync(&mut self, pid: Pid) {
+            self.resynced.push(pid);
+            for m in self.rec.maps.iter().filter(|m| m.executable) {
+                self.queued.push(Event::Mmap(MmapEvent {
+                    pid,
+                    tid: Tid(pid.0),
+                    mapping: m.clone(),
+                }));
+            }
+        }
+    }
+    let rec = record_fixture("resync");
+    let mut source = LostMaps {
+        rec: &rec,
+        drains: 0,
+        resynced: Vec::new(),
+        queued: vec![comm(100, 100, "selfdump", false)],
+    };
+    let mut engine = engine();
+    let mut ticks = 0;
+    sprof_engine::run(&mut source, &mut engine, Duration::ZERO, |_, _| {
+        ticks += 1;
+        if ticks >= 4 {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    });
+    // Asked once (the interval is seconds), after the first drain's unknown samples.
+    assert_eq!(source.resynced, vec![Pid(100)]);
+    let raw = engine.snapshot();
+    let stacks = folded_of(&engine, &raw);
+    let named: u64 = stacks
+        .iter()
+        .filter(|(s, _)| s.contains(";main;"))
+        .map(|(_, n)| n)
+        .sum();
+    // The first drain's 10 samples stay unknown; the rest (and the final drain) are named.
+    assert!(named >= 30, "{stacks:?}");
+}

@@ -310,16 +310,22 @@ impl Sampler {
                 }));
             }
         }
-        match procfs::exec_mappings(pid) {
-            Ok(maps) => self.pending.extend(maps.into_iter().map(|mapping| {
-                Event::Mmap(MmapEvent {
-                    pid,
-                    tid: Tid(pid.0),
-                    mapping,
-                })
-            })),
-            Err(e) => self.warnings.push(format!("{e}; symbols will be missing")),
+        if let Err(e) = self.queue_mappings(pid) {
+            self.warnings.push(format!("{e}; symbols will be missing"));
         }
+    }
+
+    /// Synthetic mmap events for `pid`'s executable mappings as they are now.
+    fn queue_mappings(&mut self, pid: Pid) -> Result<(), procfs::ProcError> {
+        let maps = procfs::exec_mappings(pid)?;
+        self.pending.extend(maps.into_iter().map(|mapping| {
+            Event::Mmap(MmapEvent {
+                pid,
+                tid: Tid(pid.0),
+                mapping,
+            })
+        }));
+        Ok(())
     }
 
     fn open_all_threads(&mut self, pid: Pid) -> Result<(), SamplerError> {
@@ -407,6 +413,11 @@ impl EventSource for Sampler {
 
     fn stats(&self) -> SourceStats {
         self.stats
+    }
+
+    /// Reads `pid`'s mappings again (a gone process has none: nothing to say).
+    fn resync(&mut self, pid: Pid) {
+        let _ = self.queue_mappings(pid);
     }
 
     /// Delivers the synthetic events of attached processes, then every record now in the
