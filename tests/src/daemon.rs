@@ -186,4 +186,3 @@ pub fn folded_of(r: &Response) -> Folded {
     assert_eq!(r.status, 200, "{}", r.text());
     Folded::parse(&r.text()).expect("folded")
 }
-
