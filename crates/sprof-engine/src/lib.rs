@@ -42,6 +42,7 @@
 //! Once warm, handling a sample allocates nothing: the frame buffer is reused, stacks are
 //! interned by id, and thread entries are created once (tested with a counting allocator).
 
+pub mod handoff;
 mod names;
 mod offcpu;
 pub mod replay;

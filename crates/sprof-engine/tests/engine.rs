@@ -417,3 +417,58 @@ fn samples_in_unknown_code_make_the_source_read_the_mappings_again() {
     // The first drain's 10 samples stay unknown; the rest (and the final drain) are named.
     assert!(named >= 30, "{stacks:?}");
 }
+
+/// Through the drain thread, the same session gives the same profile as when the engine
+/// drains the source itself; with a queue too small for the engine's pace, samples are
+/// dropped and counted, and side records are kept (later samples are still named).
+#[test]
+fn the_drain_thread_hands_over_every_event_or_counts_the_dropped_samples() {
+    let rec = record_fixture("handoff");
+    let data = recording(&session_events(&rec));
+    let (direct, _) = replay(data.clone(), 7);
+    let expected = folded_of(&direct, &direct.snapshot());
+
+    let inner = ReplaySource::new(data.clone(), 7).unwrap();
+    let (mut source, handoff) =
+        sprof_engine::handoff::spawn(inner, 64 << 20, Duration::from_millis(1)).unwrap();
+    let mut eng = engine();
+    sprof_engine::run(&mut source, &mut eng, Duration::from_millis(5), |_, src| {
+        if src.exhausted() {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    });
+    assert_eq!(handoff.dropped(), 0);
+    let mut got = folded_of(&eng, &eng.snapshot());
+    let mut want = expected.clone();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+
+    // A queue of one byte: after the first batch, every drain finds it full until the slow
+    // engine catches up, so samples go; mmap and comm records never do.
+    let inner = ReplaySource::new(data, 7).unwrap();
+    let (mut source, handoff) =
+        sprof_engine::handoff::spawn(inner, 1, Duration::from_millis(1)).unwrap();
+    let mut eng = engine();
+    sprof_engine::run(&mut source, &mut eng, Duration::from_millis(5), |_, src| {
+        std::thread::sleep(Duration::from_millis(20));
+        if src.exhausted() {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    });
+    let raw = eng.snapshot();
+    assert!(handoff.dropped() > 0);
+    assert_eq!(
+        raw.stats.samples + handoff.dropped(),
+        direct.snapshot().stats.samples
+    );
+    let stacks = folded_of(&eng, &raw);
+    assert!(
+        stacks.iter().all(|(s, _)| s.contains(";main;")),
+        "every kept sample is named: {stacks:?}"
+    );
+}
