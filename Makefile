@@ -4,7 +4,8 @@ CARGO ?= cargo
 SPROFD := target/release/sprofd
 CC ?= cc
 
-.PHONY: all build demo test lint fmt bench install uninstall clean wheel deb package-test man completions
+.PHONY: all build demo test lint fmt bench install uninstall clean wheel deb package-test man completions \
+	deps deps-check deps-test deps-package deps-wheel deps-deb deps-lint deps-bench
 
 # `make install` / `make uninstall` locations; DESTDIR stages into a root for packaging.
 # /usr/local/lib/systemd/system is on systemd's unit search path (systemd-analyze unit-paths).
@@ -27,28 +28,53 @@ demo: build
 	$(SPROFD) record -F 999 -o demo/flamegraph.svg -o demo/profile.folded -- demo/bin/workload 3
 	@echo "open demo/flamegraph.svg in a browser (search with Ctrl-F, click to zoom)"
 
+# The set-up step: the Debian packages, pip packages, cargo tools, CPython builds and the Debian
+# unstable root that the tests, packaging and benchmarks need, all listed in tests/deps.sh
+# (`bash tests/deps.sh --list`; docs/install.md). Installs only what is missing and prints a
+# line for each; silent when everything is there. Without root or network it names what it
+# could not install and the tests needing it skip (SPROFD_REQUIRE_LIVE=1: it fails instead).
+# `make demo` needs none of it.
+DEPS := bash tests/deps.sh
+deps:
+	@$(DEPS)
+deps-test:
+	@$(DEPS) test package
+deps-package:
+	@$(DEPS) package
+deps-wheel:
+	@$(DEPS) wheel
+deps-deb:
+	@$(DEPS) deb
+deps-lint:
+	@$(DEPS) lint
+deps-bench:
+	@$(DEPS) bench
+# Fails when a test or script runs a command that tests/deps.sh does not list (no cargo: cheap).
+deps-check:
+	@$(DEPS) --check-coverage
+
 # Everything CI checks: formatting, lints, unit tests and live end-to-end tests.
 # Set SPROFD_REQUIRE_LIVE=1 to turn skipped live tests (no root / no perf) into failures.
-test: build
+test: deps-test deps-check build
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 	SPROFD_BIN=$(CURDIR)/$(SPROFD) $(CARGO) test --release --workspace
 	$(MAKE) --no-print-directory package-test
 
 # The wheel (maturin, bindings = "bin"): target/wheels/sprofd-*.whl.
-wheel:
+wheel: deps-wheel
 	python3 -m maturin build --release -o target/wheels
 
 # The Debian package (cargo-deb, [package.metadata.deb] in profiler-daemon/Cargo.toml):
 # target/debian/sprofd_<version>-1_<arch>.deb, the binary stripped as Debian policy asks
 # (`cargo deb --dbgsym` would put the debug info in a separate package).
-deb: build man completions
+deb: deps-deb build man completions
 	$(CARGO) deb -p sprofd --no-build --strip
 
 # Build the wheel, install it into a fresh venv and profile a Python script with it; build
 # the .deb and check its contents, lintian, man page and completions; check the systemd unit
 # with systemd-analyze verify and security.
-package-test: build
+package-test: deps-package build
 	bash tests/package/wheel.sh
 	bash tests/package/deb.sh
 	bash tests/package/unit.sh
@@ -61,20 +87,19 @@ completions: build
 	mkdir -p target/completions
 	for sh in bash zsh fish; do $(SPROFD) completions $$sh > target/completions/sprofd.$$sh; done
 
-lint:
+lint: deps-lint
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 
-fmt:
+fmt: deps-lint
 	$(CARGO) fmt --all
 
 # Overhead, CPU per sample, completeness against perf; Python against py-spy and austin;
 # off-CPU modes on a context-switch storm; symbolization speed against perf report and samply
-# (symbolize.sh installs samply with cargo if it is missing; SAMPLY_PARANOID=1 make bench lets it
+# (py-spy, austin, samply and inferno come from tests/deps.sh; SAMPLY_PARANOID=1 make bench lets it
 # lower kernel.perf_event_paranoid to 1 for samply record, which needs it on a VM without a PMU).
 # Writes docs/benchmarks.md (run.sh last: it includes the other three sections).
-bench: build
-	python3 -m pip install -q py-spy austin-dist==3.7.0
+bench: deps-bench build
 	bash bench/python.sh
 	bash bench/offcpu.sh
 	bash bench/daemon.sh
