@@ -54,11 +54,8 @@ cp "$SPROFD" "$OUT/sprofd.bin"
 SPROFD=$OUT/sprofd.bin
 
 SAMPLY=${SAMPLY:-$(command -v samply || echo "$HOME/.cargo/bin/samply")}
-if [[ ! -x $SAMPLY ]]; then
-	log "installing samply (cargo install samply --locked, CARGO_BUILD_JOBS=$CARGO_BUILD_JOBS; minutes)"
-	nice -n 10 cargo install -q samply --locked || echo "cargo install samply failed" >>"$FAILS"
-	SAMPLY=$HOME/.cargo/bin/samply
-fi
+# `make bench` installs samply first (tests/deps.sh, group bench).
+[[ -x $SAMPLY ]] || echo "samply missing (bash tests/deps.sh bench installs it)" >>"$FAILS"
 HAVE_SAMPLY=0
 [[ -x $SAMPLY ]] && HAVE_SAMPLY=1
 

@@ -3,7 +3,7 @@
 # check what it installs and with which modes, its conffiles and maintainer scripts (the unit is
 # neither enabled nor started on install, and is stopped on removal), lintian, the man page and
 # the completions. Run by `make test` (through `make package-test`). Needs cargo-deb, lintian,
-# dpkg-deb, man and bash; .ci/run installs them.
+# dpkg-deb, man and bash; tests/deps.sh installs them (make package-test runs it first).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
@@ -11,7 +11,7 @@ passed=0
 fail() { echo "deb-test: FAILED: $*" >&2; exit 1; }
 ok() { echo "deb-test: ok: $*"; passed=$((passed + 1)); }
 for tool in cargo-deb lintian dpkg-deb man; do
-	command -v "$tool" >/dev/null || fail "$tool missing (.ci/run installs it: cargo install cargo-deb --locked; apt-get install lintian dpkg man-db)"
+	command -v "$tool" >/dev/null || fail "$tool missing (bash tests/deps.sh installs it)"
 done
 
 rm -rf target/debian

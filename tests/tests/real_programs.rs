@@ -71,7 +71,7 @@ fn xz_stacks_are_at_least_as_complete_as_perf_dwarf() {
         if !have(tool) {
             assert!(
                 !require,
-                "{tool} is required with SPROFD_REQUIRE_LIVE=1 (.ci/run installs it)"
+                "{tool} is required with SPROFD_REQUIRE_LIVE=1 (bash tests/deps.sh installs it)"
             );
             eprintln!("SKIP xz completeness: {tool} not installed");
             return;
