@@ -174,7 +174,7 @@ fn root_daemon_refuses_a_data_dir_another_user_built_and_touches_nothing() {
     assert_clean_error(&out);
     assert_eq!(out.stderr_lines().len(), 1, "one line{}", out.describe());
     assert!(
-        out.stderr.contains("refusing data directory")
+        out.stderr.contains("untrusted data directory")
             && out.stderr.contains(&format!("uid {uid}")),
         "{}",
         out.describe()

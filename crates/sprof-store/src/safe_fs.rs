@@ -238,7 +238,7 @@ pub fn check_not_open_to_all(path: &Path, meta: &std::fs::Metadata) -> Result<()
     let mode = meta.mode();
     if mode & 0o002 != 0 && mode & 0o1000 == 0 {
         return Err(DirProblem::Untrusted(format!(
-            "its parent {} is writable by every user without the sticky bit (mode {:o})",
+            "is below {}, which every user can write to without the sticky bit (mode {:o})",
             path.display(),
             mode & 0o7777
         )));
@@ -272,7 +272,7 @@ fn open_data_dir_at(
 ) -> Result<File, DirProblem> {
     let (Some(parent), Some(name)) = (abs.parent(), abs.file_name()) else {
         return Err(DirProblem::Untrusted(
-            "is not a directory sprofd can use (no last component)".into(),
+            "is not a directory sprofd can use (it has no last component)".into(),
         ));
     };
     if create {

@@ -25,7 +25,7 @@ pub enum StoreError {
     #[error("data directory {path}: {source}")]
     Dir { path: PathBuf, source: io::Error },
     /// The data directory (or `windows/`, `corrupt/`) is not one sprofd may use.
-    #[error("refusing data directory {path}: {reason}")]
+    #[error("untrusted data directory: {path} {reason}")]
     Untrusted { path: PathBuf, reason: String },
     #[error("writing {path}: {source}")]
     Write { path: PathBuf, source: io::Error },
@@ -744,7 +744,7 @@ mod tests {
         fs::create_dir_all(&base).unwrap();
         fs::set_permissions(&base, fs::Permissions::from_mode(0o777)).unwrap();
         let e = refused(WindowStore::open(&base.join("data"), retention()));
-        assert!(e.contains("writable by every user"), "{e}");
+        assert!(e.contains("every user can write"), "{e}");
         assert!(!base.join("data").exists(), "created before the check");
         // With the sticky bit (as /tmp): fine, and an existing 0755 dir becomes 0700.
         fs::set_permissions(&base, fs::Permissions::from_mode(0o1777)).unwrap();

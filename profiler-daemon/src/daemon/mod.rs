@@ -104,8 +104,8 @@ pub fn run(config: DaemonConfig) -> anyhow::Result<i32> {
             config.listen
         );
     }
-    let (store, warnings) = WindowStore::open(&config.data_dir, config.retention)
-        .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
+    // The store's errors name the directory and say what is wrong with it.
+    let (store, warnings) = WindowStore::open(&config.data_dir, config.retention)?;
     for w in &warnings {
         eprintln!("sprofd: warning: {w}");
     }
@@ -258,8 +258,7 @@ pub fn report(args: ReportConfig) -> anyhow::Result<i32> {
     for spec in &args.outputs {
         outputs.push(crate::output::prepare_private(spec.clone())?);
     }
-    let windows = WindowStore::list(&args.data_dir)
-        .with_context(|| format!("reading {}", args.data_dir.display()))?;
+    let windows = WindowStore::list(&args.data_dir)?;
     let sources = Sources {
         windows: windows
             .into_iter()
