@@ -253,14 +253,32 @@ pub fn check_not_open_to_all(path: &Path, meta: &std::fs::Metadata) -> Result<()
 /// Its last component must be a directory owned by `owner`. A symlink there is followed only
 /// when the symlink itself belongs to root or to `owner`: systemd's `DynamicUser=yes` makes
 /// `/var/lib/sprofd` a root-owned symlink to `/var/lib/private/sprofd`, while a symlink
-/// planted by another user is refused. Every directory above it (after resolving symlinks)
-/// must not be writable by every user unless it has the sticky bit (as `/tmp` has).
+/// planted by another user is refused, there or anywhere above it (for the daemon). Every
+/// directory above it (after resolving symlinks) must not be writable by every user unless it
+/// has the sticky bit (as `/tmp` has).
 pub fn open_data_dir(dir: &Path, owner: Option<u32>, create: bool) -> Result<File, DirProblem> {
     let abs = if dir.is_absolute() {
         dir.to_path_buf()
     } else {
         std::env::current_dir()?.join(dir)
     };
+    // A symlink on the way (`/tmp/x` -> wherever its maker likes) decides where the daemon
+    // creates and writes as much as one at the end: only root's or the owner's are followed.
+    // (`report`, reading only, checks every file's owner instead.)
+    if let (Some(owner), Some(parent)) = (owner, abs.parent()) {
+        for p in parent.ancestors() {
+            let Ok(meta) = std::fs::symlink_metadata(p) else {
+                continue;
+            };
+            if meta.file_type().is_symlink() && meta.uid() != 0 && meta.uid() != owner {
+                return Err(DirProblem::Untrusted(format!(
+                    "is reached through {}, a symbolic link owned by uid {}",
+                    p.display(),
+                    meta.uid()
+                )));
+            }
+        }
+    }
     open_data_dir_at(&abs, owner, create, true)
 }
 

@@ -712,6 +712,13 @@ mod tests {
             let e = refused(WindowStore::open(&link, retention()));
             assert!(e.contains("symbolic link owned by uid 65534"), "{e}");
             assert_eq!(mode(&real), 0o755);
+            // Nor higher up: `/tmp/x/data` with `x` another user's link.
+            let up = base.join("up");
+            std::os::unix::fs::symlink("private", &up).unwrap();
+            std::os::unix::fs::lchown(&up, Some(65534), Some(65534)).unwrap();
+            let e = refused(WindowStore::open(&up.join("elsewhere"), retention()));
+            assert!(e.contains("reached through"), "{e}");
+            assert!(!real.parent().unwrap().join("elsewhere").exists());
         } else {
             eprintln!("SKIP foreign symlink half: needs root to lchown");
         }
