@@ -1,10 +1,21 @@
 //! Output files: checked before sampling starts, written atomically at the end.
 //!
 //! Each output gets a temporary file next to it when the session starts, so a missing or
-//! unwritable directory is an error before any sampling. At the end the exporter writes into
-//! it, it is synced and renamed into place: an interrupted or failed write never leaves a
-//! half-written profile under the final name. Special files (`/dev/stdout`, `/dev/full`) are
-//! written directly. One output failing does not stop the others.
+//! unwritable directory, an output path that is a directory and an existing file that is not
+//! writable are errors before any sampling. At the end the exporter writes into it, it is
+//! synced and renamed into place: an interrupted or failed write never leaves a half-written
+//! profile under the final name. Special files (`/dev/stdout`, `/dev/full`) are written
+//! directly. One output failing does not stop the others.
+//!
+//! Modes: `record`, `attach` and `diff` create their outputs 0644 (less the umask), as any
+//! tool writing a file the user asked for; `sprofd report` creates its outputs 0600
+//! ([`prepare_private`]), since it reads a store kept 0600 (every command line and stack of
+//! the host) and must not make it world-readable.
+//!
+//! Temporary files are `.NAME.sprofd-PID-N.tmp`. A sprofd killed before its rename (SIGKILL, a
+//! stack overflow) cannot remove its own; the next `prepare` of the same output removes those
+//! whose PID no longer runs (and that are regular files of the same user), so at most one
+//! aborted run's leftovers exist per output.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -20,6 +31,8 @@ use crate::config::{OutputSpec, SessionConfig};
 pub enum OutputError {
     #[error("{}: unknown output format (use .svg, .folded, .txt, .pb.gz, .pprof or .speedscope.json)", .0.display())]
     UnknownExtension(PathBuf),
+    #[error("{}: is a directory; name a file to write", .0.display())]
+    IsDirectory(PathBuf),
     #[error("{}: directory {} does not exist", .path.display(), .dir.display())]
     NoDirectory { path: PathBuf, dir: PathBuf },
     #[error("{}: cannot write there: {source}", .path.display())]
@@ -63,11 +76,27 @@ fn temp_name(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.sprofd-{}-{n}.tmp", std::process::id()))
 }
 
-/// Reserves an output: creates its temporary file (or opens a special file).
+/// Reserves an output, 0644: creates its temporary file (or opens a special file).
 pub fn prepare(spec: OutputSpec) -> Result<PreparedOutput, OutputError> {
+    prepare_with_mode(spec, 0o644)
+}
+
+/// Reserves an output that only its owner may read (0600): `sprofd report`'s.
+pub fn prepare_private(spec: OutputSpec) -> Result<PreparedOutput, OutputError> {
+    prepare_with_mode(spec, 0o600)
+}
+
+fn prepare_with_mode(spec: OutputSpec, mode: u32) -> Result<PreparedOutput, OutputError> {
     let path = spec.path.clone();
+    // `dir.svg/` names a directory whether or not it exists; the rename at the end would fail.
+    if path.as_os_str().as_encoded_bytes().ends_with(b"/") {
+        return Err(OutputError::IsDirectory(path));
+    }
     if let Ok(meta) = std::fs::metadata(&path) {
         let t = meta.file_type();
+        if t.is_dir() {
+            return Err(OutputError::IsDirectory(path));
+        }
         if t.is_char_device() || t.is_fifo() || t.is_socket() {
             let file = OpenOptions::new()
                 .write(true)
@@ -82,6 +111,11 @@ pub fn prepare(spec: OutputSpec) -> Result<PreparedOutput, OutputError> {
                 temp: None,
             });
         }
+        // An existing file is replaced by the rename, which its own mode does not forbid; a
+        // file the user may not write is refused all the same, as a shell's `>` would.
+        if let Err(source) = writable(&path) {
+            return Err(OutputError::NotWritable { path, source });
+        }
     }
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -90,11 +124,12 @@ pub fn prepare(spec: OutputSpec) -> Result<PreparedOutput, OutputError> {
     if !dir.is_dir() {
         return Err(OutputError::NoDirectory { path, dir });
     }
+    remove_stale_temps(&dir, &path);
     let temp = temp_name(&path);
     let file = OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o644)
+        .mode(mode)
         .custom_flags(libc::O_NOFOLLOW)
         .open(&temp)
         .map_err(|source| OutputError::NotWritable {
@@ -106,6 +141,54 @@ pub fn prepare(spec: OutputSpec) -> Result<PreparedOutput, OutputError> {
         file,
         temp: Some(temp),
     })
+}
+
+/// `access(path, W_OK)` with the effective ids (those the write will use).
+fn writable(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: `c` is a NUL-terminated path that outlives the call.
+    if unsafe { libc::faccessat(libc::AT_FDCWD, c.as_ptr(), libc::W_OK, libc::AT_EACCESS) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Removes `.NAME.sprofd-PID-N.tmp` files of `path` left by sprofd processes that no longer
+/// run: regular files of this user only (never through a symlink), and never those of a PID
+/// that exists (it may be a sprofd writing the same output right now).
+fn remove_stale_temps(dir: &Path, path: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Some(name) = path.file_name() else { return };
+    let prefix = format!(".{}.sprofd-", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    for entry in entries.filter_map(Result::ok) {
+        let file_name = entry.file_name();
+        let Some(pid) = file_name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|rest| rest.strip_suffix(".tmp"))
+            .and_then(|rest| rest.split_once('-'))
+            .filter(|(_, n)| n.parse::<u32>().is_ok())
+            .and_then(|(pid, _)| pid.parse::<i32>().ok())
+            .filter(|&pid| pid > 0)
+        else {
+            continue;
+        };
+        // SAFETY: signal 0 only checks that the process exists; nothing is sent.
+        let gone = unsafe { libc::kill(pid, 0) } != 0
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        let ours = std::fs::symlink_metadata(entry.path())
+            .is_ok_and(|m| m.file_type().is_file() && m.uid() == euid);
+        if gone && ours {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// An error from writing an output's content.
@@ -274,6 +357,71 @@ mod tests {
             prepare(spec),
             Err(OutputError::NoDirectory { .. })
         ));
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("sprofd-out-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_directory_or_an_unwritable_file_is_refused_before_anything_is_created() {
+        let dir = scratch("isdir");
+        std::fs::create_dir(dir.join("dir2.svg")).unwrap();
+        for p in [
+            dir.join("dir2.svg"),
+            dir.join("dir2.svg/"),
+            dir.join("new.svg/"),
+        ] {
+            let spec = OutputSpec {
+                path: p.clone(),
+                format: OutputFormat::Svg,
+            };
+            assert!(
+                matches!(prepare(spec), Err(OutputError::IsDirectory(_))),
+                "{}",
+                p.display()
+            );
+        }
+        // Nothing reserved for them.
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            use std::os::unix::fs::PermissionsExt;
+            let ro = dir.join("ro.svg");
+            std::fs::write(&ro, "x").unwrap();
+            std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o444)).unwrap();
+            assert!(matches!(
+                prepare(OutputSpec::from_path(ro).unwrap()),
+                Err(OutputError::NotWritable { .. })
+            ));
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn report_outputs_are_private_and_dead_runs_temporaries_are_removed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = scratch("private");
+        let path = dir.join("r.folded");
+        // A temp of a PID that cannot exist (above pid_max's ceiling), one of a live process
+        // (ours, another reservation), and an unrelated file.
+        let dead = dir.join(".r.folded.sprofd-2147483647-0.tmp");
+        let live = dir.join(format!(".r.folded.sprofd-{}-99.tmp", std::process::id()));
+        let other = dir.join(".x.folded.sprofd-2147483647-0.tmp");
+        for f in [&dead, &live, &other] {
+            std::fs::write(f, "half").unwrap();
+        }
+        let out = prepare_private(OutputSpec::from_path(path.clone()).unwrap()).unwrap();
+        assert!(!dead.exists(), "a dead run's temporary stays");
+        assert!(live.exists() && other.exists());
+        out.write(&SymbolizedProfile::default(), false, None)
+            .unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -104,8 +104,8 @@ pub fn run(config: DaemonConfig) -> anyhow::Result<i32> {
             config.listen
         );
     }
-    let (store, warnings) = WindowStore::open(&config.data_dir, config.retention)
-        .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
+    // The store's errors name the directory and say what is wrong with it.
+    let (store, warnings) = WindowStore::open(&config.data_dir, config.retention)?;
     for w in &warnings {
         eprintln!("sprofd: warning: {w}");
     }
@@ -249,14 +249,16 @@ fn reload(config: &DaemonConfig, shared: &Shared) {
     }
 }
 
-/// `sprofd report`: the stored windows of a range, written as `attach` writes profiles.
+/// `sprofd report`: the stored windows of a range, written as `attach` writes profiles but
+/// 0600: they hold every command line and stack of the range, which the store keeps 0600.
+/// Window files that are not regular files of the data directory's owner (a FIFO, a symlink,
+/// another user's file) are never opened and get one warning line each.
 pub fn report(args: ReportConfig) -> anyhow::Result<i32> {
     let mut outputs = Vec::new();
     for spec in &args.outputs {
-        outputs.push(crate::output::prepare(spec.clone())?);
+        outputs.push(crate::output::prepare_private(spec.clone())?);
     }
-    let windows = WindowStore::list(&args.data_dir)
-        .with_context(|| format!("reading {}", args.data_dir.display()))?;
+    let windows = WindowStore::list(&args.data_dir)?;
     let sources = Sources {
         windows: windows
             .into_iter()
@@ -272,8 +274,9 @@ pub fn report(args: ReportConfig) -> anyhow::Result<i32> {
     }
     let n = sources.windows.len();
     let (profile, bad) = query::merged(&sources, &args.selection);
-    for (path, reason) in bad {
-        eprintln!("sprofd: warning: skipping {}: {reason}", path.display());
+    // The reason names the file already.
+    for (_, reason) in bad {
+        eprintln!("sprofd: warning: {reason}; skipped");
     }
     let mut profile = profile.with_python_view(sprof_core::PythonView::Python);
     profile.meta.target = format!("{} ({n} windows)", profile.meta.target);

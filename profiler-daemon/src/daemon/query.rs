@@ -85,7 +85,7 @@ impl Sources {
     ) -> Vec<(std::path::PathBuf, String)> {
         let mut bad = Vec::new();
         for w in &self.windows {
-            match WindowStore::load(&w.path) {
+            match WindowStore::load(w) {
                 Ok(p) => f(w.start_ms, w.end_ms, &p),
                 // Deleted by retention since the listing: nothing to report.
                 Err(sprof_store::StoreError::Read { source, .. })
