@@ -4,8 +4,6 @@
 //! (created if missing) as the attacker; every step has a timeout, so a regression (a FIFO
 //! opened) fails instead of hanging.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -13,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use flamegraph_out::{Exporter, Pprof};
 use sprof_core::{Frame, FrameKind, SampledStack, SymbolizedProfile};
+use sprofd_tests::daemon::Daemon;
+use sprofd_tests::hostile::{self, as_user};
 use sprofd_tests::*;
-
-const ATTACKER: &str = "sprofd-rt";
 
 /// Root is needed to act as two users; without it the test is skipped (or fails under
 /// `SPROFD_REQUIRE_LIVE=1`).
@@ -33,37 +31,21 @@ fn root(test: &str) -> bool {
 
 /// The attacker's uid, creating the account (no home, no shell) the first time.
 fn attacker_uid() -> u32 {
-    let id = || Command::new("id").args(["-u", ATTACKER]).output().unwrap();
-    let mut out = id();
-    if !out.status.success() {
-        let made = Command::new("useradd")
-            .args(["-M", "-s", "/usr/sbin/nologin", ATTACKER])
-            .status()
-            .unwrap();
-        out = id();
-        assert!(made.success() || out.status.success(), "useradd {ATTACKER}");
-    }
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    hostile::user().expect("create the unprivileged user").0
 }
 
 /// Runs a shell command as the attacker.
 fn as_attacker(script: &str) {
     let out = run_with_timeout(
-        Command::new("setpriv")
-            .args([
-                &format!("--reuid={ATTACKER}"),
-                &format!("--regid={ATTACKER}"),
-                "--clear-groups",
-                "sh",
-                "-c",
-                script,
-            ])
+        as_user(Path::new("sh"))
+            .args(["-c", script])
             .env_remove("HOME"),
         Duration::from_secs(10),
     );
     assert!(
         out.status.success(),
-        "as {ATTACKER}: {script}{}",
+        "as {}: {script}{}",
+        hostile::USER,
         out.describe()
     );
 }
@@ -126,21 +108,6 @@ fn warnings(r: &RunOutput) -> Vec<&str> {
         .into_iter()
         .filter(|l| l.contains("warning"))
         .collect()
-}
-
-/// `GET path` with a deadline; the status line.
-fn get(addr: &str, path: &str, timeout: Duration) -> String {
-    let mut s = TcpStream::connect_timeout(&addr.parse().unwrap(), timeout).expect("connect");
-    s.set_read_timeout(Some(timeout)).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)
-        .unwrap_or_else(|e| panic!("GET {path}: no answer within {timeout:?}: {e}"));
-    String::from_utf8_lossy(&raw)
-        .lines()
-        .next()
-        .unwrap_or("")
-        .to_string()
 }
 
 #[test]
@@ -211,53 +178,16 @@ fn fifo_window_hangs_neither_report_nor_the_daemon() {
     // The store is 0600: so is what report makes of it.
     assert_eq!(std::fs::metadata(&out).unwrap().mode() & 0o777, 0o600);
 
-    // The daemon: serving within seconds, /healthz answered at once, the FIFO moved aside.
-    let mut child = sprofd()
-        .args(["daemon", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let err = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let mut log = String::new();
-    let addr = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) => {
-                log.push_str(&line);
-                log.push('\n');
-                if let Some(at) = line.find("serving http://") {
-                    break line[at + 15..].split('/').next().unwrap().to_string();
-                }
-            }
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("daemon did not start (blocked on the FIFO?):\n{log}");
-            }
-        }
-    };
+    // The daemon: serving within seconds (Daemon::start fails the test after 20 s, as when
+    // it blocked on the FIFO), /healthz answered at once, the FIFO moved aside.
+    let d = Daemon::start(&data, &[]);
     let t0 = Instant::now();
-    let status = get(&addr, "/healthz", Duration::from_secs(1));
-    assert!(status.contains("200"), "{status}");
+    assert_eq!(d.get("/healthz").status, 200);
     assert!(t0.elapsed() < Duration::from_secs(1));
-    let status = get(
-        &addr,
-        "/api/v1/profile?from=-5m&format=folded",
-        Duration::from_secs(5),
-    );
-    assert!(status.contains("200"), "{status}");
-    let _ = child.kill();
-    let _ = child.wait();
+    let r = d.get("/api/v1/profile?from=-5m&format=folded");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let log = d.log();
+    d.kill9();
     assert!(
         log.contains("FIFO") && log.contains("corrupt"),
         "one warning, moved aside:\n{log}"
