@@ -7,6 +7,19 @@ use sprof_core::{Frame, FrameKind};
 /// Longest function name kept in a label, in characters (the suffix comes on top).
 pub const MAX_LABEL_CHARS: usize = 1024;
 
+/// `s` with every control character (C0, DEL, C1: ESC, BEL, newlines...) replaced by a
+/// space: the one rule of every exporter for text that comes from the profiled processes
+/// (names, command lines) or from requests. Raw, such bytes end lines in folded and txt, are
+/// not allowed in XML, and reach the terminal of whoever prints pprof labels or JSON values
+/// (`\x1b]2;...` retitles it). Borrows when there is nothing to replace.
+pub fn printable(s: &str) -> Cow<'_, str> {
+    if s.contains(char::is_control) {
+        Cow::Owned(s.replace(char::is_control, " "))
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
 /// The name of `frame` in folded stacks and flame graphs.
 ///
 /// The function name with `;` replaced by `:` (it separates frames) and control characters,

@@ -42,7 +42,7 @@ pub use diff::{
     read_stacks, Change, DiffLine, DiffSvg, Differential, FoldedLineError, ReadStacksError, Stacks,
 };
 pub use folded::{folded_lines, Folded};
-pub use label::{frame_label, MAX_LABEL_CHARS};
+pub use label::{frame_label, printable, MAX_LABEL_CHARS};
 pub use pprof::{
     check_gzip, decode_pprof, profile_from_proto, proto as pprof_proto, read_pprof, Pprof,
     PprofReadError, PprofValueType, KERNEL_MAPPING, MAX_PPROF_BYTES, MAX_STACK_FRAMES,

@@ -453,7 +453,11 @@ impl Strings {
         s
     }
 
+    /// Every string of the profile goes through here: control characters become spaces
+    /// ([`crate::label::printable`]), as in every other format.
     fn intern(&mut self, s: &str) -> i64 {
+        let s = crate::label::printable(s);
+        let s = s.as_ref();
         if let Some(&i) = self.index.get(s) {
             return i;
         }

@@ -7,7 +7,7 @@ use std::io::{self, BufWriter, Write};
 use serde::Serialize;
 use sprof_core::{FrameKind, SymbolizedProfile};
 
-use crate::{checked_stack, frame_label, ExportError, Exporter};
+use crate::{checked_stack, frame_label, printable, ExportError, Exporter};
 
 /// The `$schema` of every speedscope file.
 pub const SPEEDSCOPE_SCHEMA: &str = "https://www.speedscope.app/file-format-schema.json";
@@ -50,7 +50,7 @@ struct Shared<'a> {
 struct FrameInfo<'a> {
     name: Cow<'a, str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    file: Option<&'a str>,
+    file: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     line: Option<u32>,
 }
@@ -69,7 +69,7 @@ struct Profile {
 }
 
 /// What makes two frames one shared frame: label, file and line.
-type FrameKey<'a> = (Cow<'a, str>, Option<&'a str>, Option<u32>);
+type FrameKey<'a> = (Cow<'a, str>, Option<Cow<'a, str>>, Option<u32>);
 
 /// A profile's samples (shared frame indices, root first) and their weights.
 type Samples = Vec<(Vec<usize>, u64)>;
@@ -118,11 +118,13 @@ impl Exporter for Speedscope {
                 .collect();
             groups[group].1.push((sample, weight));
         }
+        // The target can carry a request's `comm=` (the daemon's titles): printable only.
         let name = if profile.meta.target.is_empty() {
-            "sprofd profile"
+            Cow::Borrowed("sprofd profile")
         } else {
-            profile.meta.target.as_str()
+            printable(&profile.meta.target)
         };
+        let name = name.as_ref();
         let file = File {
             schema: SPEEDSCOPE_SCHEMA,
             profiles: profiles_of(groups, &shared.frames, unit, name),
@@ -154,13 +156,14 @@ impl<'a> SharedFrames<'a> {
             return id;
         }
         let frame = &profile.frames[f as usize];
-        let key = (frame_label(frame), frame.file.as_deref(), frame.line);
+        let file = frame.file.as_deref().map(printable);
+        let key = (frame_label(frame), file, frame.line);
         let next = self.frames.len();
         let frames = &mut self.frames;
         let id = *self.ids.entry(key).or_insert_with_key(|key| {
             frames.push(FrameInfo {
                 name: key.0.clone(),
-                file: key.1,
+                file: key.1.clone(),
                 line: key.2,
             });
             next
@@ -172,12 +175,13 @@ impl<'a> SharedFrames<'a> {
 
 /// A per-thread profile's name: `process: thread`, `process`, or the target.
 fn group_name(key: (Option<&str>, Option<&str>), profile: &SymbolizedProfile) -> String {
-    match key {
+    let name = match key {
         (Some(process), Some(thread)) => format!("{process}: {thread}"),
         (Some(process), None) => process.to_string(),
         _ if !profile.meta.target.is_empty() => profile.meta.target.clone(),
         _ => "[unknown]".to_string(),
-    }
+    };
+    printable(&name).into_owned()
 }
 
 /// One sampled profile per group, busiest first (speedscope opens the first); at least one,

@@ -137,9 +137,7 @@ pub(crate) fn percent(part: u64, whole: u64) -> f64 {
 
 /// Control characters are not allowed in XML text; replace them with spaces.
 pub(crate) fn sanitize(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
+    crate::label::printable(s).into_owned()
 }
 
 /// `s` with `&`, `<`, `>` and `"` escaped, for XML and HTML text and double-quoted attributes.

@@ -222,11 +222,7 @@ fn row_name(frame: &Frame, by_line: bool) -> Option<String> {
         }
     };
     // A newline in a name would end the row.
-    Some(if name.contains(char::is_control) {
-        name.replace(char::is_control, " ")
-    } else {
-        name
-    })
+    Some(crate::label::printable(&name).into_owned())
 }
 
 fn basename(path: &str) -> &str {

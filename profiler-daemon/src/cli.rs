@@ -67,7 +67,7 @@ pub enum Command {
     /// HTTP (a page, pprof for Parca/Pyroscope/go tool pprof, Prometheus metrics).
     ///
     /// Settings come from --config (TOML: listen, data_dir, frequency, window, retention,
-    /// max_disk, pids, comm, kernel, python), overridden by flags. SIGTERM writes the window
+    /// max_disk, pids, comm, kernel, python, cmdline), overridden by flags. SIGTERM writes the window
     /// in progress and exits; SIGHUP reloads the config file.
     Daemon(DaemonArgs),
     /// Write profiles of a time range from a daemon's stored windows (no daemon needed).
@@ -124,6 +124,11 @@ pub struct DaemonArgs {
     /// Do not read Python frames (native frames only).
     #[arg(long = "no-python")]
     pub no_python: bool,
+    /// How much of each process's command line is stored and served: full, redacted
+    /// (values of NAME=VALUE arguments, of arguments after secret-named flags and URL
+    /// passwords become ***) or off [default: redacted].
+    #[arg(long, value_name = "full|redacted|off")]
+    pub cmdline: Option<String>,
 }
 
 impl DaemonArgs {
@@ -148,6 +153,7 @@ impl DaemonArgs {
             comm: self.comm,
             kernel: self.kernel.then_some(true),
             python: self.no_python.then_some(false),
+            cmdline: self.cmdline,
         };
         DaemonConfig::resolve(file.overridden_by(flags), self.config, max_rate)
     }

@@ -22,6 +22,7 @@ pub struct FileSettings {
     pub comm: Option<String>,
     pub kernel: Option<bool>,
     pub python: Option<bool>,
+    pub cmdline: Option<String>,
 }
 
 impl FileSettings {
@@ -54,6 +55,7 @@ impl FileSettings {
             comm: over.comm.or(self.comm),
             kernel: over.kernel.or(self.kernel),
             python: over.python.or(self.python),
+            cmdline: over.cmdline.or(self.cmdline),
         }
     }
 }
@@ -87,6 +89,32 @@ pub enum ConfigError {
     Comm(String),
     #[error("pid 0 is not a process")]
     Pid,
+    #[error("cmdline must be full, redacted or off, not {0:?}")]
+    Cmdline(String),
+}
+
+/// How much of each process's command line the daemon keeps (and serves to every local user
+/// who can reach the API, for the whole retention period).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CmdlineMode {
+    /// As the process has it.
+    Full,
+    /// Secrets-shaped values replaced (see [`super::redact`]).
+    Redacted,
+    /// No command line at all.
+    Off,
+}
+
+impl std::str::FromStr for CmdlineMode {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<CmdlineMode, ConfigError> {
+        match s {
+            "full" => Ok(CmdlineMode::Full),
+            "redacted" => Ok(CmdlineMode::Redacted),
+            "off" => Ok(CmdlineMode::Off),
+            other => Err(ConfigError::Cmdline(other.chars().take(32).collect())),
+        }
+    }
 }
 
 /// Settings resolved and checked.
@@ -101,6 +129,7 @@ pub struct DaemonConfig {
     pub comm: Option<regex::Regex>,
     pub kernel: bool,
     pub python: bool,
+    pub cmdline: CmdlineMode,
     /// Where the settings came from, for SIGHUP.
     pub config_file: Option<PathBuf>,
 }
@@ -110,6 +139,7 @@ pub const DEFAULT_FREQUENCY: u64 = 19;
 pub const DEFAULT_WINDOW: u64 = 10;
 pub const DEFAULT_RETENTION: &str = "7d";
 pub const DEFAULT_MAX_DISK: &str = "1GiB";
+pub const DEFAULT_CMDLINE: &str = "redacted";
 
 /// `$STATE_DIRECTORY` (its first entry) under systemd, else `/var/lib/sprofd`.
 pub fn default_data_dir() -> PathBuf {
@@ -181,6 +211,11 @@ impl DaemonConfig {
             None | Some("") => None,
             Some(p) => Some(compile_comm(p).map_err(ConfigError::Comm)?),
         };
+        let cmdline = s
+            .cmdline
+            .as_deref()
+            .unwrap_or(DEFAULT_CMDLINE)
+            .parse::<CmdlineMode>()?;
         Ok(DaemonConfig {
             listen,
             data_dir: s.data_dir.unwrap_or_else(default_data_dir),
@@ -191,6 +226,7 @@ impl DaemonConfig {
             comm,
             kernel: s.kernel.unwrap_or(false),
             python: s.python.unwrap_or(true),
+            cmdline,
             config_file,
         })
     }
@@ -213,6 +249,7 @@ mod tests {
         assert_eq!(c.retention.max_age, Duration::from_secs(7 * 86400));
         assert_eq!(c.retention.max_bytes, 1 << 30);
         assert!(c.python && !c.kernel && c.pids.is_empty() && c.comm.is_none());
+        assert_eq!(c.cmdline, CmdlineMode::Redacted);
     }
 
     #[test]
@@ -239,7 +276,8 @@ mod tests {
                 u.window,
                 u.retention,
                 u.kernel,
-                u.python
+                u.python,
+                u.cmdline
             ),
             (
                 c.listen,
@@ -247,7 +285,8 @@ mod tests {
                 c.window,
                 c.retention,
                 c.kernel,
-                c.python
+                c.python,
+                c.cmdline
             )
         );
     }
@@ -294,6 +333,23 @@ mod tests {
             ..Default::default()
         });
         assert!(e.contains("between 1 and"), "{e}");
+        let e = bad(FileSettings {
+            cmdline: Some("some".into()),
+            ..Default::default()
+        });
+        assert!(e.contains("full, redacted or off"), "{e}");
+        for (text, mode) in [
+            ("full", CmdlineMode::Full),
+            ("redacted", CmdlineMode::Redacted),
+            ("off", CmdlineMode::Off),
+        ] {
+            let c = resolve(FileSettings {
+                cmdline: Some(text.into()),
+                ..Default::default()
+            })
+            .unwrap();
+            assert_eq!(c.cmdline, mode);
+        }
         let err = toml::from_str::<FileSettings>("frequncy = 3").unwrap_err();
         assert!(err.message().contains("unknown field"), "{err}");
     }

@@ -3,21 +3,28 @@
 //!
 //! Every handler that reads files, merges profiles or renders runs on tokio's blocking pool;
 //! the sampling thread is never waited on except for a scrape's start and end.
+//!
+//! Any local user can reach the API, so what one request may cost is bounded: at most
+//! [`Limits::taps`] scrapes and [`Limits::long_queries`] long range queries run at once (503
+//! with `Retry-After` beyond), and one query reads at most [`MAX_WINDOWS`] windows and
+//! [`MAX_QUERY_BYTES`] of them. Requests naming a host other than an IP address or
+//! `localhost` are refused (DNS rebinding), and no answer may be sniffed into another type.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
-use axum::extract::{RawQuery, State};
-use axum::http::{header, StatusCode};
+use axum::extract::{RawQuery, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use flamegraph_out::{ExportOptions, OutputFormat};
 use sprof_core::{PythonView, SymbolizedProfile};
 use sprof_store::{parse_time, unix_millis};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
 use super::config::compile_comm;
 use super::query::{self, QueryError, Selection, Sources};
@@ -25,8 +32,8 @@ use super::sampling::StackFilter;
 
 /// What the API needs from the daemon.
 pub trait Backend: Send + Sync + 'static {
-    /// Sampling runs.
-    fn healthy(&self) -> bool;
+    /// Sampling runs, or why not (one line).
+    fn health(&self) -> Result<(), String>;
     /// Stored windows and live slices for a selection.
     fn sources(&self, sel: &Selection) -> Result<Sources, QueryError>;
     /// A window file could not be read: move it aside (and count it).
@@ -39,22 +46,70 @@ pub trait Backend: Send + Sync + 'static {
     fn describe(&self) -> String;
     /// Counts an answered request.
     fn count(&self, status: StatusCode);
+    /// Counts a request refused because too many of its kind were running.
+    fn count_busy(&self) {}
 }
 
 /// Longest query string accepted.
 const MAX_QUERY: usize = 4096;
 /// Most stored windows one request reads (a day of 10 s windows).
 pub const MAX_WINDOWS: usize = 8640;
+/// Most bytes of stored windows one request reads: reading and merging costs about 40 ms
+/// of CPU per MiB (the review's day of 48 KiB windows, 405 MiB, took 16 s and 166 MB), so
+/// this keeps one query to a few seconds. Longer ranges: `sprofd report`.
+pub const MAX_QUERY_BYTES: u64 = 64 << 20;
+
+/// How many costly requests run at once.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Scrapes (`/debug/pprof/profile`) open at once: each holds a merged profile for up to
+    /// 300 s and costs the sampling thread a merge per slice.
+    pub taps: usize,
+    /// Range queries over more than `long_windows` windows (or 8 MiB of them) at once.
+    pub long_queries: usize,
+    pub long_windows: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            taps: 16,
+            // Two cores and MemoryMax=256M in the unit: two long merges at once at most.
+            long_queries: 2,
+            // An hour of 10 s windows.
+            long_windows: 360,
+        }
+    }
+}
+
+/// Bytes of windows beyond which a query counts as long whatever its window count.
+const LONG_QUERY_BYTES: u64 = 8 << 20;
+/// What a 503 for a busy daemon asks the client to wait, in seconds.
+const RETRY_AFTER: &str = "5";
 
 #[derive(Clone)]
 struct AppState {
     backend: Arc<dyn Backend>,
     /// Turns true when the daemon shuts down: scrapes in progress answer at once.
     shutdown: watch::Receiver<bool>,
+    limits: Limits,
+    taps: Arc<Semaphore>,
+    long_queries: Arc<Semaphore>,
 }
 
 /// The API's router.
-pub fn router(backend: Arc<dyn Backend>, shutdown: watch::Receiver<bool>) -> Router {
+pub fn router(
+    backend: Arc<dyn Backend>,
+    shutdown: watch::Receiver<bool>,
+    limits: Limits,
+) -> Router {
+    let state = AppState {
+        backend,
+        shutdown,
+        limits,
+        taps: Arc::new(Semaphore::new(limits.taps)),
+        long_queries: Arc::new(Semaphore::new(limits.long_queries)),
+    };
     Router::new()
         .route("/", get(page))
         .route("/healthz", get(healthz))
@@ -64,7 +119,87 @@ pub fn router(backend: Arc<dyn Backend>, shutdown: watch::Receiver<bool>) -> Rou
         .route("/api/v1/processes", get(processes))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(AppState { backend, shutdown })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
+        .with_state(state)
+}
+
+/// Every request: refused unless it names this daemon by an IP address or `localhost`
+/// (DNS rebinding: a web page whose name an attacker points at 127.0.0.1 would otherwise
+/// read the API from a browser on this host), and never sniffed into another type.
+async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let mut response = match foreign_host(&req) {
+        Some(host) => {
+            let r = ApiError(
+                StatusCode::MISDIRECTED_REQUEST,
+                format!(
+                    "Host {:?} is not this daemon's address: use an IP address or localhost (names are refused against DNS rebinding)",
+                    host.chars().take(64).collect::<String>()
+                ),
+            )
+            .into_response();
+            s.backend.count(r.status());
+            r
+        }
+        None => next.run(req).await,
+    };
+    response.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+/// The host a request names (its `Host` header, or the authority of an absolute URI) if
+/// that is neither an IP address nor `localhost`. The port is not checked: a DNS rebinding
+/// needs a name, and tunnels (`ssh -L 9000:127.0.0.1:7171`) change the port. A request
+/// without a host (HTTP/1.0) is not from a browser, and is answered.
+fn foreign_host(req: &Request) -> Option<String> {
+    let named = req.uri().authority().map(|a| {
+        a.as_str()
+            .rsplit('@')
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    });
+    let header = req
+        .headers()
+        .get(header::HOST)
+        .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned());
+    [named, header]
+        .into_iter()
+        .flatten()
+        .find(|host| !local_host(host))
+}
+
+/// `127.0.0.1:7171`, `localhost`, `[::1]:7171`, `10.1.2.3`: an address, not a name.
+fn local_host(host: &str) -> bool {
+    let name = if let Some(v6) = host.strip_prefix('[') {
+        match v6.split_once(']') {
+            Some((addr, rest)) if rest.is_empty() || rest.starts_with(':') => {
+                return addr.parse::<std::net::Ipv6Addr>().is_ok() && port_ok(rest)
+            }
+            _ => return false,
+        }
+    } else {
+        match host.rsplit_once(':') {
+            Some((name, port)) => {
+                if !port_ok(&format!(":{port}")) {
+                    return false;
+                }
+                name
+            }
+            None => host,
+        }
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::Ipv4Addr>().is_ok()
+}
+
+/// Empty, or `:` and a port number.
+fn port_ok(rest: &str) -> bool {
+    rest.is_empty()
+        || rest
+            .strip_prefix(':')
+            .is_some_and(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// A request the API refuses: its status and a one-line reason.
@@ -79,12 +214,18 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
+        let mut r = (
             self.0,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
             format!("error: {}\n", self.1),
         )
-            .into_response()
+            .into_response();
+        // Busy, or sampling restarting: worth trying again soon.
+        if self.0 == StatusCode::SERVICE_UNAVAILABLE {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER));
+        }
+        r
     }
 }
 
@@ -205,13 +346,9 @@ fn counted(backend: &Arc<dyn Backend>, r: ApiResult) -> Response {
 }
 
 async fn healthz(State(s): State<AppState>) -> Response {
-    let r = if s.backend.healthy() {
-        Ok("ok\n".into_response())
-    } else {
-        Err(ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "sampling is not running".into(),
-        ))
+    let r = match s.backend.health() {
+        Ok(()) => Ok("ok\n".into_response()),
+        Err(reason) => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, reason)),
     };
     counted(&s.backend, r)
 }
@@ -258,6 +395,17 @@ async fn scrape_inner(s: &AppState, q: Option<String>) -> ApiResult {
         ..Default::default()
     };
     let view = view(&p)?;
+    // Held until the answer is built; dropped with the request if the client goes away.
+    let _permit = s.taps.clone().try_acquire_owned().map_err(|_| {
+        s.backend.count_busy();
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{} scrapes are already running, the most at once; try again when one ends",
+                s.limits.taps
+            ),
+        )
+    })?;
     let unavailable = || {
         ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -337,10 +485,16 @@ async fn with_sources<T: Send + 'static>(
     f: impl FnOnce(&Sources, &Selection) -> (T, Vec<(std::path::PathBuf, String)>) + Send + 'static,
 ) -> Result<T, ApiError> {
     let backend = s.backend.clone();
+    let (limits, long_queries) = (s.limits, s.long_queries.clone());
     blocking(move || {
         let sources = backend
             .sources(&sel)
             .map_err(|e| ApiError(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()))?;
+        // Held while reading and merging, which goes on even if the client has gone: the
+        // permits bound the work, not the waiting.
+        let _permit = long_permit(&sources, limits, &long_queries).inspect_err(|_| {
+            backend.count_busy();
+        })?;
         let (out, bad) = f(&sources, &sel);
         for (path, reason) in bad {
             backend.quarantine(&path, &reason);
@@ -348,6 +502,27 @@ async fn with_sources<T: Send + 'static>(
         Ok(out)
     })
     .await?
+}
+
+/// A permit if the query is long (none needed if it is short), or 503.
+fn long_permit(
+    sources: &Sources,
+    limits: Limits,
+    semaphore: &Arc<Semaphore>,
+) -> Result<Option<OwnedSemaphorePermit>, ApiError> {
+    let bytes: u64 = sources.windows.iter().map(|w| w.bytes).sum();
+    if sources.windows.len() <= limits.long_windows && bytes <= LONG_QUERY_BYTES {
+        return Ok(None);
+    }
+    semaphore.clone().try_acquire_owned().map(Some).map_err(|_| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{} long range queries (more than {} windows) are already running, the most at once; try again soon or narrow the range",
+                limits.long_queries, limits.long_windows
+            ),
+        )
+    })
 }
 
 /// `GET /api/v1/profile`: the stored windows and the window in progress for a range.
@@ -491,16 +666,34 @@ mod tests {
     struct Fake {
         store: Mutex<WindowStore>,
         healthy: bool,
+        /// How long moving a corrupt window aside takes: the part of a query that runs
+        /// holding its permit (a long merge) in these tests.
+        slow: Duration,
+        busy: std::sync::atomic::AtomicUsize,
     }
 
     impl Backend for Fake {
-        fn healthy(&self) -> bool {
-            self.healthy
+        fn health(&self) -> Result<(), String> {
+            if self.healthy {
+                Ok(())
+            } else {
+                Err("the sampling loop has not turned for 2.5 s".into())
+            }
         }
         fn sources(&self, sel: &Selection) -> Result<Sources, QueryError> {
-            Sources::gather(&self.store.lock().unwrap(), Vec::new(), sel, MAX_WINDOWS)
+            Sources::gather(
+                &self.store.lock().unwrap(),
+                Vec::new(),
+                sel,
+                MAX_WINDOWS,
+                MAX_QUERY_BYTES,
+            )
+        }
+        fn count_busy(&self) {
+            self.busy.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
         fn quarantine(&self, path: &std::path::Path, reason: &str) {
+            std::thread::sleep(self.slow);
             self.store.lock().unwrap().quarantine(path, reason);
         }
         fn open_tap(&self, _keep: StackFilter) -> Option<oneshot::Receiver<u64>> {
@@ -524,6 +717,16 @@ mod tests {
     }
 
     fn app(name: &str, healthy: bool) -> (Router, std::path::PathBuf) {
+        let (app, dir, _) = app_with(name, healthy, Duration::ZERO, Limits::default());
+        (app, dir)
+    }
+
+    fn app_with(
+        name: &str,
+        healthy: bool,
+        slow: Duration,
+        limits: Limits,
+    ) -> (Router, std::path::PathBuf, Arc<Fake>) {
         let dir = std::env::temp_dir().join(format!("sprofd-http-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let retention = Retention {
@@ -541,12 +744,25 @@ mod tests {
                 SystemTime::now(),
             )
             .unwrap();
+        if !slow.is_zero() {
+            let next = start + Duration::from_secs(10);
+            store
+                .write(
+                    next,
+                    next + Duration::from_secs(10),
+                    b"garbage",
+                    SystemTime::now(),
+                )
+                .unwrap();
+        }
         let backend = Arc::new(Fake {
             store: Mutex::new(store),
             healthy,
+            slow,
+            busy: Default::default(),
         });
         let (_tx, rx) = watch::channel(false);
-        (router(backend, rx), dir)
+        (router(backend.clone(), rx, limits), dir, backend)
     }
 
     async fn get(app: &Router, uri: &str) -> (StatusCode, String, Vec<u8>) {
@@ -554,25 +770,33 @@ mod tests {
     }
 
     async fn get_method(app: &Router, method: &str, uri: &str) -> (StatusCode, String, Vec<u8>) {
-        let r = app
-            .clone()
-            .oneshot(
-                Request::builder()
-                    .method(method)
-                    .uri(uri)
-                    .body(Body::empty())
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
-        let status = r.status();
-        let ctype = r
-            .headers()
+        let (status, headers, body) = request(app, method, uri, Some("127.0.0.1:7171")).await;
+        let ctype = headers
             .get(header::CONTENT_TYPE)
             .map(|v| v.to_str().unwrap().to_string())
             .unwrap_or_default();
-        let body = to_bytes(r.into_body(), 1 << 24).await.unwrap().to_vec();
         (status, ctype, body)
+    }
+
+    async fn request(
+        app: &Router,
+        method: &str,
+        uri: &str,
+        host: Option<&str>,
+    ) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(host) = host {
+            req = req.header(header::HOST, host);
+        }
+        let r = app
+            .clone()
+            .oneshot(req.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = r.status();
+        let headers = r.headers().clone();
+        let body = to_bytes(r.into_body(), 1 << 24).await.unwrap().to_vec();
+        (status, headers, body)
     }
 
     const RANGE: &str = "from=1795999990&to=1796000020";
@@ -716,6 +940,211 @@ mod tests {
         for t in tasks {
             assert_eq!(t.await.unwrap(), StatusCode::OK);
         }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn only_addresses_and_localhost_are_answered_and_nothing_is_sniffed() {
+        let (app, dir) = app("host", true);
+        for host in [
+            Some("127.0.0.1:7171"),
+            Some("localhost:7171"),
+            Some("LOCALHOST"),
+            Some("[::1]:7171"),
+            Some("10.1.2.3:9000"),
+            None,
+        ] {
+            let (status, headers, _) = request(&app, "GET", "/healthz", host).await;
+            assert_eq!(status, StatusCode::OK, "{host:?}");
+            assert_eq!(headers["x-content-type-options"], "nosniff", "{host:?}");
+        }
+        for host in [
+            "evil.example",
+            "evil.example:7171",
+            "127.0.0.1.nip.io:7171",
+            "localhost.evil.example",
+            "[::1]x",
+            "127.0.0.1:abc",
+            "",
+        ] {
+            let (status, headers, body) =
+                request(&app, "GET", "/api/v1/processes", Some(host)).await;
+            let text = String::from_utf8(body).unwrap();
+            assert_eq!(status, StatusCode::MISDIRECTED_REQUEST, "{host:?}: {text}");
+            assert!(
+                text.starts_with("error: Host ") && text.matches('\n').count() == 1,
+                "{text:?}"
+            );
+            assert_eq!(headers["x-content-type-options"], "nosniff");
+        }
+        // An absolute URI names a host too.
+        let (status, _, _) = request(
+            &app,
+            "GET",
+            "http://evil.example/healthz",
+            Some("127.0.0.1:7171"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::MISDIRECTED_REQUEST);
+        // Every answer carries nosniff: errors, pages, data.
+        for uri in [
+            "/",
+            "/nope",
+            "/metrics",
+            "/api/v1/profile?format=speedscope&comm=%3C%2Ftitle%3E",
+        ] {
+            let (_, headers, _) = request(&app, "GET", uri, Some("localhost")).await;
+            assert_eq!(headers["x-content-type-options"], "nosniff", "{uri}");
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn healthz_says_why_sampling_is_unhealthy() {
+        let (app, dir) = app("health", false);
+        let (status, headers, body) = request(&app, "GET", "/healthz", None).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            String::from_utf8(body).unwrap(),
+            "error: the sampling loop has not turned for 2.5 s\n"
+        );
+        assert_eq!(headers[header::RETRY_AFTER], RETRY_AFTER);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn scrapes_beyond_the_cap_get_503_with_retry_after() {
+        let limits = Limits {
+            taps: 3,
+            ..Limits::default()
+        };
+        let (app, dir, fake) = app_with("taps", true, Duration::ZERO, limits);
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let app = app.clone();
+            tasks.push(tokio::spawn(async move {
+                request(&app, "GET", "/debug/pprof/profile?seconds=1", None).await
+            }));
+        }
+        let mut by_status: HashMap<StatusCode, usize> = HashMap::new();
+        for t in tasks {
+            let (status, headers, body) = t.await.unwrap();
+            *by_status.entry(status).or_default() += 1;
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                assert_eq!(headers[header::RETRY_AFTER], RETRY_AFTER);
+                let text = String::from_utf8(body).unwrap();
+                assert!(text.contains("3 scrapes are already running"), "{text}");
+            }
+        }
+        assert_eq!(by_status[&StatusCode::OK], 3, "{by_status:?}");
+        assert_eq!(
+            by_status[&StatusCode::SERVICE_UNAVAILABLE],
+            5,
+            "{by_status:?}"
+        );
+        assert_eq!(fake.busy.load(std::sync::atomic::Ordering::SeqCst), 5);
+        // Permits come back when scrapes end.
+        let (status, _, _) = request(&app, "GET", "/debug/pprof/profile?seconds=1", None).await;
+        assert_eq!(status, StatusCode::OK);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn long_range_queries_beyond_the_cap_get_503_and_short_ones_do_not_count() {
+        let limits = Limits {
+            long_queries: 1,
+            long_windows: 0,
+            ..Limits::default()
+        };
+        let (app, dir, fake) = app_with("long", true, Duration::from_millis(600), limits);
+        let uri = format!("/api/v1/profile?{RANGE}&format=folded");
+        let mut tasks = Vec::new();
+        for _ in 0..3 {
+            let (app, uri) = (app.clone(), uri.clone());
+            tasks.push(tokio::spawn(async move {
+                request(&app, "GET", &uri, None).await
+            }));
+        }
+        let mut statuses = Vec::new();
+        for t in tasks {
+            let (status, headers, body) = t.await.unwrap();
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                assert_eq!(headers[header::RETRY_AFTER], RETRY_AFTER);
+                let text = String::from_utf8(body).unwrap();
+                assert!(text.contains("long range queries"), "{text}");
+            }
+            statuses.push(status);
+        }
+        statuses.sort();
+        assert_eq!(
+            statuses,
+            [
+                StatusCode::OK,
+                StatusCode::SERVICE_UNAVAILABLE,
+                StatusCode::SERVICE_UNAVAILABLE
+            ]
+        );
+        assert_eq!(fake.busy.load(std::sync::atomic::Ordering::SeqCst), 2);
+        // A range with no stored window is not long: never refused.
+        let (app, dir2, _) = app_with(
+            "short",
+            true,
+            Duration::from_millis(300),
+            Limits {
+                long_queries: 1,
+                ..Limits::default()
+            },
+        );
+        let mut tasks = Vec::new();
+        for _ in 0..3 {
+            let app = app.clone();
+            tasks.push(tokio::spawn(async move {
+                request(
+                    &app,
+                    "GET",
+                    "/api/v1/processes?from=1700000000&to=1700000001",
+                    None,
+                )
+                .await
+                .0
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), StatusCode::OK);
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+        std::fs::remove_dir_all(dir2).unwrap();
+    }
+
+    #[test]
+    fn a_query_over_too_many_bytes_is_refused() {
+        let dir = std::env::temp_dir().join(format!("sprofd-http-bytes-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let retention = Retention {
+            max_age: Duration::from_secs(86400 * 365 * 100),
+            max_bytes: 1 << 30,
+        };
+        let (mut store, _) = WindowStore::open(&dir, retention).unwrap();
+        let start = UNIX_EPOCH + Duration::from_secs(1_796_000_000);
+        store
+            .write(
+                start,
+                start + Duration::from_secs(10),
+                &[0u8; 4096],
+                SystemTime::now(),
+            )
+            .unwrap();
+        let sel = Selection {
+            from_ms: 0,
+            to_ms: u64::MAX,
+            ..Default::default()
+        };
+        let e = Sources::gather(&store, Vec::new(), &sel, MAX_WINDOWS, 1024)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("MiB of stored windows"), "{e}");
+        assert!(Sources::gather(&store, Vec::new(), &sel, MAX_WINDOWS, 4096).is_ok());
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -21,6 +21,7 @@ pub struct Metrics {
     pub processes_evicted: Counter,
     pub windows_written: Counter,
     pub window_write_errors: Counter,
+    pub windows_dropped: Counter,
     pub windows_stored: Gauge,
     pub stored_bytes: Gauge,
     pub retention_deletions: Counter,
@@ -28,6 +29,10 @@ pub struct Metrics {
     pub unwind_seconds: Histogram,
     pub requests: Counter,
     pub bad_requests: Counter,
+    pub busy_requests: Counter,
+    pub connections: Gauge,
+    pub connections_refused: Counter,
+    pub connections_closed_idle: Counter,
     cpu_seconds: Counter<f64, AtomicU64>,
     cpu_seen: Mutex<f64>,
     rss_bytes: Gauge,
@@ -83,6 +88,10 @@ impl Metrics {
             "window_write_errors",
             "Windows that could not be written (kept in memory and retried)",
         );
+        let windows_dropped = r.counter(
+            "windows_dropped",
+            "Windows lost because more than 60 were waiting for the disk (the oldest go)",
+        );
         let windows_stored = r.gauge("windows_stored", "Windows on disk", None);
         let stored_bytes = r.gauge("stored", "Bytes of windows on disk", Some(Unit::Bytes));
         let retention_deletions = r.counter(
@@ -95,6 +104,19 @@ impl Metrics {
         );
         let requests = r.counter("http_requests", "HTTP requests answered");
         let bad_requests = r.counter("http_bad_requests", "HTTP requests answered with a 4xx");
+        let busy_requests = r.counter(
+            "http_busy_requests",
+            "Requests answered 503 because too many scrapes or long range queries were running",
+        );
+        let connections = r.gauge("http_connections", "HTTP connections open now", None);
+        let connections_refused = r.counter(
+            "http_connections_refused",
+            "Connections closed at once: the cap on connections was reached and none was idle",
+        );
+        let connections_closed_idle = r.counter(
+            "http_connections_closed_idle",
+            "Connections closed without a request in progress: idle or slow past the timeout, or the oldest idle one when the cap was reached",
+        );
         let rss_bytes = r.gauge(
             "process_resident_memory",
             "The daemon's resident set size",
@@ -126,6 +148,7 @@ impl Metrics {
             processes_evicted,
             windows_written,
             window_write_errors,
+            windows_dropped,
             windows_stored,
             stored_bytes,
             retention_deletions,
@@ -133,6 +156,10 @@ impl Metrics {
             unwind_seconds,
             requests,
             bad_requests,
+            busy_requests,
+            connections,
+            connections_refused,
+            connections_closed_idle,
             cpu_seconds,
             cpu_seen: Mutex::new(0.0),
             rss_bytes,
@@ -191,6 +218,10 @@ mod tests {
             "sprofd_windows_stored",
             "sprofd_stored_bytes",
             "sprofd_retention_deletions_total",
+            "sprofd_windows_dropped_total",
+            "sprofd_http_connections_refused_total",
+            "sprofd_http_connections_closed_idle_total",
+            "sprofd_http_busy_requests_total",
             "sprofd_unwind_seconds_bucket",
             "sprofd_process_cpu_seconds_total",
             "sprofd_process_resident_memory_bytes",

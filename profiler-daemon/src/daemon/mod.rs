@@ -3,7 +3,9 @@
 //!
 //! * [`sampling`]: the sampling thread: one engine, one symbolizer, windows and taps.
 //! * [`query`]: ranges of history as one profile or a process list.
-//! * [`http`]: the API's router over a [`http::Backend`], and [`page`] its HTML page.
+//! * [`http`]: the API's router over a [`http::Backend`], and [`page`] its HTML page;
+//!   [`server`] the accept loop that serves it (connection cap, timeouts).
+//! * [`redact`]: command lines as they are kept (`--cmdline`).
 //! * [`metrics`], [`notify`] (sd_notify), [`privileges`], [`config`].
 
 pub mod config;
@@ -13,7 +15,9 @@ pub mod notify;
 pub mod page;
 pub mod privileges;
 pub mod query;
+pub mod redact;
 pub mod sampling;
+pub mod server;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,8 +41,18 @@ struct DaemonBackend {
 }
 
 impl http::Backend for DaemonBackend {
-    fn healthy(&self) -> bool {
-        self.running.load(Ordering::SeqCst)
+    fn health(&self) -> Result<(), String> {
+        if !self.running.load(Ordering::SeqCst) {
+            return Err("sampling has stopped".into());
+        }
+        match self.shared.health() {
+            sampling::Health::Ok => Ok(()),
+            sampling::Health::Dead => Err("the sampling thread has ended".into()),
+            sampling::Health::Stalled(d) => Err(format!(
+                "the sampling loop has not turned for {:.1} s (stuck in a read or a symbolization)",
+                d.as_secs_f64()
+            )),
+        }
     }
 
     fn sources(&self, sel: &Selection) -> Result<Sources, QueryError> {
@@ -50,7 +64,7 @@ impl http::Backend for DaemonBackend {
                 .collect()
         };
         let store = self.shared.store.lock().unwrap_or_else(|e| e.into_inner());
-        Sources::gather(&store, live, sel, http::MAX_WINDOWS)
+        Sources::gather(&store, live, sel, http::MAX_WINDOWS, http::MAX_QUERY_BYTES)
     }
 
     fn quarantine(&self, path: &Path, reason: &str) {
@@ -91,10 +105,57 @@ impl http::Backend for DaemonBackend {
             self.shared.metrics.bad_requests.inc();
         }
     }
+
+    fn count_busy(&self) {
+        self.shared.metrics.busy_requests.inc();
+    }
+}
+
+/// How long the sampling thread gets to write the window in progress at SIGTERM; with the
+/// HTTP side's grace periods the daemon is gone within 5 s even if sampling is stuck.
+const SAMPLER_STOP_GRACE: Duration = Duration::from_millis(2500);
+/// How long scrapes in progress get to answer at SIGTERM.
+const TAPS_STOP_GRACE: Duration = Duration::from_millis(1500);
+
+/// Why the HTTP side stopped.
+#[derive(Debug, PartialEq)]
+enum Stopped {
+    Signal,
+    SamplerEnded,
+}
+
+/// Raises the soft limit on open files to the hard limit: systemd's default soft limit (1024)
+/// is what a host-wide sampler's per-CPU events, the symbolizer's files and the API's
+/// connections share. The old and new soft limits.
+fn raise_nofile_limit() -> std::io::Result<(libc::rlim_t, libc::rlim_t)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the struct we pass, which lives on our stack.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let old = lim.rlim_cur;
+    if lim.rlim_cur < lim.rlim_max {
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: setrlimit reads the struct we pass; it has no other memory effects.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok((old, lim.rlim_cur))
 }
 
 /// Runs the daemon until SIGTERM or SIGINT; the exit code.
 pub fn run(config: DaemonConfig) -> anyhow::Result<i32> {
+    match raise_nofile_limit() {
+        Ok((old, new)) if new > old => {
+            eprintln!("sprofd: open-file limit raised from {old} to {new}")
+        }
+        Ok(_) => {}
+        Err(e) => eprintln!("sprofd: warning: cannot raise the open-file limit: {e}"),
+    }
     for w in privileges::check(config.pids.is_empty(), config.kernel).map_err(anyhow::Error::msg)? {
         eprintln!("sprofd: warning: {w}");
     }
@@ -138,12 +199,33 @@ pub fn run(config: DaemonConfig) -> anyhow::Result<i32> {
         );
         notifier.ready(&describe);
     };
-    runtime.block_on(serve(listener, backend.clone(), &config, announce))?;
+    let stopped = runtime.block_on(serve(listener, backend.clone(), &config, announce))?;
     notifier.stopping();
+    // Handlers still running on the blocking pool (a long query) are not waited for.
+    runtime.shutdown_timeout(Duration::from_millis(200));
     let stop_started = Instant::now();
-    shared.send(Control::Stop);
-    let _ = sampler.join();
     backend.running.store(false, Ordering::SeqCst);
+    if stopped == Stopped::SamplerEnded {
+        let _ = sampler.join();
+        eprintln!(
+            "sprofd: error: the sampling thread ended; exiting so that the service manager restarts the daemon"
+        );
+        return Ok(1);
+    }
+    shared.send(Control::Stop);
+    while !sampler.is_finished() && stop_started.elapsed() < SAMPLER_STOP_GRACE {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if !sampler.is_finished() {
+        // Stuck in a system call (a FIFO, a hung file system): what was written is all
+        // there is; the window in progress is lost. Exiting ends the thread.
+        eprintln!(
+            "sprofd: error: the sampling thread did not stop within {} ms; exiting without the window in progress",
+            SAMPLER_STOP_GRACE.as_millis()
+        );
+        return Ok(1);
+    }
+    let _ = sampler.join();
     eprintln!(
         "sprofd: stopped; window in progress written ({} ms)",
         stop_started.elapsed().as_millis()
@@ -158,11 +240,11 @@ async fn serve(
     backend: Arc<DaemonBackend>,
     config: &DaemonConfig,
     announce: impl FnOnce(),
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Stopped> {
     use tokio::signal::unix::{signal, SignalKind};
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let app = http::router(backend.clone(), shutdown_rx);
+    let app = http::router(backend.clone(), shutdown_rx, http::Limits::default());
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
@@ -170,26 +252,49 @@ async fn serve(
     let config = config.clone();
     let shared = backend.shared.clone();
     let stop = async move {
+        let mut check = tokio::time::interval(Duration::from_millis(100));
         loop {
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
                 _ = hup.recv() => reload(&config, &shared),
+                _ = check.tick() => {
+                    // A dead sampler does not come back: stop serving "unhealthy" and exit
+                    // non-zero, which is what restarts the service.
+                    if shared.sampler_ended() {
+                        break;
+                    }
+                }
             }
         }
         eprintln!("sprofd: stopping");
         // Scrapes in progress answer with what they have; then the server drains.
         let _ = shutdown_tx.send(true);
-        let deadline = Instant::now() + Duration::from_secs(2);
+        let deadline = Instant::now() + TAPS_STOP_GRACE;
         while shared.open_taps.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await
-        .context("serving HTTP")?;
-    Ok(())
+    let m = &backend.shared.metrics;
+    let metrics = server::ConnMetrics {
+        open: m.connections.clone(),
+        refused: m.connections_refused.clone(),
+        closed_idle: m.connections_closed_idle.clone(),
+    };
+    server::serve(
+        listener,
+        app,
+        server::ServerLimits::default(),
+        metrics,
+        stop,
+    )
+    .await;
+    // Stop has not been sent yet: an ended thread died.
+    Ok(if backend.shared.sampler_ended() {
+        Stopped::SamplerEnded
+    } else {
+        Stopped::Signal
+    })
 }
 
 /// SIGHUP: re-reads the config file. Retention applies at once; the other settings need a
@@ -226,6 +331,7 @@ fn reload(config: &DaemonConfig, shared: &Shared) {
                 ),
                 ("kernel", new.kernel != config.kernel),
                 ("python", new.python != config.python),
+                ("cmdline", new.cmdline != config.cmdline),
             ]
             .into_iter()
             .filter_map(|(k, changed)| changed.then_some(k))

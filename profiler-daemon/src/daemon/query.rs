@@ -56,19 +56,29 @@ pub enum QueryError {
         "the range covers {0} stored windows, more than {1}; narrow it (or use `sprofd report`)"
     )]
     TooManyWindows(usize, usize),
+    #[error(
+        "the range covers {0} MiB of stored windows, more than {1} MiB; narrow it (or use `sprofd report`)"
+    )]
+    TooManyBytes(u64, u64),
 }
 
 impl Sources {
-    /// Stored windows overlapping the selection, at most `max_windows` of them.
+    /// Stored windows overlapping the selection, at most `max_windows` of them and
+    /// `max_bytes` of files: what a query reads and merges bounds its time and memory.
     pub fn gather(
         store: &WindowStore,
         live: Vec<(u64, u64, Arc<SymbolizedProfile>)>,
         sel: &Selection,
         max_windows: usize,
+        max_bytes: u64,
     ) -> Result<Sources, QueryError> {
         let windows = store.windows_between(sel.from_ms, sel.to_ms);
         if windows.len() > max_windows {
             return Err(QueryError::TooManyWindows(windows.len(), max_windows));
+        }
+        let bytes: u64 = windows.iter().map(|w| w.bytes).sum();
+        if bytes > max_bytes {
+            return Err(QueryError::TooManyBytes(bytes >> 20, max_bytes >> 20));
         }
         let live = live
             .into_iter()

@@ -8,9 +8,11 @@
 //! [`Control`] messages, with a byte on a socket pair that ends the loop's wait at once.
 
 use std::collections::HashMap;
+use std::collections::HashSet;
 use std::ops::ControlFlow;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixDatagram;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -22,7 +24,7 @@ use sprof_store::WindowStore;
 use sprof_symbolizer::SymbolService;
 use sprof_unwind::UnwindMode;
 
-use super::config::DaemonConfig;
+use super::config::{CmdlineMode, DaemonConfig};
 use super::metrics::Metrics;
 use super::notify::Notifier;
 use crate::loader::LiveLoader;
@@ -44,6 +46,11 @@ const POLL: Duration = Duration::from_millis(250);
 const MAX_PENDING_WINDOWS: usize = 60;
 /// Length of a slice: the resolution of the window in progress and of taps.
 const SLICE: Duration = Duration::from_secs(1);
+/// Distinct perf-map warnings remembered so each is logged once; beyond it the memory is
+/// forgotten (and a warning may be logged again) rather than grown for the daemon's life.
+const MAX_WARNINGS_SEEN: usize = 4096;
+/// Bytes of /proc/PID/cmdline read at most (the kernel allows megabytes; 512 chars are kept).
+const MAX_CMDLINE_READ: u64 = 64 << 10;
 
 /// A symbolized stretch of the window in progress.
 pub struct Slice {
@@ -70,7 +77,26 @@ pub struct Shared {
     pub describe: Mutex<String>,
     /// Taps open now (scrapes in progress).
     pub open_taps: std::sync::atomic::AtomicUsize,
+    /// When the sampling loop last turned, in milliseconds since `epoch`: /healthz reads it,
+    /// so a sampler stuck in a system call (or a symbolization that never ends) shows.
+    heartbeat: AtomicU64,
+    epoch: Instant,
+    /// False once the sampling thread has ended, however it ended (a panic included).
+    alive: AtomicBool,
 }
+
+/// Whether sampling works, as /healthz says it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Health {
+    Ok,
+    /// The thread has ended.
+    Dead,
+    /// The loop has not turned for this long.
+    Stalled(Duration),
+}
+
+/// The loop turns at least every [`POLL`]; this many turns missed is a stall.
+pub const STALL: Duration = Duration::from_secs(2);
 
 /// Which stacks a tap keeps.
 pub type StackFilter = Box<dyn Fn(&SymbolizedProfile, &SampledStack) -> bool + Send>;
@@ -94,6 +120,31 @@ pub enum Control {
 }
 
 impl Shared {
+    /// The loop turned now.
+    fn beat(&self) {
+        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.heartbeat.store(ms, Ordering::SeqCst);
+    }
+
+    /// Whether the sampling thread is alive and its loop turned within [`STALL`].
+    pub fn health(&self) -> Health {
+        if !self.alive.load(Ordering::SeqCst) {
+            return Health::Dead;
+        }
+        let last = Duration::from_millis(self.heartbeat.load(Ordering::SeqCst));
+        let since = self.epoch.elapsed().saturating_sub(last);
+        if since > STALL {
+            Health::Stalled(since)
+        } else {
+            Health::Ok
+        }
+    }
+
+    /// Whether the sampling thread has ended.
+    pub fn sampler_ended(&self) -> bool {
+        !self.alive.load(Ordering::SeqCst)
+    }
+
     /// Sends a request; false if the sampling thread is gone.
     pub fn send(&self, c: Control) -> bool {
         let sent = self
@@ -125,6 +176,9 @@ pub fn start(
         wake,
         describe: Mutex::new(String::new()),
         open_taps: std::sync::atomic::AtomicUsize::new(0),
+        heartbeat: AtomicU64::new(0),
+        epoch: Instant::now(),
+        alive: AtomicBool::new(true),
     });
     let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<String>>();
     let thread_shared = shared.clone();
@@ -132,6 +186,15 @@ pub fn start(
     let handle = std::thread::Builder::new()
         .name("sprofd-sampler".into())
         .spawn(move || {
+            // Marks the thread ended when it returns or unwinds, for /healthz and for the
+            // main thread, which then exits non-zero so that the service manager restarts us.
+            struct Ended(Arc<Shared>);
+            impl Drop for Ended {
+                fn drop(&mut self) {
+                    self.0.alive.store(false, Ordering::SeqCst);
+                }
+            }
+            let _ended = Ended(thread_shared.clone());
             let sampler = match open_sampler(&config) {
                 Ok(s) => s,
                 Err(e) => {
@@ -230,11 +293,12 @@ struct Sampling {
     wake: UnixDatagram,
     symbols: SymbolService,
     meta: ProfileMeta,
-    window: Duration,
-    slice_start: SystemTime,
-    window_start: SystemTime,
+    schedule: Schedule,
     taps: HashMap<u64, (StackFilter, ProfileMerger)>,
     next_tap: u64,
+    /// Perf-map warnings already logged.
+    warnings_seen: HashSet<String>,
+    cmdline: CmdlineMode,
     /// Windows the disk refused, retried before the next one.
     pending: Vec<(SystemTime, SystemTime, Vec<u8>)>,
     /// Labels of the processes sampled in this window, read from /proc once per window.
@@ -254,7 +318,6 @@ impl Sampling {
         control: mpsc::Receiver<Control>,
         wake: UnixDatagram,
     ) -> Sampling {
-        let now = SystemTime::now();
         let mut symbols = SymbolService::new(config.kernel);
         // Never hold up the loop for a download; names arrive in a later window.
         symbols.set_wait_for_debuginfod(false);
@@ -272,10 +335,10 @@ impl Sampling {
                 event: EventKind::CpuClock.name().to_string(),
                 ..Default::default()
             },
-            window: config.window,
-            slice_start: now,
-            window_start: now,
+            schedule: Schedule::new(config.window, Instant::now(), SystemTime::now()),
             taps: HashMap::new(),
+            warnings_seen: HashSet::new(),
+            cmdline: config.cmdline,
             next_tap: 1,
             pending: Vec::new(),
             processes: HashMap::new(),
@@ -316,14 +379,15 @@ impl Sampling {
         sampler.watch(self.wake.as_raw_fd());
         {
             let mut live = self.lock_live();
-            live.window_start = Some(self.window_start);
+            live.window_start = Some(self.schedule.window_wall);
         }
         sprof_engine::run(&mut sampler, &mut engine, POLL, |engine, _| {
             self.tick(engine)
         });
         // The loop drained what the kernel had; the window in progress is written now.
-        self.cut(&mut engine);
-        self.write_window();
+        let now = Instant::now();
+        self.cut(&mut engine, now);
+        self.write_window(now);
         // Open taps end with the daemon: their replies are dropped, which their handlers
         // take as "answer with what there is" (see http.rs).
         self.taps.clear();
@@ -335,6 +399,7 @@ impl Sampling {
 
     /// One turn of the drive loop: requests, then slice and window boundaries.
     fn tick(&mut self, engine: &mut Engine) -> ControlFlow<()> {
+        self.shared.beat();
         let mut buf = [0u8; 64];
         while self.wake.recv(&mut buf).is_ok() {}
         if self.last_watchdog.elapsed() >= self.notifier.watchdog_interval() {
@@ -344,7 +409,7 @@ impl Sampling {
         while let Ok(c) = self.control.try_recv() {
             match c {
                 Control::OpenTap { keep, reply } => {
-                    self.cut(engine);
+                    self.cut(engine, Instant::now());
                     let id = self.next_tap;
                     self.next_tap += 1;
                     self.taps.insert(id, (keep, ProfileMerger::new()));
@@ -352,7 +417,7 @@ impl Sampling {
                     let _ = reply.send(id);
                 }
                 Control::CloseTap { id, reply } => {
-                    self.cut(engine);
+                    self.cut(engine, Instant::now());
                     if let Some((_, merger)) = self.taps.remove(&id) {
                         let _ = reply.send(merger.finish());
                     }
@@ -364,12 +429,14 @@ impl Sampling {
                 Control::Stop => return ControlFlow::Break(()),
             }
         }
-        let now = SystemTime::now();
-        if now >= self.window_end() {
-            self.cut(engine);
-            self.write_window();
-        } else if now.duration_since(self.slice_start).unwrap_or_default() >= SLICE {
-            self.cut(engine);
+        let now = Instant::now();
+        match self.schedule.due(now) {
+            Due::Window => {
+                self.cut(engine, now);
+                self.write_window(now);
+            }
+            Due::Slice => self.cut(engine, now),
+            Due::Nothing => {}
         }
         ControlFlow::Continue(())
     }
@@ -384,18 +451,10 @@ impl Sampling {
         self.shared.store.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The end of the window in progress: the next multiple of the window length in unix
-    /// time, so windows of every host line up.
-    fn window_end(&self) -> SystemTime {
-        let len = self.window.as_millis().max(1) as u64;
-        let start = sprof_store::unix_millis(self.window_start);
-        UNIX_EPOCH + Duration::from_millis((start / len + 1) * len)
-    }
-
     /// Ends the slice in progress: takes the engine's window, symbolizes it, hands it to the
     /// taps and to the window in progress.
-    fn cut(&mut self, engine: &mut Engine) {
-        let now = SystemTime::now();
+    fn cut(&mut self, engine: &mut Engine, now: Instant) {
+        self.log_jit_warnings(engine);
         let m = &self.shared.metrics;
         for &ns in engine.unwind_times() {
             m.unwind_seconds.observe(f64::from(ns) / 1e9);
@@ -414,12 +473,10 @@ impl Sampling {
                 .spaces_evicted
                 .saturating_sub(m.processes_evicted.get()),
         );
+        let (start, end) = self.schedule.end_slice(now);
         let mut meta = self.meta.clone();
         meta.stats = raw.stats;
-        meta.duration_secs = now
-            .duration_since(self.slice_start)
-            .unwrap_or_default()
-            .as_secs_f64();
+        meta.duration_secs = end.duration_since(start).unwrap_or_default().as_secs_f64();
         meta.notes = engine.hook_reports();
         let mut profile = self.symbols.symbolize(&raw, engine.modules(), meta);
         for w in self.symbols.take_warnings() {
@@ -430,12 +487,25 @@ impl Sampling {
             merger.add(&profile, |p, s| keep(p, s));
         }
         let slice = Slice {
-            start: self.slice_start,
-            end: now,
+            start,
+            end,
             profile: Arc::new(profile),
         };
         self.lock_live().slices.push(slice);
-        self.slice_start = now;
+    }
+
+    /// Logs the perf maps the engine refused since the last slice, each reason once (the
+    /// engine keeps them until someone takes them: the daemon runs for weeks).
+    fn log_jit_warnings(&mut self, engine: &mut Engine) {
+        for w in std::mem::take(&mut engine.jit_warnings) {
+            if self.warnings_seen.len() >= MAX_WARNINGS_SEEN {
+                self.warnings_seen.clear();
+            }
+            if !self.warnings_seen.contains(&w) {
+                eprintln!("sprofd: warning: perf map ignored: {w}");
+                self.warnings_seen.insert(w);
+            }
+        }
     }
 
     /// Command lines and cgroups of the processes in `profile`, read from /proc once per
@@ -449,10 +519,9 @@ impl Sampling {
         pids.sort_unstable();
         pids.dedup();
         for pid in pids {
+            let mode = self.cmdline;
             let labels = self.processes.entry(pid).or_insert_with(|| ProcessLabels {
-                cmdline: procfs::cmdline(Pid(pid))
-                    .map(|c| c.chars().take(512).collect())
-                    .unwrap_or_default(),
+                cmdline: read_cmdline(pid, mode),
                 cgroup: procfs::cgroup(Pid(pid)).unwrap_or_default(),
             });
             if *labels != ProcessLabels::default() {
@@ -462,8 +531,8 @@ impl Sampling {
     }
 
     /// Merges the window's slices and stores them; retries windows the disk refused before.
-    fn write_window(&mut self) {
-        let now = SystemTime::now();
+    fn write_window(&mut self, now: Instant) {
+        let (start, end) = self.schedule.end_window(now, SystemTime::now());
         let slices = std::mem::take(&mut self.lock_live().slices);
         let mut merger = ProfileMerger::new();
         for s in &slices {
@@ -473,21 +542,24 @@ impl Sampling {
         profile.meta = ProfileMeta {
             stats: profile.meta.stats,
             notes: profile.meta.notes,
-            duration_secs: now
-                .duration_since(self.window_start)
-                .unwrap_or_default()
-                .as_secs_f64(),
+            duration_secs: end.duration_since(start).unwrap_or_default().as_secs_f64(),
             ..self.meta.clone()
         };
-        let bytes = encode(&profile, self.window_start);
-        self.pending.push((self.window_start, now, bytes));
+        let bytes = encode(&profile, start);
+        self.pending.push((start, end, bytes));
         if self.pending.len() > MAX_PENDING_WINDOWS {
-            self.pending.remove(0);
+            let (start, end, _) = self.pending.remove(0);
+            self.shared.metrics.windows_dropped.inc();
+            eprintln!(
+                "sprofd: warning: dropped the window {}-{} (more than {MAX_PENDING_WINDOWS} windows waiting for the disk)",
+                sprof_store::unix_millis(start),
+                sprof_store::unix_millis(end)
+            );
         }
-        self.flush_pending(now);
-        self.window_start = now;
+        // Retention counts from the wall clock now, whatever the labels say.
+        self.flush_pending(SystemTime::now());
         self.processes.clear();
-        self.lock_live().window_start = Some(now);
+        self.lock_live().window_start = Some(self.schedule.window_wall);
         let store = self.lock_store();
         self.notifier.status(&format!(
             "{}; {} windows stored ({} MiB)",
@@ -528,6 +600,96 @@ impl Sampling {
     }
 }
 
+/// A process's command line as `--cmdline` says to keep it.
+fn read_cmdline(pid: u32, mode: CmdlineMode) -> String {
+    use std::io::Read;
+    let redact = match mode {
+        CmdlineMode::Off => return String::new(),
+        CmdlineMode::Redacted => true,
+        CmdlineMode::Full => false,
+    };
+    let mut raw = Vec::new();
+    let read = std::fs::File::open(format!("/proc/{pid}/cmdline"))
+        .and_then(|f| f.take(MAX_CMDLINE_READ).read_to_end(&mut raw));
+    match read {
+        Ok(_) => super::redact::cmdline(&raw, redact),
+        Err(_) => String::new(),
+    }
+}
+
+/// What is due at a turn of the loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Due {
+    Nothing,
+    Slice,
+    Window,
+}
+
+/// When slices and windows end. Boundaries follow the monotonic clock, so a step of the wall
+/// clock (NTP, `date -s`) neither stops the cutting for the length of a backwards step nor
+/// makes a window span a forward one. The wall clock only labels them: it is read when a
+/// window starts, and every later instant of the window is that reading plus monotonic time.
+/// After a step the next window's labels follow the new wall time (so after a backwards step
+/// two windows can cover the same wall-clock range).
+struct Schedule {
+    window: Duration,
+    window_start: Instant,
+    /// The wall time the window in progress started at.
+    window_wall: SystemTime,
+    window_end: Instant,
+    slice_start: Instant,
+}
+
+impl Schedule {
+    fn new(window: Duration, now: Instant, wall: SystemTime) -> Schedule {
+        Schedule {
+            window,
+            window_start: now,
+            window_wall: wall,
+            window_end: now + until_aligned(window, wall),
+            slice_start: now,
+        }
+    }
+
+    fn due(&self, now: Instant) -> Due {
+        if now >= self.window_end {
+            Due::Window
+        } else if now.saturating_duration_since(self.slice_start) >= SLICE {
+            Due::Slice
+        } else {
+            Due::Nothing
+        }
+    }
+
+    /// The wall-clock label of an instant of the window in progress.
+    fn wall(&self, at: Instant) -> SystemTime {
+        self.window_wall + at.saturating_duration_since(self.window_start)
+    }
+
+    /// Ends the slice in progress at `now`: its wall-clock start and end.
+    fn end_slice(&mut self, now: Instant) -> (SystemTime, SystemTime) {
+        let span = (self.wall(self.slice_start), self.wall(now));
+        self.slice_start = now;
+        span
+    }
+
+    /// Ends the window in progress at `now`: its wall-clock start and end. The next one
+    /// starts now, labelled `wall` (the wall clock read now), and ends at the next multiple
+    /// of the window length in unix time, so windows of every host line up.
+    fn end_window(&mut self, now: Instant, wall: SystemTime) -> (SystemTime, SystemTime) {
+        let span = (self.window_wall, self.wall(now));
+        *self = Schedule::new(self.window, now, wall);
+        span
+    }
+}
+
+/// From `wall` to the next multiple of `window` in unix time (a whole window at a multiple).
+fn until_aligned(window: Duration, wall: SystemTime) -> Duration {
+    let len = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
+    let ms = sprof_store::unix_millis(wall);
+    Duration::from_millis(len - ms % len)
+}
+
 /// A window as gzipped pprof, timed at its start.
 pub fn encode(profile: &SymbolizedProfile, start: SystemTime) -> Vec<u8> {
     use flamegraph_out::Exporter;
@@ -553,4 +715,131 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "localhost".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run of the loop's schedule against a fake clock: the monotonic clock advances by
+    /// `POLL` each turn, the wall clock with it plus `step` from turn `step_at` on. Returns
+    /// the windows' wall-clock labels and the monotonic instants they were cut at.
+    fn run(turns: u32, step_at: u32, step: i64) -> Vec<((SystemTime, SystemTime), Duration)> {
+        let window = Duration::from_secs(10);
+        let t0 = Instant::now();
+        let wall0 = UNIX_EPOCH + Duration::from_millis(1_796_000_003_000);
+        let wall = |turn: u32| {
+            let w = wall0 + POLL * turn;
+            match (turn >= step_at, step) {
+                (false, _) => w,
+                (true, s) if s >= 0 => w + Duration::from_secs(s.unsigned_abs()),
+                (true, s) => w - Duration::from_secs(s.unsigned_abs()),
+            }
+        };
+        let mut s = Schedule::new(window, t0, wall(0));
+        let mut windows = Vec::new();
+        let mut slices = 0;
+        for turn in 1..=turns {
+            let now = t0 + POLL * turn;
+            match s.due(now) {
+                Due::Window => {
+                    s.end_slice(now);
+                    windows.push((s.end_window(now, wall(turn)), now - t0));
+                }
+                Due::Slice => {
+                    let (a, b) = s.end_slice(now);
+                    assert!(b >= a);
+                    slices += 1;
+                }
+                Due::Nothing => {}
+            }
+        }
+        assert!(
+            slices >= turns / 4 - windows.len() as u32 - 1,
+            "{slices} slices"
+        );
+        windows
+    }
+
+    #[test]
+    fn windows_are_cut_on_schedule_when_the_wall_clock_steps_back_or_forward() {
+        // 70 s, the wall clock set back an hour after 15 s (the review's reproduction).
+        let back = run(280, 60, -3600);
+        assert_eq!(back.len(), 7, "{back:?}");
+        for ((start, end), _) in &back {
+            let len = end.duration_since(*start).unwrap();
+            assert!(len <= Duration::from_secs(10), "a window of {len:?}");
+        }
+        // Cut every 10 s of monotonic time: the first at the 10 s boundary (7 s in), the
+        // rest 10 s apart, the step notwithstanding.
+        let cut: Vec<u64> = back.iter().map(|(_, at)| at.as_millis() as u64).collect();
+        assert_eq!(cut[0], 7000);
+        for pair in cut.windows(2) {
+            assert!((9000..=10250).contains(&(pair[1] - pair[0])), "{cut:?}");
+        }
+        // After the step the labels follow the new wall time.
+        let last = back.last().unwrap().0 .0;
+        assert!(last < UNIX_EPOCH + Duration::from_millis(1_796_000_003_000));
+        // Forward an hour: no window spans the hour.
+        let fwd = run(280, 60, 3600);
+        assert_eq!(fwd.len(), 7, "{fwd:?}");
+        for ((start, end), _) in &fwd {
+            assert!(end.duration_since(*start).unwrap() <= Duration::from_secs(10));
+        }
+        assert!(fwd.last().unwrap().0 .0 > UNIX_EPOCH + Duration::from_secs(1_796_003_600));
+    }
+
+    #[test]
+    fn windows_end_on_multiples_of_their_length_in_unix_time() {
+        let w = Duration::from_secs(10);
+        let at = |ms| UNIX_EPOCH + Duration::from_millis(ms);
+        assert_eq!(
+            until_aligned(w, at(1_796_000_003_000)),
+            Duration::from_secs(7)
+        );
+        assert_eq!(until_aligned(w, at(1_796_000_000_000)), w);
+        let t0 = Instant::now();
+        let mut s = Schedule::new(w, t0, at(1_796_000_003_000));
+        assert_eq!(s.due(t0 + Duration::from_millis(999)), Due::Nothing);
+        assert_eq!(s.due(t0 + SLICE), Due::Slice);
+        assert_eq!(s.due(t0 + Duration::from_secs(7)), Due::Window);
+        let (a, b) = s.end_window(t0 + Duration::from_secs(7), at(1_796_000_010_000));
+        assert_eq!((a, b), (at(1_796_000_003_000), at(1_796_000_010_000)));
+        assert_eq!(s.due(t0 + Duration::from_secs(16)), Due::Slice);
+        assert_eq!(s.due(t0 + Duration::from_secs(17)), Due::Window);
+    }
+
+    #[test]
+    fn health_turns_bad_when_the_loop_stalls_or_the_thread_ends() {
+        let dir = std::env::temp_dir().join(format!("sprofd-health-{}", std::process::id()));
+        let retention = sprof_store::Retention {
+            max_age: Duration::from_secs(3600),
+            max_bytes: 1 << 20,
+        };
+        let (store, _) = WindowStore::open(&dir, retention).unwrap();
+        let (wake, _rx) = UnixDatagram::pair().unwrap();
+        let shared = Shared {
+            live: Mutex::new(Live::default()),
+            store: Mutex::new(store),
+            metrics: Metrics::new(),
+            control: Mutex::new(mpsc::channel().0),
+            wake,
+            describe: Mutex::new(String::new()),
+            open_taps: Default::default(),
+            heartbeat: AtomicU64::new(0),
+            // As if the daemon had started 3 s ago and the loop never turned since.
+            epoch: Instant::now() - Duration::from_secs(3),
+            alive: AtomicBool::new(true),
+        };
+        match shared.health() {
+            Health::Stalled(d) => assert!(d >= Duration::from_secs(3), "{d:?}"),
+            h => panic!("{h:?}"),
+        }
+        shared.beat();
+        assert_eq!(shared.health(), Health::Ok);
+        shared.alive.store(false, Ordering::SeqCst);
+        assert_eq!(shared.health(), Health::Dead);
+        assert!(shared.sampler_ended());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }
