@@ -15,6 +15,8 @@ pub struct Metrics {
     registry: Registry,
     pub samples: Counter,
     pub lost: Counter,
+    pub dropped: Counter,
+    pub queued: Gauge,
     pub truncated: Counter,
     pub over_limit: Counter,
     pub processes: Gauge,
@@ -65,6 +67,15 @@ impl Metrics {
         let lost = r.counter(
             "lost_samples",
             "Samples the kernel dropped (ring buffer full)",
+        );
+        let dropped = r.counter(
+            "dropped_samples",
+            "Samples the drain thread dropped because the engine fell behind by more than its queue holds",
+        );
+        let queued = r.gauge(
+            "queued",
+            "Bytes of drained records waiting for the engine",
+            Some(Unit::Bytes),
         );
         let truncated = r.counter(
             "truncated_stacks",
@@ -142,6 +153,8 @@ impl Metrics {
             registry,
             samples,
             lost,
+            dropped,
+            queued,
             truncated,
             over_limit,
             processes,

@@ -10,14 +10,13 @@
 use std::collections::HashMap;
 use std::collections::HashSet;
 use std::ops::ControlFlow;
-use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixDatagram;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sprof_core::{Pid, ProcessLabels, ProfileMerger, ProfileMeta, SampledStack, SymbolizedProfile};
+use sprof_engine::handoff::{self, Handoff, QueuedSource};
 use sprof_engine::{Engine, EngineConfig, Limits};
 use sprof_perf::{procfs, EventKind, Sampler, SamplingPolicy, StackCapture};
 use sprof_store::WindowStore;
@@ -42,6 +41,14 @@ const DWARF_BUDGET: usize = 32 << 20;
 const MAX_PROCESSES: usize = 16_384;
 /// How long the loop waits for samples at most; requests end the wait at once.
 const POLL: Duration = Duration::from_millis(250);
+/// How long the drain thread waits for records at most (it wakes sooner when a ring buffer
+/// passes its watermark).
+const DRAIN_POLL: Duration = Duration::from_millis(100);
+/// Bytes of drained records that may wait for the engine: at the default 19 Hz a sample with
+/// its 16 KiB stack copy is ~16.5 KiB, so 16 MiB holds ~25 s of two busy CPUs: the longest
+/// engine stall (a first parse of a huge module) absorbed without dropping samples. Empty
+/// while the engine keeps up, which is always but for such stalls.
+const MAX_QUEUED: usize = 16 << 20;
 /// Windows kept in memory while the disk refuses them (full), oldest dropped first.
 const MAX_PENDING_WINDOWS: usize = 60;
 /// Length of a slice: the resolution of the window in progress and of taps.
@@ -72,7 +79,8 @@ pub struct Shared {
     pub store: Mutex<WindowStore>,
     pub metrics: Metrics,
     control: Mutex<mpsc::Sender<Control>>,
-    wake: UnixDatagram,
+    /// The drain thread, once sampling runs: its wake ends the engine's wait at once.
+    handoff: std::sync::OnceLock<Handoff>,
     /// What is being sampled, for the page and the status line.
     pub describe: Mutex<String>,
     /// Taps open now (scrapes in progress).
@@ -126,13 +134,18 @@ impl Shared {
         self.heartbeat.store(ms, Ordering::SeqCst);
     }
 
-    /// Whether the sampling thread is alive and its loop turned within [`STALL`].
+    /// Whether the sampling thread is alive, its loop turned within [`STALL`] and the
+    /// drain thread drained within it.
     pub fn health(&self) -> Health {
         if !self.alive.load(Ordering::SeqCst) {
             return Health::Dead;
         }
         let last = Duration::from_millis(self.heartbeat.load(Ordering::SeqCst));
-        let since = self.epoch.elapsed().saturating_sub(last);
+        let since = self.epoch.elapsed().saturating_sub(last).max(
+            self.handoff
+                .get()
+                .map_or(Duration::ZERO, Handoff::since_last_drain),
+        );
         if since > STALL {
             Health::Stalled(since)
         } else {
@@ -153,7 +166,9 @@ impl Shared {
             .unwrap_or_else(|e| e.into_inner())
             .send(c)
             .is_ok();
-        let _ = self.wake.send(&[1]);
+        if let Some(h) = self.handoff.get() {
+            h.wake();
+        }
         sent
     }
 }
@@ -165,15 +180,13 @@ pub fn start(
     store: WindowStore,
     notifier: Arc<Notifier>,
 ) -> anyhow::Result<(Arc<Shared>, std::thread::JoinHandle<()>)> {
-    let (wake, wake_rx) = UnixDatagram::pair()?;
-    wake_rx.set_nonblocking(true)?;
     let (tx, rx) = mpsc::channel();
     let shared = Arc::new(Shared {
         live: Mutex::new(Live::default()),
         store: Mutex::new(store),
         metrics: Metrics::new(),
         control: Mutex::new(tx),
-        wake,
+        handoff: std::sync::OnceLock::new(),
         describe: Mutex::new(String::new()),
         open_taps: std::sync::atomic::AtomicUsize::new(0),
         heartbeat: AtomicU64::new(0),
@@ -202,8 +215,18 @@ pub fn start(
                     return;
                 }
             };
+            // Draining on a thread of its own: nothing this thread does (parsing a new
+            // module, symbolizing, writing a window) makes the kernel drop samples.
+            let (source, handoff) = match handoff::spawn(sampler, MAX_QUEUED, DRAIN_POLL) {
+                Ok(pair) => pair,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(anyhow::anyhow!("starting the drain thread: {e}")));
+                    return;
+                }
+            };
+            let _ = thread_shared.handoff.set(handoff);
             let _ = ready_tx.send(Ok(describe(&config)));
-            Sampling::new(&config, thread_shared, notifier, rx, wake_rx).run(sampler);
+            Sampling::new(&config, thread_shared, notifier, rx).run(source);
         })?;
     match ready_rx.recv() {
         Ok(Ok(describe)) => {
@@ -290,7 +313,6 @@ struct Sampling {
     shared: Arc<Shared>,
     notifier: Arc<Notifier>,
     control: mpsc::Receiver<Control>,
-    wake: UnixDatagram,
     symbols: SymbolService,
     meta: ProfileMeta,
     schedule: Schedule,
@@ -316,7 +338,6 @@ impl Sampling {
         shared: Arc<Shared>,
         notifier: Arc<Notifier>,
         control: mpsc::Receiver<Control>,
-        wake: UnixDatagram,
     ) -> Sampling {
         let mut symbols = SymbolService::new(config.kernel);
         // Never hold up the loop for a download; names arrive in a later window.
@@ -326,7 +347,6 @@ impl Sampling {
             shared,
             notifier,
             control,
-            wake,
             symbols,
             meta: ProfileMeta {
                 target: format!("host {}", hostname()),
@@ -374,14 +394,13 @@ impl Sampling {
         engine
     }
 
-    fn run(mut self, mut sampler: Sampler) {
+    fn run(mut self, mut source: QueuedSource) {
         let mut engine = self.engine();
-        sampler.watch(self.wake.as_raw_fd());
         {
             let mut live = self.lock_live();
             live.window_start = Some(self.schedule.window_wall);
         }
-        sprof_engine::run(&mut sampler, &mut engine, POLL, |engine, _| {
+        sprof_engine::run(&mut source, &mut engine, POLL, |engine, _| {
             self.tick(engine)
         });
         // The loop drained what the kernel had; the window in progress is written now.
@@ -400,8 +419,6 @@ impl Sampling {
     /// One turn of the drive loop: requests, then slice and window boundaries.
     fn tick(&mut self, engine: &mut Engine) -> ControlFlow<()> {
         self.shared.beat();
-        let mut buf = [0u8; 64];
-        while self.wake.recv(&mut buf).is_ok() {}
         if self.last_watchdog.elapsed() >= self.notifier.watchdog_interval() {
             self.notifier.watchdog();
             self.last_watchdog = Instant::now();
@@ -462,6 +479,12 @@ impl Sampling {
         let raw = engine.take_window();
         m.samples.inc_by(raw.stats.samples);
         m.lost.inc_by(raw.stats.lost);
+        if let Some(h) = self.shared.handoff.get() {
+            m.dropped
+                .inc_by(h.dropped().saturating_sub(m.dropped.get()));
+            m.queued
+                .set(i64::try_from(h.queued_bytes()).unwrap_or(i64::MAX));
+        }
         m.truncated.inc_by(raw.stats.truncated);
         m.over_limit.inc_by(raw.stats.over_limit);
         // The walker's own counters: `Engine::stats` would also sum every module's bytes.
@@ -817,13 +840,12 @@ mod tests {
             max_bytes: 1 << 20,
         };
         let (store, _) = WindowStore::open(&dir, retention).unwrap();
-        let (wake, _rx) = UnixDatagram::pair().unwrap();
         let shared = Shared {
             live: Mutex::new(Live::default()),
             store: Mutex::new(store),
             metrics: Metrics::new(),
             control: Mutex::new(mpsc::channel().0),
-            wake,
+            handoff: std::sync::OnceLock::new(),
             describe: Mutex::new(String::new()),
             open_taps: Default::default(),
             heartbeat: AtomicU64::new(0),
