@@ -10,6 +10,7 @@
 //!   ([`svg_titles`]) outputs.
 
 pub mod daemon;
+pub mod fuzz;
 pub mod hostile;
 
 use std::collections::HashMap;

@@ -743,6 +743,27 @@ mod tests {
         }
     }
 
+    /// Mutated perf maps (a target writes them) never panic the reader.
+    #[test]
+    fn mutated_perf_maps_are_read_without_panics() {
+        use sprofd_tests::fuzz;
+        let seed = b"7f0000001000 40 LazyCompile:*render app.js:3:7\n\
+                     7f0000002000 1a py::main:/srv/app.py\n1000 10 [stub]\n"
+            .to_vec();
+        fuzz::run(
+            "perf-map",
+            &[seed],
+            fuzz::iterations(5000),
+            std::time::Duration::from_millis(200),
+            |input| {
+                let mut s = JitSymbols::default();
+                let used = s.feed(input);
+                s.feed(&input[used..]);
+                let _ = s.lookup(0x7f00_0000_1010);
+            },
+        );
+    }
+
     #[test]
     fn name_bytes_are_capped_per_process() {
         // 4000-byte names (the red-team review's 200 MB map): kept up to the byte bound.

@@ -175,6 +175,30 @@ pub(crate) mod tests {
         (out, stats, used, p)
     }
 
+    /// Mutated jitdumps (a target writes them) never panic the reader, fed whole or in
+    /// pieces as a growing file is.
+    #[test]
+    fn mutated_jitdumps_are_read_without_panics() {
+        use sprofd_tests::fuzz;
+        let mut seed = header();
+        seed.extend(code_load_record(0x1000, 16, "jit_fn"));
+        seed.extend(code_load_record(0x2000, 8, "other"));
+        fuzz::run(
+            "jitdump",
+            &[seed],
+            fuzz::iterations(3000),
+            std::time::Duration::from_millis(200),
+            |input| {
+                let mut stats = PerfMapStats::default();
+                let mut parser = JitDumpParser::default();
+                let mut at = 0;
+                for cut in [input.len() / 3, input.len()] {
+                    at += parser.feed(&input[at..cut.max(at)], &mut stats, |_| {});
+                }
+            },
+        );
+    }
+
     #[test]
     fn code_loads_are_read_and_other_records_skipped() {
         let mut f = header();
