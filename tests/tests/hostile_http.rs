@@ -104,8 +104,20 @@ impl Daemon {
     /// `sprofd daemon --listen 127.0.0.1:0 --data-dir DATA extra…`, with at most `nofile`
     /// open files (soft and hard) if given, as systemd's default soft limit would.
     fn start(data: &Path, extra: &[&str], nofile: Option<u64>, env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_on("127.0.0.1:0", data, extra, nofile, env)
+    }
+
+    /// Like [`Daemon::start`] on `listen` (`unix:PATH` too: then `addr` is `unix:PATH` and
+    /// `port` 0).
+    fn start_on(
+        listen: &str,
+        data: &Path,
+        extra: &[&str],
+        nofile: Option<u64>,
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let mut cmd = sprofd();
-        cmd.args(["daemon", "--listen", "127.0.0.1:0", "--data-dir"])
+        cmd.args(["daemon", "--listen", listen, "--data-dir"])
             .arg(data)
             .args(extra)
             .envs(env.iter().copied())
@@ -138,6 +150,9 @@ impl Daemon {
                 if let Some(at) = line.find("serving http://") {
                     let addr = line[at + 15..].split('/').next().unwrap_or("").to_string();
                     let _ = tx.send(addr);
+                } else if let Some(at) = line.find("serving http over unix:") {
+                    let path = line[at + 18..].split(' ').next().unwrap_or("").to_string();
+                    let _ = tx.send(path);
                 }
                 let mut l = log.lock().unwrap();
                 l.push_str(&line);
@@ -152,7 +167,7 @@ impl Daemon {
                 panic!("daemon did not start:\n{}", stderr.lock().unwrap());
             }
         };
-        let port = addr.rsplit(':').next().unwrap().parse().unwrap();
+        let port = addr.rsplit(':').next().unwrap().parse().unwrap_or(0);
         Daemon {
             child,
             addr,
@@ -711,6 +726,87 @@ impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// Connects to a Unix socket as the attacker; prints `connected` and the answer to GET
+/// /healthz, or the error.
+const UNIX_GET: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+try:
+    s.connect(sys.argv[1])
+except OSError as e:
+    print("refused", e.errno); sys.exit(0)
+s.sendall(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")
+data = b""
+while True:
+    chunk = s.recv(65536)
+    if not chunk: break
+    data += chunk
+print("connected", data.split(b"\r\n")[0].decode(), data.split(b"\r\n\r\n", 1)[1].decode().strip())
+"#;
+
+/// `--listen unix:PATH`: a socket of mode 0660 that the attacker cannot connect to, unless
+/// `--socket-group` names a group of theirs; the daemon itself answers over it.
+#[test]
+fn a_unix_socket_lets_in_only_its_group() {
+    let test = "a_unix_socket_lets_in_only_its_group";
+    if !ready(test) {
+        return;
+    }
+    let _serial = serial();
+    let dir = TempDir::new("hostile-unix");
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sock = dir.join("sprofd.sock");
+    let listen = format!("unix:{}", sock.display());
+    let attacker_gid = {
+        let out = Command::new("id").args(["-g", ATTACKER]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<u32>()
+            .unwrap()
+    };
+    for group in [None, Some(ATTACKER)] {
+        let mut extra = vec!["-F", "19"];
+        if let Some(g) = group {
+            extra.extend(["--socket-group", g]);
+        }
+        let d = Daemon::start_on(&listen, &dir.join("data"), &extra, None, &[]);
+        let meta = std::fs::symlink_metadata(&sock).unwrap();
+        assert!(meta.file_type().is_socket());
+        assert_eq!(meta.mode() & 0o777, 0o660, "socket mode");
+        // The daemon's own user answers over it.
+        let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        s.write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.0 200") && answer.ends_with("ok\n"),
+            "{answer}"
+        );
+        let out = attacker_python(UNIX_GET, &[sock.display().to_string()])
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        match group {
+            None => {
+                assert_eq!(meta.gid(), 0);
+                assert_eq!(
+                    said, "refused 13",
+                    "the attacker connected without the group"
+                );
+            }
+            Some(_) => {
+                assert_eq!(meta.gid(), attacker_gid);
+                assert_eq!(said, "connected HTTP/1.0 200 OK ok", "{}", d.log());
+            }
+        }
+        let (status, _, log) = d.terminate();
+        assert!(status.success(), "{log}");
+        assert!(!sock.exists(), "the socket is removed at exit");
     }
 }
 
