@@ -810,6 +810,107 @@ fn a_unix_socket_lets_in_only_its_group() {
     }
 }
 
+/// The review's D2: the attacker runs a binary whose `.gnu_debuglink` names a FIFO. Whether
+/// or not that still stalls the sampling thread (it does until the symbolizer opens debug
+/// files without blocking), `/healthz` tells the truth: 503 within 3 s of the sampling loop's
+/// last turn while the sample counter is frozen, 200 while it moves; and SIGTERM ends the
+/// daemon within 5 s either way (exit 1 if the window in progress could not be written).
+#[test]
+fn healthz_is_honest_and_sigterm_is_bounded_when_sampling_stalls() {
+    let test = "healthz_is_honest_and_sigterm_is_bounded_when_sampling_stalls";
+    if !ready(test) {
+        return;
+    }
+    let _serial = serial();
+    let dir = TempDir::new("hostile-stall");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let src = dir.join("spin.c");
+    std::fs::write(&src, SPIN).unwrap();
+    let spin = dir.join("spin");
+    let built = Command::new("gcc")
+        .args(["-O1", "-g0", "-o"])
+        .arg(&spin)
+        .arg(&src)
+        .status()
+        .unwrap();
+    assert!(built.success());
+    let debug = dir.join("spin.debug");
+    std::fs::write(&debug, "dummy").unwrap();
+    let fifo = dir.join("spin-fifo");
+    let linked = Command::new("objcopy")
+        .arg(format!("--add-gnu-debuglink={}", debug.display()))
+        .arg(&spin)
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(linked.success());
+    std::fs::remove_file(&debug).unwrap();
+    let made = Command::new("mkfifo").arg(&debug).status().unwrap();
+    assert!(made.success());
+    let d = Daemon::start(&dir.join("data"), &["-F", "49", "--window", "2"], None, &[]);
+    assert_eq!(d.get("/healthz").status, 200);
+    let attacker = Command::new("setpriv")
+        .args([
+            &format!("--reuid={ATTACKER}"),
+            &format!("--regid={ATTACKER}"),
+            "--clear-groups",
+            "--",
+        ])
+        .arg(&fifo)
+        .arg("6")
+        .spawn()
+        .unwrap();
+    let attacker = KillOnDrop(attacker);
+    // (samples_total, healthz status) every 250 ms for 5 s.
+    let mut seen = Vec::new();
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(250));
+        let samples = d.metric("sprofd_samples_total");
+        let t = Instant::now();
+        let status = d.get("/healthz").status;
+        assert!(
+            t.elapsed() < HEALTHZ_BUDGET,
+            "healthz took {:?}",
+            t.elapsed()
+        );
+        seen.push((samples, status));
+    }
+    // Frozen for 3 s (12 polls) or more: the last of those polls must say 503.
+    let mut frozen_for = 0;
+    for w in seen.windows(2) {
+        frozen_for = if w[1].0 == w[0].0 { frozen_for + 1 } else { 0 };
+        if frozen_for >= 12 {
+            assert_eq!(w[1].1, 503, "sampling frozen 3 s but healthz ok: {seen:?}");
+        }
+        if frozen_for == 0 {
+            assert_eq!(w[1].1, 200, "samples move but healthz says 503: {seen:?}");
+        }
+    }
+    let stalled = seen.iter().any(|&(_, s)| s == 503);
+    eprintln!("{test}: stalled={stalled}: {seen:?}");
+    let (status, took, log) = d.terminate();
+    assert!(
+        took < Duration::from_secs(5),
+        "SIGTERM took {took:?}:\n{log}"
+    );
+    if stalled {
+        assert_eq!(status.code(), Some(1), "{log}");
+        assert!(log.contains("did not stop within"), "{log}");
+    } else {
+        assert!(status.success(), "{log}");
+    }
+    drop(attacker);
+}
+
+const SPIN: &str = r#"
+#include <stdlib.h>
+#include <time.h>
+static double now(void){struct timespec t;clock_gettime(CLOCK_MONOTONIC,&t);return t.tv_sec+t.tv_nsec/1e9;}
+__attribute__((noinline)) unsigned long hot_function(unsigned long n){unsigned long x=0;for(unsigned long i=0;i<n;i++){x=x*6364136223846793005UL+i;__asm__ volatile(""::"r"(x));}return x;}
+int main(int argc,char**argv){double s=argc>1?atof(argv[1]):5,end=now()+s;unsigned long x=0;while(now()<end)x+=hot_function(1000000);return (int)(x&1);}
+"#;
+
 /// The review's shim: CLOCK_REALTIME moves back BACK_BY seconds after BACK_AFTER seconds.
 const CLOCKBACK: &str = r#"
 #define _GNU_SOURCE
