@@ -66,7 +66,7 @@ pub enum Command {
     /// Profile the whole host all the time, keep the profiles on disk and serve them over
     /// HTTP (a page, pprof for Parca/Pyroscope/go tool pprof, Prometheus metrics).
     ///
-    /// Settings come from --config (TOML: listen, data_dir, frequency, window, retention,
+    /// Settings come from --config (TOML: listen, socket_group, data_dir, frequency, window, retention,
     /// max_disk, pids, comm, kernel, python, cmdline), overridden by flags. SIGTERM writes the window
     /// in progress and exits; SIGHUP reloads the config file.
     Daemon(DaemonArgs),
@@ -91,10 +91,14 @@ pub struct DaemonArgs {
     /// TOML file with the daemon's settings; flags override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Address and port of the HTTP API [default: 127.0.0.1:7171]. A non-loopback address
+    /// Address and port of the HTTP API [default: 127.0.0.1:7171], or unix:/PATH for a
+    /// Unix socket (mode 0660: only its owner and group can connect). A non-loopback address
     /// serves every process's profile to whoever can reach it.
-    #[arg(long, value_name = "ADDR:PORT")]
+    #[arg(long, value_name = "ADDR:PORT|unix:PATH")]
     pub listen: Option<String>,
+    /// Group given the Unix socket of --listen unix:PATH: its members can read the API.
+    #[arg(long = "socket-group", value_name = "GROUP")]
+    pub socket_group: Option<String>,
     /// Where windows are stored [default: $STATE_DIRECTORY under systemd, else
     /// /var/lib/sprofd].
     #[arg(long = "data-dir", value_name = "DIR")]
@@ -154,6 +158,7 @@ impl DaemonArgs {
             kernel: self.kernel.then_some(true),
             python: self.no_python.then_some(false),
             cmdline: self.cmdline,
+            socket_group: self.socket_group,
         };
         DaemonConfig::resolve(file.overridden_by(flags), self.config, max_rate)
     }

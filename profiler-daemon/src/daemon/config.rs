@@ -23,6 +23,7 @@ pub struct FileSettings {
     pub kernel: Option<bool>,
     pub python: Option<bool>,
     pub cmdline: Option<String>,
+    pub socket_group: Option<String>,
 }
 
 impl FileSettings {
@@ -56,6 +57,7 @@ impl FileSettings {
             kernel: over.kernel.or(self.kernel),
             python: over.python.or(self.python),
             cmdline: over.cmdline.or(self.cmdline),
+            socket_group: over.socket_group.or(self.socket_group),
         }
     }
 }
@@ -71,8 +73,12 @@ pub enum ConfigError {
         reason: String,
         line: Option<usize>,
     },
-    #[error("invalid listen address {0:?}: use ADDR:PORT, such as 127.0.0.1:7171 or [::1]:7171")]
+    #[error("invalid listen address {0:?}: use ADDR:PORT, such as 127.0.0.1:7171 or [::1]:7171, or unix:/ABSOLUTE/PATH")]
     Listen(String),
+    #[error("socket_group: no group {0:?} in /etc/group")]
+    Group(String),
+    #[error("socket_group needs listen = \"unix:/PATH\"")]
+    GroupWithoutSocket,
     #[error("frequency must be between 1 and {max} Hz, not {asked}")]
     Frequency { asked: u64, max: u64 },
     #[error("window must be between 1 and 3600 seconds, not {0}")]
@@ -117,10 +123,60 @@ impl std::str::FromStr for CmdlineMode {
     }
 }
 
+/// Where the API listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    Tcp(SocketAddr),
+    /// A Unix socket, mode 0660: only its owner and group can connect.
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Listen::Tcp(a) => write!(f, "{a}"),
+            Listen::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+impl std::str::FromStr for Listen {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Listen, ConfigError> {
+        match s.strip_prefix("unix:") {
+            Some(p) if p.starts_with('/') && p.len() > 1 => Ok(Listen::Unix(PathBuf::from(p))),
+            Some(_) => Err(ConfigError::Listen(s.to_string())),
+            None => s
+                .parse()
+                .map(Listen::Tcp)
+                .map_err(|_| ConfigError::Listen(s.to_string())),
+        }
+    }
+}
+
+/// A group's id: a number, or a name looked up in /etc/group.
+fn group_id(group: &str) -> Result<u32, ConfigError> {
+    if let Ok(gid) = group.parse() {
+        return Ok(gid);
+    }
+    std::fs::read_to_string("/etc/group")
+        .ok()
+        .and_then(|text| {
+            text.lines().find_map(|l| {
+                let mut f = l.split(':');
+                (f.next()? == group).then_some(())?;
+                f.nth(1)?.parse().ok()
+            })
+        })
+        .ok_or_else(|| ConfigError::Group(group.chars().take(64).collect()))
+}
+
 /// Settings resolved and checked.
 #[derive(Debug, Clone)]
 pub struct DaemonConfig {
-    pub listen: SocketAddr,
+    pub listen: Listen,
+    /// The group the Unix socket is given to (its members can connect).
+    pub socket_group: Option<u32>,
     pub data_dir: PathBuf,
     pub frequency: u64,
     pub window: Duration,
@@ -178,9 +234,14 @@ impl DaemonConfig {
         max_rate: Option<u64>,
     ) -> Result<DaemonConfig, ConfigError> {
         let listen_text = s.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_string());
-        let listen: SocketAddr = listen_text
-            .parse()
-            .map_err(|_| ConfigError::Listen(listen_text.clone()))?;
+        let listen: Listen = listen_text.parse()?;
+        let socket_group = match s.socket_group.as_deref() {
+            None | Some("") => None,
+            Some(g) => Some(group_id(g)?),
+        };
+        if socket_group.is_some() && !matches!(listen, Listen::Unix(_)) {
+            return Err(ConfigError::GroupWithoutSocket);
+        }
         let frequency = s.frequency.unwrap_or(DEFAULT_FREQUENCY);
         let max = max_rate.unwrap_or(100_000);
         if frequency == 0 || frequency > max {
@@ -218,6 +279,7 @@ impl DaemonConfig {
             .parse::<CmdlineMode>()?;
         Ok(DaemonConfig {
             listen,
+            socket_group,
             data_dir: s.data_dir.unwrap_or_else(default_data_dir),
             frequency,
             window: Duration::from_secs(window),
@@ -350,6 +412,37 @@ mod tests {
             .unwrap();
             assert_eq!(c.cmdline, mode);
         }
+        let c = resolve(FileSettings {
+            listen: Some("unix:/run/sprofd/sprofd.sock".into()),
+            socket_group: Some("0".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.listen, Listen::Unix("/run/sprofd/sprofd.sock".into()));
+        assert_eq!(c.listen.to_string(), "unix:/run/sprofd/sprofd.sock");
+        assert_eq!(c.socket_group, Some(0));
+        let root = resolve(FileSettings {
+            listen: Some("unix:/s".into()),
+            socket_group: Some("root".into()),
+            ..Default::default()
+        });
+        assert_eq!(root.unwrap().socket_group, Some(0));
+        let e = bad(FileSettings {
+            listen: Some("unix:relative.sock".into()),
+            ..Default::default()
+        });
+        assert!(e.contains("unix:/ABSOLUTE/PATH"), "{e}");
+        let e = bad(FileSettings {
+            socket_group: Some("0".into()),
+            ..Default::default()
+        });
+        assert!(e.contains("needs listen"), "{e}");
+        let e = bad(FileSettings {
+            listen: Some("unix:/s".into()),
+            socket_group: Some("no-such-group-here".into()),
+            ..Default::default()
+        });
+        assert!(e.contains("no group"), "{e}");
         let err = toml::from_str::<FileSettings>("frequncy = 3").unwrap_err();
         assert!(err.message().contains("unknown field"), "{err}");
     }

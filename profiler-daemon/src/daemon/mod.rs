@@ -117,6 +117,75 @@ const SAMPLER_STOP_GRACE: Duration = Duration::from_millis(2500);
 /// How long scrapes in progress get to answer at SIGTERM.
 const TAPS_STOP_GRACE: Duration = Duration::from_millis(1500);
 
+/// The API's listening socket.
+enum Bound {
+    Tcp(std::net::TcpListener),
+    Unix(std::os::unix::net::UnixListener),
+}
+
+impl Bound {
+    fn bind(config: &DaemonConfig) -> anyhow::Result<Bound> {
+        let bound = match &config.listen {
+            config::Listen::Tcp(addr) => Bound::Tcp(
+                std::net::TcpListener::bind(addr)
+                    .with_context(|| format!("cannot listen on {addr}"))?,
+            ),
+            config::Listen::Unix(path) => Bound::Unix(
+                bind_unix(path, config.socket_group)
+                    .with_context(|| format!("cannot listen on {}", config.listen))?,
+            ),
+        };
+        match &bound {
+            Bound::Tcp(l) => l.set_nonblocking(true)?,
+            Bound::Unix(l) => l.set_nonblocking(true)?,
+        }
+        Ok(bound)
+    }
+
+    /// Where it serves, for the log (port 0 asks for any free port: it says which one).
+    fn describe(&self) -> String {
+        match self {
+            Bound::Tcp(l) => match l.local_addr() {
+                Ok(a) => format!("http://{a}/"),
+                Err(_) => "http".into(),
+            },
+            Bound::Unix(l) => match l.local_addr().ok().and_then(|a| {
+                a.as_pathname()
+                    .map(|p| format!("http over unix:{}", p.display()))
+            }) {
+                Some(d) => d,
+                None => "http over a unix socket".into(),
+            },
+        }
+    }
+}
+
+/// Binds a Unix socket at `path`, mode 0660, given to `group`: only the daemon's user and
+/// that group's members can connect. A socket left there by an earlier run is replaced;
+/// anything else at `path` is an error.
+fn bind_unix(path: &Path, group: Option<u32>) -> std::io::Result<std::os::unix::net::UnixListener> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path)?,
+        Ok(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "exists and is not a socket",
+            ))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    // Until the chmod below the mode is 0777 less the umask; connecting needs write
+    // permission, which a umask of 022 (or the unit's 077) already denies to others.
+    let listener = std::os::unix::net::UnixListener::bind(path)?;
+    if let Some(gid) = group {
+        std::os::unix::fs::chown(path, None, Some(gid))?;
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    Ok(listener)
+}
+
 /// Why the HTTP side stopped.
 #[derive(Debug, PartialEq)]
 enum Stopped {
@@ -159,7 +228,7 @@ pub fn run(config: DaemonConfig) -> anyhow::Result<i32> {
     for w in privileges::check(config.pids.is_empty(), config.kernel).map_err(anyhow::Error::msg)? {
         eprintln!("sprofd: warning: {w}");
     }
-    if !config.listen.ip().is_loopback() {
+    if matches!(config.listen, config::Listen::Tcp(a) if !a.ip().is_loopback()) {
         eprintln!(
             "sprofd: warning: listening on {}, which is not a loopback address: anyone who can reach it can read every process's profile",
             config.listen
@@ -170,11 +239,8 @@ pub fn run(config: DaemonConfig) -> anyhow::Result<i32> {
     for w in &warnings {
         eprintln!("sprofd: warning: {w}");
     }
-    let listener = std::net::TcpListener::bind(config.listen)
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    listener.set_nonblocking(true)?;
-    // Port 0 asks for any free port: say which one.
-    let listen = listener.local_addr().unwrap_or(config.listen);
+    let listener = Bound::bind(&config)?;
+    let listen = listener.describe();
     let notifier = Arc::new(notify::Notifier::from_env());
     let (stored, quarantined) = (store.windows().len(), store.quarantined);
     let (shared, sampler) = sampling::start(&config, store, notifier.clone())?;
@@ -194,12 +260,19 @@ pub fn run(config: DaemonConfig) -> anyhow::Result<i32> {
         .clone();
     let announce = || {
         eprintln!(
-            "sprofd: sampling {describe}; serving http://{listen}/ ; data in {} ({stored} windows stored)",
+            "sprofd: sampling {describe}; serving {listen} ; data in {} ({stored} windows stored)",
             config.data_dir.display()
         );
         notifier.ready(&describe);
     };
+    let socket = match &config.listen {
+        config::Listen::Unix(path) => Some(path.clone()),
+        config::Listen::Tcp(_) => None,
+    };
     let stopped = runtime.block_on(serve(listener, backend.clone(), &config, announce))?;
+    if let Some(path) = socket {
+        let _ = std::fs::remove_file(path);
+    }
     notifier.stopping();
     // Handlers still running on the blocking pool (a long query) are not waited for.
     runtime.shutdown_timeout(Duration::from_millis(200));
@@ -236,13 +309,12 @@ pub fn run(config: DaemonConfig) -> anyhow::Result<i32> {
 /// Serves the API until SIGTERM/SIGINT; SIGHUP reloads the config file. `announce` says the
 /// daemon is ready, once the signal handlers are in place (a SIGHUP before them would kill it).
 async fn serve(
-    listener: std::net::TcpListener,
+    listener: Bound,
     backend: Arc<DaemonBackend>,
     config: &DaemonConfig,
     announce: impl FnOnce(),
 ) -> anyhow::Result<Stopped> {
     use tokio::signal::unix::{signal, SignalKind};
-    let listener = tokio::net::TcpListener::from_std(listener)?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let app = http::router(backend.clone(), shutdown_rx, http::Limits::default());
     let mut term = signal(SignalKind::terminate())?;
@@ -281,14 +353,17 @@ async fn serve(
         refused: m.connections_refused.clone(),
         closed_idle: m.connections_closed_idle.clone(),
     };
-    server::serve(
-        listener,
-        app,
-        server::ServerLimits::default(),
-        metrics,
-        stop,
-    )
-    .await;
+    let limits = server::ServerLimits::default();
+    match listener {
+        Bound::Tcp(l) => {
+            let l = tokio::net::TcpListener::from_std(l)?;
+            server::serve(l, app, limits, metrics, stop).await;
+        }
+        Bound::Unix(l) => {
+            let l = tokio::net::UnixListener::from_std(l)?;
+            server::serve(l, app, limits, metrics, stop).await;
+        }
+    }
     // Stop has not been sent yet: an ended thread died.
     Ok(if backend.shared.sampler_ended() {
         Stopped::SamplerEnded

@@ -239,7 +239,13 @@ async fn connection<I>(
     let mut shutting_down = false;
     loop {
         tokio::select! {
-            _ = conn.as_mut() => break,
+            done = conn.as_mut() => {
+                // hyper's own header-read timeout got there first.
+                if done.is_err_and(|e| e.is_timeout()) {
+                    guard.metrics.closed_idle.inc();
+                }
+                break;
+            }
             _ = &mut close => break,
             changed = shutdown.changed(), if !shutting_down => {
                 shutting_down = true;
@@ -256,4 +262,133 @@ async fn connection<I>(
         }
     }
     drop(guard);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    use axum::routing::get;
+
+    use super::*;
+
+    /// A server on a free loopback port with `limits`, a `/slow` route that takes 600 ms.
+    async fn start(limits: ServerLimits) -> (String, ConnMetrics, oneshot::Sender<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let app = Router::new().route("/", get(|| async { "ok\n" })).route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(600)).await;
+                "slow\n"
+            }),
+        );
+        let metrics = ConnMetrics::default();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        tokio::spawn(serve(listener, app, limits, metrics.clone(), async {
+            let _ = stop_rx.await;
+        }));
+        (addr, metrics, stop_tx)
+    }
+
+    /// GET over a blocking socket, on the blocking pool: the answer, or "" if the server
+    /// closed the connection without one.
+    async fn fetch(addr: &str, path: &str) -> String {
+        let (addr, path) = (addr.to_string(), path.to_string());
+        tokio::task::spawn_blocking(move || {
+            let mut s = TcpStream::connect(&addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            out
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Whether the server has closed `s` (read returns end of file or an error).
+    fn closed(s: &mut TcpStream) -> bool {
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let mut b = [0u8; 64];
+        match s.read(&mut b) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        }
+    }
+
+    #[tokio::test]
+    async fn at_the_cap_the_idlest_connection_makes_room_and_busy_ones_are_kept() {
+        let limits = ServerLimits {
+            connections: 3,
+            idle: Duration::from_secs(30),
+            grace: Duration::from_millis(100),
+        };
+        let (addr, m, _stop) = start(limits).await;
+        // Three idle sockets fill the server.
+        let mut idle: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(m.open.get(), 3);
+        // A request still gets in: the oldest idle socket is closed for it.
+        assert!(fetch(&addr, "/").await.ends_with("ok\n"));
+        assert!(closed(&mut idle[0]), "the oldest idle connection was kept");
+        assert!(!closed(&mut idle[2]), "a newer idle connection was closed");
+        assert!(m.closed_idle.get() >= 1);
+        // Three requests in progress: a fourth connection is closed unanswered.
+        let slow: Vec<_> = (0..3)
+            .map(|_| {
+                let addr = addr.clone();
+                tokio::spawn(async move { fetch(&addr, "/slow").await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(fetch(&addr, "/").await, "");
+        assert_eq!(m.refused.get(), 1);
+        for s in slow {
+            assert!(s.await.unwrap().ends_with("slow\n"));
+        }
+    }
+
+    #[tokio::test]
+    async fn connections_without_a_request_are_closed_after_the_idle_timeout() {
+        let limits = ServerLimits {
+            connections: 16,
+            idle: Duration::from_millis(300),
+            grace: Duration::from_millis(100),
+        };
+        let (addr, m, stop) = start(limits).await;
+        let mut silent = TcpStream::connect(&addr).unwrap();
+        let mut trickle = TcpStream::connect(&addr).unwrap();
+        trickle
+            .write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            .unwrap();
+        // A request in progress longer than the timeout is not cut.
+        let slow = {
+            let addr = addr.clone();
+            tokio::spawn(async move { fetch(&addr, "/slow").await })
+        };
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(
+            closed(&mut silent),
+            "a silent connection outlived the timeout"
+        );
+        let _ = trickle.write_all(b"X-Slow: 1\r\n");
+        assert!(
+            closed(&mut trickle),
+            "unfinished headers outlived the timeout"
+        );
+        assert!(slow.await.unwrap().ends_with("slow\n"));
+        assert!(m.closed_idle.get() >= 2);
+        // Shutdown drops what is left within the grace period.
+        let mut last = TcpStream::connect(&addr).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stop.send(()).unwrap();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(closed(&mut last));
+    }
 }
