@@ -13,7 +13,10 @@ use crate::{sprofd, Folded};
 /// A running daemon; killed on drop.
 pub struct Daemon {
     pub child: Child,
+    /// `HOST:PORT`, or the socket's path for `--listen unix:PATH`.
     pub addr: String,
+    /// 0 on a Unix socket.
+    pub port: u16,
     pub stderr: Arc<Mutex<String>>,
     pub data: PathBuf,
 }
@@ -25,16 +28,43 @@ impl Daemon {
 
     /// Starts `cmd daemon --listen 127.0.0.1:0 --data-dir DATA extra…` and waits until it
     /// says where it serves.
-    pub fn start_with(mut cmd: Command, data: &Path, extra: &[&str]) -> Daemon {
-        let mut child = cmd
-            .args(["daemon", "--listen", "127.0.0.1:0", "--data-dir"])
+    pub fn start_with(cmd: Command, data: &Path, extra: &[&str]) -> Daemon {
+        Daemon::start_on(cmd, "127.0.0.1:0", data, extra, None)
+    }
+
+    /// Like [`Daemon::start_with`] on `listen` (`unix:PATH` too), with at most `nofile` open
+    /// files (soft and hard) if given, as systemd's default soft limit would.
+    pub fn start_on(
+        mut cmd: Command,
+        listen: &str,
+        data: &Path,
+        extra: &[&str],
+        nofile: Option<u64>,
+    ) -> Daemon {
+        use std::os::unix::process::CommandExt;
+        cmd.args(["daemon", "--listen", listen, "--data-dir"])
             .arg(data)
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn sprofd daemon");
+            .stderr(Stdio::piped());
+        if let Some(n) = nofile {
+            // SAFETY: setrlimit is async-signal-safe and touches only the child's limits;
+            // the closure allocates nothing.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: n as libc::rlim_t,
+                        rlim_max: n as libc::rlim_t,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = cmd.spawn().expect("spawn sprofd daemon");
         let stderr = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         let err = child.stderr.take().unwrap();
@@ -44,6 +74,9 @@ impl Daemon {
                 if let Some(at) = line.find("serving http://") {
                     let addr = line[at + 15..].split('/').next().unwrap_or("").to_string();
                     let _ = tx.send(addr);
+                } else if let Some(at) = line.find("serving http over unix:") {
+                    let path = line[at + 18..].split(' ').next().unwrap_or("").to_string();
+                    let _ = tx.send(path);
                 }
                 let mut l = log.lock().unwrap();
                 l.push_str(&line);
@@ -58,12 +91,68 @@ impl Daemon {
                 panic!("daemon did not start:\n{}", stderr.lock().unwrap());
             }
         };
+        let port = addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
         Daemon {
             child,
             addr,
+            port,
             stderr,
             data: data.to_path_buf(),
         }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `GET path` with another `Host` header than the daemon's address.
+    pub fn get_as_host(&self, path: &str, host: &str) -> Response {
+        http_with_host(&self.addr, "GET", path, host)
+    }
+
+    /// A metric's value from `/metrics`; fails the test when it is missing.
+    pub fn metric(&self, name: &str) -> f64 {
+        let text = self.get("/metrics").text();
+        metric(&text, name).unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+    }
+
+    /// Open file descriptors of the daemon.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// `/healthz` `n` times, 50 ms apart: the slowest answer, each asserted 200 "ok".
+    pub fn healthz_worst(&self, n: usize) -> Duration {
+        let mut worst = Duration::ZERO;
+        for _ in 0..n {
+            let t = Instant::now();
+            let r = self.get("/healthz");
+            let took = t.elapsed();
+            assert_eq!(
+                (r.status, r.text().as_str()),
+                (200, "ok\n"),
+                "healthz under attack:\n{}",
+                self.log()
+            );
+            worst = worst.max(took);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        worst
+    }
+
+    /// Samples of `pid` in the last `secs` seconds (stored windows and the live one).
+    pub fn samples_of(&self, pid: u32, secs: u32) -> u64 {
+        let r = self.get(&format!(
+            "/api/v1/profile?from=-{secs}s&pid={pid}&format=folded"
+        ));
+        assert_eq!(r.status, 200, "{}", r.text());
+        Folded::parse(&r.text()).expect("folded").total()
     }
 
     pub fn get(&self, path: &str) -> Response {
@@ -153,9 +242,14 @@ impl Response {
 
 /// A minimal HTTP/1.0 client: enough for our own server, no dependency.
 pub fn http(addr: &str, method: &str, path: &str) -> Response {
+    http_with_host(addr, method, path, addr)
+}
+
+/// [`http`] with the given `Host` header.
+pub fn http_with_host(addr: &str, method: &str, path: &str, host: &str) -> Response {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    write!(s, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    write!(s, "{method} {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).expect("read response");
     let split = raw
