@@ -24,14 +24,32 @@ fn mutated_pprof_files_are_read_without_panics() {
     let raw = flamegraph_out::decode_pprof(&gz).expect("own output decodes");
     let raw = prost::Message::encode_to_vec(&raw);
     let iters = fuzz::iterations(3000);
-    fuzz::run("pprof", &[raw.clone()], iters, Duration::from_secs(1), |input| {
-        let _ = read_pprof(input);
-    });
+    fuzz::run(
+        "pprof",
+        std::slice::from_ref(&raw),
+        iters,
+        Duration::from_secs(1),
+        |input| {
+            let _ = read_pprof(input);
+        },
+    );
     // Through gzip: the decoder's bound and the protobuf reader behind it.
-    fuzz::run("pprof-gz", &[raw], iters / 4, Duration::from_secs(1), |input| {
-        let _ = read_pprof(&gzip(input));
-    });
-    fuzz::run("pprof-gz-stream", &[gz], iters, Duration::from_secs(1), |input| {
-        let _ = read_pprof(input);
-    });
+    fuzz::run(
+        "pprof-gz",
+        &[raw],
+        iters / 4,
+        Duration::from_secs(1),
+        |input| {
+            let _ = read_pprof(&gzip(input));
+        },
+    );
+    fuzz::run(
+        "pprof-gz-stream",
+        &[gz],
+        iters,
+        Duration::from_secs(1),
+        |input| {
+            let _ = read_pprof(input);
+        },
+    );
 }

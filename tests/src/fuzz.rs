@@ -24,7 +24,7 @@ impl Rng {
         Rng(seed.max(1))
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -33,7 +33,7 @@ impl Rng {
 
     /// A number below `n` (`n` > 0).
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
+        (self.next_u64() % n.max(1) as u64) as usize
     }
 }
 
@@ -55,7 +55,7 @@ pub fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
     let mut b = seed.to_vec();
     for _ in 0..1 + rng.below(8) {
         if b.is_empty() {
-            b.push(rng.next() as u8);
+            b.push(rng.next_u64() as u8);
             continue;
         }
         let at = rng.below(b.len());
@@ -63,7 +63,7 @@ pub fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
         // which is worth trying but teaches little.
         match rng.below(20) {
             0..=5 => b[at] ^= 1 << rng.below(8),
-            6..=10 => b[at] = rng.next() as u8,
+            6..=10 => b[at] = rng.next_u64() as u8,
             11..=16 => {
                 // An interesting value, little-endian, 1, 2, 4 or 8 bytes wide.
                 let width = 1 << rng.below(4);
@@ -83,7 +83,7 @@ pub fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
             }
             _ => {
                 let len = rng.below(16);
-                let block: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+                let block: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
                 b.splice(at..at, block);
             }
         }

@@ -189,3 +189,54 @@ fn a_hostile_users_files_neither_stop_nor_bloat_nor_leak_through_the_daemon() {
         hwm >> 10
     );
 }
+
+/// D11: an unprivileged user maps and unmaps in a loop (millions of mmap records) while
+/// root runs a victim loop. Side records have a ring buffer of their own, so the victim
+/// keeps its samples; the flood's losses are counted apart, not as lost samples.
+#[test]
+fn an_mmap_flood_costs_the_host_no_samples() {
+    if !live("an_mmap_flood_costs_the_host_no_samples") {
+        return;
+    }
+    let _serial = serial();
+    let Some((uid, gid)) = hostile::user() else {
+        panic!("cannot create the unprivileged user {}", hostile::USER);
+    };
+    let dir = TempDir::new("hostile-mmapflood");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let flood = dir.join("mmapflood");
+    std::fs::copy(c_fixture("mmapflood", &["-O1"]), &flood).unwrap();
+    std::os::unix::fs::chown(&flood, Some(uid), Some(gid)).unwrap();
+    let victim_bin = dir.join("victim-spin");
+    std::fs::copy(c_fixture("spin", &["-O1", "-g0"]), &victim_bin).unwrap();
+
+    let d = Daemon::start(&dir.join("data"), &["-F", "99", "--window", "2"]);
+    let mut attacker = as_user(&flood).arg("8").spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut victim = Command::new(&victim_bin).arg("6").spawn().unwrap();
+    let mut cpu = 0.0;
+    while victim.try_wait().unwrap().is_none() {
+        if let Some(c) = proc_cpu_seconds(victim.id()) {
+            cpu = c;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(attacker.wait().unwrap().success());
+    let folded = folded_of(&d.get("/api/v1/profile?from=-1m&format=folded"));
+    let got = folded.count_where(|f| f.first().is_some_and(|c| c == "victim-spin"));
+    let lost = d.metric("sprofd_lost_samples_total");
+    let lost_side = d.metric("sprofd_lost_side_records_total");
+    eprintln!(
+        "mmap flood: victim {got} samples for {cpu:.1} s of CPU; lost samples {lost}, lost side records {lost_side}"
+    );
+    assert!(
+        got as f64 >= 0.7 * cpu * 99.0,
+        "victim: {got} samples for {cpu:.1} s of CPU (lost {lost}, side {lost_side})"
+    );
+    // The victim's frames are named: its mappings arrived, or were read again.
+    assert!(
+        folded.count_containing("hot_function") as f64 >= 0.9 * got as f64,
+        "{}",
+        folded.excerpt()
+    );
+}

@@ -14,6 +14,9 @@ pub struct SourceStats {
     pub records: u64,
     /// Records that could not be decoded (dropped, counted).
     pub unparsed: u64,
+    /// Side records (mmap, comm, fork, exit) the kernel dropped from a ring buffer of their
+    /// own (a buffer shared with samples counts its losses as lost samples instead).
+    pub lost_side_records: u64,
 }
 
 /// A stream of [`Event`]s.

@@ -6,9 +6,11 @@
 //! thread of its own that does nothing else: it copies each drain's events, in the
 //! recording format of [`crate::replay`], into a queue bounded in bytes, and the engine
 //! reads them from the [`QueuedSource`] it gets back, which is an [`EventSource`] like any
-//! other. When the queue is full, samples are dropped and counted ([`Handoff::dropped`]);
-//! side records (mmap, comm, fork, exit) are always kept, since losing them would leave
-//! later samples unnamed.
+//! other. When the queue is full, samples and mmap records are dropped and counted
+//! ([`Handoff::dropped`], [`Handoff::dropped_mappings`]): a process whose mmap records were
+//! dropped is described again from /proc when it is next sampled in unknown code (see
+//! [`EventSource::resync`]). Comm, fork and exit records are always kept: they are few, and
+//! without them names and address spaces would go wrong for good.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -27,6 +29,8 @@ struct Shared {
     queued: AtomicUsize,
     /// Samples dropped because the queue was full.
     dropped: AtomicU64,
+    /// Mmap records dropped because the queue was full.
+    dropped_mappings: AtomicU64,
     /// Milliseconds since `epoch` at the end of the drain thread's last turn.
     heartbeat_ms: AtomicU64,
     stop: AtomicBool,
@@ -48,6 +52,12 @@ impl Handoff {
     /// Samples dropped so far because the engine fell behind by more than the queue holds.
     pub fn dropped(&self) -> u64 {
         self.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Mmap records dropped so far because the queue was full (an mmap flood outpacing the
+    /// engine).
+    pub fn dropped_mappings(&self) -> u64 {
+        self.shared.dropped_mappings.load(Ordering::Relaxed)
     }
 
     /// Bytes waiting for the engine now.
@@ -129,16 +139,19 @@ impl Handoff {
         let Ok(mut recorder) = Recorder::new(Vec::new()) else {
             return;
         };
-        let mut dropped = 0;
-        source.drain(&mut |e| {
-            if full && matches!(e, Event::Sample(_)) {
-                dropped += 1;
-            } else {
-                // Writing into a Vec cannot fail.
+        let (mut dropped, mut dropped_mappings) = (0, 0);
+        source.drain(&mut |e| match e {
+            Event::Sample(_) if full => dropped += 1,
+            Event::Mmap(_) if full => dropped_mappings += 1,
+            // Writing into a Vec cannot fail.
+            e => {
                 let _ = recorder.write(&e);
             }
         });
         self.shared.dropped.fetch_add(dropped, Ordering::Relaxed);
+        self.shared
+            .dropped_mappings
+            .fetch_add(dropped_mappings, Ordering::Relaxed);
         *lock(&self.shared.stats) = source.stats();
         if recorder.events > 0 {
             if let Ok(batch) = recorder.finish() {

@@ -121,6 +121,10 @@ pub struct Engine {
     pub jit_warnings: Vec<String>,
     /// Processes whose mappings should be read again, with when they last were asked for.
     resyncs: Resyncs,
+    /// Mmap records taken per process in this window (with [`Limits::mmaps_per_window`]).
+    mmaps: std::collections::HashMap<sprof_core::Pid, u32>,
+    /// Mmap records skipped over that limit, this session.
+    pub mmaps_skipped: u64,
 }
 
 /// Processes sampled in code no known mapping covers: their mmap records were lost (an mmap
@@ -174,6 +178,10 @@ pub struct Limits {
     pub module_grace: u32,
     /// Address spaces kept at most (processes); beyond it the one sampled longest ago goes.
     pub processes: usize,
+    /// Mmap records taken per process per window; beyond it they are skipped and the
+    /// process's maps are read again later ([`EventSource::resync`]), so that one process
+    /// mapping in a loop costs a bounded share of the engine's time.
+    pub mmaps_per_window: u32,
 }
 
 /// Counters of a session, for status lines, `--verbose` and metrics.
@@ -210,6 +218,8 @@ impl Engine {
             limits: None,
             jit_warnings: Vec::new(),
             resyncs: Resyncs::default(),
+            mmaps: std::collections::HashMap::new(),
+            mmaps_skipped: 0,
         }
     }
 
@@ -237,6 +247,16 @@ impl Engine {
         self.walker.modules.set_release_grace(limits.module_grace);
         self.walker.set_max_spaces(Some(limits.processes));
         self.limits = Some(limits);
+    }
+
+    /// Counts an mmap record of `pid`; true once the process is over its budget.
+    fn over_mmap_budget(&mut self, pid: sprof_core::Pid) -> bool {
+        let Some(limit) = self.limits.as_ref().map(|l| l.mmaps_per_window) else {
+            return false;
+        };
+        let n = self.mmaps.entry(pid).or_insert(0);
+        *n = n.saturating_add(1);
+        *n > limit
     }
 
     /// Whether the filter keeps `pid`'s samples.
@@ -277,6 +297,10 @@ impl Engine {
                 for (pid, tid) in self.offcpu.on_switch(&mut self.builder, &sw) {
                     self.names.name_thread(pid, tid, &mut self.builder);
                 }
+            }
+            Event::Mmap(m) if self.over_mmap_budget(m.pid) => {
+                self.mmaps_skipped += 1;
+                self.resyncs.ask(m.pid, Instant::now());
             }
             e => {
                 match &e {
@@ -444,6 +468,7 @@ impl Engine {
     /// The window gathered since the last call, and a new one begins. Module bytes that no
     /// live process maps and the returned window does not need are released.
     pub fn take_window(&mut self) -> RawProfile {
+        self.mmaps.clear();
         let raw = match self.limits {
             Some(_) => self.builder.take_window_compacting(),
             None => self.builder.take_window(),

@@ -420,7 +420,8 @@ fn samples_in_unknown_code_make_the_source_read_the_mappings_again() {
 
 /// Through the drain thread, the same session gives the same profile as when the engine
 /// drains the source itself; with a queue too small for the engine's pace, samples are
-/// dropped and counted, and side records are kept (later samples are still named).
+/// dropped and counted, and the comm, fork and exit records are kept (the session's mmaps
+/// come first, into the empty queue, so every kept sample is still named).
 #[test]
 fn the_drain_thread_hands_over_every_event_or_counts_the_dropped_samples() {
     let rec = record_fixture("handoff");
@@ -447,7 +448,7 @@ fn the_drain_thread_hands_over_every_event_or_counts_the_dropped_samples() {
     assert_eq!(got, want);
 
     // A queue of one byte: after the first batch, every drain finds it full until the slow
-    // engine catches up, so samples go; mmap and comm records never do.
+    // engine catches up, so samples go; comm, fork and exit records never do.
     let inner = ReplaySource::new(data, 7).unwrap();
     let (mut source, handoff) =
         sprof_engine::handoff::spawn(inner, 1, Duration::from_millis(1)).unwrap();

@@ -100,6 +100,34 @@ impl SamplingPolicy {
         }
     }
 
+    /// [`SamplingPolicy::channels`] with the side records (mmap, comm, task) moved to a
+    /// dummy event's ring buffer of their own: a process that maps and unmaps in a loop then
+    /// fills only that buffer, and costs the host's samples nothing. What it loses is
+    /// counted apart ([`sprof_core::SourceStats::lost_side_records`]); the engine reads the
+    /// maps of a process sampled in unknown code again.
+    pub fn channels_with_side_band(
+        &self,
+        event: EventKind,
+        enable_on_exec: bool,
+    ) -> Vec<(EventSpec, SampleKind)> {
+        let mut channels = self.channels(event, enable_on_exec);
+        let Some(&(first, _)) = channels.first() else {
+            return channels;
+        };
+        for (spec, _) in &mut channels {
+            spec.task_records = false;
+        }
+        let side = EventSpec {
+            kind: EventKind::Dummy,
+            task_records: true,
+            switch_records: false,
+            wakeup_per_sample: false,
+            ..first
+        };
+        channels.push((side, SampleKind::Timer));
+        channels
+    }
+
     /// Ring-buffer size per CPU in pages: room for about half a second of samples of one busy
     /// thread at the requested rate, within sane bounds, and at most 128 MiB over all CPUs
     /// on many-CPU hosts.

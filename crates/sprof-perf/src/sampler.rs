@@ -17,7 +17,7 @@ use sprof_core::{CommEvent, Event, EventSource, MmapEvent, Pid, SampleKind, Sour
 
 use crate::procfs;
 use crate::record::{parse_record, SampleLayout};
-use crate::sys::{EventSpec, PerfEvent, RingBuffer};
+use crate::sys::{EventKind, EventSpec, PerfEvent, RingBuffer};
 
 /// Why sampling could not start.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +49,8 @@ pub struct Sampler {
     kinds: Vec<SampleKind>,
     /// Sample layout of each buffer (channels may differ: see `SampleLayout::period`).
     layouts: Vec<SampleLayout>,
+    /// Whether each buffer carries side records only (a dummy event's).
+    side_only: Vec<bool>,
     follower_kinds: Vec<SampleKind>,
     followers: Vec<PerfEvent>,
     threads: BTreeSet<Tid>,
@@ -124,6 +126,7 @@ impl Sampler {
             channels,
             buffers: Vec::new(),
             kinds: Vec::new(),
+            side_only: Vec::new(),
             layouts: Vec::new(),
             follower_kinds: Vec::new(),
             followers: Vec::new(),
@@ -176,6 +179,7 @@ impl Sampler {
                 self.buffers.push(buffer);
                 self.kinds.push(kind);
                 self.layouts.push(spec.layout);
+                self.side_only.push(spec.kind == EventKind::Dummy);
             }
         }
         let mut unreadable: Vec<String> = Vec::new();
@@ -253,6 +257,7 @@ impl Sampler {
                     self.buffers.push(buffer);
                     self.kinds.push(kind);
                     self.layouts.push(spec.layout);
+                    self.side_only.push(spec.kind == EventKind::Dummy);
                 } else {
                     event
                         .set_output(self.buffers[slot].event())
@@ -471,13 +476,24 @@ impl Sampler {
         self.side.clear();
         let side = &mut self.side;
         let stats = &mut self.stats;
-        for ((b, &head), layout) in self.buffers.iter().zip(&self.heads).zip(&self.layouts) {
+        let buffers = self
+            .buffers
+            .iter()
+            .zip(&self.heads)
+            .zip(&self.layouts)
+            .zip(&self.side_only);
+        for (((b, &head), layout), &side_only) in buffers {
             b.for_each(head, &mut self.scratch, |kind, misc, body| {
                 if kind == perf_event_open_sys::bindings::PERF_RECORD_SAMPLE {
                     return;
                 }
                 stats.records += 1;
                 match parse_record(kind, misc, body, layout) {
+                    // Not lost samples: the engine reads the maps of a process sampled in
+                    // unknown code again.
+                    Some(Event::Lost { count }) if side_only => {
+                        stats.lost_side_records += count;
+                    }
                     Some(e) => side.push((trailer_time(body), into_owned(e))),
                     None => stats.unparsed += 1,
                 }

@@ -21,6 +21,9 @@ pub enum EventKind {
     Cycles,
     /// Software context switches: a sample each time a thread is switched out (off-CPU time).
     ContextSwitches,
+    /// Software dummy: counts nothing, samples nothing; carries side records (mmap, comm,
+    /// task) in a ring buffer of their own.
+    Dummy,
 }
 
 impl EventKind {
@@ -30,6 +33,7 @@ impl EventKind {
             EventKind::TaskClock => "task-clock",
             EventKind::Cycles => "cycles",
             EventKind::ContextSwitches => "context-switches",
+            EventKind::Dummy => "dummy",
         }
     }
 
@@ -48,6 +52,7 @@ impl EventKind {
                 sys::PERF_TYPE_SOFTWARE,
                 sys::PERF_COUNT_SW_CONTEXT_SWITCHES as u64,
             ),
+            EventKind::Dummy => (sys::PERF_TYPE_SOFTWARE, sys::PERF_COUNT_SW_DUMMY as u64),
         }
     }
 }

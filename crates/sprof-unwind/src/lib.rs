@@ -62,12 +62,16 @@ pub struct UnwindStats {
     /// Address spaces dropped to stay within [`StackWalker::set_max_spaces`] (the process
     /// sampled longest ago goes; its later samples have no module names).
     pub spaces_evicted: u64,
+    /// Mappings not kept because their process already had [`MAX_MAPPINGS`].
+    pub mappings_refused: u64,
 }
 
 #[derive(Clone, Default)]
 struct AddressSpace {
     /// Executable mappings sorted by start, with their module.
     mappings: Vec<(Mapping, ModuleId)>,
+    /// How many of `mappings` each module has.
+    per_module: HashMap<ModuleId, u32>,
     unwinder: UnwinderX86_64<SectionBytes>,
     /// The walker's sample count when this process was last sampled.
     last_sampled: u64,
@@ -89,44 +93,59 @@ impl AddressSpace {
         mapping: Mapping,
         id: ModuleId,
         fh: Option<framehop::Module<SectionBytes>>,
-    ) -> (bool, Vec<ModuleId>) {
+    ) -> Inserted {
         // A new mapping replaces whatever it overlaps (munmap is not reported, a remap is).
-        let mut removed = Vec::new();
-        self.mappings.retain(|(m, mid)| {
-            let overlaps = m.start < mapping.end && mapping.start < m.end;
-            if overlaps {
-                removed.push((m.start, *mid));
+        // The mappings are sorted and disjoint, so those it overlaps are one run of them.
+        let first = self
+            .mappings
+            .partition_point(|(m, _)| m.end <= mapping.start);
+        let last = self
+            .mappings
+            .partition_point(|(m, _)| m.start < mapping.end);
+        let overlapped = last.saturating_sub(first);
+        if overlapped == 0 && self.mappings.len() >= MAX_MAPPINGS {
+            return Inserted::Refused;
+        }
+        let mut gone = Vec::new();
+        for (m, mid) in self.mappings.drain(first..last.max(first)) {
+            self.unwinder.remove_module(m.start);
+            if let Some(n) = self.per_module.get_mut(&mid) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_module.remove(&mid);
+                    gone.push(mid);
+                }
             }
-            !overlaps
-        });
-        for &(start, _) in &removed {
-            self.unwinder.remove_module(start);
         }
         if let Some(fh) = fh {
             self.unwinder.add_module(fh);
         }
-        let added = !self.mappings.iter().any(|(_, m)| *m == id);
-        let i = self
-            .mappings
-            .partition_point(|(m, _)| m.start < mapping.start);
-        self.mappings.insert(i, (mapping, id));
-        let mut gone: Vec<ModuleId> = removed
-            .into_iter()
-            .map(|(_, m)| m)
-            .filter(|m| !self.mappings.iter().any(|(_, x)| x == m))
-            .collect();
-        gone.sort_unstable();
-        gone.dedup();
-        (added, gone)
+        let count = self.per_module.entry(id).or_insert(0);
+        *count += 1;
+        let added = *count == 1;
+        self.mappings.insert(first, (mapping, id));
+        Inserted::Done { added, gone }
     }
 
     /// Each module this space maps, once.
     fn modules(&self) -> Vec<ModuleId> {
-        let mut ids: Vec<ModuleId> = self.mappings.iter().map(|(_, id)| *id).collect();
+        let mut ids: Vec<ModuleId> = self.per_module.keys().copied().collect();
         ids.sort_unstable();
-        ids.dedup();
         ids
     }
+}
+
+/// Executable mappings kept per process. Programs have tens to a few thousand (a browser,
+/// a JVM); a process mapping code in a loop (never reported unmapped) would otherwise grow
+/// its address space, and the cost of every later mapping, without end.
+pub const MAX_MAPPINGS: usize = 8192;
+
+/// What [`AddressSpace::insert`] did.
+enum Inserted {
+    /// Added; `added` if its module is new to the space, `gone` the modules it no longer maps.
+    Done { added: bool, gone: Vec<ModuleId> },
+    /// Not added: the space holds [`MAX_MAPPINGS`] already.
+    Refused,
 }
 
 /// The unwinding state of a session.
@@ -211,12 +230,16 @@ impl StackWalker {
             last_sampled: walks,
             ..AddressSpace::default()
         });
-        let (added, removed) = space.insert(mapping, id, fh);
-        for r in removed {
-            self.modules.note_mapped(r, false);
-        }
-        if added {
-            self.modules.note_mapped(id, true);
+        match space.insert(mapping, id, fh) {
+            Inserted::Done { added, gone } => {
+                for r in gone {
+                    self.modules.note_mapped(r, false);
+                }
+                if added {
+                    self.modules.note_mapped(id, true);
+                }
+            }
+            Inserted::Refused => self.stats.mappings_refused += 1,
         }
     }
 
@@ -780,5 +803,39 @@ mod tests {
         // More mappings of a process already tracked evict nothing.
         walker.add_mapping(Pid(3), m, &mut NoFiles);
         assert_eq!(walker.stats.spaces_evicted, 1);
+    }
+
+    /// The red-team review's D11: a process that maps code in a loop. Mappings replace
+    /// those they overlap (module counts follow), and beyond [`MAX_MAPPINGS`] new ones are
+    /// refused and counted rather than growing the space, and each insert, without end.
+    #[test]
+    fn mappings_replace_what_they_overlap_and_are_capped_per_process() {
+        let mut walker = StackWalker::new(UnwindMode::FramePointer, false);
+        let line = |start: u64, inode: u64| {
+            sprof_core::maps::parse_line(&format!(
+                "{start:x}-{:x} r-xp 00000000 08:01 {inode} /lib/x{inode}.so",
+                start + 0x1000
+            ))
+            .unwrap()
+        };
+        walker.add_mapping(Pid(1), line(0x10000, 1), &mut NoFiles);
+        walker.add_mapping(Pid(1), line(0x20000, 2), &mut NoFiles);
+        // Over the first: it goes, the second stays.
+        walker.add_mapping(Pid(1), line(0x10000, 3), &mut NoFiles);
+        let kept: Vec<u64> = walker
+            .mappings(Pid(1))
+            .iter()
+            .map(|(m, _)| m.inode)
+            .collect();
+        assert_eq!(kept, vec![3, 2]);
+        for i in 0..(MAX_MAPPINGS as u64 + 500) {
+            walker.add_mapping(Pid(2), line(0x100_0000 + i * 0x2000, 7), &mut NoFiles);
+        }
+        assert_eq!(walker.mappings(Pid(2)).len(), MAX_MAPPINGS);
+        assert_eq!(walker.stats.mappings_refused, 500);
+        // A remap of a kept range is still taken at the cap.
+        walker.add_mapping(Pid(2), line(0x100_0000, 8), &mut NoFiles);
+        assert_eq!(walker.mappings(Pid(2))[0].0.inode, 8);
+        assert_eq!(walker.stats.mappings_refused, 500);
     }
 }

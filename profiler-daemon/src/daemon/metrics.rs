@@ -16,6 +16,8 @@ pub struct Metrics {
     pub samples: Counter,
     pub lost: Counter,
     pub dropped: Counter,
+    pub lost_side_records: Counter,
+    pub mmaps_skipped: Counter,
     pub queued: Gauge,
     pub truncated: Counter,
     pub over_limit: Counter,
@@ -71,6 +73,14 @@ impl Metrics {
         let dropped = r.counter(
             "dropped_samples",
             "Samples the drain thread dropped because the engine fell behind by more than its queue holds",
+        );
+        let lost_side_records = r.counter(
+            "lost_side_records",
+            "Side records lost to an mmap flood: dropped by the kernel from their own ring buffer, or mmap records dropped from the full queue to the engine; maps are read again for processes sampled in unknown code",
+        );
+        let mmaps_skipped = r.counter(
+            "mmaps_skipped",
+            "Mmap records skipped because their process was over its budget per second (its maps are read again later)",
         );
         let queued = r.gauge(
             "queued",
@@ -154,6 +164,8 @@ impl Metrics {
             samples,
             lost,
             dropped,
+            lost_side_records,
+            mmaps_skipped,
             queued,
             truncated,
             over_limit,

@@ -39,6 +39,10 @@ const DWARF_BUDGET: usize = 32 << 20;
 /// Processes whose address space is kept at most; beyond it the one sampled longest ago
 /// goes (`sprofd_processes_evicted_total`).
 const MAX_PROCESSES: usize = 16_384;
+/// Mmap records taken per process per slice (second); beyond, the process's maps are read
+/// again later. A program loading its libraries maps a few hundred; a process mapping code
+/// in a loop (never reported unmapped) costs the engine no more than this.
+const MAX_MMAPS_PER_SLICE: u32 = 4096;
 /// How long the loop waits for samples at most; requests end the wait at once.
 const POLL: Duration = Duration::from_millis(250);
 /// How long the drain thread waits for records at most (it wakes sooner when a ring buffer
@@ -287,10 +291,14 @@ fn policy(config: &DaemonConfig) -> SamplingPolicy {
 /// Host-wide events, or the given processes' threads.
 fn open_sampler(config: &DaemonConfig) -> anyhow::Result<Sampler> {
     let policy = policy(config);
-    let mut sampler = Sampler::with_channels(
-        policy.channels(EventKind::CpuClock, false),
-        policy.data_pages(),
-    );
+    // Host-wide, side records get a ring buffer of their own: a process mapping and
+    // unmapping in a loop cannot push the host's samples out.
+    let channels = if config.pids.is_empty() {
+        policy.channels_with_side_band(EventKind::CpuClock, false)
+    } else {
+        policy.channels(EventKind::CpuClock, false)
+    };
+    let mut sampler = Sampler::with_channels(channels, policy.data_pages());
     if config.pids.is_empty() {
         sampler
             .host_wide()
@@ -379,6 +387,7 @@ impl Sampling {
             stack_nodes: MAX_STACK_NODES,
             module_grace: MODULE_GRACE_SLICES,
             processes: MAX_PROCESSES,
+            mmaps_per_window: MAX_MMAPS_PER_SLICE,
         });
         // pid 0 is the idle task: per-CPU clock events sample idle CPUs too, which is no
         // one's CPU time. The daemon leaves itself out: unwinding and symbolizing its own
@@ -400,7 +409,16 @@ impl Sampling {
             let mut live = self.lock_live();
             live.window_start = Some(self.schedule.window_wall);
         }
-        sprof_engine::run(&mut source, &mut engine, POLL, |engine, _| {
+        sprof_engine::run(&mut source, &mut engine, POLL, |engine, source| {
+            let m = &self.shared.metrics;
+            let dropped = self
+                .shared
+                .handoff
+                .get()
+                .map_or(0, Handoff::dropped_mappings);
+            let lost = source.stats().lost_side_records + dropped;
+            m.lost_side_records
+                .inc_by(lost.saturating_sub(m.lost_side_records.get()));
             self.tick(engine)
         });
         // The loop drained what the kernel had; the window in progress is written now.
@@ -479,6 +497,8 @@ impl Sampling {
         let raw = engine.take_window();
         m.samples.inc_by(raw.stats.samples);
         m.lost.inc_by(raw.stats.lost);
+        m.mmaps_skipped
+            .inc_by(engine.mmaps_skipped.saturating_sub(m.mmaps_skipped.get()));
         if let Some(h) = self.shared.handoff.get() {
             m.dropped
                 .inc_by(h.dropped().saturating_sub(m.dropped.get()));
