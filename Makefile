@@ -4,7 +4,12 @@ CARGO ?= cargo
 SPROFD := target/release/sprofd
 CC ?= cc
 
-.PHONY: all build demo test lint fmt bench install uninstall clean wheel deb package-test man completions \
+# `make fuzz`: the readers of untrusted input (ELF/DWARF, perf maps, jitdumps, pprof and
+# stored windows, HTTP queries) against SPROFD_FUZZ_ITERS mutated inputs each (make test
+# runs a few thousand; failures are saved under target/fuzz-failures/).
+FUZZ_ITERS ?= 200000
+
+.PHONY: fuzz all build demo test lint fmt bench install uninstall clean wheel deb package-test man completions \
 	deps deps-check deps-test deps-package deps-wheel deps-deb deps-lint deps-bench
 
 # `make install` / `make uninstall` locations; DESTDIR stages into a root for packaging.
@@ -86,6 +91,10 @@ man: build
 completions: build
 	mkdir -p target/completions
 	for sh in bash zsh fish; do $(SPROFD) completions $$sh > target/completions/sprofd.$$sh; done
+
+fuzz:
+	SPROFD_FUZZ_ITERS=$(FUZZ_ITERS) $(CARGO) test --release -p sprof-core -p sprof-symbolizer \
+		-p flamegraph-out -p sprofd -- mutated
 
 lint: deps-lint
 	$(CARGO) fmt --all -- --check

@@ -876,6 +876,44 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    /// Mutated query strings (what any local user can send) never panic the router nor
+    /// get a 5xx other than a busy 503: a 4xx with one line, or an answer.
+    #[tokio::test]
+    async fn mutated_queries_get_an_answer_or_a_4xx() {
+        use sprofd_tests::fuzz;
+        let (app, dir) = app("fuzz", true);
+        let seeds: [&[u8]; 4] = [
+            b"/api/v1/profile?from=-1h&to=now&pid=42&comm=web.*&format=folded&view=mixed",
+            b"/api/v1/processes?from=2026-12-01T03:00:00Z&to=-5m&format=json",
+            b"/?from=-10m&comm=%5Bpy%5D",
+            // A valid scrape would wait its seconds: the seed is one mutation away from one.
+            b"/debug/pprof/profile?seconds=0&pid=7",
+        ];
+        let mut rng = fuzz::Rng::new(7);
+        for i in 0..fuzz::iterations(2000) {
+            let raw = fuzz::mutate(&mut rng, seeds[i % seeds.len()]);
+            // Whatever the bytes, a request line carries them percent-encoded.
+            let mut uri = String::from("/");
+            for &b in raw.iter().skip(1) {
+                if b.is_ascii_alphanumeric() || b"/?&=-_.:%".contains(&b) {
+                    uri.push(b as char);
+                } else {
+                    uri.push_str(&format!("%{b:02X}"));
+                }
+            }
+            if axum::http::Uri::try_from(uri.as_str()).is_err() {
+                continue;
+            }
+            let (status, _, body) = get(&app, &uri).await;
+            assert!(
+                !status.is_server_error() || status == StatusCode::SERVICE_UNAVAILABLE,
+                "{uri}: {status} {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     #[tokio::test]
     async fn bad_requests_get_a_4xx_with_one_line() {
         let (app, dir) = app("bad", false);
