@@ -50,6 +50,9 @@ pub struct ElfModule {
     /// (addr2line's unit, abbreviation and line tables grow with them).
     debug_bytes: usize,
     dwarf: OnceLock<Result<Mutex<DwarfState>, String>>,
+    /// addr2line panicked on this file's DWARF once (malformed input it does not check, such
+    /// as a file truncated under us): DWARF is not used for it again.
+    dwarf_panicked: std::sync::atomic::AtomicBool,
 }
 
 /// Bytes of the DWARF sections of `obj`.
@@ -154,6 +157,7 @@ impl ElfModule {
             has_dwarf,
             debug_bytes,
             dwarf: OnceLock::new(),
+            dwarf_panicked: Default::default(),
         })
     }
 
@@ -210,6 +214,7 @@ impl ElfModule {
             self.has_dwarf = true;
             self.debug_bytes = debug_bytes;
             self.dwarf = OnceLock::new();
+            self.dwarf_panicked = Default::default();
         }
         Ok(())
     }
@@ -291,6 +296,13 @@ impl ElfModule {
     pub fn refusals(&self) -> Vec<&str> {
         let dwarf = match self.dwarf.get() {
             Some(Err(why)) if self.has_dwarf => Some(why.as_str()),
+            Some(Ok(_))
+                if self
+                    .dwarf_panicked
+                    .load(std::sync::atomic::Ordering::Relaxed) =>
+            {
+                Some("its DWARF is malformed where addr2line does not check (it panicked)")
+            }
             _ => None,
         };
         [
@@ -325,13 +337,22 @@ impl ElfModule {
                 reason: UnknownReason::OutsideSegments,
             };
         };
+        use std::sync::atomic::Ordering;
         let dwarf_frames = match self.dwarf() {
-            // why: a poisoned lock only means another lookup panicked inside addr2line; its
-            // caches are append-only, so reading on is sound.
-            Some(lock) => lock
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .frames(svma),
+            Some(_) if self.dwarf_panicked.load(Ordering::Relaxed) => Vec::new(),
+            // why: addr2line unwraps some of what it reads (a null entry where a function
+            // should be panics in `Function::parse`); a panic costs this module its DWARF,
+            // not the caller its thread. A poisoned lock only means such a panic; the module
+            // is not read through it again.
+            Some(lock) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                lock.lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .frames(svma)
+            }))
+            .unwrap_or_else(|_| {
+                self.dwarf_panicked.store(true, Ordering::Relaxed);
+                Vec::new()
+            }),
             None => Vec::new(),
         };
         // why: no table covers a PLT stub, so its synthesized (already demangled) name is

@@ -240,3 +240,91 @@ fn an_mmap_flood_costs_the_host_no_samples() {
         folded.excerpt()
     );
 }
+
+/// The file offset where `.text` of `elf` ends (`readelf -SW`).
+fn text_end(elf: &Path) -> u64 {
+    let out = run(Command::new("readelf").arg("-SW").arg(elf));
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.contains(" .text "))
+        .unwrap_or_else(|| panic!("no .text{}", out.describe()));
+    let fields: Vec<&str> = line.split(']').nth(1).unwrap().split_whitespace().collect();
+    let hex = |s: &str| u64::from_str_radix(s, 16).unwrap();
+    hex(fields[3]) + hex(fields[4])
+}
+
+/// A user truncates a shared library of theirs while their program runs it and the root
+/// daemon has it mapped: reads past the new end raised SIGBUS and ended the daemon. They now
+/// read zeros; the daemon stays up and healthy and the victim keeps its samples.
+#[test]
+fn a_library_truncated_under_the_daemon_does_not_end_it() {
+    if !live("a_library_truncated_under_the_daemon_does_not_end_it") {
+        return;
+    }
+    let _serial = serial();
+    let Some((uid, gid)) = hostile::user() else {
+        panic!("cannot create the unprivileged user {}", hostile::USER);
+    };
+    let dir = TempDir::new("hostile-shrink");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let lib = dir.join("libshrink.so");
+    sh(Command::new("cc")
+        .args(["-O1", "-g", "-shared", "-fPIC", "-o"])
+        .arg(&lib)
+        .arg(fixtures_dir().join("shrinklib.c")));
+    let main = dir.join("main.c");
+    std::fs::write(
+        &main,
+        // _exit: the library's destructors live in the pages cut off.
+        "#include <stdlib.h>\n#include <time.h>\n#include <unistd.h>\n\
+         unsigned long lib_hot(unsigned long), lib_later(unsigned long);\n\
+         int main(int c, char **v) { time_t t0 = time(0); unsigned long x = 0;\n\
+         while (time(0) < t0 + 3) x += lib_hot(100000);\n\
+         while (time(0) < t0 + atoi(v[1])) x += lib_later(100000); _exit(x == 1); }\n",
+    )
+    .unwrap();
+    let prog = dir.join("shrinking");
+    sh(Command::new("cc")
+        .arg("-o")
+        .arg(&prog)
+        .arg(&main)
+        .arg(format!("-L{}", dir.path().display()))
+        .arg("-lshrink")
+        .arg(format!("-Wl,-rpath,{}", dir.path().display()))
+        // Bound at start: a lazy lookup at _exit would read the library's cut pages.
+        .arg("-Wl,-z,now"));
+    for f in [&lib, &prog] {
+        std::os::unix::fs::chown(f, Some(uid), Some(gid)).unwrap();
+    }
+    let victim_bin = dir.join("victim-spin");
+    std::fs::copy(c_fixture("spin", &["-O1", "-g0"]), &victim_bin).unwrap();
+
+    let mut d = Daemon::start(&dir.join("data"), &["-F", "99", "--window", "2"]);
+    let mut attacker = as_user(&prog).arg("5").spawn().unwrap();
+    let mut victim = Command::new(&victim_bin).arg("5").spawn().unwrap();
+    // Sampled (its library mapped and parsed by the daemon), then cut right after its code:
+    // it keeps running, and unwinding it reads the .eh_frame that is gone.
+    std::thread::sleep(Duration::from_millis(1500));
+    let size = text_end(&lib).div_ceil(4096) * 4096;
+    let truncate = run(as_user(Path::new("truncate"))
+        .args(["-s", &size.to_string()])
+        .arg(&lib));
+    assert!(truncate.status.success(), "{}", truncate.describe());
+    assert!(
+        attacker.wait().unwrap().success(),
+        "the program outlives its truncation"
+    );
+    assert!(victim.wait().unwrap().success());
+    assert!(
+        d.child.try_wait().unwrap().is_none(),
+        "daemon ended:\n{}",
+        d.log()
+    );
+    assert_eq!(d.get("/healthz").status, 200, "{}", d.log());
+    let folded = folded_of(&d.get("/api/v1/profile?from=-1m&format=folded"));
+    let got = folded.count_where(|f| f.first().is_some_and(|c| c == "victim-spin"));
+    assert!(got >= 100, "victim: {got}\n{}", folded.excerpt());
+    let (status, _, log) = d.terminate();
+    assert!(status.success(), "{log}");
+}

@@ -24,16 +24,16 @@ pub struct FileBytes(Repr);
 #[derive(Clone)]
 enum Repr {
     Owned(Arc<[u8]>),
-    Mapped(Arc<memmap2::Mmap>),
+    Mapped(Arc<crate::shrink::Watched>),
 }
 
 impl FileBytes {
     /// Maps all of `file`, read-only. An empty file gives empty owned bytes (a zero-length
     /// mapping is an error to the kernel).
     ///
-    /// A mapped file that is truncated in place while mapped makes reads past the new end
-    /// raise SIGBUS; perf and samply accept the same risk. Executables and libraries are
-    /// replaced by rename, not rewritten, by package managers and linkers.
+    /// A mapped file that is truncated in place while mapped would make reads past the new
+    /// end raise SIGBUS (perf and samply accept that risk); here they read zeros instead
+    /// (see [`crate::shrink`]): a profiled process's user can truncate their own files.
     pub fn map(file: &File) -> io::Result<FileBytes> {
         if file.metadata()?.len() == 0 {
             return Ok(FileBytes::from(Vec::new()));
@@ -44,10 +44,12 @@ impl FileBytes {
         // when the last clone drops). What no code here can rule out is another process
         // changing the file underneath: rewritten bytes show through (every parser here
         // treats file contents as untrusted input, so that is garbage in, not memory
-        // unsafety), and truncation in place raises SIGBUS on access past the new end; the
-        // documented risk of mapping files, taken as perf and samply take it.
+        // unsafety), and truncation in place faults on access past the new end, which
+        // `shrink` turns into pages of zeros.
         let map = unsafe { memmap2::Mmap::map(file)? };
-        Ok(FileBytes(Repr::Mapped(Arc::new(map))))
+        Ok(FileBytes(Repr::Mapped(Arc::new(
+            crate::shrink::Watched::new(map),
+        ))))
     }
 
     /// Opens `path`'s file: read when it is at most [`MAP_THRESHOLD`] bytes, mapped when it

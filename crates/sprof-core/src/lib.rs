@@ -9,8 +9,9 @@
 //! prefix tree.
 //!
 //! Nothing here talks to the kernel, except [`FileBytes::map`] mapping a file it is handed
-//! and [`untrusted`] opening the files a profiled process offers: every other function
-//! takes bytes or readers.
+//! (and [`shrink`], which keeps such a mapping readable when its file is truncated) and
+//! [`untrusted`] opening the files a profiled process offers: every other function takes
+//! bytes or readers.
 
 pub mod bytes;
 pub mod event;
@@ -19,6 +20,7 @@ pub mod jitdump;
 pub mod maps;
 pub mod module;
 pub mod profile;
+pub mod shrink;
 pub mod source;
 pub mod symbolized;
 pub mod untrusted;

@@ -1,0 +1,198 @@
+//! Mapped files that shrink under us.
+//!
+//! A file this process has mapped and another process truncates makes every read past the
+//! new end raise SIGBUS, which ends the process. The files sprofd maps are a profiled
+//! process's: any user can truncate a shared library of theirs while the daemon has it
+//! mapped, and so end a host-wide daemon at will. This module makes such a read return
+//! zeros instead: every mapping [`FileBytes`](crate::FileBytes) makes is registered, and a
+//! SIGBUS handler replaces the faulting page of a registered mapping with an anonymous page
+//! of zeros, then lets the read go on. Every parser reads file contents as untrusted input,
+//! so zeros are garbage in, not unsafety. A SIGBUS anywhere else goes to the handler that
+//! was there before (or the default action: the process ends, as it would have).
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+/// Mappings watched at once; one more is mapped unwatched (and counted).
+const SLOTS: usize = 8192;
+
+struct Slot {
+    start: AtomicUsize,
+    end: AtomicUsize,
+}
+
+#[allow(clippy::declare_interior_mutable_const)]
+const EMPTY: Slot = Slot {
+    start: AtomicUsize::new(0),
+    end: AtomicUsize::new(0),
+};
+static SLOTS_IN_USE: [Slot; SLOTS] = [EMPTY; SLOTS];
+static PAGE: AtomicUsize = AtomicUsize::new(4096);
+static REPLACED: AtomicU64 = AtomicU64::new(0);
+static UNWATCHED: AtomicU64 = AtomicU64::new(0);
+static PREVIOUS: OnceLock<libc::sigaction> = OnceLock::new();
+
+/// Pages of shrunk files replaced by zeros so far.
+pub fn pages_replaced() -> u64 {
+    REPLACED.load(Ordering::Relaxed)
+}
+
+/// Mappings made while every slot was taken (a shrinking file there still ends us).
+pub fn unwatched() -> u64 {
+    UNWATCHED.load(Ordering::Relaxed)
+}
+
+/// A read-only mapping of a whole file, watched for SIGBUS while it lives.
+pub(crate) struct Watched {
+    map: memmap2::Mmap,
+    slot: Option<usize>,
+}
+
+impl Watched {
+    pub(crate) fn new(map: memmap2::Mmap) -> Watched {
+        install();
+        let (start, end) = (map.as_ptr() as usize, map.as_ptr() as usize + map.len());
+        let slot = SLOTS_IN_USE.iter().position(|s| {
+            s.start
+                .compare_exchange(0, start, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        });
+        match slot {
+            Some(i) => SLOTS_IN_USE[i].end.store(end, Ordering::Release),
+            None => {
+                UNWATCHED.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Watched { map, slot }
+    }
+}
+
+impl std::ops::Deref for Watched {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.map
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        if let Some(i) = self.slot {
+            SLOTS_IN_USE[i].end.store(0, Ordering::Release);
+            SLOTS_IN_USE[i].start.store(0, Ordering::Release);
+        }
+        // The mapping (and any page of zeros put in it) is unmapped after this.
+    }
+}
+
+fn install() {
+    PREVIOUS.get_or_init(|| {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        if page > 0 {
+            PAGE.store(page as usize, Ordering::Relaxed);
+        }
+        // SAFETY: sigaction is a plain C struct for which zeroes are valid; sigaction(2)
+        // reads `action` and writes the previous action into `previous`, both valid.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_sigbus as *const () as usize;
+            action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_NODEFER;
+            libc::sigemptyset(&mut action.sa_mask);
+            let mut previous: libc::sigaction = std::mem::zeroed();
+            libc::sigaction(libc::SIGBUS, &action, &mut previous);
+            previous
+        }
+    });
+}
+
+/// The SIGBUS handler: async-signal-safe (atomics and raw system calls only).
+extern "C" fn on_sigbus(
+    signal: libc::c_int,
+    info: *mut libc::siginfo_t,
+    context: *mut libc::c_void,
+) {
+    // SAFETY: the kernel hands a valid siginfo_t to an SA_SIGINFO handler.
+    let addr = unsafe { (*info).si_addr() } as usize;
+    let watched = SLOTS_IN_USE.iter().any(|s| {
+        let start = s.start.load(Ordering::Acquire);
+        start != 0 && start <= addr && addr < s.end.load(Ordering::Acquire)
+    });
+    if watched {
+        let page = addr & !(PAGE.load(Ordering::Relaxed) - 1);
+        // SAFETY: the page lies inside a mapping this process made and still holds (its
+        // slot is cleared before it is unmapped); MAP_FIXED replaces that one page with
+        // private zeros, which the mapping's munmap removes with the rest.
+        let replaced = unsafe {
+            libc::mmap(
+                page as *mut libc::c_void,
+                PAGE.load(Ordering::Relaxed),
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                -1,
+                0,
+            )
+        };
+        if replaced != libc::MAP_FAILED {
+            REPLACED.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    }
+    // Not ours: what was there before handles it.
+    let Some(previous) = PREVIOUS.get() else {
+        return;
+    };
+    let handler = previous.sa_sigaction;
+    if handler == libc::SIG_DFL || handler == libc::SIG_IGN {
+        // SAFETY: restoring the default action; returning re-runs the faulting access,
+        // which then ends the process as it would have without us.
+        unsafe {
+            let mut default: libc::sigaction = std::mem::zeroed();
+            default.sa_sigaction = libc::SIG_DFL;
+            libc::sigaction(libc::SIGBUS, &default, std::ptr::null_mut());
+        }
+    } else if previous.sa_flags & libc::SA_SIGINFO != 0 {
+        // SAFETY: the previous handler was installed with SA_SIGINFO, so it has this type.
+        let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+            unsafe { std::mem::transmute(handler) };
+        f(signal, info, context);
+    } else {
+        // SAFETY: a handler installed without SA_SIGINFO takes the signal number only.
+        let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(handler) };
+        f(signal);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::FileBytes;
+    use std::io::Write;
+
+    /// A mapped file truncated by someone else reads as zeros past its new end, instead of
+    /// ending the process with SIGBUS.
+    #[test]
+    fn a_truncated_mapped_file_reads_zeros() {
+        let path = std::env::temp_dir().join(format!("sprof-core-shrink-{}", std::process::id()));
+        let mut f = std::fs::File::create(&path).unwrap();
+        f.write_all(&vec![7u8; 1 << 20]).unwrap();
+        drop(f);
+        let bytes = FileBytes::open(&path, None).unwrap();
+        assert!(bytes.is_mapped());
+        assert_eq!(bytes[(1 << 20) - 1], 7);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(4096)
+            .unwrap();
+        let before = super::pages_replaced();
+        let sum: u64 = bytes.iter().map(|&b| u64::from(b)).sum();
+        assert_eq!(
+            sum,
+            7 * 4096,
+            "the first page is still the file's, the rest zeros"
+        );
+        assert!(super::pages_replaced() > before);
+        drop(bytes);
+        std::fs::remove_file(&path).unwrap();
+    }
+}
