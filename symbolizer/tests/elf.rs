@@ -300,6 +300,19 @@ fn stripped_shared_library_uses_dynsym() {
     }
 }
 
+/// Moves `bin`'s DWARF to `debug` and links it there by `.gnu_debuglink` (objcopy records
+/// the file name and the CRC of the file it reads).
+fn split_debug(bin: &Path, debug: &Path) {
+    run(Command::new("objcopy")
+        .arg("--only-keep-debug")
+        .arg(bin)
+        .arg(debug));
+    run(Command::new("strip").arg("--strip-debug").arg(bin));
+    run(Command::new("objcopy")
+        .arg(format!("--add-gnu-debuglink={}", debug.display()))
+        .arg(bin));
+}
+
 #[test]
 fn debuglink_finds_crc_checked_debug_file() {
     let root = TempDir::new("debuglink");
@@ -313,15 +326,7 @@ fn debuglink_finds_crc_checked_debug_file() {
         &["-O2", "-g", "-Wl,--build-id=none"],
     );
     let debug = bin_dir.join(".debug/prog.debug");
-    run(Command::new("objcopy")
-        .arg("--only-keep-debug")
-        .arg(&bin)
-        .arg(&debug));
-    run(Command::new("strip").arg("--strip-debug").arg(&bin));
-    // objcopy records the file name and the CRC of the file it reads.
-    run(Command::new("objcopy")
-        .arg(format!("--add-gnu-debuglink={}", debug.display()))
-        .arg(&bin));
+    split_debug(&bin, &debug);
     // A decoy with the right name but the wrong CRC, in the first place searched.
     std::fs::write(bin_dir.join("prog.debug"), b"not the debug file").expect("decoy");
 
@@ -902,14 +907,7 @@ fn hostile_debuglink_candidates_are_refused_without_blocking() {
     let elsewhere = root.path().join("secret");
     std::fs::create_dir_all(&elsewhere).expect("mkdir");
     let debug = elsewhere.join("prog.debug");
-    run(Command::new("objcopy")
-        .arg("--only-keep-debug")
-        .arg(&bin)
-        .arg(&debug));
-    run(Command::new("strip").arg("--strip-debug").arg(&bin));
-    run(Command::new("objcopy")
-        .arg(format!("--add-gnu-debuglink={}", debug.display()))
-        .arg(&bin));
+    split_debug(&bin, &debug);
     let module = parse(&bin);
     // First candidate: a FIFO (opening it for reading would block for ever).
     let fifo =

@@ -721,20 +721,25 @@ mod tests {
         (app, dir)
     }
 
-    fn app_with(
-        name: &str,
-        healthy: bool,
-        slow: Duration,
-        limits: Limits,
-    ) -> (Router, std::path::PathBuf, Arc<Fake>) {
+    /// A fresh store under a temporary directory, and the start of its first window.
+    fn empty_store(name: &str) -> (std::path::PathBuf, WindowStore, SystemTime) {
         let dir = std::env::temp_dir().join(format!("sprofd-http-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let retention = Retention {
             max_age: Duration::from_secs(86400 * 365 * 100),
             max_bytes: 1 << 30,
         };
-        let (mut store, _) = WindowStore::open(&dir, retention).unwrap();
-        let start = UNIX_EPOCH + Duration::from_secs(1_796_000_000);
+        let (store, _) = WindowStore::open(&dir, retention).unwrap();
+        (dir, store, UNIX_EPOCH + Duration::from_secs(1_796_000_000))
+    }
+
+    fn app_with(
+        name: &str,
+        healthy: bool,
+        slow: Duration,
+        limits: Limits,
+    ) -> (Router, std::path::PathBuf, Arc<Fake>) {
+        let (dir, mut store, start) = empty_store(name);
         let bytes = super::super::sampling::encode(&profile(), start);
         store
             .write(
@@ -1156,14 +1161,7 @@ mod tests {
 
     #[test]
     fn a_query_over_too_many_bytes_is_refused() {
-        let dir = std::env::temp_dir().join(format!("sprofd-http-bytes-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let retention = Retention {
-            max_age: Duration::from_secs(86400 * 365 * 100),
-            max_bytes: 1 << 30,
-        };
-        let (mut store, _) = WindowStore::open(&dir, retention).unwrap();
-        let start = UNIX_EPOCH + Duration::from_secs(1_796_000_000);
+        let (dir, mut store, start) = empty_store("bytes");
         store
             .write(
                 start,
