@@ -189,40 +189,49 @@ impl DwarfState {
 fn section_bytes<'data>(
     section: &object::Section<'data, '_>,
 ) -> Result<Option<Cow<'data, [u8]>>, String> {
-    use object::CompressionFormat;
-    use std::io::Read;
     let Ok(c) = section.compressed_data() else {
         return Ok(None);
     };
-    if c.format == CompressionFormat::None {
+    if c.format == object::CompressionFormat::None {
         return Ok(Some(Cow::Borrowed(c.data)));
     }
-    let limit = MAX_SECTION_BYTES.min((c.data.len() as u64).saturating_mul(MAX_INFLATION));
-    if c.uncompressed_size > limit {
+    Ok(inflate(c.format, c.data, c.uncompressed_size)?.map(Cow::Owned))
+}
+
+/// Inflates `data`, which claims to hold `claimed` bytes, under [`MAX_SECTION_BYTES`] and
+/// [`MAX_INFLATION`]; never more than `claimed` bytes are produced, whatever the stream holds.
+fn inflate(
+    format: object::CompressionFormat,
+    data: &[u8],
+    claimed: u64,
+) -> Result<Option<Vec<u8>>, String> {
+    use object::CompressionFormat;
+    use std::io::Read;
+    let limit = MAX_SECTION_BYTES.min((data.len() as u64).saturating_mul(MAX_INFLATION));
+    if claimed > limit {
         return Err(format!(
-            "compressed section claims {} bytes from {}, beyond the limit of {limit}",
-            c.uncompressed_size,
-            c.data.len()
+            "compressed section claims {claimed} bytes from {}, beyond the limit of {limit}",
+            data.len()
         ));
     }
     // Within the limit, so it fits in usize.
-    let size = c.uncompressed_size as usize;
+    let size = claimed as usize;
     let mut out = Vec::new();
     if out.try_reserve_exact(size).is_err() {
         return Ok(None);
     }
-    let decoded = match c.format {
-        CompressionFormat::Zlib => flate2::read::ZlibDecoder::new(c.data)
-            .take(size as u64)
+    let decoded = match format {
+        CompressionFormat::Zlib => flate2::read::ZlibDecoder::new(data)
+            .take(claimed)
             .read_to_end(&mut out)
             .is_ok(),
-        CompressionFormat::Zstandard => match ruzstd::decoding::StreamingDecoder::new(c.data) {
-            Ok(decoder) => decoder.take(size as u64).read_to_end(&mut out).is_ok(),
+        CompressionFormat::Zstandard => match ruzstd::decoding::StreamingDecoder::new(data) {
+            Ok(decoder) => decoder.take(claimed).read_to_end(&mut out).is_ok(),
             Err(_) => false,
         },
         _ => false,
     };
-    Ok((decoded && out.len() == size).then_some(Cow::Owned(out)))
+    Ok((decoded && out.len() == size).then_some(out))
 }
 
 /// Refuses DWARF whose DIEs nest deeper than [`MAX_DIE_DEPTH`] in any unit: read with
@@ -338,5 +347,41 @@ fn path_push(path: &mut String, part: &str) {
             path.push('/');
         }
         path.push_str(part);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object::CompressionFormat;
+
+    /// The red-team review's zstd bomb: a small stream that inflates to a gigabyte, under a
+    /// header that claims 64 bytes. object's own path reads the stream to its end (2.67 GB);
+    /// here no more than the claim is produced, and the section is then refused as not
+    /// matching its header.
+    #[test]
+    fn a_zstd_stream_longer_than_its_claim_is_cut_at_the_claim() {
+        let zeros = std::io::repeat(0).take(64 << 20);
+        use std::io::Read;
+        let bomb =
+            ruzstd::encoding::compress_to_vec(zeros, ruzstd::encoding::CompressionLevel::Fastest);
+        assert!(bomb.len() < 64 << 10, "{}", bomb.len());
+        assert_eq!(
+            inflate(CompressionFormat::Zstandard, &bomb, 64),
+            Ok(Some(vec![0; 64]))
+        );
+        // A claim beyond the inflation bound is refused before anything is decoded.
+        let why = inflate(CompressionFormat::Zstandard, &bomb, 64 << 20).unwrap_err();
+        assert!(why.contains("beyond the limit"), "{why}");
+        // A stream shorter than its claim is no section.
+        let small = ruzstd::encoding::compress_to_vec(
+            &[1u8; 100][..],
+            ruzstd::encoding::CompressionLevel::Fastest,
+        );
+        assert_eq!(inflate(CompressionFormat::Zstandard, &small, 200), Ok(None));
+        assert_eq!(
+            inflate(CompressionFormat::Zstandard, &small, 100),
+            Ok(Some(vec![1; 100]))
+        );
     }
 }

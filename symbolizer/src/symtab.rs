@@ -59,8 +59,23 @@ impl SymbolTable {
         self.entries.is_empty()
     }
 
+    #[cfg(test)]
+    fn len_for_test(&self) -> usize {
+        self.entries.len()
+    }
+
     /// Reads the function symbols of one table of `obj`, whose bytes are `data`.
     pub(crate) fn build(data: &FileBytes, obj: &object::File<'_>, kind: TableKind) -> Self {
+        Self::build_bounded(data, obj, kind, MAX_SYMBOLS)
+    }
+
+    /// [`SymbolTable::build`], refusing a table of more than `max_symbols` symbols.
+    fn build_bounded(
+        data: &FileBytes,
+        obj: &object::File<'_>,
+        kind: TableKind,
+        max_symbols: usize,
+    ) -> Self {
         // why: STT_NOTYPE symbols count only when they sit in executable code (hand-written
         // assembly often leaves the type out); `SectionKind` would call a NOBITS `.text` of a
         // debug-only file "uninitialized data", so look at SHF_EXECINSTR instead.
@@ -92,7 +107,7 @@ impl SymbolTable {
             TableKind::Static => obj.symbols().count(),
             TableKind::Dynamic => obj.dynamic_symbols().count(),
         };
-        if count > MAX_SYMBOLS {
+        if count > max_symbols {
             let table = match kind {
                 TableKind::Static => ".symtab",
                 TableKind::Dynamic => ".dynsym",
@@ -101,7 +116,7 @@ impl SymbolTable {
                 data: data.clone(),
                 entries: Vec::new(),
                 refused: Some(format!(
-                    "{table} has {count} symbols, more than the limit of {MAX_SYMBOLS}"
+                    "{table} has {count} symbols, more than the limit of {max_symbols}"
                 )),
             };
         }
@@ -184,5 +199,43 @@ impl SymbolTable {
         let bytes = self.data.get(entry.name_start..end)?;
         let name = String::from_utf8_lossy(bytes);
         Some((name, entry.addr))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The red-team review's symbol bomb, scaled down: a table over the bound is refused
+    /// whole, with the reason, before anything is kept; within it, it is read.
+    #[test]
+    fn a_table_over_the_bound_is_refused_with_the_reason() {
+        let dir = std::env::temp_dir().join(format!("sprof-symtab-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let src: String = (0..300)
+            .map(|i| format!("int f{i}(int x) {{ return x * {i}; }}\n"))
+            .chain(["int main(void) { return f1(2); }\n".to_string()])
+            .collect();
+        std::fs::write(dir.join("many.c"), src).unwrap();
+        let bin = dir.join("many");
+        let st = std::process::Command::new("cc")
+            .args(["-O0", "-o"])
+            .arg(&bin)
+            .arg(dir.join("many.c"))
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let data = FileBytes::from(std::fs::read(&bin).unwrap());
+        let obj = object::File::parse(&data[..]).unwrap();
+        let refused = SymbolTable::build_bounded(&data, &obj, TableKind::Static, 100);
+        assert!(refused.is_empty());
+        let why = refused.refused.unwrap();
+        assert!(
+            why.contains(".symtab has") && why.contains("limit of 100"),
+            "{why}"
+        );
+        let kept = SymbolTable::build_bounded(&data, &obj, TableKind::Static, 10_000);
+        assert!(kept.refused.is_none() && kept.len_for_test() > 300);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

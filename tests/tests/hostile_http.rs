@@ -425,7 +425,7 @@ fn windows_are_written_on_schedule_after_the_clock_steps_back() {
     let src = dir.join("clockback.c");
     std::fs::write(&src, CLOCKBACK).unwrap();
     let shim = dir.join("clockback.so");
-    let out = Command::new("gcc")
+    let out = Command::new("cc")
         .args(["-shared", "-fPIC", "-o"])
         .arg(&shim)
         .arg(&src)
@@ -582,7 +582,7 @@ fn healthz_is_honest_and_sigterm_is_bounded_when_sampling_stalls() {
     let src = dir.join("spin.c");
     std::fs::write(&src, SPIN).unwrap();
     let spin = dir.join("spin");
-    let built = Command::new("gcc")
+    let built = Command::new("cc")
         .args(["-O1", "-g0", "-o"])
         .arg(&spin)
         .arg(&src)
