@@ -285,6 +285,7 @@ impl Pprof {
             thread_id: b.strings.intern("thread_id"),
             cmdline: b.strings.intern("cmdline"),
             cgroup: b.strings.intern("cgroup"),
+            uid: b.strings.intern("uid"),
             profile_pid: meta.pid,
         };
         let mut samples = Vec::with_capacity(profile.stacks.len());
@@ -338,6 +339,7 @@ struct LabelKeys {
     thread_id: i64,
     cmdline: i64,
     cgroup: i64,
+    uid: i64,
     profile_pid: Option<u32>,
 }
 
@@ -377,6 +379,7 @@ impl Builder<'_> {
         label.extend(pid.map(|pid| num(keys.pid, pid)));
         label.extend(stack.thread.map(|t| num(keys.thread_id, t.tid)));
         if let Some(process) = pid.and_then(|pid| profile.processes.get(&pid)) {
+            label.extend(process.uid.map(|uid| num(keys.uid, uid)));
             for (key, value) in [
                 (keys.cmdline, &process.cmdline),
                 (keys.cgroup, &process.cgroup),
@@ -918,6 +921,11 @@ impl<'p> ProtoReader<'p> {
                 "thread_name" if !value.is_empty() => thread = Some(value),
                 "pid" if l.str == 0 => sample_pid = u32::try_from(l.num).ok(),
                 "thread_id" if l.str == 0 => tid = u32::try_from(l.num).ok(),
+                "uid" if l.str == 0 => {
+                    if let (Some(p), Ok(uid)) = (sample_pid, u32::try_from(l.num)) {
+                        self.processes.entry(p).or_default().uid.get_or_insert(uid);
+                    }
+                }
                 "cmdline" | "cgroup" if !value.is_empty() => {
                     if let Some(p) = sample_pid {
                         let labels = self.processes.entry(p).or_default();

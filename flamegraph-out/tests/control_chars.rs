@@ -21,6 +21,7 @@ fn no_exporter_lets_a_control_character_through() {
             p.processes.insert(
                 t.pid,
                 ProcessLabels {
+                    uid: None,
                     cmdline: format!("evil --x {NASTY}"),
                     cgroup: format!("/c{NASTY}"),
                 },

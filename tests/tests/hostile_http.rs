@@ -683,3 +683,72 @@ int clock_gettime(clockid_t c, struct timespec *ts) {
   return r;
 }
 "#;
+
+/// D10 under `hidepid`: on a host whose `/proc` hides other users' processes, an
+/// unprivileged user learns nothing through the daemon that `/proc` hides: their own
+/// process is listed and profiled, root's is not; root still sees both. The daemon runs in a
+/// mount namespace whose `/proc` is mounted `hidepid=invisible`, as the review did.
+#[test]
+fn under_hidepid_a_user_sees_only_their_own_processes() {
+    let test = "under_hidepid_a_user_sees_only_their_own_processes";
+    if !ready(test) {
+        return;
+    }
+    let _serial = serial();
+    let dir = TempDir::new("hostile-hidepid");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let spin = c_fixture("spin", &["-O1", "-g0"]);
+    let (root_job, user_job) = (dir.join("root-secret-job"), dir.join("users-own-job"));
+    std::fs::copy(&spin, &root_job).unwrap();
+    std::fs::copy(&spin, &user_job).unwrap();
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "-m",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        "mount -t proc -o hidepid=invisible proc /proc && exec \"$0\" \"$@\"",
+    ])
+    .arg(sprofd_bin());
+    let d = Daemon::start_on(
+        cmd,
+        "127.0.0.1:0",
+        &dir.join("data"),
+        &["-F", "49", "--window", "2"],
+        None,
+    );
+    assert!(d.log().contains("see only their own"), "{}", d.log());
+    let mut root = Command::new(&root_job).arg("4").spawn().unwrap();
+    let mut user = as_user(&user_job).arg("4").spawn().unwrap();
+    assert!(root.wait().unwrap().success() && user.wait().unwrap().success());
+    std::thread::sleep(Duration::from_secs(1));
+    let host = format!("127.0.0.1:{}", d.port);
+    let seen_by_user =
+        |path: &str| String::from_utf8_lossy(&attacker_get(d.port, path, &host)).into_owned();
+    for path in [
+        "/api/v1/processes?from=-1m",
+        "/api/v1/profile?from=-1m&format=folded",
+        "/api/v1/profile?from=-1m&format=txt",
+        "/?from=-1m",
+    ] {
+        let answer = seen_by_user(path);
+        assert!(answer.contains(" 200 "), "{path}: {answer}");
+        assert!(
+            !answer.contains("root-secret-job"),
+            "{path} shows root's process:\n{answer}"
+        );
+        if path != "/?from=-1m" {
+            assert!(
+                answer.contains("users-own-job"),
+                "{path} hides the user's own:\n{answer}"
+            );
+        }
+    }
+    let by_root = d.get("/api/v1/processes?from=-1m").text();
+    assert!(
+        by_root.contains("root-secret-job") && by_root.contains("users-own-job"),
+        "{by_root}"
+    );
+}

@@ -161,6 +161,8 @@ pub struct ProcessLabels {
     pub cmdline: String,
     /// Its cgroup (v2 path, e.g. `/system.slice/docker-1f2e….scope`): what container it runs in.
     pub cgroup: String,
+    /// Its real uid: whose process it is, for readers who may see only their own.
+    pub uid: Option<u32>,
 }
 
 /// How stacks with Python frames are shown (`--python-view`).

@@ -258,6 +258,17 @@ fn read_checked_jit_file(
     Ok(PerfMapRead::Read { file_len: len })
 }
 
+/// The real uid of a process: whose it is.
+pub fn uid(pid: Pid) -> Result<u32, ProcError> {
+    let path = PathBuf::from(format!("/proc/{pid}/status"));
+    let status = read(pid, path.clone())?;
+    parse_status_ids(&status)
+        .uids
+        .first()
+        .copied()
+        .ok_or_else(|| map_err(pid, path, io::Error::from(io::ErrorKind::InvalidData)))
+}
+
 /// The command line of a process, arguments joined by spaces.
 pub fn cmdline(pid: Pid) -> Result<String, ProcError> {
     let path = PathBuf::from(format!("/proc/{pid}/cmdline"));

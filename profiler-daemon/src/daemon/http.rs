@@ -27,7 +27,7 @@ use sprof_store::{parse_time, unix_millis};
 use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
 use super::config::compile_comm;
-use super::query::{self, QueryError, Selection, Sources};
+use super::query::{self, QueryError, Selection, Sources, Viewer};
 use super::sampling::StackFilter;
 
 /// What the API needs from the daemon.
@@ -276,7 +276,20 @@ fn params(raw: Option<String>, allowed: &[&str]) -> Result<HashMap<String, Strin
 }
 
 /// The selection of `from`, `to`, `pid`, `comm`, with the defaults `from=-10m`, `to=now`.
-fn selection(p: &HashMap<String, String>, default_from: &str) -> Result<Selection, ApiError> {
+/// Whose processes the request may see: what the server found out of its connection's
+/// peer (see `server::Visibility`); every process for a request that did not come through
+/// it (the router's tests).
+type ViewerExt = Option<axum::Extension<Viewer>>;
+
+fn viewer_of(v: ViewerExt) -> Viewer {
+    v.map_or(Viewer::All, |axum::Extension(v)| v)
+}
+
+fn selection(
+    p: &HashMap<String, String>,
+    default_from: &str,
+    viewer: Viewer,
+) -> Result<Selection, ApiError> {
     let now = SystemTime::now();
     let time = |key: &str, default: &str| {
         let text = p.get(key).map_or(default, String::as_str);
@@ -291,6 +304,7 @@ fn selection(p: &HashMap<String, String>, default_from: &str) -> Result<Selectio
         to_ms: unix_millis(to),
         pid: pid(p)?,
         comm: comm(p)?,
+        viewer,
     })
 }
 
@@ -370,12 +384,12 @@ async fn metrics(State(s): State<AppState>) -> Response {
 
 /// `GET /debug/pprof/profile?seconds=N`: the pprof of the next N seconds, as Go's
 /// net/http/pprof answers it.
-async fn scrape(State(s): State<AppState>, RawQuery(q): RawQuery) -> Response {
-    let r = scrape_inner(&s, q).await;
+async fn scrape(State(s): State<AppState>, v: ViewerExt, RawQuery(q): RawQuery) -> Response {
+    let r = scrape_inner(&s, q, viewer_of(v)).await;
     counted(&s.backend, r)
 }
 
-async fn scrape_inner(s: &AppState, q: Option<String>) -> ApiResult {
+async fn scrape_inner(s: &AppState, q: Option<String>, viewer: Viewer) -> ApiResult {
     let p = params(q, &["seconds", "pid", "comm", "view"])?;
     let seconds = match p.get("seconds") {
         None => 30,
@@ -392,6 +406,7 @@ async fn scrape_inner(s: &AppState, q: Option<String>) -> ApiResult {
     let sel = Selection {
         pid: pid(&p)?,
         comm: comm(&p)?,
+        viewer,
         ..Default::default()
     };
     let view = view(&p)?;
@@ -526,12 +541,12 @@ fn long_permit(
 }
 
 /// `GET /api/v1/profile`: the stored windows and the window in progress for a range.
-async fn profile(State(s): State<AppState>, RawQuery(q): RawQuery) -> Response {
-    let r = profile_inner(&s, q).await;
+async fn profile(State(s): State<AppState>, v: ViewerExt, RawQuery(q): RawQuery) -> Response {
+    let r = profile_inner(&s, q, viewer_of(v)).await;
     counted(&s.backend, r)
 }
 
-async fn profile_inner(s: &AppState, q: Option<String>) -> ApiResult {
+async fn profile_inner(s: &AppState, q: Option<String>, viewer: Viewer) -> ApiResult {
     let p = params(q, &["from", "to", "pid", "comm", "format", "view"])?;
     let format = match p.get("format").map(String::as_str) {
         None | Some("svg") => OutputFormat::Svg,
@@ -546,7 +561,7 @@ async fn profile_inner(s: &AppState, q: Option<String>) -> ApiResult {
             )))
         }
     };
-    let sel = selection(&p, "-10m")?;
+    let sel = selection(&p, "-10m", viewer)?;
     let view = view(&p)?;
     let title = title(&s.backend.describe(), &sel);
     let profile = with_sources(s, sel, query::merged).await?;
@@ -571,10 +586,10 @@ fn title(describe: &str, sel: &Selection) -> String {
 }
 
 /// `GET /api/v1/processes`: JSON, one entry per process with samples in the range.
-async fn processes(State(s): State<AppState>, RawQuery(q): RawQuery) -> Response {
+async fn processes(State(s): State<AppState>, v: ViewerExt, RawQuery(q): RawQuery) -> Response {
     let r = async {
         let p = params(q, &["from", "to", "pid", "comm"])?;
-        let sel = selection(&p, "-10m")?;
+        let sel = selection(&p, "-10m", viewer_of(v))?;
         let list = with_sources(&s, sel, query::processes).await?;
         let json = serde_json::to_vec_pretty(&list)
             .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
@@ -585,10 +600,10 @@ async fn processes(State(s): State<AppState>, RawQuery(q): RawQuery) -> Response
 }
 
 /// `GET /`: the page for a person.
-async fn page(State(s): State<AppState>, RawQuery(q): RawQuery) -> Response {
+async fn page(State(s): State<AppState>, v: ViewerExt, RawQuery(q): RawQuery) -> Response {
     let r = async {
         let p = params(q, &["from", "to"])?;
-        let sel = selection(&p, "-1h")?;
+        let sel = selection(&p, "-1h", viewer_of(v))?;
         let range = (
             p.get("from").cloned().unwrap_or_else(|| "-1h".into()),
             p.get("to").cloned().unwrap_or_else(|| "now".into()),

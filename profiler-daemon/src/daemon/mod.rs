@@ -18,6 +18,7 @@ pub mod query;
 pub mod redact;
 pub mod sampling;
 pub mod server;
+pub mod visibility;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -320,6 +321,13 @@ async fn serve(
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
+    let visibility = visibility::Visibility::of_host();
+    if let visibility::Visibility::Own { exempt_gid } = visibility {
+        let exempt = exempt_gid.map_or(String::new(), |g| format!(" and group {g}"));
+        eprintln!(
+            "sprofd: /proc hides other users' processes (hidepid): readers but root{exempt} see only their own"
+        );
+    }
     announce();
     let config = config.clone();
     let shared = backend.shared.clone();
@@ -357,11 +365,11 @@ async fn serve(
     match listener {
         Bound::Tcp(l) => {
             let l = tokio::net::TcpListener::from_std(l)?;
-            server::serve(l, app, limits, metrics, stop).await;
+            server::serve(l, app, limits, visibility, metrics, stop).await;
         }
         Bound::Unix(l) => {
             let l = tokio::net::UnixListener::from_std(l)?;
-            server::serve(l, app, limits, metrics, stop).await;
+            server::serve(l, app, limits, visibility, metrics, stop).await;
         }
     }
     // Stop has not been sent yet: an ended thread died.
@@ -521,5 +529,7 @@ pub fn report_selection(
         to_ms: unix_millis(to),
         pid,
         comm,
+        // `report` reads the store itself: whoever can read it may see all of it.
+        viewer: query::Viewer::All,
     })
 }

@@ -17,13 +17,32 @@ pub struct Selection {
     pub to_ms: u64,
     pub pid: Option<u32>,
     pub comm: Option<regex::Regex>,
+    /// Whose processes the reader may see.
+    pub viewer: Viewer,
+}
+
+/// Whose processes a reader of the API may see: all of them, or, on a host whose `/proc`
+/// hides other users' processes (`hidepid=`), only their own (see `daemon::server`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Viewer {
+    #[default]
+    All,
+    /// Only the processes of this real uid; stacks of processes whose uid is unknown are
+    /// hidden too.
+    Own(u32),
 }
 
 impl Selection {
-    /// Whether a stack of `p` is selected (by its thread's pid and its process's name).
+    /// Whether a stack of `p` is selected (by its thread's pid, its process's name, and
+    /// whose process it is).
     pub fn keeps(&self, p: &SymbolizedProfile, s: &SampledStack) -> bool {
-        if let Some(pid) = self.pid {
-            if s.thread.map(|t| t.pid) != Some(pid) {
+        let pid = s.thread.map(|t| t.pid);
+        if self.pid.is_some() && pid != self.pid {
+            return false;
+        }
+        if let Viewer::Own(uid) = self.viewer {
+            let owner = pid.and_then(|pid| p.processes.get(&pid)?.uid);
+            if owner != Some(uid) {
                 return false;
             }
         }

@@ -566,6 +566,7 @@ impl Sampling {
             let labels = self.processes.entry(pid).or_insert_with(|| ProcessLabels {
                 cmdline: read_cmdline(pid, mode),
                 cgroup: procfs::cgroup(Pid(pid)).unwrap_or_default(),
+                uid: procfs::uid(Pid(pid)).ok(),
             });
             if *labels != ProcessLabels::default() {
                 profile.processes.insert(pid, labels.clone());

@@ -10,6 +10,8 @@
 //! * A connection without a request in progress for [`ServerLimits::idle`] is closed: this is
 //!   the header-read timeout (a request is in progress only once its headers are complete)
 //!   and the keep-alive timeout at once. hyper's own header-read timeout is set too.
+//! * Who is asking: under [`Visibility::Own`] each connection's peer is identified
+//!   ([`Peer`]) and its requests carry the [`Viewer`] it may be.
 //! * Shutdown: connections are asked to finish (idle ones close at once); those that have not
 //!   within the grace period are dropped, slow clients included.
 
@@ -27,6 +29,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::{oneshot, watch};
 use tower::ServiceExt;
 
+use super::query::Viewer;
+use super::visibility::{self, Visibility};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 
@@ -100,15 +104,38 @@ impl Drop for InProgress {
 
 type Conns = Arc<Mutex<HashMap<u64, Conn>>>;
 
+/// How a connection's peer is identified, for [`Visibility`].
+pub trait Peer {
+    /// The peer's uid, when it can be known.
+    fn peer_uid(&self) -> Option<u32>;
+}
+
+impl Peer for tokio::net::UnixStream {
+    fn peer_uid(&self) -> Option<u32> {
+        self.peer_cred().ok().map(|c| c.uid())
+    }
+}
+
+impl Peer for tokio::net::TcpStream {
+    /// The owner of the client's socket: known for loopback clients (the same network
+    /// namespace's `/proc/net/tcp`).
+    fn peer_uid(&self) -> Option<u32> {
+        visibility::tcp_peer_uid(self.peer_addr().ok()?)
+    }
+}
+
 /// Serves `app` on `listener` until `stop` resolves, then lets connections finish for
 /// `limits.grace` and returns.
 pub async fn serve<L: Listener>(
     mut listener: L,
     app: Router,
     limits: ServerLimits,
+    visibility: Visibility,
     metrics: ConnMetrics,
     stop: impl Future<Output = ()>,
-) {
+) where
+    L::Io: Peer,
+{
     let conns: Conns = Arc::new(Mutex::new(HashMap::new()));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut next_id = 0u64;
@@ -117,6 +144,11 @@ pub async fn serve<L: Listener>(
         let (io, _addr) = tokio::select! {
             accepted = listener.accept() => accepted,
             () = &mut stop => break,
+        };
+        // Looked up only when it matters: a /proc/net/tcp read per connection.
+        let viewer = match visibility {
+            Visibility::Host => Viewer::All,
+            Visibility::Own { .. } => visibility.viewer(io.peer_uid()),
         };
         if !make_room(&conns, limits.connections, &metrics) {
             // Every connection is busy with a request: this one is closed unanswered.
@@ -146,6 +178,7 @@ pub async fn serve<L: Listener>(
         tokio::spawn(connection(
             io,
             app.clone(),
+            viewer,
             activity,
             close_rx,
             shutdown_rx.clone(),
@@ -207,9 +240,11 @@ impl Drop for ConnGuard {
 
 /// Serves one connection until it ends, is closed to make room, idles past `idle`, or the
 /// server shuts down.
+#[allow(clippy::too_many_arguments)]
 async fn connection<I>(
     io: I,
     app: Router,
+    viewer: Viewer,
     activity: Arc<Activity>,
     mut close: oneshot::Receiver<()>,
     mut shutdown: watch::Receiver<bool>,
@@ -223,7 +258,9 @@ async fn connection<I>(
         let busy = InProgress::new(&in_service);
         let app = app.clone();
         async move {
-            let response = app.oneshot(req.map(Body::new)).await;
+            let mut req = req.map(Body::new);
+            req.extensions_mut().insert(viewer);
+            let response = app.oneshot(req).await;
             drop(busy);
             response
         }
@@ -286,9 +323,16 @@ mod tests {
         );
         let metrics = ConnMetrics::default();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        tokio::spawn(serve(listener, app, limits, metrics.clone(), async {
-            let _ = stop_rx.await;
-        }));
+        tokio::spawn(serve(
+            listener,
+            app,
+            limits,
+            Visibility::Host,
+            metrics.clone(),
+            async {
+                let _ = stop_rx.await;
+            },
+        ));
         (addr, metrics, stop_tx)
     }
 
