@@ -13,6 +13,7 @@ pub mod http;
 pub mod metrics;
 pub mod notify;
 pub mod page;
+pub mod pending;
 pub mod privileges;
 pub mod query;
 pub mod redact;

@@ -26,6 +26,7 @@ use sprof_unwind::UnwindMode;
 use super::config::{CmdlineMode, DaemonConfig};
 use super::metrics::Metrics;
 use super::notify::Notifier;
+use super::pending::{PendingWindows, MAX_PENDING};
 use crate::loader::LiveLoader;
 
 /// Unique stack nodes per slice before samples go to `[other]`: a few MiB of interner.
@@ -53,8 +54,6 @@ const DRAIN_POLL: Duration = Duration::from_millis(100);
 /// engine stall (a first parse of a huge module) absorbed without dropping samples. Empty
 /// while the engine keeps up, which is always but for such stalls.
 const MAX_QUEUED: usize = 16 << 20;
-/// Windows kept in memory while the disk refuses them (full), oldest dropped first.
-const MAX_PENDING_WINDOWS: usize = 60;
 /// Length of a slice: the resolution of the window in progress and of taps.
 const SLICE: Duration = Duration::from_secs(1);
 /// Distinct perf-map warnings remembered so each is logged once; beyond it the memory is
@@ -330,7 +329,7 @@ struct Sampling {
     warnings_seen: HashSet<String>,
     cmdline: CmdlineMode,
     /// Windows the disk refused, retried before the next one.
-    pending: Vec<(SystemTime, SystemTime, Vec<u8>)>,
+    pending: PendingWindows,
     /// Labels of the processes sampled in this window, read from /proc once per window.
     processes: HashMap<u32, ProcessLabels>,
     last_watchdog: Instant,
@@ -368,7 +367,7 @@ impl Sampling {
             warnings_seen: HashSet::new(),
             cmdline: config.cmdline,
             next_tap: 1,
-            pending: Vec::new(),
+            pending: PendingWindows::new(MAX_PENDING),
             processes: HashMap::new(),
             last_watchdog: Instant::now(),
             engine_config: EngineConfig {
@@ -590,16 +589,7 @@ impl Sampling {
             ..self.meta.clone()
         };
         let bytes = encode(&profile, start);
-        self.pending.push((start, end, bytes));
-        if self.pending.len() > MAX_PENDING_WINDOWS {
-            let (start, end, _) = self.pending.remove(0);
-            self.shared.metrics.windows_dropped.inc();
-            eprintln!(
-                "sprofd: warning: dropped the window {}-{} (more than {MAX_PENDING_WINDOWS} windows waiting for the disk)",
-                sprof_store::unix_millis(start),
-                sprof_store::unix_millis(end)
-            );
-        }
+        self.pending.push(start, end, bytes, &self.shared.metrics);
         // Retention counts from the wall clock now, whatever the labels say.
         self.flush_pending(SystemTime::now());
         self.processes.clear();
@@ -617,30 +607,8 @@ impl Sampling {
     }
 
     fn flush_pending(&mut self, now: SystemTime) {
-        let m = &self.shared.metrics;
         let mut store = self.shared.store.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some((start, end, bytes)) = self.pending.first() {
-            match store.write(*start, *end, bytes, now) {
-                Ok(report) => {
-                    m.windows_written.inc();
-                    m.retention_deletions.inc_by(report.deleted as u64);
-                    self.pending.remove(0);
-                }
-                Err(e) => {
-                    m.window_write_errors.inc();
-                    if self.pending.len() == 1 || !e.is_disk_full() {
-                        eprintln!(
-                            "sprofd: warning: {e}; keeping {} windows in memory and retrying",
-                            self.pending.len()
-                        );
-                    }
-                    break;
-                }
-            }
-        }
-        m.windows_stored.set(store.windows().len() as i64);
-        m.stored_bytes
-            .set(i64::try_from(store.total_bytes()).unwrap_or(i64::MAX));
+        self.pending.flush(&mut store, now, &self.shared.metrics);
     }
 }
 
