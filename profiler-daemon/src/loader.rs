@@ -49,11 +49,15 @@ fn dev_parts(dev: u64) -> (u32, u32) {
 /// the very file `mapping` maps. Identity is checked on the opened file, so a path replaced
 /// between the check and the open is not taken for the mapped file.
 fn open_checked(path: &str, mapping: &Mapping, check_identity: bool) -> Option<FileBytes> {
-    // Looked at before opening: opening a FIFO planted at a container path would block.
-    if !std::fs::metadata(path).ok()?.is_file() {
-        return None;
-    }
-    let mut file = std::fs::File::open(path).ok()?;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Non-blocking: a FIFO swapped in at the path (a container's, or the plain path of a
+    // process that exited) answers at once, and is then refused as no regular file. What
+    // was opened is what is checked: a check of the path before would race the swap.
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .ok()?;
     let meta = file.metadata().ok()?;
     if !meta.is_file() || meta.len() > MAX_MODULE_BYTES {
         return None;

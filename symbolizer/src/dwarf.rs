@@ -34,6 +34,9 @@ pub const MAX_DIE_DEPTH: isize = 256;
 /// Largest inflated debug section accepted, and the most it may inflate: real sections
 /// compress 3 to 10 times; a section claiming a gigabyte from a megabyte is a bomb.
 pub const MAX_SECTION_BYTES: u64 = 512 << 20;
+/// Most bytes inflated for one file over all its sections: a file of many sections each
+/// within the bounds above must not add up past the daemon's memory.
+pub const MAX_INFLATED_PER_FILE: u64 = 128 << 20;
 const MAX_INFLATION: u64 = 64;
 
 /// The sections addr2line and the declaration lookups read (the set addr2line's own
@@ -82,6 +85,7 @@ impl DwarfState {
             return Err("no .debug_info".into());
         }
         let refused = std::cell::RefCell::new(None);
+        let inflated = std::cell::Cell::new(0u64);
         let endian = if obj.is_little_endian() {
             RunTimeEndian::Little
         } else {
@@ -100,7 +104,8 @@ impl DwarfState {
             };
             // A section that fails to decompress is treated as absent: addr2line then
             // reports what it can from the rest. One beyond the bounds refuses the file.
-            let bytes = match section_bytes(&section) {
+            let left = MAX_INFLATED_PER_FILE.saturating_sub(inflated.get());
+            let bytes = match section_bytes(&section, left) {
                 Ok(Some(bytes)) => bytes,
                 Ok(None) => return Ok(Reader::new(empty.clone(), endian)),
                 Err(why) => {
@@ -110,6 +115,9 @@ impl DwarfState {
                     return Ok(Reader::new(empty.clone(), endian));
                 }
             };
+            if let Cow::Owned(v) = &bytes {
+                inflated.set(inflated.get() + v.len() as u64);
+            }
             Ok(match bytes {
                 Cow::Borrowed(slice) => {
                     // why: share the file's bytes instead of copying the section; the slice is
@@ -188,6 +196,7 @@ impl DwarfState {
 /// `Ok(None)`: unreadable or undecodable, treated as absent; `Err`: beyond a bound.
 fn section_bytes<'data>(
     section: &object::Section<'data, '_>,
+    left: u64,
 ) -> Result<Option<Cow<'data, [u8]>>, String> {
     let Ok(c) = section.compressed_data() else {
         return Ok(None);
@@ -195,19 +204,23 @@ fn section_bytes<'data>(
     if c.format == object::CompressionFormat::None {
         return Ok(Some(Cow::Borrowed(c.data)));
     }
-    Ok(inflate(c.format, c.data, c.uncompressed_size)?.map(Cow::Owned))
+    Ok(inflate(c.format, c.data, c.uncompressed_size, left)?.map(Cow::Owned))
 }
 
-/// Inflates `data`, which claims to hold `claimed` bytes, under [`MAX_SECTION_BYTES`] and
-/// [`MAX_INFLATION`]; never more than `claimed` bytes are produced, whatever the stream holds.
+/// Inflates `data`, which claims to hold `claimed` bytes, under [`MAX_SECTION_BYTES`],
+/// [`MAX_INFLATION`] and the `left` of the file's budget; never more than `claimed` bytes
+/// are produced, whatever the stream holds.
 fn inflate(
     format: object::CompressionFormat,
     data: &[u8],
     claimed: u64,
+    left: u64,
 ) -> Result<Option<Vec<u8>>, String> {
     use object::CompressionFormat;
     use std::io::Read;
-    let limit = MAX_SECTION_BYTES.min((data.len() as u64).saturating_mul(MAX_INFLATION));
+    let limit = MAX_SECTION_BYTES
+        .min((data.len() as u64).saturating_mul(MAX_INFLATION))
+        .min(left);
     if claimed > limit {
         return Err(format!(
             "compressed section claims {claimed} bytes from {}, beyond the limit of {limit}",
@@ -367,21 +380,27 @@ mod tests {
             ruzstd::encoding::compress_to_vec(zeros, ruzstd::encoding::CompressionLevel::Fastest);
         assert!(bomb.len() < 64 << 10, "{}", bomb.len());
         assert_eq!(
-            inflate(CompressionFormat::Zstandard, &bomb, 64),
+            inflate(CompressionFormat::Zstandard, &bomb, 64, u64::MAX),
             Ok(Some(vec![0; 64]))
         );
         // A claim beyond the inflation bound is refused before anything is decoded.
-        let why = inflate(CompressionFormat::Zstandard, &bomb, 64 << 20).unwrap_err();
+        let why = inflate(CompressionFormat::Zstandard, &bomb, 64 << 20, u64::MAX).unwrap_err();
         assert!(why.contains("beyond the limit"), "{why}");
         // A stream shorter than its claim is no section.
         let small = ruzstd::encoding::compress_to_vec(
             &[1u8; 100][..],
             ruzstd::encoding::CompressionLevel::Fastest,
         );
-        assert_eq!(inflate(CompressionFormat::Zstandard, &small, 200), Ok(None));
         assert_eq!(
-            inflate(CompressionFormat::Zstandard, &small, 100),
+            inflate(CompressionFormat::Zstandard, &small, 200, u64::MAX),
+            Ok(None)
+        );
+        assert_eq!(
+            inflate(CompressionFormat::Zstandard, &small, 100, u64::MAX),
             Ok(Some(vec![1; 100]))
         );
+        // What the file's earlier sections used counts: the same stream with too little left.
+        let why = inflate(CompressionFormat::Zstandard, &small, 100, 99).unwrap_err();
+        assert!(why.contains("beyond the limit of 99"), "{why}");
     }
 }

@@ -47,20 +47,21 @@ impl FileBytes {
         // unsafety), and truncation in place faults on access past the new end, which
         // `shrink` turns into pages of zeros.
         let map = unsafe { memmap2::Mmap::map(file)? };
-        Ok(FileBytes(Repr::Mapped(Arc::new(
-            crate::shrink::Watched::new(map),
-        ))))
+        let watched = crate::shrink::Watched::new(map)
+            .ok_or_else(|| io::Error::other("too many mapped files to watch for truncation"))?;
+        Ok(FileBytes(Repr::Mapped(Arc::new(watched))))
     }
 
     /// Opens `path`'s file: read when it is at most [`MAP_THRESHOLD`] bytes, mapped when it
     /// is larger. `max_len` refuses larger files (`InvalidData`).
     pub fn open(path: impl AsRef<std::path::Path>, max_len: Option<u64>) -> io::Result<FileBytes> {
-        // Looked at before opening: opening a FIFO would block.
+        use std::os::unix::fs::OpenOptionsExt;
+        // Non-blocking, so a FIFO answers at once; what was opened is then checked.
         let not_a_file = || io::Error::new(io::ErrorKind::InvalidInput, "not a regular file");
-        if !std::fs::metadata(path.as_ref())?.is_file() {
-            return Err(not_a_file());
-        }
-        let mut file = File::open(path)?;
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(path)?;
         let meta = file.metadata()?;
         if !meta.is_file() {
             return Err(not_a_file());

@@ -27,8 +27,9 @@ pub const MAX_ENTRIES: usize = 1_000_000;
 pub const MAX_SYMBOL_SIZE: u64 = 1 << 28;
 /// Bytes asked of the loader per read; a refresh reads until the file ends.
 pub const READ_CHUNK: usize = 1 << 20;
-/// Most bytes one refresh of one process reads, so a huge file cannot stall the sampling
-/// thread for long; the rest is read at later refreshes.
+/// Most bytes one refresh reads of one of a process's files (its perf map, its jitdump), so
+/// a huge file cannot stall the sampling thread for long; the rest is read at later
+/// refreshes.
 pub const MAX_REFRESH_BYTES: usize = 8 << 20;
 /// Most bytes one [`JitTable::refresh_missed`] reads over every process: a crowd of
 /// processes with big maps costs one bounded read per turn, not one each.

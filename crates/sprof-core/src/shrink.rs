@@ -13,8 +13,8 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
-/// Mappings watched at once; one more is mapped unwatched (and counted).
-const SLOTS: usize = 8192;
+/// Mappings watched at once; beyond, files are not mapped (see [`Watched::new`]).
+const SLOTS: usize = 16384;
 
 struct Slot {
     start: AtomicUsize,
@@ -37,7 +37,7 @@ pub fn pages_replaced() -> u64 {
     REPLACED.load(Ordering::Relaxed)
 }
 
-/// Mappings made while every slot was taken (a shrinking file there still ends us).
+/// Files not mapped because every slot was taken.
 pub fn unwatched() -> u64 {
     UNWATCHED.load(Ordering::Relaxed)
 }
@@ -45,11 +45,13 @@ pub fn unwatched() -> u64 {
 /// A read-only mapping of a whole file, watched for SIGBUS while it lives.
 pub(crate) struct Watched {
     map: memmap2::Mmap,
-    slot: Option<usize>,
+    slot: usize,
 }
 
 impl Watched {
-    pub(crate) fn new(map: memmap2::Mmap) -> Watched {
+    /// Watches `map`; `None` when every slot is taken: an unwatched mapping of a file its
+    /// user can truncate would let them end the process, so the caller does without it.
+    pub(crate) fn new(map: memmap2::Mmap) -> Option<Watched> {
         install();
         let (start, end) = (map.as_ptr() as usize, map.as_ptr() as usize + map.len());
         let slot = SLOTS_IN_USE.iter().position(|s| {
@@ -58,12 +60,15 @@ impl Watched {
                 .is_ok()
         });
         match slot {
-            Some(i) => SLOTS_IN_USE[i].end.store(end, Ordering::Release),
+            Some(i) => {
+                SLOTS_IN_USE[i].end.store(end, Ordering::Release);
+                Some(Watched { map, slot: i })
+            }
             None => {
                 UNWATCHED.fetch_add(1, Ordering::Relaxed);
+                None
             }
         }
-        Watched { map, slot }
     }
 }
 
@@ -76,10 +81,8 @@ impl std::ops::Deref for Watched {
 
 impl Drop for Watched {
     fn drop(&mut self) {
-        if let Some(i) = self.slot {
-            SLOTS_IN_USE[i].end.store(0, Ordering::Release);
-            SLOTS_IN_USE[i].start.store(0, Ordering::Release);
-        }
+        SLOTS_IN_USE[self.slot].end.store(0, Ordering::Release);
+        SLOTS_IN_USE[self.slot].start.store(0, Ordering::Release);
         // The mapping (and any page of zeros put in it) is unmapped after this.
     }
 }
@@ -137,8 +140,15 @@ extern "C" fn on_sigbus(
             return;
         }
     }
-    // Not ours: what was there before handles it.
+    // Not ours: what was there before handles it (the default action if we are caught
+    // between installing and recording it).
     let Some(previous) = PREVIOUS.get() else {
+        // SAFETY: restoring the default action; see below.
+        unsafe {
+            let mut default: libc::sigaction = std::mem::zeroed();
+            default.sa_sigaction = libc::SIG_DFL;
+            libc::sigaction(libc::SIGBUS, &default, std::ptr::null_mut());
+        }
         return;
     };
     let handler = previous.sa_sigaction;

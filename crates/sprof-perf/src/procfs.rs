@@ -22,8 +22,21 @@ pub enum ProcError {
     Malformed { path: String },
 }
 
+/// Most bytes read of one /proc file: a process can make its maps (tens of thousands of
+/// mappings under long paths) or its command line hundreds of MB. Cut at the last whole line.
+const MAX_PROC_FILE: u64 = 8 << 20;
+
 fn read(pid: Pid, path: PathBuf) -> Result<String, ProcError> {
-    std::fs::read_to_string(&path).map_err(|e| map_err(pid, path, e))
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(&path)
+        .and_then(|f| f.take(MAX_PROC_FILE).read_to_end(&mut bytes))
+        .map_err(|e| map_err(pid, path, e))?;
+    if bytes.len() as u64 == MAX_PROC_FILE {
+        let end = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        bytes.truncate(end);
+    }
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 fn map_err(pid: Pid, path: PathBuf, e: io::Error) -> ProcError {

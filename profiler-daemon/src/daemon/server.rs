@@ -120,7 +120,7 @@ impl Peer for tokio::net::TcpStream {
     /// The owner of the client's socket: known for loopback clients (the same network
     /// namespace's `/proc/net/tcp`).
     fn peer_uid(&self) -> Option<u32> {
-        visibility::tcp_peer_uid(self.peer_addr().ok()?)
+        visibility::tcp_peer_uid(self.peer_addr().ok()?, self.local_addr().ok()?)
     }
 }
 

@@ -100,27 +100,33 @@ fn in_group(uid: u32, gid: u32) -> bool {
     })
 }
 
-/// The owner of the loopback TCP socket whose address is `peer` (the client's end of a
-/// connection to us), from `/proc/net/tcp` or `tcp6`.
-pub fn tcp_peer_uid(peer: SocketAddr) -> Option<u32> {
-    let (table, want) = match peer.ip() {
-        IpAddr::V4(ip) => ("/proc/net/tcp", hex_v4(ip.octets(), peer.port())),
-        IpAddr::V6(ip) => ("/proc/net/tcp6", hex_v6(ip.octets(), peer.port())),
+/// The owner of the loopback TCP socket at `peer` connected to us at `ours` (the client's
+/// end of an accepted connection), from `/proc/net/tcp` or `tcp6`: the row must have both
+/// ends, be established and have a socket behind it. A socket in TIME_WAIT shows uid 0
+/// and inode 0, and a client could reuse its address: such rows are no one.
+pub fn tcp_peer_uid(peer: SocketAddr, ours: SocketAddr) -> Option<u32> {
+    let hex = |a: SocketAddr| match a.ip() {
+        IpAddr::V4(ip) => hex_v4(ip.octets(), a.port()),
+        IpAddr::V6(ip) => match ip.to_ipv4_mapped() {
+            Some(v4) => hex_v4(v4.octets(), a.port()),
+            None => hex_v6(ip.octets(), a.port()),
+        },
     };
-    // A v4 client of a v6 socket shows in tcp as itself; try both tables.
-    let lookup = |path: &str, want: &str| -> Option<u32> {
-        let text = std::fs::read_to_string(path).ok()?;
-        text.lines().skip(1).find_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.get(1)?.eq_ignore_ascii_case(want)).then(|| f.get(7)?.parse().ok())?
-        })
+    let (local, remote) = (hex(peer), hex(ours));
+    // A v4 client of a v6 listener shows in tcp as v4 (hex above maps it back).
+    let table = if local.len() > 13 {
+        "/proc/net/tcp6"
+    } else {
+        "/proc/net/tcp"
     };
-    lookup(table, &want).or_else(|| match peer.ip() {
-        IpAddr::V6(ip) => {
-            let v4 = ip.to_ipv4_mapped()?;
-            lookup("/proc/net/tcp", &hex_v4(v4.octets(), peer.port()))
-        }
-        IpAddr::V4(_) => None,
+    let text = std::fs::read_to_string(table).ok()?;
+    text.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let matches = f.get(1)?.eq_ignore_ascii_case(&local)
+            && f.get(2)?.eq_ignore_ascii_case(&remote)
+            && *f.get(3)? == "01"
+            && *f.get(9)? != "0";
+        matches.then(|| f.get(7)?.parse().ok())?
     })
 }
 
@@ -173,10 +179,14 @@ mod tests {
     fn a_loopback_clients_uid_is_found() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (_server_side, peer) = listener.accept().unwrap();
+        let (server_side, peer) = listener.accept().unwrap();
         assert_eq!(peer, client.local_addr().unwrap());
+        let ours = server_side.local_addr().unwrap();
         // SAFETY: geteuid cannot fail.
         let me = unsafe { libc::geteuid() };
-        assert_eq!(tcp_peer_uid(peer), Some(me));
+        assert_eq!(tcp_peer_uid(peer, ours), Some(me));
+        // The same client address towards another end is no one.
+        let elsewhere = SocketAddr::new(ours.ip(), ours.port().wrapping_add(1));
+        assert_eq!(tcp_peer_uid(peer, elsewhere), None);
     }
 }
