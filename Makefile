@@ -112,6 +112,7 @@ bench: deps-bench build
 	bash bench/python.sh
 	bash bench/offcpu.sh
 	bash bench/daemon.sh
+	bash bench/busy.sh
 	bash bench/symbolize.sh
 	bash bench/run.sh
 
