@@ -161,7 +161,7 @@ pub struct ProcessLabels {
     pub cmdline: String,
     /// Its cgroup (v2 path, e.g. `/system.slice/docker-1f2e….scope`): what container it runs in.
     pub cgroup: String,
-    /// Its real uid: whose process it is, for readers who may see only their own.
+    /// Its effective uid: whose process it is, for readers who may see only their own.
     pub uid: Option<u32>,
 }
 

@@ -271,13 +271,14 @@ fn read_checked_jit_file(
     Ok(PerfMapRead::Read { file_len: len })
 }
 
-/// The real uid of a process: whose it is.
+/// The effective uid of a process: whose it is, as `/proc` (and `hidepid=`) sees it (a
+/// setuid program its user started is root's).
 pub fn uid(pid: Pid) -> Result<u32, ProcError> {
     let path = PathBuf::from(format!("/proc/{pid}/status"));
     let status = read(pid, path.clone())?;
     parse_status_ids(&status)
         .uids
-        .first()
+        .get(1)
         .copied()
         .ok_or_else(|| map_err(pid, path, io::Error::from(io::ErrorKind::InvalidData)))
 }

@@ -27,8 +27,8 @@ pub struct Selection {
 pub enum Viewer {
     #[default]
     All,
-    /// Only the processes of this real uid; stacks of processes whose uid is unknown are
-    /// hidden too.
+    /// Only the processes of this (effective) uid; stacks of processes whose uid is unknown
+    /// are hidden too.
     Own(u32),
 }
 
