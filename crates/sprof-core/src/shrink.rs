@@ -114,6 +114,8 @@ extern "C" fn on_sigbus(
     info: *mut libc::siginfo_t,
     context: *mut libc::c_void,
 ) {
+    // SAFETY: errno is this thread's; the interrupted code must find it as it left it.
+    let errno = unsafe { *libc::__errno_location() };
     // SAFETY: the kernel hands a valid siginfo_t to an SA_SIGINFO handler.
     let addr = unsafe { (*info).si_addr() } as usize;
     let watched = SLOTS_IN_USE.iter().any(|s| {
@@ -137,6 +139,8 @@ extern "C" fn on_sigbus(
         };
         if replaced != libc::MAP_FAILED {
             REPLACED.fetch_add(1, Ordering::Relaxed);
+            // SAFETY: as above.
+            unsafe { *libc::__errno_location() = errno };
             return;
         }
     }

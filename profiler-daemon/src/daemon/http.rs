@@ -68,6 +68,9 @@ pub struct Limits {
     /// Range queries over more than `long_windows` windows (or 8 MiB of them) at once.
     pub long_queries: usize,
     pub long_windows: usize,
+    /// Range queries of any length at once: many short ones (each up to a few hundred ms
+    /// of CPU, going on after their client left) must not fill the blocking pool either.
+    pub queries: usize,
 }
 
 impl Default for Limits {
@@ -78,6 +81,7 @@ impl Default for Limits {
             long_queries: 2,
             // An hour of 10 s windows.
             long_windows: 360,
+            queries: 16,
         }
     }
 }
@@ -95,6 +99,7 @@ struct AppState {
     limits: Limits,
     taps: Arc<Semaphore>,
     long_queries: Arc<Semaphore>,
+    queries: Arc<Semaphore>,
 }
 
 /// The API's router.
@@ -109,6 +114,7 @@ pub fn router(
         limits,
         taps: Arc::new(Semaphore::new(limits.taps)),
         long_queries: Arc::new(Semaphore::new(limits.long_queries)),
+        queries: Arc::new(Semaphore::new(limits.queries)),
     };
     Router::new()
         .route("/", get(page))
@@ -501,7 +507,19 @@ async fn with_sources<T: Send + 'static>(
 ) -> Result<T, ApiError> {
     let backend = s.backend.clone();
     let (limits, long_queries) = (s.limits, s.long_queries.clone());
+    // Taken before the work starts and held until it ends, client or no client.
+    let any = s.queries.clone().try_acquire_owned().map_err(|_| {
+        backend.count_busy();
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{} range queries are already running, the most at once; try again soon",
+                limits.queries
+            ),
+        )
+    })?;
     blocking(move || {
+        let _any = any;
         let sources = backend
             .sources(&sel)
             .map_err(|e| ApiError(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()))?;
@@ -1104,6 +1122,50 @@ mod tests {
         // Permits come back when scrapes end.
         let (status, _, _) = request(&app, "GET", "/debug/pprof/profile?seconds=1", None).await;
         assert_eq!(status, StatusCode::OK);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// The review's follow-up to D5: many short queries at once are capped too.
+    #[tokio::test]
+    async fn queries_beyond_the_cap_on_all_queries_get_503() {
+        let limits = Limits {
+            queries: 1,
+            ..Limits::default()
+        };
+        let (app, dir, fake) = app_with("queries", true, Duration::from_millis(400), limits);
+        let mut tasks = Vec::new();
+        for _ in 0..3 {
+            let app = app.clone();
+            tasks.push(tokio::spawn(async move {
+                request(
+                    &app,
+                    "GET",
+                    "/api/v1/processes?from=1700000000&to=1700000001",
+                    None,
+                )
+                .await
+            }));
+        }
+        let mut statuses = Vec::new();
+        for t in tasks {
+            let (status, headers, body) = t.await.unwrap();
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                assert_eq!(headers[header::RETRY_AFTER], RETRY_AFTER);
+                let text = String::from_utf8(body).unwrap();
+                assert!(text.contains("range queries are already running"), "{text}");
+            }
+            statuses.push(status);
+        }
+        statuses.sort();
+        assert_eq!(
+            statuses,
+            [
+                StatusCode::OK,
+                StatusCode::SERVICE_UNAVAILABLE,
+                StatusCode::SERVICE_UNAVAILABLE
+            ]
+        );
+        assert_eq!(fake.busy.load(std::sync::atomic::Ordering::SeqCst), 2);
         std::fs::remove_dir_all(dir).unwrap();
     }
 
