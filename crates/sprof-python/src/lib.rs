@@ -139,6 +139,7 @@
 //! and it equals [`CodeInfo::name`] (`co_name`).
 
 mod codes;
+mod debug_offsets;
 mod elf;
 mod hook;
 mod layout;

@@ -228,7 +228,7 @@ pub fn detect(pid: u32, files: &[MappedFile<'_>]) -> Detection {
         }
     };
     let (major, minor, _) = version;
-    if major != 3 || !(8..=13).contains(&minor) {
+    if major != 3 || !(8..=15).contains(&minor) {
         let why = if major == 3 && minor < 8 {
             "unsupported layout"
         } else {
@@ -1066,7 +1066,7 @@ impl PythonProcess {
         let l = &self.layout;
         let owner = l.fr_owner.map_or(0, |o| self.frame_buf[o as usize]);
         let previous = le_u64(&self.frame_buf, l.fr_previous);
-        let code = le_u64(&self.frame_buf, l.fr_code);
+        let code = le_u64(&self.frame_buf, l.fr_code) & !l.fr_code_tag;
         let addrq = match l.instr {
             Instr::Pointer => {
                 let base = code.wrapping_add(l.co_code_adaptive);
