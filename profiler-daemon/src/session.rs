@@ -132,10 +132,11 @@ fn wants_prompt_reads(config: &SessionConfig, target: &Target) -> bool {
             .unwrap_or_default()
             .iter()
             .any(|m| sprof_core::is_interpreter_module(m.short_name())),
-        Target::Command(argv) => argv.first().is_some_and(|a| {
-            let name = a.to_string_lossy();
-            sprof_core::is_interpreter_module(name.rsplit('/').next().unwrap_or_default())
-        }),
+        // What a command becomes is unknown until it runs: `chroot ROOT python3`, `env`,
+        // `uv run`, a shell script or a `#!` script (gunicorn, pytest) all exec an interpreter
+        // later. Reading late costs far more (frames read ~50 ms after their sample, one in
+        // ten chains wrong) than a wakeup per sample costs a native command.
+        Target::Command(_) => true,
     }
 }
 
