@@ -291,6 +291,10 @@ pub enum ModeArg {
     Wall,
     /// Only the time threads spend switched out, by where they blocked.
     OffCpu,
+    /// CPU time of Python threads while they hold the GIL (CPython 3.11+): who keeps the
+    /// other threads waiting. Every Python profile's footer shows each thread's share of
+    /// samples holding the GIL, waiting for it and not needing it.
+    Gil,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -354,7 +358,7 @@ pub struct SamplingOpts {
     #[arg(long, value_enum, default_value_t = ModeArg::Cpu)]
     pub mode: ModeArg,
 
-    /// How Python processes are shown (CPython 3.8-3.13, read from outside the process: the
+    /// How Python processes are shown (CPython 3.8-3.15, read from outside the process: the
     /// target is never paused or signalled); native: Python frames are not read.
     #[arg(long = "python-view", value_enum, default_value_t = PythonViewArg::Python)]
     pub python_view: PythonViewArg,
@@ -453,6 +457,8 @@ pub enum UsageError {
     DiffOutput(PathBuf),
     #[error("--window must be between 1 and 3600 seconds, not {0}")]
     BadWindow(u64),
+    #[error("--mode gil reads Python thread states: it cannot be used with --python-view native")]
+    GilWithoutPython,
     #[error(transparent)]
     Output(#[from] crate::output::OutputError),
 }
@@ -466,6 +472,10 @@ impl ProfileOpts {
     ) -> Result<SessionConfig, UsageError> {
         if self.sampling.frequency == 0 {
             return Err(UsageError::ZeroFrequency);
+        }
+        if self.sampling.mode == ModeArg::Gil && self.sampling.python_view == PythonViewArg::Native
+        {
+            return Err(UsageError::GilWithoutPython);
         }
         if let Some(max) = max_rate {
             if self.sampling.frequency > max {
@@ -523,10 +533,11 @@ impl ProfileOpts {
             verbose: self.verbose,
             save_events: self.save_events,
             mode: match self.sampling.mode {
-                ModeArg::Cpu => sprof_core::Measure::Cpu,
+                ModeArg::Cpu | ModeArg::Gil => sprof_core::Measure::Cpu,
                 ModeArg::Wall => sprof_core::Measure::Wall,
                 ModeArg::OffCpu => sprof_core::Measure::OffCpu,
             },
+            gil_only: self.sampling.mode == ModeArg::Gil,
             python: match self.sampling.python_view {
                 PythonViewArg::Python => Some(sprof_core::PythonView::Python),
                 PythonViewArg::Mixed => Some(sprof_core::PythonView::Mixed),
@@ -705,6 +716,13 @@ mod tests {
             config(&["attach", "1", "--mode=wall"]).unwrap().mode,
             sprof_core::Measure::Wall
         );
+        let gil = config(&["attach", "1", "--mode", "gil"]).unwrap();
+        assert_eq!((gil.mode, gil.gil_only), (sprof_core::Measure::Cpu, true));
+        assert!(!config(&["attach", "1"]).unwrap().gil_only);
+        assert!(matches!(
+            config(&["attach", "1", "--mode", "gil", "--python-view", "native"]),
+            Err(UsageError::GilWithoutPython)
+        ));
         assert!(parse(&["attach", "1", "--mode", "gpu"]).is_err());
         let c = config(&["attach", "1", "--python-view", "mixed"]).unwrap();
         assert_eq!(c.python, Some(sprof_core::PythonView::Mixed));

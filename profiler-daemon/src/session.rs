@@ -327,7 +327,13 @@ impl Session {
             Box::new(LiveLoader::new()),
         );
         if config.python.is_some() {
-            engine.add_hook(Box::new(sprof_python::PythonHook::new()));
+            let hook = sprof_python::PythonHook::new();
+            let hook = if config.gil_only {
+                hook.gil_only()
+            } else {
+                hook
+            };
+            engine.add_hook(Box::new(hook));
         }
         let exit_fd = sprof_perf::sys::pidfd_open(profiled.pid().0 as i32).ok();
         if let Some(fd) = &exit_fd {

@@ -437,3 +437,129 @@ fn python_subprocesses_get_their_own_detection() {
         p.context()
     );
 }
+
+/// The footer's per-thread GIL lines: `(thread, holding, waiting, not needed)` in percent.
+fn gil_lines(footer: &str) -> Vec<(u32, f64, f64, f64)> {
+    footer
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("python: GIL, pid ")?;
+            let tid = rest
+                .split(" thread ")
+                .nth(1)?
+                .split(':')
+                .next()?
+                .parse()
+                .ok()?;
+            let pct = |key: &str| -> Option<f64> {
+                rest.split(key)
+                    .nth(1)?
+                    .split('%')
+                    .next()?
+                    .trim()
+                    .parse()
+                    .ok()
+            };
+            Some((tid, pct("holding ")?, pct("waiting ")?, pct("not needed ")?))
+        })
+        .collect()
+}
+
+#[test]
+fn python_gil_mode_and_per_thread_gil_shares() {
+    if !live("python_gil_mode_and_per_thread_gil_shares") {
+        return;
+    }
+    let _serial = serial();
+    for py in interpreters("python_gil") {
+        let label = py.label;
+        if ["3.8", "3.9", "3.10"].contains(&label) {
+            continue; // no GIL holder in the supported layouts before 3.11
+        }
+        // Wall mode: both threads' time, running or not; the footer says what each did with
+        // the GIL. The hashing thread waits for it after each buffer (the other thread gives
+        // it up only every switch interval, 5 ms) and hashes without it.
+        let wall = record_profile(
+            &format!("py-gil-wall-{label}"),
+            &["--mode", "wall", "-o", "out.txt"],
+            &py.cmd(&["gil", "1.5"]),
+        );
+        let footer = std::fs::read_to_string(wall.file("out.txt")).unwrap();
+        let mut lines = gil_lines(&footer);
+        lines.sort_by(|a, b| b.1.total_cmp(&a.1));
+        assert!(lines.len() >= 2, "{label}: GIL lines {footer}");
+        let (py_thread, hash_thread) = (lines[0], lines[1]);
+        assert!(
+            py_thread.1 >= 60.0,
+            "{label}: pure-Python thread {py_thread:?}\n{footer}"
+        );
+        assert!(
+            hash_thread.2 >= 10.0 && hash_thread.3 >= 30.0 && hash_thread.1 <= 40.0,
+            "{label}: hashing thread {hash_thread:?}\n{footer}"
+        );
+        let hash_all = count_py(&wall, |f| f.iter().any(|x| py_is(x, "hash_spin")));
+        assert!(
+            hash_all >= 100,
+            "{label}: hash_spin {hash_all}{}",
+            wall.context()
+        );
+        // GIL mode: only samples holding the GIL, so the hashing thread nearly vanishes.
+        let gil = record_profile(
+            &format!("py-gil-{label}"),
+            &["--mode", "gil", "-o", "out.txt"],
+            &py.cmd(&["gil", "1.5"]),
+        );
+        let hash = count_py(&gil, |f| f.iter().any(|x| py_is(x, "hash_spin")));
+        let spin = count_py(&gil, |f| f.iter().any(|x| py_is(x, "py_spin")));
+        assert!(spin >= 300, "{label}: py_spin {spin}{}", gil.context());
+        let share = hash as f64 / (hash + spin) as f64;
+        assert!(
+            share < 0.2,
+            "{label}: GIL-holding share of the hashing thread {share:.3} ({hash} of {}){}",
+            hash + spin,
+            gil.context()
+        );
+        let text = std::fs::read_to_string(gil.file("out.txt")).unwrap();
+        assert!(text.contains("--mode gil: "), "{label}: {text}");
+    }
+}
+
+#[test]
+fn python_gc_frames_under_the_triggering_python_frame() {
+    if !live("python_gc_frames_under_the_triggering_python_frame") {
+        return;
+    }
+    let _serial = serial();
+    for py in interpreters("python_gc") {
+        let label = py.label;
+        if ["3.8", "3.9", "3.10"].contains(&label) {
+            continue;
+        }
+        let p = record_profile(
+            &format!("py-gc-{label}"),
+            &["-o", "out.txt"],
+            &py.cmd(&["gc", "1.5"]),
+        );
+        let total = count_py(&p, |f| f.iter().any(|x| py_is(x, "collect_cycles")));
+        let gc = p.folded.count_where(|f| f.iter().any(|x| x == "[gc]"));
+        let under = count_py(&p, |f| {
+            f.windows(2)
+                .any(|w| py_is(&w[0], "collect_cycles") && w[1] == "[gc]")
+        });
+        assert!(
+            gc * 10 >= total && total >= 300,
+            "{label}: {gc} [gc] samples of {total}{}",
+            p.context()
+        );
+        assert!(
+            under * 10 >= gc * 9,
+            "{label}: {under} of {gc} [gc] frames under collect_cycles{}",
+            p.context()
+        );
+        let text = std::fs::read_to_string(p.file("out.txt")).unwrap();
+        assert!(
+            text.contains("during a garbage collection"),
+            "{label}: {text}"
+        );
+    }
+}

@@ -34,8 +34,22 @@ pub struct ElfInfo {
     pub code_type: Option<u64>,
     /// `[start, end)` of `_PyEval_EvalFrameDefault` and its compiler clones (`.cold`, …).
     pub eval: Vec<(u64, u64)>,
+    /// `[start, end)` of the functions a thread waits in for the GIL ([`GIL_TAKE_SYMBOLS`]).
+    pub gil_take: Vec<(u64, u64)>,
     pub loads: Vec<Load>,
 }
+
+/// Functions a thread runs while it waits for the GIL: `take_gil` where `.symtab` names it,
+/// and the exported entry points that call it (a thread found in one of them without the GIL
+/// is waiting for it).
+const GIL_TAKE_SYMBOLS: &[&str] = &[
+    "take_gil",
+    "PyEval_RestoreThread",
+    "PyEval_AcquireThread",
+    "PyEval_AcquireLock",
+    "PyGILState_Ensure",
+    "_PyThreadState_Attach",
+];
 
 pub fn inspect(bytes: &[u8]) -> Result<ElfInfo, String> {
     let file = object::File::parse(bytes).map_err(|e| format!("not a readable ELF file: {e}"))?;
@@ -57,6 +71,7 @@ pub fn inspect(bytes: &[u8]) -> Result<ElfInfo, String> {
         py_version: None,
         code_type: None,
         eval: Vec::new(),
+        gil_take: Vec::new(),
         loads: Vec::new(),
     };
     for seg in file.segments() {
@@ -88,6 +103,12 @@ pub fn inspect(bytes: &[u8]) -> Result<ElfInfo, String> {
             || name
                 .strip_prefix(EVAL_SYMBOL)
                 .is_some_and(|rest| rest.starts_with('.'));
+        if GIL_TAKE_SYMBOLS.contains(&name) && sym.size() > 0 && sym.address() != 0 {
+            let range = (sym.address(), sym.address() + sym.size());
+            if !info.gil_take.contains(&range) {
+                info.gil_take.push(range);
+            }
+        }
         if is_eval && sym.size() > 0 && sym.address() != 0 {
             let range = (sym.address(), sym.address() + sym.size());
             if !info.eval.contains(&range) {

@@ -109,21 +109,25 @@ pub struct Layout {
     pub ascii_size: u64,
     /// `sizeof(PyCompactUnicodeObject)`: where non-ASCII compact data starts (unpublished).
     pub compact_size: u64,
-    /// Where the GIL's state is published (3.13+).
-    pub gil: Option<GilOffsets>,
-    /// `PyInterpreterState` offset of the collector's `collecting` flag (3.13+).
+    /// Where the GIL's holder is published (3.11+).
+    pub gil: Option<GilAt>,
+    /// `PyInterpreterState` offset of the collector's `collecting` flag (an `int`, 3.11+).
     pub gc_collecting: Option<u64>,
 }
 
-/// Offsets that tell who holds the GIL (3.13+, from `_Py_DebugOffsets`).
+/// Where a thread can tell whether it holds the GIL (3.11+). `locked` and `holder` are `int`
+/// and `PyThreadState*` fields of `struct _gil_runtime_state`; `last_holder` stays set after
+/// a release, so it only counts while `locked`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct GilOffsets {
-    /// `PyInterpreterState._gil.locked` (an `int`).
-    pub interp_locked: u64,
-    /// `PyInterpreterState._gil.last_holder` (a `PyThreadState*`).
-    pub interp_holder: u64,
-    /// `PyThreadState.holds_gil` (an `int`, 3.15+).
-    pub ts_holds_gil: Option<u64>,
+pub enum GilAt {
+    /// 3.11: `_PyRuntime.gilstate.tstate_current`, the holder, at this runtime offset.
+    RuntimeCurrent(u64),
+    /// 3.12: `PyInterpreterState.ceval.gil` points to the GIL (offsets from the 3.12.1 headers).
+    InterpPointer { gil: u64, holder: u64, locked: u64 },
+    /// 3.13, 3.14: the interpreter's own GIL, `PyInterpreterState._gil`.
+    Interp { holder: u64, locked: u64 },
+    /// 3.15: `PyThreadState.holds_gil`, per thread.
+    Thread { holds_gil: u64 },
 }
 
 impl Layout {
@@ -167,8 +171,9 @@ impl Layout {
             str_state: 32,
             ascii_size: 48,
             compact_size: 72,
-            gil: None,
-            gc_collecting: None,
+            // `offsetof` against the pyenv 3.11.7 headers (`-DPy_BUILD_CORE`).
+            gil: Some(GilAt::RuntimeCurrent(576)),
+            gc_collecting: Some(648 + 200),
         }
     }
 
@@ -193,6 +198,13 @@ impl Layout {
             co_code_adaptive: 192,
             ascii_size: 40,
             compact_size: 56,
+            // `offsetof` against the pyenv 3.12.1 headers (`-DPy_BUILD_CORE`).
+            gil: Some(GilAt::InterpPointer {
+                gil: 384,
+                holder: 8,
+                locked: 16,
+            }),
+            gc_collecting: Some(112 + 200),
             ..Layout::v311()
         }
     }
@@ -264,10 +276,12 @@ impl Layout {
         if ascii_size > t.value("unicode_object", "size")? || compact_size > 4096 {
             return Err("_Py_DebugOffsets: implausible string header sizes".into());
         }
-        let gil = GilOffsets {
-            interp_locked: off("interpreter_state", "gil_runtime_state_locked")?,
-            interp_holder: off("interpreter_state", "gil_runtime_state_holder")?,
-            ts_holds_gil: t.offset_opt("thread_state", "holds_gil")?,
+        let gil = match t.offset_opt("thread_state", "holds_gil")? {
+            Some(holds_gil) => GilAt::Thread { holds_gil },
+            None => GilAt::Interp {
+                holder: off("interpreter_state", "gil_runtime_state_holder")?,
+                locked: off("interpreter_state", "gil_runtime_state_locked")?,
+            },
         };
         let gc = t.value("interpreter_state", "gc")?;
         let gc_collecting = gc
@@ -430,7 +444,13 @@ mod tests {
         );
         assert_eq!((l.co_firstlineno, l.co_code_adaptive), (68, 208));
         assert_eq!((l.ascii_size, l.compact_size), (40, 56));
-        assert_eq!(l.gil.unwrap().ts_holds_gil, None);
+        assert_eq!(
+            l.gil,
+            Some(GilAt::Interp {
+                holder: 7792,
+                locked: 7800
+            })
+        );
         // Fields inserted mid-struct in 3.15 move everything after them.
         let l = Layout::from_debug_offsets(&table_315(), 15).unwrap();
         assert_eq!((l.interpreters_head, l.threads_head), (936, 7336));
@@ -440,7 +460,7 @@ mod tests {
             (l.str_state, l.str_length, l.ascii_size, l.compact_size),
             (32, 16, 40, 56)
         );
-        assert_eq!(l.gil.unwrap().ts_holds_gil, Some(36));
+        assert_eq!(l.gil, Some(GilAt::Thread { holds_gil: 36 }));
         // A table is only read with its own version's schema.
         assert!(Layout::from_debug_offsets(&table_315(), 14).is_err());
         assert!(Layout::from_debug_offsets(&table_314()[..400], 14).is_err());
