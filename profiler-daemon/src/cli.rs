@@ -374,6 +374,13 @@ pub struct ProfileOpts {
     #[arg(long = "dump-every", value_name = "SECS")]
     pub dump_every: Option<f64>,
 
+    /// attach: also profile the target's existing descendant processes (multiprocessing
+    /// pools, gunicorn/celery workers, subprocess trees), each with its own Python frames.
+    /// Processes the target (or a descendant) starts while profiled are always followed, as
+    /// under record.
+    #[arg(long)]
+    pub subprocesses: bool,
+
     /// Output file, repeatable; the format follows the extension: .svg flamegraph,
     /// .folded collapsed stacks, .txt statprof table, .pb.gz/.pprof pprof,
     /// .speedscope.json speedscope. Default: sprofd-<comm>-<pid>-<time>.svg.
@@ -428,6 +435,7 @@ impl TopOpts {
         let session = ProfileOpts {
             sampling: self.sampling,
             dump_every: None,
+            subprocesses: false,
             output: Vec::new(),
             quiet: true,
             by_line: false,
@@ -538,6 +546,7 @@ impl ProfileOpts {
                 ModeArg::OffCpu => sprof_core::Measure::OffCpu,
             },
             gil_only: self.sampling.mode == ModeArg::Gil,
+            subprocesses: self.subprocesses,
             python: match self.sampling.python_view {
                 PythonViewArg::Python => Some(sprof_core::PythonView::Python),
                 PythonViewArg::Mixed => Some(sprof_core::PythonView::Mixed),

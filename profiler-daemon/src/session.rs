@@ -128,6 +128,8 @@ fn wants_prompt_reads(config: &SessionConfig, target: &Target) -> bool {
         return false;
     }
     match target {
+        // A process tree may be a shell over Python workers; its children may exec one later.
+        Target::Pid(_) if config.subprocesses => true,
         Target::Pid(pid) => procfs::exec_mappings(Pid(*pid))
             .unwrap_or_default()
             .iter()
@@ -213,7 +215,17 @@ fn attach_target(config: &SessionConfig, pid: Pid) -> anyhow::Result<Started> {
         bail!("PID {pid} ({}) has exited and is a zombie waiting for its parent: nothing left to sample", stat.comm);
     }
     let title = describe_target(pid);
-    let (sampler, event) = open_events(config, false, |s| s.attach(pid), &format!("PID {pid}"))?;
+    let attach = |s: &mut Sampler| {
+        s.attach(pid)?;
+        if config.subprocesses {
+            // A descendant that exits meanwhile is no error.
+            for child in procfs::descendants(pid) {
+                let _ = s.attach(child);
+            }
+        }
+        Ok(())
+    };
+    let (sampler, event) = open_events(config, false, attach, &format!("PID {pid}"))?;
     for w in &sampler.warnings {
         eprintln!("sprofd: warning: {w}");
     }

@@ -4,6 +4,7 @@
 //! is known by construction. The targets are started normally: no `-X perf`, no ptrace.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use sprofd_tests::*;
 
@@ -561,5 +562,43 @@ fn python_gc_frames_under_the_triggering_python_frame() {
             text.contains("during a garbage collection"),
             "{label}: {text}"
         );
+    }
+}
+
+/// `attach --subprocesses`: multiprocessing pools (fork, spawn, forkserver) started before
+/// the attach (existing descendants) and after it (followed as they fork), each worker with
+/// its own Python frames. The workers run all the Python work; the parent only waits.
+#[test]
+fn python_attach_subprocesses_sees_pool_workers() {
+    if !live("python_attach_subprocesses_sees_pool_workers") {
+        return;
+    }
+    let _serial = serial();
+    let found = interpreters("python_pool");
+    let picks = ["3.12", "sid-3.15"];
+    for py in found.iter().filter(|p| picks.contains(&p.label)) {
+        let label = py.label;
+        for mode in [
+            "pool-fork-early",
+            "pool-spawn-early",
+            "pool-fork-late",
+            "pool-spawn-late",
+        ] {
+            let mut target = py.spawn(&[mode, "3.5"]);
+            let p = attach_profile(
+                &format!("py-{mode}-{label}"),
+                target.pid,
+                &["-d", "2.5", "--subprocesses"],
+            );
+            // Let the pool finish: killing the parent would break its workers' result pipes.
+            target.wait_exit(Duration::from_secs(10));
+            let workers = count_py(&p, |f| py_chain(f, &["pool_task", "burn"]));
+            // Two workers busy for most of 2.5 s on 2 CPUs at 99 Hz: ~400 samples.
+            assert!(
+                workers >= 200,
+                "{label} {mode}: {workers} worker samples with Python frames{}",
+                p.context()
+            );
+        }
     }
 }
