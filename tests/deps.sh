@@ -48,7 +48,7 @@ apt   procps           pgrep                                    bench        the
 apt   g++              g++                                      test         the symbolizer's C++ fixture (demangled, inlined frames)
 apt   binutils         objcopy,objdump,nm,readelf,strip,addr2line  test,package,bench  split and strip fixtures' debug info, check frame-pointer prologues and that the .deb's binary is stripped; addr2line is a baseline in the symbolization benchmark
 apt   passwd           useradd                                  test         the hostile-file tests run attackers as a throwaway user they create
-apt   util-linux       setpriv,unshare,taskset                  test,bench   drop to an unprivileged user, pid namespaces (containers), pin benchmark threads
+apt   util-linux       setpriv,unshare,nsenter,taskset                test,bench   drop to an unprivileged user, pid namespaces (containers), pin benchmark threads
 apt   linux-perf       perf                                     test,bench   the reference profiler the completeness tests and benchmarks compare against
 apt   xz-utils         xz                                       test,bench   a real stripped program profiled end to end
 apt   gdb              gdb                                      test         an oracle for Python frames (merge_vs_gdb tests)

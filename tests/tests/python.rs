@@ -4,6 +4,7 @@
 //! is known by construction. The targets are started normally: no `-X perf`, no ptrace.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use sprofd_tests::*;
@@ -601,4 +602,101 @@ fn python_attach_subprocesses_sees_pool_workers() {
             );
         }
     }
+}
+
+/// CPython 3.15's own sampling profiler (Tachyon) and sprofd attached to the same 3.15 process
+/// at the same rate agree on the function and line shares. Tachyon needs the target's `/proc`
+/// inside the root, so the target runs in its own mount namespace and Tachyon joins it.
+#[test]
+fn python_315_agrees_with_tachyon() {
+    if !live("python_315_agrees_with_tachyon") {
+        return;
+    }
+    let _serial = serial();
+    let Some(py) = interpreters("python_tachyon")
+        .into_iter()
+        .find(|p| p.label == "sid-3.15")
+    else {
+        return;
+    };
+    let inner = format!(
+        "mount -t proc proc {SID_ROOT}/proc && exec chroot {SID_ROOT} python3.15 {} split 4",
+        py.script
+    );
+    let target = Target::spawn(Path::new("unshare"), &["-m", "sh", "-c", &inner]);
+    let pid = target.pid.to_string();
+    let out_inside = format!("/tmp/sprofd-tests/tachyon-{pid}.folded");
+    let tachyon = {
+        let (pid, out_inside) = (pid.clone(), out_inside.clone());
+        std::thread::spawn(move || {
+            run_ok(
+                Command::new("nsenter")
+                    .args(["-t", &pid, "-m", "chroot", SID_ROOT])
+                    .args([
+                        "python3.15",
+                        "-m",
+                        "profiling.sampling",
+                        "attach",
+                        "-d",
+                        "2",
+                        "-r",
+                        "999",
+                        "--mode",
+                        "cpu",
+                        "--collapsed",
+                        "-o",
+                        &out_inside,
+                        &pid,
+                    ]),
+            )
+        })
+    };
+    let p = attach_profile("py-tachyon-sid-3.15", target.pid, &["-d", "2", "-F", "999"]);
+    tachyon.join().unwrap();
+    let host = format!("{SID_ROOT}{out_inside}");
+    let text = std::fs::read_to_string(&host).unwrap();
+    let _ = std::fs::remove_file(&host);
+    // Tachyon's frames read `file.py:function:line`, root first after a `tid:N` frame.
+    let theirs = Folded::parse(&text).unwrap();
+    let t_is = |f: &str, name: &str| f.split(':').nth(1) == Some(name);
+    let t_line = |f: &str| f.rsplit(':').next().and_then(|l| l.parse::<u32>().ok());
+    let t_work = theirs.count_where(|f| f.iter().any(|x| t_is(x, "work")));
+    let t_a = theirs.count_where(|f| f.iter().any(|x| t_is(x, "hot_a")));
+    let ours_work = count_py(&p, |f| f.iter().any(|x| py_is(x, "work")));
+    let ours_a = count_py(&p, |f| f.iter().any(|x| py_is(x, "hot_a")));
+    assert!(
+        t_work >= 1000 && ours_work >= 1000,
+        "tachyon {t_work}, sprofd {ours_work}{}",
+        p.context()
+    );
+    let (t_share, o_share) = (t_a as f64 / t_work as f64, ours_a as f64 / ours_work as f64);
+    assert!(
+        (t_share - o_share).abs() <= 0.05,
+        "hot_a: tachyon {t_share:.3} of {t_work}, sprofd {o_share:.3} of {ours_work}{}",
+        p.context()
+    );
+    // The innermost line of burn: the loop header against its body.
+    let body = def_line("burn") as u32 + 3;
+    let t_body = theirs.count_where(|f| {
+        f.last()
+            .is_some_and(|x| t_is(x, "burn") && t_line(x) == Some(body))
+    });
+    let o_body = count_py(&p, |f| {
+        f.iter()
+            .rev()
+            .find(|x| x.contains(".py:"))
+            .is_some_and(|x| py_is(x, "burn") && x.ends_with(&format!(":{body})")))
+    });
+    let (t_body, o_body) = (
+        t_body as f64 / t_work as f64,
+        o_body as f64 / ours_work as f64,
+    );
+    eprintln!(
+        "tachyon vs sprofd on 3.15: hot_a {t_share:.3} vs {o_share:.3} ({t_work} vs {ours_work} samples), burn line {body} {t_body:.3} vs {o_body:.3}"
+    );
+    assert!(
+        (t_body - o_body).abs() <= 0.06,
+        "burn line {body}: tachyon {t_body:.3}, sprofd {o_body:.3}{}\n{text}",
+        p.context()
+    );
 }
