@@ -103,13 +103,15 @@ lint: deps-lint
 fmt: deps-lint
 	$(CARGO) fmt --all
 
-# Overhead, CPU per sample, completeness against perf; Python against py-spy and austin;
+# Overhead, CPU per sample, completeness against perf; Python against py-spy and austin, and
+# 3.15 against CPython's own Tachyon;
 # off-CPU modes on a context-switch storm; symbolization speed against perf report and samply
 # (py-spy, austin, samply and inferno come from tests/deps.sh; SAMPLY_PARANOID=1 make bench lets it
 # lower kernel.perf_event_paranoid to 1 for samply record, which needs it on a VM without a PMU).
 # Writes docs/benchmarks.md (run.sh last: it includes the other three sections).
 bench: deps-bench build
 	bash bench/python.sh
+	SID=1 bash bench/python.sh
 	bash bench/offcpu.sh
 	bash bench/daemon.sh
 	bash bench/busy.sh

@@ -43,12 +43,12 @@ base  rust-toolchain   cargo,rustc,rustup                       all          the
 base  cc,make          cc,make                                  all          C fixtures and the demo workload are compiled with cc; make runs every target
 base  python3          python3                                  all          fixture workloads, the wheel's venv, the benchmarks' workloads
 base  git              git                                      all          the build script stamps the commit into `sprofd --version`
-base  debian-base      sh,bash,env,true,sleep,touch,cat,cp,mv,rm,mkdir,rmdir,ls,chmod,stat,mktemp,date,id,head,tail,sort,wc,tr,cut,paste,seq,nproc,dirname,pwd,uname,base64,numfmt,sha256sum,du,install,kill,nice,grep,sed,awk,find,diff,cmp,tar,gzip,mkfifo,truncate,timeout  all  what every Debian has (coreutils, dash, bash, grep, sed, mawk, findutils, diffutils, tar, gzip)
+base  debian-base      sh,bash,env,true,sleep,touch,cat,cp,mv,rm,mkdir,rmdir,ls,chmod,stat,mktemp,date,id,head,tail,sort,wc,tr,cut,paste,seq,nproc,dirname,pwd,uname,base64,numfmt,sha256sum,du,install,kill,nice,grep,sed,awk,find,diff,cmp,tar,gzip,mkfifo,truncate,timeout,mount,chroot  all  what every Debian has (coreutils, dash, bash, grep, sed, mawk, findutils, diffutils, tar, gzip, mount)
 apt   procps           pgrep                                    bench        the benchmarks find the profilers' processes
 apt   g++              g++                                      test         the symbolizer's C++ fixture (demangled, inlined frames)
 apt   binutils         objcopy,objdump,nm,readelf,strip,addr2line  test,package,bench  split and strip fixtures' debug info, check frame-pointer prologues and that the .deb's binary is stripped; addr2line is a baseline in the symbolization benchmark
 apt   passwd           useradd                                  test         the hostile-file tests run attackers as a throwaway user they create
-apt   util-linux       setpriv,unshare,nsenter,taskset                test,bench   drop to an unprivileged user, pid namespaces (containers), pin benchmark threads
+apt   util-linux       setpriv,unshare,nsenter,mountpoint,taskset                test,bench   drop to an unprivileged user, pid namespaces (containers), pin benchmark threads
 apt   linux-perf       perf                                     test,bench   the reference profiler the completeness tests and benchmarks compare against
 apt   xz-utils         xz                                       test,bench   a real stripped program profiled end to end
 apt   gdb              gdb                                      test         an oracle for Python frames (merge_vs_gdb tests)
@@ -86,7 +86,7 @@ pyenv 3.10.13          $PYENV_ROOT/versions/3.10.13/bin/python3.10  test     CPy
 pyenv 3.11.7           $PYENV_ROOT/versions/3.11.7/bin/python3.11   test     CPython 3.11 frames
 pyenv 3.12.1           $PYENV_ROOT/versions/3.12.1/bin/python3.12   test     CPython 3.12 frames, -X perf, containers
 pyenv 3.13.0           $PYENV_ROOT/versions/3.13.0/bin/python3.13   test     CPython 3.13 frames and its perf jitdump
-root  sid              /srv/sid/usr/bin/python3.14,/srv/sid/usr/bin/python3.15  test  Debian unstable (debootstrap --variant=minbase), for CPython 3.14 and 3.15 (~330 MB)
+root  sid              /srv/sid/usr/bin/python3.14,/srv/sid/usr/bin/python3.15  test,bench  Debian unstable (debootstrap --variant=minbase), for CPython 3.14 and 3.15 (~330 MB)
 apt   debootstrap      debootstrap                              @sid-build   builds /srv/sid
 apt   build-essential,libssl-dev,zlib1g-dev,libbz2-dev,libreadline-dev,libsqlite3-dev,libncurses-dev,libffi-dev,liblzma-dev,uuid-dev,tk-dev  /usr/include/openssl/ssl.h,/usr/include/zlib.h,/usr/include/bzlib.h,/usr/include/readline/readline.h,/usr/include/sqlite3.h,/usr/include/ncurses.h,/usr/include/ffi.h,/usr/include/lzma.h,/usr/include/uuid/uuid.h,/usr/include/tk.h  @pyenv-build  what `pyenv install` compiles CPython with
 EOF
