@@ -37,6 +37,18 @@ fn paranoid_text() -> String {
     }
 }
 
+/// The line attach and record print when the events count user space only, as the kernel
+/// allows an unprivileged user at perf_event_paranoid 2 (the default): the shares are of
+/// user-space time, which a reader should know.
+pub fn user_only_note() -> Option<String> {
+    (!can_count_kernel()).then(|| {
+        format!(
+            "sprofd: sampling user space only (not root, no CAP_PERFMON, {}): time spent in the kernel is not counted",
+            paranoid_text()
+        )
+    })
+}
+
 pub fn kernel_denied_message() -> String {
     format!(
         "--kernel needs root, CAP_PERFMON, or kernel.perf_event_paranoid <= 1 ({}). Run with sudo, grant the capability (sudo setcap cap_perfmon,cap_sys_ptrace+ep $(command -v sprofd)), or drop --kernel",

@@ -1,0 +1,270 @@
+"""Running `sprofd attach` on this very process: start it, wait until it samples, stop it.
+
+This module owns the child process and its temporary directory. The profile it leaves
+behind is read by :mod:`sprofd._profile`; the magics and :func:`sprofd.profile` only call
+:class:`Attach`.
+"""
+
+import ctypes
+import ctypes.util
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+
+from ._profile import Profile
+
+#: How long sprofd may take to open its events (reading the target's maps and modules
+#: happens later, while sampling): beyond this something is wrong.
+READY_TIMEOUT = 60.0
+#: How long sprofd may take to symbolize and write the outputs after SIGINT.
+STOP_TIMEOUT = 300.0
+
+#: The formats written for every session, so that `.table()`, `.folded()` and `.save()`
+#: need no second run; the user's `-o` files come on top.
+_OWN_OUTPUTS = ("profile.svg", "profile.folded", "profile.txt")
+
+# prctl(2) option of Yama (include/uapi/linux/prctl.h): PR_SET_PTRACER, 'Yama' in ASCII.
+_PR_SET_PTRACER = 0x59616D61
+
+
+class SprofdError(Exception):
+    """sprofd could not profile: its one-line reason."""
+
+
+def find_binary():
+    """The `sprofd` executable: $SPROFD_BIN, else the one this package's wheel installed (the
+    scripts directory of the environment this module was imported from), else PATH."""
+    env = os.environ.get("SPROFD_BIN")
+    if env:
+        return env
+    candidates = []
+    for scheme in _schemes():
+        try:
+            candidates.append(sysconfig.get_path("scripts", scheme))
+        except KeyError:
+            continue
+    candidates.append(os.path.join(sys.prefix, "bin"))
+    for d in candidates:
+        if d:
+            path = os.path.join(d, "sprofd")
+            if os.path.isfile(path) and os.access(path, os.X_OK):
+                return path
+    found = shutil.which("sprofd")
+    if found:
+        return found
+    raise SprofdError(
+        "the sprofd binary was not found (not in %s nor on PATH); reinstall the wheel "
+        "(pip install sprofd) or set SPROFD_BIN" % ", ".join(c for c in candidates if c)
+    )
+
+
+def _schemes():
+    """The install schemes the wheel's scripts may have gone to: the environment's own, and
+    the user scheme of `pip install --user`."""
+    schemes = [sysconfig.get_default_scheme()] if hasattr(sysconfig, "get_default_scheme") else [None]
+    user = "%s_user" % os.name
+    if user in sysconfig.get_scheme_names():
+        schemes.append(user)
+    return [s for s in schemes if s] or [None]
+
+
+def yama_scope():
+    """kernel.yama.ptrace_scope, or None without Yama."""
+    try:
+        with open("/proc/sys/kernel/yama/ptrace_scope") as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def yama_warning(scope, root):
+    """The one line saying that Yama stops sprofd from reading Python frames, or None."""
+    if scope is None or root or scope <= 1:
+        return None
+    if scope == 2:
+        return (
+            "sprofd: kernel.yama.ptrace_scope=2 lets only root (CAP_SYS_PTRACE) read another "
+            "process's memory, so Python frames cannot be read (native frames still are): "
+            "run `sudo sysctl kernel.yama.ptrace_scope=1`, or profile as root"
+        )
+    return (
+        "sprofd: kernel.yama.ptrace_scope=%d forbids reading another process's memory, so "
+        "Python frames cannot be read (native frames still are); it can only be lowered by a "
+        "reboot with another setting in /etc/sysctl.d" % scope
+    )
+
+
+class _Ptracer:
+    """Lets the sprofd child read this process under Yama's ptrace_scope 1, where a process
+    may only read its descendants, and takes the permission back afterwards.
+
+    prctl(PR_SET_PTRACER, pid) names one process that may; it is set to this process itself
+    before the child exists (Yama then lets this process's descendants in: the child cannot
+    be named before it is forked, and it may look before the parent names it), narrowed to
+    the child once its pid is known, and revoked (0) when sampling ends."""
+
+    def __init__(self):
+        self.active = False
+        if yama_scope() != 1 or os.geteuid() == 0:
+            return
+        name = ctypes.util.find_library("c") or "libc.so.6"
+        try:
+            self._prctl = ctypes.CDLL(name, use_errno=True).prctl
+        except (OSError, AttributeError):
+            return
+        self.active = True
+
+    def _set(self, pid):
+        if self.active:
+            self._prctl(_PR_SET_PTRACER, ctypes.c_ulong(pid), 0, 0, 0)
+
+    def allow_descendants(self):
+        self._set(os.getpid())
+
+    def allow(self, pid):
+        self._set(pid)
+
+    def revoke(self):
+        self._set(0)
+
+
+class Attach:
+    """One `sprofd attach` of this process (or of `pid`).
+
+    ``args`` are extra command-line arguments (-F, --mode, -o ...), ``outputs`` the user's
+    output files, written by sprofd beside the session's own."""
+
+    def __init__(self, args=(), pid=None, binary=None):
+        self.args = list(args)
+        self.pid = os.getpid() if pid is None else pid
+        self.binary = binary or find_binary()
+        self.dir = None
+        self.proc = None
+        self.started = None
+        self._stderr = []
+        self._drain = None
+        self._ptracer = None
+
+    def start(self):
+        warning = yama_warning(yama_scope(), os.geteuid() == 0)
+        if warning:
+            print(warning, file=sys.stderr)
+        self.dir = tempfile.mkdtemp(prefix="sprofd-")
+        own = []
+        for name in _OWN_OUTPUTS:
+            own += ["-o", os.path.join(self.dir, name)]
+        read_end, write_end = os.pipe()
+        argv = [self.binary, "attach", str(self.pid), "-q", "--ready-fd", str(write_end)]
+        argv += own + self.args
+        self._ptracer = _Ptracer()
+        self._ptracer.allow_descendants()
+        try:
+            # A session of its own: Ctrl-C at a terminal interrupts the statement, and this
+            # module then stops sprofd itself, so the profile of the part that ran is kept.
+            self.proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                pass_fds=(write_end,),
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as e:
+            os.close(read_end)
+            self._ptracer.revoke()
+            raise SprofdError("cannot run %s: %s" % (self.binary, e))
+        finally:
+            os.close(write_end)
+        self._ptracer.allow(self.proc.pid)
+        try:
+            ready = _wait_ready(read_end, self.proc, READY_TIMEOUT)
+        finally:
+            os.close(read_end)
+        if not ready:
+            self._fail_start()
+        self._drain = threading.Thread(target=self._read_stderr, daemon=True)
+        self._drain.start()
+        self.started = time.monotonic()
+        return self
+
+    def _fail_start(self):
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        err = self.proc.stderr.read().decode("utf-8", "replace")
+        self.proc.stderr.close()
+        self._ptracer.revoke()
+        self.cleanup()
+        lines = [l for l in err.splitlines() if l.strip()]
+        raise SprofdError(lines[-1] if lines else "sprofd attach exited with %s before sampling" % self.proc.returncode)
+
+    def _read_stderr(self):
+        for raw in self.proc.stderr:
+            self._stderr.append(raw.decode("utf-8", "replace").rstrip("\n"))
+
+    def stop(self):
+        """Stops sampling (SIGINT: sprofd writes its outputs and exits) and returns the
+        :class:`Profile`."""
+        elapsed = time.monotonic() - self.started
+        try:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                code = self.proc.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise SprofdError("sprofd did not finish writing the profile within %d s" % STOP_TIMEOUT)
+        finally:
+            self._ptracer.revoke()
+        self._drain.join(timeout=5)
+        self.proc.stderr.close()
+        messages = [l for l in self._stderr if not _is_summary(l)]
+        if code != 0:
+            self.cleanup()
+            raise SprofdError(messages[-1] if messages else "sprofd attach exited with %s" % code)
+        return Profile.load(self.dir, elapsed=elapsed, messages=messages, summary=self.summary())
+
+    def summary(self):
+        """sprofd's last line, e.g. `sprofd: interrupted; 3100 samples in 3.10 s from 4 threads`."""
+        for line in reversed(self._stderr):
+            if _is_summary(line):
+                return line
+        return None
+
+    def cleanup(self):
+        if self.dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+
+
+def _is_summary(line):
+    return line.startswith("sprofd: ") and " samples in " in line and " threads" in line
+
+
+def _wait_ready(fd, proc, timeout):
+    """Whether `ready` came on the pipe before sprofd exited (EOF) or the time ran out."""
+    deadline = time.monotonic() + timeout
+    data = b""
+    while b"\n" not in data:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            proc.kill()
+            return False
+        r, _, _ = select.select([fd], [], [], min(left, 0.5))
+        if not r:
+            continue
+        chunk = os.read(fd, 64)
+        if not chunk:
+            return False
+        data += chunk
+    return data.startswith(b"ready")
