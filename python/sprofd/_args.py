@@ -114,17 +114,14 @@ def check(opts, prog):
         raise ArgumentError("%s: --mode needs a mode name" % prog)
 
 
-def sprofd_args(opts, by_line=False, subprocesses_flag=False):
-    """The `sprofd attach` arguments for parsed options (outputs included)."""
+def sprofd_args(opts, subprocesses_flag=False):
+    """The `sprofd attach` arguments for parsed options (outputs included); --rows and -r are
+    the magic's own. `subprocesses_flag`: whether the installed sprofd has --subprocesses."""
     args = ["-F", str(opts.frequency)]
     if opts.mode:
         args += ["--mode", opts.mode]
     if opts.python_view:
         args += ["--python-view", opts.python_view]
-    if opts.rows:
-        args += ["--rows", str(opts.rows)]
-    if by_line:
-        args.append("--by-line")
     if opts.subprocesses and subprocesses_flag:
         args.append("--subprocesses")
     for path in opts.output:

@@ -141,8 +141,9 @@ class Attach:
     ``args`` are extra command-line arguments (-F, --mode, -o ...), ``outputs`` the user's
     output files, written by sprofd beside the session's own."""
 
-    def __init__(self, args=(), pid=None, binary=None):
+    def __init__(self, args=(), pid=None, binary=None, rows=None):
         self.args = list(args)
+        self.rows = rows
         self.pid = os.getpid() if pid is None else pid
         self.binary = binary or find_binary()
         self.dir = None
@@ -228,11 +229,14 @@ class Attach:
             self._ptracer.revoke()
         self._drain.join(timeout=5)
         self.proc.stderr.close()
-        messages = [l for l in self._stderr if not _is_summary(l)]
+        # The session's own files are read back and removed: where sprofd wrote them is noise.
+        messages = [l for l in self._stderr if not _is_summary(l) and self.dir not in l]
         if code != 0:
             self.cleanup()
             raise SprofdError(messages[-1] if messages else "sprofd attach exited with %s" % code)
-        return Profile.load(self.dir, elapsed=elapsed, messages=messages, summary=self.summary())
+        return Profile.load(
+            self.dir, elapsed=elapsed, messages=messages, summary=self.summary(), rows=self.rows
+        )
 
     def summary(self):
         """sprofd's last line, e.g. `sprofd: interrupted; 3100 samples in 3.10 s from 4 threads`."""

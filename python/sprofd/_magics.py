@@ -93,7 +93,7 @@ class SprofdMagics(Magics):
         try:
             binary = find_binary()
             args = _args.sprofd_args(opts, subprocesses_flag=binary_has_flag(binary, "--subprocesses"))
-            session = Attach(args, binary=binary).start()
+            session = Attach(args, binary=binary, rows=opts.rows).start()
         except SprofdError as e:
             raise UsageError(str(e))
         try:

@@ -11,6 +11,9 @@ import re
 #: samples is off by about sqrt(p(1-p)/n): 7 percentage points at 50 samples).
 FEW_SAMPLES = 50
 
+#: Rows of the table shown inline (`.table()` has them all), as `sprofd attach` prints.
+DEFAULT_ROWS = 30
+
 #: A Python frame's label in folded stacks: `qualname (file.py:line)`, as py-spy writes it.
 _PY_FRAME = re.compile(r"^(?P<name>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
@@ -26,7 +29,8 @@ class Profile:
     `.save(path)`, `.samples`, and `.stacks()` (folded stacks as a dict). Displayed inline in
     notebooks (flame graph and table)."""
 
-    def __init__(self, svg, folded, table, elapsed=None, messages=(), summary=None):
+    def __init__(self, svg, folded, table, elapsed=None, messages=(), summary=None, rows=None):
+        self.rows = rows or DEFAULT_ROWS
         self._svg = svg
         self._folded = folded
         self._table = table
@@ -103,8 +107,12 @@ class Profile:
     def _repr_mimebundle_(self, include=None, exclude=None):
         return {"text/html": self._repr_html_(), "text/plain": self._repr_plain()}
 
+    def shown_table(self):
+        """The table cut to `rows` rows (header and footer kept)."""
+        return cut_table(self._table, self.rows)
+
     def _repr_plain(self):
-        return "\n".join(self.notes() + [self._table.rstrip("\n")]) + "\n"
+        return "\n".join(self.notes() + [self.shown_table().rstrip("\n")]) + "\n"
 
     def _repr_html_(self):
         parts = []
@@ -116,11 +124,26 @@ class Profile:
                 '<div style="font-family:monospace;font-size:12px;color:#555">%s</div>'
                 % "<br>".join(html.escape(n) for n in notes)
             )
-        parts.append('<pre style="font-size:12px">%s</pre>' % html.escape(self._table))
+        parts.append('<pre style="font-size:12px">%s</pre>' % html.escape(self.shown_table()))
         return "\n".join(parts)
 
     def __repr__(self):
         return "<sprofd.Profile: %d samples>" % self.samples
+
+
+def cut_table(table, rows):
+    """The statprof table with at most `rows` rows: its two header lines, the rows, a line
+    saying how many were left out, and the footer from `---` on."""
+    lines = table.splitlines()
+    try:
+        footer = lines.index("---")
+    except ValueError:
+        footer = len(lines)
+    head, body, tail = lines[:2], lines[2:footer], lines[footer:]
+    if len(body) <= rows:
+        return table
+    more = ["  ... %d more rows (.table() has them all; --rows N shows more)" % (len(body) - rows)]
+    return "\n".join(head + body[:rows] + more + tail) + "\n"
 
 
 def few_samples_note(n):
