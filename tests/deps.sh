@@ -45,12 +45,12 @@ base  rust-toolchain   cargo,rustc,rustup                       all          the
 base  cc,make          cc,make                                  all          C fixtures and the demo workload are compiled with cc; make runs every target
 base  python3          python3                                  all          fixture workloads, the wheel's venv, the benchmarks' workloads
 base  git              git                                      all          the build script stamps the commit into `sprofd --version`
-base  debian-base      sh,bash,env,true,sleep,touch,cat,cp,mv,rm,mkdir,rmdir,ls,chmod,stat,mktemp,date,id,head,tail,sort,wc,tr,cut,paste,seq,nproc,dirname,pwd,uname,base64,numfmt,sha256sum,du,install,kill,nice,grep,sed,awk,find,diff,cmp,tar,gzip,mkfifo,truncate,timeout  all  what every Debian has (coreutils, dash, bash, grep, sed, mawk, findutils, diffutils, tar, gzip)
+base  debian-base      sh,bash,env,true,sleep,touch,cat,cp,mv,rm,mkdir,rmdir,ls,chmod,stat,mktemp,date,id,head,tail,sort,wc,tr,cut,paste,seq,nproc,dirname,pwd,uname,base64,numfmt,sha256sum,du,install,kill,nice,grep,sed,awk,find,diff,cmp,tar,gzip,mkfifo,truncate,timeout,chown  all  what every Debian has (coreutils, dash, bash, grep, sed, mawk, findutils, diffutils, tar, gzip)
 apt   procps           pgrep                                    bench        the benchmarks find the profilers' processes
 apt   g++              g++                                      test         the symbolizer's C++ fixture (demangled, inlined frames)
 apt   binutils         objcopy,objdump,nm,readelf,strip,addr2line  test,package,bench  split and strip fixtures' debug info, check frame-pointer prologues and that the .deb's binary is stripped; addr2line is a baseline in the symbolization benchmark
-apt   passwd           useradd                                  test         the hostile-file tests run attackers as a throwaway user they create
-apt   util-linux       setpriv,unshare,taskset                  test,bench   drop to an unprivileged user, pid namespaces (containers), pin benchmark threads
+apt   passwd           useradd                                  test,package         the hostile-file tests run attackers as a throwaway user they create
+apt   util-linux       setpriv,unshare,taskset                  test,bench,package   drop to an unprivileged user, pid namespaces (containers), pin benchmark threads
 apt   linux-perf       perf                                     test,bench   the reference profiler the completeness tests and benchmarks compare against
 apt   xz-utils         xz                                       test,bench   a real stripped program profiled end to end
 apt   gdb              gdb                                      test         an oracle for Python frames (merge_vs_gdb tests)
