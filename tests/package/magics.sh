@@ -7,7 +7,8 @@
 #     %sprofd_lines, a thread pool, a child process, sprofd.profile() and a too-short statement:
 #     as root, and as an unprivileged user (at the default kernel.perf_event_paranoid 2);
 #   - nbclient executing a notebook with %%sprofd cells; the saved notebook must hold the flame
-#     graphs (zlib's deflate drawn on its Python caller) and the tables.
+#     graphs (zlib's deflate drawn on its Python caller) and the tables, and Chromium must run
+#     the flame graphs' script inside their iframes (labels fitted, click to zoom).
 # Run by `make test` (through `make package-test`), after wheel.sh, whose wheel it installs.
 # SPROFD_REQUIRE_LIVE=1 turns a skip into a failure.
 set -euo pipefail
@@ -55,6 +56,13 @@ passed=$((passed + 1))
 "$venv/bin/python" tests/package/magics_check.py notebook "$work/nb" 2> >(grep -v 'Kernel is running over TCP' >&2) \
 	|| fail "the notebook"
 passed=$((passed + 1))
+# The saved notebook's outputs in a browser (Chromium through Playwright, as tests/deps.sh has them).
+if [[ -x /usr/bin/chromium ]] && python3 -c 'import playwright' 2>/dev/null; then
+	python3 tests/package/magics_render.py "$work/nb/profiled.ipynb" "$work/nb" || fail "the notebook in Chromium"
+	passed=$((passed + 1))
+else
+	skip "rendering the notebook's outputs: no /usr/bin/chromium or no playwright for python3"
+fi
 
 if [[ $(id -u) != 0 ]]; then
 	echo "package-test: magics: $passed passed, 0 failed (already unprivileged: no second user)"
