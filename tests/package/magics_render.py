@@ -17,7 +17,7 @@ def fail(msg):
 
 
 def main():
-    nb_path, d = sys.argv[1], sys.argv[2]
+    nb_path, d = sys.argv[1], os.path.abspath(sys.argv[2])
     with open(nb_path) as f:
         nb = json.load(f)
     pages = []
@@ -43,10 +43,10 @@ def main():
                 graph = page.frames[1]
                 graph.wait_for_selector("#frames g", state="attached", timeout=10000)
                 # init() (the SVG's onload) makes the drawing fluid: it drops the fixed width and
-                # measures the font; neither happens if the script does not run in the iframe.
+                # sets known_font_width (undefined until then); neither happens if the script does not run.
                 ran = graph.evaluate(
                     "() => !document.getElementsByTagName('svg')[0].hasAttribute('width')"
-                    " && typeof known_font_width === 'number' && known_font_width > 0")
+                    " && typeof known_font_width === 'number'")
                 if not ran:
                     fail("cell %d: the flame graph's script did not run in its iframe" % i)
                 labelled = graph.evaluate(
