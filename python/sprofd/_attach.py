@@ -40,39 +40,38 @@ class SprofdError(Exception):
 
 def find_binary():
     """The `sprofd` executable: $SPROFD_BIN, else the one this package's wheel installed (the
-    scripts directory of the environment this module was imported from), else PATH."""
+    scripts directory of the environment this module was imported from, or of the user scheme
+    for `pip install --user`), else PATH."""
     env = os.environ.get("SPROFD_BIN")
     if env:
         return env
-    candidates = []
-    for scheme in _schemes():
-        try:
-            candidates.append(sysconfig.get_path("scripts", scheme))
-        except KeyError:
-            continue
-    candidates.append(os.path.join(sys.prefix, "bin"))
-    for d in candidates:
-        if d:
-            path = os.path.join(d, "sprofd")
-            if os.path.isfile(path) and os.access(path, os.X_OK):
-                return path
+    dirs = script_dirs()
+    for d in dirs:
+        path = os.path.join(d, "sprofd")
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
     found = shutil.which("sprofd")
     if found:
         return found
     raise SprofdError(
         "the sprofd binary was not found (not in %s nor on PATH); reinstall the wheel "
-        "(pip install sprofd) or set SPROFD_BIN" % ", ".join(c for c in candidates if c)
+        "(pip install sprofd) or set SPROFD_BIN" % ", ".join(dirs)
     )
 
 
-def _schemes():
-    """The install schemes the wheel's scripts may have gone to: the environment's own, and
-    the user scheme of `pip install --user`."""
-    schemes = [sysconfig.get_default_scheme()] if hasattr(sysconfig, "get_default_scheme") else [None]
+def script_dirs():
+    """Where pip puts a wheel's scripts for this interpreter: the default scheme's directory,
+    the user scheme's, and the environment's bin/."""
+    dirs = [sysconfig.get_path("scripts")]
     user = "%s_user" % os.name
     if user in sysconfig.get_scheme_names():
-        schemes.append(user)
-    return [s for s in schemes if s] or [None]
+        dirs.append(sysconfig.get_path("scripts", user))
+    dirs.append(os.path.join(sys.prefix, "bin"))
+    out = []
+    for d in dirs:
+        if d and d not in out:
+            out.append(d)
+    return out
 
 
 def yama_scope():

@@ -6,6 +6,7 @@ as text for terminals).
 import html
 import os
 import re
+import shutil
 
 #: Fewer samples than this make shares too rough to read much into (a share p from n
 #: samples is off by about sqrt(p(1-p)/n): 7 percentage points at 50 samples).
@@ -52,8 +53,6 @@ class Profile:
         try:
             return cls(read("profile.svg"), read("profile.folded"), read("profile.txt"), **kw)
         finally:
-            import shutil
-
             shutil.rmtree(directory, ignore_errors=True)
 
     def table(self):

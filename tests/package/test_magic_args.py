@@ -161,5 +161,51 @@ class Helpers(unittest.TestCase):
         self.assertIn("sysctl kernel.yama.ptrace_scope=1", _attach.yama_warning(2, False))
 
 
+class Ptracer(unittest.TestCase):
+    """Yama's PR_SET_PTRACER sequence around a profile (this host may have no Yama: prctl is
+    replaced by a recorder)."""
+
+    def test_names_itself_then_the_child_then_revokes(self):
+        import os
+
+        calls = []
+        t = _attach._Ptracer.__new__(_attach._Ptracer)
+        t.active = True
+        t._prctl = lambda option, pid, *rest: calls.append((option, pid.value))
+        t.allow_descendants()
+        t.allow(4242)
+        t.revoke()
+        self.assertEqual(
+            calls,
+            [(0x59616D61, os.getpid()), (0x59616D61, 4242), (0x59616D61, 0)],
+        )
+
+    def test_inactive_without_yama_scope_1(self):
+        calls = []
+        t = _attach._Ptracer.__new__(_attach._Ptracer)
+        t.active = False
+        t._prctl = lambda *a: calls.append(a)
+        t.allow_descendants()
+        t.revoke()
+        self.assertEqual(calls, [])
+
+
+class Binary(unittest.TestCase):
+    def test_sprofd_bin_first_then_the_environment(self):
+        import os
+        import sys
+
+        old = os.environ.get("SPROFD_BIN")
+        try:
+            os.environ["SPROFD_BIN"] = "/opt/x/sprofd"
+            self.assertEqual(_attach.find_binary(), "/opt/x/sprofd")
+        finally:
+            if old is None:
+                del os.environ["SPROFD_BIN"]
+            else:
+                os.environ["SPROFD_BIN"] = old
+        self.assertIn(os.path.join(sys.prefix, "bin"), _attach.script_dirs())
+
+
 if __name__ == "__main__":
     unittest.main()
