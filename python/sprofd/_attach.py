@@ -15,7 +15,6 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-import threading
 import time
 
 from ._profile import Profile
@@ -149,7 +148,6 @@ class Attach:
         self.proc = None
         self.started = None
         self._stderr = []
-        self._drain = None
         self._ptracer = None
 
     def start(self):
@@ -168,18 +166,23 @@ class Attach:
         try:
             # A session of its own: Ctrl-C at a terminal interrupts the statement, and this
             # module then stops sprofd itself, so the profile of the part that ran is kept.
-            self.proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                pass_fds=(write_end,),
-                start_new_session=True,
-                close_fds=True,
-            )
+            # stderr goes to a file, read once sprofd has exited: a thread draining a pipe
+            # would be one more thread of this process, and in the profile (all of it, in
+            # wall-clock mode).
+            with open(self._stderr_path(), "wb") as err:
+                self.proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=err,
+                    pass_fds=(write_end,),
+                    start_new_session=True,
+                    close_fds=True,
+                )
         except OSError as e:
             os.close(read_end)
             self._ptracer.revoke()
+            self.cleanup()
             raise SprofdError("cannot run %s: %s" % (self.binary, e))
         finally:
             os.close(write_end)
@@ -190,8 +193,6 @@ class Attach:
             os.close(read_end)
         if not ready:
             self._fail_start()
-        self._drain = threading.Thread(target=self._read_stderr, daemon=True)
-        self._drain.start()
         self.started = time.monotonic()
         return self
 
@@ -201,16 +202,21 @@ class Attach:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        err = self.proc.stderr.read().decode("utf-8", "replace")
-        self.proc.stderr.close()
         self._ptracer.revoke()
+        lines = [l for l in self._read_stderr() if l.strip()]
         self.cleanup()
-        lines = [l for l in err.splitlines() if l.strip()]
         raise SprofdError(lines[-1] if lines else "sprofd attach exited with %s before sampling" % self.proc.returncode)
 
+    def _stderr_path(self):
+        return os.path.join(self.dir, "stderr")
+
     def _read_stderr(self):
-        for raw in self.proc.stderr:
-            self._stderr.append(raw.decode("utf-8", "replace").rstrip("\n"))
+        try:
+            with open(self._stderr_path(), encoding="utf-8", errors="replace") as f:
+                self._stderr = f.read().splitlines()
+        except OSError:
+            self._stderr = []
+        return self._stderr
 
     def stop(self):
         """Stops sampling (SIGINT: sprofd writes its outputs and exits) and returns the
@@ -223,11 +229,11 @@ class Attach:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+                self.cleanup()
                 raise SprofdError("sprofd did not finish writing the profile within %d s" % STOP_TIMEOUT)
         finally:
             self._ptracer.revoke()
-        self._drain.join(timeout=5)
-        self.proc.stderr.close()
+        self._read_stderr()
         # The session's own files are read back and removed: where sprofd wrote them is noise.
         messages = [l for l in self._stderr if not _is_summary(l) and self.dir not in l]
         if code != 0:
