@@ -29,7 +29,17 @@ class _HelpShown(Exception):
 
 
 def _parser(prog, lines):
-    p = _Parser(prog=prog, add_help=True, allow_abbrev=False)
+    if lines:
+        usage = "%s -f FUNC [-f FUNC ...] [options] statement" % prog
+        what = ("The source of each FUNC with the share of samples on each line (like %lprun), "
+                "from sampling the statement with sprofd: nothing is decorated or traced.")
+    else:
+        usage = "%s [options] statement, or %%%s [options] over a cell" % (prog, prog)
+        what = ("Sample this kernel's threads (Python and native frames) with sprofd while the "
+                "statement or cell runs; show the flame graph and the table of top functions.")
+    # argparse formats the usage with %: the magics' own % signs are doubled.
+    p = _Parser(prog=prog, usage=usage.replace("%", "%%"), description=what, add_help=True,
+                allow_abbrev=False)
     p.add_argument("-F", "--frequency", type=int, default=DEFAULT_FREQUENCY, metavar="HZ",
                    help="samples per second per thread (default %d)" % DEFAULT_FREQUENCY)
     p.add_argument("--mode", metavar="MODE", default=None,

@@ -244,10 +244,11 @@ class Attach:
         )
 
     def summary(self):
-        """sprofd's last line, e.g. `sprofd: interrupted; 3100 samples in 3.10 s from 4 threads`."""
+        """sprofd's last line, e.g. `sprofd: 3100 samples in 3.10 s from 4 threads` (without
+        the `interrupted; ` of the SIGINT that ended sampling: here that is the normal end)."""
         for line in reversed(self._stderr):
             if _is_summary(line):
-                return line
+                return line.replace("sprofd: interrupted; ", "sprofd: ", 1)
         return None
 
     def cleanup(self):

@@ -84,6 +84,7 @@ class SplitLine(unittest.TestCase):
         with contextlib.redirect_stdout(io.StringIO()) as out:
             self.assertEqual(self.split("-h"), (None, None))
         self.assertIn("--python-view", out.getvalue())
+        self.assertIn("usage: %sprofd [options] statement, or %%sprofd [options] over a cell", out.getvalue())
 
 
 class Helpers(unittest.TestCase):
