@@ -177,10 +177,16 @@ def parse_folded(text):
 def python_frame(label):
     """(name, file base name, line or None) of a Python frame's label, else None."""
     m = _PY_FRAME.match(label)
-    if not m or not m.group("file").endswith((".py", ".pyw", ">")) and m.group("line") is None:
+    # Native frames with debug info read `function (file.c:line)` too: a Python frame's file
+    # is a .py file or a pseudo-file (`<string>`, `<frozen runpy>`, `<ipython-input-1-...>`).
+    if not m or not _is_python_file(m.group("file")):
         return None
     line = m.group("line")
     return m.group("name"), m.group("file"), int(line) if line else None
+
+
+def _is_python_file(name):
+    return name.endswith((".py", ".pyw")) or (name.startswith("<") and name.endswith(">"))
 
 
 def is_python_frame(label):

@@ -178,7 +178,9 @@ def named(fs, name):
     return any(f.startswith(name + " (") for f in fs)
 
 
-PY_FRAME = re.compile(r" \([^()]*:\d+\)$")
+# A Python frame: `qualname (file.py:line)` or a pseudo-file (`<string>`, `<frozen runpy>`);
+# native frames with debug info read `function (file.c:line)`.
+PY_FRAME = re.compile(r" \((?:[^()]*\.pyw?|<[^()]*>):\d+\)$")
 
 
 def check_truth(truth, where):
@@ -198,9 +200,12 @@ def check_split(stacks, truth, where):
                "%s: %s has %.1f%% of %d samples; it took %.1f%% of the CPU time (+- 3 allowed)" % (where, name, 100 * got, total, 100 * want))
     py = share(stacks, lambda fs: any(PY_FRAME.search(f) for f in fs))
     expect(py >= 0.95, "%s: Python frames in %.1f%% of the samples, expected >= 95%%" % (where, 100 * py))
-    ok("%s: %d samples, part_a/b/c %s%% (CPU time %s%%), Python frames in %.1f%%" % (
+    # And the statement's own: the reader followed the frames down into the work.
+    inside = share(stacks, lambda fs: named(fs, "work"))
+    expect(inside >= 0.95, "%s: work() in %.1f%% of the samples, expected >= 95%%" % (where, 100 * inside))
+    ok("%s: %d samples, part_a/b/c %s%% (CPU time %s%%), Python frames in %.1f%%, work() in %.1f%%" % (
         where, total, "/".join("%.1f" % (100 * share(stacks, lambda fs, n=n: named(fs, n))) for n in SPLIT),
-        "/".join("%.1f" % (100 * truth[n]) for n in SPLIT), 100 * py))
+        "/".join("%.1f" % (100 * truth[n]) for n in SPLIT), 100 * py, 100 * inside))
 
 
 def run_ipy(d):

@@ -110,7 +110,9 @@ class Helpers(unittest.TestCase):
         self.assertEqual(_profile.python_frame("work (a.py:10)"), ("work", "a.py", 10))
         self.assertEqual(_profile.python_frame("f (<ipython-input-1-ab>:3)"), ("f", "<ipython-input-1-ab>", 3))
         self.assertEqual(_profile.python_frame("C.m.<locals>.g (x.py)"), ("C.m.<locals>.g", "x.py", None))
-        for native in ["deflate", "libz.so.1+0x10", "adler32_z (libz.so.1.2.13)", "foo(int)"]:
+        self.assertEqual(_profile.python_frame("<module> (<frozen runpy>:198)"), ("<module>", "<frozen runpy>", 198))
+        for native in ["deflate", "libz.so.1+0x10", "adler32_z (libz.so.1.2.13)", "foo(int)",
+                       "unicodekeys_lookup_unicode (dictobject.c:914)", "f (x.rs:3)"]:
             self.assertIsNone(_profile.python_frame(native), native)
 
     def test_lines_count_each_line_once_per_sample(self):
