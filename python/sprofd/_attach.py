@@ -203,9 +203,11 @@ class Attach:
             self.proc.kill()
             self.proc.wait()
         self._ptracer.revoke()
-        lines = [l for l in self._read_stderr() if l.strip()]
+        lines = self._read_stderr()
         self.cleanup()
-        raise SprofdError(lines[-1] if lines else "sprofd attach exited with %s before sampling" % self.proc.returncode)
+        raise SprofdError(
+            error_line(lines) or "sprofd attach exited with %s before sampling" % self.proc.returncode
+        )
 
     def _stderr_path(self):
         return os.path.join(self.dir, "stderr")
@@ -238,7 +240,7 @@ class Attach:
         messages = [l for l in self._stderr if not _is_summary(l) and self.dir not in l]
         if code != 0:
             self.cleanup()
-            raise SprofdError(messages[-1] if messages else "sprofd attach exited with %s" % code)
+            raise SprofdError(error_line(messages) or "sprofd attach exited with %s" % code)
         return Profile.load(
             self.dir, elapsed=elapsed, messages=messages, summary=self.summary(), rows=self.rows
         )
@@ -255,6 +257,18 @@ class Attach:
         if self.dir:
             shutil.rmtree(self.dir, ignore_errors=True)
             self.dir = None
+
+
+def error_line(lines):
+    """sprofd's error as one line: its `error:` line (clap's usage errors add the possible
+    values on the next line, kept in brackets), else its last line."""
+    lines = [l.strip() for l in lines if l.strip()]
+    for i, line in enumerate(lines):
+        if line.startswith(("error:", "sprofd: error:")):
+            more = lines[i + 1] if i + 1 < len(lines) and lines[i + 1].startswith("[") else ""
+            line = line if line.startswith("sprofd:") else "sprofd: " + line
+            return (line + " " + more).strip()
+    return lines[-1] if lines else None
 
 
 def _is_summary(line):

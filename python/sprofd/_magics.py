@@ -14,7 +14,7 @@ from IPython.display import display
 
 from . import _args
 from ._attach import Attach, SprofdError, find_binary
-from ._lines import LinesReport
+from ._lines import LinesReport, code_of
 
 
 _FLAGS = {}
@@ -55,8 +55,8 @@ class SprofdMagics(Magics):
             display(profile)
         return profile if opts.return_ else None
 
-    @line_magic
     @needs_local_scope
+    @line_magic
     def sprofd_lines(self, line, local_ns=None):
         """%sprofd_lines -f FUNC [-f FUNC2 ...] [options] statement: the source of FUNC with
         the share of samples on each line, as %lprun shows it, from samples: nothing is
@@ -71,14 +71,13 @@ class SprofdMagics(Magics):
         funcs = []
         for expr in opts.functions:
             try:
-                funcs.append(eval(expr, self.shell.user_global_ns, ns))
+                func = eval(expr, self.shell.user_global_ns, ns)
+                code_of(func)
             except Exception as e:
                 raise UsageError("%%sprofd_lines: -f %s: %s" % (expr, e))
+            funcs.append(func)
         profile = self._profile(opts, statement)
-        try:
-            report = LinesReport(funcs, profile)
-        except TypeError as e:
-            raise UsageError("%%sprofd_lines: %s" % e)
+        report = LinesReport(funcs, profile)
         if not opts.quiet:
             display(report)
         return report if opts.return_ else None

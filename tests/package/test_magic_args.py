@@ -153,6 +153,16 @@ class Helpers(unittest.TestCase):
         self.assertNotIn("<svg", frame)
         self.assertIn("&lt;svg", frame)
 
+    def test_error_line(self):
+        clap = ["error: invalid value 'gil' for '--mode <MODE>'", "  [possible values: cpu, wall, off-cpu]",
+                "", "For more information, try '--help'."]
+        self.assertEqual(_attach.error_line(clap),
+                         "sprofd: error: invalid value 'gil' for '--mode <MODE>' [possible values: cpu, wall, off-cpu]")
+        own = ["sprofd: warning: x", "sprofd: error: cannot profile PID 1: permission denied"]
+        self.assertEqual(_attach.error_line(own), own[1])
+        self.assertEqual(_attach.error_line(["odd", "last"]), "last")
+        self.assertIsNone(_attach.error_line([]))
+
     def test_yama_lines(self):
         self.assertIsNone(_attach.yama_warning(None, False))
         self.assertIsNone(_attach.yama_warning(1, False))
