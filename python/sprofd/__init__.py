@@ -75,6 +75,9 @@ class profile:
     def __call__(self, func):
         @functools.wraps(func)
         def wrapper(*a, **kw):
+            # A recursive call (or one from another thread) while sampling is already covered.
+            if self._session is not None:
+                return func(*a, **kw)
             with self:
                 return func(*a, **kw)
 

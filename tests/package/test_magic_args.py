@@ -153,6 +153,16 @@ class Helpers(unittest.TestCase):
         self.assertNotIn("<svg", frame)
         self.assertIn("&lt;svg", frame)
 
+    def test_rich_output(self):
+        p = _profile.Profile('<svg height="100"></svg>', "a;f (x.py:1) 70\n", "h1\nh2\n 1.0 f\n---\nSample count: 70\n",
+                             summary="sprofd: 70 samples in 0.07 s from 1 threads")
+        bundle = p._repr_mimebundle_()
+        self.assertEqual(set(bundle), {"text/html", "text/plain"})
+        self.assertIn("<iframe srcdoc=", bundle["text/html"])
+        self.assertIn("Sample count: 70", bundle["text/html"])
+        self.assertTrue(bundle["text/plain"].startswith("sprofd: 70 samples"))
+        self.assertIn("Sample count: 70", bundle["text/plain"])
+
     def test_error_line(self):
         clap = ["error: invalid value 'gil' for '--mode <MODE>'", "  [possible values: cpu, wall, off-cpu]",
                 "", "For more information, try '--help'."]
