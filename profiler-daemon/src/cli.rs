@@ -291,6 +291,10 @@ pub enum ModeArg {
     Wall,
     /// Only the time threads spend switched out, by where they blocked.
     OffCpu,
+    /// CPU time of Python threads while they hold the GIL (CPython 3.11+): who keeps the
+    /// other threads waiting. Every Python profile's footer shows each thread's share of
+    /// samples holding the GIL, waiting for it and not needing it.
+    Gil,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -354,7 +358,7 @@ pub struct SamplingOpts {
     #[arg(long, value_enum, default_value_t = ModeArg::Cpu)]
     pub mode: ModeArg,
 
-    /// How Python processes are shown (CPython 3.8-3.13, read from outside the process: the
+    /// How Python processes are shown (CPython 3.8-3.15, read from outside the process: the
     /// target is never paused or signalled); native: Python frames are not read.
     #[arg(long = "python-view", value_enum, default_value_t = PythonViewArg::Python)]
     pub python_view: PythonViewArg,
@@ -369,6 +373,13 @@ pub struct ProfileOpts {
     /// atomic); SIGUSR1 writes them at once. The final write at the end is as usual.
     #[arg(long = "dump-every", value_name = "SECS")]
     pub dump_every: Option<f64>,
+
+    /// attach: also profile the target's existing descendant processes (multiprocessing
+    /// pools, gunicorn/celery workers, subprocess trees), each with its own Python frames.
+    /// Processes the target (or a descendant) starts while profiled are always followed, as
+    /// under record.
+    #[arg(long)]
+    pub subprocesses: bool,
 
     /// Output file, repeatable; the format follows the extension: .svg flamegraph,
     /// .folded collapsed stacks, .txt statprof table, .pb.gz/.pprof pprof,
@@ -430,6 +441,7 @@ impl TopOpts {
         let session = ProfileOpts {
             sampling: self.sampling,
             dump_every: None,
+            subprocesses: false,
             output: Vec::new(),
             quiet: true,
             by_line: false,
@@ -462,6 +474,8 @@ pub enum UsageError {
     BadWindow(u64),
     #[error("--ready-fd {0}: no such open file descriptor (pass one sprofd inherits, 3 or above)")]
     BadReadyFd(u32),
+    #[error("--mode gil reads Python thread states: it cannot be used with --python-view native")]
+    GilWithoutPython,
     #[error(transparent)]
     Output(#[from] crate::output::OutputError),
 }
@@ -475,6 +489,10 @@ impl ProfileOpts {
     ) -> Result<SessionConfig, UsageError> {
         if self.sampling.frequency == 0 {
             return Err(UsageError::ZeroFrequency);
+        }
+        if self.sampling.mode == ModeArg::Gil && self.sampling.python_view == PythonViewArg::Native
+        {
+            return Err(UsageError::GilWithoutPython);
         }
         if let Some(max) = max_rate {
             if self.sampling.frequency > max {
@@ -539,10 +557,12 @@ impl ProfileOpts {
             ready_fd: self.ready_fd,
             save_events: self.save_events,
             mode: match self.sampling.mode {
-                ModeArg::Cpu => sprof_core::Measure::Cpu,
+                ModeArg::Cpu | ModeArg::Gil => sprof_core::Measure::Cpu,
                 ModeArg::Wall => sprof_core::Measure::Wall,
                 ModeArg::OffCpu => sprof_core::Measure::OffCpu,
             },
+            gil_only: self.sampling.mode == ModeArg::Gil,
+            subprocesses: self.subprocesses,
             python: match self.sampling.python_view {
                 PythonViewArg::Python => Some(sprof_core::PythonView::Python),
                 PythonViewArg::Mixed => Some(sprof_core::PythonView::Mixed),
@@ -721,6 +741,13 @@ mod tests {
             config(&["attach", "1", "--mode=wall"]).unwrap().mode,
             sprof_core::Measure::Wall
         );
+        let gil = config(&["attach", "1", "--mode", "gil"]).unwrap();
+        assert_eq!((gil.mode, gil.gil_only), (sprof_core::Measure::Cpu, true));
+        assert!(!config(&["attach", "1"]).unwrap().gil_only);
+        assert!(matches!(
+            config(&["attach", "1", "--mode", "gil", "--python-view", "native"]),
+            Err(UsageError::GilWithoutPython)
+        ));
         assert!(parse(&["attach", "1", "--mode", "gpu"]).is_err());
         let c = config(&["attach", "1", "--python-view", "mixed"]).unwrap();
         assert_eq!(c.python, Some(sprof_core::PythonView::Mixed));

@@ -45,6 +45,10 @@ pub struct SessionConfig {
     pub save_events: Option<PathBuf>,
     /// What time is measured (`--mode`).
     pub mode: sprof_core::Measure,
+    /// `--mode gil`: only samples of Python threads holding the GIL.
+    pub gil_only: bool,
+    /// `--subprocesses`: attach to the target's existing descendants too.
+    pub subprocesses: bool,
     /// Read Python frames and show them this way; `None`: native frames only.
     pub python: Option<sprof_core::PythonView>,
 }

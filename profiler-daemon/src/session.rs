@@ -128,14 +128,17 @@ fn wants_prompt_reads(config: &SessionConfig, target: &Target) -> bool {
         return false;
     }
     match target {
+        // A process tree may be a shell over Python workers; its children may exec one later.
+        Target::Pid(_) if config.subprocesses => true,
         Target::Pid(pid) => procfs::exec_mappings(Pid(*pid))
             .unwrap_or_default()
             .iter()
             .any(|m| sprof_core::is_interpreter_module(m.short_name())),
-        Target::Command(argv) => argv.first().is_some_and(|a| {
-            let name = a.to_string_lossy();
-            sprof_core::is_interpreter_module(name.rsplit('/').next().unwrap_or_default())
-        }),
+        // What a command becomes is unknown until it runs: `chroot ROOT python3`, `env`,
+        // `uv run`, a shell script or a `#!` script (gunicorn, pytest) all exec an interpreter
+        // later. Reading late costs far more (frames read ~50 ms after their sample, one in
+        // ten chains wrong) than a wakeup per sample costs a native command.
+        Target::Command(_) => true,
     }
 }
 
@@ -212,7 +215,17 @@ fn attach_target(config: &SessionConfig, pid: Pid) -> anyhow::Result<Started> {
         bail!("PID {pid} ({}) has exited and is a zombie waiting for its parent: nothing left to sample", stat.comm);
     }
     let title = describe_target(pid);
-    let (sampler, event) = open_events(config, false, |s| s.attach(pid), &format!("PID {pid}"))?;
+    let attach = |s: &mut Sampler| {
+        s.attach(pid)?;
+        if config.subprocesses {
+            // A descendant that exits meanwhile is no error.
+            for child in procfs::descendants(pid) {
+                let _ = s.attach(child);
+            }
+        }
+        Ok(())
+    };
+    let (sampler, event) = open_events(config, false, attach, &format!("PID {pid}"))?;
     for w in &sampler.warnings {
         eprintln!("sprofd: warning: {w}");
     }
@@ -326,7 +339,13 @@ impl Session {
             Box::new(LiveLoader::new()),
         );
         if config.python.is_some() {
-            engine.add_hook(Box::new(sprof_python::PythonHook::new()));
+            let hook = sprof_python::PythonHook::new();
+            let hook = if config.gil_only {
+                hook.gil_only()
+            } else {
+                hook
+            };
+            engine.add_hook(Box::new(hook));
         }
         let exit_fd = sprof_perf::sys::pidfd_open(profiled.pid().0 as i32).ok();
         if let Some(fd) = &exit_fd {
