@@ -56,8 +56,8 @@ def _parser(prog, lines):
     p.add_argument("-q", "--quiet", action="store_true", help="show nothing inline")
     p.add_argument("--rows", type=int, default=None, metavar="N", help="rows of the table")
     p.add_argument("--subprocesses", action="store_true",
-                   help="profile the processes the statement starts too (attach always follows "
-                        "children started while it samples; passed to sprofd where it has the flag)")
+                   help="also profile the processes the kernel started before (a multiprocessing "
+                        "pool from an earlier cell); those the statement starts are always followed")
     if lines:
         p.add_argument("-f", "--function", action="append", required=True, dest="functions",
                        metavar="FUNC", help="the function to annotate (an expression; repeatable)")

@@ -114,6 +114,17 @@ IPY = (
     pool.save("pool.folded")
     child = %sprofd -q -r subprocess.run([sys.executable, "-c", "x = 0\\nfor i in range(4 * 10**6): x += i"])
     child.save("child.folded")
+    gil = %sprofd -q -r --mode gil work(0.5)
+    gil.save("gil.folded")
+    # A process the kernel started before the statement: only --subprocesses attaches to it.
+    pre = subprocess.Popen([sys.executable, "-c", "import time\\nend = time.monotonic() + 5\\nwhile time.monotonic() < end: pass"])
+    time.sleep(0.3)
+    nosub = %sprofd -q -r time.sleep(0.8)
+    sub = %sprofd -q -r --subprocesses time.sleep(0.8)
+    pre.kill()
+    pre.wait()
+    nosub.save("nosub.folded")
+    sub.save("sub.folded")
     with sprofd.profile(output="ctx.folded") as ctx:
         work(0.5)
     short = %sprofd -q -r -F 99 time.sleep(0.05)
@@ -267,6 +278,20 @@ def run_ipy(d):
         ok("--mode wall: nap/burn_for %.1f/%.1f%% of the statement's wall time (by the clock %.1f/%.1f%%)" % (
             100 * share(mine, lambda fs: named(fs, "nap")), 100 * share(mine, lambda fs: named(fs, "burn_for")),
             100 * res["wall_truth"]["nap"], 100 * res["wall_truth"]["burn_for"]))
+
+    gil = read_folded(os.path.join(d, "gil.folded"))
+    in_work = share(gil, lambda fs: named(fs, "work"))
+    expect(sum(gil.values()) >= 150 and in_work >= 0.9,
+           "--mode gil (passed through to sprofd): %d samples, work() in %.1f%%" % (sum(gil.values()), 100 * in_work))
+    ok("--mode gil is passed through: %d samples, work() (holding the GIL) in %.1f%%" % (sum(gil.values()), 100 * in_work))
+
+    in_pre = lambda fs: any(f.startswith("<module> (<string>:") for f in fs)
+    nosub, sub = read_folded(os.path.join(d, "nosub.folded")), read_folded(os.path.join(d, "sub.folded"))
+    n_without = sum(c for s, c in nosub.items() if in_pre(frames(s)))
+    n_with = sum(c for s, c in sub.items() if in_pre(frames(s)))
+    expect(n_without <= 10, "without --subprocesses, %d samples of a process started before" % n_without)
+    expect(n_with >= 300, "--subprocesses: only %d samples of the busy process started before (0.8 s at 999 Hz)" % n_with)
+    ok("--subprocesses: %d samples of a busy process the kernel started earlier (%d without the flag)" % (n_with, n_without))
 
     ctx = read_folded(os.path.join(d, "ctx.folded"))
     expect(res["ctx_samples"] >= 250 and share(ctx, lambda fs: named(fs, "work")) >= 0.9,
