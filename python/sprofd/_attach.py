@@ -136,8 +136,8 @@ class _Ptracer:
 class Attach:
     """One `sprofd attach` of this process (or of `pid`).
 
-    ``args`` are extra command-line arguments (-F, --mode, -o ...), ``outputs`` the user's
-    output files, written by sprofd beside the session's own."""
+    ``args`` are extra command-line arguments (-F, --mode, the user's -o files, written by
+    sprofd beside the session's own ...); ``rows``: rows of the table the profile displays."""
 
     def __init__(self, args=(), pid=None, binary=None, rows=None):
         self.args = list(args)
