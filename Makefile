@@ -76,11 +76,13 @@ wheel: deps-wheel
 deb: deps-deb build man completions
 	$(CARGO) deb -p sprofd --no-build --strip
 
-# Build the wheel, install it into a fresh venv and profile a Python script with it; build
+# Build the wheel, install it into a fresh venv and profile a Python script with it; run the
+# magics (%sprofd in IPython and in a notebook executed by nbclient, as root and unprivileged); build
 # the .deb and check its contents, lintian, man page and completions; check the systemd unit
 # with systemd-analyze verify and security.
 package-test: deps-package build
 	bash tests/package/wheel.sh
+	bash tests/package/magics.sh
 	bash tests/package/deb.sh
 	bash tests/package/unit.sh
 

@@ -404,6 +404,12 @@ pub struct ProfileOpts {
     #[arg(short = 'v', long)]
     pub verbose: bool,
 
+    /// Write `ready` and a newline to the inherited file descriptor FD (e.g. a pipe) once
+    /// sampling has started, for programs that run sprofd and must not go on before it samples
+    /// (the Python package's `%sprofd` magic does). FD must be open when sprofd starts.
+    #[arg(long = "ready-fd", value_name = "FD")]
+    pub ready_fd: Option<u32>,
+
     /// Record every event into FILE (sprofd's own recording format), for replaying the
     /// session through the engine in tests.
     #[arg(long = "save-events", value_name = "FILE", hide = true)]
@@ -441,6 +447,7 @@ impl TopOpts {
             by_line: false,
             rows: 0,
             verbose: false,
+            ready_fd: None,
             save_events: None,
         }
         .into_config(target, max_rate)?;
@@ -465,6 +472,8 @@ pub enum UsageError {
     DiffOutput(PathBuf),
     #[error("--window must be between 1 and 3600 seconds, not {0}")]
     BadWindow(u64),
+    #[error("--ready-fd {0}: no such open file descriptor (pass one sprofd inherits, 3 or above)")]
+    BadReadyFd(u32),
     #[error("--mode gil reads Python thread states: it cannot be used with --python-view native")]
     GilWithoutPython,
     #[error(transparent)]
@@ -517,6 +526,12 @@ impl ProfileOpts {
             .into_iter()
             .map(OutputSpec::from_path)
             .collect::<Result<Vec<_>, _>>()?;
+        // why: 0-2 are sprofd's own streams; anything else must have been inherited open.
+        if let Some(fd) = self.ready_fd {
+            if fd < 3 || !std::path::Path::new(&format!("/proc/self/fd/{fd}")).exists() {
+                return Err(UsageError::BadReadyFd(fd));
+            }
+        }
         Ok(SessionConfig {
             target,
             frequency: self.sampling.frequency,
@@ -539,6 +554,7 @@ impl ProfileOpts {
             },
             rows: self.rows,
             verbose: self.verbose,
+            ready_fd: self.ready_fd,
             save_events: self.save_events,
             mode: match self.sampling.mode {
                 ModeArg::Cpu | ModeArg::Gil => sprof_core::Measure::Cpu,
@@ -809,5 +825,13 @@ mod tests {
         assert!(parse(&["attach", "notapid"]).is_err());
         assert!(parse(&["record"]).is_err());
         assert!(parse(&["attach", "1", "--unwind", "magic"]).is_err());
+        assert!(matches!(
+            config(&["attach", "1", "--ready-fd", "2"]),
+            Err(UsageError::BadReadyFd(2))
+        ));
+        assert!(matches!(
+            config(&["attach", "1", "--ready-fd", "999999"]),
+            Err(UsageError::BadReadyFd(999999))
+        ));
     }
 }

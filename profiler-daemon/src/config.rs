@@ -39,6 +39,8 @@ pub struct SessionConfig {
     pub event: sprof_perf::EventKind,
     pub rows: usize,
     pub verbose: bool,
+    /// Inherited descriptor told `ready` once sampling has started (`--ready-fd`).
+    pub ready_fd: Option<u32>,
     /// Record every event into this file (`--save-events`), for replay in tests.
     pub save_events: Option<PathBuf>,
     /// What time is measured (`--mode`).

@@ -382,6 +382,12 @@ pub fn run(config: SessionConfig) -> anyhow::Result<i32> {
         outputs.push(output::prepare(spec.clone())?);
     }
     let session = Session::start(&config, CommandStreams::Inherit)?;
+    if let Some(note) = privileges::user_only_note() {
+        eprintln!("{note}");
+    }
+    if let Some(fd) = config.ready_fd {
+        signal_ready(fd);
+    }
     if config.outputs.is_empty() {
         outputs.push(default_output(session.name(), session.profiled.pid())?);
     }
@@ -432,6 +438,26 @@ pub fn run(config: SessionConfig) -> anyhow::Result<i32> {
         &profiled,
     );
     Ok(exit_code(profiled, failed))
+}
+
+/// `--ready-fd`: tells whoever started sprofd that the events are open and counting.
+///
+/// why: the descriptor is reopened through /proc/self/fd rather than adopted from its
+/// number, so no descriptor std did not open is ever written to or closed by it; the
+/// inherited one stays open until sprofd exits (the reader has its line by then). Opening a
+/// pipe that way is opening a FIFO, which blocks while no one reads: O_NONBLOCK makes it fail
+/// (ENXIO) instead, if the reader has gone.
+fn signal_ready(fd: u32) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = format!("/proc/self/fd/{fd}");
+    let result = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&path)
+        .and_then(|mut f| f.write_all(b"ready\n"));
+    if let Err(e) = result {
+        eprintln!("sprofd: warning: --ready-fd {fd}: {e}");
+    }
 }
 
 /// Turns the engine's state into named profiles, with caches that last the whole session
