@@ -9,9 +9,13 @@
 //! of zeros, then lets the read go on. Every parser reads file contents as untrusted input,
 //! so zeros are garbage in, not unsafety. A SIGBUS anywhere else goes to the handler that
 //! was there before (or the default action: the process ends, as it would have).
+//!
+//! It also lets a long-running process give back the pages of those mappings it touched
+//! ([`release_resident`]): the daemon reads the debug info of every busy binary on the host,
+//! and without it those pages stay in its RSS until the module is dropped.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 /// Mappings watched at once; beyond, files are not mapped (see [`Watched::new`]).
 const SLOTS: usize = 16384;
@@ -31,6 +35,9 @@ static PAGE: AtomicUsize = AtomicUsize::new(4096);
 static REPLACED: AtomicU64 = AtomicU64::new(0);
 static UNWATCHED: AtomicU64 = AtomicU64::new(0);
 static PREVIOUS: OnceLock<libc::sigaction> = OnceLock::new();
+/// Held while a watched mapping is unmapped and while [`release_resident`] advises them, so
+/// that every range it finds registered is still mapped.
+static UNMAP: Mutex<()> = Mutex::new(());
 
 /// Pages of shrunk files replaced by zeros so far.
 pub fn pages_replaced() -> u64 {
@@ -44,7 +51,8 @@ pub fn unwatched() -> u64 {
 
 /// A read-only mapping of a whole file, watched for SIGBUS while it lives.
 pub(crate) struct Watched {
-    map: memmap2::Mmap,
+    /// Always `Some` while the value lives; taken in `drop` to unmap under [`UNMAP`].
+    map: Option<memmap2::Mmap>,
     slot: usize,
 }
 
@@ -62,7 +70,10 @@ impl Watched {
         match slot {
             Some(i) => {
                 SLOTS_IN_USE[i].end.store(end, Ordering::Release);
-                Some(Watched { map, slot: i })
+                Some(Watched {
+                    map: Some(map),
+                    slot: i,
+                })
             }
             None => {
                 UNWATCHED.fetch_add(1, Ordering::Relaxed);
@@ -75,16 +86,48 @@ impl Watched {
 impl std::ops::Deref for Watched {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        &self.map
+        self.map.as_deref().unwrap_or_default()
     }
 }
 
 impl Drop for Watched {
     fn drop(&mut self) {
+        let _unmapping = UNMAP.lock().unwrap_or_else(|e| e.into_inner());
         SLOTS_IN_USE[self.slot].end.store(0, Ordering::Release);
         SLOTS_IN_USE[self.slot].start.store(0, Ordering::Release);
-        // The mapping (and any page of zeros put in it) is unmapped after this.
+        // Unmaps the file (and any page of zeros put in it).
+        drop(self.map.take());
     }
+}
+
+/// Drops this process's page-table entries for every watched mapping, so that the pages it
+/// read of mapped files stop counting in its RSS; they stay in the kernel's page cache and the
+/// next read faults them back in (a minor fault, or a read of the file). Returns the bytes of
+/// the ranges advised.
+pub fn release_resident() -> usize {
+    let _no_unmap = UNMAP.lock().unwrap_or_else(|e| e.into_inner());
+    let mut advised = 0;
+    for slot in &SLOTS_IN_USE {
+        let (start, end) = (
+            slot.start.load(Ordering::Acquire),
+            slot.end.load(Ordering::Acquire),
+        );
+        if start == 0 || end <= start {
+            continue; // free, or being registered
+        }
+        // SAFETY: under UNMAP no Watched is dropped, so [start, end) is the live read-only
+        // mapping of a file that a Watched owns. MADV_DONTNEED on a file mapping that is
+        // never written only drops page-table entries: the next access reads the same file
+        // contents again (pages replaced by zeros after a truncation are dropped too, and a
+        // new read past the end faults into the SIGBUS handler again), so references into the
+        // mapping stay valid.
+        if unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) }
+            == 0
+        {
+            advised += end - start;
+        }
+    }
+    advised
 }
 
 fn install() {
@@ -183,6 +226,33 @@ mod tests {
 
     /// A mapped file truncated by someone else reads as zeros past its new end, instead of
     /// ending the process with SIGBUS.
+    /// This process's resident KiB of the mapping that starts at `bytes` (`/proc/self/smaps`).
+    fn rss_kib(bytes: &[u8]) -> u64 {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let start = format!("{:x}-", bytes.as_ptr() as usize);
+        let entry = smaps
+            .split_once(&start)
+            .map(|(_, rest)| rest)
+            .expect("the mapping in smaps");
+        let rss = entry.lines().find(|l| l.starts_with("Rss:")).unwrap();
+        rss.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn released_pages_leave_the_rss_and_read_the_same() {
+        let path = std::env::temp_dir().join(format!("sprof-core-release-{}", std::process::id()));
+        let data: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let bytes = FileBytes::open(&path, None).unwrap();
+        assert!(bytes.is_mapped());
+        assert_eq!(&bytes[..], &data[..]);
+        assert_eq!(rss_kib(&bytes), data.len() as u64 / 1024);
+        assert!(super::release_resident() >= data.len());
+        assert_eq!(rss_kib(&bytes), 0);
+        assert_eq!(&bytes[..], &data[..]);
+        std::fs::remove_file(&path).unwrap();
+    }
+
     #[test]
     fn a_truncated_mapped_file_reads_zeros() {
         let path = std::env::temp_dir().join(format!("sprof-core-shrink-{}", std::process::id()));

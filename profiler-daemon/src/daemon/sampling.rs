@@ -524,6 +524,10 @@ impl Sampling {
         for w in self.symbols.take_warnings() {
             eprintln!("sprofd: warning: {w}");
         }
+        // The pages of debug info and unwind tables this slice read go back to the page
+        // cache: on a busy host they are most of the daemon's RSS (issue 15), and the next
+        // slice faults back only what it reads.
+        sprof_core::shrink::release_resident();
         self.label_processes(&mut profile);
         for (keep, merger) in self.taps.values_mut() {
             merger.add(&profile, |p, s| keep(p, s));
