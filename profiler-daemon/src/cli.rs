@@ -395,6 +395,13 @@ pub struct ProfileOpts {
     #[arg(long = "by-line")]
     pub by_line: bool,
 
+    /// Start every stack at its outermost frame whose function name or source file matches
+    /// REGEX (pprof's show_from): the frames between the process and it are hidden, so a
+    /// profile of one part of a program (a notebook cell, a handler) starts there. Stacks
+    /// without a match stay whole.
+    #[arg(long = "show-from", value_name = "REGEX")]
+    pub show_from: Option<String>,
+
     /// Rows in the printed table.
     #[arg(long = "rows", value_name = "N", default_value_t = 30)]
     pub rows: usize,
@@ -445,6 +452,7 @@ impl TopOpts {
             output: Vec::new(),
             quiet: true,
             by_line: false,
+            show_from: None,
             rows: 0,
             verbose: false,
             ready_fd: None,
@@ -476,6 +484,8 @@ pub enum UsageError {
     BadReadyFd(u32),
     #[error("--mode gil reads Python thread states: it cannot be used with --python-view native")]
     GilWithoutPython,
+    #[error("--show-from {0:?} is not a valid regular expression")]
+    BadShowFrom(String),
     #[error(transparent)]
     Output(#[from] crate::output::OutputError),
 }
@@ -562,6 +572,12 @@ impl ProfileOpts {
                 ModeArg::OffCpu => sprof_core::Measure::OffCpu,
             },
             gil_only: self.sampling.mode == ModeArg::Gil,
+            show_from: match &self.show_from {
+                Some(re) => {
+                    Some(regex::Regex::new(re).map_err(|_| UsageError::BadShowFrom(re.clone()))?)
+                }
+                None => None,
+            },
             subprocesses: self.subprocesses,
             python: match self.sampling.python_view {
                 PythonViewArg::Python => Some(sprof_core::PythonView::Python),

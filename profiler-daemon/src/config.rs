@@ -49,6 +49,8 @@ pub struct SessionConfig {
     pub gil_only: bool,
     /// `--subprocesses`: attach to the target's existing descendants too.
     pub subprocesses: bool,
+    /// `--show-from`: stacks start at their outermost frame matching this.
+    pub show_from: Option<regex::Regex>,
     /// Read Python frames and show them this way; `None`: native frames only.
     pub python: Option<sprof_core::PythonView>,
 }

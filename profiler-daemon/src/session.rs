@@ -467,6 +467,8 @@ pub(crate) struct Profiles {
     meta: ProfileMeta,
     started: Instant,
     python: Option<sprof_core::PythonView>,
+    /// `--show-from`.
+    show_from: Option<regex::Regex>,
     /// Time the last symbolization took.
     last_symbolize: Duration,
 }
@@ -500,6 +502,7 @@ impl Profiles {
             },
             started,
             python: config.python,
+            show_from: config.show_from.clone(),
             last_symbolize: Duration::ZERO,
         }
     }
@@ -507,8 +510,14 @@ impl Profiles {
     /// Everything gathered so far, symbolized, in the requested Python view.
     fn profile(&mut self, engine: &Engine) -> sprof_core::SymbolizedProfile {
         let profile = self.symbolize(engine, &engine.snapshot());
-        match self.python {
+        let profile = match self.python {
             Some(view) => profile.with_python_view(view),
+            None => profile,
+        };
+        match &self.show_from {
+            Some(re) => profile.show_from(|f| {
+                re.is_match(&f.function) || f.file.as_deref().is_some_and(|p| re.is_match(p))
+            }),
             None => profile,
         }
     }

@@ -6,6 +6,7 @@ nbconvert and the terminal each show in their way.
 """
 
 import subprocess
+import re
 import sys
 
 from IPython.core.error import UsageError
@@ -88,10 +89,24 @@ class SprofdMagics(Magics):
         except _args.ArgumentError as e:
             raise UsageError(str(e))
 
+    def _cell_file(self, code):
+        """The file name IPython compiles `code` under when run_cell runs it now (ipykernel:
+        a file named by the code's hash; IPython: `<ipython-input-N-hash>`), or None. A name
+        that does not match cuts nothing: the stacks then stay whole."""
+        try:
+            transformed = self.shell.transform_cell(code)
+            return self.shell.compile.get_code_name(code, transformed, self.shell.execution_count)
+        except Exception:
+            return None
+
     def _profile(self, opts, code):
         try:
             binary = find_binary()
             args = _args.sprofd_args(opts, subprocesses_flag=binary_has_flag(binary, "--subprocesses"))
+            cell = self._cell_file(code)
+            if cell and binary_has_flag(binary, "--show-from"):
+                # Stacks start at the cell's code, not ~25 frames of IPython above it.
+                args = ["--show-from", "^" + re.escape(cell) + "$"] + args
             session = Attach(args, binary=binary, rows=opts.rows).start()
         except SprofdError as e:
             raise UsageError(str(e))

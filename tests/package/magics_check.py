@@ -214,6 +214,12 @@ def check_split(stacks, truth, where):
     # And the statement's own: the reader followed the frames down into the work.
     inside = share(stacks, lambda fs: named(fs, "work"))
     expect(inside >= 0.95, "%s: work() in %.1f%% of the samples, expected >= 95%%" % (where, 100 * inside))
+    # The stacks start at the cell (--show-from): IPython's frames above it are cut.
+    at_cell = share(stacks, lambda fs: named(fs, "work") and len(fs) > 1 and fs[1].startswith("<module> (")
+                    and not any("interactiveshell.py:" in f for f in fs))
+    expect(at_cell >= 0.95 * inside,
+           "%s: %.1f%% of the samples start at the cell's <module> with no IPython frame above work() (of %.1f%%)"
+           % (where, 100 * at_cell, 100 * inside))
     ok("%s: %d samples, part_a/b/c %s%% (CPU time %s%%), Python frames in %.1f%%, work() in %.1f%%" % (
         where, total, "/".join("%.1f" % (100 * share(stacks, lambda fs, n=n: named(fs, n))) for n in SPLIT),
         "/".join("%.1f" % (100 * truth[n]) for n in SPLIT), 100 * py, 100 * inside))

@@ -700,3 +700,42 @@ fn python_315_agrees_with_tachyon() {
         p.context()
     );
 }
+
+/// `--show-from`: stacks start at the outermost frame that matches (a notebook cell, a
+/// handler), the process's root frame kept; a bad expression is one line and exit 2.
+#[test]
+fn python_show_from_starts_stacks_at_the_match() {
+    if !live("python_show_from_starts_stacks_at_the_match") {
+        return;
+    }
+    let _serial = serial();
+    let Some(py) = interpreters("python_show_from")
+        .into_iter()
+        .find(|p| p.label == "3.12")
+    else {
+        return;
+    };
+    let p = record_profile(
+        "py-show-from",
+        &["--show-from", "^work$"],
+        &py.cmd(&["split", "1"]),
+    );
+    let work = count_py(&p, |f| f.iter().any(|x| py_is(x, "work")));
+    let at_root = count_py(&p, |f| f.len() > 1 && py_is(&f[1], "work"));
+    assert!(work >= 300, "{work}{}", p.context());
+    assert_eq!(
+        at_root,
+        work,
+        "every stack through work starts there{}",
+        p.context()
+    );
+    assert_eq!(
+        count_py(&p, |f| f.iter().any(|x| py_is(x, "main"))),
+        0,
+        "{}",
+        p.context()
+    );
+    let out = run(sprofd().args(["record", "--show-from", "(", "--", "true"]));
+    assert_eq!(out.status.code(), Some(2), "{}", out.describe());
+    assert_eq!(out.stderr.trim().lines().count(), 1, "{}", out.describe());
+}

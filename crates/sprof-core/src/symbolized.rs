@@ -265,6 +265,42 @@ impl SymbolizedProfile {
         self
     }
 
+    /// Hides, in every stack, the frames between its root (the process) and its outermost
+    /// frame that `matches`, as pprof's `show_from` does: a profile of one part of a program
+    /// (a notebook cell, a request handler) starts at that part. Stacks without such a frame
+    /// stay whole; stacks made equal are summed.
+    pub fn show_from(mut self, matches: impl Fn(&Frame) -> bool) -> SymbolizedProfile {
+        let hit: Vec<bool> = self.frames.iter().map(matches).collect();
+        let mut merged: Vec<SampledStack> = Vec::with_capacity(self.stacks.len());
+        let mut ids: std::collections::HashMap<(Vec<u32>, Option<ThreadRef>), usize> =
+            std::collections::HashMap::new();
+        for mut stack in std::mem::take(&mut self.stacks) {
+            let roots = stack
+                .frames
+                .iter()
+                .take_while(|&&f| self.frames[f as usize].kind == FrameKind::Root)
+                .count();
+            if let Some(at) = stack.frames.iter().position(|&f| hit[f as usize]) {
+                if at > roots {
+                    stack.frames.drain(roots..at);
+                }
+            }
+            match ids.entry((stack.frames.clone(), stack.thread)) {
+                std::collections::hash_map::Entry::Occupied(e) => {
+                    let into = &mut merged[*e.get()];
+                    into.samples += stack.samples;
+                    into.period += stack.period;
+                }
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(merged.len());
+                    merged.push(stack);
+                }
+            }
+        }
+        self.stacks = merged;
+        self
+    }
+
     /// Total samples over all stacks.
     pub fn total_samples(&self) -> u64 {
         self.stacks.iter().map(|s| s.samples).sum()
@@ -382,6 +418,55 @@ mod tests {
         let mut f = Frame::bare(name, kind);
         f.module = module.map(str::to_string);
         f
+    }
+
+    #[test]
+    fn show_from_starts_stacks_at_the_outermost_match() {
+        let frames = vec![
+            frame("python3", FrameKind::Root, None),
+            frame("<module>", FrameKind::Python, None),
+            frame("run_cell", FrameKind::Python, None),
+            frame("cell", FrameKind::Python, None),
+            frame("work", FrameKind::Python, None),
+            frame("cell", FrameKind::Python, None),
+            frame("other", FrameKind::Python, None),
+        ];
+        let stack = |frames: Vec<u32>, samples| SampledStack {
+            frames,
+            samples,
+            period: samples,
+            thread: None,
+        };
+        let profile = SymbolizedProfile {
+            meta: ProfileMeta::default(),
+            frames,
+            stacks: vec![
+                stack(vec![0, 1, 2, 3, 4], 3),
+                // A recursion into the matched frame: cut at its outermost occurrence.
+                stack(vec![0, 1, 2, 3, 4, 5], 2),
+                // Made equal to the first once cut: summed.
+                stack(vec![0, 2, 3, 4], 1),
+                // No match: left whole.
+                stack(vec![0, 1, 6], 5),
+            ],
+            modules: Vec::new(),
+            processes: Default::default(),
+        };
+        let p = profile.show_from(|f| f.function == "cell");
+        let got: Vec<(Vec<u32>, u64)> = p
+            .stacks
+            .iter()
+            .map(|s| (s.frames.clone(), s.samples))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (vec![0, 3, 4], 4),
+                (vec![0, 3, 4, 5], 2),
+                (vec![0, 1, 6], 5)
+            ]
+        );
+        assert_eq!(p.total_samples(), 11);
     }
 
     #[test]
