@@ -27,6 +27,7 @@ use sprof_store::{parse_time, unix_millis};
 use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
 use super::config::compile_comm;
+use super::summary::{Filled, SummaryCache};
 use super::query::{self, QueryError, Selection, Sources, Viewer};
 use super::sampling::StackFilter;
 
@@ -34,8 +35,9 @@ use super::sampling::StackFilter;
 pub trait Backend: Send + Sync + 'static {
     /// Sampling runs, or why not (one line).
     fn health(&self) -> Result<(), String>;
-    /// Stored windows and live slices for a selection.
-    fn sources(&self, sel: &Selection) -> Result<Sources, QueryError>;
+    /// Stored windows and live slices for a selection, refused beyond [`MAX_WINDOWS`]
+    /// windows or `max_bytes` of them.
+    fn sources(&self, sel: &Selection, max_bytes: u64) -> Result<Sources, QueryError>;
     /// A window file could not be read: move it aside (and count it).
     fn quarantine(&self, path: &std::path::Path, reason: &str);
     /// Starts collecting samples for a scrape; `None` if sampling has stopped.
@@ -92,8 +94,10 @@ const LONG_QUERY_BYTES: u64 = 8 << 20;
 const RETRY_AFTER: &str = "5";
 
 #[derive(Clone)]
-struct AppState {
-    backend: Arc<dyn Backend>,
+pub(super) struct AppState {
+    pub(super) backend: Arc<dyn Backend>,
+    /// What each stored window holds by process, for the timeline and the process list.
+    summaries: Arc<SummaryCache>,
     /// Turns true when the daemon shuts down: scrapes in progress answer at once.
     shutdown: watch::Receiver<bool>,
     limits: Limits,
@@ -112,6 +116,7 @@ pub fn router(
         backend,
         shutdown,
         limits,
+        summaries: Arc::default(),
         taps: Arc::new(Semaphore::new(limits.taps)),
         long_queries: Arc::new(Semaphore::new(limits.long_queries)),
         queries: Arc::new(Semaphore::new(limits.queries)),
@@ -123,6 +128,10 @@ pub fn router(
         .route("/debug/pprof/profile", get(scrape))
         .route("/api/v1/profile", get(profile))
         .route("/api/v1/processes", get(processes))
+        .route("/api/v1/timeline", get(super::api::timeline))
+        .route("/api/v1/diff", get(super::api::diff))
+        .route("/favicon.ico", get(super::page::favicon))
+        .route("/favicon.svg", get(super::page::favicon))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
@@ -213,7 +222,16 @@ fn port_ok(rest: &str) -> bool {
 pub struct ApiError(StatusCode, String);
 
 impl ApiError {
-    fn bad(reason: impl Into<String>) -> ApiError {
+    pub(super) fn internal(e: impl std::fmt::Display) -> ApiError {
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+
+    /// The same error, its reason prefixed (`from: …` becomes `base_from: …`).
+    pub(super) fn prefixed(self, prefix: &str) -> ApiError {
+        ApiError(self.0, format!("{prefix}{}", self.1))
+    }
+
+    pub(super) fn bad(reason: impl Into<String>) -> ApiError {
         ApiError(StatusCode::BAD_REQUEST, reason.into())
     }
 }
@@ -235,13 +253,13 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult = Result<Response, ApiError>;
+pub(super) type ApiResult = Result<Response, ApiError>;
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError(
         StatusCode::NOT_FOUND,
         format!(
-            "no such endpoint: {} (see / for the page, /api/v1/profile, /api/v1/processes, /debug/pprof/profile, /metrics, /healthz)",
+            "no such endpoint: {} (see / for the page, /api/v1/profile, /api/v1/processes, /api/v1/timeline, /api/v1/diff, /debug/pprof/profile, /metrics, /healthz)",
             uri.path().chars().take(200).collect::<String>()
         ),
     )
@@ -255,7 +273,7 @@ async fn method_not_allowed(method: axum::http::Method) -> ApiError {
 }
 
 /// Query parameters, each at most once, only the allowed ones.
-fn params(raw: Option<String>, allowed: &[&str]) -> Result<HashMap<String, String>, ApiError> {
+pub(super) fn params(raw: Option<String>, allowed: &[&str]) -> Result<HashMap<String, String>, ApiError> {
     let raw = raw.unwrap_or_default();
     if raw.len() > MAX_QUERY {
         return Err(ApiError(
@@ -285,13 +303,13 @@ fn params(raw: Option<String>, allowed: &[&str]) -> Result<HashMap<String, Strin
 /// Whose processes the request may see: what the server found out of its connection's
 /// peer (see `server::Visibility`); every process for a request that did not come through
 /// it (the router's tests).
-type ViewerExt = Option<axum::Extension<Viewer>>;
+pub(super) type ViewerExt = Option<axum::Extension<Viewer>>;
 
-fn viewer_of(v: ViewerExt) -> Viewer {
+pub(super) fn viewer_of(v: ViewerExt) -> Viewer {
     v.map_or(Viewer::All, |axum::Extension(v)| v)
 }
 
-fn selection(
+pub(super) fn selection(
     p: &HashMap<String, String>,
     default_from: &str,
     viewer: Viewer,
@@ -314,7 +332,7 @@ fn selection(
     })
 }
 
-fn pid(p: &HashMap<String, String>) -> Result<Option<u32>, ApiError> {
+pub(super) fn pid(p: &HashMap<String, String>) -> Result<Option<u32>, ApiError> {
     match p.get("pid") {
         None => Ok(None),
         Some(v) => match v.parse::<u32>() {
@@ -327,7 +345,7 @@ fn pid(p: &HashMap<String, String>) -> Result<Option<u32>, ApiError> {
     }
 }
 
-fn comm(p: &HashMap<String, String>) -> Result<Option<regex::Regex>, ApiError> {
+pub(super) fn comm(p: &HashMap<String, String>) -> Result<Option<regex::Regex>, ApiError> {
     match p.get("comm").map(String::as_str) {
         None | Some("") => Ok(None),
         Some(re) if re.len() > 256 => Err(ApiError::bad(
@@ -339,7 +357,7 @@ fn comm(p: &HashMap<String, String>) -> Result<Option<regex::Regex>, ApiError> {
     }
 }
 
-fn view(p: &HashMap<String, String>) -> Result<PythonView, ApiError> {
+pub(super) fn view(p: &HashMap<String, String>) -> Result<PythonView, ApiError> {
     match p.get("view").map(String::as_str) {
         None | Some("python") => Ok(PythonView::Python),
         Some("mixed") => Ok(PythonView::Mixed),
@@ -350,7 +368,7 @@ fn view(p: &HashMap<String, String>) -> Result<PythonView, ApiError> {
     }
 }
 
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
@@ -359,7 +377,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Counts the answer.
-fn counted(backend: &Arc<dyn Backend>, r: ApiResult) -> Response {
+pub(super) fn counted(backend: &Arc<dyn Backend>, r: ApiResult) -> Response {
     let response = r.unwrap_or_else(IntoResponse::into_response);
     backend.count(response.status());
     response
@@ -463,7 +481,7 @@ async fn scrape_inner(s: &AppState, q: Option<String>, viewer: Viewer) -> ApiRes
     Ok(with_type(bytes, OutputFormat::Pprof))
 }
 
-fn export(profile: SymbolizedProfile, format: OutputFormat) -> Result<Vec<u8>, ApiError> {
+pub(super) fn export(profile: SymbolizedProfile, format: OutputFormat) -> Result<Vec<u8>, ApiError> {
     let mut out = Vec::new();
     format
         .exporter_with(&ExportOptions {
@@ -475,7 +493,7 @@ fn export(profile: SymbolizedProfile, format: OutputFormat) -> Result<Vec<u8>, A
     Ok(out)
 }
 
-fn with_type(bytes: Vec<u8>, format: OutputFormat) -> Response {
+pub(super) fn with_type(bytes: Vec<u8>, format: OutputFormat) -> Response {
     let (ctype, disposition) = match format {
         OutputFormat::Svg => ("image/svg+xml", None),
         OutputFormat::Folded | OutputFormat::Table => ("text/plain; charset=utf-8", None),
@@ -500,7 +518,7 @@ fn with_type(bytes: Vec<u8>, format: OutputFormat) -> Response {
 }
 
 /// Reads the sources of a selection on the blocking pool, quarantining unreadable files.
-async fn with_sources<T: Send + 'static>(
+pub(super) async fn with_sources<T: Send + 'static>(
     s: &AppState,
     sel: Selection,
     f: impl FnOnce(&Sources, &Selection) -> (T, Vec<(std::path::PathBuf, String)>) + Send + 'static,
@@ -521,7 +539,7 @@ async fn with_sources<T: Send + 'static>(
     blocking(move || {
         let _any = any;
         let sources = backend
-            .sources(&sel)
+            .sources(&sel, MAX_QUERY_BYTES)
             .map_err(|e| ApiError(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()))?;
         // Held while reading and merging, which goes on even if the client has gone: the
         // permits bound the work, not the waiting.
@@ -558,6 +576,52 @@ fn long_permit(
     })
 }
 
+/// The per-window summaries of a selection on the blocking pool: windows summarized
+/// before cost nothing; those not yet summarized are read up to [`MAX_QUERY_BYTES`] per
+/// query (the rest are counted in [`Filled::missing`]), under the same caps as any query.
+pub(super) async fn with_summaries(s: &AppState, sel: Selection) -> Result<(Filled, Selection), ApiError> {
+    let backend = s.backend.clone();
+    let (limits, long_queries, cache) = (s.limits, s.long_queries.clone(), s.summaries.clone());
+    let any = s.queries.clone().try_acquire_owned().map_err(|_| {
+        backend.count_busy();
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{} range queries are already running, the most at once; try again soon",
+                limits.queries
+            ),
+        )
+    })?;
+    blocking(move || {
+        let _any = any;
+        // Only the window count bounds the listing: bytes are bounded by what is read.
+        let sources = backend
+            .sources(&sel, u64::MAX)
+            .map_err(|e| ApiError(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()))?;
+        let (n, bytes) = cache.uncached(&sources.windows);
+        let _permit = if n > limits.long_windows || bytes > LONG_QUERY_BYTES {
+            Some(long_queries.try_acquire_owned().map_err(|_| {
+                backend.count_busy();
+                ApiError(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "{} long range queries (more than {} windows) are already running, the most at once; try again soon or narrow the range",
+                        limits.long_queries, limits.long_windows
+                    ),
+                )
+            })?)
+        } else {
+            None
+        };
+        let filled = cache.fill(&sources, MAX_QUERY_BYTES);
+        for (path, reason) in &filled.bad {
+            backend.quarantine(path, reason);
+        }
+        Ok((filled, sel))
+    })
+    .await?
+}
+
 /// `GET /api/v1/profile`: the stored windows and the window in progress for a range.
 async fn profile(State(s): State<AppState>, v: ViewerExt, RawQuery(q): RawQuery) -> Response {
     let r = profile_inner(&s, q, viewer_of(v)).await;
@@ -592,7 +656,7 @@ async fn profile_inner(s: &AppState, q: Option<String>, viewer: Viewer) -> ApiRe
     Ok(with_type(bytes, format))
 }
 
-fn title(describe: &str, sel: &Selection) -> String {
+pub(super) fn title(describe: &str, sel: &Selection) -> String {
     let mut t = describe.split(';').next().unwrap_or_default().to_string();
     if let Some(pid) = sel.pid {
         t = format!("pid {pid}: {t}");
@@ -608,7 +672,8 @@ async fn processes(State(s): State<AppState>, v: ViewerExt, RawQuery(q): RawQuer
     let r = async {
         let p = params(q, &["from", "to", "pid", "comm"])?;
         let sel = selection(&p, "-10m", viewer_of(v))?;
-        let list = with_sources(&s, sel, query::processes).await?;
+        let (filled, sel) = with_summaries(&s, sel).await?;
+        let list = super::summary::processes(&filled.summaries, &sel);
         let json = serde_json::to_vec_pretty(&list)
             .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
         Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
@@ -620,7 +685,9 @@ async fn processes(State(s): State<AppState>, v: ViewerExt, RawQuery(q): RawQuer
 /// `GET /`: the page for a person.
 async fn page(State(s): State<AppState>, v: ViewerExt, RawQuery(q): RawQuery) -> Response {
     let r = async {
-        let p = params(q, &["from", "to"])?;
+        // The page's own state (what the script keeps in the URL) is accepted too.
+        let p = params(q, super::page::PARAMS)?;
+        super::page::check_state(&p)?;
         let sel = selection(&p, "-1h", viewer_of(v))?;
         let range = (
             p.get("from").cloned().unwrap_or_else(|| "-1h".into()),
@@ -628,7 +695,8 @@ async fn page(State(s): State<AppState>, v: ViewerExt, RawQuery(q): RawQuery) ->
         );
         let describe = s.backend.describe();
         let (from_ms, to_ms) = (sel.from_ms, sel.to_ms);
-        let list = with_sources(&s, sel, query::processes).await?;
+        let (filled, sel) = with_summaries(&s, sel).await?;
+        let list = super::summary::processes(&filled.summaries, &sel);
         let html = super::page::render(&super::page::PageData {
             describe: &describe,
             from_text: &range.0,
@@ -636,6 +704,7 @@ async fn page(State(s): State<AppState>, v: ViewerExt, RawQuery(q): RawQuery) ->
             from_ms,
             to_ms,
             processes: &list,
+            missing_windows: filled.missing,
         });
         Ok(([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response())
     }
@@ -713,13 +782,13 @@ mod tests {
                 Err("the sampling loop has not turned for 2.5 s".into())
             }
         }
-        fn sources(&self, sel: &Selection) -> Result<Sources, QueryError> {
+        fn sources(&self, sel: &Selection, max_bytes: u64) -> Result<Sources, QueryError> {
             Sources::gather(
                 &self.store.lock().unwrap(),
                 Vec::new(),
                 sel,
                 MAX_WINDOWS,
-                MAX_QUERY_BYTES,
+                max_bytes,
             )
         }
         fn count_busy(&self) {

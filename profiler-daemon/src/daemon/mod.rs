@@ -8,6 +8,7 @@
 //! * [`redact`]: command lines as they are kept (`--cmdline`).
 //! * [`metrics`], [`notify`] (sd_notify), [`privileges`], [`config`].
 
+pub mod api;
 pub mod config;
 pub mod http;
 pub mod metrics;
@@ -19,6 +20,7 @@ pub mod query;
 pub mod redact;
 pub mod sampling;
 pub mod server;
+pub mod summary;
 pub mod visibility;
 
 use std::path::Path;
@@ -57,7 +59,7 @@ impl http::Backend for DaemonBackend {
         }
     }
 
-    fn sources(&self, sel: &Selection) -> Result<Sources, QueryError> {
+    fn sources(&self, sel: &Selection, max_bytes: u64) -> Result<Sources, QueryError> {
         let live = {
             let live = self.shared.live.lock().unwrap_or_else(|e| e.into_inner());
             live.slices
@@ -66,7 +68,7 @@ impl http::Backend for DaemonBackend {
                 .collect()
         };
         let store = self.shared.store.lock().unwrap_or_else(|e| e.into_inner());
-        Sources::gather(&store, live, sel, http::MAX_WINDOWS, http::MAX_QUERY_BYTES)
+        Sources::gather(&store, live, sel, http::MAX_WINDOWS, max_bytes)
     }
 
     fn quarantine(&self, path: &Path, reason: &str) {
