@@ -26,7 +26,11 @@ pub const MAX_STEPS: u64 = 5000;
 const DEFAULT_STEPS: u64 = 600;
 
 /// `GET /api/v1/timeline?from=&to=&step=&pid=&comm=&by=process|comm`: JSON.
-pub(super) async fn timeline(State(s): State<AppState>, v: ViewerExt, RawQuery(q): RawQuery) -> Response {
+pub(super) async fn timeline(
+    State(s): State<AppState>,
+    v: ViewerExt,
+    RawQuery(q): RawQuery,
+) -> Response {
     let r = timeline_inner(&s, q, v).await;
     counted(&s.backend, r)
 }
@@ -52,7 +56,8 @@ async fn timeline_inner(s: &AppState, q: Option<String>, v: ViewerExt) -> ApiRes
     let (filled, sel) = with_summaries(s, sel).await?;
     let t = blocking(move || {
         // At the stored resolution unless asked otherwise, and no more than DEFAULT_STEPS.
-        let resolution = summary::resolution_ms(&filled.summaries).unwrap_or(10_000);
+        // No window stored yet: the slices of the one in progress are shorter than it.
+        let resolution = summary::resolution_ms(&filled.summaries).unwrap_or(1000);
         let step = step.unwrap_or_else(|| {
             let even = span.div_ceil(DEFAULT_STEPS).div_ceil(resolution) * resolution;
             even.max(resolution)
@@ -124,7 +129,11 @@ const DIFF_ROWS: usize = 50;
 /// `GET /api/v1/diff?from=&to=&base_from=&base_to=&pid=&comm=&view=&format=svg|folded|txt|json`:
 /// `sprofd diff` of the base range (before) against the range (after), the before counts
 /// scaled to the after total. Without a base, the same length just before the range.
-pub(super) async fn diff(State(s): State<AppState>, v: ViewerExt, RawQuery(q): RawQuery) -> Response {
+pub(super) async fn diff(
+    State(s): State<AppState>,
+    v: ViewerExt,
+    RawQuery(q): RawQuery,
+) -> Response {
     let r = diff_inner(&s, q, v).await;
     counted(&s.backend, r)
 }

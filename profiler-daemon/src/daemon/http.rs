@@ -27,9 +27,9 @@ use sprof_store::{parse_time, unix_millis};
 use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
 use super::config::compile_comm;
-use super::summary::{Filled, SummaryCache};
 use super::query::{self, QueryError, Selection, Sources, Viewer};
 use super::sampling::StackFilter;
+use super::summary::{Filled, SummaryCache};
 
 /// What the API needs from the daemon.
 pub trait Backend: Send + Sync + 'static {
@@ -273,7 +273,10 @@ async fn method_not_allowed(method: axum::http::Method) -> ApiError {
 }
 
 /// Query parameters, each at most once, only the allowed ones.
-pub(super) fn params(raw: Option<String>, allowed: &[&str]) -> Result<HashMap<String, String>, ApiError> {
+pub(super) fn params(
+    raw: Option<String>,
+    allowed: &[&str],
+) -> Result<HashMap<String, String>, ApiError> {
     let raw = raw.unwrap_or_default();
     if raw.len() > MAX_QUERY {
         return Err(ApiError(
@@ -481,7 +484,10 @@ async fn scrape_inner(s: &AppState, q: Option<String>, viewer: Viewer) -> ApiRes
     Ok(with_type(bytes, OutputFormat::Pprof))
 }
 
-pub(super) fn export(profile: SymbolizedProfile, format: OutputFormat) -> Result<Vec<u8>, ApiError> {
+pub(super) fn export(
+    profile: SymbolizedProfile,
+    format: OutputFormat,
+) -> Result<Vec<u8>, ApiError> {
     let mut out = Vec::new();
     format
         .exporter_with(&ExportOptions {
@@ -579,7 +585,10 @@ fn long_permit(
 /// The per-window summaries of a selection on the blocking pool: windows summarized
 /// before cost nothing; those not yet summarized are read up to [`MAX_QUERY_BYTES`] per
 /// query (the rest are counted in [`Filled::missing`]), under the same caps as any query.
-pub(super) async fn with_summaries(s: &AppState, sel: Selection) -> Result<(Filled, Selection), ApiError> {
+pub(super) async fn with_summaries(
+    s: &AppState,
+    sel: Selection,
+) -> Result<(Filled, Selection), ApiError> {
     let backend = s.backend.clone();
     let (limits, long_queries, cache) = (s.limits, s.long_queries.clone(), s.summaries.clone());
     let any = s.queries.clone().try_acquire_owned().map_err(|_| {
@@ -989,10 +998,12 @@ mod tests {
     async fn mutated_queries_get_an_answer_or_a_4xx() {
         use sprofd_tests::fuzz;
         let (app, dir) = app("fuzz", true);
-        let seeds: [&[u8]; 4] = [
+        let seeds: [&[u8]; 6] = [
             b"/api/v1/profile?from=-1h&to=now&pid=42&comm=web.*&format=folded&view=mixed",
             b"/api/v1/processes?from=2026-12-01T03:00:00Z&to=-5m&format=json",
-            b"/?from=-10m&comm=%5Bpy%5D",
+            b"/?from=-10m&comm=%5Bpy%5D&pid=3&q=hot&zoom=a%3Bb&compare=before&group=1",
+            b"/api/v1/timeline?from=-1h&to=now&step=10s&by=comm&pid=1&comm=x",
+            b"/api/v1/diff?from=-10m&base_from=-1h&base_to=-50m&format=json&view=mixed",
             // A valid scrape would wait its seconds: the seed is one mutation away from one.
             b"/debug/pprof/profile?seconds=0&pid=7",
         ];
@@ -1021,6 +1032,111 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    fn json_of(body: &[u8]) -> serde_json::Value {
+        serde_json::from_slice(body)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(body)))
+    }
+
+    #[tokio::test]
+    async fn the_timeline_gives_cpus_busy_by_process_and_by_name() {
+        let (app, dir) = app("timeline", true);
+        let range = "from=1796000000&to=1796000010";
+        let (status, ctype, body) = get(&app, &format!("/api/v1/timeline?{range}&step=10")).await;
+        assert_eq!(
+            (status, ctype.as_str()),
+            (StatusCode::OK, "application/json")
+        );
+        let t = json_of(&body);
+        assert_eq!(t["times"], serde_json::json!([1_796_000_000_000u64]));
+        assert_eq!(t["step_ms"], 10_000);
+        // app: 40 samples of 10 ms over the 10 s window, 0.04 CPUs; db: 5 samples.
+        assert_eq!(t["series"][0]["key"], "1");
+        assert_eq!(t["series"][0]["comm"], "app");
+        assert!(
+            (t["series"][0]["values"][0].as_f64().unwrap() - 0.04).abs() < 1e-9,
+            "{t}"
+        );
+        assert!(
+            (t["series"][1]["values"][0].as_f64().unwrap() - 0.005).abs() < 1e-9,
+            "{t}"
+        );
+        assert!(
+            (t["total"][0].as_f64().unwrap() - 0.045).abs() < 1e-9,
+            "{t}"
+        );
+        // Finer steps than the window spread it evenly; by name; one process.
+        let (_, _, body) = get(&app, &format!("/api/v1/timeline?{range}&step=5s&by=comm")).await;
+        let t = json_of(&body);
+        assert_eq!(t["series"][0]["key"], "app");
+        assert_eq!(t["series"][0]["values"], serde_json::json!([0.04, 0.04]));
+        let (_, _, body) = get(&app, &format!("/api/v1/timeline?{range}&pid=2")).await;
+        let t = json_of(&body);
+        assert_eq!(t["series"].as_array().unwrap().len(), 1, "{t}");
+        assert_eq!(t["series"][0]["comm"], "db");
+        // The default step is the stored resolution.
+        assert_eq!(t["step_ms"], 10_000);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_diff_of_two_ranges_shows_what_grew() {
+        let (app, dir, fake) = app_with("diff", true, Duration::ZERO, Limits::default());
+        // A second window where `hot` doubled.
+        let mut grown = profile();
+        grown.stacks[0].samples = 60;
+        grown.stacks[0].period = 60 * 10_000_000;
+        let start = UNIX_EPOCH + Duration::from_secs(1_796_000_010);
+        fake.store
+            .lock()
+            .unwrap()
+            .write(
+                start,
+                start + Duration::from_secs(10),
+                &super::super::sampling::encode(&grown, start),
+                SystemTime::now(),
+            )
+            .unwrap();
+        let range = "from=1796000011&to=1796000019&base_from=1796000001&base_to=1796000009";
+        let (status, ctype, body) = get(&app, &format!("/api/v1/diff?{range}&format=json")).await;
+        assert_eq!(
+            (status, ctype.as_str()),
+            (StatusCode::OK, "application/json")
+        );
+        let d = json_of(&body);
+        assert_eq!(
+            (d["before_samples"].as_u64(), d["after_samples"].as_u64()),
+            (Some(45), Some(75))
+        );
+        let first = &d["changes"][0];
+        assert!(first["name"] == "hot" || first["name"] == "cold", "{d}");
+        let hot = d["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "hot")
+            .unwrap();
+        assert!(hot["delta"].as_f64().unwrap() > 10.0, "{d}");
+        let (_, _, body) = get(&app, &format!("/api/v1/diff?{range}&format=folded")).await;
+        let text = String::from_utf8(body).unwrap();
+        // Before scaled to the after total: 30 × 75/45 = 50.
+        assert!(text.lines().any(|l| l == "app;main;hot 50 60"), "{text}");
+        let (_, ctype, body) = get(&app, &format!("/api/v1/diff?{range}")).await;
+        assert_eq!(ctype, "image/svg+xml");
+        assert!(String::from_utf8(body).unwrap().contains("hot"));
+        let (_, _, body) = get(&app, &format!("/api/v1/diff?{range}&format=txt")).await;
+        assert!(String::from_utf8(body).unwrap().contains("hot"));
+        // Without a base: the same length just before.
+        let (_, _, body) = get(
+            &app,
+            "/api/v1/diff?from=1796000011&to=1796000019&format=json",
+        )
+        .await;
+        let d = json_of(&body);
+        assert_eq!(d["base_from_ms"], 1_796_000_003_000u64);
+        assert_eq!(d["base_to_ms"], 1_796_000_011_000u64);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     #[tokio::test]
     async fn bad_requests_get_a_4xx_with_one_line() {
         let (app, dir) = app("bad", false);
@@ -1040,6 +1156,23 @@ mod tests {
             ("/api/v1/profile?x=1", StatusCode::BAD_REQUEST),
             ("/api/v1/profile?from=-1h&from=-2h", StatusCode::BAD_REQUEST),
             ("/api/v1/processes?format=svg", StatusCode::BAD_REQUEST),
+            ("/api/v1/timeline?step=0", StatusCode::BAD_REQUEST),
+            ("/api/v1/timeline?step=50ms", StatusCode::BAD_REQUEST),
+            ("/api/v1/timeline?step=abc", StatusCode::BAD_REQUEST),
+            ("/api/v1/timeline?step=NaN", StatusCode::BAD_REQUEST),
+            ("/api/v1/timeline?from=-1d&step=1", StatusCode::BAD_REQUEST),
+            ("/api/v1/timeline?by=thread", StatusCode::BAD_REQUEST),
+            ("/api/v1/timeline?format=svg", StatusCode::BAD_REQUEST),
+            ("/api/v1/diff?base_from=-2h", StatusCode::BAD_REQUEST),
+            (
+                "/api/v1/diff?base_from=x&base_to=now",
+                StatusCode::BAD_REQUEST,
+            ),
+            ("/api/v1/diff?format=pprof", StatusCode::BAD_REQUEST),
+            ("/api/v1/diff?pid=0", StatusCode::BAD_REQUEST),
+            ("/?view=native", StatusCode::BAD_REQUEST),
+            ("/?by=thread", StatusCode::BAD_REQUEST),
+            ("/?zzz=1", StatusCode::BAD_REQUEST),
             ("/debug/pprof/profile?seconds=0", StatusCode::BAD_REQUEST),
             ("/debug/pprof/profile?seconds=1000", StatusCode::BAD_REQUEST),
             ("/debug/pprof/profile?seconds=1.5", StatusCode::BAD_REQUEST),

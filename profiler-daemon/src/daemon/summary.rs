@@ -36,6 +36,8 @@ pub struct WindowSummary {
     pub start_ms: u64,
     pub end_ms: u64,
     pub rows: Vec<Row>,
+    /// A stored window (not a slice of the window in progress).
+    pub stored: bool,
 }
 
 impl WindowSummary {
@@ -69,6 +71,7 @@ impl WindowSummary {
             start_ms,
             end_ms,
             rows,
+            stored: true,
         }
     }
 }
@@ -184,7 +187,9 @@ impl SummaryCache {
         }
         let mut intern = Interner::default();
         for (start, end, p) in &sources.live {
-            out.push(Arc::new(WindowSummary::of(p, *start, *end, &mut intern)));
+            let mut s = WindowSummary::of(p, *start, *end, &mut intern);
+            s.stored = false;
+            out.push(Arc::new(s));
         }
         out.sort_by_key(|s| (s.start_ms, s.end_ms));
         Filled {
@@ -299,7 +304,7 @@ pub const MAX_SERIES: usize = 12;
 /// The length of the stored windows (the most common one), the resolution history has.
 pub fn resolution_ms(summaries: &[Arc<WindowSummary>]) -> Option<u64> {
     let mut counts: HashMap<u64, usize> = HashMap::new();
-    for s in summaries {
+    for s in summaries.iter().filter(|s| s.stored) {
         *counts
             .entry(s.end_ms.saturating_sub(s.start_ms).max(1))
             .or_default() += 1;
@@ -320,12 +325,13 @@ pub fn timeline(
     by: By,
     missing_windows: usize,
 ) -> Timeline {
-    let (from, to) = (sel.from_ms, sel.to_ms.max(sel.from_ms + 1));
+    // On a grid of whole steps, as the windows are: a window then falls in one step.
+    let from = sel.from_ms / step_ms * step_ms;
+    let to = sel.to_ms.max(sel.from_ms + 1).div_ceil(step_ms) * step_ms;
     let steps = (to - from).div_ceil(step_ms) as usize;
     let times: Vec<u64> = (0..steps).map(|i| from + i as u64 * step_ms).collect();
     // key -> (comm, pid, pids, cpu ns per step)
-    let mut series: HashMap<String, (String, Option<u32>, HashSet<u32>, Vec<f64>)> =
-        HashMap::new();
+    let mut series: HashMap<String, (String, Option<u32>, HashSet<u32>, Vec<f64>)> = HashMap::new();
     for w in summaries {
         let (ws, we) = (w.start_ms, w.end_ms.max(w.start_ms + 1));
         let (lo, hi) = (ws.max(from), we.min(to));
@@ -366,7 +372,11 @@ pub fn timeline(
             pid,
             processes: pids.len(),
             cpu_seconds: ns.iter().sum::<f64>() / 1e9,
-            values: ns.iter().enumerate().map(|(i, &v)| to_cores(v, i)).collect(),
+            values: ns
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| to_cores(v, i))
+                .collect(),
         })
         .collect();
     list.sort_by(|a, b| {
@@ -432,6 +442,7 @@ mod tests {
             start_ms: start_s * 1000,
             end_ms: (start_s + 10) * 1000,
             rows,
+            stored: true,
         })
     }
 
@@ -469,15 +480,17 @@ mod tests {
         let list = processes(&w, &sel);
         assert_eq!(
             list.iter().map(|p| p.pid).collect::<Vec<_>>(),
-            [1, 2, 3],
-            "{list:?}"
+            [1, 3, 2],
+            "most samples first: {list:?}"
         );
         assert!((list[0].cpu_seconds - 30.0).abs() < 1e-9);
     }
 
     #[test]
     fn many_series_end_in_one_other() {
-        let rows = (1..=20).map(|pid| row(pid, "w", u64::from(pid) * 100)).collect();
+        let rows = (1..=20)
+            .map(|pid| row(pid, "w", u64::from(pid) * 100))
+            .collect();
         let w = [window(0, rows)];
         let sel = Selection {
             from_ms: 0,
