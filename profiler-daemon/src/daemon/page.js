@@ -346,6 +346,7 @@
       if (dim) d.style.opacity = 0.6;
       if (re && re.test(n.name)) d.classList.add('match');
       d.dataset.path = pathOf(n);
+      d.dataset.name = n.name;
       frag.appendChild(d);
     }
     var chain = [];
