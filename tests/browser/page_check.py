@@ -41,9 +41,11 @@ def main():
             lambda m: m.type == "error" and out["console_errors"].append(m.text),
         )
         page.on("pageerror", lambda e: out["console_errors"].append(str(e)))
+        # Requests cut short by the script's own page.goto (net::ERR_ABORTED) are not failures.
         page.on(
             "requestfailed",
-            lambda r: out["requests_failed"].append(r.url),
+            lambda r: "ERR_ABORTED" not in (r.failure or "")
+            and out["requests_failed"].append(f"{r.url}: {r.failure}"),
         )
         page.on(
             "response",

@@ -102,7 +102,11 @@ fn the_page_shows_when_what_ran_and_what_changed() {
     eprintln!("page_check: {r}");
 
     assert_eq!(r["console_errors"], serde_json::json!([]), "console errors");
-    assert_eq!(r["requests_failed"], serde_json::json!([]), "failed requests");
+    assert_eq!(
+        r["requests_failed"],
+        serde_json::json!([]),
+        "failed requests"
+    );
     // The timeline has the busy fixture's series.
     let series: Vec<&str> = r["timeline_series"]
         .as_array()

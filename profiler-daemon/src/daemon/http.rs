@@ -106,17 +106,18 @@ pub(super) struct AppState {
     queries: Arc<Semaphore>,
 }
 
-/// The API's router.
-pub fn router(
+/// The API's router, answering from (and filling) `summaries`.
+pub fn router_with(
     backend: Arc<dyn Backend>,
     shutdown: watch::Receiver<bool>,
     limits: Limits,
+    summaries: Arc<SummaryCache>,
 ) -> Router {
     let state = AppState {
         backend,
         shutdown,
         limits,
-        summaries: Arc::default(),
+        summaries,
         taps: Arc::new(Semaphore::new(limits.taps)),
         long_queries: Arc::new(Semaphore::new(limits.long_queries)),
         queries: Arc::new(Semaphore::new(limits.queries)),
@@ -878,7 +879,11 @@ mod tests {
             busy: Default::default(),
         });
         let (_tx, rx) = watch::channel(false);
-        (router(backend.clone(), rx, limits), dir, backend)
+        (
+            router_with(backend.clone(), rx, limits, Arc::default()),
+            dir,
+            backend,
+        )
     }
 
     async fn get(app: &Router, uri: &str) -> (StatusCode, String, Vec<u8>) {

@@ -320,7 +320,14 @@ async fn serve(
 ) -> anyhow::Result<Stopped> {
     use tokio::signal::unix::{signal, SignalKind};
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let app = http::router(backend.clone(), shutdown_rx, http::Limits::default());
+    let summaries = Arc::new(summary::SummaryCache::default());
+    summary::warm_up(backend.clone(), summaries.clone());
+    let app = http::router_with(
+        backend.clone(),
+        shutdown_rx,
+        http::Limits::default(),
+        summaries,
+    );
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;

@@ -219,6 +219,38 @@ impl CacheInner {
     }
 }
 
+/// Summarizes the last day of stored windows on a background thread at the lowest priority,
+/// newest first, so that the page's first paint after a start does not read them.
+pub fn warm_up(backend: Arc<dyn super::http::Backend>, cache: Arc<SummaryCache>) {
+    let spawned = std::thread::Builder::new()
+        .name("sprofd-summary".into())
+        .spawn(move || {
+            // SAFETY: setpriority on this thread (its tid) changes nothing but its nice value.
+            unsafe {
+                libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19);
+            }
+            let now = sprof_store::unix_millis(std::time::SystemTime::now());
+            let sel = Selection {
+                from_ms: now.saturating_sub(86_400_000),
+                to_ms: now,
+                ..Default::default()
+            };
+            let Ok(mut sources) = backend.sources(&sel, u64::MAX) else {
+                return;
+            };
+            sources.live.clear();
+            let filled = cache.fill(&sources, u64::MAX);
+            for (path, reason) in &filled.bad {
+                backend.quarantine(path, reason);
+            }
+        });
+    if let Err(e) = spawned {
+        eprintln!(
+            "sprofd: warning: no thread to summarize the stored windows ahead ({e}); queries will as they need them"
+        );
+    }
+}
+
 /// Every process with samples in the selection, most samples first: what
 /// `GET /api/v1/processes` and the page list.
 pub fn processes(summaries: &[Arc<WindowSummary>], sel: &Selection) -> Vec<ProcessSummary> {
