@@ -35,9 +35,14 @@ use super::summary::{Filled, SummaryCache};
 pub trait Backend: Send + Sync + 'static {
     /// Sampling runs, or why not (one line).
     fn health(&self) -> Result<(), String>;
-    /// Stored windows and live slices for a selection, refused beyond [`MAX_WINDOWS`]
-    /// windows or `max_bytes` of them.
-    fn sources(&self, sel: &Selection, max_bytes: u64) -> Result<Sources, QueryError>;
+    /// Stored windows and live slices for a selection, refused beyond `max_windows` windows
+    /// or `max_bytes` of them.
+    fn sources(
+        &self,
+        sel: &Selection,
+        max_windows: usize,
+        max_bytes: u64,
+    ) -> Result<Sources, QueryError>;
     /// A window file could not be read: move it aside (and count it).
     fn quarantine(&self, path: &std::path::Path, reason: &str);
     /// Starts collecting samples for a scrape; `None` if sampling has stopped.
@@ -546,7 +551,7 @@ pub(super) async fn with_sources<T: Send + 'static>(
     blocking(move || {
         let _any = any;
         let sources = backend
-            .sources(&sel, MAX_QUERY_BYTES)
+            .sources(&sel, MAX_WINDOWS, MAX_QUERY_BYTES)
             .map_err(|e| ApiError(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()))?;
         // Held while reading and merging, which goes on even if the client has gone: the
         // permits bound the work, not the waiting.
@@ -604,9 +609,10 @@ pub(super) async fn with_summaries(
     })?;
     blocking(move || {
         let _any = any;
-        // Only the window count bounds the listing: bytes are bounded by what is read.
+        // Only the window count bounds the listing (the summaries' cache holds as many):
+        // bytes are bounded by what is read.
         let sources = backend
-            .sources(&sel, u64::MAX)
+            .sources(&sel, super::summary::MAX_CACHED, u64::MAX)
             .map_err(|e| ApiError(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()))?;
         let (n, bytes) = cache.uncached(&sources.windows);
         let _permit = if n > limits.long_windows || bytes > LONG_QUERY_BYTES {
@@ -698,7 +704,9 @@ async fn page(State(s): State<AppState>, v: ViewerExt, RawQuery(q): RawQuery) ->
         // The page's own state (what the script keeps in the URL) is accepted too.
         let p = params(q, super::page::PARAMS)?;
         super::page::check_state(&p)?;
-        let sel = selection(&p, "-1h", viewer_of(v))?;
+        let mut sel = selection(&p, "-1h", viewer_of(v))?;
+        // `pid` and `comm` choose the page's flamegraph; the table lists every process.
+        (sel.pid, sel.comm) = (None, None);
         let range = (
             p.get("from").cloned().unwrap_or_else(|| "-1h".into()),
             p.get("to").cloned().unwrap_or_else(|| "now".into()),
@@ -792,12 +800,17 @@ mod tests {
                 Err("the sampling loop has not turned for 2.5 s".into())
             }
         }
-        fn sources(&self, sel: &Selection, max_bytes: u64) -> Result<Sources, QueryError> {
+        fn sources(
+            &self,
+            sel: &Selection,
+            max_windows: usize,
+            max_bytes: u64,
+        ) -> Result<Sources, QueryError> {
             Sources::gather(
                 &self.store.lock().unwrap(),
                 Vec::new(),
                 sel,
-                MAX_WINDOWS,
+                max_windows,
                 max_bytes,
             )
         }
@@ -975,6 +988,11 @@ mod tests {
             (StatusCode::OK, "text/html; charset=utf-8")
         );
         assert!(String::from_utf8(body).unwrap().contains(">app<"));
+        // A pid in the page's URL chooses its flamegraph: the table still lists every process.
+        let (status, _, body) = get(&app, &format!("/?{RANGE}&pid=2&q=hot&group=1")).await;
+        let html = String::from_utf8(body).unwrap();
+        assert_eq!(status, StatusCode::OK, "{html}");
+        assert!(html.contains(">app<") && html.contains(">db<"), "{html}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 

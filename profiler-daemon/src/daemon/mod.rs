@@ -59,7 +59,12 @@ impl http::Backend for DaemonBackend {
         }
     }
 
-    fn sources(&self, sel: &Selection, max_bytes: u64) -> Result<Sources, QueryError> {
+    fn sources(
+        &self,
+        sel: &Selection,
+        max_windows: usize,
+        max_bytes: u64,
+    ) -> Result<Sources, QueryError> {
         let live = {
             let live = self.shared.live.lock().unwrap_or_else(|e| e.into_inner());
             live.slices
@@ -68,7 +73,7 @@ impl http::Backend for DaemonBackend {
                 .collect()
         };
         let store = self.shared.store.lock().unwrap_or_else(|e| e.into_inner());
-        Sources::gather(&store, live, sel, http::MAX_WINDOWS, max_bytes)
+        Sources::gather(&store, live, sel, max_windows, max_bytes)
     }
 
     fn quarantine(&self, path: &Path, reason: &str) {

@@ -410,7 +410,7 @@
       var tr = el('tr', { 'class': 'change' });
       tr.appendChild(el('td', { 'class': 'num' }, c.before_pct.toFixed(2)));
       tr.appendChild(el('td', { 'class': 'num' }, c.after_pct.toFixed(2)));
-      tr.appendChild(el('td', { 'class': 'num ' + (c.delta > 0 ? 'up' : 'down') }, (c.delta > 0 ? '+' : '') + c.delta.toFixed(2)));
+      tr.appendChild(el('td', { 'class': 'num ' + (c.delta > 0 ? 'up' : c.delta < 0 ? 'down' : '') }, (c.delta > 0 ? '+' : '') + c.delta.toFixed(2)));
       tr.appendChild(el('td', { 'class': 'fn' }, c.name));
       body.appendChild(tr);
     });

@@ -118,8 +118,12 @@ struct CacheInner {
     intern: Interner,
 }
 
-/// Most windows summarized in memory (two days of 10 s windows); the oldest go first.
-const MAX_CACHED: usize = 2 * 8640;
+/// Most windows summarized in memory (two days of 10 s windows; a query over summaries may
+/// cover as many); the oldest go first.
+pub const MAX_CACHED: usize = 2 * 8640;
+/// Bytes of windows read by one fill beyond which the memory freed by decoding them is
+/// handed back to the system (glibc keeps it in per-thread arenas otherwise).
+const TRIM_AFTER: u64 = 8 << 20;
 
 /// What [`SummaryCache::fill`] found: the summaries in time order, and what it left out.
 pub struct Filled {
@@ -185,6 +189,12 @@ impl SummaryCache {
             inner.insert(w.path.clone(), s.clone());
             out.push(s);
         }
+        if spent > TRIM_AFTER {
+            // SAFETY: malloc_trim only returns free heap memory to the system.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        }
         let mut intern = Interner::default();
         for (start, end, p) in &sources.live {
             let mut s = WindowSummary::of(p, *start, *end, &mut intern);
@@ -235,7 +245,7 @@ pub fn warm_up(backend: Arc<dyn super::http::Backend>, cache: Arc<SummaryCache>)
                 to_ms: now,
                 ..Default::default()
             };
-            let Ok(mut sources) = backend.sources(&sel, u64::MAX) else {
+            let Ok(mut sources) = backend.sources(&sel, MAX_CACHED, u64::MAX) else {
                 return;
             };
             sources.live.clear();
