@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use super::http::{
     blocking, counted, params, selection, title, view, viewer_of, with_sources, with_summaries,
-    ApiError, ApiResult, AppState, ViewerExt,
+    ApiError, ApiResult, AppState, ViewerExt, MAX_QUERY_BYTES,
 };
 use super::query::{self, Selection};
 use super::summary::{self, By};
@@ -62,7 +62,9 @@ async fn timeline_inner(s: &AppState, q: Option<String>, v: ViewerExt) -> ApiRes
             let even = span.div_ceil(DEFAULT_STEPS).div_ceil(resolution) * resolution;
             even.max(resolution)
         });
-        summary::timeline(&filled.summaries, &sel, step, by, filled.missing)
+        let mut t = summary::timeline(&filled.summaries, &sel, step, by, filled.missing);
+        (t.window_bytes, t.max_profile_bytes) = (filled.bytes, MAX_QUERY_BYTES);
+        t
     })
     .await?;
     json(&t)
@@ -164,7 +166,7 @@ async fn diff_inner(s: &AppState, q: Option<String>, v: ViewerExt) -> ApiResult 
             )))
         }
     };
-    let after = selection(&p, "-10m", viewer_of(v.clone()))?;
+    let after = selection(&p, "-10m", viewer_of(v))?;
     let before = base(&p, &after)?;
     let view = view(&p)?;
     let describe = s.backend.describe();

@@ -1287,6 +1287,13 @@ mod tests {
         )
         .await;
         assert_eq!(status, StatusCode::MISDIRECTED_REQUEST);
+        // The page's icon is there (a 404 would be a console error on every visit).
+        for icon in ["/favicon.ico", "/favicon.svg"] {
+            let (status, headers, body) = request(&app, "GET", icon, Some("localhost")).await;
+            assert_eq!(status, StatusCode::OK, "{icon}");
+            assert_eq!(headers[header::CONTENT_TYPE], "image/svg+xml");
+            assert!(String::from_utf8(body).unwrap().starts_with("<svg"));
+        }
         // Every answer carries nosniff: errors, pages, data.
         for uri in [
             "/",

@@ -175,13 +175,15 @@
   var tl = null;
   function loadTimeline(s, tries) {
     var r = range(s);
-    return fetchText('/api/v1/timeline?' + qs({ from: r.from, to: r.to, by: s.by === 'comm' ? 'comm' : '' })).then(function (t) {
+    timelineReady = fetchText('/api/v1/timeline?' + qs({ from: r.from, to: r.to, by: s.by === 'comm' ? 'comm' : '' })).then(function (t) {
       tl = JSON.parse(t);
       drawTimeline();
       // Windows not summarized yet (a cold cache over a long range): ask again for the rest.
       if (tl.missing_windows > 0 && (tries || 0) < 20) setTimeout(function () { if (key.timeline === timelineKey(s)) loadTimeline(s, (tries || 0) + 1); }, 300);
     }).catch(function (e) { $('timeline').textContent = 'Timeline: ' + e.message; });
+    return timelineReady;
   }
+  var timelineReady = Promise.resolve();
   function color(key, i) { return key === 'other' ? '#bbb' : 'hsl(' + ((hash(key) % 360 + i * 47) % 360) + ',60%,58%)'; }
   function drawTimeline() {
     var box = $('timeline'), W = box.clientWidth || 800, H = box.clientHeight || 180, pad = 16;
@@ -294,6 +296,20 @@
     $('flamegraph').textContent = '';
     $('flamegraph').appendChild(el('div', { 'class': 'note' }, 'Loading…'));
     var want = key.flame;
+    // A range holding more windows than a profile query reads is refused: say so instead.
+    var tooLong = function (t) {
+      return t && t.window_bytes > t.max_profile_bytes && t.from_ms <= range(s).from * 1000 + t.step_ms && t.to_ms >= range(s).to * 1000;
+    };
+    if (tooLong(tl)) {
+      flame = null;
+      $('flamegraph').textContent = '';
+      $('flamegraph').appendChild(el('div', { 'class': 'note' }, 'This range holds ' + Math.round(tl.window_bytes / 1048576) +
+        ' MiB of stored windows, more than one flamegraph reads (' + Math.round(tl.max_profile_bytes / 1048576) +
+        ' MiB): drag over the timeline to choose a shorter range.'));
+      subtitle(s, null);
+      drawChanges();
+      return Promise.resolve();
+    }
     var changes = diff ? fetchText('/api/v1/diff?' + qs(Object.assign(compareParams(s), { format: 'json' }))) : Promise.resolve(null);
     return Promise.all([fetchText(url), changes]).then(function (got) {
       if (want !== key.flame) return;
@@ -450,12 +466,13 @@
     }
     if (key.timeline !== tk) { key.timeline = tk; loadTimeline(s); }
     var fk = JSON.stringify([compareParams(s), s.compare || '']);
-    tableDone.then(function () {
+    Promise.all([tableDone, timelineReady.catch(function () {})]).then(function () {
       renderTable(s);
       if (key.flame !== fk) { key.flame = fk; loadFlame(s); } else drawFlame(s);
       if (flame) drawChanges();
     });
   }
   readRows();
-  apply();
+  // After the first paint: the server's table is on screen meanwhile.
+  setTimeout(apply, 0);
 })();

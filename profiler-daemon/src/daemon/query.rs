@@ -192,3 +192,78 @@ pub struct ProcessSummary {
     pub first_seen: f64,
     pub last_seen: f64,
 }
+
+#[cfg(test)]
+mod tests {
+    use sprof_core::{Frame, SampledStack, ThreadRef};
+
+    use super::*;
+
+    /// The case: a complete Python process on a host with truncated stacks elsewhere.
+    /// Its own subtitle counts its own samples, and no truncated stack.
+    #[test]
+    fn a_selections_figures_are_its_own_not_the_hosts() {
+        let frames = vec![
+            Frame::bare("python3", FrameKind::Root),
+            Frame::bare("work", FrameKind::Python),
+            Frame::bare("deep", FrameKind::Root),
+            Frame::bare("[truncated]", FrameKind::Marker),
+        ];
+        let stack = |frames: Vec<u32>, samples: u64, pid: u32| SampledStack {
+            frames,
+            samples,
+            period: samples * 10_000_000,
+            thread: Some(ThreadRef { pid, tid: pid }),
+        };
+        let mut p = SymbolizedProfile {
+            frames,
+            stacks: vec![stack(vec![0, 1], 128, 7), stack(vec![2, 3], 176, 8)],
+            ..Default::default()
+        };
+        p.meta.stats.samples = 304;
+        p.meta.stats.truncated = 176;
+        p.meta.stats.lost = 3;
+        let sources = Sources {
+            windows: Vec::new(),
+            live: vec![(0, 10_000, Arc::new(p))],
+        };
+        let host = Selection {
+            from_ms: 0,
+            to_ms: 10_000,
+            ..Default::default()
+        };
+        let (all, _) = merged(&sources, &host);
+        assert_eq!(
+            (
+                all.meta.stats.samples,
+                all.meta.stats.truncated,
+                all.meta.stats.lost
+            ),
+            (304, 176, 3)
+        );
+        let one = Selection {
+            pid: Some(7),
+            ..host.clone()
+        };
+        let (py, _) = merged(&sources, &one);
+        assert_eq!(
+            (
+                py.meta.stats.samples,
+                py.meta.stats.truncated,
+                py.meta.stats.lost
+            ),
+            (128, 0, 0)
+        );
+        let subtitle = flamegraph_out::default_subtitle(&py.meta);
+        assert!(
+            subtitle.contains("128 samples") && !subtitle.contains("truncated"),
+            "{subtitle}"
+        );
+        let deep = Selection {
+            pid: Some(8),
+            ..host
+        };
+        let (d, _) = merged(&sources, &deep);
+        assert_eq!((d.meta.stats.samples, d.meta.stats.truncated), (176, 176));
+    }
+}

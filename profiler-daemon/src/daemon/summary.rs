@@ -130,6 +130,8 @@ pub struct Filled {
     pub summaries: Vec<Arc<WindowSummary>>,
     /// Windows not summarized yet because the query's reading budget ran out.
     pub missing: usize,
+    /// Bytes of the stored windows in the range: what merging their stacks would read.
+    pub bytes: u64,
     /// Files that could not be read (for the caller to quarantine).
     pub bad: Vec<(PathBuf, String)>,
 }
@@ -205,6 +207,7 @@ impl SummaryCache {
         Filled {
             summaries: out,
             missing,
+            bytes: sources.windows.iter().map(|w| w.bytes).sum(),
             bad,
         }
     }
@@ -338,6 +341,10 @@ pub struct Timeline {
     /// Stored windows left out because reading them would cost more than one query may:
     /// ask again and they are there.
     pub missing_windows: usize,
+    /// Bytes of the stored windows in the range, and the most a profile query reads: a
+    /// flamegraph of a longer range is refused (413), so the page asks for a narrower one.
+    pub window_bytes: u64,
+    pub max_profile_bytes: u64,
 }
 
 /// Most series drawn; the rest is one `other`.
@@ -357,6 +364,9 @@ pub fn resolution_ms(summaries: &[Arc<WindowSummary>]) -> Option<u64> {
         .map(|(len, _)| len)
 }
 
+/// A series being summed: its name, pid (by process), processes, CPU ns per step.
+type Acc = (String, Option<u32>, HashSet<u32>, Vec<f64>);
+
 /// The timeline of a selection: each window's CPU spread over the steps it overlaps, in
 /// proportion to the overlap (a window is one slice of CPU time; where it fell within the
 /// window is not known).
@@ -372,8 +382,7 @@ pub fn timeline(
     let to = sel.to_ms.max(sel.from_ms + 1).div_ceil(step_ms) * step_ms;
     let steps = (to - from).div_ceil(step_ms) as usize;
     let times: Vec<u64> = (0..steps).map(|i| from + i as u64 * step_ms).collect();
-    // key -> (comm, pid, pids, cpu ns per step)
-    let mut series: HashMap<String, (String, Option<u32>, HashSet<u32>, Vec<f64>)> = HashMap::new();
+    let mut series: HashMap<String, Acc> = HashMap::new();
     for w in summaries {
         let (ws, we) = (w.start_ms, w.end_ms.max(w.start_ms + 1));
         let (lo, hi) = (ws.max(from), we.min(to));
@@ -460,6 +469,8 @@ pub fn timeline(
         series: list,
         total,
         missing_windows,
+        window_bytes: 0,
+        max_profile_bytes: 0,
     }
 }
 
