@@ -63,6 +63,21 @@ def main():
             "() => (performance.getEntriesByName('first-contentful-paint')[0] || {}).startTime || null"
         )
         page.screenshot(path=f"{shots}/page-timeline.png", full_page=True)
+        # Hovering shows the values at that time.
+        box = page.locator("#timeline").bounding_box()
+        page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] / 2)
+        page.wait_for_function(
+            "() => / CPUs/.test(document.querySelector('#hover').textContent)", timeout=5000
+        )
+        out["hover"] = page.text_content("#hover")
+        # By command: one series per name.
+        page.check('input[name=by][value=comm]')
+        page.wait_for_selector('#timeline polygon.series[data-key="cshift"]', timeout=5000)
+        out["by_comm_series"] = page.eval_on_selector_all(
+            "#timeline polygon.series", "els => els.map(e => e.dataset.key)"
+        )
+        page.go_back()
+        page.wait_for_selector(f'#timeline polygon.series[data-key="{pid}"]', timeout=5000)
 
         # 2. A drag over the middle of the chart narrows the range, in the URL.
         box = page.locator("#timeline").bounding_box()
@@ -153,7 +168,12 @@ def main():
         page.wait_for_function("() => document.querySelector('#changes').hidden", timeout=5000)
         out["changes_hidden_after_back"] = True
 
-        # 7. Grouping and the filter keep the fixture's row reachable.
+        # 7. Sorting by pid, grouping and the filter.
+        page.click('#processes th[data-sort="pid"]')
+        page.wait_for_function("() => location.search.includes('sort=pid')", timeout=5000)
+        out["pids_sorted"] = page.eval_on_selector_all(
+            "#processes tr.process", "rows => rows.map(r => +r.dataset.pid)"
+        )
         page.check("#group")
         page.wait_for_selector('#processes tr.group[data-comm="cshift"]', timeout=5000)
         out["group_count"] = page.text_content('#processes tr.group[data-comm="cshift"] td.count')

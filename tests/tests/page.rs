@@ -115,6 +115,16 @@ fn the_page_shows_when_what_ran_and_what_changed() {
         .filter_map(|v| v.as_str())
         .collect();
     assert!(series.contains(&pid.as_str()), "series {series:?}");
+    let hover = r["hover"].as_str().unwrap();
+    assert!(hover.contains("cshift"), "hover: {hover}");
+    assert!(
+        r["by_comm_series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k == "cshift"),
+        "{r}"
+    );
     // The drag over the middle half narrowed the range, and Back restored it.
     let (from, to) = (
         r["dragged"]["from"].as_u64().unwrap(),
@@ -192,6 +202,16 @@ fn the_page_shows_when_what_ran_and_what_changed() {
         "b3_cold is not red: {colour}"
     );
     assert!(r["group_count"].as_str().unwrap().contains("1 process"));
+    let pids: Vec<u64> = r["pids_sorted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_u64().unwrap())
+        .collect();
+    assert!(
+        pids.len() > 1 && pids.windows(2).all(|w| w[0] < w[1]),
+        "rows by pid: {pids:?}"
+    );
     eprintln!(
         "screenshots in {} (first contentful paint {} ms)",
         shots.display(),
