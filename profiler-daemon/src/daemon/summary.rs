@@ -252,10 +252,9 @@ pub fn warm_up(backend: Arc<dyn super::http::Backend>, cache: Arc<SummaryCache>)
                 return;
             };
             sources.live.clear();
-            let filled = cache.fill(&sources, u64::MAX);
-            for (path, reason) in &filled.bad {
-                backend.quarantine(path, reason);
-            }
+            // Files that cannot be read are left for the query that needs them to move
+            // aside (and count): warming up changes nothing on disk.
+            cache.fill(&sources, u64::MAX);
         });
     if let Err(e) = spawned {
         eprintln!(
