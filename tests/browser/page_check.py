@@ -177,6 +177,16 @@ def main():
         page.check("#group")
         page.wait_for_selector('#processes tr.group[data-comm="cshift"]', timeout=5000)
         out["group_count"] = page.text_content('#processes tr.group[data-comm="cshift"] td.count')
+        # A group's row: its processes open below it, and the flamegraph is the group's.
+        page.click('#processes tr.group[data-comm="cshift"] td:nth-child(4)')
+        page.wait_for_selector(f'#processes tr.process[data-pid="{pid}"]', timeout=5000)
+        page.wait_for_function(
+            "() => document.querySelector('#selection').textContent.startsWith('command /^cshift$/')",
+            timeout=5000,
+        )
+        page.wait_for_selector('#flamegraph .f[data-name="b3_cold"]', timeout=10000)
+        out["group_url"] = page.url
+        page.screenshot(path=f"{shots}/page-group.png", full_page=True)
         page.fill("#filter", "no-such-process-xyz")
         page.wait_for_selector("#processes tr.none", timeout=5000)
         out["filter_empty"] = True

@@ -202,6 +202,13 @@ fn the_page_shows_when_what_ran_and_what_changed() {
         "b3_cold is not red: {colour}"
     );
     assert!(r["group_count"].as_str().unwrap().contains("1 process"));
+    assert!(
+        r["group_url"]
+            .as_str()
+            .unwrap()
+            .contains("comm=%5Ecshift%24"),
+        "{r}"
+    );
     let pids: Vec<u64> = r["pids_sorted"]
         .as_array()
         .unwrap()

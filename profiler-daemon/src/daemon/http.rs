@@ -1371,6 +1371,20 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    /// The timeline goes through the same cap (its summaries are read on the blocking pool).
+    #[tokio::test]
+    async fn timelines_beyond_the_cap_on_all_queries_get_503() {
+        let limits = Limits {
+            queries: 1,
+            ..Limits::default()
+        };
+        let (app, dir, fake) = app_with("tl-cap", true, Duration::from_millis(400), limits);
+        let uri = format!("/api/v1/timeline?{RANGE}");
+        one_of_three_answered(&app, &uri, "range queries are already running").await;
+        assert_eq!(fake.busy.load(std::sync::atomic::Ordering::SeqCst), 2);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     /// Sends `uri` three times at once: one is answered, two get 503 with `Retry-After` and
     /// a line containing `why`.
     async fn one_of_three_answered(app: &Router, uri: &str, why: &str) {

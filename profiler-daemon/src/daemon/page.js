@@ -216,6 +216,15 @@
     text(4, 12, max.toFixed(max < 1 ? 2 : 1) + ' CPUs');
     text(4, H - 3, utc(tl.from_ms / 1000));
     text(W - 4, H - 3, utc(tl.to_ms / 1000), 'end');
+    // Times of day between the ends, on round steps.
+    var TICKS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400];
+    var tick = TICKS.filter(function (t) { return span / (t * 1000) <= 8; })[0] || 86400;
+    for (var t = Math.ceil(tl.from_ms / 1000 / tick) * tick; t * 1000 < tl.to_ms; t += tick) {
+      var px = x(t * 1000);
+      if (px < 150 || px > W - 150) continue;
+      svg.appendChild(svgEl('line', { x1: px, x2: px, y1: H - pad, y2: H - pad + 3, stroke: '#999' }));
+      text(px, H - 3, utc(t).slice(11, tick < 60 ? 19 : 16), 'middle');
+    }
     if (!tl.series.length) text(W / 2, H / 2, 'No samples in this range.', 'middle');
     svg.appendChild(svgEl('line', { 'class': 'cursor', x1: -1, x2: -1, y1: 0, y2: H, id: 'tl-cursor' }));
     svg.appendChild(svgEl('rect', { 'class': 'brush', x: 0, y: 0, width: 0, height: H, id: 'tl-brush', visibility: 'hidden' }));
