@@ -349,18 +349,21 @@ pub struct Timeline {
 /// Most series drawn; the rest is one `other`.
 pub const MAX_SERIES: usize = 12;
 
-/// The length of the stored windows (the most common one), the resolution history has.
+/// The length of the stored windows, the resolution history has: their median, to the
+/// nearest second (a window is cut on the second; the first after a start, and those holding
+/// late slices, are shorter).
 pub fn resolution_ms(summaries: &[Arc<WindowSummary>]) -> Option<u64> {
-    let mut counts: HashMap<u64, usize> = HashMap::new();
-    for s in summaries.iter().filter(|s| s.stored) {
-        *counts
-            .entry(s.end_ms.saturating_sub(s.start_ms).max(1))
-            .or_default() += 1;
+    let mut lengths: Vec<u64> = summaries
+        .iter()
+        .filter(|s| s.stored)
+        .map(|s| s.end_ms.saturating_sub(s.start_ms))
+        .collect();
+    if lengths.is_empty() {
+        return None;
     }
-    counts
-        .into_iter()
-        .max_by_key(|&(len, n)| (n, std::cmp::Reverse(len)))
-        .map(|(len, _)| len)
+    lengths.sort_unstable();
+    let median = lengths[lengths.len() / 2];
+    Some(((median + 500) / 1000 * 1000).max(1000))
 }
 
 /// A series being summed: its name, pid (by process), processes, CPU ns per step.
@@ -555,5 +558,25 @@ mod tests {
         assert_eq!(other.key, "other");
         assert_eq!(other.processes, 20 - (MAX_SERIES - 1));
         assert_eq!(resolution_ms(&w), Some(10_000));
+    }
+
+    /// Windows as a daemon with `--window 2` stores them around its start and late slices.
+    #[test]
+    fn the_resolution_is_the_windows_median_to_the_second() {
+        let w: Vec<Arc<WindowSummary>> = [950u64, 1828, 172, 2000, 1950, 51, 2000]
+            .iter()
+            .enumerate()
+            .map(|(i, len)| {
+                let start = i as u64 * 2000;
+                Arc::new(WindowSummary {
+                    start_ms: start,
+                    end_ms: start + len,
+                    rows: Vec::new(),
+                    stored: true,
+                })
+            })
+            .collect();
+        assert_eq!(resolution_ms(&w), Some(2000));
+        assert_eq!(resolution_ms(&[]), None);
     }
 }
