@@ -76,7 +76,7 @@ rustup clippy          cargo-clippy                             test,lint    `ca
 rustup rustfmt         rustfmt,cargo-fmt                        test,lint    `cargo fmt --check` in make test
 pip   maturin==1.16.0  py:maturin                               wheel,package  builds the wheel (make wheel, tests/package/wheel.sh)
 pip   py-spy==0.4.3    py-spy                                   test,bench   an oracle for the Python reader's live tests; compared against in the benchmark
-pip   playwright==1.65.3  py:playwright                          test,package  drives Debian's chromium (executable_path=/usr/bin/chromium) through the magics' notebook outputs (tests/package/magics_render.py); its own browser download is not used
+pip   playwright==1.65.3  py:playwright                          test,package  drives Debian's chromium (executable_path=/usr/bin/chromium) through the daemon's page (tests/tests/page.rs) and the magics' notebook outputs (tests/package/magics_render.py); its own browser download is not used
 pip   austin-dist==3.7.0  austin                                bench        compared against in the Python and off-CPU benchmarks
 venv  ipython==9.19.1,ipykernel==7.4.0,nbclient==0.11.0  $ROOT/target/magics-venv/bin/ipython  package  tests/package/magics.sh installs the wheel here and runs %sprofd in IPython and in notebooks (nbclient); Debian's python3, so that an unprivileged user can run it too
 cargo cargo-deb@3.8.0  cargo-deb                                deb,package  builds the .deb; pinned: tests/package/deb.sh checks its layout and maintainer scripts

@@ -10,7 +10,7 @@ use sprofd_tests::*;
 
 const C_FIXTURES: &[&str] = &[
     "cratio", "inline", "threads", "dlopen", "exits", "forks", "syscalls", "qsort", "sigprof",
-    "deep", "plt",
+    "deep", "plt", "cshift",
 ];
 
 #[test]

@@ -735,6 +735,9 @@ fn under_hidepid_a_user_sees_only_their_own_processes() {
         "/api/v1/processes?from=-1m",
         "/api/v1/profile?from=-1m&format=folded",
         "/api/v1/profile?from=-1m&format=txt",
+        "/api/v1/timeline?from=-1m&by=comm",
+        "/api/v1/timeline?from=-1m",
+        "/api/v1/diff?from=-1m&format=folded",
         "/?from=-1m",
     ] {
         let answer = seen_by_user(path);

@@ -29,13 +29,20 @@ use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use super::config::compile_comm;
 use super::query::{self, QueryError, Selection, Sources, Viewer};
 use super::sampling::StackFilter;
+use super::summary::{Filled, SummaryCache};
 
 /// What the API needs from the daemon.
 pub trait Backend: Send + Sync + 'static {
     /// Sampling runs, or why not (one line).
     fn health(&self) -> Result<(), String>;
-    /// Stored windows and live slices for a selection.
-    fn sources(&self, sel: &Selection) -> Result<Sources, QueryError>;
+    /// Stored windows and live slices for a selection, refused beyond `max_windows` windows
+    /// or `max_bytes` of them.
+    fn sources(
+        &self,
+        sel: &Selection,
+        max_windows: usize,
+        max_bytes: u64,
+    ) -> Result<Sources, QueryError>;
     /// A window file could not be read: move it aside (and count it).
     fn quarantine(&self, path: &std::path::Path, reason: &str);
     /// Starts collecting samples for a scrape; `None` if sampling has stopped.
@@ -92,8 +99,10 @@ const LONG_QUERY_BYTES: u64 = 8 << 20;
 const RETRY_AFTER: &str = "5";
 
 #[derive(Clone)]
-struct AppState {
-    backend: Arc<dyn Backend>,
+pub(super) struct AppState {
+    pub(super) backend: Arc<dyn Backend>,
+    /// What each stored window holds by process, for the timeline and the process list.
+    summaries: Arc<SummaryCache>,
     /// Turns true when the daemon shuts down: scrapes in progress answer at once.
     shutdown: watch::Receiver<bool>,
     limits: Limits,
@@ -102,16 +111,18 @@ struct AppState {
     queries: Arc<Semaphore>,
 }
 
-/// The API's router.
-pub fn router(
+/// The API's router, answering from (and filling) `summaries`.
+pub fn router_with(
     backend: Arc<dyn Backend>,
     shutdown: watch::Receiver<bool>,
     limits: Limits,
+    summaries: Arc<SummaryCache>,
 ) -> Router {
     let state = AppState {
         backend,
         shutdown,
         limits,
+        summaries,
         taps: Arc::new(Semaphore::new(limits.taps)),
         long_queries: Arc::new(Semaphore::new(limits.long_queries)),
         queries: Arc::new(Semaphore::new(limits.queries)),
@@ -123,6 +134,10 @@ pub fn router(
         .route("/debug/pprof/profile", get(scrape))
         .route("/api/v1/profile", get(profile))
         .route("/api/v1/processes", get(processes))
+        .route("/api/v1/timeline", get(super::api::timeline))
+        .route("/api/v1/diff", get(super::api::diff))
+        .route("/favicon.ico", get(super::page::favicon))
+        .route("/favicon.svg", get(super::page::favicon))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
@@ -213,7 +228,16 @@ fn port_ok(rest: &str) -> bool {
 pub struct ApiError(StatusCode, String);
 
 impl ApiError {
-    fn bad(reason: impl Into<String>) -> ApiError {
+    pub(super) fn internal(e: impl std::fmt::Display) -> ApiError {
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+
+    /// The same error, its reason prefixed (`from: …` becomes `base_from: …`).
+    pub(super) fn prefixed(self, prefix: &str) -> ApiError {
+        ApiError(self.0, format!("{prefix}{}", self.1))
+    }
+
+    pub(super) fn bad(reason: impl Into<String>) -> ApiError {
         ApiError(StatusCode::BAD_REQUEST, reason.into())
     }
 }
@@ -235,13 +259,13 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult = Result<Response, ApiError>;
+pub(super) type ApiResult = Result<Response, ApiError>;
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError(
         StatusCode::NOT_FOUND,
         format!(
-            "no such endpoint: {} (see / for the page, /api/v1/profile, /api/v1/processes, /debug/pprof/profile, /metrics, /healthz)",
+            "no such endpoint: {} (see / for the page, /api/v1/profile, /api/v1/processes, /api/v1/timeline, /api/v1/diff, /debug/pprof/profile, /metrics, /healthz)",
             uri.path().chars().take(200).collect::<String>()
         ),
     )
@@ -255,7 +279,10 @@ async fn method_not_allowed(method: axum::http::Method) -> ApiError {
 }
 
 /// Query parameters, each at most once, only the allowed ones.
-fn params(raw: Option<String>, allowed: &[&str]) -> Result<HashMap<String, String>, ApiError> {
+pub(super) fn params(
+    raw: Option<String>,
+    allowed: &[&str],
+) -> Result<HashMap<String, String>, ApiError> {
     let raw = raw.unwrap_or_default();
     if raw.len() > MAX_QUERY {
         return Err(ApiError(
@@ -285,13 +312,13 @@ fn params(raw: Option<String>, allowed: &[&str]) -> Result<HashMap<String, Strin
 /// Whose processes the request may see: what the server found out of its connection's
 /// peer (see `server::Visibility`); every process for a request that did not come through
 /// it (the router's tests).
-type ViewerExt = Option<axum::Extension<Viewer>>;
+pub(super) type ViewerExt = Option<axum::Extension<Viewer>>;
 
-fn viewer_of(v: ViewerExt) -> Viewer {
+pub(super) fn viewer_of(v: ViewerExt) -> Viewer {
     v.map_or(Viewer::All, |axum::Extension(v)| v)
 }
 
-fn selection(
+pub(super) fn selection(
     p: &HashMap<String, String>,
     default_from: &str,
     viewer: Viewer,
@@ -314,7 +341,7 @@ fn selection(
     })
 }
 
-fn pid(p: &HashMap<String, String>) -> Result<Option<u32>, ApiError> {
+pub(super) fn pid(p: &HashMap<String, String>) -> Result<Option<u32>, ApiError> {
     match p.get("pid") {
         None => Ok(None),
         Some(v) => match v.parse::<u32>() {
@@ -327,7 +354,7 @@ fn pid(p: &HashMap<String, String>) -> Result<Option<u32>, ApiError> {
     }
 }
 
-fn comm(p: &HashMap<String, String>) -> Result<Option<regex::Regex>, ApiError> {
+pub(super) fn comm(p: &HashMap<String, String>) -> Result<Option<regex::Regex>, ApiError> {
     match p.get("comm").map(String::as_str) {
         None | Some("") => Ok(None),
         Some(re) if re.len() > 256 => Err(ApiError::bad(
@@ -339,7 +366,7 @@ fn comm(p: &HashMap<String, String>) -> Result<Option<regex::Regex>, ApiError> {
     }
 }
 
-fn view(p: &HashMap<String, String>) -> Result<PythonView, ApiError> {
+pub(super) fn view(p: &HashMap<String, String>) -> Result<PythonView, ApiError> {
     match p.get("view").map(String::as_str) {
         None | Some("python") => Ok(PythonView::Python),
         Some("mixed") => Ok(PythonView::Mixed),
@@ -350,7 +377,7 @@ fn view(p: &HashMap<String, String>) -> Result<PythonView, ApiError> {
     }
 }
 
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
@@ -359,7 +386,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Counts the answer.
-fn counted(backend: &Arc<dyn Backend>, r: ApiResult) -> Response {
+pub(super) fn counted(backend: &Arc<dyn Backend>, r: ApiResult) -> Response {
     let response = r.unwrap_or_else(IntoResponse::into_response);
     backend.count(response.status());
     response
@@ -463,7 +490,10 @@ async fn scrape_inner(s: &AppState, q: Option<String>, viewer: Viewer) -> ApiRes
     Ok(with_type(bytes, OutputFormat::Pprof))
 }
 
-fn export(profile: SymbolizedProfile, format: OutputFormat) -> Result<Vec<u8>, ApiError> {
+pub(super) fn export(
+    profile: SymbolizedProfile,
+    format: OutputFormat,
+) -> Result<Vec<u8>, ApiError> {
     let mut out = Vec::new();
     format
         .exporter_with(&ExportOptions {
@@ -475,7 +505,7 @@ fn export(profile: SymbolizedProfile, format: OutputFormat) -> Result<Vec<u8>, A
     Ok(out)
 }
 
-fn with_type(bytes: Vec<u8>, format: OutputFormat) -> Response {
+pub(super) fn with_type(bytes: Vec<u8>, format: OutputFormat) -> Response {
     let (ctype, disposition) = match format {
         OutputFormat::Svg => ("image/svg+xml", None),
         OutputFormat::Folded | OutputFormat::Table => ("text/plain; charset=utf-8", None),
@@ -500,7 +530,7 @@ fn with_type(bytes: Vec<u8>, format: OutputFormat) -> Response {
 }
 
 /// Reads the sources of a selection on the blocking pool, quarantining unreadable files.
-async fn with_sources<T: Send + 'static>(
+pub(super) async fn with_sources<T: Send + 'static>(
     s: &AppState,
     sel: Selection,
     f: impl FnOnce(&Sources, &Selection) -> (T, Vec<(std::path::PathBuf, String)>) + Send + 'static,
@@ -521,7 +551,7 @@ async fn with_sources<T: Send + 'static>(
     blocking(move || {
         let _any = any;
         let sources = backend
-            .sources(&sel)
+            .sources(&sel, MAX_WINDOWS, MAX_QUERY_BYTES)
             .map_err(|e| ApiError(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()))?;
         // Held while reading and merging, which goes on even if the client has gone: the
         // permits bound the work, not the waiting.
@@ -558,6 +588,56 @@ fn long_permit(
     })
 }
 
+/// The per-window summaries of a selection on the blocking pool: windows summarized
+/// before cost nothing; those not yet summarized are read up to [`MAX_QUERY_BYTES`] per
+/// query (the rest are counted in [`Filled::missing`]), under the same caps as any query.
+pub(super) async fn with_summaries(
+    s: &AppState,
+    sel: Selection,
+) -> Result<(Filled, Selection), ApiError> {
+    let backend = s.backend.clone();
+    let (limits, long_queries, cache) = (s.limits, s.long_queries.clone(), s.summaries.clone());
+    let any = s.queries.clone().try_acquire_owned().map_err(|_| {
+        backend.count_busy();
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{} range queries are already running, the most at once; try again soon",
+                limits.queries
+            ),
+        )
+    })?;
+    blocking(move || {
+        let _any = any;
+        // Only the window count bounds the listing (the summaries' cache holds as many):
+        // bytes are bounded by what is read.
+        let sources = backend
+            .sources(&sel, super::summary::MAX_CACHED, u64::MAX)
+            .map_err(|e| ApiError(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()))?;
+        let (n, bytes) = cache.uncached(&sources.windows);
+        let _permit = if n > limits.long_windows || bytes > LONG_QUERY_BYTES {
+            Some(long_queries.try_acquire_owned().map_err(|_| {
+                backend.count_busy();
+                ApiError(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "{} long range queries (more than {} windows) are already running, the most at once; try again soon or narrow the range",
+                        limits.long_queries, limits.long_windows
+                    ),
+                )
+            })?)
+        } else {
+            None
+        };
+        let filled = cache.fill(&sources, MAX_QUERY_BYTES);
+        for (path, reason) in &filled.bad {
+            backend.quarantine(path, reason);
+        }
+        Ok((filled, sel))
+    })
+    .await?
+}
+
 /// `GET /api/v1/profile`: the stored windows and the window in progress for a range.
 async fn profile(State(s): State<AppState>, v: ViewerExt, RawQuery(q): RawQuery) -> Response {
     let r = profile_inner(&s, q, viewer_of(v)).await;
@@ -592,7 +672,7 @@ async fn profile_inner(s: &AppState, q: Option<String>, viewer: Viewer) -> ApiRe
     Ok(with_type(bytes, format))
 }
 
-fn title(describe: &str, sel: &Selection) -> String {
+pub(super) fn title(describe: &str, sel: &Selection) -> String {
     let mut t = describe.split(';').next().unwrap_or_default().to_string();
     if let Some(pid) = sel.pid {
         t = format!("pid {pid}: {t}");
@@ -608,7 +688,8 @@ async fn processes(State(s): State<AppState>, v: ViewerExt, RawQuery(q): RawQuer
     let r = async {
         let p = params(q, &["from", "to", "pid", "comm"])?;
         let sel = selection(&p, "-10m", viewer_of(v))?;
-        let list = with_sources(&s, sel, query::processes).await?;
+        let (filled, sel) = with_summaries(&s, sel).await?;
+        let list = super::summary::processes(&filled.summaries, &sel);
         let json = serde_json::to_vec_pretty(&list)
             .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
         Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
@@ -620,15 +701,20 @@ async fn processes(State(s): State<AppState>, v: ViewerExt, RawQuery(q): RawQuer
 /// `GET /`: the page for a person.
 async fn page(State(s): State<AppState>, v: ViewerExt, RawQuery(q): RawQuery) -> Response {
     let r = async {
-        let p = params(q, &["from", "to"])?;
-        let sel = selection(&p, "-1h", viewer_of(v))?;
+        // The page's own state (what the script keeps in the URL) is accepted too.
+        let p = params(q, super::page::PARAMS)?;
+        super::page::check_state(&p)?;
+        let mut sel = selection(&p, "-1h", viewer_of(v))?;
+        // `pid` and `comm` choose the page's flamegraph; the table lists every process.
+        (sel.pid, sel.comm) = (None, None);
         let range = (
             p.get("from").cloned().unwrap_or_else(|| "-1h".into()),
             p.get("to").cloned().unwrap_or_else(|| "now".into()),
         );
         let describe = s.backend.describe();
         let (from_ms, to_ms) = (sel.from_ms, sel.to_ms);
-        let list = with_sources(&s, sel, query::processes).await?;
+        let (filled, sel) = with_summaries(&s, sel).await?;
+        let list = super::summary::processes(&filled.summaries, &sel);
         let html = super::page::render(&super::page::PageData {
             describe: &describe,
             from_text: &range.0,
@@ -636,6 +722,7 @@ async fn page(State(s): State<AppState>, v: ViewerExt, RawQuery(q): RawQuery) ->
             from_ms,
             to_ms,
             processes: &list,
+            missing_windows: filled.missing,
         });
         Ok(([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response())
     }
@@ -713,13 +800,18 @@ mod tests {
                 Err("the sampling loop has not turned for 2.5 s".into())
             }
         }
-        fn sources(&self, sel: &Selection) -> Result<Sources, QueryError> {
+        fn sources(
+            &self,
+            sel: &Selection,
+            max_windows: usize,
+            max_bytes: u64,
+        ) -> Result<Sources, QueryError> {
             Sources::gather(
                 &self.store.lock().unwrap(),
                 Vec::new(),
                 sel,
-                MAX_WINDOWS,
-                MAX_QUERY_BYTES,
+                max_windows,
+                max_bytes,
             )
         }
         fn count_busy(&self) {
@@ -800,7 +892,11 @@ mod tests {
             busy: Default::default(),
         });
         let (_tx, rx) = watch::channel(false);
-        (router(backend.clone(), rx, limits), dir, backend)
+        (
+            router_with(backend.clone(), rx, limits, Arc::default()),
+            dir,
+            backend,
+        )
     }
 
     async fn get(app: &Router, uri: &str) -> (StatusCode, String, Vec<u8>) {
@@ -892,6 +988,11 @@ mod tests {
             (StatusCode::OK, "text/html; charset=utf-8")
         );
         assert!(String::from_utf8(body).unwrap().contains(">app<"));
+        // A pid in the page's URL chooses its flamegraph: the table still lists every process.
+        let (status, _, body) = get(&app, &format!("/?{RANGE}&pid=2&q=hot&group=1")).await;
+        let html = String::from_utf8(body).unwrap();
+        assert_eq!(status, StatusCode::OK, "{html}");
+        assert!(html.contains(">app<") && html.contains(">db<"), "{html}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -920,10 +1021,12 @@ mod tests {
     async fn mutated_queries_get_an_answer_or_a_4xx() {
         use sprofd_tests::fuzz;
         let (app, dir) = app("fuzz", true);
-        let seeds: [&[u8]; 4] = [
+        let seeds: [&[u8]; 6] = [
             b"/api/v1/profile?from=-1h&to=now&pid=42&comm=web.*&format=folded&view=mixed",
             b"/api/v1/processes?from=2026-12-01T03:00:00Z&to=-5m&format=json",
-            b"/?from=-10m&comm=%5Bpy%5D",
+            b"/?from=-10m&comm=%5Bpy%5D&pid=3&q=hot&zoom=a%3Bb&compare=before&group=1",
+            b"/api/v1/timeline?from=-1h&to=now&step=10s&by=comm&pid=1&comm=x",
+            b"/api/v1/diff?from=-10m&base_from=-1h&base_to=-50m&format=json&view=mixed",
             // A valid scrape would wait its seconds: the seed is one mutation away from one.
             b"/debug/pprof/profile?seconds=0&pid=7",
         ];
@@ -952,6 +1055,111 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    fn json_of(body: &[u8]) -> serde_json::Value {
+        serde_json::from_slice(body)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(body)))
+    }
+
+    #[tokio::test]
+    async fn the_timeline_gives_cpus_busy_by_process_and_by_name() {
+        let (app, dir) = app("timeline", true);
+        let range = "from=1796000000&to=1796000010";
+        let (status, ctype, body) = get(&app, &format!("/api/v1/timeline?{range}&step=10")).await;
+        assert_eq!(
+            (status, ctype.as_str()),
+            (StatusCode::OK, "application/json")
+        );
+        let t = json_of(&body);
+        assert_eq!(t["times"], serde_json::json!([1_796_000_000_000u64]));
+        assert_eq!(t["step_ms"], 10_000);
+        // app: 40 samples of 10 ms over the 10 s window, 0.04 CPUs; db: 5 samples.
+        assert_eq!(t["series"][0]["key"], "1");
+        assert_eq!(t["series"][0]["comm"], "app");
+        assert!(
+            (t["series"][0]["values"][0].as_f64().unwrap() - 0.04).abs() < 1e-9,
+            "{t}"
+        );
+        assert!(
+            (t["series"][1]["values"][0].as_f64().unwrap() - 0.005).abs() < 1e-9,
+            "{t}"
+        );
+        assert!(
+            (t["total"][0].as_f64().unwrap() - 0.045).abs() < 1e-9,
+            "{t}"
+        );
+        // Finer steps than the window spread it evenly; by name; one process.
+        let (_, _, body) = get(&app, &format!("/api/v1/timeline?{range}&step=5s&by=comm")).await;
+        let t = json_of(&body);
+        assert_eq!(t["series"][0]["key"], "app");
+        assert_eq!(t["series"][0]["values"], serde_json::json!([0.04, 0.04]));
+        let (_, _, body) = get(&app, &format!("/api/v1/timeline?{range}&pid=2")).await;
+        let t = json_of(&body);
+        assert_eq!(t["series"].as_array().unwrap().len(), 1, "{t}");
+        assert_eq!(t["series"][0]["comm"], "db");
+        // The default step is the stored resolution.
+        assert_eq!(t["step_ms"], 10_000);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_diff_of_two_ranges_shows_what_grew() {
+        let (app, dir, fake) = app_with("diff", true, Duration::ZERO, Limits::default());
+        // A second window where `hot` doubled.
+        let mut grown = profile();
+        grown.stacks[0].samples = 60;
+        grown.stacks[0].period = 60 * 10_000_000;
+        let start = UNIX_EPOCH + Duration::from_secs(1_796_000_010);
+        fake.store
+            .lock()
+            .unwrap()
+            .write(
+                start,
+                start + Duration::from_secs(10),
+                &super::super::sampling::encode(&grown, start),
+                SystemTime::now(),
+            )
+            .unwrap();
+        let range = "from=1796000011&to=1796000019&base_from=1796000001&base_to=1796000009";
+        let (status, ctype, body) = get(&app, &format!("/api/v1/diff?{range}&format=json")).await;
+        assert_eq!(
+            (status, ctype.as_str()),
+            (StatusCode::OK, "application/json")
+        );
+        let d = json_of(&body);
+        assert_eq!(
+            (d["before_samples"].as_u64(), d["after_samples"].as_u64()),
+            (Some(45), Some(75))
+        );
+        let first = &d["changes"][0];
+        assert!(first["name"] == "hot" || first["name"] == "cold", "{d}");
+        let hot = d["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "hot")
+            .unwrap();
+        assert!(hot["delta"].as_f64().unwrap() > 10.0, "{d}");
+        let (_, _, body) = get(&app, &format!("/api/v1/diff?{range}&format=folded")).await;
+        let text = String::from_utf8(body).unwrap();
+        // Before scaled to the after total: 30 × 75/45 = 50.
+        assert!(text.lines().any(|l| l == "app;main;hot 50 60"), "{text}");
+        let (_, ctype, body) = get(&app, &format!("/api/v1/diff?{range}")).await;
+        assert_eq!(ctype, "image/svg+xml");
+        assert!(String::from_utf8(body).unwrap().contains("hot"));
+        let (_, _, body) = get(&app, &format!("/api/v1/diff?{range}&format=txt")).await;
+        assert!(String::from_utf8(body).unwrap().contains("hot"));
+        // Without a base: the same length just before.
+        let (_, _, body) = get(
+            &app,
+            "/api/v1/diff?from=1796000011&to=1796000019&format=json",
+        )
+        .await;
+        let d = json_of(&body);
+        assert_eq!(d["base_from_ms"], 1_796_000_003_000u64);
+        assert_eq!(d["base_to_ms"], 1_796_000_011_000u64);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     #[tokio::test]
     async fn bad_requests_get_a_4xx_with_one_line() {
         let (app, dir) = app("bad", false);
@@ -971,6 +1179,23 @@ mod tests {
             ("/api/v1/profile?x=1", StatusCode::BAD_REQUEST),
             ("/api/v1/profile?from=-1h&from=-2h", StatusCode::BAD_REQUEST),
             ("/api/v1/processes?format=svg", StatusCode::BAD_REQUEST),
+            ("/api/v1/timeline?step=0", StatusCode::BAD_REQUEST),
+            ("/api/v1/timeline?step=50ms", StatusCode::BAD_REQUEST),
+            ("/api/v1/timeline?step=abc", StatusCode::BAD_REQUEST),
+            ("/api/v1/timeline?step=NaN", StatusCode::BAD_REQUEST),
+            ("/api/v1/timeline?from=-1d&step=1", StatusCode::BAD_REQUEST),
+            ("/api/v1/timeline?by=thread", StatusCode::BAD_REQUEST),
+            ("/api/v1/timeline?format=svg", StatusCode::BAD_REQUEST),
+            ("/api/v1/diff?base_from=-2h", StatusCode::BAD_REQUEST),
+            (
+                "/api/v1/diff?base_from=x&base_to=now",
+                StatusCode::BAD_REQUEST,
+            ),
+            ("/api/v1/diff?format=pprof", StatusCode::BAD_REQUEST),
+            ("/api/v1/diff?pid=0", StatusCode::BAD_REQUEST),
+            ("/?view=native", StatusCode::BAD_REQUEST),
+            ("/?by=thread", StatusCode::BAD_REQUEST),
+            ("/?zzz=1", StatusCode::BAD_REQUEST),
             ("/debug/pprof/profile?seconds=0", StatusCode::BAD_REQUEST),
             ("/debug/pprof/profile?seconds=1000", StatusCode::BAD_REQUEST),
             ("/debug/pprof/profile?seconds=1.5", StatusCode::BAD_REQUEST),
@@ -1062,6 +1287,13 @@ mod tests {
         )
         .await;
         assert_eq!(status, StatusCode::MISDIRECTED_REQUEST);
+        // The page's icon is there (a 404 would be a console error on every visit).
+        for icon in ["/favicon.ico", "/favicon.svg"] {
+            let (status, headers, body) = request(&app, "GET", icon, Some("localhost")).await;
+            assert_eq!(status, StatusCode::OK, "{icon}");
+            assert_eq!(headers[header::CONTENT_TYPE], "image/svg+xml");
+            assert!(String::from_utf8(body).unwrap().starts_with("<svg"));
+        }
         // Every answer carries nosniff: errors, pages, data.
         for uri in [
             "/",
@@ -1135,6 +1367,20 @@ mod tests {
         let (app, dir, fake) = app_with("queries", true, Duration::from_millis(400), limits);
         let uri = "/api/v1/processes?from=1700000000&to=1700000001";
         one_of_three_answered(&app, uri, "range queries are already running").await;
+        assert_eq!(fake.busy.load(std::sync::atomic::Ordering::SeqCst), 2);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// The timeline goes through the same cap (its summaries are read on the blocking pool).
+    #[tokio::test]
+    async fn timelines_beyond_the_cap_on_all_queries_get_503() {
+        let limits = Limits {
+            queries: 1,
+            ..Limits::default()
+        };
+        let (app, dir, fake) = app_with("tl-cap", true, Duration::from_millis(400), limits);
+        let uri = format!("/api/v1/timeline?{RANGE}");
+        one_of_three_answered(&app, &uri, "range queries are already running").await;
         assert_eq!(fake.busy.load(std::sync::atomic::Ordering::SeqCst), 2);
         std::fs::remove_dir_all(dir).unwrap();
     }

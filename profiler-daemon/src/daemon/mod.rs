@@ -8,6 +8,7 @@
 //! * [`redact`]: command lines as they are kept (`--cmdline`).
 //! * [`metrics`], [`notify`] (sd_notify), [`privileges`], [`config`].
 
+pub mod api;
 pub mod config;
 pub mod http;
 pub mod metrics;
@@ -19,6 +20,7 @@ pub mod query;
 pub mod redact;
 pub mod sampling;
 pub mod server;
+pub mod summary;
 pub mod visibility;
 
 use std::path::Path;
@@ -57,7 +59,12 @@ impl http::Backend for DaemonBackend {
         }
     }
 
-    fn sources(&self, sel: &Selection) -> Result<Sources, QueryError> {
+    fn sources(
+        &self,
+        sel: &Selection,
+        max_windows: usize,
+        max_bytes: u64,
+    ) -> Result<Sources, QueryError> {
         let live = {
             let live = self.shared.live.lock().unwrap_or_else(|e| e.into_inner());
             live.slices
@@ -66,7 +73,7 @@ impl http::Backend for DaemonBackend {
                 .collect()
         };
         let store = self.shared.store.lock().unwrap_or_else(|e| e.into_inner());
-        Sources::gather(&store, live, sel, http::MAX_WINDOWS, http::MAX_QUERY_BYTES)
+        Sources::gather(&store, live, sel, max_windows, max_bytes)
     }
 
     fn quarantine(&self, path: &Path, reason: &str) {
@@ -318,7 +325,14 @@ async fn serve(
 ) -> anyhow::Result<Stopped> {
     use tokio::signal::unix::{signal, SignalKind};
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let app = http::router(backend.clone(), shutdown_rx, http::Limits::default());
+    let summaries = Arc::new(summary::SummaryCache::default());
+    summary::warm_up(backend.clone(), summaries.clone());
+    let app = http::router_with(
+        backend.clone(),
+        shutdown_rx,
+        http::Limits::default(),
+        summaries,
+    );
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;

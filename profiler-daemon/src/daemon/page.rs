@@ -1,8 +1,68 @@
 //! The page at `/`: the processes of a time range ranked by CPU, each linking to its
-//! flamegraph, the whole host's flamegraph, and a form to choose the range. Plain HTML from
-//! the server: nothing to build, nothing fetched from elsewhere.
+//! flamegraph, the whole host's flamegraph, and a form to choose the range: plain HTML from
+//! the server, readable without JavaScript. Its script (`page.js`, inlined) adds the
+//! timeline, the inline flamegraph with search and comparison, grouping, sorting and a
+//! filter, all drawn from the API (`/api/v1/timeline`, `/api/v1/profile?format=folded`,
+//! `/api/v1/diff`, `/api/v1/processes`) and keeping its state in the URL. Nothing is fetched
+//! from elsewhere: the page works on a host without internet.
 
+use std::collections::HashMap;
+
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+
+use super::http::ApiError;
 use super::query::ProcessSummary;
+
+/// The query parameters the page accepts: the range (the server's), and the script's state.
+pub const PARAMS: &[&str] = &[
+    "from",
+    "to",
+    "pid",
+    "comm",
+    "view",
+    "by",
+    "q",
+    "zoom",
+    "compare",
+    "base_from",
+    "base_to",
+    "group",
+    "sort",
+    "filter",
+];
+
+/// Checks the script's state parameters (the server does not use them, but a link with a
+/// typo should say so rather than show something else).
+pub fn check_state(p: &HashMap<String, String>) -> Result<(), ApiError> {
+    let one_of = |key: &str, allowed: &[&str]| match p.get(key) {
+        Some(v) if !allowed.contains(&v.as_str()) => Err(ApiError::bad(format!(
+            "{key}: {:?} is not {}",
+            v.chars().take(32).collect::<String>(),
+            allowed.join(" or ")
+        ))),
+        _ => Ok(()),
+    };
+    one_of("view", &["python", "mixed"])?;
+    one_of("by", &["process", "comm"])?;
+    one_of("compare", &["", "before", "range"])?;
+    one_of("group", &["0", "1"])?;
+    Ok(())
+}
+
+/// `GET /favicon.ico`: a small flame, so that browsers find one (and log no error).
+pub async fn favicon() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "max-age=86400"),
+        ],
+        FAVICON,
+    )
+        .into_response()
+}
+
+const FAVICON: &str = r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="3" fill="#222"/><rect x="2" y="11" width="12" height="3" fill="#e5533d"/><rect x="3" y="7.5" width="7" height="3" fill="#f0883e"/><rect x="4" y="4" width="4" height="3" fill="#f5c542"/></svg>"##;
 
 pub struct PageData<'a> {
     pub describe: &'a str,
@@ -12,6 +72,8 @@ pub struct PageData<'a> {
     pub from_ms: u64,
     pub to_ms: u64,
     pub processes: &'a [ProcessSummary],
+    /// Stored windows not summarized in time for this answer (their processes are missing).
+    pub missing_windows: usize,
 }
 
 use flamegraph_out::escape_xml as esc;
@@ -57,7 +119,7 @@ fn rows(d: &PageData<'_>, from: &str, to: &str) -> (String, f64) {
         };
         let (flame, table, pprof) = (profile("svg"), profile("txt"), profile("pprof"));
         rows.push_str(&format!(
-            "<tr class=\"process\"><td class=\"num\">{share:.1}%</td><td class=\"num\">{cpu:.2}</td><td class=\"num\">{pid}</td><td>{comm}</td><td class=\"cmd\" title=\"{cmd}\">{cmd_short}</td><td><a class=\"flame\" href=\"{flame}\">flamegraph</a> · <a href=\"{table}\">table</a> · <a href=\"{pprof}\">pprof</a></td></tr>\n",
+            "<tr class=\"process\" data-pid=\"{pid}\" data-comm=\"{comm}\" data-cpu=\"{cpu}\"><td class=\"num\">{share:.1}%</td><td class=\"num\">{cpu:.2}</td><td class=\"num\">{pid}</td><td>{comm}</td><td class=\"cmd\" title=\"{cmd}\">{cmd_short}</td><td><a class=\"flame\" href=\"{flame}\">flamegraph</a> · <a href=\"{table}\">table</a> · <a href=\"{pprof}\">pprof</a></td></tr>\n",
             cpu = p.cpu_seconds,
             pid = p.pid,
             comm = esc(&p.comm),
@@ -66,7 +128,7 @@ fn rows(d: &PageData<'_>, from: &str, to: &str) -> (String, f64) {
         ));
     }
     if d.processes.is_empty() {
-        rows.push_str("<tr><td colspan=\"6\" class=\"empty\">No samples in this range (the daemon may have started after it, or nothing ran).</td></tr>\n");
+        rows.push_str("<tr class=\"none\"><td colspan=\"6\" class=\"empty\">No samples in this range (the daemon may have started after it, or nothing ran).</td></tr>\n");
     }
     (rows, total)
 }
@@ -91,38 +153,52 @@ pub fn render(d: &PageData<'_>) -> String {
             link("/", &[("from", f.to_string()), ("to", "now".into())])
         )
     };
+    let missing = if d.missing_windows > 0 {
+        format!(
+            " <span class=\"warn\">{} stored windows were not read in time and are left out: reload for the rest.</span>",
+            d.missing_windows
+        )
+    } else {
+        String::new()
+    };
     format!(
-        r#"<!DOCTYPE html>
+        r##"<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>sprofd</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<style>
-body {{ font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }}
-h1 {{ font-size: 1.4em; margin: 0 0 .2em; }}
-.sub {{ color: #666; margin-bottom: 1em; }}
-table {{ border-collapse: collapse; width: 100%; }}
-th, td {{ text-align: left; padding: .25em .6em; border-bottom: 1px solid #eee; }}
-td.num, th.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
-td.cmd {{ font-family: monospace; color: #444; max-width: 40em; overflow: hidden; white-space: nowrap; text-overflow: ellipsis; }}
-form {{ margin: 1em 0; }} input {{ width: 14em; }}
-.empty {{ color: #888; font-style: italic; }}
-</style></head>
-<body>
+<link rel="icon" href="/favicon.svg" type="image/svg+xml">
+<style>{CSS}</style></head>
+<body data-from="{from_ms}" data-to="{to_ms}">
 <h1>sprofd</h1>
 <div class="sub">Sampling {describe}.</div>
-<form method="get" action="/">
+<form method="get" action="/" id="rangeform">
 <label>From <input name="from" value="{from_text}"></label>
 <label>to <input name="to" value="{to_text}"></label>
 <button type="submit">Show</button>
 <span class="sub">unix seconds, RFC 3339 or relative (-30s, -15m, -2h, -7d) · {q10} · {q60} · {q1d}</span>
 </form>
-<p id="range">{from_utc} to {to_utc} (UTC): {n} processes, {total:.2} CPU seconds. <a id="host" href="{host}">Whole-host flamegraph</a></p>
+<p id="range">{from_utc} to {to_utc} (UTC): {n} processes, {total:.2} CPU seconds. <a id="host" href="{host}">Whole-host flamegraph</a>{missing}</p>
+<section id="timeline-box" class="js">
+<div class="bar"><b>CPU over time</b> (CPUs busy) · stacked <label><input type="radio" name="by" value="process" checked> by process</label> <label><input type="radio" name="by" value="comm"> by command</label> · drag over the chart to choose a range <span id="hover"></span></div>
+<div id="timeline"></div>
+</section>
+<section id="flame-box" class="js">
+<div class="bar"><b id="selection">Whole host</b> <a href="#" id="show-host">(whole host)</a> · view <select id="view"><option value="python">python</option><option value="mixed">mixed</option></select>
+· <input id="search" type="search" placeholder="search frames (regex)" size="24"> <span id="matched"></span>
+· compare with <select id="compare"><option value="">nothing</option><option value="before">the same length before</option><option value="range">a range…</option></select>
+<span id="base-range" hidden><input id="base_from" size="12" placeholder="base from"> <input id="base_to" size="12" placeholder="base to"> <button id="base-go" type="button">Compare</button></span></div>
+<div id="subtitle" class="sub"></div>
+<div id="flamegraph"></div>
+<table id="changes" hidden><thead><tr><th class="num">before %</th><th class="num">after %</th><th class="num">change</th><th>function</th></tr></thead><tbody></tbody></table>
+</section>
+<div class="bar js"><input id="filter" type="search" placeholder="filter processes" size="24"> <label><input type="checkbox" id="group"> group by command</label> · click a row for its flamegraph, a heading to sort</div>
 <table id="processes">
-<thead><tr><th class="num">CPU</th><th class="num">seconds</th><th class="num">pid</th><th>name</th><th>command</th><th>profile</th></tr></thead>
+<thead><tr><th class="num" data-sort="cpu">CPU</th><th class="num" data-sort="cpu">seconds</th><th class="num" data-sort="pid">pid</th><th data-sort="comm">name</th><th data-sort="cmd">command</th><th>profile</th></tr></thead>
 <tbody>
 {rows}</tbody></table>
-<p class="sub">API: <a href="/metrics">/metrics</a> · <code>/debug/pprof/profile?seconds=30</code> · <code>/api/v1/profile?from=&amp;to=&amp;pid=&amp;comm=&amp;format=svg|folded|txt|pprof</code> · <code>/api/v1/processes</code></p>
+<p class="sub">API: <a href="/metrics">/metrics</a> · <code>/debug/pprof/profile?seconds=30</code> · <code>/api/v1/profile?from=&amp;to=&amp;pid=&amp;comm=&amp;format=svg|folded|txt|pprof</code> · <code>/api/v1/processes</code> · <code>/api/v1/timeline?from=&amp;to=&amp;step=&amp;by=process|comm</code> · <code>/api/v1/diff?from=&amp;to=&amp;base_from=&amp;base_to=&amp;format=svg|folded|txt|json</code></p>
+<script>{JS}</script>
 </body></html>
-"#,
+"##,
         describe = esc(d.describe),
         from_text = esc(d.from_text),
         to_text = esc(d.to_text),
@@ -131,9 +207,16 @@ form {{ margin: 1em 0; }} input {{ width: 14em; }}
         q1d = quick("last day", "-1d"),
         from_utc = utc(d.from_ms),
         to_utc = utc(d.to_ms),
+        from_ms = d.from_ms,
+        to_ms = d.to_ms,
         n = d.processes.len(),
     )
 }
+
+/// The page's style; `.js` parts are hidden until the script runs.
+const CSS: &str = include_str!("page.css");
+/// The page's script: no dependencies, no build step.
+const JS: &str = include_str!("page.js");
 
 #[cfg(test)]
 mod tests {
@@ -158,8 +241,10 @@ mod tests {
             from_ms: 1_000_000,
             to_ms: 2_000_000,
             processes: &procs,
+            missing_windows: 0,
         });
-        assert!(!html.contains("<script>"));
+        // The page's own script is the only one.
+        assert_eq!(html.matches("<script>").count(), 1);
         assert!(html.contains("&lt;script&gt;"));
         assert!(
             html.contains("/api/v1/profile?from=1000&amp;to=2000&amp;pid=42&amp;format=svg"),

@@ -2,7 +2,6 @@
 //! progress: what `GET /api/v1/profile`, `GET /api/v1/processes`, the page and `sprofd
 //! report` answer.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -33,6 +32,12 @@ pub enum Viewer {
 }
 
 impl Selection {
+    /// Whether some stacks may be left out: then the windows' counts (of the whole host)
+    /// are not the selection's.
+    pub fn filters(&self) -> bool {
+        self.pid.is_some() || self.comm.is_some() || self.viewer != Viewer::All
+    }
+
     /// Whether a stack of `p` is selected (by its thread's pid, its process's name, and
     /// whose process it is).
     pub fn keeps(&self, p: &SymbolizedProfile, s: &SampledStack) -> bool {
@@ -144,7 +149,32 @@ pub fn merged(
     if let Some((a, b)) = span {
         profile.meta.duration_secs = b.saturating_sub(a) as f64 / 1000.0;
     }
+    if sel.filters() {
+        profile.meta.stats = own_stats(&profile);
+    }
     (profile, bad)
+}
+
+/// The counts of a profile's own stacks: samples, truncated stacks, JIT stacks, samples
+/// over the stack cap. Records lost and throttled are the host's, not any process's: a
+/// selection of some processes has none it can state, so they are left at 0 (the subtitle
+/// then says "0 lost" of what it can count, rather than a share of another whole).
+fn own_stats(p: &SymbolizedProfile) -> sprof_core::SessionStats {
+    let mut st = sprof_core::SessionStats::default();
+    for s in &p.stacks {
+        let frames = || s.frames.iter().filter_map(|&f| p.frames.get(f as usize));
+        st.samples += s.samples;
+        if frames().any(|f| f.kind == FrameKind::Marker && f.function == "[truncated]") {
+            st.truncated += s.samples;
+        }
+        if frames().any(|f| f.kind == FrameKind::Jit) {
+            st.jit += s.samples;
+        }
+        if frames().any(|f| f.kind == FrameKind::Marker && f.function == "[other]") {
+            st.over_limit += s.samples;
+        }
+    }
+    st
 }
 
 /// One process seen in a range.
@@ -163,45 +193,77 @@ pub struct ProcessSummary {
     pub last_seen: f64,
 }
 
-/// Every process with samples in the selection, most samples first.
-pub fn processes(
-    sources: &Sources,
-    sel: &Selection,
-) -> (Vec<ProcessSummary>, Vec<(std::path::PathBuf, String)>) {
-    let mut by_pid: BTreeMap<u32, ProcessSummary> = BTreeMap::new();
-    let bad = sources.for_each(|start, end, p| {
-        for s in p.stacks.iter().filter(|s| sel.keeps(p, s)) {
-            let Some(t) = s.thread else { continue };
-            let e = by_pid.entry(t.pid).or_insert_with(|| ProcessSummary {
-                pid: t.pid,
-                comm: process_name(p, s).to_string(),
-                cmdline: String::new(),
-                cgroup: String::new(),
-                samples: 0,
-                cpu_seconds: 0.0,
-                first_seen: start as f64 / 1000.0,
-                last_seen: end as f64 / 1000.0,
-            });
-            e.samples += s.samples;
-            e.cpu_seconds += s.period as f64 / 1e9;
-            e.first_seen = e.first_seen.min(start as f64 / 1000.0);
-            e.last_seen = e.last_seen.max(end as f64 / 1000.0);
-            if let Some(labels) = p.processes.get(&t.pid) {
-                if e.cmdline.is_empty() {
-                    e.cmdline.clone_from(&labels.cmdline);
-                }
-                if e.cgroup.is_empty() {
-                    e.cgroup.clone_from(&labels.cgroup);
-                }
-            }
-            // The latest name wins (a process that exec'd).
-            let name = process_name(p, s);
-            if !name.is_empty() && end as f64 / 1000.0 >= e.last_seen {
-                e.comm = name.to_string();
-            }
-        }
-    });
-    let mut list: Vec<ProcessSummary> = by_pid.into_values().collect();
-    list.sort_by(|a, b| b.samples.cmp(&a.samples).then(a.pid.cmp(&b.pid)));
-    (list, bad)
+#[cfg(test)]
+mod tests {
+    use sprof_core::{Frame, SampledStack, ThreadRef};
+
+    use super::*;
+
+    /// The case: a complete Python process on a host with truncated stacks elsewhere.
+    /// Its own subtitle counts its own samples, and no truncated stack.
+    #[test]
+    fn a_selections_figures_are_its_own_not_the_hosts() {
+        let frames = vec![
+            Frame::bare("python3", FrameKind::Root),
+            Frame::bare("work", FrameKind::Python),
+            Frame::bare("deep", FrameKind::Root),
+            Frame::bare("[truncated]", FrameKind::Marker),
+        ];
+        let stack = |frames: Vec<u32>, samples: u64, pid: u32| SampledStack {
+            frames,
+            samples,
+            period: samples * 10_000_000,
+            thread: Some(ThreadRef { pid, tid: pid }),
+        };
+        let mut p = SymbolizedProfile {
+            frames,
+            stacks: vec![stack(vec![0, 1], 128, 7), stack(vec![2, 3], 176, 8)],
+            ..Default::default()
+        };
+        p.meta.stats.samples = 304;
+        p.meta.stats.truncated = 176;
+        p.meta.stats.lost = 3;
+        let sources = Sources {
+            windows: Vec::new(),
+            live: vec![(0, 10_000, Arc::new(p))],
+        };
+        let host = Selection {
+            from_ms: 0,
+            to_ms: 10_000,
+            ..Default::default()
+        };
+        let (all, _) = merged(&sources, &host);
+        assert_eq!(
+            (
+                all.meta.stats.samples,
+                all.meta.stats.truncated,
+                all.meta.stats.lost
+            ),
+            (304, 176, 3)
+        );
+        let one = Selection {
+            pid: Some(7),
+            ..host.clone()
+        };
+        let (py, _) = merged(&sources, &one);
+        assert_eq!(
+            (
+                py.meta.stats.samples,
+                py.meta.stats.truncated,
+                py.meta.stats.lost
+            ),
+            (128, 0, 0)
+        );
+        let subtitle = flamegraph_out::default_subtitle(&py.meta);
+        assert!(
+            subtitle.contains("128 samples") && !subtitle.contains("truncated"),
+            "{subtitle}"
+        );
+        let deep = Selection {
+            pid: Some(8),
+            ..host
+        };
+        let (d, _) = merged(&sources, &deep);
+        assert_eq!((d.meta.stats.samples, d.meta.stats.truncated), (176, 176));
+    }
 }
