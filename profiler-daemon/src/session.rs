@@ -576,7 +576,10 @@ impl Dumps {
         let mut written = 0;
         for spec in &config.outputs {
             let result = output::prepare(spec.clone())
-                .and_then(|out| out.write(profile, config.by_line, output::sudo_owner()));
+                .and_then(|out| {
+                    let options = output::export_options(profile, &[&out.spec], config);
+                    out.write(profile, &options, output::sudo_owner())
+                });
             match result {
                 Ok(()) => written += 1,
                 Err(e) => eprintln!("sprofd: dump {}: error: {e}", self.count),

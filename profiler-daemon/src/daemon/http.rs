@@ -469,6 +469,7 @@ fn export(profile: SymbolizedProfile, format: OutputFormat) -> Result<Vec<u8>, A
         .exporter_with(&ExportOptions {
             by_line: false,
             table_rows: Some(200),
+            ..Default::default()
         })
         .export(&profile, &mut out)
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
@@ -478,7 +479,9 @@ fn export(profile: SymbolizedProfile, format: OutputFormat) -> Result<Vec<u8>, A
 fn with_type(bytes: Vec<u8>, format: OutputFormat) -> Response {
     let (ctype, disposition) = match format {
         OutputFormat::Svg => ("image/svg+xml", None),
-        OutputFormat::Folded | OutputFormat::Table => ("text/plain; charset=utf-8", None),
+        OutputFormat::Folded | OutputFormat::Table | OutputFormat::Lines => {
+            ("text/plain; charset=utf-8", None)
+        }
         OutputFormat::Pprof => (
             "application/octet-stream",
             Some("attachment; filename=\"profile.pb.gz\""),
