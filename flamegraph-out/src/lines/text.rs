@@ -23,8 +23,9 @@ const CONTEXT: u32 = 2;
 /// ([`function_extent`]) with `Line #`, `Samples` (samples in which the line was the
 /// function's current line), `Self` (the function was the innermost frame), `% Time` (the
 /// line's share of the function's samples) and the line's text. Lines without samples have
-/// empty figures. When the file's text is not available the header says why, and only the
-/// sampled lines are printed, without text. Figures are samples for CPU profiles and
+/// empty figures (runs of them folded in listings over [`FOLD_ABOVE`] lines and in module
+/// code). When the file's text is not available the header says why, and only the sampled
+/// lines are printed, without text; such functions come after those whose source is shown. Figures are samples for CPU profiles and
 /// milliseconds for wall-clock and off-CPU ones.
 #[derive(Debug, Clone, Default)]
 pub struct AnnotatedSource {
@@ -56,12 +57,15 @@ impl Exporter for AnnotatedSource {
         let mut w = BufWriter::new(out);
         let time = profile.meta.measure.is_time();
         write_summary(&mut w, profile, &lp)?;
-        let chosen: Vec<&FunctionLines> = lp
+        // Functions whose source can be read come first (a libc or interpreter function
+        // built elsewhere would otherwise push the program's own code out of the listing).
+        let mut matching: Vec<&FunctionLines> = lp
             .functions
             .iter()
             .filter(|f| self.only.as_ref().is_none_or(|only| (only.0)(&f.function)))
-            .take(self.functions)
             .collect();
+        matching.sort_by_key(|f| !matches!(self.sources.get(&f.file), Some(SourceText::Lines(_))));
+        let chosen: Vec<&FunctionLines> = matching.into_iter().take(self.functions).collect();
         if chosen.is_empty() {
             writeln!(
                 w,
@@ -177,7 +181,8 @@ fn write_function(
             }
         }
         Some(text) => {
-            let fold = last - first + 1 > FOLD_ABOVE;
+            // Module code spans its whole file: only the sampled parts are worth reading.
+            let fold = last - first + 1 > FOLD_ABOVE || f.function == "<module>";
             let mut n = first;
             while n <= last {
                 if fold && !f.lines.contains_key(&n) {
