@@ -1,0 +1,338 @@
+//! "Which line": the annotated source (`-o NAME.lines.txt`) and `sprofd annotate` on real
+//! Python and C processes whose per-line costs are known by construction
+//! (`tests/fixtures/python/lines.py`, `tests/fixtures/lines.c`: one-line loops of 4, 3, 2 and
+//! 1 units, a line calling a hot function, a decorator, a lambda, a comprehension, a
+//! multi-line statement, an inlined function), attached by pid at 999 Hz for 5 s; and
+//! `annotate` on a Go program's CPU profile converted by `go tool pprof -proto`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use sprofd_tests::*;
+
+/// One function's section of a listing.
+#[derive(Debug, Default)]
+struct Section {
+    file: String,
+    /// `Source not shown: …`, if any.
+    not_shown: Option<String>,
+    /// Line → (samples, self, % of the function, text).
+    rows: BTreeMap<u32, (u64, u64, f64, String)>,
+}
+
+/// Parses a listing into its sections by function name (the first of each name).
+fn parse_listing(text: &str) -> BTreeMap<String, Section> {
+    let mut out: BTreeMap<String, Section> = BTreeMap::new();
+    let mut current: Option<String> = None;
+    let mut in_rows = false;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("Function: ") {
+            let name = rest.split(" at line ").next().unwrap_or(rest).to_string();
+            in_rows = false;
+            current = (!out.contains_key(&name)).then(|| {
+                out.insert(name.clone(), Section::default());
+                name
+            });
+            continue;
+        }
+        let Some(section) = current.as_ref().and_then(|n| out.get_mut(n)) else {
+            continue;
+        };
+        if let Some(file) = line.strip_prefix("File: ") {
+            section.file = file.to_string();
+        } else if let Some(why) = line.strip_prefix("Source not shown: ") {
+            section.not_shown = Some(why.to_string());
+        } else if line.starts_with("=====") {
+            in_rows = true;
+        } else if in_rows && line.len() >= 6 {
+            // `{n:>6} {samples:>9} {self:>9} {pct:>7}  text`
+            let Ok(n) = line[..6].trim().parse::<u32>() else {
+                continue;
+            };
+            let field = |a: usize, b: usize| line.get(a..b.min(line.len())).unwrap_or("").trim();
+            let samples = field(7, 16).parse().unwrap_or(0);
+            let self_ = field(17, 26).parse().unwrap_or(0);
+            let pct = field(27, 34).parse().unwrap_or(0.0);
+            let text = line.get(36..).unwrap_or("").to_string();
+            section.rows.insert(n, (samples, self_, pct, text));
+        }
+    }
+    out
+}
+
+/// The line of `file` carrying the marker `L:name`.
+fn marked(file: &Path, name: &str) -> u32 {
+    let text = std::fs::read_to_string(file).unwrap();
+    let tag = format!("L:{name}");
+    let hits: Vec<u32> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| {
+            l.split(|c: char| c.is_whitespace() || c == '*')
+                .any(|w| w == tag)
+        })
+        .map(|(i, _)| i as u32 + 1)
+        .collect();
+    assert_eq!(hits.len(), 1, "marker {tag} in {}", file.display());
+    hits[0]
+}
+
+fn section<'a>(listing: &'a BTreeMap<String, Section>, name: &str, context: &str) -> &'a Section {
+    listing
+        .get(name)
+        .unwrap_or_else(|| panic!("no section for {name}; sections {:?}{context}", listing.keys()))
+}
+
+fn pct(s: &Section, line: u32) -> f64 {
+    s.rows.get(&line).map_or(0.0, |r| r.2)
+}
+
+/// The four one-line loops cost 40/30/20/10 % of their function, each within 3 points.
+fn check_loops(s: &Section, src: &Path, context: &str) {
+    for (name, want) in [("loop40", 40.0), ("loop30", 30.0), ("loop20", 20.0), ("loop10", 10.0)] {
+        let line = marked(src, name);
+        let got = pct(s, line);
+        assert!(
+            (got - want).abs() <= 3.0,
+            "line {line} ({name}): {got:.1}% of the function, expected {want}±3{context}"
+        );
+    }
+}
+
+/// `line` holds (nearly) all of the function's samples.
+fn check_whole(s: &Section, line: u32, what: &str, context: &str) {
+    let got = pct(s, line);
+    assert!(got >= 97.0, "{what}: line {line} has {got:.1}% of its function{context}");
+}
+
+fn annotate(args: &[&str], dir: &Path) -> RunOutput {
+    run_ok(sprofd().arg("annotate").args(args).current_dir(dir))
+}
+
+fn python() -> Option<PathBuf> {
+    let root = std::env::var("PYENV_ROOT").unwrap_or_else(|_| {
+        format!("{}/.pyenv", std::env::var("HOME").unwrap_or_default())
+    });
+    let p = PathBuf::from(format!("{root}/versions/3.12.1/bin/python3.12"));
+    p.is_file().then_some(p)
+}
+
+#[test]
+fn python_lines_as_line_profiler_shows_them() {
+    if !live("python_lines_as_line_profiler_shows_them") {
+        return;
+    }
+    let Some(py) = python() else {
+        assert!(
+            std::env::var("SPROFD_REQUIRE_LIVE").as_deref() != Ok("1"),
+            "CPython 3.12.1 (pyenv) missing"
+        );
+        eprintln!("SKIP python_lines_as_line_profiler_shows_them: CPython 3.12.1 (pyenv) missing");
+        return;
+    };
+    let _serial = serial();
+    let dir = TempDir::new("lines-python");
+    let src = dir.join("lines.py");
+    std::fs::copy(fixtures_dir().join("python/lines.py"), &src).unwrap();
+    // Relative, as `python3 lines.py` names it: found through the process's cwd.
+    let target = Target::spawn_in(Some(dir.path()), &py, &["lines.py", "0"]);
+    let out = run_ok(
+        sprofd()
+            .args(["attach", &target.pid_arg(), "-d", "5", "-F", FREQ, "-q"])
+            .args(["-o", "p.lines.txt", "-o", "p.folded", "--by-line", "--functions", "30"])
+            .current_dir(dir.path()),
+    );
+    drop(target);
+    let text = std::fs::read_to_string(dir.join("p.lines.txt")).unwrap();
+    let context = format!("{}\np.lines.txt:\n{text}", out.describe());
+    let listing = parse_listing(&text);
+    let four = section(&listing, "four_loops", &context);
+    assert!(four.not_shown.is_none(), "source shown{context}");
+    check_loops(four, &src, &context);
+    // The rows carry the file's own text, cold lines included (`a = 0`, no figures).
+    let loop40 = marked(&src, "loop40");
+    let src_text = std::fs::read_to_string(&src).unwrap();
+    let src_lines: Vec<&str> = src_text.lines().collect();
+    assert_eq!(four.rows[&loop40].3, src_lines[loop40 as usize - 1], "{context}");
+    assert_eq!(four.rows[&(loop40 - 1)], (0, 0, 0.0, "    a = 0".into()), "{context}");
+    check_whole(section(&listing, "caller", &context), marked(&src, "call"), "caller", &context);
+    check_whole(section(&listing, "hot", &context), marked(&src, "hot"), "hot", &context);
+    check_whole(
+        section(&listing, "timed.<locals>.wrapper", &context),
+        marked(&src, "wrapped"),
+        "the decorator's wrapper",
+        &context,
+    );
+    let decorated = section(&listing, "decorated", &context);
+    check_whole(decorated, marked(&src, "decorated"), "decorated", &context);
+    assert!(
+        decorated.rows.keys().next().is_some_and(|&l| src_lines[l as usize - 1] == "@timed"),
+        "a decorated function is listed from its decorator{context}"
+    );
+    check_whole(section(&listing, "<lambda>", &context), marked(&src, "lambda"), "lambda", &context);
+    check_whole(
+        section(&listing, "comprehension", &context),
+        marked(&src, "comp"),
+        "comprehension",
+        &context,
+    );
+    // A statement over four lines: its samples are on its lines, and only there.
+    let multi = section(&listing, "multi_line", &context);
+    let start = marked(&src, "multi");
+    let on_statement: f64 = (start..start + 4).map(|l| pct(multi, l)).sum();
+    assert!(on_statement >= 97.0, "multi-line statement: {on_statement:.1}%{context}");
+
+    // `annotate` on the folded stacks gives the same figures.
+    let a = annotate(&["p.folded", "^four_loops$"], dir.path());
+    let again = parse_listing(&a.stdout);
+    let four2 = section(&again, "four_loops", &a.stdout);
+    assert_eq!(again.len(), 1, "REGEX selects{}", a.describe());
+    for line in loop40..loop40 + 4 {
+        assert_eq!(four.rows[&line].0, four2.rows[&line].0, "line {line}{}", a.describe());
+    }
+    assert_eq!(four2.rows[&loop40].3, four.rows[&loop40].3);
+}
+
+/// Builds `tests/fixtures/lines.c` from a copy in `dir`, so that the test can edit and
+/// remove the source.
+fn build_c(dir: &TempDir) -> (PathBuf, PathBuf) {
+    let src = dir.join("lines.c");
+    std::fs::copy(fixtures_dir().join("lines.c"), &src).unwrap();
+    let exe = dir.join("lines");
+    let out = Command::new("cc")
+        .args(FP)
+        .arg("-I")
+        .arg(fixtures_dir())
+        .arg("-o")
+        .arg(&exe)
+        .arg(&src)
+        .output()
+        .expect("cc");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    (src, exe)
+}
+
+#[test]
+fn c_lines_inlined_functions_and_changed_or_missing_sources() {
+    if !live("c_lines_inlined_functions_and_changed_or_missing_sources") {
+        return;
+    }
+    let _serial = serial();
+    let dir = TempDir::new("lines-c");
+    let (src, exe) = build_c(&dir);
+    let target = Target::spawn(&exe, &["0"]);
+    // Edited after the process started: its lines may no longer be those that run.
+    std::thread::sleep(Duration::from_millis(1500));
+    let now = std::fs::read(&src).unwrap();
+    std::fs::write(&src, now).unwrap();
+    let out = run_ok(
+        sprofd()
+            .args(["attach", &target.pid_arg(), "-d", "5", "-F", FREQ, "-q"])
+            .args(["-o", "c.lines.txt", "-o", "c.pb.gz", "-o", "c.folded", "--by-line"])
+            .current_dir(dir.path()),
+    );
+    drop(target);
+    let text = std::fs::read_to_string(dir.join("c.lines.txt")).unwrap();
+    let context = format!("{}\nc.lines.txt:\n{text}", out.describe());
+    let listing = parse_listing(&text);
+    let four = section(&listing, "four_loops", &context);
+    assert!(
+        four.not_shown
+            .as_deref()
+            .is_some_and(|w| w.contains("changed since the process started")),
+        "an edited source is reported, not printed{context}"
+    );
+    assert!(four.rows.values().all(|r| r.3.is_empty()), "no text{context}");
+    check_loops(four, &src, &context);
+    check_whole(section(&listing, "caller", &context), marked(&src, "call"), "caller", &context);
+    // The inlined function's samples are on its own line, its caller's on the call site.
+    check_whole(
+        section(&listing, "inlined_loop", &context),
+        marked(&src, "inlined"),
+        "inlined_loop",
+        &context,
+    );
+    let with = section(&listing, "with_inlined", &context);
+    assert!(
+        with.rows.values().any(|r| r.2 >= 97.0),
+        "with_inlined's samples on one line (the call){context}"
+    );
+
+    // The profile was written after the edit: `annotate` shows the text, same figures.
+    for profile in ["c.pb.gz", "c.folded"] {
+        let a = annotate(&[profile, "four_loops"], dir.path());
+        let l = parse_listing(&a.stdout);
+        let s = section(&l, "four_loops", &a.describe());
+        assert!(s.not_shown.is_none(), "{profile}{}", a.describe());
+        let loop40 = marked(&src, "loop40");
+        assert!(s.rows[&loop40].3.contains("L:loop40"), "{profile}{}", a.describe());
+        for line in loop40..loop40 + 4 {
+            assert_eq!(s.rows[&line].0, four.rows[&line].0, "{profile} line {line}");
+        }
+    }
+    std::fs::remove_file(&src).unwrap();
+    let a = annotate(&["c.pb.gz", "four_loops", "-o", "gone.lines.txt"], dir.path());
+    let gone = std::fs::read_to_string(dir.join("gone.lines.txt")).unwrap();
+    let l = parse_listing(&gone);
+    let s = section(&l, "four_loops", &a.describe());
+    assert!(
+        s.not_shown.as_deref().is_some_and(|w| w.ends_with("missing")),
+        "a missing source is reported{}\n{gone}",
+        a.describe()
+    );
+    check_loops(s, &fixtures_dir().join("lines.c"), &gone);
+}
+
+#[test]
+fn annotate_reads_a_go_pprof_with_lines() {
+    let have_go = Command::new("go").arg("version").output().is_ok_and(|o| o.status.success());
+    if !have_go {
+        assert!(
+            std::env::var("SPROFD_REQUIRE_LIVE").as_deref() != Ok("1"),
+            "go missing (SPROFD_REQUIRE_LIVE=1)"
+        );
+        eprintln!("SKIP annotate_reads_a_go_pprof_with_lines: go missing");
+        return;
+    }
+    let _serial = serial();
+    let dir = TempDir::new("lines-go");
+    let src = dir.join("main.go");
+    std::fs::copy(fixtures_dir().join("go/lines.go"), &src).unwrap();
+    let go = |args: &[&str]| {
+        let out = run_with_timeout(
+            Command::new("go")
+                .args(args)
+                .current_dir(dir.path())
+                .env("HOME", dir.path())
+                .env("GOCACHE", dir.join("gocache"))
+                .env("GOPATH", dir.join("gopath"))
+                .env("GO111MODULE", "off"),
+            Duration::from_secs(300),
+        );
+        assert!(out.status.success(), "go {args:?}{}", out.describe());
+        out
+    };
+    go(&["build", "-o", "golines", "main.go"]);
+    let run = run_with_timeout(
+        Command::new(dir.join("golines")).args(["4", "cpu.prof"]).current_dir(dir.path()),
+        Duration::from_secs(60),
+    );
+    assert!(run.status.success(), "{}", run.describe());
+    go(&["tool", "pprof", "-proto", "-output", "go.pb.gz", "golines", "cpu.prof"]);
+    let a = annotate(&["go.pb.gz", "fourLoops"], dir.path());
+    let listing = parse_listing(&a.stdout);
+    let s = section(&listing, "main.fourLoops", &a.stdout);
+    assert!(s.not_shown.is_none(), "{}", a.stdout);
+    let n: u64 = s.rows.values().map(|r| r.0).max().unwrap_or(0);
+    assert!(n > 300, "enough samples: {}", a.stdout);
+    let total: u64 = s.rows.values().map(|r| r.0).sum();
+    for (name, want) in [("loop40", 0.4), ("loop30", 0.3), ("loop20", 0.2), ("loop10", 0.1)] {
+        let line = marked(&src, name);
+        let got = pct(s, line) / 100.0;
+        let tol = share_tolerance(want, total, 0.03);
+        assert!((got - want).abs() <= tol, "{name}: {got:.3} vs {want}±{tol:.3}\n{}", a.stdout);
+        assert!(s.rows[&line].3.contains(&format!("L:{name}")), "{}", a.stdout);
+    }
+}
