@@ -328,6 +328,15 @@ impl Session {
         if config.python.is_some() {
             engine.add_hook(Box::new(sprof_python::PythonHook::new()));
         }
+        if config
+            .outputs
+            .iter()
+            .any(|o| o.format == flamegraph_out::OutputFormat::Speedscope)
+        {
+            // why: speedscope shows samples as they happened; 4M samples (~100 MB) is over an
+            // hour of one busy thread at 999 Hz. Past that, samples are counted as usual.
+            engine.keep_timeline(TIMELINE_CAP);
+        }
         let exit_fd = sprof_perf::sys::pidfd_open(profiled.pid().0 as i32).ok();
         if let Some(fd) = &exit_fd {
             sampler.watch(fd.as_raw_fd());
@@ -354,6 +363,9 @@ impl Session {
         }
     }
 }
+
+/// Most samples kept in time order for speedscope (24 bytes each).
+const TIMELINE_CAP: usize = 4 << 20;
 
 /// Runs a whole session. Returns the process exit code sprofd should end with.
 pub fn run(config: SessionConfig) -> anyhow::Result<i32> {

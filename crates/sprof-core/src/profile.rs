@@ -174,7 +174,26 @@ pub struct ProfileBuilder {
     function_ids: HashMap<InterpFunction, u32>,
     /// Most stack nodes interned; `None`: no cap.
     stack_limit: Option<usize>,
+    /// Each timer sample in arrival order, when kept ([`ProfileBuilder::keep_timeline`]).
+    timeline: Option<Timeline>,
     pub stats: SessionStats,
+}
+
+/// The samples in the order they were taken, up to a cap.
+#[derive(Debug, Default)]
+struct Timeline {
+    entries: Vec<TimelineEntry>,
+    cap: usize,
+    /// Samples not kept because the cap was reached.
+    dropped: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct TimelineEntry {
+    time: u64,
+    thread: usize,
+    stack: StackId,
+    weight: u64,
 }
 
 /// Where a sample went in the builder.
@@ -262,10 +281,48 @@ impl ProfileBuilder {
     /// Adds one sample of `pid/tid` whose stack is `frames`, leaf first, standing for
     /// `weight` (the event period: CPU nanoseconds for `cpu-clock`).
     pub fn add_sample(&mut self, pid: Pid, tid: Tid, frames: &[FrameKey], weight: u64) -> Added {
+        self.add_sample_at(0, pid, tid, frames, weight)
+    }
+
+    /// [`ProfileBuilder::add_sample`] for a sample taken at `time` (CLOCK_MONOTONIC ns), which
+    /// the timeline keeps when asked to ([`ProfileBuilder::keep_timeline`]).
+    pub fn add_sample_at(
+        &mut self,
+        time: u64,
+        pid: Pid,
+        tid: Tid,
+        frames: &[FrameKey],
+        weight: u64,
+    ) -> Added {
         let Some(stack) = self.note_sample(frames) else {
             return Added { new_thread: false };
         };
-        self.add_counts(pid, tid, stack, 1, weight)
+        let added = self.add_counts(pid, tid, stack, 1, weight);
+        if let Some(t) = &mut self.timeline {
+            if t.entries.len() < t.cap {
+                let thread = self.thread_ids.get(&tid).copied().unwrap_or(0);
+                t.entries.push(TimelineEntry {
+                    time,
+                    thread,
+                    stack,
+                    weight,
+                });
+            } else {
+                t.dropped += 1;
+            }
+        }
+        added
+    }
+
+    /// Keeps every timer sample in time order (at most `cap`), for outputs that show
+    /// samples as they happened (speedscope's time order). Off by default: the per-sample
+    /// path then stores nothing but counts.
+    pub fn keep_timeline(&mut self, cap: usize) {
+        self.timeline = Some(Timeline {
+            entries: Vec::new(),
+            cap,
+            dropped: 0,
+        });
     }
 
     /// Counts a sample whose stack is `frames` (leaf first) in the statistics and interns the
@@ -335,6 +392,10 @@ impl ProfileBuilder {
     /// stable across windows.
     pub fn take_window(&mut self) -> RawProfile {
         let raw = self.snapshot();
+        if let Some(t) = &mut self.timeline {
+            t.entries.clear();
+            t.dropped = 0;
+        }
         self.counts.clear();
         self.stats = SessionStats::default();
         raw
@@ -368,6 +429,30 @@ impl ProfileBuilder {
             })
             .collect();
         samples.sort_by_key(|s| (s.thread, s.stack));
+        let (timeline, timeline_dropped) = match &self.timeline {
+            Some(t) => {
+                let index: HashMap<(usize, StackId), u32> = samples
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| ((s.thread, s.stack), i as u32))
+                    .collect();
+                let mut out: Vec<crate::symbolized::TimedSample> = t
+                    .entries
+                    .iter()
+                    .filter_map(|e| {
+                        Some(crate::symbolized::TimedSample {
+                            time: e.time,
+                            stack: *index.get(&(e.thread, e.stack))?,
+                            weight: e.weight,
+                        })
+                    })
+                    .collect();
+                // Drained per CPU: arrival order is time order per CPU only.
+                out.sort_by_key(|s| s.time);
+                (out, t.dropped)
+            }
+            None => (Vec::new(), 0),
+        };
         RawProfile {
             frames: self.frames.clone(),
             stacks: self.stacks.clone(),
@@ -375,6 +460,8 @@ impl ProfileBuilder {
             samples,
             stats: self.stats,
             interp_functions: self.functions.clone(),
+            timeline,
+            timeline_dropped,
         }
     }
 }
@@ -399,6 +486,10 @@ pub struct RawProfile {
     pub stats: SessionStats,
     /// Functions that [`FrameKey::Interp`] frames refer to, by index.
     pub interp_functions: Vec<InterpFunction>,
+    /// Timer samples in time order, when the builder kept them; empty otherwise.
+    pub timeline: Vec<crate::symbolized::TimedSample>,
+    /// Samples left out of the timeline because its cap was reached.
+    pub timeline_dropped: u64,
 }
 
 impl RawProfile {

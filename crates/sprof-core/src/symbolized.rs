@@ -152,6 +152,19 @@ pub struct SymbolizedProfile {
     pub modules: Vec<ModuleInfo>,
     /// What is known of the processes in [`SampledStack::thread`], by pid.
     pub processes: std::collections::BTreeMap<u32, ProcessLabels>,
+    /// The samples in the order they were taken, when the session kept them (for
+    /// speedscope's time order); empty otherwise. Indices are into [`Self::stacks`].
+    pub timeline: Vec<TimedSample>,
+}
+
+/// One sample as it happened: when (CLOCK_MONOTONIC ns), which stack, and its weight.
+/// In a [`crate::RawProfile`], `stack` indexes its `samples`, which symbolization turns
+/// one for one into [`SymbolizedProfile::stacks`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimedSample {
+    pub time: u64,
+    pub stack: u32,
+    pub weight: u64,
 }
 
 /// Facts about a process that profiles carry as labels of its samples.
@@ -444,6 +457,7 @@ mod tests {
             ],
             modules: Vec::new(),
             processes: Default::default(),
+            timeline: Vec::new(),
         };
         let mixed = profile.clone().with_python_view(PythonView::Mixed);
         assert_eq!(mixed, profile);
