@@ -18,6 +18,8 @@
 //! * [`AnnotatedSource`]: the source of the hottest functions with samples per line
 //!   (line_profiler's table, from samples), over [`line_profile`]'s counts and the
 //!   [`SourceFiles`] the caller read.
+//! * [`Heatmap`]: a self-contained page of the profiled source files, every line coloured
+//!   by its samples (self or total), with callers, callees and search.
 //! * [`Differential`]: `sprofd diff`'s comparison of two profiles' [`Stacks`] (read back from
 //!   folded or pprof files by [`read_stacks`]): differential folded lines, inferno's
 //!   differential flame graph and a table of the largest changes in functions' shares.
@@ -49,7 +51,7 @@ pub use folded::{folded_lines, folded_lines_with, line_label, Folded, FoldedByLi
 pub use label::{frame_label, printable, MAX_LABEL_CHARS};
 pub use lines::{
     frame_from_label, function_extent, line_profile, profile_files, profile_from_stacks,
-    AnnotatedSource, Counts, FunctionLines, LineCounts, LineProfile, NameFilter, SourceFiles,
+    AnnotatedSource, Counts, FunctionLines, Heatmap, LineCounts, LineProfile, NameFilter, SourceFiles,
     SourceText,
 };
 pub use pprof::{
@@ -100,12 +102,14 @@ pub enum OutputFormat {
     Speedscope,
     /// Annotated source of the hottest functions (`.lines.txt`).
     Lines,
+    /// The source heatmap page (`.heatmap.html`).
+    Heatmap,
 }
 
 impl OutputFormat {
     /// File name endings and their formats; double extensions (`.pb.gz`) included, so match
     /// on the whole file name.
-    const SUFFIXES: [(&'static str, OutputFormat); 7] = [
+    const SUFFIXES: [(&'static str, OutputFormat); 8] = [
         (".svg", OutputFormat::Svg),
         (".folded", OutputFormat::Folded),
         // Before `.txt`, which it also ends in: the first match wins.
@@ -114,10 +118,11 @@ impl OutputFormat {
         (".pb.gz", OutputFormat::Pprof),
         (".pprof", OutputFormat::Pprof),
         (".speedscope.json", OutputFormat::Speedscope),
+        (".heatmap.html", OutputFormat::Heatmap),
     ];
 
     /// The format for a path's file name ending (`.svg`, `.folded`, `.lines.txt`, `.txt`,
-    /// `.pb.gz`, `.pprof`, `.speedscope.json`, any case), if known. The ending must follow a non-empty
+    /// `.pb.gz`, `.pprof`, `.speedscope.json`, `.heatmap.html`, any case), if known. The ending must follow a non-empty
     /// name: `.svg` alone, like `svg`, is no format.
     pub fn from_path(path: &Path) -> Option<OutputFormat> {
         let name = path.file_name()?.to_str()?.as_bytes();
@@ -151,6 +156,9 @@ impl OutputFormat {
             OutputFormat::Lines => Box::new(AnnotatedSource {
                 functions: options.functions,
                 only: None,
+                sources: options.sources.clone(),
+            }),
+            OutputFormat::Heatmap => Box::new(Heatmap {
                 sources: options.sources.clone(),
             }),
         }
@@ -244,6 +252,11 @@ mod tests {
             OutputFormat::from_path(Path::new("lines.txt")),
             Some(OutputFormat::Table)
         );
+        assert_eq!(
+            OutputFormat::from_path(Path::new("x.heatmap.html")),
+            Some(OutputFormat::Heatmap)
+        );
+        assert_eq!(OutputFormat::from_path(Path::new("x.html")), None);
         assert_eq!(OutputFormat::from_path(Path::new("x.gz")), None);
         assert_eq!(OutputFormat::from_path(Path::new("x.json")), None);
         assert_eq!(OutputFormat::from_path(Path::new("x.pb")), None);

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context};
 use flamegraph_out::{
-    decode_pprof, profile_from_proto, profile_from_stacks, AnnotatedSource, Exporter, NameFilter,
+    decode_pprof, profile_from_proto, profile_from_stacks, AnnotatedSource, Exporter, Heatmap, NameFilter,
     OutputFormat, Stacks,
 };
 use sprof_core::SymbolizedProfile;
@@ -33,10 +33,21 @@ pub fn run(args: &AnnotateArgs) -> anyhow::Result<i32> {
     // The output is reserved first, so a bad path is reported before any reading.
     let out = match &args.output {
         Some(path) => {
-            let spec = OutputSpec::from_path(path.clone())?;
-            if spec.format != OutputFormat::Lines {
+            // `-o FILE.html` is the heatmap, whatever precedes `.html`.
+            let is_html = path
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("html"));
+            let spec = if is_html {
+                OutputSpec {
+                    path: path.clone(),
+                    format: OutputFormat::Heatmap,
+                }
+            } else {
+                OutputSpec::from_path(path.clone())?
+            };
+            if !matches!(spec.format, OutputFormat::Lines | OutputFormat::Heatmap) {
                 bail!(
-                    "{}: sprofd annotate writes .lines.txt",
+                    "{}: sprofd annotate writes .lines.txt or .html (the heatmap)",
                     spec.path.display()
                 );
             }
@@ -66,15 +77,21 @@ pub fn run(args: &AnnotateArgs) -> anyhow::Result<i32> {
         );
     }
     let sources = crate::sources::read_sources(&profile, &args.source.config(), taken);
+    let sources = Arc::new(sources);
     let listing = AnnotatedSource {
         functions: args.source.functions,
         only,
-        sources: Arc::new(sources),
+        sources: sources.clone(),
     };
     match out {
         Some(out) => {
             let path = out.spec.path.clone();
-            out.write_with(output::sudo_owner(), |w| Ok(listing.export(&profile, w)?))?;
+            let exporter: Box<dyn Exporter> = if out.spec.format == OutputFormat::Heatmap {
+                Box::new(Heatmap { sources })
+            } else {
+                Box::new(listing)
+            };
+            out.write_with(output::sudo_owner(), |w| Ok(exporter.export(&profile, w)?))?;
             eprintln!("sprofd: wrote {}", path.display());
         }
         None => {

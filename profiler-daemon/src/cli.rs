@@ -188,7 +188,7 @@ pub struct ReportArgs {
     #[arg(long, value_name = "REGEX")]
     pub comm: Option<String>,
     /// Output file, repeatable; the format follows the extension (.svg, .folded, .txt,
-    /// .lines.txt, .pb.gz/.pprof, .speedscope.json).
+    /// .lines.txt, .heatmap.html, .pb.gz/.pprof, .speedscope.json).
     #[arg(short = 'o', long = "output", value_name = "PATH", required = true)]
     pub output: Vec<PathBuf>,
     /// Print nothing but errors.
@@ -241,7 +241,8 @@ pub struct AnnotateArgs {
     /// Only functions whose name matches this regular expression.
     #[arg(value_name = "REGEX")]
     pub regex: Option<String>,
-    /// Write the listing to a file (.lines.txt) instead of stdout.
+    /// Write the listing to a file (.lines.txt), or the heatmap page (.html), instead of
+    /// printing the listing.
     #[arg(short = 'o', long = "output", value_name = "PATH")]
     pub output: Option<PathBuf>,
     #[command(flatten)]
@@ -313,7 +314,10 @@ impl DiffArgs {
                     OutputFormat::Svg => DiffKind::Svg,
                     OutputFormat::Folded => DiffKind::Folded,
                     OutputFormat::Table => DiffKind::Table,
-                    OutputFormat::Pprof | OutputFormat::Speedscope | OutputFormat::Lines => {
+                    OutputFormat::Pprof
+                    | OutputFormat::Speedscope
+                    | OutputFormat::Lines
+                    | OutputFormat::Heatmap => {
                         return Err(UsageError::DiffOutput(spec.path))
                     }
                 };
@@ -431,8 +435,8 @@ pub struct ProfileOpts {
 
     /// Output file, repeatable; the format follows the extension: .svg flamegraph,
     /// .folded collapsed stacks, .txt statprof table, .lines.txt annotated source of the
-    /// hottest functions, .pb.gz/.pprof pprof, .speedscope.json speedscope. Default:
-    /// sprofd-<comm>-<pid>-<time>.svg.
+    /// hottest functions, .heatmap.html source heatmap page, .pb.gz/.pprof pprof,
+    /// .speedscope.json speedscope. Default: sprofd-<comm>-<pid>-<time>.svg.
     #[arg(short = 'o', long = "output", value_name = "PATH")]
     pub output: Vec<PathBuf>,
 

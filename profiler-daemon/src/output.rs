@@ -29,7 +29,7 @@ use crate::config::{OutputSpec, SessionConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
-    #[error("{}: unknown output format (use .svg, .folded, .txt, .lines.txt, .pb.gz, .pprof or .speedscope.json)", .0.display())]
+    #[error("{}: unknown output format (use .svg, .folded, .txt, .lines.txt, .heatmap.html, .pb.gz, .pprof or .speedscope.json)", .0.display())]
     UnknownExtension(PathBuf),
     #[error("{}: is a directory; name a file to write", .0.display())]
     IsDirectory(PathBuf),
@@ -294,7 +294,7 @@ pub fn export_options(
 ) -> ExportOptions {
     let shows_source = outputs
         .iter()
-        .any(|o| matches!(o.format, OutputFormat::Lines));
+        .any(|o| matches!(o.format, OutputFormat::Lines | OutputFormat::Heatmap));
     let sources = if shows_source {
         let started = std::time::SystemTime::now()
             .checked_sub(std::time::Duration::from_secs_f64(

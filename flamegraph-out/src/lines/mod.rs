@@ -15,6 +15,7 @@
 
 mod extent;
 mod folded;
+mod heatmap;
 mod text;
 
 use std::collections::{BTreeMap, HashMap};
@@ -25,6 +26,7 @@ use crate::{checked_stack, ExportError};
 
 pub use extent::function_extent;
 pub use folded::{frame_from_label, profile_from_stacks};
+pub use heatmap::Heatmap;
 pub use text::{AnnotatedSource, NameFilter};
 
 /// A source file as read for a profile.

@@ -487,6 +487,7 @@ fn with_type(bytes: Vec<u8>, format: OutputFormat) -> Response {
             Some("attachment; filename=\"profile.pb.gz\""),
         ),
         OutputFormat::Speedscope => ("application/json", None),
+        OutputFormat::Heatmap => ("text/html; charset=utf-8", None),
     };
     let mut r = Response::new(Body::from(bytes));
     r.headers_mut().insert(

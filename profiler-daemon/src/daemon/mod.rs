@@ -470,9 +470,12 @@ pub fn report(args: ReportConfig) -> anyhow::Result<i32> {
     }
     let mut profile = profile.with_python_view(sprof_core::PythonView::Python);
     profile.meta.target = format!("{} ({n} windows)", profile.meta.target);
-    let shows_source = outputs
-        .iter()
-        .any(|o| o.spec.format == flamegraph_out::OutputFormat::Lines);
+    let shows_source = outputs.iter().any(|o| {
+        matches!(
+            o.spec.format,
+            flamegraph_out::OutputFormat::Lines | flamegraph_out::OutputFormat::Heatmap
+        )
+    });
     // A process of the range that still runs is read in its root; one that has exited, on
     // the host, as changed if its files are newer than the range's start.
     let range_start =
