@@ -111,6 +111,79 @@ fn annotate(args: &[&str], dir: &Path) -> RunOutput {
     run_ok(sprofd().arg("annotate").args(args).current_dir(dir))
 }
 
+/// Runs `tests/fixtures/heatmap_check.py` on a heatmap page in headless Chromium; `None`
+/// (after a SKIP line, or a failure under `SPROFD_REQUIRE_LIVE=1`) without Playwright or
+/// Chromium.
+fn heatmap_in_chromium(page: &Path, file: &str, line: u32, search: &str) -> Option<serde_json::Value> {
+    let have = Command::new("python3")
+        .args(["-c", "import playwright"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+        && Path::new("/usr/bin/chromium").exists();
+    if !have {
+        assert!(
+            std::env::var("SPROFD_REQUIRE_LIVE").as_deref() != Ok("1"),
+            "python3 playwright or /usr/bin/chromium missing (SPROFD_REQUIRE_LIVE=1)"
+        );
+        eprintln!("SKIP heatmap in Chromium: python3 playwright or /usr/bin/chromium missing");
+        return None;
+    }
+    let out = run_with_timeout(
+        Command::new("python3")
+            .arg(fixtures_dir().join("heatmap_check.py"))
+            .arg(page)
+            .arg(file)
+            .arg(line.to_string())
+            .arg(search)
+            .env("HOME", std::env::temp_dir()),
+        Duration::from_secs(120),
+    );
+    assert!(out.status.success(), "heatmap_check.py{}", out.describe());
+    Some(serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}{}", out.describe())))
+}
+
+/// The heatmap's rows carry the listing's figures for `lines` of `section`; the page loads
+/// nothing, raises nothing, and hover, click, toggle and search answer.
+fn check_heatmap(seen: &serde_json::Value, section: &Section, lines: &[u32], function: &str) {
+    let ctx = || serde_json::to_string_pretty(seen).unwrap();
+    assert_eq!(seen["errors"], serde_json::json!([]), "page errors {}", ctx());
+    assert_eq!(seen["requests"], serde_json::json!([]), "self-contained {}", ctx());
+    assert!(
+        seen["groups"].as_array().unwrap().iter().any(|g| g.as_str().unwrap().starts_with("Your code")),
+        "{}",
+        ctx()
+    );
+    let rows = seen["rows"].as_array().unwrap();
+    for &line in lines {
+        let row = rows
+            .iter()
+            .find(|r| r["line"] == line)
+            .unwrap_or_else(|| panic!("no row {line} {}", ctx()));
+        let (samples, self_, _, text) = &section.rows[&line];
+        assert_eq!(row["total"], *samples, "line {line} total {}", ctx());
+        assert_eq!(row["self"], *self_, "line {line} self {}", ctx());
+        assert_eq!(row["text"].as_str().unwrap(), text, "line {line} text");
+        assert!(!row["background"].as_str().unwrap().is_empty(), "hot line coloured");
+    }
+    assert!(seen["hover_title"].as_str().unwrap().contains("total"), "{}", ctx());
+    let detail = seen["detail"].as_str().unwrap();
+    assert!(detail.contains("Callers") && detail.contains("Callees"), "{}", ctx());
+    assert!(!seen["callers"].as_array().unwrap().is_empty(), "callers listed {}", ctx());
+    // The title reads `file:N  total T (P%)  self S (Q%)`: the toggle shows P, then Q.
+    let title = seen["hover_title"].as_str().unwrap();
+    let share_after = |word: &str| {
+        let rest = &title[title.find(word).unwrap()..];
+        rest[rest.find('(').unwrap() + 1..rest.find(')').unwrap()].to_string()
+    };
+    assert_eq!(seen["total_shown"], share_after("total "), "total shown {}", ctx());
+    assert_eq!(seen["self_shown"], share_after("self "), "self shown after the toggle {}", ctx());
+    assert!(
+        seen["search"].as_array().unwrap().iter().any(|r| r.as_str().unwrap().starts_with(function)),
+        "search finds {function} {}",
+        ctx()
+    );
+}
+
 fn python() -> Option<PathBuf> {
     let root = std::env::var("PYENV_ROOT").unwrap_or_else(|_| {
         format!("{}/.pyenv", std::env::var("HOME").unwrap_or_default())
@@ -142,6 +215,7 @@ fn python_lines_as_line_profiler_shows_them() {
         sprofd()
             .args(["attach", &target.pid_arg(), "-d", "5", "-F", FREQ, "-q"])
             .args(["-o", "p.lines.txt", "-o", "p.folded", "--by-line", "--functions", "30"])
+            .args(["-o", "p.heatmap.html"])
             .current_dir(dir.path()),
     );
     drop(target);
@@ -183,6 +257,11 @@ fn python_lines_as_line_profiler_shows_them() {
     let start = marked(&src, "multi");
     let on_statement: f64 = (start..start + 4).map(|l| pct(multi, l)).sum();
     assert!(on_statement >= 97.0, "multi-line statement: {on_statement:.1}%{context}");
+
+    // The heatmap shows the same figures, in Chromium.
+    if let Some(seen) = heatmap_in_chromium(&dir.join("p.heatmap.html"), "lines.py", loop40, "four_lo") {
+        check_heatmap(&seen, four, &[loop40, loop40 + 1, loop40 + 2, loop40 + 3], "four_loops");
+    }
 
     // `annotate` on the folded stacks gives the same figures.
     let a = annotate(&["p.folded", "^four_loops$"], dir.path());
@@ -272,6 +351,16 @@ fn c_lines_inlined_functions_and_changed_or_missing_sources() {
             assert_eq!(s.rows[&line].0, four.rows[&line].0, "{profile} line {line}");
         }
     }
+    // Native code in the heatmap, from the saved profile.
+    let a = annotate(&["c.pb.gz", "four_loops"], dir.path());
+    let with_text = parse_listing(&a.stdout);
+    annotate(&["c.pb.gz", "-o", "c.html"], dir.path());
+    let loop40 = marked(&src, "loop40");
+    if let Some(seen) = heatmap_in_chromium(&dir.join("c.html"), "lines.c", loop40, "four_lo") {
+        let s = section(&with_text, "four_loops", &a.stdout);
+        check_heatmap(&seen, s, &[loop40, loop40 + 1, loop40 + 2, loop40 + 3], "four_loops");
+    }
+
     std::fs::remove_file(&src).unwrap();
     let a = annotate(&["c.pb.gz", "four_loops", "-o", "gone.lines.txt"], dir.path());
     let gone = std::fs::read_to_string(dir.join("gone.lines.txt")).unwrap();
