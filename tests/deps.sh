@@ -74,6 +74,7 @@ rustup clippy          cargo-clippy                             test,lint    `ca
 rustup rustfmt         rustfmt,cargo-fmt                        test,lint    `cargo fmt --check` in make test
 pip   maturin==1.16.0  py:maturin                               wheel,package  builds the wheel (make wheel, tests/package/wheel.sh)
 pip   py-spy==0.4.3    py-spy                                   test,bench   an oracle for the Python reader's live tests; compared against in the benchmark
+pip   playwright==1.65.3  py:playwright                         test         drives the heatmap page in Debian's chromium (hover, click, toggle, search; tests/fixtures/heatmap_check.py)
 pip   austin-dist==3.7.0  austin                                bench        compared against in the Python and off-CPU benchmarks
 cargo cargo-deb@3.8.0  cargo-deb                                deb,package  builds the .deb; pinned: tests/package/deb.sh checks its layout and maintainer scripts
 cargo samply@0.13.1    samply                                   bench        compared against in the symbolization benchmark
