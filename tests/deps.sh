@@ -25,8 +25,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 # ---------------------------------------------------------------------------------------------
 # The manifest: one line per item.
-#   KIND     base (never installed: the machine must have it), apt, pip, cargo (cargo install
-#            --locked), rustup (component), git (a pinned clone), pyenv (an interpreter built by
+#   KIND     base (never installed: the machine must have it), apt, pip, npm (npm install -g),
+#            cargo (cargo install --locked), rustup (component), git (a pinned clone), pyenv (an interpreter built by
 #            `pyenv install`), root (a debootstrapped root file system)
 #   NAME     what is installed: Debian package(s) (comma-separated), a pinned pip requirement,
 #            crate@version, component, pyenv version, root name
@@ -53,6 +53,7 @@ apt   linux-perf       perf                                     test,bench   the
 apt   xz-utils         xz                                       test,bench   a real stripped program profiled end to end
 apt   gdb              gdb                                      test         an oracle for Python frames (merge_vs_gdb tests)
 apt   nodejs           node                                     test         JIT frames from Node's perf map
+apt   npm              npm                                      test         installs the npm items below
 apt   python3.11       /usr/bin/python3.11                      test         Debian's stripped non-PIE CPython, profiled without symbols
 apt   python3-pip      py:pip                                   test,package,wheel,bench  installs the pip items below
 apt   python3-venv     py:venv,py:ensurepip                         package      tests/package/wheel.sh installs the wheel into a fresh venv
@@ -75,6 +76,7 @@ rustup rustfmt         rustfmt,cargo-fmt                        test,lint    `ca
 pip   maturin==1.16.0  py:maturin                               wheel,package  builds the wheel (make wheel, tests/package/wheel.sh)
 pip   py-spy==0.4.3    py-spy                                   test,bench   an oracle for the Python reader's live tests; compared against in the benchmark
 pip   playwright==1.65.3  py:playwright                         test         drives the heatmap page in Debian's chromium (hover, click, toggle, search; tests/fixtures/heatmap_check.py)
+npm   speedscope@1.25.0  /usr/lib/node_modules/speedscope/dist/release/index.html  test  the real speedscope app opens sprofd's .speedscope.json (time order; tests/fixtures/speedscope_check.py)
 pip   austin-dist==3.7.0  austin                                bench        compared against in the Python and off-CPU benchmarks
 cargo cargo-deb@3.8.0  cargo-deb                                deb,package  builds the .deb; pinned: tests/package/deb.sh checks its layout and maintainer scripts
 cargo samply@0.13.1    samply                                   bench        compared against in the symbolization benchmark
@@ -151,6 +153,8 @@ present() {
 	case $kind in
 	pip) # maturin==1.16.0: the distribution at that version in python3's environment
 		[[ $(py -c 'import importlib.metadata as m, sys; print(m.version(sys.argv[1]))' "${name%%==*}" 2>/dev/null) == "${name#*==}" ]] ;;
+	npm) # speedscope@1.25.0: npm's global package at that version
+		[[ $(npm ls -g --depth=0 "${name%@*}" 2>/dev/null | grep -o "${name%@*}@[^ ]*") == "$name" ]] ;;
 	cargo) # cargo-deb@3.8.0: cargo installed that version (inferno's commands have no --version)
 		cargo install --list 2>/dev/null | grep -qxF "${name%@*} v${name#*@}:" ;;
 	rustup) # rustup's proxies exist without the component; they fail to run then.
@@ -244,6 +248,7 @@ blocker() {
 	case $kind in
 	pip) py -m pip --version >/dev/null 2>&1 || echo "python3 has no pip: apt-get install python3-pip" ;;
 	cargo) command -v cargo >/dev/null || echo "no cargo: install the Rust toolchain (rustup.rs)" ;;
+	npm) command -v npm >/dev/null || echo "no npm: apt-get install npm" ;;
 	rustup) command -v rustup >/dev/null || echo "no rustup: the component comes with rustup's toolchains" ;;
 	git)
 		if ! command -v git >/dev/null; then
@@ -349,6 +354,10 @@ install_missing() { # install_missing GROUP...
 		case $kind in
 		pip) say "installing $name (pip: $why)" && pip_install "$name" ;;
 		cargo) say "installing $name (cargo install --locked: $why)" && cargo_install "$name" ;;
+		npm)
+			say "installing $name (npm install -g: $why)"
+			run_logged npm install -g -q "$name" || cannot "$name" "npm install failed: $(log_tail)"
+			;;
 		rustup)
 			say "installing rustup component $name ($why)"
 			run_logged rustup component add "$name" || cannot "rustup component $name" "rustup failed: $(log_tail)"
