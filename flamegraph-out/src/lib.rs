@@ -51,8 +51,8 @@ pub use folded::{folded_lines, folded_lines_with, line_label, Folded, FoldedByLi
 pub use label::{frame_label, printable, MAX_LABEL_CHARS};
 pub use lines::{
     frame_from_label, function_extent, line_profile, profile_files, profile_from_stacks,
-    AnnotatedSource, Counts, FunctionLines, Heatmap, LineCounts, LineProfile, NameFilter, SourceFiles,
-    SourceText,
+    AnnotatedSource, Counts, FunctionLines, Heatmap, LineCounts, LineProfile, NameFilter,
+    SourceFiles, SourceText,
 };
 pub use pprof::{
     check_gzip, decode_pprof, profile_from_proto, proto as pprof_proto, read_pprof, Pprof,

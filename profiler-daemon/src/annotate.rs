@@ -13,8 +13,8 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context};
 use flamegraph_out::{
-    decode_pprof, profile_from_proto, profile_from_stacks, AnnotatedSource, Exporter, Heatmap, NameFilter,
-    OutputFormat, Stacks,
+    decode_pprof, profile_from_proto, profile_from_stacks, AnnotatedSource, Exporter, Heatmap,
+    NameFilter, OutputFormat, Stacks,
 };
 use sprof_core::SymbolizedProfile;
 
@@ -115,7 +115,9 @@ fn read_profile(path: &Path) -> anyhow::Result<(SymbolizedProfile, Option<System
         );
     }
     let file = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
-    let meta = file.metadata().with_context(|| format!("{}", path.display()))?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("{}", path.display()))?;
     if !meta.is_file() {
         bail!("{}: not a regular file", path.display());
     }

@@ -317,9 +317,7 @@ impl DiffArgs {
                     OutputFormat::Pprof
                     | OutputFormat::Speedscope
                     | OutputFormat::Lines
-                    | OutputFormat::Heatmap => {
-                        return Err(UsageError::DiffOutput(spec.path))
-                    }
+                    | OutputFormat::Heatmap => return Err(UsageError::DiffOutput(spec.path)),
                 };
                 Ok((spec, kind))
             })

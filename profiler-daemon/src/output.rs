@@ -296,10 +296,9 @@ pub fn export_options(
         .iter()
         .any(|o| matches!(o.format, OutputFormat::Lines | OutputFormat::Heatmap));
     let sources = if shows_source {
-        let started = std::time::SystemTime::now()
-            .checked_sub(std::time::Duration::from_secs_f64(
-                profile.meta.duration_secs.max(0.0),
-            ));
+        let started = std::time::SystemTime::now().checked_sub(std::time::Duration::from_secs_f64(
+            profile.meta.duration_secs.max(0.0),
+        ));
         crate::sources::read_sources(profile, &config.sources, started)
     } else {
         Default::default()
@@ -448,8 +447,12 @@ mod tests {
         let out = prepare_private(OutputSpec::from_path(path.clone()).unwrap()).unwrap();
         assert!(!dead.exists(), "a dead run's temporary stays");
         assert!(live.exists() && other.exists());
-        out.write(&SymbolizedProfile::default(), &ExportOptions::default(), None)
-            .unwrap();
+        out.write(
+            &SymbolizedProfile::default(),
+            &ExportOptions::default(),
+            None,
+        )
+        .unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         std::fs::remove_dir_all(&dir).unwrap();
@@ -465,8 +468,12 @@ mod tests {
             !path.exists(),
             "nothing under the final name before the write"
         );
-        out.write(&SymbolizedProfile::default(), &ExportOptions::default(), None)
-            .unwrap();
+        out.write(
+            &SymbolizedProfile::default(),
+            &ExportOptions::default(),
+            None,
+        )
+        .unwrap();
         assert!(path.exists());
         assert_eq!(
             std::fs::read_dir(&dir).unwrap().count(),

@@ -587,11 +587,10 @@ impl Dumps {
         self.count += 1;
         let mut written = 0;
         for spec in &config.outputs {
-            let result = output::prepare(spec.clone())
-                .and_then(|out| {
-                    let options = output::export_options(profile, &[&out.spec], config);
-                    out.write(profile, &options, output::sudo_owner())
-                });
+            let result = output::prepare(spec.clone()).and_then(|out| {
+                let options = output::export_options(profile, &[&out.spec], config);
+                out.write(profile, &options, output::sudo_owner())
+            });
             match result {
                 Ok(()) => written += 1,
                 Err(e) => eprintln!("sprofd: dump {}: error: {e}", self.count),

@@ -81,7 +81,10 @@ pub fn read_sources(
     let mut readers: HashMap<Option<u32>, Reader> = HashMap::new();
     for (n, path) in profile_files(profile).into_iter().enumerate() {
         if n >= MAX_SOURCE_FILES {
-            files.insert(path, SourceText::Unavailable("not read (too many files)".into()));
+            files.insert(
+                path,
+                SourceText::Unavailable("not read (too many files)".into()),
+            );
             continue;
         }
         let pid = pids.get(path.as_str()).copied().or(profile.meta.pid);
@@ -100,7 +103,11 @@ fn pid_of_files(profile: &SymbolizedProfile) -> HashMap<&str, u32> {
     for stack in &profile.stacks {
         let Some(t) = stack.thread else { continue };
         for &f in &stack.frames {
-            if let Some(file) = profile.frames.get(f as usize).and_then(|f| f.file.as_deref()) {
+            if let Some(file) = profile
+                .frames
+                .get(f as usize)
+                .and_then(|f| f.file.as_deref())
+            {
                 out.entry(file).or_insert(t.pid);
             }
         }
@@ -221,7 +228,9 @@ fn read_one(path: &str, reader: &Reader, config: &SourceConfig) -> SourceText {
         }
     }
     match last_error {
-        Some((beneath, e)) if e.is_missing() => SourceText::Unavailable(format!("{beneath}: missing")),
+        Some((beneath, e)) if e.is_missing() => {
+            SourceText::Unavailable(format!("{beneath}: missing"))
+        }
         Some((beneath, e)) => SourceText::Unavailable(format!("{beneath}: not read: {e}")),
         None => SourceText::Unavailable("not found".into()),
     }
@@ -248,7 +257,10 @@ fn open(
     }
     let mut bytes = Vec::new();
     file.take(MAX_SOURCE_BYTES).read_to_end(&mut bytes)?;
-    Ok((String::from_utf8_lossy(&bytes).into_owned(), meta.modified().ok()))
+    Ok((
+        String::from_utf8_lossy(&bytes).into_owned(),
+        meta.modified().ok(),
+    ))
 }
 
 #[cfg(test)]

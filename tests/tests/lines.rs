@@ -80,9 +80,12 @@ fn marked(file: &Path, name: &str) -> u32 {
 }
 
 fn section<'a>(listing: &'a BTreeMap<String, Section>, name: &str, context: &str) -> &'a Section {
-    listing
-        .get(name)
-        .unwrap_or_else(|| panic!("no section for {name}; sections {:?}{context}", listing.keys()))
+    listing.get(name).unwrap_or_else(|| {
+        panic!(
+            "no section for {name}; sections {:?}{context}",
+            listing.keys()
+        )
+    })
 }
 
 fn pct(s: &Section, line: u32) -> f64 {
@@ -91,7 +94,12 @@ fn pct(s: &Section, line: u32) -> f64 {
 
 /// The four one-line loops cost 40/30/20/10 % of their function, each within 3 points.
 fn check_loops(s: &Section, src: &Path, context: &str) {
-    for (name, want) in [("loop40", 40.0), ("loop30", 30.0), ("loop20", 20.0), ("loop10", 10.0)] {
+    for (name, want) in [
+        ("loop40", 40.0),
+        ("loop30", 30.0),
+        ("loop20", 20.0),
+        ("loop10", 10.0),
+    ] {
         let line = marked(src, name);
         let got = pct(s, line);
         assert!(
@@ -104,7 +112,10 @@ fn check_loops(s: &Section, src: &Path, context: &str) {
 /// `line` holds (nearly) all of the function's samples.
 fn check_whole(s: &Section, line: u32, what: &str, context: &str) {
     let got = pct(s, line);
-    assert!(got >= 97.0, "{what}: line {line} has {got:.1}% of its function{context}");
+    assert!(
+        got >= 97.0,
+        "{what}: line {line} has {got:.1}% of its function{context}"
+    );
 }
 
 fn annotate(args: &[&str], dir: &Path) -> RunOutput {
@@ -114,7 +125,12 @@ fn annotate(args: &[&str], dir: &Path) -> RunOutput {
 /// Runs `tests/fixtures/heatmap_check.py` on a heatmap page in headless Chromium; `None`
 /// (after a SKIP line, or a failure under `SPROFD_REQUIRE_LIVE=1`) without Playwright or
 /// Chromium.
-fn heatmap_in_chromium(page: &Path, file: &str, line: u32, search: &str) -> Option<serde_json::Value> {
+fn heatmap_in_chromium(
+    page: &Path,
+    file: &str,
+    line: u32,
+    search: &str,
+) -> Option<serde_json::Value> {
     let have = Command::new("python3")
         .args(["-c", "import playwright"])
         .output()
@@ -146,10 +162,24 @@ fn heatmap_in_chromium(page: &Path, file: &str, line: u32, search: &str) -> Opti
 /// nothing, raises nothing, and hover, click, toggle and search answer.
 fn check_heatmap(seen: &serde_json::Value, section: &Section, lines: &[u32], function: &str) {
     let ctx = || serde_json::to_string_pretty(seen).unwrap();
-    assert_eq!(seen["errors"], serde_json::json!([]), "page errors {}", ctx());
-    assert_eq!(seen["requests"], serde_json::json!([]), "self-contained {}", ctx());
+    assert_eq!(
+        seen["errors"],
+        serde_json::json!([]),
+        "page errors {}",
+        ctx()
+    );
+    assert_eq!(
+        seen["requests"],
+        serde_json::json!([]),
+        "self-contained {}",
+        ctx()
+    );
     assert!(
-        seen["groups"].as_array().unwrap().iter().any(|g| g.as_str().unwrap().starts_with("Your code")),
+        seen["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g.as_str().unwrap().starts_with("Your code")),
         "{}",
         ctx()
     );
@@ -163,31 +193,59 @@ fn check_heatmap(seen: &serde_json::Value, section: &Section, lines: &[u32], fun
         assert_eq!(row["total"], *samples, "line {line} total {}", ctx());
         assert_eq!(row["self"], *self_, "line {line} self {}", ctx());
         assert_eq!(row["text"].as_str().unwrap(), text, "line {line} text");
-        assert!(!row["background"].as_str().unwrap().is_empty(), "hot line coloured");
+        assert!(
+            !row["background"].as_str().unwrap().is_empty(),
+            "hot line coloured"
+        );
     }
-    assert!(seen["hover_title"].as_str().unwrap().contains("total"), "{}", ctx());
+    assert!(
+        seen["hover_title"].as_str().unwrap().contains("total"),
+        "{}",
+        ctx()
+    );
     let detail = seen["detail"].as_str().unwrap();
-    assert!(detail.contains("Callers") && detail.contains("Callees"), "{}", ctx());
-    assert!(!seen["callers"].as_array().unwrap().is_empty(), "callers listed {}", ctx());
+    assert!(
+        detail.contains("Callers") && detail.contains("Callees"),
+        "{}",
+        ctx()
+    );
+    assert!(
+        !seen["callers"].as_array().unwrap().is_empty(),
+        "callers listed {}",
+        ctx()
+    );
     // The title reads `file:N  total T (P%)  self S (Q%)`: the toggle shows P, then Q.
     let title = seen["hover_title"].as_str().unwrap();
     let share_after = |word: &str| {
         let rest = &title[title.find(word).unwrap()..];
         rest[rest.find('(').unwrap() + 1..rest.find(')').unwrap()].to_string()
     };
-    assert_eq!(seen["total_shown"], share_after("total "), "total shown {}", ctx());
-    assert_eq!(seen["self_shown"], share_after("self "), "self shown after the toggle {}", ctx());
+    assert_eq!(
+        seen["total_shown"],
+        share_after("total "),
+        "total shown {}",
+        ctx()
+    );
+    assert_eq!(
+        seen["self_shown"],
+        share_after("self "),
+        "self shown after the toggle {}",
+        ctx()
+    );
     assert!(
-        seen["search"].as_array().unwrap().iter().any(|r| r.as_str().unwrap().starts_with(function)),
+        seen["search"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r.as_str().unwrap().starts_with(function)),
         "search finds {function} {}",
         ctx()
     );
 }
 
 fn python() -> Option<PathBuf> {
-    let root = std::env::var("PYENV_ROOT").unwrap_or_else(|_| {
-        format!("{}/.pyenv", std::env::var("HOME").unwrap_or_default())
-    });
+    let root = std::env::var("PYENV_ROOT")
+        .unwrap_or_else(|_| format!("{}/.pyenv", std::env::var("HOME").unwrap_or_default()));
     let p = PathBuf::from(format!("{root}/versions/3.12.1/bin/python3.12"));
     p.is_file().then_some(p)
 }
@@ -214,7 +272,15 @@ fn python_lines_as_line_profiler_shows_them() {
     let out = run_ok(
         sprofd()
             .args(["attach", &target.pid_arg(), "-d", "5", "-F", FREQ, "-q"])
-            .args(["-o", "p.lines.txt", "-o", "p.folded", "--by-line", "--functions", "30"])
+            .args([
+                "-o",
+                "p.lines.txt",
+                "-o",
+                "p.folded",
+                "--by-line",
+                "--functions",
+                "30",
+            ])
             .args(["-o", "p.heatmap.html"])
             .current_dir(dir.path()),
     );
@@ -229,10 +295,28 @@ fn python_lines_as_line_profiler_shows_them() {
     let loop40 = marked(&src, "loop40");
     let src_text = std::fs::read_to_string(&src).unwrap();
     let src_lines: Vec<&str> = src_text.lines().collect();
-    assert_eq!(four.rows[&loop40].3, src_lines[loop40 as usize - 1], "{context}");
-    assert_eq!(four.rows[&(loop40 - 1)], (0, 0, 0.0, "    a = 0".into()), "{context}");
-    check_whole(section(&listing, "caller", &context), marked(&src, "call"), "caller", &context);
-    check_whole(section(&listing, "hot", &context), marked(&src, "hot"), "hot", &context);
+    assert_eq!(
+        four.rows[&loop40].3,
+        src_lines[loop40 as usize - 1],
+        "{context}"
+    );
+    assert_eq!(
+        four.rows[&(loop40 - 1)],
+        (0, 0, 0.0, "    a = 0".into()),
+        "{context}"
+    );
+    check_whole(
+        section(&listing, "caller", &context),
+        marked(&src, "call"),
+        "caller",
+        &context,
+    );
+    check_whole(
+        section(&listing, "hot", &context),
+        marked(&src, "hot"),
+        "hot",
+        &context,
+    );
     check_whole(
         section(&listing, "timed.<locals>.wrapper", &context),
         marked(&src, "wrapped"),
@@ -242,10 +326,19 @@ fn python_lines_as_line_profiler_shows_them() {
     let decorated = section(&listing, "decorated", &context);
     check_whole(decorated, marked(&src, "decorated"), "decorated", &context);
     assert!(
-        decorated.rows.keys().next().is_some_and(|&l| src_lines[l as usize - 1] == "@timed"),
+        decorated
+            .rows
+            .keys()
+            .next()
+            .is_some_and(|&l| src_lines[l as usize - 1] == "@timed"),
         "a decorated function is listed from its decorator{context}"
     );
-    check_whole(section(&listing, "<lambda>", &context), marked(&src, "lambda"), "lambda", &context);
+    check_whole(
+        section(&listing, "<lambda>", &context),
+        marked(&src, "lambda"),
+        "lambda",
+        &context,
+    );
     check_whole(
         section(&listing, "comprehension", &context),
         marked(&src, "comp"),
@@ -256,11 +349,21 @@ fn python_lines_as_line_profiler_shows_them() {
     let multi = section(&listing, "multi_line", &context);
     let start = marked(&src, "multi");
     let on_statement: f64 = (start..start + 4).map(|l| pct(multi, l)).sum();
-    assert!(on_statement >= 97.0, "multi-line statement: {on_statement:.1}%{context}");
+    assert!(
+        on_statement >= 97.0,
+        "multi-line statement: {on_statement:.1}%{context}"
+    );
 
     // The heatmap shows the same figures, in Chromium.
-    if let Some(seen) = heatmap_in_chromium(&dir.join("p.heatmap.html"), "lines.py", loop40, "four_lo") {
-        check_heatmap(&seen, four, &[loop40, loop40 + 1, loop40 + 2, loop40 + 3], "four_loops");
+    if let Some(seen) =
+        heatmap_in_chromium(&dir.join("p.heatmap.html"), "lines.py", loop40, "four_lo")
+    {
+        check_heatmap(
+            &seen,
+            four,
+            &[loop40, loop40 + 1, loop40 + 2, loop40 + 3],
+            "four_loops",
+        );
     }
 
     // `annotate` on the folded stacks gives the same figures.
@@ -269,7 +372,12 @@ fn python_lines_as_line_profiler_shows_them() {
     let four2 = section(&again, "four_loops", &a.stdout);
     assert_eq!(again.len(), 1, "REGEX selects{}", a.describe());
     for line in loop40..loop40 + 4 {
-        assert_eq!(four.rows[&line].0, four2.rows[&line].0, "line {line}{}", a.describe());
+        assert_eq!(
+            four.rows[&line].0,
+            four2.rows[&line].0,
+            "line {line}{}",
+            a.describe()
+        );
     }
     assert_eq!(four2.rows[&loop40].3, four.rows[&loop40].3);
 }
@@ -289,7 +397,11 @@ fn build_c(dir: &TempDir) -> (PathBuf, PathBuf) {
         .arg(&src)
         .output()
         .expect("cc");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     (src, exe)
 }
 
@@ -309,7 +421,15 @@ fn c_lines_inlined_functions_and_changed_or_missing_sources() {
     let out = run_ok(
         sprofd()
             .args(["attach", &target.pid_arg(), "-d", "5", "-F", FREQ, "-q"])
-            .args(["-o", "c.lines.txt", "-o", "c.pb.gz", "-o", "c.folded", "--by-line"])
+            .args([
+                "-o",
+                "c.lines.txt",
+                "-o",
+                "c.pb.gz",
+                "-o",
+                "c.folded",
+                "--by-line",
+            ])
             .current_dir(dir.path()),
     );
     drop(target);
@@ -323,9 +443,17 @@ fn c_lines_inlined_functions_and_changed_or_missing_sources() {
             .is_some_and(|w| w.contains("changed since the process started")),
         "an edited source is reported, not printed{context}"
     );
-    assert!(four.rows.values().all(|r| r.3.is_empty()), "no text{context}");
+    assert!(
+        four.rows.values().all(|r| r.3.is_empty()),
+        "no text{context}"
+    );
     check_loops(four, &src, &context);
-    check_whole(section(&listing, "caller", &context), marked(&src, "call"), "caller", &context);
+    check_whole(
+        section(&listing, "caller", &context),
+        marked(&src, "call"),
+        "caller",
+        &context,
+    );
     // The inlined function's samples are on its own line, its caller's on the call site.
     check_whole(
         section(&listing, "inlined_loop", &context),
@@ -346,7 +474,11 @@ fn c_lines_inlined_functions_and_changed_or_missing_sources() {
         let s = section(&l, "four_loops", &a.describe());
         assert!(s.not_shown.is_none(), "{profile}{}", a.describe());
         let loop40 = marked(&src, "loop40");
-        assert!(s.rows[&loop40].3.contains("L:loop40"), "{profile}{}", a.describe());
+        assert!(
+            s.rows[&loop40].3.contains("L:loop40"),
+            "{profile}{}",
+            a.describe()
+        );
         for line in loop40..loop40 + 4 {
             assert_eq!(s.rows[&line].0, four.rows[&line].0, "{profile} line {line}");
         }
@@ -358,16 +490,26 @@ fn c_lines_inlined_functions_and_changed_or_missing_sources() {
     let loop40 = marked(&src, "loop40");
     if let Some(seen) = heatmap_in_chromium(&dir.join("c.html"), "lines.c", loop40, "four_lo") {
         let s = section(&with_text, "four_loops", &a.stdout);
-        check_heatmap(&seen, s, &[loop40, loop40 + 1, loop40 + 2, loop40 + 3], "four_loops");
+        check_heatmap(
+            &seen,
+            s,
+            &[loop40, loop40 + 1, loop40 + 2, loop40 + 3],
+            "four_loops",
+        );
     }
 
     std::fs::remove_file(&src).unwrap();
-    let a = annotate(&["c.pb.gz", "four_loops", "-o", "gone.lines.txt"], dir.path());
+    let a = annotate(
+        &["c.pb.gz", "four_loops", "-o", "gone.lines.txt"],
+        dir.path(),
+    );
     let gone = std::fs::read_to_string(dir.join("gone.lines.txt")).unwrap();
     let l = parse_listing(&gone);
     let s = section(&l, "four_loops", &a.describe());
     assert!(
-        s.not_shown.as_deref().is_some_and(|w| w.ends_with("missing")),
+        s.not_shown
+            .as_deref()
+            .is_some_and(|w| w.ends_with("missing")),
         "a missing source is reported{}\n{gone}",
         a.describe()
     );
@@ -376,7 +518,10 @@ fn c_lines_inlined_functions_and_changed_or_missing_sources() {
 
 #[test]
 fn annotate_reads_a_go_pprof_with_lines() {
-    let have_go = Command::new("go").arg("version").output().is_ok_and(|o| o.status.success());
+    let have_go = Command::new("go")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !have_go {
         assert!(
             std::env::var("SPROFD_REQUIRE_LIVE").as_deref() != Ok("1"),
@@ -405,11 +550,15 @@ fn annotate_reads_a_go_pprof_with_lines() {
     };
     go(&["build", "-o", "golines", "main.go"]);
     let run = run_with_timeout(
-        Command::new(dir.join("golines")).args(["4", "cpu.prof"]).current_dir(dir.path()),
+        Command::new(dir.join("golines"))
+            .args(["4", "cpu.prof"])
+            .current_dir(dir.path()),
         Duration::from_secs(60),
     );
     assert!(run.status.success(), "{}", run.describe());
-    go(&["tool", "pprof", "-proto", "-output", "go.pb.gz", "golines", "cpu.prof"]);
+    go(&[
+        "tool", "pprof", "-proto", "-output", "go.pb.gz", "golines", "cpu.prof",
+    ]);
     let a = annotate(&["go.pb.gz", "fourLoops"], dir.path());
     let listing = parse_listing(&a.stdout);
     let s = section(&listing, "main.fourLoops", &a.stdout);
@@ -417,11 +566,24 @@ fn annotate_reads_a_go_pprof_with_lines() {
     let n: u64 = s.rows.values().map(|r| r.0).max().unwrap_or(0);
     assert!(n > 300, "enough samples: {}", a.stdout);
     let total: u64 = s.rows.values().map(|r| r.0).sum();
-    for (name, want) in [("loop40", 0.4), ("loop30", 0.3), ("loop20", 0.2), ("loop10", 0.1)] {
+    for (name, want) in [
+        ("loop40", 0.4),
+        ("loop30", 0.3),
+        ("loop20", 0.2),
+        ("loop10", 0.1),
+    ] {
         let line = marked(&src, name);
         let got = pct(s, line) / 100.0;
         let tol = share_tolerance(want, total, 0.03);
-        assert!((got - want).abs() <= tol, "{name}: {got:.3} vs {want}±{tol:.3}\n{}", a.stdout);
-        assert!(s.rows[&line].3.contains(&format!("L:{name}")), "{}", a.stdout);
+        assert!(
+            (got - want).abs() <= tol,
+            "{name}: {got:.3} vs {want}±{tol:.3}\n{}",
+            a.stdout
+        );
+        assert!(
+            s.rows[&line].3.contains(&format!("L:{name}")),
+            "{}",
+            a.stdout
+        );
     }
 }

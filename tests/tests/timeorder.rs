@@ -41,7 +41,11 @@ fn speedscope_shows_samples_in_time_order() {
         let names: Vec<&str> = sample
             .as_array()?
             .iter()
-            .map(|i| frames[i.as_u64().unwrap() as usize]["name"].as_str().unwrap())
+            .map(|i| {
+                frames[i.as_u64().unwrap() as usize]["name"]
+                    .as_str()
+                    .unwrap()
+            })
             .collect();
         if names.contains(&"phase_one") {
             Some(1)
@@ -60,7 +64,11 @@ fn speedscope_shows_samples_in_time_order() {
     let ones = seq.iter().filter(|&&p| p == 1).count();
     let twos = seq.len() - ones;
     // ~1 s each at 999 Hz.
-    assert!(ones > 600 && twos > 600, "{ones} + {twos} samples{}", out.describe());
+    assert!(
+        ones > 600 && twos > 600,
+        "{ones} + {twos} samples{}",
+        out.describe()
+    );
     let last_one = seq.iter().rposition(|&p| p == 1).unwrap();
     let first_two = seq.iter().position(|&p| p == 2).unwrap();
     assert!(
@@ -70,7 +78,10 @@ fn speedscope_shows_samples_in_time_order() {
     // Each sample weighs its own period (~1 ms), not an aggregate.
     let weights = profile["weights"].as_array().unwrap();
     assert_eq!(weights.len(), profile["samples"].as_array().unwrap().len());
-    assert!(weights.iter().all(|w| w.as_u64().unwrap() < 10_000_000), "per-sample weights");
+    assert!(
+        weights.iter().all(|w| w.as_u64().unwrap() < 10_000_000),
+        "per-sample weights"
+    );
 
     // The real app, in its default view.
     let Some(index) = speedscope_index() else {
@@ -91,10 +102,18 @@ fn speedscope_shows_samples_in_time_order() {
             .env("HOME", std::env::temp_dir()),
         Duration::from_secs(120),
     );
-    assert!(seen.status.success(), "speedscope_check.py{}", seen.describe());
+    assert!(
+        seen.status.success(),
+        "speedscope_check.py{}",
+        seen.describe()
+    );
     let v: serde_json::Value = serde_json::from_str(&seen.stdout).unwrap();
     assert_eq!(v["errors"], serde_json::json!([]), "{}", seen.stdout);
-    assert!(v["toolbar"].as_str().unwrap().contains("Time Order"), "{}", seen.stdout);
+    assert!(
+        v["toolbar"].as_str().unwrap().contains("Time Order"),
+        "{}",
+        seen.stdout
+    );
     let column = |x: &str| -> Vec<String> {
         v["columns"][x]
             .as_array()
@@ -105,8 +124,17 @@ fn speedscope_shows_samples_in_time_order() {
     };
     let (left, right) = (column("0.05"), column("0.95"));
     let has = |col: &[String], name: &str| col.iter().any(|t| t.contains(name));
-    assert!(has(&left, "phase_one") && !has(&left, "phase_two"), "start: {left:?}");
-    assert!(has(&right, "phase_two") && !has(&right, "phase_one"), "end: {right:?}");
+    assert!(
+        has(&left, "phase_one") && !has(&left, "phase_two"),
+        "start: {left:?}"
+    );
+    assert!(
+        has(&right, "phase_two") && !has(&right, "phase_one"),
+        "end: {right:?}"
+    );
     // Line information shows in the frames.
-    assert!(has(&left, "phases.c:"), "file:line in the tooltip: {left:?}");
+    assert!(
+        has(&left, "phases.c:"),
+        "file:line in the tooltip: {left:?}"
+    );
 }

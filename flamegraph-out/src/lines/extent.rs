@@ -129,10 +129,7 @@ fn brace_end<'a>(line: impl Fn(u32) -> Option<&'a str>, base: usize, last_sample
         }
         // A line at the declaration's indentation that is not a brace starts something else
         // (the next function, when the closing brace was not where expected).
-        if n > last_sampled
-            && indentation(text) < base
-            && !text.trim().is_empty()
-        {
+        if n > last_sampled && indentation(text) < base && !text.trim().is_empty() {
             break;
         }
     }

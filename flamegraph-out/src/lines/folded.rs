@@ -85,15 +85,31 @@ mod tests {
         assert_eq!(line_label(&f), "hot_inlined (/src/a b/inline.c:12)_[i]");
         let back = frame_from_label(&line_label(&f));
         assert_eq!(
-            (back.function.as_str(), back.file.as_deref(), back.line, back.kind),
-            ("hot_inlined", Some("/src/a b/inline.c"), Some(12), FrameKind::Inlined)
+            (
+                back.function.as_str(),
+                back.file.as_deref(),
+                back.line,
+                back.kind
+            ),
+            (
+                "hot_inlined",
+                Some("/src/a b/inline.c"),
+                Some(12),
+                FrameKind::Inlined
+            )
         );
         let py = frame_from_label("Job.run (/app/x.py:40)");
         assert_eq!(py.kind, FrameKind::Python);
         assert_eq!(py.decl_file.as_deref(), Some("/app/x.py"));
         let bare = frame_from_label("main (not a place)");
-        assert_eq!((bare.function.as_str(), bare.line), ("main (not a place)", None));
-        assert_eq!(frame_from_label("do_syscall_64_[k]").kind, FrameKind::Kernel);
+        assert_eq!(
+            (bare.function.as_str(), bare.line),
+            ("main (not a place)", None)
+        );
+        assert_eq!(
+            frame_from_label("do_syscall_64_[k]").kind,
+            FrameKind::Kernel
+        );
     }
 
     #[test]
@@ -108,7 +124,10 @@ mod tests {
         );
         assert_eq!(a.total, b.total);
         for (fa, fb) in a.functions.iter().zip(&b.functions) {
-            assert_eq!((&fa.function, &fa.file, fa.counts), (&fb.function, &fb.file, fb.counts));
+            assert_eq!(
+                (&fa.function, &fa.file, fa.counts),
+                (&fb.function, &fb.file, fb.counts)
+            );
             let la: Vec<_> = fa.lines.iter().map(|(l, c)| (*l, c.counts)).collect();
             let lb: Vec<_> = fb.lines.iter().map(|(l, c)| (*l, c.counts)).collect();
             assert_eq!(la, lb);

@@ -81,7 +81,12 @@ const GROUPS: [&str; 3] = ["Your code", "Third-party", "Standard library"];
 
 /// Which group a file belongs to, by its path and the module of its code.
 fn group_of(path: &str, module: Option<&str>) -> usize {
-    let third = ["site-packages/", "dist-packages/", "/.cargo/registry/", "node_modules/"];
+    let third = [
+        "site-packages/",
+        "dist-packages/",
+        "/.cargo/registry/",
+        "node_modules/",
+    ];
     if third.iter().any(|p| path.contains(p)) {
         return 1;
     }
@@ -100,7 +105,15 @@ fn group_of(path: &str, module: Option<&str>) -> usize {
         return 2;
     }
     match module {
-        Some(m) if ["libc.so", "libm.so", "ld-linux", "libstdc++", "libpython", "libgcc"]
+        Some(m)
+            if [
+                "libc.so",
+                "libm.so",
+                "ld-linux",
+                "libstdc++",
+                "libpython",
+                "libgcc",
+            ]
             .iter()
             .any(|p| m.starts_with(p)) =>
         {
@@ -243,7 +256,10 @@ impl Heatmap {
                         text_budget -= bytes;
                         (None, Some(lines.iter().map(String::as_str).collect()))
                     } else {
-                        (Some("text left out: the page is large enough".to_string()), None)
+                        (
+                            Some("text left out: the page is large enough".to_string()),
+                            None,
+                        )
                     }
                 }
                 Some(SourceText::Unavailable(why)) => (Some(printable(why).into_owned()), None),
@@ -264,11 +280,7 @@ impl Heatmap {
         let groups = GROUPS
             .iter()
             .zip(group_counts)
-            .map(|(name, [total, self_])| Group {
-                name,
-                total,
-                self_,
-            })
+            .map(|(name, [total, self_])| Group { name, total, self_ })
             .collect();
         let meta = &profile.meta;
         let title = if meta.target.is_empty() {
@@ -279,7 +291,11 @@ impl Heatmap {
         Ok(Data {
             title,
             total,
-            unit: if meta.measure.is_time() { "ns" } else { "samples" },
+            unit: if meta.measure.is_time() {
+                "ns"
+            } else {
+                "samples"
+            },
             groups,
             files,
             functions,
@@ -346,7 +362,10 @@ mod tests {
     fn groups_by_path_and_module() {
         assert_eq!(group_of("/app/main.py", None), 0);
         assert_eq!(group_of("/usr/lib/python3.12/json/decoder.py", None), 2);
-        assert_eq!(group_of("/venv/lib/python3.12/site-packages/numpy/x.py", None), 1);
+        assert_eq!(
+            group_of("/venv/lib/python3.12/site-packages/numpy/x.py", None),
+            1
+        );
         assert_eq!(group_of("./csu/../csu/libc-start.c", Some("libc.so.6")), 2);
         assert_eq!(group_of("/build/zlib/deflate.c", Some("libz.so.1")), 1);
         assert_eq!(group_of("/src/x.c", Some("x")), 0);

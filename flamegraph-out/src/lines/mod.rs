@@ -236,7 +236,13 @@ pub fn line_profile(profile: &SymbolizedProfile) -> Result<LineProfile, ExportEr
             }
             if let Some((cid, cline)) = caller {
                 if seen_edges.insert((cid, cline, id)) {
-                    *functions[cid].lines.entry(cline).or_default().callees.entry(id).or_default() += w;
+                    *functions[cid]
+                        .lines
+                        .entry(cline)
+                        .or_default()
+                        .callees
+                        .entry(id)
+                        .or_default() += w;
                     *functions[id].callers.entry((cid, cline)).or_default() += w;
                 }
             }
@@ -375,14 +381,50 @@ pub(crate) mod tests {
         let names: Vec<&str> = lp.functions.iter().map(|f| f.function.as_str()).collect();
         assert_eq!(names, ["main", "work", "leaf", "rec"]);
         let main = &lp.functions[0];
-        assert_eq!(main.counts, Counts { total: 100, self_: 20 });
-        assert_eq!(main.lines[&3].counts, Counts { total: 60, self_: 0 });
-        assert_eq!(main.lines[&4].counts, Counts { total: 40, self_: 20 });
+        assert_eq!(
+            main.counts,
+            Counts {
+                total: 100,
+                self_: 20
+            }
+        );
+        assert_eq!(
+            main.lines[&3].counts,
+            Counts {
+                total: 60,
+                self_: 0
+            }
+        );
+        assert_eq!(
+            main.lines[&4].counts,
+            Counts {
+                total: 40,
+                self_: 20
+            }
+        );
         let work = &lp.functions[1];
-        assert_eq!(work.counts, Counts { total: 80, self_: 60 });
+        assert_eq!(
+            work.counts,
+            Counts {
+                total: 80,
+                self_: 60
+            }
+        );
         assert_eq!(work.lines[&11].counts.total, 30);
-        assert_eq!(work.lines[&12].counts, Counts { total: 30, self_: 30 });
-        assert_eq!(work.lines[&13].counts, Counts { total: 20, self_: 0 });
+        assert_eq!(
+            work.lines[&12].counts,
+            Counts {
+                total: 30,
+                self_: 30
+            }
+        );
+        assert_eq!(
+            work.lines[&13].counts,
+            Counts {
+                total: 20,
+                self_: 0
+            }
+        );
         // Callees of line 13: leaf (index 2); callers of work: main:3 and main:4.
         assert_eq!(work.lines[&13].callees, BTreeMap::from([(2, 20)]));
         assert_eq!(work.callers, BTreeMap::from([((0, 3), 60), ((0, 4), 20)]));
@@ -390,7 +432,13 @@ pub(crate) mod tests {
         let rec = &lp.functions[3];
         assert_eq!(rec.counts, Counts { total: 5, self_: 5 });
         assert_eq!(rec.lines[&30].counts, Counts { total: 5, self_: 5 });
-        assert_eq!(lp.files["/src/app.py"], Counts { total: 105, self_: 105 });
+        assert_eq!(
+            lp.files["/src/app.py"],
+            Counts {
+                total: 105,
+                self_: 105
+            }
+        );
     }
 
     #[test]

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use sprof_core::SymbolizedProfile;
 
-use super::{function_extent, line_profile, percent, FunctionLines, LineProfile, SourceFiles, SourceText};
+use super::{
+    function_extent, line_profile, percent, FunctionLines, LineProfile, SourceFiles, SourceText,
+};
 use crate::{printable, ExportError, Exporter};
 
 /// Listings longer than this many lines fold runs of cold lines (module code, long
@@ -70,7 +72,11 @@ impl Exporter for AnnotatedSource {
             writeln!(
                 w,
                 "\nNo function with line information{}.",
-                if self.only.is_some() { " matches" } else { " was sampled" }
+                if self.only.is_some() {
+                    " matches"
+                } else {
+                    " was sampled"
+                }
             )?;
         }
         for f in chosen {
@@ -91,7 +97,11 @@ fn write_summary(
         writeln!(w, "Profile of {}", printable(&meta.target))?;
     }
     let mut parts = vec![if meta.measure.is_time() {
-        format!("{:.1} ms of {}", lp.total as f64 / 1e6, meta.measure.describe())
+        format!(
+            "{:.1} ms of {}",
+            lp.total as f64 / 1e6,
+            meta.measure.describe()
+        )
     } else {
         format!("{} samples", lp.total)
     }];
@@ -144,7 +154,11 @@ fn write_function(
         "Total: {}{unit} ({:.1}% of the profile), self {}{unit} ({:.1}%)",
         figure(f.counts.total, time),
         percent(f.counts.total, lp.total),
-        if f.counts.self_ == 0 { "0".to_string() } else { figure(f.counts.self_, time) },
+        if f.counts.self_ == 0 {
+            "0".to_string()
+        } else {
+            figure(f.counts.self_, time)
+        },
         percent(f.counts.self_, lp.total),
     )?;
     match sources.get(&f.file) {
@@ -154,8 +168,15 @@ fn write_function(
         }
         None => writeln!(w, "Source not shown: not read")?,
     }
-    let (samples, self_) = if time { ("Time ms", "Self ms") } else { ("Samples", "Self") };
-    let header = format!("{:>6} {samples:>9} {self_:>9} {:>7}  Line Contents", "Line #", "% Time");
+    let (samples, self_) = if time {
+        ("Time ms", "Self ms")
+    } else {
+        ("Samples", "Self")
+    };
+    let header = format!(
+        "{:>6} {samples:>9} {self_:>9} {:>7}  Line Contents",
+        "Line #", "% Time"
+    );
     writeln!(w)?;
     writeln!(w, "{header}")?;
     writeln!(w, "{}", "=".repeat(header.len()))?;
@@ -208,7 +229,8 @@ fn write_function(
 }
 
 fn line_text(text: &[String], n: u32) -> &str {
-    text.get((n as usize).wrapping_sub(1)).map_or("", String::as_str)
+    text.get((n as usize).wrapping_sub(1))
+        .map_or("", String::as_str)
 }
 
 #[cfg(test)]
@@ -294,7 +316,10 @@ Line #   Samples      Self  % Time  Line Contents
             text.contains("Source not shown: changed since the process started"),
             "{text}"
         );
-        assert!(text.contains("    11        30        30    37.5\n"), "{text}");
+        assert!(
+            text.contains("    11        30        30    37.5\n"),
+            "{text}"
+        );
         assert!(!text.contains("    10 "), "cold lines without text: {text}");
     }
 
@@ -305,6 +330,9 @@ Line #   Samples      Self  % Time  Line Contents
             only: Some(NameFilter(Arc::new(|_: &str| false))),
             sources: Arc::default(),
         });
-        assert!(text.ends_with("No function with line information matches.\n"), "{text}");
+        assert!(
+            text.ends_with("No function with line information matches.\n"),
+            "{text}"
+        );
     }
 }
