@@ -12,9 +12,9 @@
 //! `co_filename` is whatever the code says), so every open goes through
 //! [`sprof_core::untrusted`]: resolved beneath the root with no link out of it,
 //! non-blocking, a regular file of at most [`MAX_SOURCE_BYTES`], owned by the process's
-//! user or by root, writable by no one else. A root-owned file is read for another user's
-//! process only when anyone may read it (a confused deputy otherwise: `co_filename =
-//! "/etc/shadow"`).
+//! user or by root, writable by no one else. A root-owned file is read only when anyone may
+//! read it (a confused deputy otherwise: `co_filename = "/etc/shadow"`, then served by the
+//! daemon to whoever may query it).
 //!
 //! A file modified after the process started no longer holds the lines that ran: it is
 //! reported as changed rather than printed with the wrong text.
@@ -252,7 +252,9 @@ fn open(
     };
     let file = untrusted::open_checked(root, beneath, &rules)?;
     let meta = file.metadata()?;
-    if meta.uid() == 0 && !reader.owners.contains(&0) && !chosen && meta.mode() & 0o004 == 0 {
+    // A file only root may read is never shown for a path the process chose, even for a
+    // root process: the daemon serves what it reads to other users.
+    if meta.uid() == 0 && !chosen && meta.mode() & 0o004 == 0 {
         return Err(Refusal::Owner { uid: 0 });
     }
     let mut bytes = Vec::new();
@@ -365,8 +367,26 @@ mod tests {
         let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
         // SAFETY: mkfifo reads the NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
-        let p = profile(&[shared.to_str().unwrap(), fifo.to_str().unwrap()]);
+        // Only root may read it: never shown for a path a process named (as root, the test
+        // creates one; otherwise the file is not root's and the owner check refuses it).
+        let secret = d.join("secret.py");
+        std::fs::write(&secret, "x\n").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let p = profile(&[
+            shared.to_str().unwrap(),
+            fifo.to_str().unwrap(),
+            secret.to_str().unwrap(),
+        ]);
         let files = read_sources(&p, &SourceConfig::default(), None);
+        if euid() == 0 {
+            assert!(
+                matches!(
+                    files.get(secret.to_str().unwrap()),
+                    Some(SourceText::Unavailable(_))
+                ),
+                "a root-only file is not read"
+            );
+        }
         for f in [&shared, &fifo] {
             assert!(
                 matches!(files.get(f.to_str().unwrap()), Some(SourceText::Unavailable(why)) if why.contains("not read")),

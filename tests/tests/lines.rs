@@ -587,3 +587,68 @@ fn annotate_reads_a_go_pprof_with_lines() {
         );
     }
 }
+
+/// The daemon's page links each process's heatmap for the chosen range, and the link serves
+/// the page with the process's own source (read in its root while it runs).
+#[test]
+fn daemon_page_links_each_process_heatmap() {
+    if !live("daemon_page_links_each_process_heatmap") {
+        return;
+    }
+    let Some(py) = python() else {
+        assert!(
+            std::env::var("SPROFD_REQUIRE_LIVE").as_deref() != Ok("1"),
+            "CPython 3.12.1 (pyenv) missing"
+        );
+        eprintln!("SKIP daemon_page_links_each_process_heatmap: CPython 3.12.1 (pyenv) missing");
+        return;
+    };
+    let _serial = serial();
+    let dir = TempDir::new("lines-daemon");
+    let src = dir.join("lines.py");
+    std::fs::copy(fixtures_dir().join("python/lines.py"), &src).unwrap();
+    let target = Target::spawn_in(Some(dir.path()), &py, &["lines.py", "0"]);
+    let d = sprofd_tests::daemon::Daemon::start(
+        &dir.join("data"),
+        &["-F", "99", "--window", "2", "--pid", &target.pid_arg()],
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    let page = d.get("/?from=-1m&to=now").text();
+    let href = page
+        .split("href=\"")
+        .skip(1)
+        .filter_map(|h| h.split('"').next())
+        .find(|h| h.contains("format=heatmap") && h.contains(&format!("pid={}", target.pid)))
+        .unwrap_or_else(|| panic!("no heatmap link for pid {}:\n{page}", target.pid))
+        .replace("&amp;", "&");
+    let r = d.get(&href);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.headers.contains("text/html"), "{}", r.headers);
+    let html = r.text();
+    let start = html.find("id=\"data\">").expect("data") + "id=\"data\">".len();
+    let end = html[start..].find("</script>").unwrap() + start;
+    let data: serde_json::Value = serde_json::from_str(&html[start..end]).unwrap();
+    let file = data["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"].as_str().is_some_and(|p| p.ends_with("lines.py")))
+        .unwrap_or_else(|| panic!("lines.py in the heatmap: {data}"));
+    let loop40 = marked(&src, "loop40");
+    assert!(
+        file["note"].is_null(),
+        "source read in the process's root: {}",
+        file["note"]
+    );
+    assert!(
+        file["text"][loop40 as usize - 1]
+            .as_str()
+            .unwrap()
+            .contains("L:loop40"),
+        "{file}"
+    );
+    assert!(
+        file["hits"][loop40.to_string()][0].as_u64().unwrap() > 0,
+        "{file}"
+    );
+}
