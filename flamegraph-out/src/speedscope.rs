@@ -250,3 +250,55 @@ fn profiles_of(
 fn names<'a>(shared: &'a [FrameInfo<'_>], sample: &'a [usize]) -> impl Iterator<Item = &'a str> {
     sample.iter().map(|&i| shared[i].name.as_ref())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sprof_core::{Frame, SampledStack, ThreadRef, TimedSample};
+
+    #[test]
+    fn a_timeline_is_written_as_it_happened_per_thread() {
+        let stack = |f: Vec<u32>, tid: u32| SampledStack {
+            frames: f,
+            samples: 2,
+            period: 2000,
+            thread: Some(ThreadRef { pid: 1, tid }),
+        };
+        let p = SymbolizedProfile {
+            frames: vec![
+                Frame::bare("app", FrameKind::Root),
+                Frame::bare("b_second", FrameKind::Native),
+                Frame::bare("a_first", FrameKind::Native),
+            ],
+            stacks: vec![stack(vec![0, 1], 1), stack(vec![0, 2], 1)],
+            timeline: [(1, 1), (2, 0), (3, 1), (4, 0)]
+                .map(|(time, stack)| TimedSample {
+                    time,
+                    stack,
+                    weight: 1000 + time,
+                })
+                .to_vec(),
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        Speedscope.export(&p, &mut out).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let names: Vec<&str> = v["profiles"][0]["samples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                v["shared"]["frames"][s[0].as_u64().unwrap() as usize]["name"]
+                    .as_str()
+                    .unwrap()
+            })
+            .collect();
+        // Not sorted by name: a_first, b_second, a_first, b_second as they happened.
+        assert_eq!(names, ["a_first", "b_second", "a_first", "b_second"]);
+        assert_eq!(
+            v["profiles"][0]["weights"],
+            serde_json::json!([1001, 1002, 1003, 1004])
+        );
+        assert_eq!(v["profiles"][0]["endValue"], 4010);
+    }
+}

@@ -587,6 +587,34 @@ mod tests {
     }
 
     #[test]
+    fn the_timeline_keeps_samples_in_time_order_up_to_its_cap() {
+        let mut b = ProfileBuilder::new();
+        b.add_sample_at(5, Pid(1), Tid(1), &[f(1)], 10);
+        assert!(b.snapshot().timeline.is_empty(), "off unless asked for");
+        b.keep_timeline(3);
+        // Arrival order differs from time order across CPUs.
+        b.add_sample_at(30, Pid(1), Tid(1), &[f(2)], 11);
+        b.add_sample_at(20, Pid(1), Tid(2), &[f(1)], 12);
+        b.add_sample_at(40, Pid(1), Tid(1), &[f(1)], 13);
+        b.add_sample_at(50, Pid(1), Tid(1), &[f(1)], 14);
+        let p = b.snapshot();
+        assert_eq!(p.timeline_dropped, 1);
+        let seen: Vec<(u64, u64)> = p.timeline.iter().map(|t| (t.time, t.weight)).collect();
+        assert_eq!(seen, [(20, 12), (30, 11), (40, 13)]);
+        // Each entry names the (thread, stack) count it belongs to.
+        for t in &p.timeline {
+            let s = &p.samples[t.stack as usize];
+            let tid = p.threads[s.thread].tid;
+            assert_eq!(tid, if t.time == 20 { Tid(2) } else { Tid(1) });
+        }
+        b.take_window();
+        assert!(
+            b.snapshot().timeline.is_empty(),
+            "a window starts a new timeline"
+        );
+    }
+
+    #[test]
     fn return_addresses_are_looked_up_one_byte_earlier() {
         assert_eq!(f(0x10).lookup_offset(), Some((ModuleId(0), 0xf)));
         assert_eq!(f(1).lookup_offset(), Some((ModuleId(0), 1)));

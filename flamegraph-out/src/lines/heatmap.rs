@@ -59,7 +59,7 @@ struct FileData<'a> {
     self_: u64,
     /// Why the text is not shown, if it is not.
     note: Option<String>,
-    text: Option<Vec<&'a str>>,
+    text: Option<Vec<std::borrow::Cow<'a, str>>>,
     /// line → [total, self]
     hits: BTreeMap<u32, [u64; 2]>,
     /// line → [[function index, weight]] of callers and callees.
@@ -254,7 +254,7 @@ impl Heatmap {
                     let bytes: usize = lines.iter().map(|l| l.len() + 1).sum();
                     if bytes <= text_budget {
                         text_budget -= bytes;
-                        (None, Some(lines.iter().map(String::as_str).collect()))
+                        (None, Some(lines.iter().map(|l| printable(l)).collect()))
                     } else {
                         (
                             Some("text left out: the page is large enough".to_string()),
