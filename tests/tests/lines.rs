@@ -651,4 +651,25 @@ fn daemon_page_links_each_process_heatmap() {
         file["hits"][loop40.to_string()][0].as_u64().unwrap() > 0,
         "{file}"
     );
+
+    // The stored windows, as `sprofd report` writes them: the same listing.
+    let out = run_ok(
+        sprofd()
+            .args(["report", "--data-dir"])
+            .arg(dir.join("data"))
+            .args(["--pid", &target.pid_arg(), "-o", "r.lines.txt", "-q"])
+            .current_dir(dir.path()),
+    );
+    let text = std::fs::read_to_string(dir.join("r.lines.txt")).unwrap();
+    let listing = parse_listing(&text);
+    let four = section(
+        &listing,
+        "four_loops",
+        &format!("{}\n{text}", out.describe()),
+    );
+    assert!(four.not_shown.is_none(), "{text}");
+    assert!(
+        four.rows[&loop40].0 > 0 && four.rows[&loop40].3.contains("L:loop40"),
+        "{text}"
+    );
 }
