@@ -60,7 +60,13 @@ pub fn run(args: &AnnotateArgs) -> anyhow::Result<i32> {
             let re = regex::RegexBuilder::new(re)
                 .size_limit(REGEX_SIZE_LIMIT)
                 .build()
-                .with_context(|| format!("REGEX {re:?}"))?;
+                .map_err(|e| {
+                    // The regex crate's message spans lines (the pattern, a caret, the
+                    // error): its last line says what is wrong.
+                    let msg = e.to_string();
+                    let last = msg.lines().last().unwrap_or_default().trim();
+                    anyhow::anyhow!("REGEX {re:?}: {}", last.trim_start_matches("error: "))
+                })?;
             Some(NameFilter(Arc::new(move |name: &str| re.is_match(name))))
         }
         None => None,

@@ -673,3 +673,25 @@ fn daemon_page_links_each_process_heatmap() {
         "{text}"
     );
 }
+
+/// `sprofd annotate` on what it cannot read: one line and a non-zero exit, never a panic.
+#[test]
+fn annotate_refuses_bad_input_in_one_line() {
+    let dir = TempDir::new("lines-annotate-errors");
+    std::fs::write(dir.join("plain.folded"), "main;work 3\n").unwrap();
+    std::fs::write(dir.join("bad.pb.gz"), [0x1f, 0x8b, 0, 1, 2, 3]).unwrap();
+    std::fs::write(dir.join("p.speedscope.json"), "{}").unwrap();
+    std::fs::write(dir.join("ok.folded"), "main (/x.c:3) 3\n").unwrap();
+    for args in [
+        &["missing.pb.gz"][..],
+        &["plain.folded"],
+        &["bad.pb.gz"],
+        &["p.speedscope.json"],
+        &["ok.folded", "("],
+        &["ok.folded", "-o", "x.svg"],
+    ] {
+        let out = run(sprofd().arg("annotate").args(args).current_dir(dir.path()));
+        assert_clean_error(&out);
+        assert_eq!(out.stderr_lines().len(), 1, "{args:?}{}", out.describe());
+    }
+}
