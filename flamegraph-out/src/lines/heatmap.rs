@@ -13,6 +13,7 @@
 //! counts once), and embedded as JSON; each row carries them as `data-total`/`data-self`
 //! attributes, which is what tests read back.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufWriter, Write};
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use sprof_core::{Frame, FrameKind, SymbolizedProfile};
 
-use super::{line_profile, SourceFiles, SourceText};
+use super::{line_profile, LineProfile, SourceFiles, SourceText};
 use crate::{checked_stack, printable, ExportError, Exporter};
 
 /// Most source text embedded, in bytes; files past it are shown by their sampled lines only.
@@ -59,7 +60,7 @@ struct FileData<'a> {
     self_: u64,
     /// Why the text is not shown, if it is not.
     note: Option<String>,
-    text: Option<Vec<std::borrow::Cow<'a, str>>>,
+    text: Option<Vec<Cow<'a, str>>>,
     /// line → [total, self]
     hits: BTreeMap<u32, [u64; 2]>,
     /// line → [[function index, weight]] of callers and callees.
@@ -151,64 +152,135 @@ impl Exporter for Heatmap {
     }
 }
 
-impl Heatmap {
-    fn data<'s>(&'s self, profile: &SymbolizedProfile) -> Result<Data<'s>, ExportError> {
-        // Files and their places, per interned frame.
-        let mut file_ids: HashMap<&str, usize> = HashMap::new();
-        let mut paths: Vec<(&str, Option<&str>)> = Vec::new();
-        let frame_place: Vec<Option<(usize, u32)>> = profile
-            .frames
-            .iter()
-            .map(|f| {
-                let (file, line) = place(f)?;
-                let next = paths.len();
-                let id = *file_ids.entry(file).or_insert_with(|| {
-                    paths.push((file, f.module.as_deref()));
-                    next
-                });
-                Some((id, line))
-            })
-            .collect();
-        let groups_of: Vec<usize> = paths.iter().map(|(p, m)| group_of(p, *m)).collect();
-        let mut hits: Vec<BTreeMap<u32, [u64; 2]>> = vec![BTreeMap::new(); paths.len()];
-        let mut file_counts = vec![[0u64; 2]; paths.len()];
-        let mut group_counts = [[0u64; 2]; 3];
-        let mut total = 0u64;
-        let (mut seen, mut seen_files, mut seen_groups) =
-            (HashSet::new(), HashSet::new(), HashSet::new());
-        for i in 0..profile.stacks.len() {
-            let stack = checked_stack(profile, i)?;
-            let w = profile.weight(stack);
-            if w == 0 {
+/// Samples per file and line, once per sample each (recursion counts once).
+struct Places<'p> {
+    /// Each file's path and the module of its first frame.
+    paths: Vec<(&'p str, Option<&'p str>)>,
+    ids: HashMap<&'p str, usize>,
+    groups: Vec<usize>,
+    /// Per file: line → [total, self].
+    hits: Vec<BTreeMap<u32, [u64; 2]>>,
+    /// Per file and per group: [total, self].
+    files: Vec<[u64; 2]>,
+    group_counts: [[u64; 2]; 3],
+    total: u64,
+}
+
+fn count_places(profile: &SymbolizedProfile) -> Result<Places<'_>, ExportError> {
+    let mut ids: HashMap<&str, usize> = HashMap::new();
+    let mut paths: Vec<(&str, Option<&str>)> = Vec::new();
+    let frame_place: Vec<Option<(usize, u32)>> = profile
+        .frames
+        .iter()
+        .map(|f| {
+            let (file, line) = place(f)?;
+            let next = paths.len();
+            let id = *ids.entry(file).or_insert_with(|| {
+                paths.push((file, f.module.as_deref()));
+                next
+            });
+            Some((id, line))
+        })
+        .collect();
+    let groups: Vec<usize> = paths.iter().map(|(p, m)| group_of(p, *m)).collect();
+    let mut p = Places {
+        hits: vec![BTreeMap::new(); paths.len()],
+        files: vec![[0; 2]; paths.len()],
+        paths,
+        ids,
+        groups,
+        group_counts: [[0; 2]; 3],
+        total: 0,
+    };
+    let (mut seen, mut seen_files, mut seen_groups) =
+        (HashSet::new(), HashSet::new(), HashSet::new());
+    for i in 0..profile.stacks.len() {
+        let stack = checked_stack(profile, i)?;
+        let w = profile.weight(stack);
+        if w == 0 {
+            continue;
+        }
+        p.total += w;
+        seen.clear();
+        seen_files.clear();
+        seen_groups.clear();
+        for &f in &stack.frames {
+            let Some((file, line)) = frame_place[f as usize] else {
                 continue;
+            };
+            if seen.insert((file, line)) {
+                p.hits[file].entry(line).or_default()[0] += w;
             }
-            total += w;
-            seen.clear();
-            seen_files.clear();
-            seen_groups.clear();
-            for &f in &stack.frames {
-                let Some((file, line)) = frame_place[f as usize] else {
-                    continue;
-                };
-                if seen.insert((file, line)) {
-                    hits[file].entry(line).or_default()[0] += w;
-                }
-                if seen_files.insert(file) {
-                    file_counts[file][0] += w;
-                }
-                if seen_groups.insert(groups_of[file]) {
-                    group_counts[groups_of[file]][0] += w;
-                }
+            if seen_files.insert(file) {
+                p.files[file][0] += w;
             }
-            if let Some(&leaf) = stack.frames.last() {
-                if let Some((file, line)) = frame_place[leaf as usize] {
-                    hits[file].entry(line).or_default()[1] += w;
-                    file_counts[file][1] += w;
-                    group_counts[groups_of[file]][1] += w;
-                }
+            if seen_groups.insert(p.groups[file]) {
+                p.group_counts[p.groups[file]][0] += w;
             }
         }
+        let leaf = stack.frames.last().and_then(|&f| frame_place[f as usize]);
+        if let Some((file, line)) = leaf {
+            p.hits[file].entry(line).or_default()[1] += w;
+            p.files[file][1] += w;
+            p.group_counts[p.groups[file]][1] += w;
+        }
+    }
+    Ok(p)
+}
 
+/// Per file and line: [[function, weight]] of the callers of the line's functions, and of
+/// the functions the line calls (function indices into `lp.functions`).
+type Edges = Vec<BTreeMap<u32, Vec<[u64; 2]>>>;
+
+fn call_edges(lp: &LineProfile, ids: &HashMap<&str, usize>, files: usize) -> (Edges, Edges) {
+    let mut callers: Edges = vec![BTreeMap::new(); files];
+    let mut callees: Edges = vec![BTreeMap::new(); files];
+    for f in &lp.functions {
+        let Some(&file) = ids.get(f.file.as_str()) else {
+            continue;
+        };
+        let mut by_caller: BTreeMap<usize, u64> = BTreeMap::new();
+        for (&(caller, _), &w) in &f.callers {
+            *by_caller.entry(caller).or_default() += w;
+        }
+        for (&line, lc) in &f.lines {
+            let entry = callers[file].entry(line).or_default();
+            entry.extend(by_caller.iter().map(|(&c, &w)| [c as u64, w]));
+            let entry = callees[file].entry(line).or_default();
+            entry.extend(lc.callees.iter().map(|(&c, &w)| [c as u64, w]));
+        }
+    }
+    (callers, callees)
+}
+
+impl Heatmap {
+    /// The text of `path` as the page shows it, or why it does not; `budget` is what is left
+    /// of [`MAX_TEXT_BYTES`].
+    fn text_of(
+        &self,
+        path: &str,
+        budget: &mut usize,
+    ) -> (Option<String>, Option<Vec<Cow<'_, str>>>) {
+        match self.sources.get(path) {
+            Some(SourceText::Lines(lines)) => {
+                let bytes: usize = lines.iter().map(|l| l.len() + 1).sum();
+                if bytes <= *budget {
+                    *budget -= bytes;
+                    (None, Some(lines.iter().map(|l| printable(l)).collect()))
+                } else {
+                    (
+                        Some("text left out: the page is large enough".to_string()),
+                        None,
+                    )
+                }
+            }
+            Some(SourceText::Unavailable(why)) => (Some(printable(why).into_owned()), None),
+            None => (Some("not read".to_string()), None),
+        }
+    }
+
+    fn data<'s>(&'s self, profile: &SymbolizedProfile) -> Result<Data<'s>, ExportError> {
+        let mut places = count_places(profile)?;
         let lp = line_profile(profile)?;
         let functions: Vec<FunctionData> = lp
             .functions
@@ -216,7 +288,7 @@ impl Heatmap {
             .filter_map(|f| {
                 Some(FunctionData {
                     name: printable(&f.function).into_owned(),
-                    file: *file_ids.get(f.file.as_str())?,
+                    file: *places.ids.get(f.file.as_str())?,
                     line: f
                         .decl_line
                         .into_iter()
@@ -228,58 +300,26 @@ impl Heatmap {
                 })
             })
             .collect();
-        let mut callers: Vec<BTreeMap<u32, Vec<[u64; 2]>>> = vec![BTreeMap::new(); paths.len()];
-        let mut callees: Vec<BTreeMap<u32, Vec<[u64; 2]>>> = vec![BTreeMap::new(); paths.len()];
-        for f in &lp.functions {
-            let Some(&file) = file_ids.get(f.file.as_str()) else {
-                continue;
-            };
-            let mut by_caller: BTreeMap<usize, u64> = BTreeMap::new();
-            for (&(caller, _), &w) in &f.callers {
-                *by_caller.entry(caller).or_default() += w;
-            }
-            for (&line, lc) in &f.lines {
-                let entry = callers[file].entry(line).or_default();
-                entry.extend(by_caller.iter().map(|(&c, &w)| [c as u64, w]));
-                let entry = callees[file].entry(line).or_default();
-                entry.extend(lc.callees.iter().map(|(&c, &w)| [c as u64, w]));
-            }
-        }
-
-        let mut text_budget = MAX_TEXT_BYTES;
-        let mut files: Vec<FileData<'s>> = Vec::with_capacity(paths.len());
-        for (id, (path, _)) in paths.iter().enumerate() {
-            let (note, text) = match self.sources.get(path) {
-                Some(SourceText::Lines(lines)) => {
-                    let bytes: usize = lines.iter().map(|l| l.len() + 1).sum();
-                    if bytes <= text_budget {
-                        text_budget -= bytes;
-                        (None, Some(lines.iter().map(|l| printable(l)).collect()))
-                    } else {
-                        (
-                            Some("text left out: the page is large enough".to_string()),
-                            None,
-                        )
-                    }
-                }
-                Some(SourceText::Unavailable(why)) => (Some(printable(why).into_owned()), None),
-                None => (Some("not read".to_string()), None),
-            };
+        let (mut callers, mut callees) = call_edges(&lp, &places.ids, places.paths.len());
+        let mut budget = MAX_TEXT_BYTES;
+        let mut files: Vec<FileData<'s>> = Vec::with_capacity(places.paths.len());
+        for (id, (path, _)) in places.paths.iter().enumerate() {
+            let (note, text) = self.text_of(path, &mut budget);
             files.push(FileData {
                 path: printable(path).into_owned(),
-                group: groups_of[id],
-                total: file_counts[id][0],
-                self_: file_counts[id][1],
+                group: places.groups[id],
+                total: places.files[id][0],
+                self_: places.files[id][1],
                 note,
                 text,
-                hits: std::mem::take(&mut hits[id]),
+                hits: std::mem::take(&mut places.hits[id]),
                 callers: std::mem::take(&mut callers[id]),
                 callees: std::mem::take(&mut callees[id]),
             });
         }
         let groups = GROUPS
             .iter()
-            .zip(group_counts)
+            .zip(places.group_counts)
             .map(|(name, [total, self_])| Group { name, total, self_ })
             .collect();
         let meta = &profile.meta;
@@ -290,7 +330,7 @@ impl Heatmap {
         };
         Ok(Data {
             title,
-            total,
+            total: places.total,
             unit: if meta.measure.is_time() {
                 "ns"
             } else {

@@ -18,7 +18,7 @@ mod folded;
 mod heatmap;
 mod text;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use sprof_core::{Frame, FrameKind, SymbolizedProfile};
 
@@ -135,9 +135,6 @@ pub struct LineProfile {
     pub total: u64,
     /// Hottest first (by total, then self, then name).
     pub functions: Vec<FunctionLines>,
-    /// Per file: the weight of samples with any frame (total) / the innermost frame (self)
-    /// in it.
-    pub files: BTreeMap<String, Counts>,
 }
 
 /// The function a frame belongs to, when it has the line information to be listed.
@@ -153,12 +150,15 @@ fn function_key(frame: &Frame) -> Option<(&str, &str, Option<&str>)> {
     Some((frame.function.as_str(), file, frame.module.as_deref()))
 }
 
-/// Counts a profile's samples per function and line (see the module documentation).
-pub fn line_profile(profile: &SymbolizedProfile) -> Result<LineProfile, ExportError> {
-    // Each interned frame's function index and line (in the function's file), once.
+/// Each interned frame's function (index into the returned functions) and line in the
+/// function's own file, or `None` for frames without line information.
+type FrameFunctions = Vec<Option<(usize, Option<u32>)>>;
+
+/// The functions of a profile's frames, each once, and which one each frame belongs to.
+fn index_functions(profile: &SymbolizedProfile) -> (Vec<FunctionLines>, FrameFunctions) {
     let mut ids: HashMap<(&str, &str, Option<&str>), usize> = HashMap::new();
     let mut functions: Vec<FunctionLines> = Vec::new();
-    let mut of_frame: Vec<Option<(usize, Option<u32>)>> = Vec::with_capacity(profile.frames.len());
+    let mut of_frame: FrameFunctions = Vec::with_capacity(profile.frames.len());
     for frame in &profile.frames {
         let Some(key) = function_key(frame) else {
             of_frame.push(None);
@@ -187,29 +187,16 @@ pub fn line_profile(profile: &SymbolizedProfile) -> Result<LineProfile, ExportEr
         let line = frame.line.filter(|_| frame.file.as_deref() == Some(key.1));
         of_frame.push(Some((id, line)));
     }
+    (functions, of_frame)
+}
 
-    let mut files: BTreeMap<String, Counts> = BTreeMap::new();
-    let mut file_ids: HashMap<&str, usize> = HashMap::new();
-    let mut file_counts: Vec<Counts> = Vec::new();
-    let file_of: Vec<Option<usize>> = profile
-        .frames
-        .iter()
-        .zip(&of_frame)
-        .map(|(frame, f)| {
-            let file = f.and(frame.file.as_deref())?;
-            let next = file_counts.len();
-            Some(*file_ids.entry(file).or_insert_with(|| {
-                file_counts.push(Counts::default());
-                next
-            }))
-        })
-        .collect();
-
-    // Per stack, what was counted already: (function, line or u32::MAX for the function).
-    let mut seen: std::collections::HashSet<(usize, u32)> = std::collections::HashSet::new();
-    let mut seen_edges: std::collections::HashSet<(usize, u32, usize)> =
-        std::collections::HashSet::new();
-    let mut seen_files: std::collections::HashSet<usize> = std::collections::HashSet::new();
+/// Counts a profile's samples per function and line (see the module documentation).
+pub fn line_profile(profile: &SymbolizedProfile) -> Result<LineProfile, ExportError> {
+    let (mut functions, of_frame) = index_functions(profile);
+    // Per stack, what was counted already: (function, line or u32::MAX for the function),
+    // and the call edges (caller, its line, callee).
+    let mut seen: HashSet<(usize, u32)> = HashSet::new();
+    let mut seen_edges: HashSet<(usize, u32, usize)> = HashSet::new();
     let mut total = 0u64;
     for i in 0..profile.stacks.len() {
         let stack = checked_stack(profile, i)?;
@@ -220,7 +207,6 @@ pub fn line_profile(profile: &SymbolizedProfile) -> Result<LineProfile, ExportEr
         total += w;
         seen.clear();
         seen_edges.clear();
-        seen_files.clear();
         let mut caller: Option<(usize, u32)> = None;
         for &fi in &stack.frames {
             let Some((id, line)) = of_frame[fi as usize] else {
@@ -229,48 +215,37 @@ pub fn line_profile(profile: &SymbolizedProfile) -> Result<LineProfile, ExportEr
             if seen.insert((id, u32::MAX)) {
                 functions[id].counts.total += w;
             }
-            if let Some(file) = file_of[fi as usize] {
-                if seen_files.insert(file) {
-                    file_counts[file].total += w;
-                }
-            }
             if let Some((cid, cline)) = caller {
                 if seen_edges.insert((cid, cline, id)) {
-                    *functions[cid]
-                        .lines
-                        .entry(cline)
-                        .or_default()
-                        .callees
-                        .entry(id)
-                        .or_default() += w;
+                    let callees = &mut functions[cid].lines.entry(cline).or_default().callees;
+                    *callees.entry(id).or_default() += w;
                     *functions[id].callers.entry((cid, cline)).or_default() += w;
                 }
             }
-            caller = None;
+            caller = line.map(|line| (id, line));
             if let Some(line) = line {
                 if seen.insert((id, line)) {
                     functions[id].lines.entry(line).or_default().counts.total += w;
                 }
-                caller = Some((id, line));
             }
         }
-        if let Some(&leaf) = stack.frames.last() {
-            if let Some((id, line)) = of_frame[leaf as usize] {
-                functions[id].counts.self_ += w;
-                if let Some(line) = line {
-                    functions[id].lines.entry(line).or_default().counts.self_ += w;
-                }
-            }
-            if let Some(file) = file_of[leaf as usize] {
-                file_counts[file].self_ += w;
+        let leaf = stack.frames.last().and_then(|&f| of_frame[f as usize]);
+        if let Some((id, line)) = leaf {
+            functions[id].counts.self_ += w;
+            if let Some(line) = line {
+                functions[id].lines.entry(line).or_default().counts.self_ += w;
             }
         }
     }
-    for (file, id) in file_ids {
-        files.insert(file.to_string(), file_counts[id]);
-    }
+    Ok(LineProfile {
+        total,
+        functions: hottest_first(functions),
+    })
+}
 
-    // Hottest first; indices in callers/callees are remapped to the sorted order.
+/// The functions with sampled lines, hottest first (total, then self, then name); indices
+/// in callers and callees follow them to their new places.
+fn hottest_first(functions: Vec<FunctionLines>) -> Vec<FunctionLines> {
     let mut order: Vec<usize> = (0..functions.len())
         .filter(|&i| !functions[i].lines.is_empty())
         .collect();
@@ -287,31 +262,27 @@ pub fn line_profile(profile: &SymbolizedProfile) -> Result<LineProfile, ExportEr
     for (n, &old) in order.iter().enumerate() {
         new_index[old] = n;
     }
+    let kept = |id: &usize| new_index[*id] != usize::MAX;
     let mut slots: Vec<Option<FunctionLines>> = functions.into_iter().map(Some).collect();
-    let functions = order
+    order
         .iter()
         .filter_map(|&old| slots[old].take())
         .map(|mut f| {
             for lc in f.lines.values_mut() {
                 lc.callees = std::mem::take(&mut lc.callees)
                     .into_iter()
-                    .filter(|(id, _)| new_index[*id] != usize::MAX)
+                    .filter(|(id, _)| kept(id))
                     .map(|(id, w)| (new_index[id], w))
                     .collect();
             }
             f.callers = std::mem::take(&mut f.callers)
                 .into_iter()
-                .filter(|((id, _), _)| new_index[*id] != usize::MAX)
+                .filter(|((id, _), _)| kept(id))
                 .map(|((id, line), w)| ((new_index[id], line), w))
                 .collect();
             f
         })
-        .collect();
-    Ok(LineProfile {
-        total,
-        functions,
-        files,
-    })
+        .collect()
 }
 
 /// `part` of `whole` in percent (0 for an empty whole).
@@ -432,13 +403,6 @@ pub(crate) mod tests {
         let rec = &lp.functions[3];
         assert_eq!(rec.counts, Counts { total: 5, self_: 5 });
         assert_eq!(rec.lines[&30].counts, Counts { total: 5, self_: 5 });
-        assert_eq!(
-            lp.files["/src/app.py"],
-            Counts {
-                total: 105,
-                self_: 105
-            }
-        );
     }
 
     #[test]

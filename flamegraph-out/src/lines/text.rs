@@ -136,6 +136,20 @@ fn write_function(
         _ => None,
     };
     let (first, last) = function_extent(f, text);
+    write_header(w, f, lp, sources, time, first)?;
+    write_rows(w, f, text, time, (first, last))?;
+    Ok(())
+}
+
+/// The function's header and the column titles.
+fn write_header(
+    w: &mut dyn Write,
+    f: &FunctionLines,
+    lp: &LineProfile,
+    sources: &SourceFiles,
+    time: bool,
+    first: u32,
+) -> std::io::Result<()> {
     writeln!(w)?;
     let module = f
         .module
@@ -179,7 +193,18 @@ fn write_function(
     );
     writeln!(w)?;
     writeln!(w, "{header}")?;
-    writeln!(w, "{}", "=".repeat(header.len()))?;
+    writeln!(w, "{}", "=".repeat(header.len()))
+}
+
+/// One row per line from `first` to `last` (only the sampled ones without text), runs of
+/// cold lines folded in long listings.
+fn write_rows(
+    w: &mut dyn Write,
+    f: &FunctionLines,
+    text: Option<&[String]>,
+    time: bool,
+    (first, last): (u32, u32),
+) -> std::io::Result<()> {
     let row = |w: &mut dyn Write, n: u32, contents: &str| -> std::io::Result<()> {
         let counts = f.lines.get(&n).map(|l| l.counts).unwrap_or_default();
         let share = if counts.total > 0 {
@@ -195,35 +220,32 @@ fn write_function(
         );
         writeln!(w, "{}", line.trim_end())
     };
-    match text {
-        None => {
-            for (&n, _) in f.lines.range(first..=last) {
-                row(w, n, "")?;
-            }
+    let Some(text) = text else {
+        for (&n, _) in f.lines.range(first..=last) {
+            row(w, n, "")?;
         }
-        Some(text) => {
-            // Module code spans its whole file: only the sampled parts are worth reading.
-            let fold = last - first + 1 > FOLD_ABOVE || f.function == "<module>";
-            let mut n = first;
-            while n <= last {
-                if fold && !f.lines.contains_key(&n) {
-                    let next_hot = f.lines.range(n..).next().map_or(last + 1, |(&k, _)| k);
-                    let run = next_hot.min(last + 1) - n;
-                    if run > FOLD_RUN {
-                        let keep_before = if n == first { 0 } else { CONTEXT };
-                        for k in n..n + keep_before {
-                            row(w, k, line_text(text, k))?;
-                        }
-                        let skipped = run - keep_before - CONTEXT.min(run - keep_before);
-                        writeln!(w, "{:>6}  ({skipped} lines without samples)", "...")?;
-                        n += keep_before + skipped;
-                        continue;
-                    }
+        return Ok(());
+    };
+    // Module code spans its whole file: only the sampled parts are worth reading.
+    let fold = last - first + 1 > FOLD_ABOVE || f.function == "<module>";
+    let mut n = first;
+    while n <= last {
+        if fold && !f.lines.contains_key(&n) {
+            let next_hot = f.lines.range(n..).next().map_or(last + 1, |(&k, _)| k);
+            let run = next_hot.min(last + 1) - n;
+            if run > FOLD_RUN {
+                let keep_before = if n == first { 0 } else { CONTEXT };
+                for k in n..n + keep_before {
+                    row(w, k, line_text(text, k))?;
                 }
-                row(w, n, line_text(text, n))?;
-                n += 1;
+                let skipped = run - keep_before - CONTEXT.min(run - keep_before);
+                writeln!(w, "{:>6}  ({skipped} lines without samples)", "...")?;
+                n += keep_before + skipped;
+                continue;
             }
         }
+        row(w, n, line_text(text, n))?;
+        n += 1;
     }
     Ok(())
 }
@@ -321,6 +343,64 @@ Line #   Samples      Self  % Time  Line Contents
             "{text}"
         );
         assert!(!text.contains("    10 "), "cold lines without text: {text}");
+    }
+
+    #[test]
+    fn module_code_folds_its_cold_runs() {
+        use sprof_core::{Frame, FrameKind, SampledStack, SymbolizedProfile};
+        let at = |line| Frame {
+            function: "<module>".into(),
+            file: Some("/m.py".into()),
+            line: Some(line),
+            decl_line: Some(1),
+            decl_file: Some("/m.py".into()),
+            module: None,
+            kind: FrameKind::Python,
+        };
+        let p = SymbolizedProfile {
+            frames: vec![at(50), at(90)],
+            stacks: [0, 1]
+                .map(|f| SampledStack {
+                    frames: vec![f],
+                    samples: 1,
+                    period: 1,
+                    thread: None,
+                })
+                .to_vec(),
+            ..Default::default()
+        };
+        let mut files = SourceFiles::new();
+        files.insert(
+            "/m.py",
+            SourceText::Lines((1..=100).map(|n| format!("x{n} = {n}")).collect()),
+        );
+        let mut out = Vec::new();
+        AnnotatedSource {
+            functions: 1,
+            only: None,
+            sources: Arc::new(files),
+        }
+        .export(&p, &mut out)
+        .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        // 1..=47 folded (two lines of context kept before 50), 51..=87 too (two each side).
+        assert!(
+            text.contains("   ...  (47 lines without samples)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("   ...  (35 lines without samples)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("    48                              x48 = 48\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("    50         1         1    50.0  x50 = 50\n"),
+            "{text}"
+        );
+        assert!(!text.contains("x70 = 70"), "{text}");
     }
 
     #[test]
