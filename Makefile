@@ -76,11 +76,13 @@ wheel: deps-wheel
 deb: deps-deb build man completions
 	$(CARGO) deb -p sprofd --no-build --strip
 
-# Build the wheel, install it into a fresh venv and profile a Python script with it; build
+# Build the wheel, install it into a fresh venv and profile a Python script with it; run the
+# magics (%sprofd in IPython and in a notebook executed by nbclient, as root and unprivileged); build
 # the .deb and check its contents, lintian, man page and completions; check the systemd unit
 # with systemd-analyze verify and security.
 package-test: deps-package build
 	bash tests/package/wheel.sh
+	bash tests/package/magics.sh
 	bash tests/package/deb.sh
 	bash tests/package/unit.sh
 
@@ -103,13 +105,15 @@ lint: deps-lint
 fmt: deps-lint
 	$(CARGO) fmt --all
 
-# Overhead, CPU per sample, completeness against perf; Python against py-spy and austin;
+# Overhead, CPU per sample, completeness against perf; Python against py-spy and austin, and
+# 3.15 against CPython's own Tachyon;
 # off-CPU modes on a context-switch storm; symbolization speed against perf report and samply
 # (py-spy, austin, samply and inferno come from tests/deps.sh; SAMPLY_PARANOID=1 make bench lets it
 # lower kernel.perf_event_paranoid to 1 for samply record, which needs it on a VM without a PMU).
 # Writes docs/benchmarks.md (run.sh last: it includes the other three sections).
 bench: deps-bench build
 	bash bench/python.sh
+	SID=1 bash bench/python.sh
 	bash bench/offcpu.sh
 	bash bench/daemon.sh
 	bash bench/busy.sh

@@ -5,9 +5,12 @@
 #
 #   bash bench/python.sh             # RUNS=5
 #   QUICK=1 bash bench/python.sh     # smoke run
+#   SID=1 bash bench/python.sh       # CPython 3.15 in the sid root: sprofd against Tachyon
+#                                    # (python3.15 -m profiling.sampling), bench/out/python/python315.md
 #
 # Needs: py-spy and austin (pip install py-spy austin-dist==3.7.0), a CPython 3.11+ (PY,
-# default the python3 on PATH).
+# default the python3 on PATH); with SID=1 the /srv/sid root (tests/deps.sh), whose /proc is
+# mounted for the run (Tachyon reads the target's maps there) and unmounted after.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -19,15 +22,42 @@ PY=${PY:-$(python3 -c 'import sys; print(sys.executable)')}
 QUICK=${QUICK:-0}
 if [[ $QUICK == 1 ]]; then RUNS=1 SCALE=0.3; else RUNS=${RUNS:-5} SCALE=1.0; fi
 HZ_LIST=(99 999)
-read -r -a CFGS <<<"${CFGS:-sprofd py-spy py-spy-native austin}"
-read -r -a WLS <<<"${WLS:-pure alt}"
+SID=${SID:-0}
+SID_ROOT=/srv/sid
+if [[ $SID == 1 ]]; then
+	# The interpreter runs chrooted; the script is copied into the root.
+	PY_CMD=(chroot "$SID_ROOT" python3.15)
+	SCRIPT=/tmp/sprofd-bench/pywork.py
+	REPORT=python315.md
+	DEFAULT_CFGS="sprofd tachyon" DEFAULT_WLS="pure"
+else
+	PY_CMD=("$PY")
+	SCRIPT=$HERE/pywork.py
+	REPORT=python.md
+	DEFAULT_CFGS="sprofd py-spy py-spy-native austin" DEFAULT_WLS="pure alt"
+fi
+read -r -a CFGS <<<"${CFGS:-$DEFAULT_CFGS}"
+read -r -a WLS <<<"${WLS:-$DEFAULT_WLS}"
 
 log() { printf '[pybench %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 die() { printf 'pybench: %s\n' "$*" >&2; exit 1; }
 
 [[ -x $SPROFD ]] || die "$SPROFD missing: run 'make build' first"
-command -v py-spy >/dev/null || die "py-spy not found (pip install py-spy)"
-command -v austin >/dev/null || die "austin not found (pip install austin-dist==3.7.0)"
+if [[ " ${CFGS[*]} " == *" py-spy"* ]]; then
+	command -v py-spy >/dev/null || die "py-spy not found (pip install py-spy)"
+fi
+if [[ " ${CFGS[*]} " == *" austin "* ]]; then
+	command -v austin >/dev/null || die "austin not found (pip install austin-dist==3.7.0)"
+fi
+if [[ $SID == 1 ]]; then
+	[[ -x $SID_ROOT/usr/bin/python3.15 ]] || die "$SID_ROOT missing: run 'bash tests/deps.sh bench'"
+	mkdir -p "$SID_ROOT/tmp/sprofd-bench"
+	cp "$HERE/pywork.py" "$SID_ROOT$SCRIPT"
+	if ! mountpoint -q "$SID_ROOT/proc"; then
+		mount -t proc proc "$SID_ROOT/proc"
+		trap 'umount "$SID_ROOT/proc"' EXIT
+	fi
+fi
 mkdir -p "$OUT/runs"
 cc -O2 -o "$OUT/cputime" "$HERE/cputime.c"
 cp "$SPROFD" "$OUT/sprofd.bin"
@@ -36,12 +66,12 @@ RES=$OUT/results.tsv
 : >"$RES"
 FAILS=$OUT/failures.txt
 : >"$FAILS"
-PYVER=$("$PY" -c 'import sys; print(sys.version.split()[0])')
-PYSPY_VER=$(py-spy --version | awk '{print $2}')
+PYVER=$("${PY_CMD[@]}" -c 'import sys; print(sys.version.split()[0])')
+PYSPY_VER=$(py-spy --version 2>/dev/null | awk '{print $2}')
 AUSTIN_VER=$(austin --version 2>&1 | awk '{print $2; exit}')
 
 wl_start() {
-	"$PY" "$HERE/pywork.py" "$1" "$SCALE" >"$OUT/wl.stdout" &
+	"${PY_CMD[@]}" "$SCRIPT" "$1" "$SCALE" >"$OUT/wl.stdout" &
 	WPID=$!
 }
 
@@ -77,6 +107,13 @@ prof_start() {
 		"$OUT/cputime" "$tag.time" austin -i "$((1000000 / hz))" -p "$WPID" -o "$tag.austin" \
 			>"$tag.err" 2>&1 &
 		;;
+	tachyon)
+		# CPython 3.15's sampling profiler, from inside the root (its output lands there).
+		rm -f "$SID_ROOT/tmp/sprofd-bench/tachyon.folded"
+		"$OUT/cputime" "$tag.time" chroot "$SID_ROOT" python3.15 -m profiling.sampling attach \
+			-r "$hz" --mode cpu --collapsed -o /tmp/sprofd-bench/tachyon.folded "$WPID" \
+			>"$tag.err" 2>&1 &
+		;;
 	esac
 	PPID_=$!
 }
@@ -97,6 +134,9 @@ prof_finish() {
 	if ((rc != 0)); then
 		{ echo "$cfg exited with status $rc:"; sed 's/^/    /' "$tag.err"; } >>"$FAILS"
 		return
+	fi
+	if [[ $cfg == tachyon ]]; then
+		mv "$SID_ROOT/tmp/sprofd-bench/tachyon.folded" "$tag.folded" 2>/dev/null || true
 	fi
 	P_CPU=$(awk '{ print $1 + $2 }' "$tag.time")
 	P_N=$(samples_of "$cfg" "$tag")
@@ -127,7 +167,7 @@ pair() {
 }
 
 T_START=$EPOCHREALTIME
-log "python $PYVER ($PY), py-spy $PYSPY_VER, austin $AUSTIN_VER, RUNS=$RUNS"
+log "python $PYVER (${PY_CMD[*]}), profilers: ${CFGS[*]}, RUNS=$RUNS"
 for wl in "${WLS[@]}"; do wl_start "$wl"; wl_wait "$wl"; done # warm-up
 for ((r = 1; r <= RUNS; r++)); do
 	for wl in "${WLS[@]}"; do
@@ -159,20 +199,61 @@ marginal() {
 	awk -v a="$c1" -v b="$c2" -v m="$n1" -v n="$n2" 'BEGIN { if (a == "NA" || b == "NA" || n <= m) print "NA"; else printf "%.1f", (b - a) / (n - m) * 1e6 }'
 }
 
-{
-	echo "## Python (issue 7): sprofd against py-spy and austin"
-	echo
-	echo "Command: \`bash bench/python.sh\` (RUNS=$RUNS QUICK=$QUICK), run by \`make bench\`; CPython $PYVER"
-	echo "(\`$PY\`), py-spy $PYSPY_VER, austin $AUSTIN_VER, $(awk -v a="$T_START" -v b="$T_END" 'BEGIN { printf "%.0f", (b - a) / 60 }') min."
+header() {
+	if [[ $SID == 1 ]]; then
+		echo "## Python 3.15 (issue 17): sprofd against Tachyon"
+		echo
+		echo "Command: \`SID=1 bash bench/python.sh\` (RUNS=$RUNS QUICK=$QUICK), run by \`make bench\`; CPython $PYVER"
+		echo "(Debian unstable's \`python3.15\` in the \`$SID_ROOT\` root), Tachyon (\`python3.15 -m profiling.sampling attach"
+		echo "-r HZ --mode cpu --collapsed\`, run in the root), $(awk -v a="$T_START" -v b="$T_END" 'BEGIN { printf "%.0f", (b - a) / 60 }') min."
+	else
+		echo "## Python (issue 7): sprofd against py-spy and austin"
+		echo
+		echo "Command: \`bash bench/python.sh\` (RUNS=$RUNS QUICK=$QUICK), run by \`make bench\`; CPython $PYVER"
+		echo "(\`$PY\`), py-spy $PYSPY_VER, austin $AUSTIN_VER, $(awk -v a="$T_START" -v b="$T_END" 'BEGIN { printf "%.0f", (b - a) / 60 }') min."
+	fi
 	echo
 	echo "Workloads (\`bench/pywork.py\`, fixed work, own clock): \`pure\` = pure-Python call chains"
 	echo "(~1.7 s bare); \`alt\` = Python work and \`zlib.compress\` alternating every ~2 ms (~2 s bare)."
 	echo "Each profiler attaches by PID (sprofd \`attach -F HZ -v\`, py-spy \`record -r HZ\` which pauses the"
-	echo "target per sample, py-spy \`--native\`, austin \`-i 1e6/HZ µs\`) and stops when the target exits."
-	echo "Slowdown: median over $RUNS pairs of profiled/bare wall (min-max in brackets). CPU per sample:"
-	echo "profiler user+sys (wait4) over samples written, start-up and output included. Skew: how long"
-	echo "after the sample sprofd read the Python frames (CLOCK_MONOTONIC, median over runs of each run's"
-	echo "median/p99). Mismatch: samples whose native eval frames and Python frames disagreed."
+	echo "target per sample, py-spy \`--native\`, austin \`-i 1e6/HZ µs\`, Tachyon \`attach -r HZ\`) and stops when"
+	echo "the target exits. Slowdown: median over $RUNS pairs of profiled/bare wall (min-max in brackets). CPU"
+	echo "per sample: profiler user+sys (wait4) over samples written, start-up and output included. Skew: how"
+	echo "long after the sample sprofd read the Python frames (CLOCK_MONOTONIC, median over runs of each"
+	echo "run's median/p99). Mismatch: samples whose native eval frames and Python frames disagreed."
+}
+
+goals() {
+	local s999 cps mm
+	s999=$(col pure sprofd 999 7 | median)
+	if [[ $SID == 1 ]]; then
+		local t999 sps tps
+		t999=$(col pure tachyon 999 7 | median)
+		sps=$(per_sample pure sprofd 999) tps=$(per_sample pure tachyon 999)
+		echo "Goals (issue 17), medians of this run:"
+		echo
+		echo "- slowdown at 999 Hz (pure) <= Tachyon's and <= 1.02x: sprofd $(fmt "$s999" %.3f)x vs Tachyon $(fmt "$t999" %.3f)x:" \
+			"$(awk -v v="$s999" -v t="$t999" 'BEGIN { print (v != "NA" && t != "NA" && v <= 1.02 && v <= t) ? "met" : "**missed**" }')"
+		echo "- CPU per sample at 999 Hz (pure) <= Tachyon's: sprofd $(fmt "$sps" %.1f) µs vs Tachyon $(fmt "$tps" %.1f) µs:" \
+			"$(awk -v v="$sps" -v t="$tps" 'BEGIN { print (v != "NA" && t != "NA" && v <= t) ? "met" : "**missed**" }')"
+		return
+	fi
+	local p999
+	p999=$(col pure py-spy 999 7 | median)
+	cps=$(marginal alt sprofd)
+	mm=$(col alt sprofd 999 12 | median)
+	echo "Goals (issue 7), medians of this run:"
+	echo
+	echo "- slowdown at 999 Hz <= 1.02x (pure): sprofd $(fmt "$s999" %.3f)x vs py-spy $(fmt "$p999" %.3f)x:" \
+		"$(awk -v v="$s999" 'BEGIN { print (v != "NA" && v <= 1.02) ? "met" : "**missed**" }')"
+	echo "- sprofd marginal CPU per sample <= 40 µs (alt): $(fmt "$cps" %.1f) µs:" \
+		"$(awk -v v="$cps" 'BEGIN { print (v != "NA" && v <= 40) ? "met" : "**missed**" }')"
+	echo "- >= 99 % of samples consistent (alt, 999 Hz): mismatch $(fmt "$mm" %.2f) %:" \
+		"$(awk -v v="$mm" 'BEGIN { print (v != "NA" && v <= 1) ? "met" : "**missed**" }')"
+}
+
+{
+	header
 	echo
 	echo "| workload | Hz | profiler | slowdown | CPU/sample µs (total) | samples | skew median / p99 µs | mismatch % |"
 	echo "|---|---|---|---|---|---|---|---|"
@@ -192,26 +273,18 @@ marginal() {
 	echo
 	echo "Marginal CPU per sample (µs; (CPU at 999 Hz - CPU at 99 Hz) / (samples at 999 - at 99), medians):"
 	echo
-	echo "| workload | sprofd | py-spy | py-spy --native | austin |"
-	echo "|---|---|---|---|---|"
+	printf '| workload |'
+	printf ' %s |' "${CFGS[@]}"
+	printf '\n|---|'
+	printf -- '---|%.0s' "${CFGS[@]}"
+	echo
 	for wl in "${WLS[@]}"; do
-		printf '| %s | %s | %s | %s | %s |\n' "$wl" "$(fmt "$(marginal "$wl" sprofd)" %s)" \
-			"$(fmt "$(marginal "$wl" py-spy)" %s)" "$(fmt "$(marginal "$wl" py-spy-native)" %s)" \
-			"$(fmt "$(marginal "$wl" austin)" %s)"
+		printf '| %s |' "$wl"
+		for cfg in "${CFGS[@]}"; do printf ' %s |' "$(fmt "$(marginal "$wl" "$cfg")" %s)"; done
+		echo
 	done
 	echo
-	s999=$(col pure sprofd 999 7 | median)
-	p999=$(col pure py-spy 999 7 | median)
-	cps=$(marginal alt sprofd)
-	mm=$(col alt sprofd 999 12 | median)
-	echo "Goals (issue 7), medians of this run:"
-	echo
-	echo "- slowdown at 999 Hz <= 1.02x (pure): sprofd $(fmt "$s999" %.3f)x vs py-spy $(fmt "$p999" %.3f)x:" \
-		"$(awk -v v="$s999" 'BEGIN { print (v != "NA" && v <= 1.02) ? "met" : "**missed**" }')"
-	echo "- sprofd marginal CPU per sample <= 40 µs (alt): $(fmt "$cps" %.1f) µs:" \
-		"$(awk -v v="$cps" 'BEGIN { print (v != "NA" && v <= 40) ? "met" : "**missed**" }')"
-	echo "- >= 99 % of samples consistent (alt, 999 Hz): mismatch $(fmt "$mm" %.2f) %:" \
-		"$(awk -v v="$mm" 'BEGIN { print (v != "NA" && v <= 1) ? "met" : "**missed**" }')"
+	goals
 	if [[ -s $FAILS ]]; then
 		echo
 		echo "Failed runs (excluded from the cells):"
@@ -221,5 +294,5 @@ marginal() {
 		echo '```'
 	fi
 	echo
-} >"$OUT/python.md"
-log "wrote $OUT/python.md"
+} >"$OUT/$REPORT"
+log "wrote $OUT/$REPORT"

@@ -698,7 +698,7 @@ mkdir -p "$(dirname "$DOC")"
 	echo
 	# Sections measured by bench/python.sh, bench/offcpu.sh, bench/daemon.sh, bench/busy.sh and bench/symbolize.sh
 	# (make bench runs them first).
-	for part in "$OUT/python/python.md" "$OUT/offcpu/offcpu.md" "$OUT/daemon/daemon.md" "$OUT/busy/busy.md" "$OUT/symbolize/symbolize.md"; do
+	for part in "$OUT/python/python.md" "$OUT/python/python315.md" "$OUT/offcpu/offcpu.md" "$OUT/daemon/daemon.md" "$OUT/busy/busy.md" "$OUT/symbolize/symbolize.md"; do
 		if [[ -s $part ]]; then
 			cat "$part"
 			echo

@@ -26,12 +26,14 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # ---------------------------------------------------------------------------------------------
 # The manifest: one line per item.
 #   KIND     base (never installed: the machine must have it), apt, pip, npm (npm install -g),
-#            cargo (cargo install --locked), rustup (component), git (a pinned clone), pyenv (an interpreter built by
-#            `pyenv install`), root (a debootstrapped root file system)
+#            cargo (cargo install --locked), rustup (component), git (a pinned clone), pyenv (an
+#            interpreter built by `pyenv install`), root (a debootstrapped root file system), venv
+#            (a virtual environment of Debian's /usr/bin/python3 at the directory of PROVIDES'
+#            first path, with the pinned pip requirements of NAME)
 #   NAME     what is installed: Debian package(s) (comma-separated), a pinned pip requirement,
-#            crate@version, component, pyenv version, root name
+#            crate@version, component, pyenv version, root name, pip requirements (venv)
 #   PROVIDES comma-separated; all must be present for the item to count as installed:
-#            a command on PATH, an absolute path ($PYENV_ROOT expanded), or py:MODULE (importable
+#            a command on PATH, an absolute path ($PYENV_ROOT and $ROOT expanded), or py:MODULE (importable
 #            by python3); a pinned pip/cargo item must also be at its version
 #   GROUPS   comma-separated groups (above); @pyenv-build and @sid-build are pulled in only
 #            when an interpreter or the root has to be built
@@ -43,18 +45,18 @@ base  rust-toolchain   cargo,rustc,rustup                       all          the
 base  cc,make          cc,make                                  all          C fixtures and the demo workload are compiled with cc; make runs every target
 base  python3          python3                                  all          fixture workloads, the wheel's venv, the benchmarks' workloads
 base  git              git                                      all          the build script stamps the commit into `sprofd --version`
-base  debian-base      sh,bash,env,true,sleep,touch,cat,cp,mv,rm,mkdir,rmdir,ls,chmod,stat,mktemp,date,id,head,tail,sort,wc,tr,cut,paste,seq,nproc,dirname,pwd,uname,base64,numfmt,sha256sum,du,install,kill,nice,grep,sed,awk,find,diff,cmp,tar,gzip,mkfifo,truncate,timeout  all  what every Debian has (coreutils, dash, bash, grep, sed, mawk, findutils, diffutils, tar, gzip)
+base  debian-base      sh,bash,env,true,sleep,touch,cat,cp,mv,rm,mkdir,rmdir,ls,chmod,stat,mktemp,date,id,head,tail,sort,wc,tr,cut,paste,seq,nproc,dirname,pwd,uname,base64,numfmt,sha256sum,du,install,kill,nice,grep,sed,awk,find,diff,cmp,tar,gzip,mkfifo,truncate,timeout,chown,mount,chroot  all  what every Debian has (coreutils, dash, bash, grep, sed, mawk, findutils, diffutils, tar, gzip, mount)
 apt   procps           pgrep                                    bench        the benchmarks find the profilers' processes
 apt   g++              g++                                      test         the symbolizer's C++ fixture (demangled, inlined frames)
 apt   binutils         objcopy,objdump,nm,readelf,strip,addr2line  test,package,bench  split and strip fixtures' debug info, check frame-pointer prologues and that the .deb's binary is stripped; addr2line is a baseline in the symbolization benchmark
-apt   passwd           useradd                                  test         the hostile-file tests run attackers as a throwaway user they create
-apt   util-linux       setpriv,unshare,taskset                  test,bench   drop to an unprivileged user, pid namespaces (containers), pin benchmark threads
+apt   passwd           useradd                                  test,package         the hostile-file tests run attackers as a throwaway user they create
+apt   util-linux       setpriv,unshare,nsenter,mountpoint,taskset  test,bench,package   drop to an unprivileged user, pid namespaces (containers), join a target's mount namespace (Tachyon), pin benchmark threads
 apt   linux-perf       perf                                     test,bench   the reference profiler the completeness tests and benchmarks compare against
 apt   xz-utils         xz                                       test,bench   a real stripped program profiled end to end
 apt   gdb              gdb                                      test         an oracle for Python frames (merge_vs_gdb tests)
 apt   nodejs           node                                     test         JIT frames from Node's perf map
 apt   npm              npm                                      test         installs the npm items below
-apt   python3.11       /usr/bin/python3.11                      test         Debian's stripped non-PIE CPython, profiled without symbols
+apt   python3.11       /usr/bin/python3.11                      test,package  Debian's stripped non-PIE CPython, profiled without symbols; the interpreter of the magics' venv
 apt   python3-pip      py:pip                                   test,package,wheel,bench  installs the pip items below
 apt   python3-venv     py:venv,py:ensurepip                         package      tests/package/wheel.sh installs the wheel into a fresh venv
 apt   golang-go        go                                       test         `go tool pprof` reads sprofd's pprof output
@@ -62,7 +64,7 @@ apt   tmux             tmux                                     test         `sp
 apt   man-db           man                                      test,package  the man page is rendered with `man -l`
 apt   debuginfod       debuginfod                               test         a loopback debuginfod server serves debug files by build-id
 apt   prometheus       prometheus                               test         a real Prometheus scrapes the daemon's /metrics
-apt   chromium         chromium                                 test         headless Chromium renders the daemon's page and flame graphs
+apt   chromium         chromium                                 test,package  headless Chromium renders the daemon's page and flame graphs, and the magics' notebook outputs
 apt   zsh              zsh                                      test,package  the zsh completion is syntax-checked (zsh -n)
 apt   fish             fish                                     test,package  the fish completion is syntax-checked (fish -n)
 apt   lintian          lintian                                  package      tests/package/deb.sh fails on lintian errors
@@ -75,9 +77,10 @@ rustup clippy          cargo-clippy                             test,lint    `ca
 rustup rustfmt         rustfmt,cargo-fmt                        test,lint    `cargo fmt --check` in make test
 pip   maturin==1.16.0  py:maturin                               wheel,package  builds the wheel (make wheel, tests/package/wheel.sh)
 pip   py-spy==0.4.3    py-spy                                   test,bench   an oracle for the Python reader's live tests; compared against in the benchmark
-pip   playwright==1.65.3  py:playwright                         test         drives the heatmap page in Debian's chromium (hover, click, toggle, search; tests/fixtures/heatmap_check.py)
+pip   playwright==1.65.3  py:playwright                          test,package  drives Debian's chromium (executable_path=/usr/bin/chromium) through the magics' notebook outputs (tests/package/magics_render.py); its own browser download is not used; and the heatmap page (tests/fixtures/heatmap_check.py), the speedscope app (speedscope_check.py)
 npm   speedscope@1.25.0  /usr/lib/node_modules/speedscope/dist/release/index.html  test  the real speedscope app opens sprofd's .speedscope.json (time order; tests/fixtures/speedscope_check.py)
 pip   austin-dist==3.7.0  austin                                bench        compared against in the Python and off-CPU benchmarks
+venv  ipython==9.19.1,ipykernel==7.4.0,nbclient==0.11.0  $ROOT/target/magics-venv/bin/ipython  package  tests/package/magics.sh installs the wheel here and runs %sprofd in IPython and in notebooks (nbclient); Debian's python3, so that an unprivileged user can run it too
 cargo cargo-deb@3.8.0  cargo-deb                                deb,package  builds the .deb; pinned: tests/package/deb.sh checks its layout and maintainer scripts
 cargo samply@0.13.1    samply                                   bench        compared against in the symbolization benchmark
 cargo inferno@0.12.8   inferno-collapse-perf,inferno-flamegraph bench        perf script | inferno, the flame-graph time the benchmark compares to (same inferno as sprofd's)
@@ -89,7 +92,7 @@ pyenv 3.10.13          $PYENV_ROOT/versions/3.10.13/bin/python3.10  test     CPy
 pyenv 3.11.7           $PYENV_ROOT/versions/3.11.7/bin/python3.11   test     CPython 3.11 frames
 pyenv 3.12.1           $PYENV_ROOT/versions/3.12.1/bin/python3.12   test     CPython 3.12 frames, -X perf, containers
 pyenv 3.13.0           $PYENV_ROOT/versions/3.13.0/bin/python3.13   test     CPython 3.13 frames and its perf jitdump
-root  sid              /srv/sid/usr/bin/python3.14,/srv/sid/usr/bin/python3.15  test  Debian unstable (debootstrap --variant=minbase), for CPython 3.14 and 3.15 (~330 MB)
+root  sid              /srv/sid/usr/bin/python3.14,/srv/sid/usr/bin/python3.15  test,bench  Debian unstable (debootstrap --variant=minbase), for CPython 3.14 and 3.15 (~330 MB)
 apt   debootstrap      debootstrap                              @sid-build   builds /srv/sid
 apt   build-essential,libssl-dev,zlib1g-dev,libbz2-dev,libreadline-dev,libsqlite3-dev,libncurses-dev,libffi-dev,liblzma-dev,uuid-dev,tk-dev  /usr/include/openssl/ssl.h,/usr/include/zlib.h,/usr/include/bzlib.h,/usr/include/readline/readline.h,/usr/include/sqlite3.h,/usr/include/ncurses.h,/usr/include/ffi.h,/usr/include/lzma.h,/usr/include/uuid/uuid.h,/usr/include/tk.h  @pyenv-build  what `pyenv install` compiles CPython with
 EOF
@@ -135,7 +138,7 @@ rows() { # rows GROUP...
 	done <<<"$MANIFEST"
 }
 
-expand() { local s=$1; printf '%s' "${s//\$PYENV_ROOT/$PYENV_ROOT}"; }
+expand() { local s=${1//\$PYENV_ROOT/$PYENV_ROOT}; printf '%s' "${s//\$ROOT/$ROOT}"; }
 
 # present KIND NAME PROVIDES: whether the item is installed (and at its pinned version).
 present() {
@@ -155,6 +158,13 @@ present() {
 		[[ $(py -c 'import importlib.metadata as m, sys; print(m.version(sys.argv[1]))' "${name%%==*}" 2>/dev/null) == "${name#*==}" ]] ;;
 	npm) # speedscope@1.25.0: npm's global package at that version
 		[[ $(npm ls -g --depth=0 "${name%@*}" 2>/dev/null | grep -o "${name%@*}@[^ ]*") == "$name" ]] ;;
+	venv) # every requirement at its version in the venv of the first path
+		local vpy req
+		vpy=$(dirname "$(expand "${toks[0]}")")/python
+		for req in ${name//,/ }; do
+			[[ $("$vpy" -c 'import importlib.metadata as m, sys; print(m.version(sys.argv[1]))' "${req%%==*}" 2>/dev/null) == "${req#*==}" ]] || return 1
+		done
+		;;
 	cargo) # cargo-deb@3.8.0: cargo installed that version (inferno's commands have no --version)
 		cargo install --list 2>/dev/null | grep -qxF "${name%@*} v${name#*@}:" ;;
 	rustup) # rustup's proxies exist without the component; they fail to run then.
@@ -247,6 +257,7 @@ blocker() {
 	local kind=$1 name=$2 pkgs
 	case $kind in
 	pip) py -m pip --version >/dev/null 2>&1 || echo "python3 has no pip: apt-get install python3-pip" ;;
+	venv) /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || echo "Debian's python3 cannot make a venv: apt-get install python3-venv" ;;
 	cargo) command -v cargo >/dev/null || echo "no cargo: install the Rust toolchain (rustup.rs)" ;;
 	npm) command -v npm >/dev/null || echo "no npm: apt-get install npm" ;;
 	rustup) command -v rustup >/dev/null || echo "no rustup: the component comes with rustup's toolchains" ;;
@@ -286,6 +297,15 @@ pip_install() { # pip_install SPEC
 	run_logged env "${env[@]}" "$PY" -m pip install -q "$1" || { cannot "$1" "pip install failed: $(log_tail)"; return 1; }
 	# pyenv's shims for the console scripts pip just installed
 	if command -v pyenv >/dev/null; then pyenv rehash >/dev/null 2>&1 || true; fi
+}
+
+venv_install() { # venv_install REQ,REQ... PROVIDES: a fresh venv, its requirements from PyPI
+	local dir
+	dir=$(dirname "$(dirname "$(expand "${2%%,*}")")")
+	rm -rf "$dir" && mkdir -p "$(dirname "$dir")"
+	run_logged /usr/bin/python3 -m venv "$dir" || { cannot "$1" "python3 -m venv failed: $(log_tail)"; return 1; }
+	run_logged env PIP_DISABLE_PIP_VERSION_CHECK=1 "$dir/bin/pip" install -q ${1//,/ } \
+		|| { cannot "$1" "pip install into $dir failed: $(log_tail)"; rm -rf "$dir"; return 1; }
 }
 
 cargo_install() { # cargo_install CRATE@VERSION
@@ -353,6 +373,7 @@ install_missing() { # install_missing GROUP...
 		fi
 		case $kind in
 		pip) say "installing $name (pip: $why)" && pip_install "$name" ;;
+		venv) say "installing $name into a venv (pip: $why)" && venv_install "$name" "$provides" ;;
 		cargo) say "installing $name (cargo install --locked: $why)" && cargo_install "$name" ;;
 		npm)
 			say "installing $name (npm install -g: $why)"

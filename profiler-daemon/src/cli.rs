@@ -352,6 +352,10 @@ pub enum ModeArg {
     Wall,
     /// Only the time threads spend switched out, by where they blocked.
     OffCpu,
+    /// CPU time of Python threads while they hold the GIL (CPython 3.11+): who keeps the
+    /// other threads waiting. Every Python profile's footer shows each thread's share of
+    /// samples holding the GIL, waiting for it and not needing it.
+    Gil,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -415,7 +419,7 @@ pub struct SamplingOpts {
     #[arg(long, value_enum, default_value_t = ModeArg::Cpu)]
     pub mode: ModeArg,
 
-    /// How Python processes are shown (CPython 3.8-3.13, read from outside the process: the
+    /// How Python processes are shown (CPython 3.8-3.15, read from outside the process: the
     /// target is never paused or signalled); native: Python frames are not read.
     #[arg(long = "python-view", value_enum, default_value_t = PythonViewArg::Python)]
     pub python_view: PythonViewArg,
@@ -430,6 +434,13 @@ pub struct ProfileOpts {
     /// atomic); SIGUSR1 writes them at once. The final write at the end is as usual.
     #[arg(long = "dump-every", value_name = "SECS")]
     pub dump_every: Option<f64>,
+
+    /// attach: also profile the target's existing descendant processes (multiprocessing
+    /// pools, gunicorn/celery workers, subprocess trees), each with its own Python frames.
+    /// Processes the target (or a descendant) starts while profiled are always followed, as
+    /// under record.
+    #[arg(long)]
+    pub subprocesses: bool,
 
     /// Output file, repeatable; the format follows the extension: .svg flamegraph,
     /// .folded collapsed stacks, .txt statprof table, .lines.txt annotated source of the
@@ -458,6 +469,12 @@ pub struct ProfileOpts {
     /// stack-copy fill, modules read, symbolization time, Python and off-CPU counters.
     #[arg(short = 'v', long)]
     pub verbose: bool,
+
+    /// Write `ready` and a newline to the inherited file descriptor FD (e.g. a pipe) once
+    /// sampling has started, for programs that run sprofd and must not go on before it samples
+    /// (the Python package's `%sprofd` magic does). FD must be open when sprofd starts.
+    #[arg(long = "ready-fd", value_name = "FD")]
+    pub ready_fd: Option<u32>,
 
     /// Record every event into FILE (sprofd's own recording format), for replaying the
     /// session through the engine in tests.
@@ -490,12 +507,14 @@ impl TopOpts {
         let session = ProfileOpts {
             sampling: self.sampling,
             dump_every: None,
+            subprocesses: false,
             output: Vec::new(),
             quiet: true,
             by_line: false,
             source: SourceOpts::default(),
             rows: 0,
             verbose: false,
+            ready_fd: None,
             save_events: None,
         }
         .into_config(target, max_rate)?;
@@ -520,6 +539,10 @@ pub enum UsageError {
     DiffOutput(PathBuf),
     #[error("--window must be between 1 and 3600 seconds, not {0}")]
     BadWindow(u64),
+    #[error("--ready-fd {0}: no such open file descriptor (pass one sprofd inherits, 3 or above)")]
+    BadReadyFd(u32),
+    #[error("--mode gil reads Python thread states: it cannot be used with --python-view native")]
+    GilWithoutPython,
     #[error(transparent)]
     Output(#[from] crate::output::OutputError),
 }
@@ -533,6 +556,10 @@ impl ProfileOpts {
     ) -> Result<SessionConfig, UsageError> {
         if self.sampling.frequency == 0 {
             return Err(UsageError::ZeroFrequency);
+        }
+        if self.sampling.mode == ModeArg::Gil && self.sampling.python_view == PythonViewArg::Native
+        {
+            return Err(UsageError::GilWithoutPython);
         }
         if let Some(max) = max_rate {
             if self.sampling.frequency > max {
@@ -566,6 +593,12 @@ impl ProfileOpts {
             .into_iter()
             .map(OutputSpec::from_path)
             .collect::<Result<Vec<_>, _>>()?;
+        // why: 0-2 are sprofd's own streams; anything else must have been inherited open.
+        if let Some(fd) = self.ready_fd {
+            if fd < 3 || !std::path::Path::new(&format!("/proc/self/fd/{fd}")).exists() {
+                return Err(UsageError::BadReadyFd(fd));
+            }
+        }
         Ok(SessionConfig {
             target,
             frequency: self.sampling.frequency,
@@ -588,12 +621,15 @@ impl ProfileOpts {
             },
             rows: self.rows,
             verbose: self.verbose,
+            ready_fd: self.ready_fd,
             save_events: self.save_events,
             mode: match self.sampling.mode {
-                ModeArg::Cpu => sprof_core::Measure::Cpu,
+                ModeArg::Cpu | ModeArg::Gil => sprof_core::Measure::Cpu,
                 ModeArg::Wall => sprof_core::Measure::Wall,
                 ModeArg::OffCpu => sprof_core::Measure::OffCpu,
             },
+            gil_only: self.sampling.mode == ModeArg::Gil,
+            subprocesses: self.subprocesses,
             python: match self.sampling.python_view {
                 PythonViewArg::Python => Some(sprof_core::PythonView::Python),
                 PythonViewArg::Mixed => Some(sprof_core::PythonView::Mixed),
@@ -774,6 +810,13 @@ mod tests {
             config(&["attach", "1", "--mode=wall"]).unwrap().mode,
             sprof_core::Measure::Wall
         );
+        let gil = config(&["attach", "1", "--mode", "gil"]).unwrap();
+        assert_eq!((gil.mode, gil.gil_only), (sprof_core::Measure::Cpu, true));
+        assert!(!config(&["attach", "1"]).unwrap().gil_only);
+        assert!(matches!(
+            config(&["attach", "1", "--mode", "gil", "--python-view", "native"]),
+            Err(UsageError::GilWithoutPython)
+        ));
         assert!(parse(&["attach", "1", "--mode", "gpu"]).is_err());
         let c = config(&["attach", "1", "--python-view", "mixed"]).unwrap();
         assert_eq!(c.python, Some(sprof_core::PythonView::Mixed));
@@ -851,5 +894,13 @@ mod tests {
         assert!(parse(&["attach", "notapid"]).is_err());
         assert!(parse(&["record"]).is_err());
         assert!(parse(&["attach", "1", "--unwind", "magic"]).is_err());
+        assert!(matches!(
+            config(&["attach", "1", "--ready-fd", "2"]),
+            Err(UsageError::BadReadyFd(2))
+        ));
+        assert!(matches!(
+            config(&["attach", "1", "--ready-fd", "999999"]),
+            Err(UsageError::BadReadyFd(999999))
+        ));
     }
 }

@@ -39,10 +39,16 @@ pub struct SessionConfig {
     pub event: sprof_perf::EventKind,
     pub rows: usize,
     pub verbose: bool,
+    /// Inherited descriptor told `ready` once sampling has started (`--ready-fd`).
+    pub ready_fd: Option<u32>,
     /// Record every event into this file (`--save-events`), for replay in tests.
     pub save_events: Option<PathBuf>,
     /// What time is measured (`--mode`).
     pub mode: sprof_core::Measure,
+    /// `--mode gil`: only samples of Python threads holding the GIL.
+    pub gil_only: bool,
+    /// `--subprocesses`: attach to the target's existing descendants too.
+    pub subprocesses: bool,
     /// Read Python frames and show them this way; `None`: native frames only.
     pub python: Option<sprof_core::PythonView>,
     /// Functions in the annotated source (`--functions`).

@@ -128,14 +128,17 @@ fn wants_prompt_reads(config: &SessionConfig, target: &Target) -> bool {
         return false;
     }
     match target {
+        // A process tree may be a shell over Python workers; its children may exec one later.
+        Target::Pid(_) if config.subprocesses => true,
         Target::Pid(pid) => procfs::exec_mappings(Pid(*pid))
             .unwrap_or_default()
             .iter()
             .any(|m| sprof_core::is_interpreter_module(m.short_name())),
-        Target::Command(argv) => argv.first().is_some_and(|a| {
-            let name = a.to_string_lossy();
-            sprof_core::is_interpreter_module(name.rsplit('/').next().unwrap_or_default())
-        }),
+        // What a command becomes is unknown until it runs: `chroot ROOT python3`, `env`,
+        // `uv run`, a shell script or a `#!` script (gunicorn, pytest) all exec an interpreter
+        // later. Reading late costs far more (frames read ~50 ms after their sample, one in
+        // ten chains wrong) than a wakeup per sample costs a native command.
+        Target::Command(_) => true,
     }
 }
 
@@ -212,7 +215,17 @@ fn attach_target(config: &SessionConfig, pid: Pid) -> anyhow::Result<Started> {
         bail!("PID {pid} ({}) has exited and is a zombie waiting for its parent: nothing left to sample", stat.comm);
     }
     let title = describe_target(pid);
-    let (sampler, event) = open_events(config, false, |s| s.attach(pid), &format!("PID {pid}"))?;
+    let attach = |s: &mut Sampler| {
+        s.attach(pid)?;
+        if config.subprocesses {
+            // A descendant that exits meanwhile is no error.
+            for child in procfs::descendants(pid) {
+                let _ = s.attach(child);
+            }
+        }
+        Ok(())
+    };
+    let (sampler, event) = open_events(config, false, attach, &format!("PID {pid}"))?;
     for w in &sampler.warnings {
         eprintln!("sprofd: warning: {w}");
     }
@@ -326,7 +339,13 @@ impl Session {
             Box::new(LiveLoader::new()),
         );
         if config.python.is_some() {
-            engine.add_hook(Box::new(sprof_python::PythonHook::new()));
+            let hook = sprof_python::PythonHook::new();
+            let hook = if config.gil_only {
+                hook.gil_only()
+            } else {
+                hook
+            };
+            engine.add_hook(Box::new(hook));
         }
         if config
             .outputs
@@ -375,6 +394,12 @@ pub fn run(config: SessionConfig) -> anyhow::Result<i32> {
         outputs.push(output::prepare(spec.clone())?);
     }
     let session = Session::start(&config, CommandStreams::Inherit)?;
+    if let Some(note) = privileges::user_only_note() {
+        eprintln!("{note}");
+    }
+    if let Some(fd) = config.ready_fd {
+        signal_ready(fd);
+    }
     if config.outputs.is_empty() {
         outputs.push(default_output(session.name(), session.profiled.pid())?);
     }
@@ -425,6 +450,26 @@ pub fn run(config: SessionConfig) -> anyhow::Result<i32> {
         &profiled,
     );
     Ok(exit_code(profiled, failed))
+}
+
+/// `--ready-fd`: tells whoever started sprofd that the events are open and counting.
+///
+/// why: the descriptor is reopened through /proc/self/fd rather than adopted from its
+/// number, so no descriptor std did not open is ever written to or closed by it; the
+/// inherited one stays open until sprofd exits (the reader has its line by then). Opening a
+/// pipe that way is opening a FIFO, which blocks while no one reads: O_NONBLOCK makes it fail
+/// (ENXIO) instead, if the reader has gone.
+fn signal_ready(fd: u32) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = format!("/proc/self/fd/{fd}");
+    let result = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&path)
+        .and_then(|mut f| f.write_all(b"ready\n"));
+    if let Err(e) = result {
+        eprintln!("sprofd: warning: --ready-fd {fd}: {e}");
+    }
 }
 
 /// Turns the engine's state into named profiles, with caches that last the whole session

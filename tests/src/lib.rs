@@ -620,6 +620,18 @@ impl Target {
         }
     }
 
+    /// Waits up to `timeout` for the process to exit on its own (dropping kills it).
+    pub fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
     pub fn pid_arg(&self) -> String {
         self.pid.to_string()
     }

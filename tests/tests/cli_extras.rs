@@ -73,3 +73,77 @@ fn the_man_page_renders() {
         _ => eprintln!("SKIP the_man_page_renders: man -l unavailable"),
     }
 }
+
+/// `--ready-fd`: `ready` comes once the events are open and counting. The target burns 0.3 s
+/// of CPU only after it is told to, which the test does on `ready`: nearly all of that burn
+/// must be in the profile (at 999 Hz, ~300 samples), which it would not be if `ready` came
+/// before sampling started.
+#[test]
+fn ready_fd_says_ready_once_sampling_has_started() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+    if !live("ready_fd_says_ready_once_sampling_has_started") {
+        return;
+    }
+    // Debian's interpreter, started directly (a pyenv shim would exec it after the attach).
+    let python = std::path::Path::new("/usr/bin/python3.11");
+    if !python.exists() {
+        assert_ne!(
+            std::env::var("SPROFD_REQUIRE_LIVE").as_deref(),
+            Ok("1"),
+            "ready_fd_says_ready_once_sampling_has_started: no /usr/bin/python3.11 (apt python3.11)"
+        );
+        eprintln!("SKIP ready_fd_says_ready_once_sampling_has_started: no /usr/bin/python3.11");
+        return;
+    }
+    let _guard = serial();
+    let dir = TempDir::new("ready-fd");
+    let out = dir.join("ready.folded");
+    let mut target = Command::new(python)
+        .args([
+            "-c",
+            "import sys, time\nsys.stdin.readline()\nend = time.process_time() + 0.3\n\
+             def burn():\n    while time.process_time() < end: pass\nburn()",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn python3");
+    // fd 3 of sprofd is the pipe the test reads (its stdout goes to /dev/null).
+    let mut sprofd = Command::new("sh")
+        .args([
+            "-c",
+            "exec \"$0\" attach \"$1\" -F 999 -q -o \"$2\" --ready-fd 3 3>&1 >/dev/null",
+        ])
+        .arg(sprofd_bin())
+        .arg(target.id().to_string())
+        .arg(&out)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sprofd");
+    let mut line = String::new();
+    BufReader::new(sprofd.stdout.take().unwrap())
+        .read_line(&mut line)
+        .expect("read the ready pipe");
+    assert_eq!(line, "ready\n", "sprofd wrote {line:?} on --ready-fd");
+    let mut stdin = target.stdin.take().unwrap();
+    stdin.write_all(b"go\n").expect("tell the target to burn");
+    drop(stdin);
+    assert!(target.wait().expect("wait python3").success());
+    // sprofd stops by itself when the target exits.
+    let done = sprofd.wait_with_output().expect("wait sprofd");
+    assert!(
+        done.status.success(),
+        "sprofd: {}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let folded = Folded::read(&out);
+    let burn = folded.count_where(|frames| frames.iter().any(|f| f.starts_with("burn (")));
+    assert!(
+        burn >= 240,
+        "only {burn} samples in burn() for 0.3 s of CPU at 999 Hz{}",
+        folded.excerpt()
+    );
+}

@@ -224,10 +224,26 @@ fn an_mmap_flood_costs_the_host_no_samples() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(attacker.wait().unwrap().success());
-    // The victim's last second is in the slice the daemon cuts next (once a second).
+    // The victim's last second is in the slice the daemon cuts next (once a second), and on a
+    // loaded host the daemon may still be working through queued samples: query until the
+    // count stops growing (two answers a second apart agree), for at most 15 s.
+    let victim_samples = || {
+        let folded = folded_of(&d.get("/api/v1/profile?from=-1m&format=folded"));
+        let got = folded.count_where(|f| f.first().is_some_and(|c| c == "victim-spin"));
+        (folded, got)
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
     std::thread::sleep(Duration::from_millis(1500));
-    let folded = folded_of(&d.get("/api/v1/profile?from=-1m&format=folded"));
-    let got = folded.count_where(|f| f.first().is_some_and(|c| c == "victim-spin"));
+    let (mut folded, mut got) = victim_samples();
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_secs(1));
+        let (f, g) = victim_samples();
+        let stable = g == got;
+        (folded, got) = (f, g);
+        if stable {
+            break;
+        }
+    }
     let lost = d.metric("sprofd_lost_samples_total");
     let lost_side = d.metric("sprofd_lost_side_records_total");
     eprintln!(

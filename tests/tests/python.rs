@@ -3,13 +3,45 @@
 //! `sprofd record` and `sprofd attach` on `tests/fixtures/python/workload.py`, whose CPU split
 //! is known by construction. The targets are started normally: no `-X perf`, no ptrace.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
 
 use sprofd_tests::*;
 
-/// The interpreters to test: `(label, path)`. A missing one skips (fails under
-/// `SPROFD_REQUIRE_LIVE=1`).
-fn interpreters(test: &str) -> Vec<(&'static str, PathBuf)> {
+/// The Debian unstable root with python3.14 and 3.15 (tests/deps.sh builds it).
+const SID_ROOT: &str = "/srv/sid";
+
+/// One interpreter to test, and how to run the workload with it.
+#[derive(Clone)]
+struct Interp {
+    label: &'static str,
+    /// The command before the script: the interpreter, or `chroot ROOT pythonX.Y`.
+    argv: Vec<String>,
+    /// The workload's path as the interpreter sees it.
+    script: String,
+}
+
+impl Interp {
+    /// The full command line: interpreter, script, `args`.
+    fn cmd(&self, args: &[&str]) -> Vec<String> {
+        let mut v = self.argv.clone();
+        v.push(self.script.clone());
+        v.extend(args.iter().map(|a| a.to_string()));
+        v
+    }
+
+    /// Starts the workload with `args` (the pid is the interpreter's: chroot execs it).
+    fn spawn(&self, args: &[&str]) -> Target {
+        let cmd = self.cmd(args);
+        Target::spawn(Path::new(&cmd[0]), &cmd[1..])
+    }
+}
+
+/// The interpreters to test. A missing one skips (fails under `SPROFD_REQUIRE_LIVE=1`).
+/// 3.14 and 3.15 run in the sid root, a container-like target whose files are reachable only
+/// through `/proc/PID/root`; the workload is copied in.
+fn interpreters(test: &str) -> Vec<Interp> {
     let root = std::process::Command::new("pyenv")
         .arg("root")
         .output()
@@ -17,47 +49,65 @@ fn interpreters(test: &str) -> Vec<(&'static str, PathBuf)> {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| format!("{}/.pyenv", std::env::var("HOME").unwrap_or_default()));
-    let candidates = [
-        (
-            "3.8",
-            PathBuf::from(format!("{root}/versions/3.8.18/bin/python3.8")),
-        ),
-        (
-            "3.9",
-            PathBuf::from(format!("{root}/versions/3.9.18/bin/python3.9")),
-        ),
-        (
-            "3.10",
-            PathBuf::from(format!("{root}/versions/3.10.13/bin/python3.10")),
-        ),
-        (
-            "3.11",
-            PathBuf::from(format!("{root}/versions/3.11.7/bin/python3.11")),
-        ),
-        (
-            "3.12",
-            PathBuf::from(format!("{root}/versions/3.12.1/bin/python3.12")),
-        ),
-        (
-            "3.13",
-            PathBuf::from(format!("{root}/versions/3.13.0/bin/python3.13")),
-        ),
-        ("debian-3.11", PathBuf::from("/usr/bin/python3.11")),
-    ];
+    let pyenv = |v: &str| {
+        format!(
+            "{root}/versions/{v}/bin/python{}",
+            &v[..v.rfind('.').unwrap()]
+        )
+    };
+    let mut candidates: Vec<(&'static str, PathBuf, Vec<String>)> = [
+        ("3.8", "3.8.18"),
+        ("3.9", "3.9.18"),
+        ("3.10", "3.10.13"),
+        ("3.11", "3.11.7"),
+        ("3.12", "3.12.1"),
+        ("3.13", "3.13.0"),
+    ]
+    .into_iter()
+    .map(|(label, v)| (label, PathBuf::from(pyenv(v)), vec![pyenv(v)]))
+    .collect();
+    candidates.push((
+        "debian-3.11",
+        PathBuf::from("/usr/bin/python3.11"),
+        vec!["/usr/bin/python3.11".into()],
+    ));
+    for (label, v) in [("sid-3.14", "3.14"), ("sid-3.15", "3.15")] {
+        let argv = vec!["chroot".into(), SID_ROOT.into(), format!("python{v}")];
+        candidates.push((
+            label,
+            PathBuf::from(format!("{SID_ROOT}/usr/bin/python{v}")),
+            argv,
+        ));
+    }
     let mut found = Vec::new();
-    for (label, path) in candidates {
-        if path.is_file() {
-            found.push((label, path));
-        } else if std::env::var("SPROFD_REQUIRE_LIVE").as_deref() == Ok("1") {
-            panic!(
-                "{test}: interpreter {} missing (SPROFD_REQUIRE_LIVE=1)",
-                path.display()
-            );
-        } else {
+    for (label, path, argv) in candidates {
+        if !path.is_file() {
+            if std::env::var("SPROFD_REQUIRE_LIVE").as_deref() == Ok("1") {
+                panic!(
+                    "{test}: interpreter {} missing (SPROFD_REQUIRE_LIVE=1)",
+                    path.display()
+                );
+            }
             eprintln!("SKIP {test} on {label}: {} missing", path.display());
+            continue;
         }
+        let script = if label.starts_with("sid-") {
+            sid_script()
+        } else {
+            script()
+        };
+        found.push(Interp {
+            label,
+            argv,
+            script,
+        });
     }
     found
+}
+
+/// Debian's interpreters are stripped: only `.dynsym` names their C functions.
+fn stripped(label: &str) -> bool {
+    label.starts_with("debian") || label.starts_with("sid")
 }
 
 fn script() -> String {
@@ -65,6 +115,17 @@ fn script() -> String {
         .join("python/workload.py")
         .display()
         .to_string()
+}
+
+/// The workload copied into the sid root; its path inside the root.
+fn sid_script() -> String {
+    let inside = "/tmp/sprofd-tests/workload.py";
+    let host = format!("{SID_ROOT}{inside}");
+    std::fs::create_dir_all(Path::new(&host).parent().unwrap()).unwrap();
+    let tmp = format!("{host}.{}", std::process::id());
+    std::fs::copy(script(), &tmp).unwrap();
+    std::fs::rename(&tmp, &host).unwrap();
+    inside.into()
 }
 
 /// Whether folded frame `frame` is the Python function `name` (`name (file.py:line)`).
@@ -114,16 +175,12 @@ fn python_split_shares_and_chains_on_every_interpreter() {
         return;
     }
     let _serial = serial();
-    for (label, py) in interpreters("python_split") {
+    for py in interpreters("python_split") {
+        let label = py.label;
         let p = record_profile(
             &format!("py-split-{label}"),
             &["-o", "out.txt"],
-            &[
-                py.display().to_string(),
-                script(),
-                "split".into(),
-                "1.5".into(),
-            ],
+            &py.cmd(&["split", "1.5"]),
         );
         let work = count_py(&p, |f| f.iter().any(|x| py_is(x, "work")));
         assert!(
@@ -176,8 +233,9 @@ fn python_attach_sees_threads_started_later() {
         return;
     }
     let _serial = serial();
-    for (label, py) in interpreters("python_attach_threads") {
-        let target = Target::spawn(&py, &[script(), "threads".into(), "3".into()]);
+    for py in interpreters("python_attach_threads") {
+        let label = py.label;
+        let target = py.spawn(&["threads", "3"]);
         let p = attach_profile(&format!("py-threads-{label}"), target.pid, &["-d", "1.5"]);
         let a = count_py(&p, |f| {
             in_thread(f) && py_chain(f, &["worker_a", "spin_a", "burn"])
@@ -200,16 +258,12 @@ fn python_calls_into_c_show_native_frames_under_the_caller() {
         return;
     }
     let _serial = serial();
-    for (label, py) in interpreters("python_native") {
+    for py in interpreters("python_native") {
+        let label = py.label;
         let p = record_profile(
             &format!("py-native-{label}"),
             &[],
-            &[
-                py.display().to_string(),
-                script(),
-                "native".into(),
-                "1.5".into(),
-            ],
+            &py.cmd(&["native", "1.5"]),
         );
         // zlib.compress: the extension module and libz under compress_loop.
         let zlib = count_py(&p, |f| {
@@ -230,7 +284,7 @@ fn python_calls_into_c_show_native_frames_under_the_caller() {
         let key = count_py(&p, |f| {
             f.windows(3).any(|w| {
                 py_is(&w[0], "sort_loop") && w[1] == "builtin_sorted" && py_is(&w[2], "key_fn")
-            }) || (label.starts_with("debian") && py_chain(f, &["sort_loop", "key_fn"]))
+            }) || (stripped(label) && py_chain(f, &["sort_loop", "key_fn"]))
         });
         assert!(
             key >= 10,
@@ -238,7 +292,7 @@ fn python_calls_into_c_show_native_frames_under_the_caller() {
             p.context()
         );
         // The C function that sorts stays visible below the innermost Python frame.
-        if label.starts_with("debian") {
+        if stripped(label) {
             continue;
         }
         let sort_c = count_py(&p, |f| {
@@ -265,20 +319,16 @@ fn python_mixed_and_native_views() {
     }
     let _serial = serial();
     let found = interpreters("python_views");
-    let Some((label, py)) = found
+    let Some(py) = found
         .iter()
-        .find(|(l, _)| *l == "3.11")
+        .find(|p| p.label == "3.11")
         .or(found.first())
         .cloned()
     else {
         return;
     };
-    let args = [
-        py.display().to_string(),
-        script(),
-        "split".into(),
-        "1".into(),
-    ];
+    let label = py.label;
+    let args = py.cmd(&["split", "1"]);
     let mixed = record_profile(
         &format!("py-mixed-{label}"),
         &["--python-view", "mixed"],
@@ -321,16 +371,12 @@ fn python_unicode_names_generators_and_coroutines() {
         return;
     }
     let _serial = serial();
-    for (label, py) in interpreters("python_unicode") {
+    for py in interpreters("python_unicode") {
+        let label = py.label;
         let p = record_profile(
             &format!("py-unicode-{label}"),
             &[],
-            &[
-                py.display().to_string(),
-                script(),
-                "unicode".into(),
-                "1.5".into(),
-            ],
+            &py.cmd(&["unicode", "1.5"]),
         );
         let uni = count_py(&p, |f| py_chain(f, &["coro_main", "функция_ü", "burn"]));
         assert!(uni >= 50, "{label}: функция_ü {uni}{}", p.context());
@@ -348,10 +394,11 @@ fn python_target_exiting_mid_profile_keeps_its_profile() {
         return;
     }
     let _serial = serial();
-    let Some((label, py)) = interpreters("python_exit").into_iter().last() else {
+    let Some(py) = interpreters("python_exit").into_iter().last() else {
         return;
     };
-    let target = Target::spawn(&py, &[script(), "split".into(), "1".into()]);
+    let label = py.label;
+    let target = py.spawn(&["split", "1"]);
     let p = attach_profile(&format!("py-exit-{label}"), target.pid, &["-d", "10"]);
     assert!(
         p.out.stderr.contains("exited"),
@@ -368,12 +415,13 @@ fn python_subprocesses_get_their_own_detection() {
         return;
     }
     let _serial = serial();
-    let Some((label, py)) = interpreters("python_subprocess")
+    let Some(py) = interpreters("python_subprocess")
         .into_iter()
-        .find(|(l, _)| *l == "3.12")
+        .find(|p| p.label == "3.12")
     else {
         return;
     };
+    let label = py.label;
     // A Python parent that only waits, and a Python child doing the work.
     let parent = format!(
         "import subprocess, sys; subprocess.run([sys.executable, {:?}, 'split', '1.5'], check=True)",
@@ -382,12 +430,273 @@ fn python_subprocesses_get_their_own_detection() {
     let p = record_profile(
         &format!("py-subprocess-{label}"),
         &[],
-        &[py.display().to_string(), "-c".into(), parent],
+        &[py.argv[0].clone(), "-c".into(), parent],
     );
     let child = count_py(&p, |f| py_chain(f, &["<module>", "main", "work", "hot_a"]));
     assert!(
         child >= 300,
         "{label}: child Python frames {child}{}",
+        p.context()
+    );
+}
+
+/// The footer's per-thread GIL lines: `(thread, holding, waiting, not needed)` in percent.
+fn gil_lines(footer: &str) -> Vec<(u32, f64, f64, f64)> {
+    footer
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("python: GIL, pid ")?;
+            let tid = rest
+                .split(" thread ")
+                .nth(1)?
+                .split(':')
+                .next()?
+                .parse()
+                .ok()?;
+            let pct = |key: &str| -> Option<f64> {
+                rest.split(key)
+                    .nth(1)?
+                    .split('%')
+                    .next()?
+                    .trim()
+                    .parse()
+                    .ok()
+            };
+            Some((tid, pct("holding ")?, pct("waiting ")?, pct("not needed ")?))
+        })
+        .collect()
+}
+
+#[test]
+fn python_gil_mode_and_per_thread_gil_shares() {
+    if !live("python_gil_mode_and_per_thread_gil_shares") {
+        return;
+    }
+    let _serial = serial();
+    for py in interpreters("python_gil") {
+        let label = py.label;
+        if ["3.8", "3.9", "3.10"].contains(&label) {
+            continue; // no GIL holder in the supported layouts before 3.11
+        }
+        // Wall mode: both threads' time, running or not; the footer says what each did with
+        // the GIL. The hashing thread waits for it after each buffer (the other thread gives
+        // it up only every switch interval, 5 ms) and hashes without it.
+        let wall = record_profile(
+            &format!("py-gil-wall-{label}"),
+            &["--mode", "wall", "-o", "out.txt"],
+            &py.cmd(&["gil", "1.5"]),
+        );
+        let footer = std::fs::read_to_string(wall.file("out.txt")).unwrap();
+        let mut lines = gil_lines(&footer);
+        lines.sort_by(|a, b| b.1.total_cmp(&a.1));
+        assert!(lines.len() >= 2, "{label}: GIL lines {footer}");
+        let (py_thread, hash_thread) = (lines[0], lines[1]);
+        assert!(
+            py_thread.1 >= 60.0,
+            "{label}: pure-Python thread {py_thread:?}\n{footer}"
+        );
+        assert!(
+            hash_thread.2 >= 10.0 && hash_thread.3 >= 30.0 && hash_thread.1 <= 40.0,
+            "{label}: hashing thread {hash_thread:?}\n{footer}"
+        );
+        let hash_all = count_py(&wall, |f| f.iter().any(|x| py_is(x, "hash_spin")));
+        assert!(
+            hash_all >= 100,
+            "{label}: hash_spin {hash_all}{}",
+            wall.context()
+        );
+        // GIL mode: only samples holding the GIL, so the hashing thread nearly vanishes.
+        let gil = record_profile(
+            &format!("py-gil-{label}"),
+            &["--mode", "gil", "-o", "out.txt"],
+            &py.cmd(&["gil", "1.5"]),
+        );
+        let hash = count_py(&gil, |f| f.iter().any(|x| py_is(x, "hash_spin")));
+        let spin = count_py(&gil, |f| f.iter().any(|x| py_is(x, "py_spin")));
+        assert!(spin >= 300, "{label}: py_spin {spin}{}", gil.context());
+        let share = hash as f64 / (hash + spin) as f64;
+        assert!(
+            share < 0.2,
+            "{label}: GIL-holding share of the hashing thread {share:.3} ({hash} of {}){}",
+            hash + spin,
+            gil.context()
+        );
+        let text = std::fs::read_to_string(gil.file("out.txt")).unwrap();
+        assert!(text.contains("--mode gil: "), "{label}: {text}");
+    }
+}
+
+#[test]
+fn python_gc_frames_under_the_triggering_python_frame() {
+    if !live("python_gc_frames_under_the_triggering_python_frame") {
+        return;
+    }
+    let _serial = serial();
+    for py in interpreters("python_gc") {
+        let label = py.label;
+        if ["3.8", "3.9", "3.10"].contains(&label) {
+            continue;
+        }
+        let p = record_profile(
+            &format!("py-gc-{label}"),
+            &["-o", "out.txt"],
+            &py.cmd(&["gc", "1.5"]),
+        );
+        let total = count_py(&p, |f| f.iter().any(|x| py_is(x, "collect_cycles")));
+        let gc = p.folded.count_where(|f| f.iter().any(|x| x == "[gc]"));
+        let under = count_py(&p, |f| {
+            f.windows(2)
+                .any(|w| py_is(&w[0], "collect_cycles") && w[1] == "[gc]")
+        });
+        assert!(
+            gc * 10 >= total && total >= 300,
+            "{label}: {gc} [gc] samples of {total}{}",
+            p.context()
+        );
+        assert!(
+            under * 10 >= gc * 9,
+            "{label}: {under} of {gc} [gc] frames under collect_cycles{}",
+            p.context()
+        );
+        let text = std::fs::read_to_string(p.file("out.txt")).unwrap();
+        assert!(
+            text.contains("during a garbage collection"),
+            "{label}: {text}"
+        );
+    }
+}
+
+/// `attach --subprocesses`: multiprocessing pools (fork, spawn, forkserver) started before
+/// the attach (existing descendants) and after it (followed as they fork), each worker with
+/// its own Python frames. The workers run all the Python work; the parent only waits.
+#[test]
+fn python_attach_subprocesses_sees_pool_workers() {
+    if !live("python_attach_subprocesses_sees_pool_workers") {
+        return;
+    }
+    let _serial = serial();
+    let found = interpreters("python_pool");
+    let picks = ["3.12", "sid-3.15"];
+    for py in found.iter().filter(|p| picks.contains(&p.label)) {
+        let label = py.label;
+        for mode in [
+            "pool-fork-early",
+            "pool-spawn-early",
+            "pool-fork-late",
+            "pool-spawn-late",
+        ] {
+            let mut target = py.spawn(&[mode, "3.5"]);
+            let p = attach_profile(
+                &format!("py-{mode}-{label}"),
+                target.pid,
+                &["-d", "2.5", "--subprocesses"],
+            );
+            // Let the pool finish: killing the parent would break its workers' result pipes.
+            target.wait_exit(Duration::from_secs(10));
+            let workers = count_py(&p, |f| py_chain(f, &["pool_task", "burn"]));
+            // Two workers busy for most of 2.5 s on 2 CPUs at 99 Hz: ~400 samples.
+            assert!(
+                workers >= 200,
+                "{label} {mode}: {workers} worker samples with Python frames{}",
+                p.context()
+            );
+        }
+    }
+}
+
+/// CPython 3.15's own sampling profiler (Tachyon) and sprofd attached to the same 3.15 process
+/// at the same rate agree on the function and line shares. Tachyon needs the target's `/proc`
+/// inside the root, so the target runs in its own mount namespace and Tachyon joins it.
+#[test]
+fn python_315_agrees_with_tachyon() {
+    if !live("python_315_agrees_with_tachyon") {
+        return;
+    }
+    let _serial = serial();
+    let Some(py) = interpreters("python_tachyon")
+        .into_iter()
+        .find(|p| p.label == "sid-3.15")
+    else {
+        return;
+    };
+    let inner = format!(
+        "mount -t proc proc {SID_ROOT}/proc && exec chroot {SID_ROOT} python3.15 {} split 4",
+        py.script
+    );
+    let target = Target::spawn(Path::new("unshare"), &["-m", "sh", "-c", &inner]);
+    let pid = target.pid.to_string();
+    let out_inside = format!("/tmp/sprofd-tests/tachyon-{pid}.folded");
+    let tachyon = {
+        let (pid, out_inside) = (pid.clone(), out_inside.clone());
+        std::thread::spawn(move || {
+            run_ok(
+                Command::new("nsenter")
+                    .args(["-t", &pid, "-m", "chroot", SID_ROOT])
+                    .args([
+                        "python3.15",
+                        "-m",
+                        "profiling.sampling",
+                        "attach",
+                        "-d",
+                        "2",
+                        "-r",
+                        "999",
+                        "--mode",
+                        "cpu",
+                        "--collapsed",
+                        "-o",
+                        &out_inside,
+                        &pid,
+                    ]),
+            )
+        })
+    };
+    let p = attach_profile("py-tachyon-sid-3.15", target.pid, &["-d", "2", "-F", "999"]);
+    tachyon.join().unwrap();
+    let host = format!("{SID_ROOT}{out_inside}");
+    let text = std::fs::read_to_string(&host).unwrap();
+    let _ = std::fs::remove_file(&host);
+    // Tachyon's frames read `file.py:function:line`, root first after a `tid:N` frame.
+    let theirs = Folded::parse(&text).unwrap();
+    let t_is = |f: &str, name: &str| f.split(':').nth(1) == Some(name);
+    let t_line = |f: &str| f.rsplit(':').next().and_then(|l| l.parse::<u32>().ok());
+    let t_work = theirs.count_where(|f| f.iter().any(|x| t_is(x, "work")));
+    let t_a = theirs.count_where(|f| f.iter().any(|x| t_is(x, "hot_a")));
+    let ours_work = count_py(&p, |f| f.iter().any(|x| py_is(x, "work")));
+    let ours_a = count_py(&p, |f| f.iter().any(|x| py_is(x, "hot_a")));
+    assert!(
+        t_work >= 1000 && ours_work >= 1000,
+        "tachyon {t_work}, sprofd {ours_work}{}",
+        p.context()
+    );
+    let (t_share, o_share) = (t_a as f64 / t_work as f64, ours_a as f64 / ours_work as f64);
+    assert!(
+        (t_share - o_share).abs() <= 0.05,
+        "hot_a: tachyon {t_share:.3} of {t_work}, sprofd {o_share:.3} of {ours_work}{}",
+        p.context()
+    );
+    // The innermost line of burn: the loop header against its body.
+    let body = def_line("burn") as u32 + 3;
+    let t_body = theirs.count_where(|f| {
+        f.last()
+            .is_some_and(|x| t_is(x, "burn") && t_line(x) == Some(body))
+    });
+    let o_body = count_py(&p, |f| {
+        f.iter()
+            .rev()
+            .find(|x| x.contains(".py:"))
+            .is_some_and(|x| py_is(x, "burn") && x.ends_with(&format!(":{body})")))
+    });
+    let (t_body, o_body) = (
+        t_body as f64 / t_work as f64,
+        o_body as f64 / ours_work as f64,
+    );
+    eprintln!(
+        "tachyon vs sprofd on 3.15: hot_a {t_share:.3} vs {o_share:.3} ({t_work} vs {ours_work} samples), burn line {body} {t_body:.3} vs {o_body:.3}"
+    );
+    assert!(
+        (t_body - o_body).abs() <= 0.06,
+        "burn line {body}: tachyon {t_body:.3}, sprofd {o_body:.3}{}\n{text}",
         p.context()
     );
 }

@@ -54,6 +54,8 @@ pub enum Marker {
     InterpUnplaced,
     /// Off-CPU time of a thread before its first context-switch sample.
     OffCpuUnsampled,
+    /// The interpreter was collecting garbage, triggered under the Python frame above.
+    Gc,
     /// Samples whose stacks did not fit under the profile's cap on unique stacks
     /// ([`ProfileBuilder::set_stack_limit`]).
     Other,
@@ -70,6 +72,7 @@ impl Marker {
             Marker::InterpUnreadable => "[python frame unreadable]",
             Marker::InterpUnplaced => "[python: no eval frame]",
             Marker::OffCpuUnsampled => "[off-cpu: not sampled]",
+            Marker::Gc => "[gc]",
             Marker::Other => "[other]",
         }
     }

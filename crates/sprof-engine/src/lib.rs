@@ -393,6 +393,8 @@ impl Engine {
             }
         }
         let new_thread = match s.kind {
+            // A hook may leave a sample out by zeroing its weight (`--mode gil`).
+            SampleKind::Timer if weight == 0 => false,
             SampleKind::Timer => {
                 self.builder
                     .add_sample_at(s.time, s.pid, s.tid, &self.frames, weight)

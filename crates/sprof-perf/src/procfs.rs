@@ -57,6 +57,8 @@ fn map_err(pid: Pid, path: PathBuf, e: io::Error) -> ProcError {
 pub struct ProcStat {
     pub comm: String,
     pub state: char,
+    /// The parent's pid (0 for the first process of a pid namespace).
+    pub ppid: u32,
     pub flags: u64,
     /// Start time in clock ticks after boot: with the pid, a process identity that survives
     /// pid reuse.
@@ -84,11 +86,13 @@ pub fn parse_stat(text: &str) -> Option<ProcStat> {
     let fields: Vec<&str> = text.get(close + 1..)?.split_whitespace().collect();
     // fields[0] is field 3 (state); flags is field 9, starttime field 22.
     let state = fields.first()?.chars().next()?;
+    let ppid = fields.get(1)?.parse().ok()?;
     let flags = fields.get(6)?.parse().ok()?;
     let start_time = fields.get(19)?.parse().ok()?;
     Some(ProcStat {
         comm,
         state,
+        ppid,
         flags,
         start_time,
     })
@@ -124,6 +128,34 @@ pub fn processes() -> io::Result<Vec<Pid>> {
         .collect();
     pids.sort();
     Ok(pids)
+}
+
+/// Most descendants [`descendants`] returns: a fork bomb is not a reason to open events
+/// without end.
+pub const MAX_DESCENDANTS: usize = 4096;
+
+/// The processes now descended from `pid` (children, their children, ...), parents before
+/// children, at most [`MAX_DESCENDANTS`]. One pass over `/proc`: a process forked during the
+/// pass may be missed, but the events of its (attached) parent are inherited by it.
+pub fn descendants(pid: Pid) -> Vec<Pid> {
+    let mut children: std::collections::HashMap<u32, Vec<Pid>> = Default::default();
+    for p in processes().unwrap_or_default() {
+        if let Ok(st) = stat(p) {
+            children.entry(st.ppid).or_default().push(p);
+        }
+    }
+    let mut out = Vec::new();
+    let mut queue = std::collections::VecDeque::from([pid]);
+    while let Some(p) = queue.pop_front() {
+        for &c in children.get(&p.0).map(Vec::as_slice).unwrap_or_default() {
+            if out.len() >= MAX_DESCENDANTS || c == pid || out.contains(&c) {
+                continue;
+            }
+            out.push(c);
+            queue.push_back(c);
+        }
+    }
+    out
 }
 
 /// A thread's name.

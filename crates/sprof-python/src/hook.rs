@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use sprof_core::{Event, FrameKey, InterpFunction, Marker, ModuleId, Pid, Sample};
+use sprof_core::{Event, FrameKey, InterpFunction, Marker, ModuleId, Pid, Sample, Tid};
 use sprof_engine::{HookContext, SampleHook};
 use sprof_unwind::StackWalker;
 
@@ -74,6 +74,10 @@ pub struct PythonStats {
     pub recovered: u64,
     /// Reads of samples without a stack copy (`frame-pointer` unwinding): read-time chain.
     pub no_stack_copy: u64,
+    /// Samples taken during a garbage collection (a `[gc]` frame under the Python frame).
+    pub gc: u64,
+    /// Samples `--mode gil` left out (the thread did not hold the GIL).
+    pub gil_dropped: u64,
 }
 
 /// The hook; add it to an engine with [`sprof_engine::Engine::add_hook`].
@@ -89,6 +93,24 @@ pub struct PythonHook {
     /// One-line notices for the user (`python 3.10: unsupported layout, ...`), said once.
     pub notices: Vec<String>,
     pub stats: PythonStats,
+    /// `--mode gil`: keep only samples of threads holding the GIL.
+    gil_only: bool,
+    /// Per thread: what its samples did with the GIL.
+    gil: HashMap<(Pid, Tid), GilCounts>,
+}
+
+/// Most threads whose GIL use is tracked; later ones are counted under no thread.
+const MAX_GIL_THREADS: usize = 4096;
+
+/// One thread's samples by what they did with the GIL.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GilCounts {
+    /// Running with the GIL.
+    pub holding: u64,
+    /// Without it, in a function that waits for it (`take_gil` and its callers).
+    pub waiting: u64,
+    /// Without it, elsewhere: in C code that released it (I/O, hashing, compression).
+    pub released: u64,
 }
 
 impl Default for PythonHook {
@@ -109,7 +131,20 @@ impl PythonHook {
             skews_ns: Vec::new(),
             notices: Vec::new(),
             stats: PythonStats::default(),
+            gil_only: false,
+            gil: HashMap::new(),
         }
+    }
+
+    /// Keeps only the samples taken while the sampled thread held the GIL (`--mode gil`).
+    pub fn gil_only(mut self) -> PythonHook {
+        self.gil_only = true;
+        self
+    }
+
+    /// Per thread, what its samples did with the GIL (3.11+).
+    pub fn gil_counts(&self) -> &HashMap<(Pid, Tid), GilCounts> {
+        &self.gil
     }
 
     /// Skew between sample and read, nanoseconds: (median, 99th percentile, count).
@@ -275,6 +310,36 @@ impl PythonHook {
     }
 }
 
+/// The footer's GIL lines: each thread's share of samples holding the GIL, waiting for it
+/// and not needing it, busiest threads first (at most 16 lines).
+fn gil_lines(gil: &HashMap<(Pid, Tid), GilCounts>) -> Vec<String> {
+    let mut threads: Vec<(&(Pid, Tid), &GilCounts)> = gil.iter().collect();
+    threads.sort_by_key(|(k, c)| (std::cmp::Reverse(c.holding + c.waiting + c.released), **k));
+    let shown = threads.len().min(16);
+    let mut lines: Vec<String> = threads[..shown]
+        .iter()
+        .map(|((pid, tid), c)| {
+            let n = (c.holding + c.waiting + c.released).max(1) as f64;
+            format!(
+                "python: GIL, pid {} thread {}: holding {:.1}%, waiting {:.1}%, not needed {:.1}% of {} samples",
+                pid.0,
+                tid.0,
+                100.0 * c.holding as f64 / n,
+                100.0 * c.waiting as f64 / n,
+                100.0 * c.released as f64 / n,
+                c.holding + c.waiting + c.released
+            )
+        })
+        .collect();
+    if threads.len() > shown {
+        lines.push(format!(
+            "python: GIL: {} more threads",
+            threads.len() - shown
+        ));
+    }
+    lines
+}
+
 /// Reads thread `tid`'s Python frames, anchored to the sample's stack copy when there is one.
 /// Returns the read and whether it was anchored.
 fn read_stack(
@@ -341,8 +406,14 @@ impl SampleHook for PythonHook {
         sample: &Sample<'_>,
         cx: &mut HookContext<'_>,
         frames: &mut Vec<FrameKey>,
-        _weight: &mut u64,
+        weight: &mut u64,
     ) {
+        // `--mode gil`: a sample counts only once the thread is known to hold the GIL.
+        let full_weight = *weight;
+        if self.gil_only {
+            *weight = 0;
+            self.stats.gil_dropped += 1;
+        }
         self.ensure_detected(sample.pid, cx.walker);
         let Some(ProcState::Python(tracked)) = self.procs.get_mut(&sample.pid) else {
             return;
@@ -367,6 +438,11 @@ impl SampleHook for PythonHook {
             self.skews_ns
                 .push(sprof_perf::sys::monotonic_ns().saturating_sub(sample.time));
         }
+        // Right after the frames, as close to the sample as they are.
+        let flags = match read {
+            Ok(true) => tracked.reader.thread_flags().ok(),
+            _ => None,
+        };
         let walker = cx.walker;
         let modules = &tracked.interp_modules;
         let is_eval = eval_pred(walker, sample.pid, modules, &tracked.reader);
@@ -402,10 +478,46 @@ impl SampleHook for PythonHook {
                 outcome = crate::merge(&self.native, is_eval, &self.py, &mut self.merged);
             }
         }
+        // Without the GIL, inside a function that takes it: waiting for it.
+        let waiting = flags.and_then(|f| f.holds_gil) == Some(false)
+            && self.native.iter().any(|k| {
+                frame_address(walker, sample.pid, modules, k)
+                    .is_some_and(|a| tracked.reader.is_gil_take_address(a))
+            });
         self.count_outcome(&outcome);
         self.emit(frames, cx.functions);
         if truncated && !outcome.no_eval_frame {
             frames.push(FrameKey::Marker(Marker::Truncated));
+        }
+        let Some(flags) = flags else {
+            return;
+        };
+        if flags.gc {
+            // Under the Python frame whose allocation triggered the collection.
+            self.stats.gc += 1;
+            let at = frames
+                .iter()
+                .position(|f| matches!(f, FrameKey::Interp { .. }))
+                .unwrap_or(0);
+            frames.insert(at, FrameKey::Marker(Marker::Gc));
+        }
+        let Some(holds) = flags.holds_gil else {
+            return;
+        };
+        let key = (sample.pid, sample.tid);
+        if self.gil.len() < MAX_GIL_THREADS || self.gil.contains_key(&key) {
+            let c = self.gil.entry(key).or_default();
+            if holds {
+                c.holding += 1;
+            } else if waiting {
+                c.waiting += 1;
+            } else {
+                c.released += 1;
+            }
+        }
+        if self.gil_only && holds {
+            *weight = full_weight;
+            self.stats.gil_dropped -= 1;
         }
     }
 
@@ -440,6 +552,20 @@ impl SampleHook for PythonHook {
                 s.no_stack_copy
             ),
         ];
+        if s.gc > 0 {
+            lines.push(format!(
+                "python: {} samples ({:.1}%) during a garbage collection, under [gc]",
+                s.gc,
+                pct(s.gc)
+            ));
+        }
+        if self.gil_only {
+            lines.push(format!(
+                "python: --mode gil: {} samples of threads not holding the GIL left out",
+                s.gil_dropped
+            ));
+        }
+        lines.extend(gil_lines(&self.gil));
         lines.extend(self.notices.iter().cloned());
         lines
     }

@@ -6,9 +6,8 @@
 //! itself publishes at `&_PyRuntime`, validated before use. Semantics that the table does not
 //! describe (owner values, `state` bits, the compact-string data offset) stay hand-coded.
 
-/// Size of the 3.13 `_Py_DebugOffsets` prefix we parse (cookie + 72 `uint64_t` fields).
-pub const DEBUG_OFFSETS_LEN: usize = 8 + 72 * 8;
-const COOKIE: &[u8; 8] = b"xdebugpy";
+use crate::debug_offsets::DebugTable;
+pub use crate::debug_offsets::MAX_LEN as DEBUG_OFFSETS_LEN;
 
 /// How a thread state leads to its innermost frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,6 +81,8 @@ pub struct Layout {
     /// an `offsetof` program against the pyenv 3.11.7 and 3.12.1 headers).
     pub ts_datastack_top: Option<u64>,
     pub fr_code: u64,
+    /// Tag bits to clear from the frame's code pointer (3.14+ `_PyStackRef`).
+    pub fr_code_tag: u64,
     pub fr_previous: u64,
     pub fr_instr: u64,
     /// `_PyInterpreterFrame.owner`; `None` for ≤ 3.10 frame objects.
@@ -108,6 +109,25 @@ pub struct Layout {
     pub ascii_size: u64,
     /// `sizeof(PyCompactUnicodeObject)`: where non-ASCII compact data starts (unpublished).
     pub compact_size: u64,
+    /// Where the GIL's holder is published (3.11+).
+    pub gil: Option<GilAt>,
+    /// `PyInterpreterState` offset of the collector's `collecting` flag (an `int`, 3.11+).
+    pub gc_collecting: Option<u64>,
+}
+
+/// Where a thread can tell whether it holds the GIL (3.11+). `locked` and `holder` are `int`
+/// and `PyThreadState*` fields of `struct _gil_runtime_state`; `last_holder` stays set after
+/// a release, so it only counts while `locked`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GilAt {
+    /// 3.11: `_PyRuntime.gilstate.tstate_current`, the holder, at this runtime offset.
+    RuntimeCurrent(u64),
+    /// 3.12: `PyInterpreterState.ceval.gil` points to the GIL (offsets from the 3.12.1 headers).
+    InterpPointer { gil: u64, holder: u64, locked: u64 },
+    /// 3.13, 3.14: the interpreter's own GIL, `PyInterpreterState._gil`.
+    Interp { holder: u64, locked: u64 },
+    /// 3.15: `PyThreadState.holds_gil`, per thread.
+    Thread { holds_gil: u64 },
 }
 
 impl Layout {
@@ -128,6 +148,7 @@ impl Layout {
             },
             ts_datastack_top: Some(304),
             fr_code: 32,
+            fr_code_tag: 0,
             fr_previous: 48,
             fr_instr: 56,
             fr_owner: Some(69),
@@ -150,6 +171,9 @@ impl Layout {
             str_state: 32,
             ascii_size: 48,
             compact_size: 72,
+            // `offsetof` against the pyenv 3.11.7 headers (`-DPy_BUILD_CORE`).
+            gil: Some(GilAt::RuntimeCurrent(576)),
+            gc_collecting: Some(648 + 200),
         }
     }
 
@@ -174,6 +198,13 @@ impl Layout {
             co_code_adaptive: 192,
             ascii_size: 40,
             compact_size: 56,
+            // `offsetof` against the pyenv 3.12.1 headers (`-DPy_BUILD_CORE`).
+            gil: Some(GilAt::InterpPointer {
+                gil: 384,
+                holder: 8,
+                locked: 16,
+            }),
+            gc_collecting: Some(112 + 200),
             ..Layout::v311()
         }
     }
@@ -192,6 +223,7 @@ impl Layout {
             frame_root: FrameRoot::Direct { current_frame: 24 },
             ts_datastack_top: None,
             fr_code: 32,
+            fr_code_tag: 0,
             fr_previous: 24,
             fr_instr: 104,
             fr_owner: None,
@@ -214,6 +246,8 @@ impl Layout {
             str_state: 32,
             ascii_size: 48,
             compact_size: 72,
+            gil: None,
+            gc_collecting: None,
         }
     }
 
@@ -227,88 +261,76 @@ impl Layout {
         }
     }
 
-    /// Parses and validates 3.13's `_Py_DebugOffsets` (`raw` read from `&_PyRuntime`).
-    /// `expect_minor` comes from `Py_Version` or the file name and must agree.
+    /// Builds the layout of a 3.13+ target from its `_Py_DebugOffsets` (`raw` read from
+    /// `&_PyRuntime`), validated by [`DebugTable::parse`]. `expect_minor` comes from
+    /// `Py_Version` or the file name and must agree.
     pub fn from_debug_offsets(raw: &[u8], expect_minor: u8) -> Result<Layout, String> {
-        if raw.len() < DEBUG_OFFSETS_LEN || &raw[..8] != COOKIE {
-            return Err("_Py_DebugOffsets cookie missing".into());
+        let t = DebugTable::parse(raw, expect_minor)?;
+        let off = |g: &str, f: &str| t.offset(g, f);
+        let ascii_size = t.value("unicode_object", "asciiobject_size")?;
+        // 3.15 publishes `sizeof(PyCompactUnicodeObject)`; before, it is the ASCII header plus
+        // `utf8_length` and `utf8` (3.12+ dropped `wstr`).
+        let compact_size = t
+            .value("unicode_object", "compactunicodeobject_size")
+            .unwrap_or(ascii_size + 16);
+        if ascii_size > t.value("unicode_object", "size")? || compact_size > 4096 {
+            return Err("_Py_DebugOffsets: implausible string header sizes".into());
         }
-        let f =
-            |i: usize| u64::from_le_bytes(raw[8 + 8 * i..16 + 8 * i].try_into().unwrap_or([0; 8]));
-        let version = f(0);
-        let (major, minor) = ((version >> 24) & 0xff, ((version >> 16) & 0xff) as u8);
-        if major != 3 || minor != expect_minor {
-            return Err(format!(
-                "_Py_DebugOffsets says {major}.{minor}, the binary says 3.{expect_minor}"
-            ));
-        }
-        if minor != 13 {
-            return Err(format!("no _Py_DebugOffsets parser for 3.{minor}"));
-        }
-        if f(1) != 0 {
-            return Err("free-threaded build".into());
-        }
-        // (struct size, offsets that must lie inside it), by field index (§5 order).
-        let groups: &[(usize, &[usize], u64)] = &[
-            (2, &[4], 1 << 22),                        // runtime_state: interpreters_head
-            (5, &[7, 8], 1 << 22),                     // interpreter_state: next, threads_head
-            (18, &[20, 21, 22, 24], 1 << 16), // thread_state: next, interp, current_frame, native_thread_id
-            (27, &[28, 29, 30, 32], 4096), // interpreter_frame: previous, executable, instr_ptr, owner
-            (33, &[34, 35, 36, 37, 38, 39, 42], 4096), // code_object
-            (43, &[44], 4096),             // pyobject: ob_type
-            (63, &[64, 65], 4096),         // bytes_object: ob_size, ob_sval
-            (66, &[67, 68, 69], 4096),     // unicode_object: state, length, asciiobject_size
-        ];
-        for &(size_idx, fields, max) in groups {
-            let size = f(size_idx);
-            if size == 0 || size > max {
-                return Err(format!("_Py_DebugOffsets: implausible struct size {size}"));
-            }
-            if let Some(&bad) = fields.iter().find(|&&i| f(i).saturating_add(1) > size) {
-                return Err(format!(
-                    "_Py_DebugOffsets: offset {} outside struct",
-                    f(bad)
-                ));
-            }
-        }
+        let gil = match t.offset_opt("thread_state", "holds_gil")? {
+            Some(holds_gil) => GilAt::Thread { holds_gil },
+            None => GilAt::Interp {
+                holder: off("interpreter_state", "gil_runtime_state_holder")?,
+                locked: off("interpreter_state", "gil_runtime_state_locked")?,
+            },
+        };
+        let gc = t.value("interpreter_state", "gc")?;
+        let gc_collecting = gc
+            .checked_add(t.offset("gc", "collecting")?)
+            .filter(|&o| o < t.value("interpreter_state", "size").unwrap_or(0))
+            .ok_or("_Py_DebugOffsets: gc.collecting outside the interpreter state")?;
         Ok(Layout {
-            minor,
-            interpreters_head: f(4),
-            interp_next: f(7),
-            threads_head: f(8),
-            ts_next: f(20),
-            ts_interp: f(21),
-            ts_native_tid: f(24),
+            minor: t.minor,
+            interpreters_head: off("runtime_state", "interpreters_head")?,
+            interp_next: off("interpreter_state", "next")?,
+            threads_head: off("interpreter_state", "threads_head")?,
+            ts_next: off("thread_state", "next")?,
+            ts_interp: off("thread_state", "interp")?,
+            ts_native_tid: off("thread_state", "native_thread_id")?,
             tid_via_pthread: false,
             frame_root: FrameRoot::Direct {
-                current_frame: f(22),
+                current_frame: off("thread_state", "current_frame")?,
             },
             ts_datastack_top: None,
-            fr_code: f(29),
-            fr_previous: f(28),
-            fr_instr: f(30),
-            fr_owner: Some(f(32)),
+            fr_code: off("interpreter_frame", "executable")?,
+            // 3.14+: `f_executable` is a `_PyStackRef` whose low bits are tags (one on 3.14's
+            // default build, two on 3.15); objects are 16-byte aligned, so clearing both is
+            // exact everywhere.
+            fr_code_tag: if t.minor >= 14 { 3 } else { 0 },
+            fr_previous: off("interpreter_frame", "previous")?,
+            fr_instr: off("interpreter_frame", "instr_ptr")?,
+            fr_owner: Some(off("interpreter_frame", "owner")?),
             entry: EntryMark::ShimOwner,
             instr: Instr::Pointer,
             line_format: LineFormat::Locations,
             speculate: true,
             // Not published; unchanged since 3.11 (`int co_flags` after three pointers).
             co_flags: 48,
-            co_argcount: Some(f(39)),
-            co_firstlineno: f(38),
-            co_filename: f(34),
-            co_name: f(35),
-            co_qualname: Some(f(36)),
-            co_linetable: f(37),
-            co_code_adaptive: f(42),
-            ob_type: f(44),
-            bytes_size: f(64),
-            bytes_sval: f(65),
-            str_length: f(68),
-            str_state: f(67),
-            ascii_size: f(69),
-            // 3.12+ dropped `wstr`: utf8_length and utf8 follow the ASCII header.
-            compact_size: f(69) + 16,
+            co_argcount: Some(off("code_object", "argcount")?),
+            co_firstlineno: off("code_object", "firstlineno")?,
+            co_filename: off("code_object", "filename")?,
+            co_name: off("code_object", "name")?,
+            co_qualname: Some(off("code_object", "qualname")?),
+            co_linetable: off("code_object", "linetable")?,
+            co_code_adaptive: off("code_object", "co_code_adaptive")?,
+            ob_type: off("pyobject", "ob_type")?,
+            bytes_size: off("bytes_object", "ob_size")?,
+            bytes_sval: off("bytes_object", "ob_sval")?,
+            str_length: off("unicode_object", "length")?,
+            str_state: off("unicode_object", "state")?,
+            ascii_size,
+            compact_size,
+            gil: Some(gil),
+            gc_collecting: Some(gc_collecting),
         })
     }
 
@@ -360,6 +382,7 @@ fn end_of(offsets: &[u64]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    const COOKIE: &[u8; 8] = b"xdebugpy";
 
     /// The 3.13.0 x86_64 table, as the file's `.PyRuntime` section holds it.
     fn table_3130() -> Vec<u8> {
@@ -372,6 +395,75 @@ mod tests {
         let mut raw = COOKIE.to_vec();
         raw.extend(fields.iter().flat_map(|f| f.to_le_bytes()));
         raw
+    }
+
+    /// The 3.14 table of Debian's python3.14 (0x30e0af0), read from its `.PyRuntime` section.
+    fn table_314() -> Vec<u8> {
+        let fields: [u64; 94] = [
+            0x30e0af0, 0, 316616, 784, 808, 225864, 7280, 7272, 7344, 7360, 7408, 7688, 7672, 7680,
+            16, 7784, 0, 7800, 7792, 7992, 0, 832, 0, 8, 16, 72, 152, 160, 232, 32, 88, 8, 0, 56,
+            80, 74, 64, 0, 216, 112, 120, 128, 136, 68, 52, 96, 104, 208, 0, 16, 8, 416, 24, 88,
+            168, 40, 32, 16, 40, 24, 16, 200, 24, 40, 32, 48, 32, 40, 24, 16, 32, 16, 24, 40, 16,
+            32, 64, 32, 16, 40, 264, 192, 160, 24, 72, 67, 0, 8, 24, 304, 8076, 0, 4, 512,
+        ];
+        let mut raw = COOKIE.to_vec();
+        raw.extend(fields.iter().flat_map(|f| f.to_le_bytes()));
+        raw
+    }
+
+    /// The 3.15 table of Debian's python3.15 (0x30f02f0), read from its `.PyRuntime` section.
+    fn table_315() -> Vec<u8> {
+        let fields: [u64; 110] = [
+            0x30f02f0, 0, 346568, 912, 936, 226240, 7272, 7264, 7336, 7352, 7400, 7592, 7576, 7584,
+            16, 7736, 0, 7752, 7744, 7944, 0, 888, 0, 8, 16, 72, 80, 88, 96, 176, 184, 256, 32, 36,
+            40, 136, 288, 0, 88, 8, 0, 56, 80, 74, 64, 0, 216, 112, 120, 128, 136, 68, 52, 96, 104,
+            208, 0, 16, 8, 424, 24, 88, 168, 32, 288, 944, 888, 40, 32, 16, 40, 24, 16, 200, 24,
+            40, 32, 48, 32, 40, 24, 16, 32, 16, 24, 40, 16, 32, 64, 32, 16, 40, 56, 176, 112, 120,
+            1120, 104, 160, 24, 72, 67, 0, 8, 24, 344, 8028, 0, 4, 512,
+        ];
+        let mut raw = COOKIE.to_vec();
+        raw.extend(fields.iter().flat_map(|f| f.to_le_bytes()));
+        raw
+    }
+
+    #[test]
+    fn parses_314_and_315_debug_offsets() {
+        let l = Layout::from_debug_offsets(&table_314(), 14).unwrap();
+        assert_eq!((l.interpreters_head, l.threads_head), (808, 7344));
+        assert_eq!(l.frame_root, FrameRoot::Direct { current_frame: 72 });
+        assert_eq!((l.ts_next, l.ts_interp, l.ts_native_tid), (8, 16, 160));
+        assert_eq!(
+            (
+                l.fr_previous,
+                l.fr_code,
+                l.fr_instr,
+                l.fr_owner,
+                l.fr_code_tag
+            ),
+            (8, 0, 56, Some(74), 3)
+        );
+        assert_eq!((l.co_firstlineno, l.co_code_adaptive), (68, 208));
+        assert_eq!((l.ascii_size, l.compact_size), (40, 56));
+        assert_eq!(
+            l.gil,
+            Some(GilAt::Interp {
+                holder: 7792,
+                locked: 7800
+            })
+        );
+        // Fields inserted mid-struct in 3.15 move everything after them.
+        let l = Layout::from_debug_offsets(&table_315(), 15).unwrap();
+        assert_eq!((l.interpreters_head, l.threads_head), (936, 7336));
+        assert_eq!(l.ts_native_tid, 184);
+        assert_eq!((l.fr_owner, l.co_code_adaptive), (Some(74), 208));
+        assert_eq!(
+            (l.str_state, l.str_length, l.ascii_size, l.compact_size),
+            (32, 16, 40, 56)
+        );
+        assert_eq!(l.gil, Some(GilAt::Thread { holds_gil: 36 }));
+        // A table is only read with its own version's schema.
+        assert!(Layout::from_debug_offsets(&table_315(), 14).is_err());
+        assert!(Layout::from_debug_offsets(&table_314()[..400], 14).is_err());
     }
 
     #[test]

@@ -139,6 +139,7 @@
 //! and it equals [`CodeInfo::name`] (`co_name`).
 
 mod codes;
+mod debug_offsets;
 mod elf;
 mod hook;
 mod layout;
@@ -149,9 +150,9 @@ mod process;
 mod strings;
 
 pub use codes::{CodeInfo, CodeTable};
-pub use hook::{PythonHook, PythonStats};
+pub use hook::{GilCounts, PythonHook, PythonStats};
 pub use merge::{merge, MergeMarker, MergeOutcome, Merged};
-pub use process::{detect, PythonProcess, ReadStats, SampleStack};
+pub use process::{detect, PythonProcess, ReadStats, SampleStack, ThreadFlags};
 
 /// One file-backed mapping of the target process (a `/proc/PID/maps` line), plus the file's
 /// bytes as read via `/proc/PID/map_files`.

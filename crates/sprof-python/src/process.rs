@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::elf::{self, ElfInfo};
 use crate::layout::{
-    EntryMark, FrameRoot, Instr, Layout, LineFormat, DEBUG_OFFSETS_LEN, OWNER_CSTACK,
+    EntryMark, FrameRoot, GilAt, Instr, Layout, LineFormat, DEBUG_OFFSETS_LEN, OWNER_CSTACK,
     OWNER_GENERATOR, PTHREAD_TID,
 };
 use crate::mem::{check_range, Mem};
@@ -128,6 +128,15 @@ struct RawFrame {
 }
 
 /// A detected, supported Python process; see the crate docs.
+/// What [`PythonProcess::thread_flags`] found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ThreadFlags {
+    /// Whether the thread held the GIL; `None` where the layout does not say (≤ 3.10).
+    pub holds_gil: Option<bool>,
+    /// Whether the interpreter was collecting garbage.
+    pub gc: bool,
+}
+
 pub struct PythonProcess {
     pid: u32,
     version: (u8, u8, u8),
@@ -136,6 +145,9 @@ pub struct PythonProcess {
     runtime: u64,
     code_type: Option<u64>,
     eval: Vec<Range<u64>>,
+    gil_take: Vec<Range<u64>>,
+    /// 3.12: the interpreter's `ceval.gil` pointer, read once.
+    gil_struct: Option<u64>,
     ranges: Vec<Range<u64>>,
     eval_span: Range<u64>,
     namespaced: bool,
@@ -228,7 +240,7 @@ pub fn detect(pid: u32, files: &[MappedFile<'_>]) -> Detection {
         }
     };
     let (major, minor, _) = version;
-    if major != 3 || !(8..=13).contains(&minor) {
+    if major != 3 || !(8..=15).contains(&minor) {
         let why = if major == 3 && minor < 8 {
             "unsupported layout"
         } else {
@@ -278,6 +290,7 @@ impl PythonProcess {
         }
         let abs = |(s, e): (u64, u64)| s.wrapping_add(bias)..e.wrapping_add(bias);
         let eval: Vec<Range<u64>> = info.eval.iter().copied().map(abs).collect();
+        let gil_take: Vec<Range<u64>> = info.gil_take.iter().copied().map(abs).collect();
         let ranges: Vec<Range<u64>> = info
             .loads
             .iter()
@@ -306,6 +319,8 @@ impl PythonProcess {
             runtime,
             code_type: info.code_type.map(|t| t.wrapping_add(bias)),
             eval,
+            gil_take,
+            gil_struct: None,
             ranges,
             eval_span,
             namespaced,
@@ -338,6 +353,79 @@ impl PythonProcess {
     /// main body through `.dynsym` only.
     pub fn is_eval_address(&self, addr: u64) -> bool {
         self.eval_span.contains(&addr) && self.eval.iter().any(|r| r.contains(&addr))
+    }
+
+    /// Whether `addr` is in a function a thread waits in for the GIL (`take_gil` and the
+    /// exported functions that call it).
+    pub fn is_gil_take_address(&self, addr: u64) -> bool {
+        self.gil_take.iter().any(|r| r.contains(&addr))
+    }
+
+    /// What the thread read last (by a successful [`read_thread`](Self::read_thread) or
+    /// [`read_thread_at`](Self::read_thread_at)) is doing besides running its frames: whether
+    /// it holds the GIL and whether the interpreter is collecting garbage. One batched read,
+    /// right after the frames, so as close to the sample as they are.
+    pub fn thread_flags(&mut self) -> Result<ThreadFlags, PyError> {
+        let l = self.layout;
+        let tstate = self.current_tstate;
+        let interp = le_u64(&self.tstate_buf, l.ts_interp);
+        if tstate == 0 || interp == 0 {
+            return Ok(ThreadFlags::default());
+        }
+        // Up to three 8-byte windows: the GIL's holder and lock word (or the thread's own
+        // flag), and the collector's flag.
+        let mut addrs = [0u64; 3];
+        let mut n = 0;
+        let mut push = |a: u64| {
+            addrs[n] = a;
+            n += 1;
+        };
+        match l.gil {
+            Some(GilAt::RuntimeCurrent(o)) => push(self.runtime + o),
+            Some(GilAt::InterpPointer {
+                gil,
+                holder,
+                locked,
+            }) => {
+                let g = match self.gil_struct {
+                    Some(g) => g,
+                    None => {
+                        let g = self.mem.read_u64("ceval.gil", interp + gil)?;
+                        self.gil_struct = Some(g);
+                        g
+                    }
+                };
+                push(g + holder);
+                push(g + locked);
+            }
+            Some(GilAt::Interp { holder, locked }) => {
+                push(interp + holder);
+                push(interp + locked);
+            }
+            Some(GilAt::Thread { holds_gil }) => push(tstate + holds_gil),
+            None => {}
+        }
+        if let Some(o) = l.gc_collecting {
+            push(interp + o);
+        }
+        if n == 0 {
+            return Ok(ThreadFlags::default());
+        }
+        let mut buf = [0u8; 24];
+        self.mem
+            .read_uniform("GIL and GC state", &addrs[..n], 8, &mut buf[..n * 8])?;
+        let word = |i: usize| le_u64(&buf, (i * 8) as u64);
+        let int = |i: usize| le_i32(&buf, (i * 8) as u64) != 0;
+        let holds_gil = match l.gil {
+            Some(GilAt::RuntimeCurrent(_)) => Some(word(0) == tstate),
+            Some(GilAt::InterpPointer { .. } | GilAt::Interp { .. }) => {
+                Some(int(1) && word(0) == tstate)
+            }
+            Some(GilAt::Thread { .. }) => Some(int(0)),
+            None => None,
+        };
+        let gc = l.gc_collecting.is_some() && int(n - 1);
+        Ok(ThreadFlags { holds_gil, gc })
     }
 
     /// Executable segments of the interpreter module, absolute.
@@ -1066,7 +1154,7 @@ impl PythonProcess {
         let l = &self.layout;
         let owner = l.fr_owner.map_or(0, |o| self.frame_buf[o as usize]);
         let previous = le_u64(&self.frame_buf, l.fr_previous);
-        let code = le_u64(&self.frame_buf, l.fr_code);
+        let code = le_u64(&self.frame_buf, l.fr_code) & !l.fr_code_tag;
         let addrq = match l.instr {
             Instr::Pointer => {
                 let base = code.wrapping_add(l.co_code_adaptive);
