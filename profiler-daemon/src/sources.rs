@@ -33,6 +33,8 @@ use sprof_core::SymbolizedProfile;
 pub const MAX_SOURCE_BYTES: u64 = 4 << 20;
 /// Most files read for one profile (the busiest); the others are reported as not read.
 pub const MAX_SOURCE_FILES: usize = 256;
+/// Most bytes read for one profile: a daemon query may not make it hold gigabytes.
+pub const MAX_TOTAL_SOURCE_BYTES: usize = 64 << 20;
 
 /// Where to look for sources besides the target's own root.
 #[derive(Debug, Clone, Default)]
@@ -79,6 +81,7 @@ pub fn read_sources(
     let mut files = SourceFiles::new();
     let pids = pid_of_files(profile);
     let mut readers: HashMap<Option<u32>, Reader> = HashMap::new();
+    let mut budget = MAX_TOTAL_SOURCE_BYTES;
     for (n, path) in profile_files(profile).into_iter().enumerate() {
         if n >= MAX_SOURCE_FILES {
             files.insert(
@@ -91,7 +94,18 @@ pub fn read_sources(
         let reader = readers
             .entry(pid)
             .or_insert_with(|| reader_for(pid, fallback_start));
+        if budget == 0 {
+            files.insert(
+                path,
+                SourceText::Unavailable("not read (too much source)".into()),
+            );
+            continue;
+        }
         let text = read_one(&path, reader, config);
+        if let SourceText::Lines(lines) = &text {
+            let bytes: usize = lines.iter().map(|l| l.len() + 1).sum();
+            budget = budget.saturating_sub(bytes);
+        }
         files.insert(path, text);
     }
     files
