@@ -25,11 +25,11 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 # ---------------------------------------------------------------------------------------------
 # The manifest: one line per item.
-#   KIND     base (never installed: the machine must have it), apt, pip, cargo (cargo install
-#            --locked), rustup (component), git (a pinned clone), pyenv (an interpreter built by
-#            `pyenv install`), root (a debootstrapped root file system), venv (a virtual
-#            environment of Debian's /usr/bin/python3 at the directory of PROVIDES' first path,
-#            with the pinned pip requirements of NAME)
+#   KIND     base (never installed: the machine must have it), apt, pip, npm (npm install -g),
+#            cargo (cargo install --locked), rustup (component), git (a pinned clone), pyenv (an
+#            interpreter built by `pyenv install`), root (a debootstrapped root file system), venv
+#            (a virtual environment of Debian's /usr/bin/python3 at the directory of PROVIDES'
+#            first path, with the pinned pip requirements of NAME)
 #   NAME     what is installed: Debian package(s) (comma-separated), a pinned pip requirement,
 #            crate@version, component, pyenv version, root name, pip requirements (venv)
 #   PROVIDES comma-separated; all must be present for the item to count as installed:
@@ -55,6 +55,7 @@ apt   linux-perf       perf                                     test,bench   the
 apt   xz-utils         xz                                       test,bench   a real stripped program profiled end to end
 apt   gdb              gdb                                      test         an oracle for Python frames (merge_vs_gdb tests)
 apt   nodejs           node                                     test         JIT frames from Node's perf map
+apt   npm              npm                                      test         installs the npm items below
 apt   python3.11       /usr/bin/python3.11                      test,package  Debian's stripped non-PIE CPython, profiled without symbols; the interpreter of the magics' venv
 apt   python3-pip      py:pip                                   test,package,wheel,bench  installs the pip items below
 apt   python3-venv     py:venv,py:ensurepip                         package      tests/package/wheel.sh installs the wheel into a fresh venv
@@ -76,7 +77,8 @@ rustup clippy          cargo-clippy                             test,lint    `ca
 rustup rustfmt         rustfmt,cargo-fmt                        test,lint    `cargo fmt --check` in make test
 pip   maturin==1.16.0  py:maturin                               wheel,package  builds the wheel (make wheel, tests/package/wheel.sh)
 pip   py-spy==0.4.3    py-spy                                   test,bench   an oracle for the Python reader's live tests; compared against in the benchmark
-pip   playwright==1.65.3  py:playwright                          test,package  drives Debian's chromium (executable_path=/usr/bin/chromium) through the daemon's page (tests/tests/page.rs) and the magics' notebook outputs (tests/package/magics_render.py); its own browser download is not used
+pip   playwright==1.65.3  py:playwright                          test,package  drives Debian's chromium (executable_path=/usr/bin/chromium) through the daemon's page (tests/tests/page.rs), the magics' notebook outputs (tests/package/magics_render.py), the heatmap page (tests/fixtures/heatmap_check.py) and the speedscope app (speedscope_check.py); its own browser download is not used
+npm   speedscope@1.25.0  /usr/lib/node_modules/speedscope/dist/release/index.html  test  the real speedscope app opens sprofd's .speedscope.json (time order; tests/fixtures/speedscope_check.py)
 pip   austin-dist==3.7.0  austin                                bench        compared against in the Python and off-CPU benchmarks
 venv  ipython==9.19.1,ipykernel==7.4.0,nbclient==0.11.0  $ROOT/target/magics-venv/bin/ipython  package  tests/package/magics.sh installs the wheel here and runs %sprofd in IPython and in notebooks (nbclient); Debian's python3, so that an unprivileged user can run it too
 cargo cargo-deb@3.8.0  cargo-deb                                deb,package  builds the .deb; pinned: tests/package/deb.sh checks its layout and maintainer scripts
@@ -154,6 +156,8 @@ present() {
 	case $kind in
 	pip) # maturin==1.16.0: the distribution at that version in python3's environment
 		[[ $(py -c 'import importlib.metadata as m, sys; print(m.version(sys.argv[1]))' "${name%%==*}" 2>/dev/null) == "${name#*==}" ]] ;;
+	npm) # speedscope@1.25.0: npm's global package at that version
+		[[ $(npm ls -g --depth=0 "${name%@*}" 2>/dev/null | grep -o "${name%@*}@[^ ]*") == "$name" ]] ;;
 	venv) # every requirement at its version in the venv of the first path
 		local vpy req
 		vpy=$(dirname "$(expand "${toks[0]}")")/python
@@ -255,6 +259,7 @@ blocker() {
 	pip) py -m pip --version >/dev/null 2>&1 || echo "python3 has no pip: apt-get install python3-pip" ;;
 	venv) /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || echo "Debian's python3 cannot make a venv: apt-get install python3-venv" ;;
 	cargo) command -v cargo >/dev/null || echo "no cargo: install the Rust toolchain (rustup.rs)" ;;
+	npm) command -v npm >/dev/null || echo "no npm: apt-get install npm" ;;
 	rustup) command -v rustup >/dev/null || echo "no rustup: the component comes with rustup's toolchains" ;;
 	git)
 		if ! command -v git >/dev/null; then
@@ -370,6 +375,10 @@ install_missing() { # install_missing GROUP...
 		pip) say "installing $name (pip: $why)" && pip_install "$name" ;;
 		venv) say "installing $name into a venv (pip: $why)" && venv_install "$name" "$provides" ;;
 		cargo) say "installing $name (cargo install --locked: $why)" && cargo_install "$name" ;;
+		npm)
+			say "installing $name (npm install -g: $why)"
+			run_logged npm install -g -q "$name" || cannot "$name" "npm install failed: $(log_tail)"
+			;;
 		rustup)
 			say "installing rustup component $name ($why)"
 			run_logged rustup component add "$name" || cannot "rustup component $name" "rustup failed: $(log_tail)"

@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::{BufWriter, Write};
 
-use sprof_core::SymbolizedProfile;
+use sprof_core::{Frame, FrameKind, SymbolizedProfile};
 
 use crate::{checked_stack, frame_label, ExportError, Exporter};
 
@@ -12,17 +12,51 @@ use crate::{checked_stack, frame_label, ExportError, Exporter};
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Folded;
 
+/// Folded stacks whose frames carry their source line (`--by-line`): every frame with a
+/// file and a line reads `function (PATH:LINE)`, the whole path as symbolization found it,
+/// so that `sprofd annotate` can read the lines back and find the file.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FoldedByLine;
+
 impl Exporter for Folded {
     fn export(&self, profile: &SymbolizedProfile, out: &mut dyn Write) -> Result<(), ExportError> {
-        let lines = folded_lines(profile)?;
-        let mut w = BufWriter::new(out);
-        for line in &lines {
-            w.write_all(line.as_bytes())?;
-            w.write_all(b"\n")?;
-        }
-        w.flush()?;
-        Ok(())
+        write_lines(&folded_lines(profile)?, out)
     }
+}
+
+impl Exporter for FoldedByLine {
+    fn export(&self, profile: &SymbolizedProfile, out: &mut dyn Write) -> Result<(), ExportError> {
+        write_lines(&folded_lines_with(profile, line_label)?, out)
+    }
+}
+
+/// A frame's label with its line: `function (PATH:LINE)` plus the kind suffix.
+pub fn line_label(frame: &Frame) -> Cow<'_, str> {
+    let (Some(file), Some(line)) = (frame.file.as_deref(), frame.line) else {
+        return frame_label(frame);
+    };
+    let named = Frame {
+        function: format!("{} ({file}:{line})", frame.function),
+        file: None,
+        line: None,
+        kind: if frame.kind == FrameKind::Python {
+            FrameKind::Native
+        } else {
+            frame.kind
+        },
+        ..Frame::bare("", FrameKind::Native)
+    };
+    Cow::Owned(frame_label(&named).into_owned())
+}
+
+fn write_lines(lines: &[String], out: &mut dyn Write) -> Result<(), ExportError> {
+    let mut w = BufWriter::new(out);
+    for line in lines {
+        w.write_all(line.as_bytes())?;
+        w.write_all(b"\n")?;
+    }
+    w.flush()?;
+    Ok(())
 }
 
 /// The folded lines of `profile` (no trailing newlines), sorted bytewise as inferno requires.
@@ -33,8 +67,16 @@ impl Exporter for Folded {
 /// ([`sprof_core::Measure`]), where a sample stands for a measured duration. Stacks with no
 /// frames or no count produce no line.
 pub fn folded_lines(profile: &SymbolizedProfile) -> Result<Vec<String>, ExportError> {
+    folded_lines_with(profile, frame_label)
+}
+
+/// [`folded_lines`] with frames named by `label`.
+pub fn folded_lines_with<'p>(
+    profile: &'p SymbolizedProfile,
+    label: fn(&'p Frame) -> Cow<'p, str>,
+) -> Result<Vec<String>, ExportError> {
     // One label per interned frame, not one per frame per stack.
-    let labels: Vec<Cow<'_, str>> = profile.frames.iter().map(frame_label).collect();
+    let labels: Vec<Cow<'_, str>> = profile.frames.iter().map(label).collect();
     let mut merged: HashMap<String, u64> = HashMap::with_capacity(profile.stacks.len());
     let mut key = String::new();
     for i in 0..profile.stacks.len() {

@@ -15,6 +15,11 @@
 //!   frames as `comm`/`thread_name` labels and inlined frames folded into their caller's
 //!   location; [`read_pprof`] reads one back (for `sprofd diff`).
 //! * [`Speedscope`]: speedscope's JSON file format, one sampled profile per thread.
+//! * [`AnnotatedSource`]: the source of the hottest functions with samples per line
+//!   (line_profiler's table, from samples), over [`line_profile`]'s counts and the
+//!   [`SourceFiles`] the caller read.
+//! * [`Heatmap`]: a self-contained page of the profiled source files, every line coloured
+//!   by its samples (self or total), with callers, callees and search.
 //! * [`Differential`]: `sprofd diff`'s comparison of two profiles' [`Stacks`] (read back from
 //!   folded or pprof files by [`read_stacks`]): differential folded lines, inferno's
 //!   differential flame graph and a table of the largest changes in functions' shares.
@@ -33,6 +38,7 @@ use sprof_core::SymbolizedProfile;
 mod diff;
 mod folded;
 mod label;
+mod lines;
 mod pprof;
 mod speedscope;
 mod svg;
@@ -41,8 +47,13 @@ mod table;
 pub use diff::{
     read_stacks, Change, DiffLine, DiffSvg, Differential, FoldedLineError, ReadStacksError, Stacks,
 };
-pub use folded::{folded_lines, Folded};
+pub use folded::{folded_lines, folded_lines_with, line_label, Folded, FoldedByLine};
 pub use label::{frame_label, printable, MAX_LABEL_CHARS};
+pub use lines::{
+    frame_from_label, function_extent, line_profile, profile_files, profile_from_stacks,
+    AnnotatedSource, Counts, FunctionLines, Heatmap, LineCounts, LineProfile, NameFilter,
+    SourceFiles, SourceText,
+};
 pub use pprof::{
     check_gzip, decode_pprof, profile_from_proto, proto as pprof_proto, read_pprof, Pprof,
     PprofReadError, PprofValueType, KERNEL_MAPPING, MAX_PPROF_BYTES, MAX_STACK_FRAMES,
@@ -89,22 +100,29 @@ pub enum OutputFormat {
     Pprof,
     /// speedscope JSON (`.speedscope.json`).
     Speedscope,
+    /// Annotated source of the hottest functions (`.lines.txt`).
+    Lines,
+    /// The source heatmap page (`.heatmap.html`).
+    Heatmap,
 }
 
 impl OutputFormat {
     /// File name endings and their formats; double extensions (`.pb.gz`) included, so match
     /// on the whole file name.
-    const SUFFIXES: [(&'static str, OutputFormat); 6] = [
+    const SUFFIXES: [(&'static str, OutputFormat); 8] = [
         (".svg", OutputFormat::Svg),
         (".folded", OutputFormat::Folded),
+        // Before `.txt`, which it also ends in: the first match wins.
+        (".lines.txt", OutputFormat::Lines),
         (".txt", OutputFormat::Table),
         (".pb.gz", OutputFormat::Pprof),
         (".pprof", OutputFormat::Pprof),
         (".speedscope.json", OutputFormat::Speedscope),
+        (".heatmap.html", OutputFormat::Heatmap),
     ];
 
-    /// The format for a path's file name ending (`.svg`, `.folded`, `.txt`, `.pb.gz`,
-    /// `.pprof`, `.speedscope.json`, any case), if known. The ending must follow a non-empty
+    /// The format for a path's file name ending (`.svg`, `.folded`, `.lines.txt`, `.txt`,
+    /// `.pb.gz`, `.pprof`, `.speedscope.json`, `.heatmap.html`, any case), if known. The ending must follow a non-empty
     /// name: `.svg` alone, like `svg`, is no format.
     pub fn from_path(path: &Path) -> Option<OutputFormat> {
         let name = path.file_name()?.to_str()?.as_bytes();
@@ -127,6 +145,7 @@ impl OutputFormat {
     pub fn exporter_with(self, options: &ExportOptions) -> Box<dyn Exporter> {
         match self {
             OutputFormat::Svg => Box::new(Svg::default()),
+            OutputFormat::Folded if options.by_line => Box::new(FoldedByLine),
             OutputFormat::Folded => Box::new(Folded),
             OutputFormat::Table => Box::new(StatprofTable {
                 by_line: options.by_line,
@@ -134,6 +153,14 @@ impl OutputFormat {
             }),
             OutputFormat::Pprof => Box::new(Pprof::default()),
             OutputFormat::Speedscope => Box::new(Speedscope),
+            OutputFormat::Lines => Box::new(AnnotatedSource {
+                functions: options.functions,
+                only: None,
+                sources: options.sources.clone(),
+            }),
+            OutputFormat::Heatmap => Box::new(Heatmap {
+                sources: options.sources.clone(),
+            }),
         }
     }
 }
@@ -141,10 +168,14 @@ impl OutputFormat {
 /// Choices that apply to several formats.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportOptions {
-    /// Table rows per source line rather than per function.
+    /// Table rows per source line rather than per function; folded frames with their line.
     pub by_line: bool,
     /// Most table rows; `None` for all.
     pub table_rows: Option<usize>,
+    /// Functions in the annotated source (`--functions`).
+    pub functions: usize,
+    /// The source files the annotated source and the heatmap show (read by the caller).
+    pub sources: std::sync::Arc<SourceFiles>,
 }
 
 impl Default for ExportOptions {
@@ -152,6 +183,8 @@ impl Default for ExportOptions {
         ExportOptions {
             by_line: false,
             table_rows: Some(StatprofTable::DEFAULT_MAX_ROWS),
+            functions: AnnotatedSource::DEFAULT_FUNCTIONS,
+            sources: Default::default(),
         }
     }
 }
@@ -211,6 +244,19 @@ mod tests {
             OutputFormat::from_path(Path::new("x.Speedscope.JSON")),
             Some(OutputFormat::Speedscope)
         );
+        assert_eq!(
+            OutputFormat::from_path(Path::new("hot.lines.txt")),
+            Some(OutputFormat::Lines)
+        );
+        assert_eq!(
+            OutputFormat::from_path(Path::new("lines.txt")),
+            Some(OutputFormat::Table)
+        );
+        assert_eq!(
+            OutputFormat::from_path(Path::new("x.heatmap.html")),
+            Some(OutputFormat::Heatmap)
+        );
+        assert_eq!(OutputFormat::from_path(Path::new("x.html")), None);
         assert_eq!(OutputFormat::from_path(Path::new("x.gz")), None);
         assert_eq!(OutputFormat::from_path(Path::new("x.json")), None);
         assert_eq!(OutputFormat::from_path(Path::new("x.pb")), None);

@@ -714,6 +714,7 @@ pub fn profile_from_proto(p: &proto::Profile) -> Result<SymbolizedProfile, Pprof
         stacks,
         modules: r.modules,
         processes: r.processes,
+        timeline: Vec::new(),
     })
 }
 

@@ -21,10 +21,13 @@ pub const SPEEDSCOPE_SCHEMA: &str = "https://www.speedscope.app/file-format-sche
 /// * Root frames are left out of the frame lists; every other frame is a shared frame named
 ///   by [`frame_label`] (as in folded stacks), with its `file` and `line` when known. Frames
 ///   with the same name, file and line share an entry.
-/// * Each stack is one sample, root first, weighted by its period in nanoseconds (unit
-///   `nanoseconds`), or by its sample count (unit `none`) when the profile kept no periods;
-///   samples are sorted by their names, so speedscope's time-order view reads like a flame
-///   graph. `startValue` is 0 and `endValue` the sum of the weights.
+/// * When the profile kept its samples in time order ([`SymbolizedProfile::timeline`], CPU
+///   profiles), each sample is written as it happened, in time order per thread, weighted
+///   by its period: speedscope's *Time Order* view then shows phases, stalls and bursts
+///   where they happened. Otherwise each stack is one sample, root first, weighted by its
+///   period in nanoseconds (unit `nanoseconds`), or by its sample count (unit `none`) when
+///   the profile kept no periods, sorted by their names, so the time-order view reads like
+///   a flame graph. `startValue` is 0 and `endValue` the sum of the weights.
 /// * A profile without samples gives one empty sampled profile, so the file still opens.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Speedscope;
@@ -89,16 +92,7 @@ impl Exporter for Speedscope {
         // (process, thread) root names → index into `groups`.
         let mut group_ids: HashMap<(Option<&str>, Option<&str>), usize> = HashMap::new();
         let mut groups: Vec<(String, Samples)> = Vec::new();
-        for i in 0..profile.stacks.len() {
-            let stack = checked_stack(profile, i)?;
-            let weight = if use_period {
-                stack.period
-            } else {
-                stack.samples
-            };
-            if weight == 0 {
-                continue;
-            }
+        let mut add = |stack: &'_ sprof_core::SampledStack, weight: u64| {
             let mut roots = stack
                 .frames
                 .iter()
@@ -117,6 +111,28 @@ impl Exporter for Speedscope {
                 .map(|&f| shared.id(profile, f))
                 .collect();
             groups[group].1.push((sample, weight));
+        };
+        // Samples as they happened, when the session kept them (CPU profiles: a wall-clock
+        // profile's switched-out time has no sample times of its own).
+        let in_time_order = !profile.timeline.is_empty() && !profile.meta.measure.is_time();
+        if in_time_order {
+            for t in &profile.timeline {
+                let stack = checked_stack(profile, t.stack as usize)?;
+                add(stack, if use_period { t.weight } else { 1 });
+            }
+        } else {
+            for i in 0..profile.stacks.len() {
+                let stack = checked_stack(profile, i)?;
+                let weight = if use_period {
+                    stack.period
+                } else {
+                    stack.samples
+                };
+                if weight == 0 {
+                    continue;
+                }
+                add(stack, weight);
+            }
         }
         // The target can carry a request's `comm=` (the daemon's titles): printable only.
         let name = if profile.meta.target.is_empty() {
@@ -127,7 +143,7 @@ impl Exporter for Speedscope {
         let name = name.as_ref();
         let file = File {
             schema: SPEEDSCOPE_SCHEMA,
-            profiles: profiles_of(groups, &shared.frames, unit, name),
+            profiles: profiles_of(groups, &shared.frames, unit, name, !in_time_order),
             shared: Shared {
                 frames: shared.frames,
             },
@@ -191,15 +207,18 @@ fn profiles_of(
     shared: &[FrameInfo<'_>],
     unit: &'static str,
     name: &str,
+    sort_by_name: bool,
 ) -> Vec<Profile> {
     let mut profiles: Vec<Profile> = groups
         .into_iter()
         .map(|(name, mut samples)| {
-            samples.sort_by(|a, b| {
-                names(shared, &a.0)
-                    .cmp(names(shared, &b.0))
-                    .then_with(|| a.0.cmp(&b.0))
-            });
+            if sort_by_name {
+                samples.sort_by(|a, b| {
+                    names(shared, &a.0)
+                        .cmp(names(shared, &b.0))
+                        .then_with(|| a.0.cmp(&b.0))
+                });
+            }
             let (samples, weights): (Vec<_>, Vec<_>) = samples.into_iter().unzip();
             Profile {
                 kind: "sampled",
@@ -230,4 +249,56 @@ fn profiles_of(
 /// The names of a sample's frames, root first.
 fn names<'a>(shared: &'a [FrameInfo<'_>], sample: &'a [usize]) -> impl Iterator<Item = &'a str> {
     sample.iter().map(|&i| shared[i].name.as_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sprof_core::{Frame, SampledStack, ThreadRef, TimedSample};
+
+    #[test]
+    fn a_timeline_is_written_as_it_happened_per_thread() {
+        let stack = |f: Vec<u32>, tid: u32| SampledStack {
+            frames: f,
+            samples: 2,
+            period: 2000,
+            thread: Some(ThreadRef { pid: 1, tid }),
+        };
+        let p = SymbolizedProfile {
+            frames: vec![
+                Frame::bare("app", FrameKind::Root),
+                Frame::bare("b_second", FrameKind::Native),
+                Frame::bare("a_first", FrameKind::Native),
+            ],
+            stacks: vec![stack(vec![0, 1], 1), stack(vec![0, 2], 1)],
+            timeline: [(1, 1), (2, 0), (3, 1), (4, 0)]
+                .map(|(time, stack)| TimedSample {
+                    time,
+                    stack,
+                    weight: 1000 + time,
+                })
+                .to_vec(),
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        Speedscope.export(&p, &mut out).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let names: Vec<&str> = v["profiles"][0]["samples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                v["shared"]["frames"][s[0].as_u64().unwrap() as usize]["name"]
+                    .as_str()
+                    .unwrap()
+            })
+            .collect();
+        // Not sorted by name: a_first, b_second, a_first, b_second as they happened.
+        assert_eq!(names, ["a_first", "b_second", "a_first", "b_second"]);
+        assert_eq!(
+            v["profiles"][0]["weights"],
+            serde_json::json!([1001, 1002, 1003, 1004])
+        );
+        assert_eq!(v["profiles"][0]["endValue"], 4010);
+    }
 }

@@ -370,6 +370,7 @@ mod tests {
             stacks: vec![stack(&[0, 1], 3, 1_500_000_000)],
             modules: Vec::new(),
             processes: Default::default(),
+            timeline: Vec::new(),
         };
         assert!((seconds_per_sample(&p) - 0.5).abs() < 1e-12);
         let row = &StatprofTable::default().rows(&p).unwrap()[0];

@@ -34,6 +34,8 @@ fn no_exporter_lets_a_control_character_through() {
         OutputFormat::Folded,
         OutputFormat::Table,
         OutputFormat::Svg,
+        OutputFormat::Lines,
+        OutputFormat::Heatmap,
     ] {
         let mut out = Vec::new();
         format.exporter().export(&p, &mut out).unwrap();

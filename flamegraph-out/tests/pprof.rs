@@ -429,6 +429,7 @@ fn symbolizer_like() -> SymbolizedProfile {
         ],
         modules: Vec::new(),
         processes: Default::default(),
+        timeline: Vec::new(),
     }
 }
 

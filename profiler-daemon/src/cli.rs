@@ -73,6 +73,11 @@ pub enum Command {
     /// Write profiles of a time range from a daemon's stored windows (no daemon needed).
     #[command(arg_required_else_help = true)]
     Report(ReportArgs),
+    /// Print the source of a saved profile's hottest functions with samples per line (like
+    /// `go tool pprof -list`), from .pb.gz/.pprof (sprofd's or any pprof with lines) or
+    /// .folded written with --by-line.
+    #[command(arg_required_else_help = true)]
+    Annotate(AnnotateArgs),
     /// Print a shell completion script: `source <(sprofd completions bash)`, or install it
     /// where your shell looks (e.g. /usr/share/bash-completion/completions/sprofd).
     #[command(arg_required_else_help = true)]
@@ -183,12 +188,65 @@ pub struct ReportArgs {
     #[arg(long, value_name = "REGEX")]
     pub comm: Option<String>,
     /// Output file, repeatable; the format follows the extension (.svg, .folded, .txt,
-    /// .pb.gz/.pprof, .speedscope.json).
+    /// .lines.txt, .heatmap.html, .pb.gz/.pprof, .speedscope.json).
     #[arg(short = 'o', long = "output", value_name = "PATH", required = true)]
     pub output: Vec<PathBuf>,
     /// Print nothing but errors.
     #[arg(short, long)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub source: SourceOpts,
+}
+
+/// Where the annotated source finds its files, and how much of it to show.
+#[derive(Debug, Args)]
+pub struct SourceOpts {
+    /// Functions shown in the annotated source (.lines.txt), hottest first.
+    #[arg(long = "functions", value_name = "N", default_value_t = flamegraph_out::AnnotatedSource::DEFAULT_FUNCTIONS)]
+    pub functions: usize,
+    /// Look source files up under DIR (their path, then shorter tails of it), for programs
+    /// built elsewhere.
+    #[arg(long = "source-root", value_name = "DIR")]
+    pub source_root: Option<PathBuf>,
+    /// Read source files whose path starts with FROM from TO instead (repeatable).
+    #[arg(long = "source-map", value_name = "FROM=TO", value_parser = crate::sources::SourceConfig::parse_map)]
+    pub source_map: Vec<(String, String)>,
+}
+
+impl SourceOpts {
+    pub fn config(&self) -> crate::sources::SourceConfig {
+        crate::sources::SourceConfig {
+            root: self.source_root.clone(),
+            map: self.source_map.clone(),
+        }
+    }
+}
+
+impl Default for SourceOpts {
+    fn default() -> Self {
+        SourceOpts {
+            functions: flamegraph_out::AnnotatedSource::DEFAULT_FUNCTIONS,
+            source_root: None,
+            source_map: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct AnnotateArgs {
+    /// The profile: .pb.gz or .pprof (with line information), or .folded written with
+    /// --by-line.
+    #[arg(value_name = "PROFILE")]
+    pub profile: PathBuf,
+    /// Only functions whose name matches this regular expression.
+    #[arg(value_name = "REGEX")]
+    pub regex: Option<String>,
+    /// Write the listing to a file (.lines.txt), or the heatmap page (.html), instead of
+    /// printing the listing.
+    #[arg(short = 'o', long = "output", value_name = "PATH")]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub source: SourceOpts,
 }
 
 impl ReportArgs {
@@ -210,6 +268,8 @@ impl ReportArgs {
             selection,
             outputs,
             quiet: self.quiet,
+            functions: self.source.functions,
+            sources: self.source.config(),
         })
     }
 }
@@ -254,9 +314,10 @@ impl DiffArgs {
                     OutputFormat::Svg => DiffKind::Svg,
                     OutputFormat::Folded => DiffKind::Folded,
                     OutputFormat::Table => DiffKind::Table,
-                    OutputFormat::Pprof | OutputFormat::Speedscope => {
-                        return Err(UsageError::DiffOutput(spec.path))
-                    }
+                    OutputFormat::Pprof
+                    | OutputFormat::Speedscope
+                    | OutputFormat::Lines
+                    | OutputFormat::Heatmap => return Err(UsageError::DiffOutput(spec.path)),
                 };
                 Ok((spec, kind))
             })
@@ -382,7 +443,8 @@ pub struct ProfileOpts {
     pub subprocesses: bool,
 
     /// Output file, repeatable; the format follows the extension: .svg flamegraph,
-    /// .folded collapsed stacks, .txt statprof table, .pb.gz/.pprof pprof,
+    /// .folded collapsed stacks, .txt statprof table, .lines.txt annotated source of the
+    /// hottest functions, .heatmap.html source heatmap page, .pb.gz/.pprof pprof,
     /// .speedscope.json speedscope. Default: sprofd-<comm>-<pid>-<time>.svg.
     #[arg(short = 'o', long = "output", value_name = "PATH")]
     pub output: Vec<PathBuf>,
@@ -391,7 +453,8 @@ pub struct ProfileOpts {
     #[arg(short, long)]
     pub quiet: bool,
 
-    /// Table rows per source line (file:line:function) instead of per function.
+    /// Table rows per source line (file:line:function) instead of per function; folded
+    /// frames as `function (PATH:LINE)`, which `sprofd annotate` reads.
     #[arg(long = "by-line")]
     pub by_line: bool,
 
@@ -401,6 +464,8 @@ pub struct ProfileOpts {
     /// without a match stay whole.
     #[arg(long = "show-from", value_name = "REGEX")]
     pub show_from: Option<String>,
+    #[command(flatten)]
+    pub source: SourceOpts,
 
     /// Rows in the printed table.
     #[arg(long = "rows", value_name = "N", default_value_t = 30)]
@@ -453,6 +518,7 @@ impl TopOpts {
             quiet: true,
             by_line: false,
             show_from: None,
+            source: SourceOpts::default(),
             rows: 0,
             verbose: false,
             ready_fd: None,
@@ -584,6 +650,8 @@ impl ProfileOpts {
                 PythonViewArg::Mixed => Some(sprof_core::PythonView::Mixed),
                 PythonViewArg::Native => None,
             },
+            functions: self.source.functions,
+            sources: self.source.config(),
         })
     }
 }

@@ -53,6 +53,10 @@ pub struct SessionConfig {
     pub show_from: Option<regex::Regex>,
     /// Read Python frames and show them this way; `None`: native frames only.
     pub python: Option<sprof_core::PythonView>,
+    /// Functions in the annotated source (`--functions`).
+    pub functions: usize,
+    /// Where source files are looked for (`--source-root`, `--source-map`).
+    pub sources: crate::sources::SourceConfig,
 }
 
 /// What `sprofd diff` was asked to do.

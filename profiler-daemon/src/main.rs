@@ -3,6 +3,7 @@
 //! `anyhow` lives only here: library errors are typed, and this edge turns them into one
 //! line on stderr and a non-zero exit, never a panic or a backtrace.
 
+mod annotate;
 mod cli;
 mod config;
 mod daemon;
@@ -11,6 +12,7 @@ mod loader;
 mod output;
 mod privileges;
 mod session;
+mod sources;
 mod top;
 
 use clap::Parser;
@@ -51,6 +53,7 @@ fn main() {
             }
             Ok(config) => run_catching(|| daemon::run(config)),
         },
+        Command::Annotate(args) => run_catching(|| annotate::run(&args)),
         Command::Report(args) => match args.into_config() {
             Err(e) => {
                 eprintln!("sprofd: error: {e}");

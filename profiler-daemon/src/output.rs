@@ -29,7 +29,7 @@ use crate::config::{OutputSpec, SessionConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
-    #[error("{}: unknown output format (use .svg, .folded, .txt, .pb.gz, .pprof or .speedscope.json)", .0.display())]
+    #[error("{}: unknown output format (use .svg, .folded, .txt, .lines.txt, .heatmap.html, .pb.gz, .pprof or .speedscope.json)", .0.display())]
     UnknownExtension(PathBuf),
     #[error("{}: is a directory; name a file to write", .0.display())]
     IsDirectory(PathBuf),
@@ -200,12 +200,12 @@ impl PreparedOutput {
     pub fn write(
         self,
         profile: &SymbolizedProfile,
-        by_line: bool,
+        options: &ExportOptions,
         owner: Option<(u32, u32)>,
     ) -> Result<(), OutputError> {
         let options = ExportOptions {
-            by_line,
             table_rows: None,
+            ..options.clone()
         };
         let exporter = self.spec.format.exporter_with(&options);
         self.write_with(owner, |w| Ok(exporter.export(profile, w)?))
@@ -263,9 +263,11 @@ pub fn write_all(
 ) -> bool {
     let owner = sudo_owner();
     let mut failed = false;
+    let specs: Vec<&OutputSpec> = outputs.iter().map(|o| &o.spec).collect();
+    let options = export_options(profile, &specs, config);
     for out in outputs {
         let path = out.spec.path.clone();
-        match out.write(profile, config.by_line, owner) {
+        match out.write(profile, &options, owner) {
             Ok(()) => eprintln!("sprofd: wrote {}", path.display()),
             Err(e) => {
                 eprintln!("sprofd: error: {e}");
@@ -280,6 +282,33 @@ pub fn write_all(
         }
     }
     failed
+}
+
+/// The export options of a session's outputs. Source files are read (see
+/// [`crate::sources`]) only when an output shows them, at the end of the profile; a process
+/// that has exited is taken to have started when the profile did.
+pub fn export_options(
+    profile: &SymbolizedProfile,
+    outputs: &[&OutputSpec],
+    config: &SessionConfig,
+) -> ExportOptions {
+    let shows_source = outputs
+        .iter()
+        .any(|o| matches!(o.format, OutputFormat::Lines | OutputFormat::Heatmap));
+    let sources = if shows_source {
+        let started = std::time::SystemTime::now().checked_sub(std::time::Duration::from_secs_f64(
+            profile.meta.duration_secs.max(0.0),
+        ));
+        crate::sources::read_sources(profile, &config.sources, started)
+    } else {
+        Default::default()
+    };
+    ExportOptions {
+        by_line: config.by_line,
+        table_rows: None,
+        functions: config.functions,
+        sources: std::sync::Arc::new(sources),
+    }
 }
 
 /// The user behind `sudo`, whose files the outputs should be.
@@ -325,6 +354,7 @@ pub fn print_table(
     let options = ExportOptions {
         by_line,
         table_rows: Some(rows),
+        ..Default::default()
     };
     OutputFormat::Table
         .exporter_with(&options)
@@ -417,8 +447,12 @@ mod tests {
         let out = prepare_private(OutputSpec::from_path(path.clone()).unwrap()).unwrap();
         assert!(!dead.exists(), "a dead run's temporary stays");
         assert!(live.exists() && other.exists());
-        out.write(&SymbolizedProfile::default(), false, None)
-            .unwrap();
+        out.write(
+            &SymbolizedProfile::default(),
+            &ExportOptions::default(),
+            None,
+        )
+        .unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         std::fs::remove_dir_all(&dir).unwrap();
@@ -434,8 +468,12 @@ mod tests {
             !path.exists(),
             "nothing under the final name before the write"
         );
-        out.write(&SymbolizedProfile::default(), false, None)
-            .unwrap();
+        out.write(
+            &SymbolizedProfile::default(),
+            &ExportOptions::default(),
+            None,
+        )
+        .unwrap();
         assert!(path.exists());
         assert_eq!(
             std::fs::read_dir(&dir).unwrap().count(),
@@ -464,7 +502,7 @@ mod tests {
                     period: 1,
                     thread: None,
                 });
-                assert!(full.write(&p, false, None).is_err());
+                assert!(full.write(&p, &ExportOptions::default(), None).is_err());
             }
         }
         std::fs::remove_dir_all(&dir).unwrap();

@@ -347,6 +347,15 @@ impl Session {
             };
             engine.add_hook(Box::new(hook));
         }
+        if config
+            .outputs
+            .iter()
+            .any(|o| o.format == flamegraph_out::OutputFormat::Speedscope)
+        {
+            // why: speedscope shows samples as they happened; 4M samples (~100 MB) is over an
+            // hour of one busy thread at 999 Hz. Past that, samples are counted as usual.
+            engine.keep_timeline(TIMELINE_CAP);
+        }
         let exit_fd = sprof_perf::sys::pidfd_open(profiled.pid().0 as i32).ok();
         if let Some(fd) = &exit_fd {
             sampler.watch(fd.as_raw_fd());
@@ -373,6 +382,9 @@ impl Session {
         }
     }
 }
+
+/// Most samples kept in time order for speedscope (24 bytes each).
+const TIMELINE_CAP: usize = 4 << 20;
 
 /// Runs a whole session. Returns the process exit code sprofd should end with.
 pub fn run(config: SessionConfig) -> anyhow::Result<i32> {
@@ -629,8 +641,10 @@ impl Dumps {
         self.count += 1;
         let mut written = 0;
         for spec in &config.outputs {
-            let result = output::prepare(spec.clone())
-                .and_then(|out| out.write(profile, config.by_line, output::sudo_owner()));
+            let result = output::prepare(spec.clone()).and_then(|out| {
+                let options = output::export_options(profile, &[&out.spec], config);
+                out.write(profile, &options, output::sudo_owner())
+            });
             match result {
                 Ok(()) => written += 1,
                 Err(e) => eprintln!("sprofd: dump {}: error: {e}", self.count),

@@ -659,12 +659,21 @@ impl SymbolService {
                 }),
             });
         }
+        let mut meta = meta;
+        if raw.timeline_dropped > 0 {
+            meta.notes.push(format!(
+                "{} samples past the timeline's cap are counted but not in time order",
+                raw.timeline_dropped
+            ));
+        }
         let profile = SymbolizedProfile {
             meta,
             frames: table.frames,
             stacks,
             modules: self.module_infos(raw, modules),
             processes: Default::default(),
+            // Stacks are made one for one from `raw.samples`: the indices carry over.
+            timeline: raw.timeline.clone(),
         };
         self.enforce_dwarf_budget();
         if self.expanded.len() > MAX_EXPANDED {

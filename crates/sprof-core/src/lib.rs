@@ -40,7 +40,7 @@ pub use profile::{
 pub use source::{EventSource, SourceStats};
 pub use symbolized::{
     is_interpreter_module, Frame, FrameKind, Measure, ModuleInfo, ProcessLabels, ProfileMerger,
-    ProfileMeta, PythonView, SampledStack, SymbolizedProfile, ThreadRef,
+    ProfileMeta, PythonView, SampledStack, SymbolizedProfile, ThreadRef, TimedSample,
 };
 
 /// A process id, as the host kernel numbers it.

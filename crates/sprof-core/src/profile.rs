@@ -177,7 +177,26 @@ pub struct ProfileBuilder {
     function_ids: HashMap<InterpFunction, u32>,
     /// Most stack nodes interned; `None`: no cap.
     stack_limit: Option<usize>,
+    /// Each timer sample in arrival order, when kept ([`ProfileBuilder::keep_timeline`]).
+    timeline: Option<Timeline>,
     pub stats: SessionStats,
+}
+
+/// The samples in the order they were taken, up to a cap.
+#[derive(Debug, Default)]
+struct Timeline {
+    entries: Vec<TimelineEntry>,
+    cap: usize,
+    /// Samples not kept because the cap was reached.
+    dropped: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct TimelineEntry {
+    time: u64,
+    thread: usize,
+    stack: StackId,
+    weight: u64,
 }
 
 /// Where a sample went in the builder.
@@ -265,10 +284,48 @@ impl ProfileBuilder {
     /// Adds one sample of `pid/tid` whose stack is `frames`, leaf first, standing for
     /// `weight` (the event period: CPU nanoseconds for `cpu-clock`).
     pub fn add_sample(&mut self, pid: Pid, tid: Tid, frames: &[FrameKey], weight: u64) -> Added {
+        self.add_sample_at(0, pid, tid, frames, weight)
+    }
+
+    /// [`ProfileBuilder::add_sample`] for a sample taken at `time` (CLOCK_MONOTONIC ns), which
+    /// the timeline keeps when asked to ([`ProfileBuilder::keep_timeline`]).
+    pub fn add_sample_at(
+        &mut self,
+        time: u64,
+        pid: Pid,
+        tid: Tid,
+        frames: &[FrameKey],
+        weight: u64,
+    ) -> Added {
         let Some(stack) = self.note_sample(frames) else {
             return Added { new_thread: false };
         };
-        self.add_counts(pid, tid, stack, 1, weight)
+        let added = self.add_counts(pid, tid, stack, 1, weight);
+        if let Some(t) = &mut self.timeline {
+            if t.entries.len() < t.cap {
+                let thread = self.thread_ids.get(&tid).copied().unwrap_or(0);
+                t.entries.push(TimelineEntry {
+                    time,
+                    thread,
+                    stack,
+                    weight,
+                });
+            } else {
+                t.dropped += 1;
+            }
+        }
+        added
+    }
+
+    /// Keeps every timer sample in time order (at most `cap`), for outputs that show
+    /// samples as they happened (speedscope's time order). Off by default: the per-sample
+    /// path then stores nothing but counts.
+    pub fn keep_timeline(&mut self, cap: usize) {
+        self.timeline = Some(Timeline {
+            entries: Vec::new(),
+            cap,
+            dropped: 0,
+        });
     }
 
     /// Counts a sample whose stack is `frames` (leaf first) in the statistics and interns the
@@ -338,6 +395,10 @@ impl ProfileBuilder {
     /// stable across windows.
     pub fn take_window(&mut self) -> RawProfile {
         let raw = self.snapshot();
+        if let Some(t) = &mut self.timeline {
+            t.entries.clear();
+            t.dropped = 0;
+        }
         self.counts.clear();
         self.stats = SessionStats::default();
         raw
@@ -371,6 +432,30 @@ impl ProfileBuilder {
             })
             .collect();
         samples.sort_by_key(|s| (s.thread, s.stack));
+        let (timeline, timeline_dropped) = match &self.timeline {
+            Some(t) => {
+                let index: HashMap<(usize, StackId), u32> = samples
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| ((s.thread, s.stack), i as u32))
+                    .collect();
+                let mut out: Vec<crate::symbolized::TimedSample> = t
+                    .entries
+                    .iter()
+                    .filter_map(|e| {
+                        Some(crate::symbolized::TimedSample {
+                            time: e.time,
+                            stack: *index.get(&(e.thread, e.stack))?,
+                            weight: e.weight,
+                        })
+                    })
+                    .collect();
+                // Drained per CPU: arrival order is time order per CPU only.
+                out.sort_by_key(|s| s.time);
+                (out, t.dropped)
+            }
+            None => (Vec::new(), 0),
+        };
         RawProfile {
             frames: self.frames.clone(),
             stacks: self.stacks.clone(),
@@ -378,6 +463,8 @@ impl ProfileBuilder {
             samples,
             stats: self.stats,
             interp_functions: self.functions.clone(),
+            timeline,
+            timeline_dropped,
         }
     }
 }
@@ -402,6 +489,10 @@ pub struct RawProfile {
     pub stats: SessionStats,
     /// Functions that [`FrameKey::Interp`] frames refer to, by index.
     pub interp_functions: Vec<InterpFunction>,
+    /// Timer samples in time order, when the builder kept them; empty otherwise.
+    pub timeline: Vec<crate::symbolized::TimedSample>,
+    /// Samples left out of the timeline because its cap was reached.
+    pub timeline_dropped: u64,
 }
 
 impl RawProfile {
@@ -496,6 +587,34 @@ mod tests {
         p.stack_frames(hot.stack, &mut out);
         let keys: Vec<_> = out.iter().map(|id| p.frames[id.0 as usize]).collect();
         assert_eq!(keys, vec![f(3), f(2), f(1)]);
+    }
+
+    #[test]
+    fn the_timeline_keeps_samples_in_time_order_up_to_its_cap() {
+        let mut b = ProfileBuilder::new();
+        b.add_sample_at(5, Pid(1), Tid(1), &[f(1)], 10);
+        assert!(b.snapshot().timeline.is_empty(), "off unless asked for");
+        b.keep_timeline(3);
+        // Arrival order differs from time order across CPUs.
+        b.add_sample_at(30, Pid(1), Tid(1), &[f(2)], 11);
+        b.add_sample_at(20, Pid(1), Tid(2), &[f(1)], 12);
+        b.add_sample_at(40, Pid(1), Tid(1), &[f(1)], 13);
+        b.add_sample_at(50, Pid(1), Tid(1), &[f(1)], 14);
+        let p = b.snapshot();
+        assert_eq!(p.timeline_dropped, 1);
+        let seen: Vec<(u64, u64)> = p.timeline.iter().map(|t| (t.time, t.weight)).collect();
+        assert_eq!(seen, [(20, 12), (30, 11), (40, 13)]);
+        // Each entry names the (thread, stack) count it belongs to.
+        for t in &p.timeline {
+            let s = &p.samples[t.stack as usize];
+            let tid = p.threads[s.thread].tid;
+            assert_eq!(tid, if t.time == 20 { Tid(2) } else { Tid(1) });
+        }
+        b.take_window();
+        assert!(
+            b.snapshot().timeline.is_empty(),
+            "a window starts a new timeline"
+        );
     }
 
     #[test]

@@ -152,6 +152,19 @@ pub struct SymbolizedProfile {
     pub modules: Vec<ModuleInfo>,
     /// What is known of the processes in [`SampledStack::thread`], by pid.
     pub processes: std::collections::BTreeMap<u32, ProcessLabels>,
+    /// The samples in the order they were taken, when the session kept them (for
+    /// speedscope's time order); empty otherwise. Indices are into [`Self::stacks`].
+    pub timeline: Vec<TimedSample>,
+}
+
+/// One sample as it happened: when (CLOCK_MONOTONIC ns), which stack, and its weight.
+/// In a [`crate::RawProfile`], `stack` indexes its `samples`, which symbolization turns
+/// one for one into [`SymbolizedProfile::stacks`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimedSample {
+    pub time: u64,
+    pub stack: u32,
+    pub weight: u64,
 }
 
 /// Facts about a process that profiles carry as labels of its samples.
@@ -274,6 +287,7 @@ impl SymbolizedProfile {
         let mut merged: Vec<SampledStack> = Vec::with_capacity(self.stacks.len());
         let mut ids: std::collections::HashMap<(Vec<u32>, Option<ThreadRef>), usize> =
             std::collections::HashMap::new();
+        let mut remap: Vec<u32> = Vec::with_capacity(self.stacks.len());
         for mut stack in std::mem::take(&mut self.stacks) {
             let roots = stack
                 .frames
@@ -287,17 +301,24 @@ impl SymbolizedProfile {
             }
             match ids.entry((stack.frames.clone(), stack.thread)) {
                 std::collections::hash_map::Entry::Occupied(e) => {
+                    remap.push(*e.get() as u32);
                     let into = &mut merged[*e.get()];
                     into.samples += stack.samples;
                     into.period += stack.period;
                 }
                 std::collections::hash_map::Entry::Vacant(e) => {
+                    remap.push(merged.len() as u32);
                     e.insert(merged.len());
                     merged.push(stack);
                 }
             }
         }
         self.stacks = merged;
+        for t in &mut self.timeline {
+            if let Some(&to) = remap.get(t.stack as usize) {
+                t.stack = to;
+            }
+        }
         self
     }
 
@@ -451,8 +472,17 @@ mod tests {
             ],
             modules: Vec::new(),
             processes: Default::default(),
+            timeline: vec![TimedSample {
+                time: 1,
+                stack: 2,
+                weight: 1,
+            }],
         };
         let p = profile.show_from(|f| f.function == "cell");
+        assert_eq!(
+            p.timeline[0].stack, 0,
+            "the timeline follows the summed stack"
+        );
         let got: Vec<(Vec<u32>, u64)> = p
             .stacks
             .iter()
@@ -529,6 +559,7 @@ mod tests {
             ],
             modules: Vec::new(),
             processes: Default::default(),
+            timeline: Vec::new(),
         };
         let mixed = profile.clone().with_python_view(PythonView::Mixed);
         assert_eq!(mixed, profile);

@@ -278,6 +278,12 @@ impl Engine {
         keep
     }
 
+    /// Keeps the timer samples in time order (at most `cap`), for outputs that show them as
+    /// they happened (speedscope's time order); see [`ProfileBuilder::keep_timeline`].
+    pub fn keep_timeline(&mut self, cap: usize) {
+        self.builder.keep_timeline(cap);
+    }
+
     /// Adds a hook; it sees samples from now on.
     pub fn add_hook(&mut self, hook: Box<dyn SampleHook>) {
         self.hooks.push(hook);
@@ -391,7 +397,7 @@ impl Engine {
             SampleKind::Timer if weight == 0 => false,
             SampleKind::Timer => {
                 self.builder
-                    .add_sample(s.pid, s.tid, &self.frames, weight)
+                    .add_sample_at(s.time, s.pid, s.tid, &self.frames, weight)
                     .new_thread
             }
             // A switch-out sample: its weight, the time until the thread is back on a CPU, is

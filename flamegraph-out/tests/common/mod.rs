@@ -105,6 +105,7 @@ pub fn mixed() -> SymbolizedProfile {
         stacks,
         modules: Vec::new(),
         processes: Default::default(),
+        timeline: Vec::new(),
     }
 }
 

@@ -21,7 +21,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use flamegraph_out::{ExportOptions, OutputFormat};
+use flamegraph_out::{ExportOptions, Exporter, OutputFormat};
 use sprof_core::{PythonView, SymbolizedProfile};
 use sprof_store::{parse_time, unix_millis};
 use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
@@ -499,6 +499,7 @@ pub(super) fn export(
         .exporter_with(&ExportOptions {
             by_line: false,
             table_rows: Some(200),
+            ..Default::default()
         })
         .export(&profile, &mut out)
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
@@ -508,12 +509,15 @@ pub(super) fn export(
 pub(super) fn with_type(bytes: Vec<u8>, format: OutputFormat) -> Response {
     let (ctype, disposition) = match format {
         OutputFormat::Svg => ("image/svg+xml", None),
-        OutputFormat::Folded | OutputFormat::Table => ("text/plain; charset=utf-8", None),
+        OutputFormat::Folded | OutputFormat::Table | OutputFormat::Lines => {
+            ("text/plain; charset=utf-8", None)
+        }
         OutputFormat::Pprof => (
             "application/octet-stream",
             Some("attachment; filename=\"profile.pb.gz\""),
         ),
         OutputFormat::Speedscope => ("application/json", None),
+        OutputFormat::Heatmap => ("text/html; charset=utf-8", None),
     };
     let mut r = Response::new(Body::from(bytes));
     r.headers_mut().insert(
@@ -652,9 +656,10 @@ async fn profile_inner(s: &AppState, q: Option<String>, viewer: Viewer) -> ApiRe
         Some("txt") => OutputFormat::Table,
         Some("pprof") => OutputFormat::Pprof,
         Some("speedscope") => OutputFormat::Speedscope,
+        Some("heatmap") => OutputFormat::Heatmap,
         Some(f) => {
             return Err(ApiError::bad(format!(
-                "format: {:?} is not svg, folded, txt, pprof or speedscope",
+                "format: {:?} is not svg, folded, txt, pprof, speedscope or heatmap",
                 f.chars().take(32).collect::<String>()
             )))
         }
@@ -662,14 +667,37 @@ async fn profile_inner(s: &AppState, q: Option<String>, viewer: Viewer) -> ApiRe
     let sel = selection(&p, "-10m", viewer)?;
     let view = view(&p)?;
     let title = title(&s.backend.describe(), &sel);
+    let from_ms = sel.from_ms;
     let profile = with_sources(s, sel, query::merged).await?;
     let bytes = blocking(move || {
         let mut profile = profile.with_python_view(view);
         profile.meta.target = title;
+        if format == OutputFormat::Heatmap {
+            return export_heatmap(profile, from_ms);
+        }
         export(profile, format)
     })
     .await??;
     Ok(with_type(bytes, format))
+}
+
+/// The heatmap page of a range: source files read as `sprofd report` reads them (in the
+/// root of each process still running, under the untrusted-file rules), a file modified
+/// after the range's start reported as changed.
+fn export_heatmap(profile: SymbolizedProfile, from_ms: u64) -> Result<Vec<u8>, ApiError> {
+    let start = std::time::UNIX_EPOCH + std::time::Duration::from_millis(from_ms);
+    let sources = crate::sources::read_sources(
+        &profile,
+        &crate::sources::SourceConfig::default(),
+        Some(start),
+    );
+    let mut out = Vec::new();
+    flamegraph_out::Heatmap {
+        sources: std::sync::Arc::new(sources),
+    }
+    .export(&profile, &mut out)
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(out)
 }
 
 pub(super) fn title(describe: &str, sel: &Selection) -> String {

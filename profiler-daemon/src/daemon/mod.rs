@@ -484,10 +484,29 @@ pub fn report(args: ReportConfig) -> anyhow::Result<i32> {
     }
     let mut profile = profile.with_python_view(sprof_core::PythonView::Python);
     profile.meta.target = format!("{} ({n} windows)", profile.meta.target);
+    let shows_source = outputs.iter().any(|o| {
+        matches!(
+            o.spec.format,
+            flamegraph_out::OutputFormat::Lines | flamegraph_out::OutputFormat::Heatmap
+        )
+    });
+    // A process of the range that still runs is read in its root; one that has exited, on
+    // the host, as changed if its files are newer than the range's start.
+    let range_start =
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(args.selection.from_ms);
+    let options = flamegraph_out::ExportOptions {
+        functions: args.functions,
+        sources: std::sync::Arc::new(if shows_source {
+            crate::sources::read_sources(&profile, &args.sources, Some(range_start))
+        } else {
+            Default::default()
+        }),
+        ..Default::default()
+    };
     let mut failed = false;
     for out in outputs {
         let path = out.spec.path.clone();
-        match out.write(&profile, false, crate::output::sudo_owner()) {
+        match out.write(&profile, &options, crate::output::sudo_owner()) {
             Ok(()) => {
                 if !args.quiet {
                     eprintln!("sprofd: wrote {}", path.display());
@@ -515,6 +534,9 @@ pub struct ReportConfig {
     pub selection: Selection,
     pub outputs: Vec<crate::config::OutputSpec>,
     pub quiet: bool,
+    /// Functions in an annotated source output.
+    pub functions: usize,
+    pub sources: crate::sources::SourceConfig,
 }
 
 /// Resolves report's times (default: all history).

@@ -85,10 +85,11 @@
     });
   }
   function profileLinks(td, r, p) {
-    [['svg', 'flamegraph'], ['txt', 'table'], ['pprof', 'pprof']].forEach(function (f, i) {
+    [['svg', 'flamegraph'], ['txt', 'table'], ['pprof', 'pprof'], ['heatmap', 'heatmap']].forEach(function (f, i) {
       if (i) td.appendChild(document.createTextNode(' · '));
       var a = el('a', { href: '/api/v1/profile?' + qs({ from: r.from, to: r.to, pid: p.pid, format: f[0] }) }, f[1]);
       if (i === 0) a.className = 'flame';
+      if (f[0] === 'heatmap') a.className = 'heatmap';
       td.appendChild(a);
     });
   }

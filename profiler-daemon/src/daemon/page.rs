@@ -118,8 +118,9 @@ fn rows(d: &PageData<'_>, from: &str, to: &str) -> (String, f64) {
             )
         };
         let (flame, table, pprof) = (profile("svg"), profile("txt"), profile("pprof"));
+        let heatmap = profile("heatmap");
         rows.push_str(&format!(
-            "<tr class=\"process\" data-pid=\"{pid}\" data-comm=\"{comm}\" data-cpu=\"{cpu}\"><td class=\"num\">{share:.1}%</td><td class=\"num\">{cpu:.2}</td><td class=\"num\">{pid}</td><td>{comm}</td><td class=\"cmd\" title=\"{cmd}\">{cmd_short}</td><td><a class=\"flame\" href=\"{flame}\">flamegraph</a> · <a href=\"{table}\">table</a> · <a href=\"{pprof}\">pprof</a></td></tr>\n",
+            "<tr class=\"process\" data-pid=\"{pid}\" data-comm=\"{comm}\" data-cpu=\"{cpu}\"><td class=\"num\">{share:.1}%</td><td class=\"num\">{cpu:.2}</td><td class=\"num\">{pid}</td><td>{comm}</td><td class=\"cmd\" title=\"{cmd}\">{cmd_short}</td><td><a class=\"flame\" href=\"{flame}\">flamegraph</a> · <a href=\"{table}\">table</a> · <a href=\"{pprof}\">pprof</a> · <a class=\"heatmap\" href=\"{heatmap}\">heatmap</a></td></tr>\n",
             cpu = p.cpu_seconds,
             pid = p.pid,
             comm = esc(&p.comm),
@@ -251,5 +252,9 @@ mod tests {
             "{html}"
         );
         assert!(html.contains("100.0%"));
+        assert!(
+            html.contains("/api/v1/profile?from=1000&amp;to=2000&amp;pid=42&amp;format=heatmap"),
+            "{html}"
+        );
     }
 }
