@@ -488,7 +488,8 @@ pub struct ProfileOpts {
     pub save_events: Option<PathBuf>,
 }
 
-/// `sprofd top`'s options: attach/record's sampling options, without outputs.
+/// `sprofd top`'s options: attach/record's sampling options, and outputs written once the
+/// view is closed.
 #[derive(Debug, Args)]
 pub struct TopOpts {
     #[command(flatten)]
@@ -497,6 +498,12 @@ pub struct TopOpts {
     /// Length of the sliding window of the "last" columns, in whole seconds.
     #[arg(short = 'w', long = "window", value_name = "SECS", default_value_t = 5)]
     pub window: u64,
+
+    /// Output file, repeatable, written with the whole session's profile when the view is
+    /// closed (q, Ctrl-C, the target's exit); formats as attach's -o (.svg, .folded, .txt,
+    /// .lines.txt, .heatmap.html, .pb.gz, .speedscope.json). Default: none.
+    #[arg(short = 'o', long = "output", value_name = "PATH")]
+    pub output: Vec<PathBuf>,
 }
 
 impl TopOpts {
@@ -514,7 +521,7 @@ impl TopOpts {
             sampling: self.sampling,
             dump_every: None,
             subprocesses: false,
-            output: Vec::new(),
+            output: self.output,
             quiet: true,
             by_line: false,
             show_from: None,

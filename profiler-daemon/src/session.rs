@@ -520,7 +520,7 @@ impl Profiles {
     }
 
     /// Everything gathered so far, symbolized, in the requested Python view.
-    fn profile(&mut self, engine: &Engine) -> sprof_core::SymbolizedProfile {
+    pub(crate) fn profile(&mut self, engine: &Engine) -> sprof_core::SymbolizedProfile {
         let profile = self.symbolize(engine, &engine.snapshot());
         let profile = match self.python {
             Some(view) => profile.with_python_view(view),

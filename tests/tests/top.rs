@@ -361,3 +361,35 @@ fn top_without_a_terminal_says_so_and_exits_2() {
     assert_eq!(out.status.code(), Some(2), "{}", out.describe());
     assert!(!marker.exists(), "the command ran{}", out.describe());
 }
+
+/// `top -o`: once the view is closed, the whole session's profile goes to the outputs, as
+/// attach writes them (here folded stacks and the annotated source).
+#[test]
+fn top_writes_its_outputs_when_the_view_is_closed() {
+    let test = "top_outputs";
+    if !live(test) || !tmux_available(test) {
+        return;
+    }
+    let target = Target::spawn(&c_fixture("cratio", FP), &["0"]);
+    let out = TempDir::new("top-outputs");
+    let folded = out.join("top.folded").display().to_string();
+    let lines = out.join("top.lines.txt").display().to_string();
+    let top = TopSession::start(
+        test,
+        &[&target.pid_arg(), "-F", FREQ, "-o", &folded, "-o", &lines],
+    );
+    top.wait_for("500 samples", Duration::from_secs(15), |s| {
+        header_samples(s).is_some_and(|n| n >= 500)
+    });
+    top.keys("q");
+    let rc = top.wait_exit(Duration::from_secs(15));
+    assert_eq!(rc, 0, "exit code: {}", top.stderr());
+    let f = Folded::read(Path::new(&folded));
+    let hot = f.count_containing("a3_hot");
+    let total = f.count_where(|_| true);
+    assert!(total >= 500, "{total} samples in {folded}");
+    let share = hot as f64 / total as f64;
+    assert!((share - 0.75).abs() <= 0.1, "a3_hot {share:.3} of {total}");
+    let text = std::fs::read_to_string(&lines).unwrap();
+    assert!(text.contains("a3_hot"), "{text}");
+}

@@ -42,6 +42,12 @@ pub fn run(config: TopConfig) -> anyhow::Result<i32> {
         session: config,
         window,
     } = config;
+    // Outputs are checked before sampling, as attach checks them.
+    let outputs = config
+        .outputs
+        .iter()
+        .map(|spec| crate::output::prepare(spec.clone()))
+        .collect::<Result<Vec<_>, _>>()?;
     let Session {
         mut source,
         mut engine,
@@ -94,7 +100,15 @@ pub fn run(config: TopConfig) -> anyhow::Result<i32> {
         r => r,
     };
     drop(live);
-    Ok(end(reason?, profiled, &engine, sampled))
+    let reason = reason?;
+    // The terminal is back: the whole session's profile goes to the outputs.
+    let failed = !outputs.is_empty() && {
+        engine.settle(sprof_perf::sys::monotonic_ns());
+        let profile = profiles.profile(&engine);
+        crate::output::write_all(outputs, &profile, &config)
+    };
+    let code = end(reason, profiled, &engine, sampled);
+    Ok(if failed && code == 0 { 1 } else { code })
 }
 
 /// After the view: the end-of-session line, and a launched command left to finish (or
