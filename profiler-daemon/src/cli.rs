@@ -780,7 +780,12 @@ mod tests {
 
         assert!(parse(&["top"]).is_err(), "a PID or a command is needed");
         assert!(parse(&["top", "1", "--", "ls"]).is_err(), "not both");
-        assert!(parse(&["top", "1", "-o", "x.svg"]).is_err(), "no outputs");
+        let c = top(&["top", "1", "-o", "x.svg", "-o", "x.lines.txt"]).unwrap();
+        assert_eq!(
+            c.session.outputs.len(),
+            2,
+            "outputs written when the view closes"
+        );
         assert!(matches!(
             top(&["top", "1", "-F", "0"]),
             Err(UsageError::ZeroFrequency)

@@ -189,6 +189,10 @@ pub enum PythonView {
     Python,
     /// Python frames in place of the interpreter's eval frames, every native frame kept.
     Mixed,
+    /// Native frames only: the Python frames of a profile that has them are dropped (the
+    /// interpreter's eval frames they replaced are not restored). The daemon's page offers it
+    /// for stored profiles; `attach --python-view native` instead never reads Python frames.
+    Native,
 }
 
 /// Interpreter functions kept in the `python` view: builtins called from Python, and what
@@ -233,8 +237,19 @@ impl SymbolizedProfile {
     /// outermost Python frame and the interpreter's own frames below it, except those
     /// [`KEPT_INTERPRETER_PREFIXES`] names.
     pub fn with_python_view(mut self, view: PythonView) -> SymbolizedProfile {
-        if view == PythonView::Mixed {
-            return self;
+        match view {
+            PythonView::Mixed => return self,
+            PythonView::Native => {
+                let frames = &self.frames;
+                for stack in &mut self.stacks {
+                    stack
+                        .frames
+                        .retain(|&f| frames[f as usize].kind != FrameKind::Python);
+                }
+                self.merge_equal_stacks();
+                return self;
+            }
+            PythonView::Python => {}
         }
         let keep: Vec<bool> = self
             .frames
@@ -284,11 +299,7 @@ impl SymbolizedProfile {
     /// stay whole; stacks made equal are summed.
     pub fn show_from(mut self, matches: impl Fn(&Frame) -> bool) -> SymbolizedProfile {
         let hit: Vec<bool> = self.frames.iter().map(matches).collect();
-        let mut merged: Vec<SampledStack> = Vec::with_capacity(self.stacks.len());
-        let mut ids: std::collections::HashMap<(Vec<u32>, Option<ThreadRef>), usize> =
-            std::collections::HashMap::new();
-        let mut remap: Vec<u32> = Vec::with_capacity(self.stacks.len());
-        for mut stack in std::mem::take(&mut self.stacks) {
+        for stack in &mut self.stacks {
             let roots = stack
                 .frames
                 .iter()
@@ -299,6 +310,19 @@ impl SymbolizedProfile {
                     stack.frames.drain(roots..at);
                 }
             }
+        }
+        self.merge_equal_stacks();
+        self
+    }
+
+    /// Sums stacks with the same frames and thread (after a view made them equal); the
+    /// timeline follows them.
+    fn merge_equal_stacks(&mut self) {
+        let mut merged: Vec<SampledStack> = Vec::with_capacity(self.stacks.len());
+        let mut ids: std::collections::HashMap<(Vec<u32>, Option<ThreadRef>), usize> =
+            std::collections::HashMap::new();
+        let mut remap: Vec<u32> = Vec::with_capacity(self.stacks.len());
+        for stack in std::mem::take(&mut self.stacks) {
             match ids.entry((stack.frames.clone(), stack.thread)) {
                 std::collections::hash_map::Entry::Occupied(e) => {
                     remap.push(*e.get() as u32);
@@ -319,7 +343,6 @@ impl SymbolizedProfile {
                 t.stack = to;
             }
         }
-        self
     }
 
     /// Total samples over all stacks.
@@ -497,6 +520,38 @@ mod tests {
             ]
         );
         assert_eq!(p.total_samples(), 11);
+    }
+
+    #[test]
+    fn native_view_drops_python_frames_and_sums_what_becomes_equal() {
+        let frames = vec![
+            frame("python3", FrameKind::Root, None),
+            frame("Py_RunMain", FrameKind::Native, Some("python3.11")),
+            frame("a", FrameKind::Python, None),
+            frame("b", FrameKind::Python, None),
+            frame("deflate", FrameKind::Native, Some("libz.so.1")),
+        ];
+        let stack = |frames: Vec<u32>, samples| SampledStack {
+            frames,
+            samples,
+            period: samples,
+            thread: None,
+        };
+        let profile = SymbolizedProfile {
+            meta: ProfileMeta::default(),
+            frames,
+            stacks: vec![stack(vec![0, 1, 2, 4], 2), stack(vec![0, 1, 3, 4], 3)],
+            modules: Vec::new(),
+            processes: Default::default(),
+            timeline: Vec::new(),
+        };
+        let p = profile.with_python_view(PythonView::Native);
+        let got: Vec<(Vec<u32>, u64)> = p
+            .stacks
+            .iter()
+            .map(|s| (s.frames.clone(), s.samples))
+            .collect();
+        assert_eq!(got, vec![(vec![0, 1, 4], 5)]);
     }
 
     #[test]

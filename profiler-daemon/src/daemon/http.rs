@@ -370,8 +370,9 @@ pub(super) fn view(p: &HashMap<String, String>) -> Result<PythonView, ApiError> 
     match p.get("view").map(String::as_str) {
         None | Some("python") => Ok(PythonView::Python),
         Some("mixed") => Ok(PythonView::Mixed),
+        Some("native") => Ok(PythonView::Native),
         Some(v) => Err(ApiError::bad(format!(
-            "view: {:?} is not python or mixed",
+            "view: {:?} is not python, mixed or native",
             v.chars().take(32).collect::<String>()
         ))),
     }
@@ -1221,7 +1222,7 @@ mod tests {
             ),
             ("/api/v1/diff?format=pprof", StatusCode::BAD_REQUEST),
             ("/api/v1/diff?pid=0", StatusCode::BAD_REQUEST),
-            ("/?view=native", StatusCode::BAD_REQUEST),
+            ("/?view=raw", StatusCode::BAD_REQUEST),
             ("/?by=thread", StatusCode::BAD_REQUEST),
             ("/?zzz=1", StatusCode::BAD_REQUEST),
             ("/debug/pprof/profile?seconds=0", StatusCode::BAD_REQUEST),

@@ -93,6 +93,8 @@
       td.appendChild(a);
     });
   }
+  // The Python views besides the default (python), as the view= parameter names them.
+  var VIEWS = { mixed: true, native: true };
   function processRow(p, total, r, s) {
     var tr = el('tr', { 'class': 'process', 'data-pid': p.pid, 'data-comm': p.comm, 'data-cpu': p.cpu_seconds });
     if (String(p.pid) === s.pid) tr.classList.add('selected');
@@ -273,7 +275,7 @@
   // ---- the flamegraph -----------------------------------------------------------------
   var flame = null;
   function selectionParams(s) {
-    var r = range(s), p = { from: r.from, to: r.to, view: s.view === 'mixed' ? 'mixed' : '' };
+    var r = range(s), p = { from: r.from, to: r.to, view: VIEWS[s.view] ? s.view : '' };
     if (s.pid) p.pid = s.pid; else if (s.comm) p.comm = s.comm;
     return p;
   }
@@ -442,7 +444,7 @@
     });
   }
   $('search').addEventListener('input', function () { go({ q: this.value }, true); });
-  $('view').addEventListener('change', function () { go({ view: this.value === 'mixed' ? 'mixed' : '' }); });
+  $('view').addEventListener('change', function () { go({ view: VIEWS[this.value] ? this.value : '' }); });
   $('compare').addEventListener('change', function () {
     $('base-range').hidden = this.value !== 'range';
     if (this.value !== 'range') go({ compare: this.value, base_from: '', base_to: '' });
@@ -458,7 +460,7 @@
   function apply() {
     var s = readState(), r = range(s);
     // The controls show the state (after Back, too).
-    $('search').value = s.q || ''; $('view').value = s.view === 'mixed' ? 'mixed' : 'python';
+    $('search').value = s.q || ''; $('view').value = VIEWS[s.view] ? s.view : 'python';
     $('compare').value = s.compare || ''; $('base-range').hidden = s.compare !== 'range';
     $('base_from').value = s.base_from || ''; $('base_to').value = s.base_to || '';
     $('filter').value = s.filter || ''; $('group').checked = s.group === '1';

@@ -43,7 +43,7 @@ pub fn check_state(p: &HashMap<String, String>) -> Result<(), ApiError> {
         ))),
         _ => Ok(()),
     };
-    one_of("view", &["python", "mixed"])?;
+    one_of("view", &["python", "mixed", "native"])?;
     one_of("by", &["process", "comm"])?;
     one_of("compare", &["", "before", "range"])?;
     one_of("group", &["0", "1"])?;
@@ -183,7 +183,7 @@ pub fn render(d: &PageData<'_>) -> String {
 <div id="timeline"></div>
 </section>
 <section id="flame-box" class="js">
-<div class="bar"><b id="selection">Whole host</b> <a href="#" id="show-host">(whole host)</a> · view <select id="view"><option value="python">python</option><option value="mixed">mixed</option></select>
+<div class="bar"><b id="selection">Whole host</b> <a href="#" id="show-host">(whole host)</a> · view <select id="view"><option value="python">python</option><option value="mixed">mixed</option><option value="native">native</option></select>
 · <input id="search" type="search" placeholder="search frames (regex)" size="24"> <span id="matched"></span>
 · compare with <select id="compare"><option value="">nothing</option><option value="before">the same length before</option><option value="range">a range…</option></select>
 <span id="base-range" hidden><input id="base_from" size="12" placeholder="base from"> <input id="base_to" size="12" placeholder="base to"> <button id="base-go" type="button">Compare</button></span></div>

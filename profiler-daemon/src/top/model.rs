@@ -261,7 +261,8 @@ impl Top {
         let (view, views) = match python {
             Some(PythonView::Python) => (View::Python, View::ALL.to_vec()),
             Some(PythonView::Mixed) => (View::Mixed, View::ALL.to_vec()),
-            None => (View::Native, vec![View::Native]),
+            // The CLI never asks for it (`--python-view native` does not read Python frames).
+            Some(PythonView::Native) | None => (View::Native, vec![View::Native]),
         };
         Top {
             // Sampling starts from nothing: the first window reaches back to the start.
