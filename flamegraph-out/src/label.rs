@@ -60,6 +60,11 @@ pub fn frame_label(frame: &Frame) -> Cow<'_, str> {
 }
 
 fn python_label(frame: &Frame) -> Cow<'_, str> {
+    if frame.file.as_deref() == Some("") {
+        // Not code: a frame naming what runs below it (`[task NAME]` of an asyncio task).
+        let named = Frame::bare(&frame.function, FrameKind::Native);
+        return Cow::Owned(frame_label(&named).into_owned());
+    }
     let file = frame.file.as_deref().unwrap_or("?");
     let base = file.rsplit('/').next().unwrap_or(file);
     let named = Frame {

@@ -423,6 +423,12 @@ pub struct SamplingOpts {
     /// target is never paused or signalled); native: Python frames are not read.
     #[arg(long = "python-view", value_enum, default_value_t = PythonViewArg::Python)]
     pub python_view: PythonViewArg,
+
+    /// asyncio task stacks (CPython 3.14+): the running task's coroutines under a
+    /// `[task NAME]` frame, under the frames where the task awaiting it waits, up to the root
+    /// task. Older interpreters say they cannot, once.
+    #[arg(long = "async")]
+    pub async_tasks: bool,
 }
 
 #[derive(Debug, Args)]
@@ -645,6 +651,7 @@ impl ProfileOpts {
                 ModeArg::OffCpu => sprof_core::Measure::OffCpu,
             },
             gil_only: self.sampling.mode == ModeArg::Gil,
+            async_tasks: self.sampling.async_tasks,
             show_from: match &self.show_from {
                 Some(re) => {
                     Some(regex::Regex::new(re).map_err(|_| UsageError::BadShowFrom(re.clone()))?)

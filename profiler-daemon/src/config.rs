@@ -47,6 +47,8 @@ pub struct SessionConfig {
     pub mode: sprof_core::Measure,
     /// `--mode gil`: only samples of Python threads holding the GIL.
     pub gil_only: bool,
+    /// `--async`: asyncio task chains in Python stacks (3.14+).
+    pub async_tasks: bool,
     /// `--subprocesses`: attach to the target's existing descendants too.
     pub subprocesses: bool,
     /// `--show-from`: stacks start at their outermost frame matching this.

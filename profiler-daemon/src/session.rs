@@ -345,6 +345,11 @@ impl Session {
             } else {
                 hook
             };
+            let hook = if config.async_tasks {
+                hook.async_tasks()
+            } else {
+                hook
+            };
             engine.add_hook(Box::new(hook));
         }
         if config

@@ -739,3 +739,72 @@ fn python_show_from_starts_stacks_at_the_match() {
     assert_eq!(out.status.code(), Some(2), "{}", out.describe());
     assert_eq!(out.stderr.trim().lines().count(), 1, "{}", out.describe());
 }
+
+/// Whether `frames` holds `names` in this order, each an exact frame (`[task alpha]`) or a
+/// Python function (`alpha_loop (file.py:N)`), other frames allowed between.
+fn in_order_exact(frames: &[String], names: &[&str]) -> bool {
+    let mut it = frames.iter();
+    names.iter().all(|n| it.any(|f| f == n || py_is(f, n)))
+}
+
+/// `--async` (3.14, 3.15): each task's coroutines sit under `[task NAME]`, under the frames
+/// where the task awaiting it waits, up to the root task; the CPU split between the tasks is
+/// the workload's. Older interpreters say once that they cannot.
+#[test]
+fn python_async_task_stacks() {
+    if !live("python_async_task_stacks") {
+        return;
+    }
+    let _serial = serial();
+    for py in interpreters("python_async") {
+        let label = py.label;
+        if !["3.12", "sid-3.14", "sid-3.15"].contains(&label) {
+            continue;
+        }
+        let p = record_profile(
+            &format!("py-async-{label}"),
+            &["--async", "-o", "out.txt"],
+            &py.cmd(&["async", "2"]),
+        );
+        if label == "3.12" {
+            assert!(
+                p.out.stderr.contains("--async needs CPython 3.14+"),
+                "{label}: {}",
+                p.out.stderr
+            );
+            continue;
+        }
+        let loops = count_py(&p, |f| {
+            f.iter()
+                .any(|x| py_is(x, "alpha_loop") || py_is(x, "beta_loop"))
+        });
+        let chain = |task: &str, func: &str| {
+            let names = ["[task root]", "supervisor", task, func];
+            count_py(&p, |f| in_order_exact(f, &names))
+        };
+        let (alpha, beta) = (
+            chain("[task alpha]", "alpha_loop"),
+            chain("[task beta]", "beta_loop"),
+        );
+        assert!(
+            loops >= 500,
+            "{label}: {loops} samples in the loops{}",
+            p.context()
+        );
+        assert!(
+            (alpha + beta) as f64 >= 0.9 * loops as f64,
+            "{label}: task chains {alpha}+{beta} of {loops}{}",
+            p.context()
+        );
+        let share = alpha as f64 / (alpha + beta) as f64;
+        let tol = share_tolerance(0.75, alpha + beta, 0.06);
+        assert!(
+            (share - 0.75).abs() <= tol,
+            "{label}: alpha {share:.3} of {}, expected 0.75 ± {tol:.3}{}",
+            alpha + beta,
+            p.context()
+        );
+        let text = std::fs::read_to_string(p.file("out.txt")).unwrap();
+        assert!(text.contains("in asyncio tasks"), "{label}: {text}");
+    }
+}

@@ -261,7 +261,10 @@ impl SymbolizedProfile {
                     f.kind,
                     FrameKind::Native | FrameKind::Inlined | FrameKind::Unresolved
                 );
-                !(interp && f.module.as_deref().is_some_and(is_interpreter_module))
+                // `_asyncio*.so`'s task machinery runs between a task's Python frames as the
+                // interpreter's own does (Debian's 3.15 has it built in).
+                let machinery = |m: &str| is_interpreter_module(m) || m.starts_with("_asyncio.");
+                !(interp && f.module.as_deref().is_some_and(machinery))
                     || KEPT_INTERPRETER_PREFIXES
                         .iter()
                         .any(|p| f.function.starts_with(p) || f.function.contains("lock"))

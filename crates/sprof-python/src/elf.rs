@@ -32,6 +32,9 @@ pub struct ElfInfo {
     /// `PY_VERSION_HEX` read from the `Py_Version` symbol's bytes in the file.
     pub py_version: Option<u32>,
     pub code_type: Option<u64>,
+    /// `PyUnicode_Type` and `PyLong_Type`: what an asyncio task's name is.
+    pub str_type: Option<u64>,
+    pub int_type: Option<u64>,
     /// `[start, end)` of `_PyEval_EvalFrameDefault` and its compiler clones (`.cold`, …).
     pub eval: Vec<(u64, u64)>,
     /// `[start, end)` of the functions a thread waits in for the GIL ([`GIL_TAKE_SYMBOLS`]).
@@ -70,6 +73,8 @@ pub fn inspect(bytes: &[u8]) -> Result<ElfInfo, String> {
         runtime_source: "none",
         py_version: None,
         code_type: None,
+        str_type: None,
+        int_type: None,
         eval: Vec::new(),
         gil_take: Vec::new(),
         loads: Vec::new(),
@@ -97,6 +102,8 @@ pub fn inspect(bytes: &[u8]) -> Result<ElfInfo, String> {
             }
             "Py_Version" => version_addr = version_addr.or(Some(sym.address())),
             "PyCode_Type" => info.code_type = info.code_type.or(Some(sym.address())),
+            "PyUnicode_Type" => info.str_type = info.str_type.or(Some(sym.address())),
+            "PyLong_Type" => info.int_type = info.int_type.or(Some(sym.address())),
             _ => {}
         }
         let is_eval = name == EVAL_SYMBOL

@@ -24,8 +24,8 @@ use sprof_engine::{HookContext, SampleHook};
 use sprof_unwind::StackWalker;
 
 use crate::{
-    detect, CodeId, CodeTable, Detection, MappedFile, MergeMarker, Merged, PyFrame, PythonProcess,
-    SampleStack,
+    detect, AsyncOffsets, CodeId, CodeTable, Detection, MappedFile, MergeMarker, Merged, PyFrame,
+    PythonProcess, SampleStack, TaskStack,
 };
 
 /// How often an interpreter that is not initialised yet is looked at again.
@@ -48,7 +48,17 @@ struct Tracked {
     reader: PythonProcess,
     /// Modules that hold the interpreter's code, where eval frames can be.
     interp_modules: Vec<ModuleId>,
+    /// `--async`: the `_asyncio` module's task layout, once a mapped file published it.
+    aio: Option<AsyncOffsets>,
+    /// How many mappings the process had when `aio` was last looked for.
+    aio_checked: usize,
+    /// Tasks seen before, by their coroutine's frame address: when a thread switched tasks
+    /// between the read of its frames and of its running task, the frames name their task.
+    coro_tasks: HashMap<u64, u64>,
 }
+
+/// Most coroutine frames remembered per process.
+const MAX_CORO_TASKS: usize = 4096;
 
 /// Counters of what the hook did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -78,6 +88,8 @@ pub struct PythonStats {
     pub gc: u64,
     /// Samples `--mode gil` left out (the thread did not hold the GIL).
     pub gil_dropped: u64,
+    /// `--async`: samples whose thread ran an asyncio task, with its chain spliced in.
+    pub in_tasks: u64,
 }
 
 /// The hook; add it to an engine with [`sprof_engine::Engine::add_hook`].
@@ -95,6 +107,9 @@ pub struct PythonHook {
     pub stats: PythonStats,
     /// `--mode gil`: keep only samples of threads holding the GIL.
     gil_only: bool,
+    /// `--async`: asyncio task chains spliced into the Python frames (3.14+).
+    async_tasks: bool,
+    tasks: Vec<TaskStack>,
     /// Per thread: what its samples did with the GIL.
     gil: HashMap<(Pid, Tid), GilCounts>,
 }
@@ -132,8 +147,18 @@ impl PythonHook {
             notices: Vec::new(),
             stats: PythonStats::default(),
             gil_only: false,
+            async_tasks: false,
+            tasks: Vec::new(),
             gil: HashMap::new(),
         }
+    }
+
+    /// Splices each thread's asyncio task chain into its Python frames (`--async`): the
+    /// running task's frames under `[task NAME]`, under the frames where the task awaiting
+    /// it waits, up to the root task. CPython 3.14+; older ones say they cannot.
+    pub fn async_tasks(mut self) -> PythonHook {
+        self.async_tasks = true;
+        self
     }
 
     /// Keeps only the samples taken while the sampled thread held the GIL (`--mode gil`).
@@ -202,6 +227,9 @@ impl PythonHook {
                 ProcState::Python(Box::new(Tracked {
                     reader,
                     interp_modules,
+                    aio: None,
+                    aio_checked: 0,
+                    coro_tasks: HashMap::new(),
                 }))
             }
         }
@@ -308,6 +336,98 @@ impl PythonHook {
             frames.push(key);
         }
     }
+}
+
+/// Looks for the `_asyncio` module's task layout among `pid`'s mapped files (the interpreter
+/// itself when the module is built in, as Debian's 3.15 has it; else `_asyncio*.so`, loaded
+/// when the program imports asyncio), again only when the process mapped something new.
+fn find_async_offsets(tracked: &mut Tracked, walker: &StackWalker, pid: Pid) {
+    let maps = walker.mappings(pid);
+    if tracked.aio.is_some() || maps.len() == tracked.aio_checked {
+        return;
+    }
+    tracked.aio_checked = maps.len();
+    let mut tried: Vec<ModuleId> = Vec::new();
+    for (m, id) in maps {
+        let short = m.short_name();
+        if !(short.starts_with("_asyncio") || sprof_core::is_interpreter_module(short))
+            || tried.contains(id)
+        {
+            continue;
+        }
+        tried.push(*id);
+        let found = walker
+            .modules
+            .get(*id)
+            .and_then(|module| module.bytes.as_deref())
+            .and_then(AsyncOffsets::from_elf);
+        if found.is_some() {
+            tracked.aio = found;
+            return;
+        }
+    }
+}
+
+/// Splices the task chain of the thread just read into `py` (innermost first), right outside
+/// the running task's coroutine frame. Returns whether it did.
+fn splice_tasks(
+    tracked: &mut Tracked,
+    codes: &mut CodeTable,
+    py: &mut Vec<PyFrame>,
+    tasks: &mut Vec<TaskStack>,
+) -> bool {
+    let Some(aio) = tracked.aio else {
+        return false;
+    };
+    let found = |tasks: &[TaskStack], py: &[PyFrame]| {
+        let first = tasks.first()?;
+        py.iter().position(|f| f.addr == first.coro_frame)
+    };
+    let mut at = None;
+    if tracked.reader.task_chain(&aio, None, codes, tasks).is_ok() {
+        at = found(tasks, py);
+    }
+    if at.is_none() {
+        // The running task changed between the two reads: the outermost frame of a task seen
+        // before names the one these frames belong to.
+        let known = py
+            .iter()
+            .rev()
+            .find_map(|f| tracked.coro_tasks.get(&f.addr).copied());
+        if let Some(task) = known {
+            if tracked
+                .reader
+                .task_chain(&aio, Some(task), codes, tasks)
+                .is_ok()
+            {
+                at = found(tasks, py);
+            }
+        }
+    }
+    let Some(at) = at else {
+        return false;
+    };
+    if tracked.coro_tasks.len() >= MAX_CORO_TASKS {
+        tracked.coro_tasks.clear();
+    }
+    for t in tasks.iter() {
+        tracked.coro_tasks.insert(t.coro_frame, t.task);
+    }
+    let mut extra = Vec::new();
+    for (k, t) in tasks.iter().enumerate() {
+        if k > 0 {
+            extra.extend(t.frames.iter().copied());
+        }
+        let label = format!("[task {}]", t.name);
+        extra.push(PyFrame {
+            addr: 0,
+            code: codes.intern(&label, &label, "", 0),
+            line: 0,
+            entry: false,
+        });
+    }
+    py.splice(at + 1..at + 1, extra);
+    true
 }
 
 /// The footer's GIL lines: each thread's share of samples holding the GIL, waiting for it
@@ -444,6 +564,23 @@ impl SampleHook for PythonHook {
             _ => None,
         };
         let walker = cx.walker;
+        if self.async_tasks && matches!(read, Ok(true)) {
+            if tracked.reader.has_task_layout() {
+                find_async_offsets(tracked, walker, sample.pid);
+                if splice_tasks(tracked, &mut self.codes, &mut self.py, &mut self.tasks) {
+                    self.stats.in_tasks += 1;
+                }
+            } else {
+                let (major, minor, _) = tracked.reader.version();
+                let why = format!(
+                    "python {major}.{minor}: --async needs CPython 3.14+ (older interpreters publish no task layout); no task stacks"
+                );
+                if !self.notices.contains(&why) {
+                    eprintln!("sprofd: {why}");
+                    self.notices.push(why);
+                }
+            }
+        }
         let modules = &tracked.interp_modules;
         let is_eval = eval_pred(walker, sample.pid, modules, &tracked.reader);
         match read {
@@ -557,6 +694,13 @@ impl SampleHook for PythonHook {
                 "python: {} samples ({:.1}%) during a garbage collection, under [gc]",
                 s.gc,
                 pct(s.gc)
+            ));
+        }
+        if self.async_tasks && s.in_tasks > 0 {
+            lines.push(format!(
+                "python: {} samples ({:.1}%) in asyncio tasks, under [task NAME] frames",
+                s.in_tasks,
+                pct(s.in_tasks)
             ));
         }
         if self.gil_only {

@@ -113,6 +113,28 @@ pub struct Layout {
     pub gil: Option<GilAt>,
     /// `PyInterpreterState` offset of the collector's `collecting` flag (an `int`, 3.11+).
     pub gc_collecting: Option<u64>,
+    /// What following coroutines needs (3.14+).
+    pub coro: Option<CoroLayout>,
+}
+
+/// Coroutine and set layouts, for asyncio task chains (3.14+, from `_Py_DebugOffsets`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CoroLayout {
+    /// `PyGenObject.gi_iframe`: the embedded frame.
+    pub gi_iframe: u64,
+    /// `PyGenObject.gi_frame_state` (an `int8_t`).
+    pub gi_frame_state: u64,
+    /// The `gi_frame_state` of a coroutine suspended in `await`/`yield from` (unpublished:
+    /// -1 on 3.14, 2 on 3.15, from each version's `pycore_frame.h`).
+    pub suspended_yield_from: i8,
+    /// `_PyInterpreterFrame.stackpointer`: the awaited object is just below it.
+    pub fr_stackpointer: u64,
+    /// `PySetObject.table` and `.mask`: a task awaited by several is in a set of them.
+    pub set_table: u64,
+    pub set_mask: u64,
+    /// `PyLongObject` `lv_tag` and `ob_digit`: unnamed tasks are numbered (`Task-N`).
+    pub long_tag: u64,
+    pub long_digit: u64,
 }
 
 /// Where a thread can tell whether it holds the GIL (3.11+). `locked` and `holder` are `int`
@@ -174,6 +196,7 @@ impl Layout {
             // `offsetof` against the pyenv 3.11.7 headers (`-DPy_BUILD_CORE`).
             gil: Some(GilAt::RuntimeCurrent(576)),
             gc_collecting: Some(648 + 200),
+            coro: None,
         }
     }
 
@@ -248,6 +271,7 @@ impl Layout {
             compact_size: 72,
             gil: None,
             gc_collecting: None,
+            coro: None,
         }
     }
 
@@ -331,6 +355,20 @@ impl Layout {
             compact_size,
             gil: Some(gil),
             gc_collecting: Some(gc_collecting),
+            coro: if t.minor >= 14 {
+                Some(CoroLayout {
+                    gi_iframe: off("gen_object", "gi_iframe")?,
+                    gi_frame_state: off("gen_object", "gi_frame_state")?,
+                    suspended_yield_from: if t.minor == 14 { -1 } else { 2 },
+                    fr_stackpointer: off("interpreter_frame", "stackpointer")?,
+                    set_table: off("set_object", "table")?,
+                    set_mask: off("set_object", "mask")?,
+                    long_tag: off("long_object", "lv_tag")?,
+                    long_digit: off("long_object", "ob_digit")?,
+                })
+            } else {
+                None
+            },
         })
     }
 

@@ -152,7 +152,9 @@ mod strings;
 pub use codes::{CodeInfo, CodeTable};
 pub use hook::{GilCounts, PythonHook, PythonStats};
 pub use merge::{merge, MergeMarker, MergeOutcome, Merged};
-pub use process::{detect, PythonProcess, ReadStats, SampleStack, ThreadFlags};
+pub use process::{
+    detect, AsyncOffsets, PythonProcess, ReadStats, SampleStack, TaskStack, ThreadFlags,
+};
 
 /// One file-backed mapping of the target process (a `/proc/PID/maps` line), plus the file's
 /// bytes as read via `/proc/PID/map_files`.
@@ -184,6 +186,9 @@ pub enum Detection {
 /// One Python frame as read from the target.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct PyFrame {
+    /// The `_PyInterpreterFrame`'s (or frame object's) address in the target; 0 for frames
+    /// that stand for something else (an asyncio task's `[task NAME]`).
+    pub addr: u64,
     pub code: CodeId,
     /// Source line; 0 = unknown.
     pub line: u32,

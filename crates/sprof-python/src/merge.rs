@@ -147,6 +147,7 @@ mod tests {
 
     fn py(code: u32, entry: bool) -> PyFrame {
         PyFrame {
+            addr: 0,
             code: CodeId(code),
             line: code,
             entry,

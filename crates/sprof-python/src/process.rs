@@ -11,6 +11,9 @@ use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use crate::elf::{self, ElfInfo};
+mod asyncio;
+pub use asyncio::{AsyncOffsets, TaskStack};
+
 use crate::layout::{
     EntryMark, FrameRoot, GilAt, Instr, Layout, LineFormat, DEBUG_OFFSETS_LEN, OWNER_CSTACK,
     OWNER_GENERATOR, PTHREAD_TID,
@@ -144,6 +147,9 @@ pub struct PythonProcess {
     mem: Mem,
     runtime: u64,
     code_type: Option<u64>,
+    /// `PyUnicode_Type`, `PyLong_Type` (absolute).
+    str_type: Option<u64>,
+    int_type: Option<u64>,
     eval: Vec<Range<u64>>,
     gil_take: Vec<Range<u64>>,
     /// 3.12: the interpreter's `ceval.gil` pointer, read once.
@@ -318,6 +324,8 @@ impl PythonProcess {
             mem,
             runtime,
             code_type: info.code_type.map(|t| t.wrapping_add(bias)),
+            str_type: info.str_type.map(|t| t.wrapping_add(bias)),
+            int_type: info.int_type.map(|t| t.wrapping_add(bias)),
             eval,
             gil_take,
             gil_struct: None,
@@ -1254,6 +1262,7 @@ impl PythonProcess {
             }
             .unwrap_or(0);
             out.push(PyFrame {
+                addr: f.addr,
                 code: c.id,
                 line,
                 entry: f.entry,
