@@ -420,8 +420,20 @@ impl EventSource for Sampler {
         self.stats
     }
 
-    /// Reads `pid`'s mappings again (a gone process has none: nothing to say).
+    /// Reads `pid`'s thread names and mappings again (a gone process has none: nothing to
+    /// say). Side records lost in a flood may include an exec's comm as well as its mmaps:
+    /// without the names, the new program's samples would go under its parent's name.
     fn resync(&mut self, pid: Pid) {
+        for tid in procfs::tasks(pid).unwrap_or_default() {
+            if let Ok(comm) = procfs::thread_comm(pid, tid) {
+                self.pending.push(Event::Comm(CommEvent {
+                    pid,
+                    tid,
+                    comm,
+                    exec: false,
+                }));
+            }
+        }
         let _ = self.queue_mappings(pid);
     }
 
