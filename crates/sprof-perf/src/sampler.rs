@@ -305,6 +305,14 @@ impl Sampler {
 
     /// Synthetic comm and mmap events describing `pid` as it is now.
     fn queue_existing_state(&mut self, pid: Pid) {
+        self.queue_comms(pid);
+        if let Err(e) = self.queue_mappings(pid) {
+            self.warnings.push(format!("{e}; symbols will be missing"));
+        }
+    }
+
+    /// Synthetic comm events: the names of `pid`'s threads as they are now.
+    fn queue_comms(&mut self, pid: Pid) {
         for tid in procfs::tasks(pid).unwrap_or_default() {
             if let Ok(comm) = procfs::thread_comm(pid, tid) {
                 self.pending.push(Event::Comm(CommEvent {
@@ -314,9 +322,6 @@ impl Sampler {
                     exec: false,
                 }));
             }
-        }
-        if let Err(e) = self.queue_mappings(pid) {
-            self.warnings.push(format!("{e}; symbols will be missing"));
         }
     }
 
@@ -424,16 +429,7 @@ impl EventSource for Sampler {
     /// say). Side records lost in a flood may include an exec's comm as well as its mmaps:
     /// without the names, the new program's samples would go under its parent's name.
     fn resync(&mut self, pid: Pid) {
-        for tid in procfs::tasks(pid).unwrap_or_default() {
-            if let Ok(comm) = procfs::thread_comm(pid, tid) {
-                self.pending.push(Event::Comm(CommEvent {
-                    pid,
-                    tid,
-                    comm,
-                    exec: false,
-                }));
-            }
-        }
+        self.queue_comms(pid);
         let _ = self.queue_mappings(pid);
     }
 
