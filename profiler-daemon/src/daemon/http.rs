@@ -543,16 +543,7 @@ pub(super) async fn with_sources<T: Send + 'static>(
     let backend = s.backend.clone();
     let (limits, long_queries) = (s.limits, s.long_queries.clone());
     // Taken before the work starts and held until it ends, client or no client.
-    let any = s.queries.clone().try_acquire_owned().map_err(|_| {
-        backend.count_busy();
-        ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "{} range queries are already running, the most at once; try again soon",
-                limits.queries
-            ),
-        )
-    })?;
+    let any = query_permit(s)?;
     blocking(move || {
         let _any = any;
         let sources = backend
@@ -560,9 +551,9 @@ pub(super) async fn with_sources<T: Send + 'static>(
             .map_err(|e| ApiError(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()))?;
         // Held while reading and merging, which goes on even if the client has gone: the
         // permits bound the work, not the waiting.
-        let _permit = long_permit(&sources, limits, &long_queries).inspect_err(|_| {
-            backend.count_busy();
-        })?;
+        let bytes = sources.windows.iter().map(|w| w.bytes).sum();
+        let _permit = long_permit(sources.windows.len(), bytes, limits, &long_queries)
+            .inspect_err(|_| backend.count_busy())?;
         let (out, bad) = f(&sources, &sel);
         for (path, reason) in bad {
             backend.quarantine(&path, &reason);
@@ -572,14 +563,29 @@ pub(super) async fn with_sources<T: Send + 'static>(
     .await?
 }
 
-/// A permit if the query is long (none needed if it is short), or 503.
+/// A permit for any range query, or 503 (counted as busy).
+fn query_permit(s: &AppState) -> Result<OwnedSemaphorePermit, ApiError> {
+    s.queries.clone().try_acquire_owned().map_err(|_| {
+        s.backend.count_busy();
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{} range queries are already running, the most at once; try again soon",
+                s.limits.queries
+            ),
+        )
+    })
+}
+
+/// A permit if a query reading `windows` windows of `bytes` is long (none needed if it is
+/// short), or 503.
 fn long_permit(
-    sources: &Sources,
+    windows: usize,
+    bytes: u64,
     limits: Limits,
     semaphore: &Arc<Semaphore>,
 ) -> Result<Option<OwnedSemaphorePermit>, ApiError> {
-    let bytes: u64 = sources.windows.iter().map(|w| w.bytes).sum();
-    if sources.windows.len() <= limits.long_windows && bytes <= LONG_QUERY_BYTES {
+    if windows <= limits.long_windows && bytes <= LONG_QUERY_BYTES {
         return Ok(None);
     }
     semaphore.clone().try_acquire_owned().map(Some).map_err(|_| {
@@ -602,16 +608,7 @@ pub(super) async fn with_summaries(
 ) -> Result<(Filled, Selection), ApiError> {
     let backend = s.backend.clone();
     let (limits, long_queries, cache) = (s.limits, s.long_queries.clone(), s.summaries.clone());
-    let any = s.queries.clone().try_acquire_owned().map_err(|_| {
-        backend.count_busy();
-        ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "{} range queries are already running, the most at once; try again soon",
-                limits.queries
-            ),
-        )
-    })?;
+    let any = query_permit(s)?;
     blocking(move || {
         let _any = any;
         // Only the window count bounds the listing (the summaries' cache holds as many):
@@ -620,20 +617,8 @@ pub(super) async fn with_summaries(
             .sources(&sel, super::summary::MAX_CACHED, u64::MAX)
             .map_err(|e| ApiError(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()))?;
         let (n, bytes) = cache.uncached(&sources.windows);
-        let _permit = if n > limits.long_windows || bytes > LONG_QUERY_BYTES {
-            Some(long_queries.try_acquire_owned().map_err(|_| {
-                backend.count_busy();
-                ApiError(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!(
-                        "{} long range queries (more than {} windows) are already running, the most at once; try again soon or narrow the range",
-                        limits.long_queries, limits.long_windows
-                    ),
-                )
-            })?)
-        } else {
-            None
-        };
+        let _permit =
+            long_permit(n, bytes, limits, &long_queries).inspect_err(|_| backend.count_busy())?;
         let filled = cache.fill(&sources, MAX_QUERY_BYTES);
         for (path, reason) in &filled.bad {
             backend.quarantine(path, reason);
