@@ -467,6 +467,34 @@ mod tests {
         f
     }
 
+    /// A stack of `samples` samples, each of period 1, on no thread.
+    fn stack(frames: Vec<u32>, samples: u64) -> SampledStack {
+        SampledStack {
+            frames,
+            samples,
+            period: samples,
+            thread: None,
+        }
+    }
+
+    fn profile_of(frames: Vec<Frame>, stacks: Vec<SampledStack>) -> SymbolizedProfile {
+        SymbolizedProfile {
+            meta: ProfileMeta::default(),
+            frames,
+            stacks,
+            modules: Vec::new(),
+            processes: Default::default(),
+            timeline: Vec::new(),
+        }
+    }
+
+    fn stacks_and_samples(p: &SymbolizedProfile) -> Vec<(Vec<u32>, u64)> {
+        p.stacks
+            .iter()
+            .map(|s| (s.frames.clone(), s.samples))
+            .collect()
+    }
+
     #[test]
     fn show_from_starts_stacks_at_the_outermost_match() {
         let frames = vec![
@@ -478,16 +506,9 @@ mod tests {
             frame("cell", FrameKind::Python, None),
             frame("other", FrameKind::Python, None),
         ];
-        let stack = |frames: Vec<u32>, samples| SampledStack {
+        let mut profile = profile_of(
             frames,
-            samples,
-            period: samples,
-            thread: None,
-        };
-        let profile = SymbolizedProfile {
-            meta: ProfileMeta::default(),
-            frames,
-            stacks: vec![
+            vec![
                 stack(vec![0, 1, 2, 3, 4], 3),
                 // A recursion into the matched frame: cut at its outermost occurrence.
                 stack(vec![0, 1, 2, 3, 4, 5], 2),
@@ -496,24 +517,18 @@ mod tests {
                 // No match: left whole.
                 stack(vec![0, 1, 6], 5),
             ],
-            modules: Vec::new(),
-            processes: Default::default(),
-            timeline: vec![TimedSample {
-                time: 1,
-                stack: 2,
-                weight: 1,
-            }],
-        };
+        );
+        profile.timeline = vec![TimedSample {
+            time: 1,
+            stack: 2,
+            weight: 1,
+        }];
         let p = profile.show_from(|f| f.function == "cell");
         assert_eq!(
             p.timeline[0].stack, 0,
             "the timeline follows the summed stack"
         );
-        let got: Vec<(Vec<u32>, u64)> = p
-            .stacks
-            .iter()
-            .map(|s| (s.frames.clone(), s.samples))
-            .collect();
+        let got = stacks_and_samples(&p);
         assert_eq!(
             got,
             vec![
@@ -534,26 +549,12 @@ mod tests {
             frame("b", FrameKind::Python, None),
             frame("deflate", FrameKind::Native, Some("libz.so.1")),
         ];
-        let stack = |frames: Vec<u32>, samples| SampledStack {
+        let profile = profile_of(
             frames,
-            samples,
-            period: samples,
-            thread: None,
-        };
-        let profile = SymbolizedProfile {
-            meta: ProfileMeta::default(),
-            frames,
-            stacks: vec![stack(vec![0, 1, 2, 4], 2), stack(vec![0, 1, 3, 4], 3)],
-            modules: Vec::new(),
-            processes: Default::default(),
-            timeline: Vec::new(),
-        };
+            vec![stack(vec![0, 1, 2, 4], 2), stack(vec![0, 1, 3, 4], 3)],
+        );
         let p = profile.with_python_view(PythonView::Native);
-        let got: Vec<(Vec<u32>, u64)> = p
-            .stacks
-            .iter()
-            .map(|s| (s.frames.clone(), s.samples))
-            .collect();
+        let got = stacks_and_samples(&p);
         assert_eq!(got, vec![(vec![0, 1, 4], 5)]);
     }
 
