@@ -204,6 +204,76 @@ pub fn parse_status_ids(text: &str) -> ProcIds {
     ids
 }
 
+/// A process's resident memory and CPU time at one moment: what `mprof` plots, read from
+/// `/proc/PID/status` (the `Rss*` lines, kB) and `/proc/PID/stat` (utime + stime, ticks).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResourceUsage {
+    /// Anonymous resident bytes (heap, stacks, private writes).
+    pub rss_anon: u64,
+    /// File-backed resident bytes (code, mapped files).
+    pub rss_file: u64,
+    /// Shared-memory resident bytes (shmem, tmpfs, SysV).
+    pub rss_shmem: u64,
+    /// User plus system CPU time so far, nanoseconds.
+    pub cpu_ns: u64,
+}
+
+impl ResourceUsage {
+    /// All resident bytes (what `VmRSS` says).
+    pub fn rss(&self) -> u64 {
+        self.rss_anon + self.rss_file + self.rss_shmem
+    }
+}
+
+/// Parses the `Rss*` lines of `/proc/PID/status` into `usage` (a kernel thread has none).
+pub fn parse_status_rss(text: &str, usage: &mut ResourceUsage) {
+    for line in text.lines() {
+        let Some((key, rest)) = line.split_once(':') else {
+            continue;
+        };
+        let field = match key {
+            "RssAnon" => &mut usage.rss_anon,
+            "RssFile" => &mut usage.rss_file,
+            "RssShmem" => &mut usage.rss_shmem,
+            _ => continue,
+        };
+        let kb: u64 = rest
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        *field = kb.saturating_mul(1024);
+    }
+}
+
+/// Parses utime + stime (fields 14 and 15) of `/proc/PID/stat`, in clock ticks.
+pub fn parse_stat_cpu_ticks(text: &str) -> Option<u64> {
+    let close = text.rfind(')')?;
+    let mut fields = text.get(close + 1..)?.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime.saturating_add(stime))
+}
+
+/// Reads a process's [`ResourceUsage`] now: two small /proc reads, no lock of the target's
+/// memory map (unlike `smaps_rollup`), so it is cheap enough to poll every few ms.
+pub fn resource_usage(pid: Pid) -> Result<ResourceUsage, ProcError> {
+    let mut usage = ResourceUsage::default();
+    let status = read(pid, PathBuf::from(format!("/proc/{pid}/status")))?;
+    parse_status_rss(&status, &mut usage);
+    let path = PathBuf::from(format!("/proc/{pid}/stat"));
+    let stat = read(pid, path.clone())?;
+    let ticks = parse_stat_cpu_ticks(&stat).ok_or(ProcError::Malformed {
+        path: path.display().to_string(),
+    })?;
+    // SAFETY: sysconf has no memory effects; _SC_CLK_TCK is always valid.
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
+        .unwrap_or(100)
+        .max(1);
+    usage.cpu_ns = ticks.saturating_mul(1_000_000_000 / hz);
+    Ok(usage)
+}
+
 /// Opens one of a process's JIT symbol files. The perf map is `/tmp/perf-<NStgid>.map` as
 /// the process sees it: opened inside its root with no symlink followed, so a link planted
 /// by the process's user cannot point sprofd at a file that user could not read (see
@@ -460,5 +530,23 @@ mod tests {
         assert_eq!(parse_cgroup(hybrid), "/docker/abc");
         assert_eq!(parse_cgroup("1:cpu:/\n0::/\n"), "/");
         assert_eq!(parse_cgroup(""), "");
+    }
+
+    #[test]
+    fn resident_memory_comes_from_the_rss_lines_and_cpu_from_utime_stime() {
+        let mut u = ResourceUsage::default();
+        parse_status_rss(
+            "Name:\tx\nVmRSS:\t    3072 kB\nRssAnon:\t    1024 kB\nRssFile:\t    2048 kB\nRssShmem:\t       0 kB\n",
+            &mut u,
+        );
+        assert_eq!(
+            (u.rss_anon, u.rss_file, u.rss_shmem, u.rss()),
+            (1 << 20, 2 << 20, 0, 3 << 20)
+        );
+        let stat = "42 (a) b) c) R 1 42 42 0 -1 4194304 100 0 0 0 250 50 0 0 20 0 1 0 99 0 0";
+        assert_eq!(parse_stat_cpu_ticks(stat), Some(300));
+        assert_eq!(parse_stat_cpu_ticks("garbage"), None);
+        let me = resource_usage(Pid(std::process::id())).unwrap();
+        assert!(me.rss_anon > 0 && me.rss_file > 0);
     }
 }
