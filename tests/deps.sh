@@ -281,7 +281,8 @@ blocker() {
 	root)
 		if [[ $(id -u) != 0 ]]; then
 			echo "debootstrap needs root"
-		elif ! command -v debootstrap >/dev/null && ! ensure_group @sid-build; then
+		# why: blocker runs in $(...): the install message must not become the reason.
+		elif ! command -v debootstrap >/dev/null && ! ensure_group @sid-build >&2; then
 			echo "no debootstrap"
 		fi
 		;;
