@@ -211,3 +211,55 @@ fn without_the_tracepoints_memory_mode_counts_faults_and_says_why() {
     );
     assert_growth_split(&p);
 }
+
+#[test]
+fn diff_of_two_memory_profiles_says_how_growth_changed() {
+    if !live_kernel("diff_of_two_memory_profiles_says_how_growth_changed") {
+        return;
+    }
+    let _serial = serial();
+    let exe = c_fixture("memgrow", NO_FP);
+    let dir = TempDir::new("memory-diff");
+    for what in ["grow", "leak"] {
+        run_ok(
+            sprofd()
+                .args(["record", "-q", "--mode", "memory", "-o"])
+                .arg(dir.join(format!("{what}.pb.gz")))
+                .arg("--")
+                .arg(&exe)
+                .args(["0", what]),
+        );
+    }
+    let out = run_ok(
+        sprofd()
+            .arg("diff")
+            .arg(dir.join("grow.pb.gz"))
+            .arg(dir.join("leak.pb.gz"))
+            .arg("-o")
+            .arg(dir.join("d.txt"))
+            .arg("-o")
+            .arg(dir.join("d.svg")),
+    );
+    let table = std::fs::read_to_string(dir.join("d.txt")).unwrap();
+    assert!(
+        table.contains("MiB · After: ") && table.contains("Largest changes in growth"),
+        "{table}{}",
+        out.describe()
+    );
+    // grow_big's 300 MiB went away: the largest change, about -300 MiB.
+    let growth = table.split("Largest changes in growth").nth(1).unwrap();
+    let row = growth
+        .lines()
+        .find(|l| l.ends_with(" grow_big"))
+        .unwrap_or_else(|| panic!("no grow_big row:\n{table}"));
+    let delta: f64 = row.split_whitespace().nth(2).unwrap().parse().unwrap();
+    assert!(
+        (-330.0..=-270.0).contains(&delta),
+        "grow_big {delta} MiB:\n{table}"
+    );
+    let svg = std::fs::read_to_string(dir.join("d.svg")).unwrap();
+    assert!(
+        svg.contains(" bytes"),
+        "the differential flame graph counts bytes"
+    );
+}

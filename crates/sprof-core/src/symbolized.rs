@@ -111,8 +111,9 @@ pub enum Measure {
 }
 
 /// The unit of a profile's weights.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Unit {
+    #[default]
     Samples,
     Nanoseconds,
     Bytes,
