@@ -46,12 +46,16 @@ fn header_lines<'a>(top: &Top, header: &Header<'a>) -> Vec<Line<'a>> {
         ]),
         Line::from(if header.memory {
             let bytes = sprof_core::Unit::Bytes;
+            let span = if s.window >= s.elapsed {
+                "since the start".to_string()
+            } else {
+                format!("over the last {} s", s.window.as_secs())
+            };
             format!(
-                "{:.0} s elapsed · {} page-fault samples · {} grown over the last {} s · {lost}",
+                "{:.0} s elapsed · {} page-fault samples · {} grown {span} · {lost}",
                 s.elapsed.as_secs_f64(),
                 s.samples,
                 bytes.human(s.window_weight),
-                s.window.as_secs(),
             )
         } else {
             format!(
