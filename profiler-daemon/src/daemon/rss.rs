@@ -291,10 +291,9 @@ impl Tracker {
             return;
         }
         self.last = Some(now);
-        let round = self.round(sprof_store::unix_millis(at));
-        if !round.targets.is_empty() {
-            self.readings.submit(round);
-        }
+        // An empty round too: it empties what `/metrics` shows of a host gone idle.
+        self.readings
+            .submit(self.round(sprof_store::unix_millis(at)));
     }
 
     /// The window's [`MAX_PROCESSES`] most sampled processes.
@@ -412,6 +411,13 @@ mod tests {
         assert!(readings.window().is_empty());
         assert!(t.seen.is_empty());
         assert_eq!(m.skipped.get(), 0);
+        // Nothing sampled since: the last round's readings go too.
+        t.after_slice(&slice(&[]), at, t0 + Duration::from_secs(2));
+        while !readings.latest().is_empty() {
+            assert!(Instant::now() < deadline, "the last round stays");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(readings.window().is_empty());
     }
 
     #[test]
