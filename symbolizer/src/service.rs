@@ -147,8 +147,9 @@ impl FrameTable {
     }
 }
 
-fn load_module(name: &str, bytes: &FileBytes, path: &str, root: &Path) -> Option<ElfModule> {
-    let mut m = ElfModule::parse(name, bytes.clone()).ok()?;
+fn load_module(module: &sprof_core::Module, bytes: &FileBytes, root: &Path) -> Option<ElfModule> {
+    let (name, path) = (&module.short_name, &module.path);
+    let mut m = ElfModule::parse_module(name, bytes.clone(), &module.segments).ok()?;
     if !m.has_dwarf() {
         // Separately installed debug info (build-id or debuglink) on the host.
         let owners = crate::debugfile::trusted_owners(root, path);
@@ -293,7 +294,7 @@ impl SymbolService {
         for id in ids {
             let Some(m) = modules.get(id) else { continue };
             let Some(bytes) = &m.bytes else { continue };
-            let elf = load_module(&m.short_name, bytes, &m.path, &self.debug_root);
+            let elf = load_module(m, bytes, &self.debug_root);
             if let Some(build_id) = elf.as_ref().and_then(wants_debuginfod) {
                 wanted.push((id, m.generation, build_id));
             }
@@ -338,8 +339,7 @@ impl SymbolService {
                     continue;
                 };
                 let Some(bytes) = &m.bytes else { continue };
-                let Some(mut elf) = load_module(&m.short_name, bytes, &m.path, &self.debug_root)
-                else {
+                let Some(mut elf) = load_module(m, bytes, &self.debug_root) else {
                     continue;
                 };
                 let Ok(data) = FileBytes::open(&path, None) else {
@@ -461,9 +461,8 @@ impl SymbolService {
         self.generations.insert(module, m.generation);
         let root = self.debug_root.clone();
         m.bytes.as_ref().and_then(|bytes| {
-            self.symbolizer.module_with(u64::from(module.0), || {
-                load_module(&m.short_name, bytes, &m.path, &root)
-            })
+            self.symbolizer
+                .module_with(u64::from(module.0), || load_module(m, bytes, &root))
         })
     }
 

@@ -20,6 +20,7 @@ pub mod jitdump;
 pub mod maps;
 pub mod module;
 pub mod profile;
+pub mod segments;
 pub mod shrink;
 pub mod source;
 pub mod symbolized;
@@ -37,6 +38,7 @@ pub use profile::{
     Added, Counts, FrameId, FrameKey, InterpFunction, Marker, ModuleId, ProfileBuilder, RawProfile,
     RawStackCount, SessionStats, StackId, ThreadInfo,
 };
+pub use segments::{Segment, Segments};
 pub use source::{EventSource, SourceStats};
 pub use symbolized::{
     is_interpreter_module, Frame, FrameKind, Measure, ModuleInfo, ProcessLabels, ProfileMerger,

@@ -225,7 +225,7 @@ pub fn detect(pid: u32, files: &[MappedFile<'_>]) -> Detection {
             "python 3.{minor}t (free-threaded): unsupported, native frames only"
         ));
     }
-    let info = match elf::inspect(file.bytes) {
+    let info = match elf::inspect(file.bytes, file.segments) {
         Ok(info) => info,
         Err(e) => return Detection::Unsupported(format!("{name}: {e}")),
     };
@@ -272,7 +272,7 @@ impl PythonProcess {
         version: (u8, u8, u8),
     ) -> Result<Option<PythonProcess>, String> {
         let runtime_link = info.runtime.ok_or("_PyRuntime not found")?;
-        let bias = elf::load_bias(info, file.start, file.file_offset)
+        let bias = elf::load_bias(info, file)
             .ok_or("mapping does not match the file's segments")?;
         let runtime = runtime_link.wrapping_add(bias);
         let mut mem = Mem::new(pid);
@@ -297,11 +297,11 @@ impl PythonProcess {
         let abs = |(s, e): (u64, u64)| s.wrapping_add(bias)..e.wrapping_add(bias);
         let eval: Vec<Range<u64>> = info.eval.iter().copied().map(abs).collect();
         let gil_take: Vec<Range<u64>> = info.gil_take.iter().copied().map(abs).collect();
-        let ranges: Vec<Range<u64>> = info
-            .loads
+        let ranges: Vec<Range<u64>> = file
+            .segments
             .iter()
-            .filter(|l| l.exec)
-            .map(|l| abs((l.vaddr, l.vaddr + l.memsz)))
+            .filter(|l| l.executable)
+            .map(|l| abs((l.vaddr, l.vaddr.saturating_add(l.memsz))))
             .collect();
         let eval_span = match (
             eval.iter().map(|r| r.start).min(),
@@ -1429,14 +1429,24 @@ fn nspid_of(path: &str) -> Option<Vec<u32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sprof_core::Segments;
+
+    /// The segments of the files these tests pass as garbage (no ELF, none).
+    static NO_SEGMENTS: Segments = Segments::empty();
 
     fn file<'a>(path: &'a str, bytes: &'a [u8]) -> MappedFile<'a> {
+        file_with(path, bytes, &NO_SEGMENTS)
+    }
+
+    fn file_with<'a>(path: &'a str, bytes: &'a [u8], segments: &'a Segments) -> MappedFile<'a> {
         MappedFile {
             path,
             start: 0x40_0000,
             end: 0x50_0000,
             file_offset: 0,
+            executable: false,
             bytes,
+            segments,
         }
     }
 
@@ -1475,7 +1485,8 @@ mod tests {
             let Ok(bytes) = std::fs::read(&path) else {
                 continue;
             };
-            let why = reason(detect(NO_PID, &[file(&path, &bytes)]));
+            let segments = Segments::parse(&bytes);
+            let why = reason(detect(NO_PID, &[file_with(&path, &bytes, &segments)]));
             assert_eq!(
                 why,
                 format!("python 3.{minor}: unsupported layout, native frames only")
@@ -1490,9 +1501,10 @@ mod tests {
             return;
         };
         // The executable's bytes are garbage: picking it would fail differently.
+        let segments = Segments::parse(&bytes);
         let files = [
             file("/root/.pyenv/versions/3.12.1/bin/python3.12", b"x"),
-            file(path, &bytes),
+            file_with(path, &bytes, &segments),
         ];
         let why = reason(detect(NO_PID, &files));
         assert!(

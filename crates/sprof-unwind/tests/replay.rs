@@ -165,6 +165,16 @@ fn dwarf_walk_of_a_recorded_rust_sample_reaches_start() {
     let rec = record_with(&dir, "rustc", "selfdump.rs", &["-O", "-g"]);
     for mode in [UnwindMode::Dwarf, UnwindMode::Auto] {
         let (walker, frames) = walk(&rec, mode, &rec.stack);
+        // The layout this test is about: the executable mapping's first page belongs to both
+        // segments, which put it at different addresses.
+        let exe = rec.maps.iter().find(|m| m.executable).unwrap();
+        let (id, _) = frames[0].lookup_offset().unwrap();
+        let segments = &walker.modules.get(id).unwrap().segments;
+        assert_ne!(
+            segments.mapping_svma(exe.file_offset, false),
+            segments.mapping_svma(exe.file_offset, true),
+            "not lld's packed layout: {segments:x?}"
+        );
         let n = names(&walker, &frames);
         let order = [
             "selfdump::leaf_dump",
