@@ -12,8 +12,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use sprof_core::{
-    FileBytes, Frame, FrameAddr, FrameKey, FrameKind, InterpFunction, ModuleId, ModuleInfo,
-    ModuleTable, Pid, ProfileMeta, RawProfile, SampledStack, SymbolizedProfile,
+    FileBytes, Frame, FrameAddr, FrameInterner, FrameKey, FrameKind, InterpFunction, ModuleId,
+    ModuleInfo, ModuleTable, Pid, ProfileMeta, RawProfile, SampledStack, SymbolizedProfile,
 };
 
 use crate::{find_debug_file, hex, Debuginfod, ElfModule, Resolved, Symbolizer, UnknownReason};
@@ -126,25 +126,6 @@ fn wants_debuginfod(elf: &ElfModule) -> Option<Vec<u8>> {
         return None;
     }
     elf.build_id().filter(|b| !b.is_empty()).map(<[u8]>::to_vec)
-}
-
-/// Interns display frames for one profile.
-#[derive(Default)]
-struct FrameTable {
-    frames: Vec<Frame>,
-    ids: HashMap<Frame, u32>,
-}
-
-impl FrameTable {
-    fn intern(&mut self, f: &Frame) -> u32 {
-        if let Some(&i) = self.ids.get(f) {
-            return i;
-        }
-        let i = self.frames.len() as u32;
-        self.frames.push(f.clone());
-        self.ids.insert(f.clone(), i);
-        i
-    }
 }
 
 fn load_module(module: &sprof_core::Module, bytes: &FileBytes, root: &Path) -> Option<ElfModule> {
@@ -610,7 +591,7 @@ impl SymbolService {
         self.collect_fetches(modules);
         self.load_new_modules(raw, modules);
         self.resolve_modules_in_parallel(raw, modules);
-        let mut table = FrameTable::default();
+        let mut table = FrameInterner::new();
         // Display-frame ids of each raw frame of this profile, filled on first use.
         let mut ids_of: Vec<Option<Vec<u32>>> = vec![None; raw.frames.len()];
         let mut stacks = Vec::with_capacity(raw.samples.len());
@@ -667,7 +648,7 @@ impl SymbolService {
         }
         let profile = SymbolizedProfile {
             meta,
-            frames: table.frames,
+            frames: table.into_frames(),
             stacks,
             modules: self.module_infos(raw, modules),
             processes: Default::default(),

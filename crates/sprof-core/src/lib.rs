@@ -15,6 +15,7 @@
 
 pub mod bytes;
 pub mod event;
+pub mod intern;
 pub mod jit;
 pub mod jitdump;
 pub mod maps;
@@ -31,6 +32,7 @@ pub use event::{
     split_callchain, CommEvent, Event, ExitEvent, ForkEvent, MmapEvent, Sample, SampleKind,
     SwitchEvent, UserRegs,
 };
+pub use intern::FrameInterner;
 pub use jit::{JitFile, JitSymbols, JitTable, PerfMapRead, PerfMapStats};
 pub use maps::{parse_maps, Mapping, MappingKind, MapsError, ParsedMaps};
 pub use module::{FileIdentity, Module, ModuleLoader, ModuleTable};
