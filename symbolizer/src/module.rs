@@ -164,16 +164,25 @@ impl ElfModule {
             source,
         })?;
         let mut module = ElfModule::parse(binary_path, data)?;
-        if !module.has_dwarf() {
-            let owners = crate::debugfile::trusted_owners(root, binary_path);
-            if let Some(mut debug) = crate::find_debug_file(&module, root, binary_path, &owners) {
-                let len = debug.metadata().map(|m| m.len());
-                if let Ok(debug) = len.and_then(|len| FileBytes::from_file(&mut debug, len)) {
-                    let _ = module.attach_debug_file(debug);
-                }
+        module.attach_installed_debug_file(root, binary_path);
+        Ok(module)
+    }
+
+    /// When the module carries no DWARF, attaches the separately installed debug file
+    /// [`find_debug_file`](crate::find_debug_file) finds for it (by build-id or debuglink)
+    /// under `root`, for the module's file at `binary_path`. A debug file that does not fit
+    /// is ignored: symbol tables still name functions.
+    pub fn attach_installed_debug_file(&mut self, root: &Path, binary_path: &str) {
+        if self.has_dwarf() {
+            return;
+        }
+        let owners = crate::debugfile::trusted_owners(root, binary_path);
+        if let Some(mut debug) = crate::find_debug_file(self, root, binary_path, &owners) {
+            let len = debug.metadata().map(|m| m.len());
+            if let Ok(debug) = len.and_then(|len| FileBytes::from_file(&mut debug, len)) {
+                let _ = self.attach_debug_file(debug);
             }
         }
-        Ok(module)
     }
 
     /// Attaches separately installed debug info (a `.debug` file found by build-id or
