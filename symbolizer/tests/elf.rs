@@ -11,6 +11,7 @@ use sprof_core::FileBytes;
 use sprof_symbolizer::{
     find_debug_file, ElfModule, Resolved, SymbolFrame, SymbolizeError, Symbolizer, UnknownReason,
 };
+use sprof_testkit::FileLoader;
 
 // ---------------------------------------------------------------------------------------
 // helpers
@@ -661,19 +662,6 @@ fn symbol_entry(path: &Path) -> u64 {
     object::File::parse(&*data).expect("parse").entry()
 }
 
-/// Reads every mapped file from disk.
-struct DiskLoader;
-
-impl sprof_core::ModuleLoader for DiskLoader {
-    fn load(
-        &mut self,
-        _pid: sprof_core::Pid,
-        mapping: &sprof_core::Mapping,
-    ) -> Option<sprof_core::FileBytes> {
-        sprof_core::FileBytes::open(&mapping.path, None).ok()
-    }
-}
-
 #[test]
 fn modules_resolved_side_by_side_match_each_module_looked_up_alone() {
     use sprof_core::{
@@ -711,7 +699,7 @@ fn modules_resolved_side_by_side_match_each_module_looked_up_alone() {
                 executable: true,
                 deleted: false,
             };
-            table.get_or_load(Pid(7), &mapping, &mut DiskLoader).0
+            table.get_or_load(Pid(7), &mapping, &mut FileLoader).0
         })
         .collect();
     let alone: Vec<ElfModule> = bins[..3].iter().map(|b| parse(b)).collect();
@@ -809,7 +797,7 @@ fn a_dwarf_budget_drops_idle_contexts_and_names_stay_the_same() {
             executable: true,
             deleted: false,
         };
-        ids.push((table.get_or_load(Pid(7), &mapping, &mut DiskLoader).0, bin));
+        ids.push((table.get_or_load(Pid(7), &mapping, &mut FileLoader).0, bin));
     }
     let elf = parse(&ids[0].1);
     let (start, _) = symbol(&ids[0].1, "outer_work");
@@ -1045,7 +1033,7 @@ fn an_lld_linked_library_is_symbolized_from_its_live_mapping() {
         .find(|m| m.path == path && m.executable && m.start <= addr && addr < m.end)
         .expect("lld_probe's mapping");
     let mut table = ModuleTable::default();
-    let (id, _) = table.get_or_load(Pid(1), m, &mut DiskLoader);
+    let (id, _) = table.get_or_load(Pid(1), m, &mut FileLoader);
     let segments = &table.get(id).unwrap().segments;
     let page = m.file_offset;
     assert_ne!(
