@@ -100,6 +100,7 @@ pub fn mixed() -> SymbolizedProfile {
             },
             notes: Vec::new(),
             measure: Default::default(),
+            resources: Default::default(),
         },
         frames,
         stacks,
@@ -124,6 +125,7 @@ pub fn empty() -> SymbolizedProfile {
             },
             notes: Vec::new(),
             measure: Default::default(),
+            resources: Default::default(),
         },
         ..Default::default()
     }
