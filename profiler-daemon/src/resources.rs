@@ -206,6 +206,7 @@ impl Follower {
                         rss_anon: u.rss_anon,
                         rss_file: u.rss_file,
                         rss_shmem: u.rss_shmem,
+                        rss_hwm: u.rss_hwm,
                         cpu_ns: u.cpu_ns,
                     },
                 )),

@@ -1,8 +1,8 @@
 //! `-o NAME.timeline.svg`: resident memory and CPU use over time. `tests/fixtures/rssgrow.c`
 //! grows to a known peak in steps, holds it, frees half and burns CPU, then prints its own
 //! `ru_maxrss`; the chart, drawn in headless Chromium (`tests/fixtures/timeline_check.py`),
-//! must label a peak within 10% of it, for `record`, for `attach` and for each process of a
-//! tree.
+//! must label a peak within 10% of it, for `record`, for `attach`, for each process of a
+//! tree and in `--mode memory` (where markers say how many MiB a function added).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -236,4 +236,57 @@ fn a_process_tree_gets_a_line_per_process() {
             "legend names pid {pid}: {legend:?}"
         );
     }
+}
+
+#[test]
+fn memory_mode_marks_where_memory_grew() {
+    if !live("memory_mode_marks_where_memory_grew") {
+        return;
+    }
+    let _serial = serial();
+    let exe = c_fixture("rssgrow", FP);
+    let dir = TempDir::new("timeline-memory");
+    let out = run_ok(
+        sprofd()
+            .args([
+                "record",
+                "--mode",
+                "memory",
+                "-q",
+                "-o",
+                "m.timeline.svg",
+                "--",
+            ])
+            .arg(&exe)
+            .args(["200", "2", "0.2"])
+            .current_dir(dir.path()),
+    );
+    let own = maxrss(&out.stdout);
+    let v = seen_in_browser(&dir.join("m.timeline.svg"), &dir);
+    let (pid, label) = peak_labels(&v).into_iter().next().expect("a peak");
+    assert_within_10_percent(label, own[&pid], "--mode memory");
+    // touch_pages wrote every page, in 10 steps of 20 MiB 0.2 s apart; its marker sits in a
+    // stretch (1/40 of the run) holding one step, and says so in MiB.
+    let (from, _) = marker(&v, "touch_pages").unwrap_or_else(|| panic!("{}", v["markers"]));
+    let m = v["markers"].as_array().unwrap();
+    assert!(
+        m.iter()
+            .any(|m| m["function"] == "touch_pages" && m["caller"] == "grow_and_free"),
+        "{m:?}"
+    );
+    assert!(from < 2.2, "touch_pages marked at {from} s, while growing");
+    let key = v["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .find(|k| k.contains("grow_and_free → touch_pages"))
+        .unwrap_or_else(|| panic!("{}", v["keys"]));
+    let grew: f64 = key
+        .split(": +")
+        .nth(1)
+        .and_then(|t| t.split(" MiB").next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("{key}"));
+    assert!((5.0..=45.0).contains(&grew), "{key}");
 }

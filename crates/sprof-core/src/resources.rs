@@ -20,6 +20,9 @@ pub struct ResourcePoint {
     pub rss_file: u64,
     /// Shared-memory resident bytes (shmem, tmpfs, SysV).
     pub rss_shmem: u64,
+    /// The most resident bytes so far (the kernel's high-water mark, `VmHWM`): a peak
+    /// between two readings shows here.
+    pub rss_hwm: u64,
     /// User plus system CPU time of the process so far, nanoseconds.
     pub cpu_ns: u64,
 }
@@ -41,6 +44,11 @@ pub struct ProcessResources {
 }
 
 impl ProcessResources {
+    /// The kernel's high-water mark at the last reading.
+    pub fn high_water_mark(&self) -> u64 {
+        self.points.iter().map(|p| p.rss_hwm).max().unwrap_or(0)
+    }
+
     /// The reading with the most resident memory (the first of equals).
     pub fn peak(&self) -> Option<&ResourcePoint> {
         self.points
@@ -203,6 +211,7 @@ mod tests {
             rss_anon: anon,
             rss_file: 1,
             rss_shmem: 0,
+            rss_hwm: 0,
             cpu_ns: time * 10,
         }
     }

@@ -5,7 +5,10 @@
 //! A sample counts for one function: the innermost frame of the program's own code. Frames
 //! of the C runtime, the dynamic loader, the C++ and GCC runtimes, allocators, the Python
 //! interpreter, the kernel and markers are passed over, so the page faults of `memset` count
-//! for the function that called it; a stack with nothing else counts for its leaf.
+//! for the function that called it; a stack with nothing else counts for its leaf. A function
+//! is counted apart for each of its callers (the next frame of the program's own code out),
+//! so a helper that every grower calls (`write_kept` under `grow_big` and `grow_small`) shows
+//! who called it.
 
 use std::collections::HashMap;
 
@@ -33,7 +36,9 @@ const RUNTIME_MODULES: [&str; 11] = [
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct HotSpot {
     /// Its name as the chart shows it (untrusted text).
-    pub name: String,
+    pub function: String,
+    /// The function it was called from, as the chart shows it (untrusted text).
+    pub caller: Option<String>,
     /// Its weight over the whole profile.
     pub total: u64,
     /// The stretch, seconds since the chart's start.
@@ -55,14 +60,14 @@ pub(crate) fn hot_spots(
 ) -> Vec<HotSpot> {
     let bin_secs = end.max(1e-3) / BINS as f64;
     // One function per stack, chosen once.
-    let mut names: Vec<String> = Vec::new();
-    let mut ids: HashMap<String, u32> = HashMap::new();
+    let mut names: Vec<(String, Option<String>)> = Vec::new();
+    let mut ids: HashMap<(String, Option<String>), u32> = HashMap::new();
     let owner: Vec<Option<u32>> = profile
         .stacks
         .iter()
         .map(|s| {
-            let frame = owner_frame(profile, s)?;
-            let name = display_name(frame);
+            let (frame, caller) = owner_frame(profile, s)?;
+            let name = (display_name(frame), caller.map(display_name));
             let next = names.len() as u32;
             Some(*ids.entry(name).or_insert_with_key(|n| {
                 names.push(n.clone());
@@ -108,7 +113,8 @@ pub(crate) fn hot_spots(
             // The first of equal stretches.
             let best = (0..BINS).fold(0, |b, i| if bins[i] > bins[b] { i } else { b });
             HotSpot {
-                name: names[id as usize].clone(),
+                function: names[id as usize].0.clone(),
+                caller: names[id as usize].1.clone(),
                 total: totals[id as usize],
                 from: best as f64 * bin_secs,
                 to: (best + 1) as f64 * bin_secs,
@@ -130,16 +136,23 @@ fn sample_weight(profile: &SymbolizedProfile, period: u64) -> u64 {
     })
 }
 
-/// The innermost frame of the program's own code in `stack`, else its leaf (roots aside).
-fn owner_frame<'p>(profile: &'p SymbolizedProfile, stack: &SampledStack) -> Option<&'p Frame> {
+/// The innermost frame of the program's own code in `stack`, else its leaf (roots aside),
+/// and the next frame of the program's own code outward from it.
+fn owner_frame<'p>(
+    profile: &'p SymbolizedProfile,
+    stack: &SampledStack,
+) -> Option<(&'p Frame, Option<&'p Frame>)> {
     let mut inward = stack
         .frames
         .iter()
         .rev()
         .filter_map(|&f| profile.frames.get(f as usize))
         .filter(|f| f.kind != FrameKind::Root);
-    let leaf = inward.clone().next();
-    inward.find(|f| !is_runtime(f)).or(leaf)
+    let leaf = inward.clone().next()?;
+    match inward.find(|f| !is_runtime(f)) {
+        Some(own) => Some((own, inward.find(|f| !is_runtime(f)))),
+        None => Some((leaf, None)),
+    }
 }
 
 fn is_runtime(frame: &Frame) -> bool {
@@ -213,7 +226,7 @@ mod tests {
     fn each_function_is_marked_where_it_weighed_most() {
         let p = profile();
         let spots = hot_spots(&p, 1_000_000_000, 2.0, 3);
-        let names: Vec<&str> = spots.iter().map(|s| s.name.as_str()).collect();
+        let names: Vec<&str> = spots.iter().map(|s| s.function.as_str()).collect();
         assert_eq!(
             names,
             ["spin", "work"],
@@ -227,6 +240,7 @@ mod tests {
         assert!(spots[0].from >= 1.0 - 1e-9, "{:?}", spots[0]);
         assert_eq!(work.weight, work.stretch_total, "it was all there was then");
         assert_eq!(work.total, 1000, "CPU profiles count samples");
+        assert_eq!(work.caller.as_deref(), Some("main"));
     }
 
     #[test]

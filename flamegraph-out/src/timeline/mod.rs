@@ -4,7 +4,8 @@
 //! Time runs along x in seconds since the readings started. The upper panel is resident
 //! memory in MiB: for one process, anon, file and shmem stacked with the total on top; for
 //! several, one line per process (legend: pid, name, peak). The peak is marked and labelled
-//! in MiB (for several processes, the largest [`MAX_PEAK_LABELS`]). The lower panel is CPU
+//! in MiB (for several processes, the largest [`MAX_PEAK_LABELS`]), with the kernel's
+//! high-water mark (`VmHWM`) beside it when that is 5% higher: a peak between two readings. The lower panel is CPU
 //! use in percent of one core, from the CPU counter between readings at least
 //! [`CPU_SPAN_NS`] apart (the kernel counts CPU time in 10 ms ticks). Numbered markers show
 //! where the heaviest functions weighed most ([`markers`]), explained under the legend.
@@ -144,9 +145,9 @@ fn write_chart(w: &mut dyn Write, profile: &SymbolizedProfile) -> io::Result<()>
     for (i, spot) in chart.spots.iter().enumerate() {
         writeln!(
             w,
-            r#"<text class="key" x="{LEFT}" y="{y}" data-function="{name}"><tspan style="font-weight:bold;fill:#c00">{n}</tspan> {name}: {what}</text>"#,
+            r#"<text class="key" x="{LEFT}" y="{y}"><tspan style="font-weight:bold;fill:#c00">{n}</tspan> {name}: {what}</text>"#,
             n = i + 1,
-            name = xml_text(&spot.name, MAX_NAME),
+            name = spot_name(spot),
             what = xml_text(&spot_text(spot, meta.measure), MAX_NAME),
         )?;
         y += ROW;
@@ -162,6 +163,15 @@ fn write_chart(w: &mut dyn Write, profile: &SymbolizedProfile) -> io::Result<()>
     writeln!(w, "</svg>")
 }
 
+/// A marked function as the key shows it, XML-escaped: `caller → function`.
+fn spot_name(spot: &HotSpot) -> String {
+    let function = xml_text(&spot.function, MAX_NAME);
+    match &spot.caller {
+        Some(caller) => format!("{} → {function}", xml_text(caller, MAX_NAME)),
+        None => function,
+    }
+}
+
 /// What a marker says of its function's stretch.
 fn spot_text(spot: &HotSpot, measure: Measure) -> String {
     let when = format!("{:.2}–{:.2} s", spot.from, spot.to);
@@ -169,6 +179,10 @@ fn spot_text(spot: &HotSpot, measure: Measure) -> String {
     match measure {
         Measure::Cpu => format!("{share:.0}% of the samples in {when}"),
         Measure::Wall | Measure::OffCpu => format!("{share:.0}% of on-CPU time in {when}"),
+        Measure::Memory => format!(
+            "+{} MiB in {when} ({share:.0}% of the growth then)",
+            mib(spot.weight)
+        ),
     }
 }
 
@@ -435,9 +449,20 @@ impl<'p> Chart<'p> {
         } else {
             format!(" (pid {pid})")
         };
+        // A peak between two readings (a spike, growth just before exit) shows only in the
+        // kernel's high-water mark.
+        let hwm = self.processes[i].high_water_mark();
+        let between = if hwm > peak.rss() + peak.rss() / 20 {
+            format!(
+                r#"<tspan class="hwm"> · high-water mark {} MiB</tspan>"#,
+                mib(hwm)
+            )
+        } else {
+            String::new()
+        };
         writeln!(
             w,
-            r#"<circle cx="{x:.1}" cy="{y:.1}" r="4" fill="{colour}"/><text class="peak" data-pid="{pid}" x="{x:.1}" y="{:.1}" text-anchor="{anchor}" style="fill:{colour}">peak {} MiB{whose}</text>"#,
+            r#"<circle cx="{x:.1}" cy="{y:.1}" r="4" fill="{colour}"/><text class="peak" data-pid="{pid}" x="{x:.1}" y="{:.1}" text-anchor="{anchor}" style="fill:{colour}">peak {} MiB{whose}{between}</text>"#,
             y - 9.0,
             mib(peak.rss())
         )
@@ -482,13 +507,15 @@ impl<'p> Chart<'p> {
             let cy = MEM_TOP + 14.0 + 22.0 * same as f64;
             writeln!(
                 w,
-                r#"<g class="marker" data-function="{name}" data-from="{:.3}" data-to="{:.3}"><title>{name}: {}</title><line x1="{x:.1}" x2="{x:.1}" y1="{MEM_TOP}" y2="{CPU_BOTTOM}"/><circle cx="{x:.1}" cy="{cy:.1}" r="9"/><text x="{x:.1}" y="{:.1}">{}</text></g>"#,
+                r#"<g class="marker" data-function="{}" data-caller="{}" data-from="{:.3}" data-to="{:.3}"><title>{name}: {}</title><line x1="{x:.1}" x2="{x:.1}" y1="{MEM_TOP}" y2="{CPU_BOTTOM}"/><circle cx="{x:.1}" cy="{cy:.1}" r="9"/><text x="{x:.1}" y="{:.1}">{}</text></g>"#,
+                xml_text(&spot.function, MAX_NAME),
+                xml_text(spot.caller.as_deref().unwrap_or(""), MAX_NAME),
                 spot.from,
                 spot.to,
                 xml_text(&spot_text(spot, self.profile.meta.measure), MAX_NAME),
                 cy + 4.0,
                 i + 1,
-                name = xml_text(&spot.name, MAX_NAME),
+                name = spot_name(spot),
             )?;
         }
         writeln!(w, "</g>")

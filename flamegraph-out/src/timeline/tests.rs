@@ -12,6 +12,7 @@ fn reading(ms: u64, anon: u64) -> ResourcePoint {
         rss_anon: anon * MIB,
         rss_file: 4 * MIB,
         rss_shmem: 0,
+        rss_hwm: 0,
         cpu_ns: ms * 500_000,
     }
 }
@@ -166,6 +167,7 @@ fn hot_functions_are_marked_with_their_share() {
         Frame::bare("grow", FrameKind::Root),
         Frame::bare("touch_pages", FrameKind::Native),
         Frame::bare("spin", FrameKind::Native),
+        Frame::bare("main", FrameKind::Native),
     ];
     let stack = |frames: Vec<u32>| SampledStack {
         frames,
@@ -173,7 +175,7 @@ fn hot_functions_are_marked_with_their_share() {
         period: 1,
         thread: None,
     };
-    p.stacks = vec![stack(vec![0, 1]), stack(vec![0, 2])];
+    p.stacks = vec![stack(vec![0, 3, 1]), stack(vec![0, 2])];
     // touch_pages alone in the first second; spin alone after 2 s.
     p.timeline = (0..3000u64)
         .filter(|ms| *ms < 1000 || *ms >= 2000)
@@ -186,13 +188,15 @@ fn hot_functions_are_marked_with_their_share() {
     p.meta.duration_secs = 3.0;
     let svg = render(&p);
     assert_eq!(svg.matches(r#"class="marker""#).count(), 2);
-    assert!(svg.contains(r#"data-function="touch_pages""#));
+    assert!(svg.contains(r#"data-function="touch_pages" data-caller="main""#));
+    assert!(
+        svg.contains("main → touch_pages: 100% of the samples in"),
+        "{svg}"
+    );
     assert!(svg.contains("100% of the samples in"), "{svg}");
     let from = |name: &str| -> f64 {
         let at = svg
-            .find(&format!(
-                r#"class="marker" data-function="{name}" data-from=""#
-            ))
+            .find(&format!(r#"class="marker" data-function="{name}""#))
             .unwrap();
         let rest = &svg[at..];
         let v = rest.split("data-from=\"").nth(1).unwrap();
@@ -215,4 +219,51 @@ fn long_series_stay_small() {
     let svg = render(&p);
     assert!(svg.len() < 400_000, "{} bytes", svg.len());
     assert_eq!(peaks(&svg), [103.0]);
+}
+
+#[test]
+fn memory_profiles_mark_growth_in_mib() {
+    let mut p = profile(vec![process(42, "grow", growing())]);
+    p.meta.measure = Measure::Memory;
+    p.frames = vec![
+        Frame::bare("[kept]", FrameKind::Root),
+        Frame::bare("grow_big", FrameKind::Native),
+        Frame::bare("write_kept", FrameKind::Native),
+        Frame::bare("grow_small", FrameKind::Native),
+    ];
+    let stack = |frames: Vec<u32>| SampledStack {
+        frames,
+        samples: 1,
+        period: 1,
+        thread: None,
+    };
+    p.stacks = vec![stack(vec![0, 1, 2]), stack(vec![0, 3, 2])];
+    // 256 KiB a sample: grow_big 30 MiB at 0.5 s, grow_small 10 MiB at 1.5 s.
+    let at = |secs: f64, stack: u32, mib: u64| {
+        (0..mib * 4).map(move |i| TimedSample {
+            time: START + (secs * 1e9) as u64 + i * 1000,
+            stack,
+            weight: 256 << 10,
+        })
+    };
+    p.timeline = at(0.5, 0, 30).chain(at(1.5, 1, 10)).collect();
+    let svg = render(&p);
+    // Stretches of 2.95 s / 40: the one holding 0.5 s, and the one holding 1.5 s.
+    assert!(
+        svg.contains("grow_big → write_kept: +30.0 MiB in 0.44–0.52 s (100% of the growth then)"),
+        "{svg}"
+    );
+    assert!(svg.contains("grow_small → write_kept: +10.0 MiB in 1.48–1.55 s"));
+    assert!(svg.contains("markers: heaviest functions by new resident memory"));
+}
+
+#[test]
+fn a_peak_between_readings_shows_as_the_high_water_mark() {
+    let mut points = growing();
+    points.last_mut().unwrap().rss_hwm = 300 * MIB;
+    let svg = render(&profile(vec![process(42, "spiky", points)]));
+    assert_eq!(peaks(&svg), [204.0], "the drawn peak is the readings'");
+    assert!(svg.contains(" · high-water mark 300.0 MiB"), "{svg}");
+    let svg = render(&profile(vec![process(42, "steady", growing())]));
+    assert!(!svg.contains("high-water"));
 }

@@ -284,6 +284,7 @@ fn policy(config: &DaemonConfig) -> SamplingPolicy {
         // daemon's rates this is a few dozen wakeups a second.
         wakeup_per_sample: config.python,
         time: sprof_core::Measure::Cpu,
+        sample_bytes: sprof_perf::policy::DEFAULT_SAMPLE_BYTES,
     }
 }
 
