@@ -317,7 +317,8 @@ impl DiffArgs {
                     OutputFormat::Pprof
                     | OutputFormat::Speedscope
                     | OutputFormat::Lines
-                    | OutputFormat::Heatmap => return Err(UsageError::DiffOutput(spec.path)),
+                    | OutputFormat::Heatmap
+                    | OutputFormat::Timeline => return Err(UsageError::DiffOutput(spec.path)),
                 };
                 Ok((spec, kind))
             })
@@ -467,9 +468,11 @@ pub struct ProfileOpts {
     pub subprocesses: bool,
 
     /// Output file, repeatable; the format follows the extension: .svg flamegraph,
-    /// .folded collapsed stacks, .txt statprof table, .lines.txt annotated source of the
-    /// hottest functions, .heatmap.html source heatmap page, .pb.gz/.pprof pprof,
-    /// .speedscope.json speedscope. Default: sprofd-<comm>-<pid>-<time>.svg.
+    /// .timeline.svg resident memory and CPU use over time (with its peak and where the
+    /// heaviest functions weighed most), .folded collapsed stacks, .txt statprof table,
+    /// .lines.txt annotated source of the hottest functions, .heatmap.html source heatmap
+    /// page, .pb.gz/.pprof pprof, .speedscope.json speedscope. Default:
+    /// sprofd-<comm>-<pid>-<time>.svg.
     #[arg(short = 'o', long = "output", value_name = "PATH")]
     pub output: Vec<PathBuf>,
 
@@ -524,8 +527,8 @@ pub struct TopOpts {
     pub window: u64,
 
     /// Output file, repeatable, written with the whole session's profile when the view is
-    /// closed (q, Ctrl-C, the target's exit); formats as attach's -o (.svg, .folded, .txt,
-    /// .lines.txt, .heatmap.html, .pb.gz, .speedscope.json). Default: none.
+    /// closed (q, Ctrl-C, the target's exit); formats as attach's -o (.svg, .timeline.svg,
+    /// .folded, .txt, .lines.txt, .heatmap.html, .pb.gz, .speedscope.json). Default: none.
     #[arg(short = 'o', long = "output", value_name = "PATH")]
     pub output: Vec<PathBuf>,
 }

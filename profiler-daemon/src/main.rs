@@ -11,6 +11,7 @@ mod diff;
 mod loader;
 mod output;
 mod privileges;
+mod resources;
 mod session;
 mod sources;
 mod top;

@@ -370,12 +370,12 @@ impl Session {
             };
             engine.add_hook(Box::new(hook));
         }
-        if config
-            .outputs
-            .iter()
-            .any(|o| o.format == flamegraph_out::OutputFormat::Speedscope)
-        {
-            // why: speedscope shows samples as they happened; 4M samples (~100 MB) is over an
+        if config.outputs.iter().any(|o| {
+            use flamegraph_out::OutputFormat::{Speedscope, Timeline};
+            matches!(o.format, Speedscope | Timeline)
+        }) {
+            // why: speedscope shows samples as they happened, the timeline chart where each
+            // hot function peaked; 4M samples (~100 MB) is over an
             // hour of one busy thread at 999 Hz. Past that, samples are counted as usual.
             engine.keep_timeline(TIMELINE_CAP);
         }
@@ -508,6 +508,8 @@ pub(crate) struct Profiles {
     last_symbolize: Duration,
     /// `--mode memory`: bytes per page-fault sample.
     sample_bytes: u64,
+    /// Reads the target's memory and CPU use for `.timeline.svg`.
+    resources: Option<crate::resources::ResourceMonitor>,
 }
 
 impl Profiles {
@@ -543,12 +545,14 @@ impl Profiles {
                 stats: Default::default(),
                 notes: Vec::new(),
                 measure: config.mode,
+                resources: Default::default(),
             },
             started,
             python: config.python,
             show_from: config.show_from.clone(),
             last_symbolize: Duration::ZERO,
             sample_bytes: config.sample_bytes,
+            resources: crate::resources::ResourceMonitor::for_session(config, pid),
         }
     }
 
@@ -578,6 +582,9 @@ impl Profiles {
         meta.stats = raw.stats;
         meta.duration_secs = self.started.elapsed().as_secs_f64();
         meta.notes = engine.hook_reports();
+        if let Some(r) = &self.resources {
+            meta.resources = r.series();
+        }
         if meta.measure.is_time() {
             meta.notes.push(offcpu_note(&engine.offcpu_stats()));
         }
