@@ -425,7 +425,7 @@ pub fn run(config: SessionConfig) -> anyhow::Result<i32> {
         source.as_mut(),
         &mut engine,
         Duration::from_millis(100),
-        |engine, _| {
+        |engine| {
             status.update(engine, started);
             if dumps.due(&signals) {
                 status.clear();
@@ -440,14 +440,16 @@ pub fn run(config: SessionConfig) -> anyhow::Result<i32> {
                 None => ControlFlow::Continue(()),
             }
         },
-    );
+    )
+    // A live source never ends by itself.
+    .unwrap_or(StopReason::TargetExited);
     status.clear();
     // Threads still switched out were off the CPU until now.
     engine.settle(sprof_perf::sys::monotonic_ns());
     forward_signal(&mut profiled, reason);
     let failed = finish(
         &config,
-        &engine,
+        &mut engine,
         source.as_ref(),
         &mut profiles,
         outputs,
@@ -758,7 +760,7 @@ pub(crate) fn forward_signal(profiled: &mut Profiled, reason: StopReason) {
 /// Symbolizes, reports and writes every output. Returns whether an output failed.
 fn finish(
     config: &SessionConfig,
-    engine: &Engine,
+    engine: &mut Engine,
     source: &dyn EventSource,
     profiles: &mut Profiles,
     outputs: Vec<PreparedOutput>,
@@ -768,7 +770,7 @@ fn finish(
     // Sampling is over: the last profile may wait (bounded) for debuginfod downloads.
     profiles.symbols.set_wait_for_debuginfod(true);
     let profile = profiles.profile(engine);
-    for w in &engine.jit_warnings {
+    for w in &engine.take_jit_warnings() {
         eprintln!("sprofd: warning: perf map ignored: {w}");
     }
     if config.verbose {

@@ -408,14 +408,12 @@ impl Sampling {
             let mut live = self.lock_live();
             live.window_start = Some(self.schedule.window_wall);
         }
-        sprof_engine::run(&mut source, &mut engine, POLL, |engine, source| {
+        sprof_engine::run(&mut source, &mut engine, POLL, |engine| {
             let m = &self.shared.metrics;
-            let dropped = self
-                .shared
-                .handoff
-                .get()
-                .map_or(0, Handoff::dropped_mappings);
-            let lost = source.stats().lost_side_records + dropped;
+            let (stats, dropped) = self.shared.handoff.get().map_or((Default::default(), 0), |h| {
+                (h.source_stats(), h.dropped_mappings())
+            });
+            let lost = stats.lost_side_records + dropped;
             m.lost_side_records
                 .inc_by(lost.saturating_sub(m.lost_side_records.get()));
             self.tick(engine)
@@ -543,7 +541,7 @@ impl Sampling {
     /// Logs the perf maps the engine refused since the last slice, each reason once (the
     /// engine keeps them until someone takes them: the daemon runs for weeks).
     fn log_jit_warnings(&mut self, engine: &mut Engine) {
-        for w in std::mem::take(&mut engine.jit_warnings) {
+        for w in engine.take_jit_warnings() {
             if self.warnings_seen.len() >= MAX_WARNINGS_SEEN {
                 self.warnings_seen.clear();
             }

@@ -66,7 +66,7 @@ pub fn run(config: TopConfig) -> anyhow::Result<i32> {
         source.as_mut(),
         &mut engine,
         Duration::from_millis(100),
-        |engine, _| -> ControlFlow<anyhow::Result<StopReason>> {
+        |engine| -> ControlFlow<anyhow::Result<StopReason>> {
             if last_check.elapsed() < CHECK {
                 return ControlFlow::Continue(());
             }
@@ -92,7 +92,9 @@ pub fn run(config: TopConfig) -> anyhow::Result<i32> {
                 None => ControlFlow::Continue(()),
             }
         },
-    );
+    )
+    // A live source never ends by itself.
+    .unwrap_or(Ok(StopReason::TargetExited));
     // Sampling ends here, whatever time the user then spends on the last view.
     let sampled = started.elapsed();
     let reason = match result {
