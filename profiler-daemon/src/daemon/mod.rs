@@ -6,7 +6,8 @@
 //! * [`http`]: the API's router over a [`http::Backend`], and [`page`] its HTML page;
 //!   [`server`] the accept loop that serves it (connection cap, timeouts).
 //! * [`redact`]: command lines as they are kept (`--cmdline`).
-//! * [`metrics`], [`notify`] (sd_notify), [`privileges`], [`config`].
+//! * [`metrics`], [`notify`] (sd_notify), [`config`]; the capabilities it needs are checked
+//!   by [`crate::privileges::check_daemon`].
 
 pub mod api;
 pub mod config;
@@ -15,7 +16,6 @@ pub mod metrics;
 pub mod notify;
 pub mod page;
 pub mod pending;
-pub mod privileges;
 pub mod query;
 pub mod redact;
 pub mod sampling;
@@ -234,7 +234,7 @@ pub fn run(config: DaemonConfig) -> anyhow::Result<i32> {
         Ok(_) => {}
         Err(e) => eprintln!("sprofd: warning: cannot raise the open-file limit: {e}"),
     }
-    for w in privileges::check(config.pids.is_empty(), config.kernel).map_err(anyhow::Error::msg)? {
+    for w in crate::privileges::check_daemon(config.pids.is_empty(), config.kernel).map_err(anyhow::Error::msg)? {
         eprintln!("sprofd: warning: {w}");
     }
     if matches!(config.listen, config::Listen::Tcp(a) if !a.ip().is_loopback()) {

@@ -301,12 +301,12 @@ fn open_sampler(config: &DaemonConfig) -> anyhow::Result<Sampler> {
     if config.pids.is_empty() {
         sampler
             .host_wide()
-            .map_err(|e| super::privileges::explain_open(e, "the host"))?;
+            .map_err(|e| crate::privileges::explain(e, "the host", &policy, true))?;
     } else {
         for &pid in &config.pids {
             sampler
                 .attach(Pid(pid))
-                .map_err(|e| super::privileges::explain_open(e, &format!("PID {pid}")))?;
+                .map_err(|e| crate::privileges::explain(e, &format!("PID {pid}"), &policy, true))?;
         }
     }
     for w in &sampler.warnings {
