@@ -78,10 +78,37 @@ pub fn run(config: SessionConfig) -> anyhow::Result<i32> {
     // A live source never ends by itself.
     .unwrap_or(StopReason::TargetExited);
     status.clear();
+    let session = Session {
+        source,
+        engine,
+        profiled,
+        symbolizer,
+        signals,
+        exit_fd,
+        started,
+    };
+    Ok(end(session, &config, outputs, reason))
+}
+
+/// Symbolizes (waiting, bounded, for debuginfod downloads now that sampling is over),
+/// reports, writes every output; the exit code.
+fn end(
+    session: Session,
+    config: &SessionConfig,
+    outputs: Vec<PreparedOutput>,
+    reason: StopReason,
+) -> i32 {
+    let Session {
+        source,
+        mut engine,
+        mut profiled,
+        mut symbolizer,
+        started,
+        ..
+    } = session;
     // Threads still switched out were off the CPU until now.
     engine.settle(sprof_perf::sys::monotonic_ns());
     finish::forward_signal(&mut profiled, reason);
-    // Sampling is over: the last profile may wait (bounded) for debuginfod downloads.
     symbolizer.set_wait_for_debuginfod(true);
     let profile = symbolizer.profile(&mut engine, started.elapsed());
     if config.verbose {
@@ -97,8 +124,8 @@ pub fn run(config: SessionConfig) -> anyhow::Result<i32> {
             engine.threads_sampled()
         )
     );
-    let failed = output::write_all(outputs, &profile, &config);
-    Ok(finish::exit_code(profiled, failed))
+    let failed = output::write_all(outputs, &profile, config);
+    finish::exit_code(profiled, failed)
 }
 
 /// `--ready-fd`: tells whoever started sprofd that the events are open and counting.

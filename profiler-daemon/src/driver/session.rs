@@ -89,7 +89,7 @@ impl Session {
                 kernel: config.kernel,
                 // why: periodic dumps symbolize inside the drive loop; waiting there for
                 // debuginfod would stop the draining of ring buffers. The final profile
-                // waits (see `record::finish`).
+                // waits (see `record::end`).
                 wait_for_debuginfod: config.dump_every.is_none(),
                 dwarf_budget: None,
             },

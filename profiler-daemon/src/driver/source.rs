@@ -37,8 +37,14 @@ pub struct SourceSpec<'a> {
 
 /// The process a command-line session profiles.
 pub enum Profiled {
-    Attached { pid: Pid, comm: String },
-    Launched { child: RunningChild, program: String },
+    Attached {
+        pid: Pid,
+        comm: String,
+    },
+    Launched {
+        child: RunningChild,
+        program: String,
+    },
 }
 
 impl Profiled {

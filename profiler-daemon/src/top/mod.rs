@@ -21,7 +21,9 @@ use sprof_core::RawProfile;
 use sprof_engine::Engine;
 
 use crate::config::{SessionConfig, Target, TopConfig};
-use crate::driver::{finish, session, CommandStreams, Profiled, Session, SessionSymbolizer, StopReason};
+use crate::driver::{
+    finish, session, CommandStreams, Profiled, Session, SessionSymbolizer, StopReason,
+};
 use model::{Snapshot, ThreadCount, Top};
 
 /// How often the view is refreshed with a new snapshot.
@@ -82,16 +84,14 @@ pub fn run(config: TopConfig) -> anyhow::Result<i32> {
             if let Some(quit) = screen.quit.take() {
                 return ControlFlow::Break(Ok(quit));
             }
-            match session::stop_condition(
+            let stop = session::stop_condition(
                 &config,
                 &signals,
                 exit_fd.as_ref(),
                 &mut profiled,
                 started,
-            ) {
-                Some(r) => ControlFlow::Break(Ok(r)),
-                None => ControlFlow::Continue(()),
-            }
+            );
+            stop.map_or(ControlFlow::Continue(()), |r| ControlFlow::Break(Ok(r)))
         },
     )
     // A live source never ends by itself.
