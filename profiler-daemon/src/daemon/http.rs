@@ -879,7 +879,7 @@ mod tests {
         limits: Limits,
     ) -> (Router, std::path::PathBuf, Arc<Fake>) {
         let (dir, mut store, start) = empty_store(name);
-        let bytes = super::super::sampling::encode(&profile(), start);
+        let bytes = super::super::sampling::encode(&profile(), start).unwrap();
         store
             .write(
                 start,
@@ -1129,7 +1129,7 @@ mod tests {
             .write(
                 start,
                 start + Duration::from_secs(10),
-                &super::super::sampling::encode(&grown, start),
+                &super::super::sampling::encode(&grown, start).unwrap(),
                 SystemTime::now(),
             )
             .unwrap();
