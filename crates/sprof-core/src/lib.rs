@@ -27,8 +27,8 @@ pub mod untrusted;
 
 pub use bytes::FileBytes;
 pub use event::{
-    split_callchain, CommEvent, Event, ExitEvent, ForkEvent, MmapEvent, Sample, SampleKind,
-    SwitchEvent, UserRegs,
+    split_callchain, CommEvent, Event, ExitEvent, ForkEvent, MmapEvent, Release, ReleaseEvent,
+    Sample, SampleKind, SwitchEvent, UserRegs,
 };
 pub use jit::{JitFile, JitSymbols, JitTable, PerfMapRead, PerfMapStats};
 pub use maps::{parse_maps, Mapping, MappingKind, MapsError, ParsedMaps};
@@ -40,7 +40,7 @@ pub use profile::{
 pub use source::{EventSource, SourceStats};
 pub use symbolized::{
     is_interpreter_module, Frame, FrameKind, Measure, ModuleInfo, ProcessLabels, ProfileMerger,
-    ProfileMeta, PythonView, SampledStack, SymbolizedProfile, ThreadRef, TimedSample,
+    ProfileMeta, PythonView, SampledStack, SymbolizedProfile, ThreadRef, TimedSample, Unit,
 };
 
 /// A process id, as the host kernel numbers it.

@@ -112,6 +112,7 @@ fn sample<'a>(rec: &'a Recorded, pid: u32, tid: u32, time: u64) -> Event<'a> {
         user_regs: Some(rec.regs),
         user_stack: &rec.stack,
         user_stack_requested: 65528,
+        addr: 0,
     })
 }
 

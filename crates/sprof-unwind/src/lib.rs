@@ -670,6 +670,7 @@ mod tests {
             }),
             user_stack: stack,
             user_stack_requested: stack.len() as u64,
+            addr: 0,
         }
     }
 

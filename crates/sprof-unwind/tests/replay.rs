@@ -87,6 +87,7 @@ fn walk(rec: &Recorded, mode: UnwindMode, stack: &[u8]) -> (StackWalker, Vec<Fra
         user_regs: Some(rec.regs),
         user_stack: stack,
         user_stack_requested: 65528,
+        addr: 0,
     };
     let mut out = Vec::new();
     walker.unwind(&sample, &mut out);
@@ -261,6 +262,7 @@ fn frame_pointer_mode_maps_the_kernel_callchain() {
         user_regs: None,
         user_stack: &[],
         user_stack_requested: 0,
+        addr: 0,
     };
     let mut out = Vec::new();
     walker.unwind(&sample, &mut out);

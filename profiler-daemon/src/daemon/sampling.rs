@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use sprof_core::{EventSource, Pid, ProfileMeta, SymbolizedProfile};
+use sprof_core::{EventSource, Pid, SymbolizedProfile};
 use sprof_engine::handoff::{self, Handoff};
 use sprof_engine::{Engine, Limits};
 use sprof_perf::{procfs, EventKind, SamplingPolicy, StackCapture};
@@ -28,7 +28,8 @@ use super::notify::Notifier;
 use super::pending::{PendingWindows, MAX_PENDING};
 use super::windows::{Action, Clock, EndedWindow, Now, Request, SystemClock, Windows};
 use crate::driver::{
-    EngineSpec, HostFilter, PythonSpec, SessionSymbolizer, SourceSpec, SourceTarget, SymbolizerSpec,
+    EngineSpec, HostFilter, PythonSpec, SessionSymbolizer, SourceMeta, SourceSpec, SourceTarget,
+    SymbolizerSpec,
 };
 
 pub use super::windows::{OpenWindow, StackFilter};
@@ -296,6 +297,7 @@ fn policy(config: &DaemonConfig) -> SamplingPolicy {
         // daemon's rates this is a few dozen wakeups a second.
         wakeup_per_sample: config.python,
         time: sprof_core::Measure::Cpu,
+        sample_bytes: sprof_perf::policy::DEFAULT_SAMPLE_BYTES,
     }
 }
 
@@ -316,6 +318,7 @@ pub fn engine_spec(config: &DaemonConfig) -> EngineSpec {
             mmaps_per_window: MAX_MMAPS_PER_SLICE,
         }),
         timeline: None,
+        track_releases: false,
     }
 }
 
@@ -339,7 +342,7 @@ impl<C: Clock> Sampling<C> {
         shared: Arc<Shared>,
         notifier: Arc<Notifier>,
         control: mpsc::Receiver<Control>,
-        meta: ProfileMeta,
+        meta: SourceMeta,
         mut clock: C,
     ) -> Sampling<C> {
         let symbolizer = SessionSymbolizer::new(
@@ -353,7 +356,7 @@ impl<C: Clock> Sampling<C> {
         );
         let now = clock.now();
         Sampling {
-            windows: Windows::new(config.window, now, shared.window.clone(), meta),
+            windows: Windows::new(config.window, now, shared.window.clone(), meta.meta),
             slicer: Slicer {
                 symbolizer,
                 labels: Labels::new(config.cmdline),

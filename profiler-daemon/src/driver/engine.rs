@@ -39,6 +39,9 @@ pub struct EngineSpec {
     pub limits: Option<Limits>,
     /// Keep at most this many samples in time order (speedscope).
     pub timeline: Option<usize>,
+    /// Memory mode: follow the memory given back (the source delivers the syscalls that give
+    /// it, [`super::source::Opened::tracks_releases`]), splitting `[kept]` from `[freed]`.
+    pub track_releases: bool,
 }
 
 impl EngineSpec {
@@ -79,6 +82,9 @@ impl EngineSpec {
         }
         if let Some(cap) = self.timeline {
             engine.keep_timeline(cap);
+        }
+        if self.track_releases {
+            engine.track_releases();
         }
         engine
     }

@@ -14,8 +14,10 @@
 //!   target, signals, its exit), with [`signals`] and [`finish`] (the end-of-session line,
 //!   signals passed on, the exit code).
 //!
-//! What is measured (`SamplingPolicy::time`) is one value: it picks the perf channels in
-//! [`source`] and labels the profiles in [`symbolizer`] (`ProfileMeta::measure`, the notes).
+//! What is measured (`SamplingPolicy::time`, e.g. `Measure::Memory`) is one value: it picks
+//! the perf channels in [`source`] (and their fallbacks), tells [`EngineSpec`] what the
+//! source delivers (`Opened::tracks_releases`), and labels the profiles in [`symbolizer`]
+//! ([`SourceMeta`]: `ProfileMeta::measure`, event, frequency, the notes).
 
 pub mod engine;
 pub mod finish;
@@ -27,5 +29,5 @@ pub mod symbolizer;
 pub use engine::{EngineSpec, HostFilter, PythonSpec};
 pub use finish::StopReason;
 pub use session::{CommandStreams, Session};
-pub use source::{Profiled, SourceSpec, SourceTarget};
+pub use source::{Profiled, SourceMeta, SourceSpec, SourceTarget};
 pub use symbolizer::{SessionSymbolizer, SymbolizerSpec};

@@ -78,7 +78,7 @@ impl Session {
         let Some(profiled) = opened.profiled.take() else {
             bail!("no process to profile");
         };
-        let engine = engine_spec(config).build();
+        let engine = engine_spec(config, opened.tracks_releases()).build();
         let exit_fd = sprof_perf::sys::pidfd_open(profiled.pid().0 as i32).ok();
         if let Some(fd) = &exit_fd {
             opened.sampler.watch(fd.as_raw_fd());
@@ -111,7 +111,7 @@ impl Session {
     }
 }
 
-fn engine_spec(config: &SessionConfig) -> EngineSpec {
+fn engine_spec(config: &SessionConfig, track_releases: bool) -> EngineSpec {
     let speedscope = config
         .outputs
         .iter()
@@ -129,6 +129,7 @@ fn engine_spec(config: &SessionConfig) -> EngineSpec {
         // why: speedscope shows samples as they happened; 4M samples (~100 MB) is over an
         // hour of one busy thread at 999 Hz. Past that, samples are counted as usual.
         timeline: speedscope.then_some(TIMELINE_CAP),
+        track_releases,
     }
 }
 
@@ -167,6 +168,7 @@ fn policy(config: &SessionConfig, count_kernel: bool) -> SamplingPolicy {
         count_kernel,
         wakeup_per_sample: wants_prompt_reads(config, &config.target),
         time: config.mode,
+        sample_bytes: config.sample_bytes,
     }
 }
 

@@ -6,7 +6,7 @@ use std::ffi::OsString;
 use std::os::fd::OwnedFd;
 
 use anyhow::bail;
-use sprof_core::{Pid, ProfileMeta, Tid};
+use sprof_core::{Measure, Pid, ProfileMeta, SampleKind, Tid};
 use sprof_perf::spawn::RunningChild;
 use sprof_perf::{procfs, EventKind, Sampler, SamplerError, SamplingPolicy};
 
@@ -83,18 +83,41 @@ pub struct Opened {
     pub title: String,
 }
 
+/// What a source says about every profile made of it.
+#[derive(Debug, Clone, Default)]
+pub struct SourceMeta {
+    /// What was sampled, how often, and what the samples measure.
+    pub meta: ProfileMeta,
+    /// Memory mode: the bytes one page-fault sample stands for.
+    pub sample_bytes: u64,
+}
+
 impl Opened {
-    /// The meta every profile of this source starts from: what was sampled, how often, and
-    /// what the samples measure.
-    pub fn meta(&self) -> ProfileMeta {
-        ProfileMeta {
-            target: self.title.clone(),
-            pid: self.profiled.as_ref().map(|p| p.pid().0),
-            frequency: self.policy.frequency,
-            event: self.event.name().to_string(),
-            measure: self.policy.time,
-            ..Default::default()
+    /// The meta every profile of this source starts from.
+    pub fn meta(&self) -> SourceMeta {
+        let memory = self.policy.time == Measure::Memory;
+        SourceMeta {
+            meta: ProfileMeta {
+                target: self.title.clone(),
+                pid: self.profiled.as_ref().map(|p| p.pid().0),
+                // Memory mode samples every so many faults, not at a frequency.
+                frequency: if memory { 0 } else { self.policy.frequency },
+                event: if memory {
+                    EventKind::PageFaults.name().to_string()
+                } else {
+                    self.event.name().to_string()
+                },
+                measure: self.policy.time,
+                ..Default::default()
+            },
+            sample_bytes: self.policy.sample_bytes,
         }
+    }
+
+    /// Whether the source delivers the syscalls that give memory back (memory mode, where
+    /// the tracepoints exist and were allowed): the engine then follows them.
+    pub fn tracks_releases(&self) -> bool {
+        self.sampler.samples(SampleKind::Release)
     }
 }
 
@@ -111,24 +134,56 @@ impl SourceSpec<'_> {
         for w in &opened.sampler.warnings {
             eprintln!("sprofd: warning: {w}");
         }
+        if policy.time == Measure::Memory && !opened.tracks_releases() {
+            // Refused tracepoints were said when they were; here, those that do not exist.
+            if let Err(why) = sprof_perf::tracepoints::release_syscalls() {
+                eprintln!("sprofd: note: memory given back (munmap, madvise, brk) is not tracked: {why}; page faults only, no [kept]/[freed] split");
+            }
+        }
         Ok(opened)
     }
 }
 
-/// Opens events for the policy's event, falling back from a hardware event the machine
-/// lacks to `cpu-clock`.
-fn open_events(
+/// How the events of a target are opened.
+struct Opening<'a> {
     policy: SamplingPolicy,
+    /// A launched command: the events count from its `exec`.
     enable_on_exec: bool,
+    /// Side records in a ring buffer of their own (host-wide).
+    side_band: bool,
+    /// Explain refusals with the daemon's remedies.
+    daemon: bool,
+    /// What was being opened when the kernel refused, for the message.
+    describe: &'a dyn Fn() -> String,
+}
+
+/// Opens the events, falling back from a hardware event the machine lacks to `cpu-clock`, and
+/// from memory mode's syscall tracepoints, when refused, to page faults alone.
+fn open_events(
+    how: Opening<'_>,
     open: impl Fn(&mut Sampler) -> Result<(), SamplerError>,
-    describe: &str,
 ) -> anyhow::Result<(Sampler, EventKind)> {
+    let policy = how.policy;
     let mut kind = policy.event;
+    let mut releases = true;
     loop {
-        let mut sampler =
-            Sampler::with_channels(policy.channels(kind, enable_on_exec), policy.data_pages());
+        let mut channels = if how.side_band {
+            policy.channels_with_side_band(kind, how.enable_on_exec)
+        } else {
+            policy.channels(kind, how.enable_on_exec)
+        };
+        if !releases {
+            channels.retain(|&(_, k)| k != SampleKind::Release);
+        }
+        let mut sampler = Sampler::with_channels(channels, policy.data_pages());
         match open(&mut sampler) {
             Ok(()) => return Ok((sampler, kind)),
+            // The syscall tracepoints need CAP_PERFMON (or perf_event_paranoid -1) for their
+            // raw records: without them memory mode samples page faults only.
+            Err(e) if releases && sampler.samples(SampleKind::Release) => {
+                eprintln!("sprofd: note: memory given back (munmap, madvise, brk) is not tracked: the syscall tracepoints were refused ({e}); page faults only, no [kept]/[freed] split");
+                releases = false;
+            }
             Err(e)
                 if kind == EventKind::Cycles
                     && matches!(
@@ -141,7 +196,14 @@ fn open_events(
                 );
                 kind = EventKind::CpuClock;
             }
-            Err(e) => return Err(privileges::explain(e, describe, &policy, false)),
+            Err(e) => {
+                return Err(privileges::explain(
+                    e,
+                    &(how.describe)(),
+                    &policy,
+                    how.daemon,
+                ))
+            }
         }
     }
 }
@@ -181,7 +243,15 @@ fn attach(policy: SamplingPolicy, pid: Pid, subprocesses: bool) -> anyhow::Resul
         }
         Ok(())
     };
-    let (sampler, event) = open_events(policy, false, attach, &format!("PID {pid}"))?;
+    let describe = || format!("PID {pid}");
+    let how = Opening {
+        policy,
+        enable_on_exec: false,
+        side_band: false,
+        daemon: false,
+        describe: &describe,
+    };
+    let (sampler, event) = open_events(how, attach)?;
     Ok(Opened {
         sampler,
         event,
@@ -207,12 +277,15 @@ fn launch(
         .next()
         .unwrap_or_default()
         .to_string();
-    let (sampler, event) = open_events(
+    let describe = || format!("the launched command (PID {pid})");
+    let how = Opening {
         policy,
-        true,
-        |s| s.add_thread(pid, Tid(pid.0)),
-        &format!("the launched command (PID {pid})"),
-    )?;
+        enable_on_exec: true,
+        side_band: false,
+        daemon: false,
+        describe: &describe,
+    };
+    let (sampler, event) = open_events(how, |s| s.add_thread(pid, Tid(pid.0)))?;
     let title: String = argv
         .iter()
         .map(|a| a.to_string_lossy())
@@ -233,29 +306,31 @@ fn launch(
 
 /// Host-wide events (`pids: None`), or the given processes' threads.
 fn host(policy: SamplingPolicy, pids: Option<&[Pid]>) -> anyhow::Result<Opened> {
-    let explain = |e, what: &str| privileges::explain(e, what, &policy, true);
-    let mut sampler;
-    match pids {
-        None => {
-            // Side records get a ring buffer of their own: a process mapping and unmapping
-            // in a loop cannot push the host's samples out.
-            let channels = policy.channels_with_side_band(policy.event, false);
-            sampler = Sampler::with_channels(channels, policy.data_pages());
-            sampler.host_wide().map_err(|e| explain(e, "the host"))?;
-        }
-        Some(pids) => {
-            let channels = policy.channels(policy.event, false);
-            sampler = Sampler::with_channels(channels, policy.data_pages());
-            for &pid in pids {
-                sampler
-                    .attach(pid)
-                    .map_err(|e| explain(e, &format!("PID {pid}")))?;
-            }
-        }
-    }
+    // The pid being attached to when the kernel refused, for the message.
+    let current = std::cell::Cell::new(None);
+    let describe = || match current.get() {
+        Some(pid) => format!("PID {pid}"),
+        None => "the host".to_string(),
+    };
+    let how = Opening {
+        policy,
+        enable_on_exec: false,
+        // Side records get a ring buffer of their own: a process mapping and unmapping in a
+        // loop cannot push the host's samples out.
+        side_band: pids.is_none(),
+        daemon: true,
+        describe: &describe,
+    };
+    let (sampler, event) = open_events(how, |s| match pids {
+        None => s.host_wide(),
+        Some(pids) => pids.iter().try_for_each(|&pid| {
+            current.set(Some(pid));
+            s.attach(pid)
+        }),
+    })?;
     Ok(Opened {
         sampler,
-        event: policy.event,
+        event,
         policy,
         profiled: None,
         title: format!("host {}", hostname()),

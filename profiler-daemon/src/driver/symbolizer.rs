@@ -6,9 +6,11 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use sprof_core::{ProfileMeta, PythonView, RawProfile, SymbolizedProfile};
+use sprof_core::{Measure, ProfileMeta, PythonView, RawProfile, SymbolizedProfile};
 use sprof_engine::Engine;
 use sprof_symbolizer::{SymbolService, SymbolStats};
+
+use super::SourceMeta;
 
 /// Distinct perf-map warnings remembered so each is said once; beyond it the memory is
 /// forgotten (and a warning may be said again) rather than grown for the session's life.
@@ -40,6 +42,8 @@ pub struct SessionSymbolizer {
     symbols: SymbolService,
     /// What every profile starts from (target, event, frequency, what is measured).
     meta: ProfileMeta,
+    /// Memory mode: bytes per page-fault sample.
+    sample_bytes: u64,
     view: ProfileView,
     /// Perf-map warnings already said.
     warnings_seen: HashSet<String>,
@@ -48,7 +52,7 @@ pub struct SessionSymbolizer {
 }
 
 impl SessionSymbolizer {
-    pub fn new(spec: SymbolizerSpec, meta: ProfileMeta) -> SessionSymbolizer {
+    pub fn new(spec: SymbolizerSpec, source: SourceMeta) -> SessionSymbolizer {
         let mut symbols = SymbolService::new(spec.kernel);
         symbols.set_wait_for_debuginfod(spec.wait_for_debuginfod);
         symbols.set_dwarf_budget(spec.dwarf_budget);
@@ -57,7 +61,8 @@ impl SessionSymbolizer {
         }
         SessionSymbolizer {
             symbols,
-            meta,
+            meta: source.meta,
+            sample_bytes: source.sample_bytes,
             view: ProfileView::default(),
             warnings_seen: HashSet::new(),
             last_symbolize: Duration::ZERO,
@@ -102,6 +107,10 @@ impl SessionSymbolizer {
         meta.notes = engine.hook_reports();
         if meta.measure.is_time() {
             meta.notes.push(offcpu_note(&engine.offcpu_stats()));
+        }
+        if meta.measure == Measure::Memory {
+            meta.notes
+                .push(memory_note(raw, &engine.memory_stats(), self.sample_bytes));
         }
         if raw.stats.jit > 0 {
             meta.notes
@@ -168,6 +177,32 @@ fn jit_note(stats: &sprof_core::SessionStats, maps: &sprof_core::PerfMapStats) -
             ", {} entries over the limit dropped",
             maps.dropped
         ));
+    }
+    note
+}
+
+/// The footer line of a memory profile.
+fn memory_note(raw: &RawProfile, s: &sprof_engine::MemoryStats, sample_bytes: u64) -> String {
+    let unit = sprof_core::Unit::Bytes;
+    let total: u64 = raw.samples.iter().map(|c| c.counts.period).sum();
+    let mut note = format!(
+        "memory: {} of new resident memory in {} page-fault samples of {} each",
+        unit.human(total),
+        raw.stats.samples,
+        unit.human(sample_bytes)
+    );
+    if s.releases > 0 || s.freed_bytes > 0 {
+        note += &format!(
+            "; {} given back by munmap/madvise/brk ([freed]), {} still mapped at the end ([kept])",
+            unit.human(s.freed_bytes),
+            unit.human(total.saturating_sub(s.freed_bytes))
+        );
+    }
+    if s.untracked_bytes > 0 {
+        note += &format!(
+            "; {} not followed for freeing (too many pages) and counted as kept",
+            unit.human(s.untracked_bytes)
+        );
     }
     note
 }

@@ -130,6 +130,7 @@ struct Screen {
     top: Top,
     target: String,
     frequency: u64,
+    memory: bool,
     note: Option<String>,
     terminal: TerminalGuard,
     started: Instant,
@@ -150,6 +151,7 @@ impl Screen {
             top: Top::new(window, config.python),
             target: target.to_string(),
             frequency: config.frequency,
+            memory: config.mode == sprof_core::Measure::Memory,
             note: match config.target {
                 Target::Command(_) => Some("the command's output goes to /dev/null".into()),
                 Target::Pid(_) => None,
@@ -187,6 +189,7 @@ impl Screen {
             let header = ui::Header {
                 target: &self.target,
                 frequency: self.frequency,
+                memory: self.memory,
                 note: self.note.as_deref(),
             };
             let top = &self.top;

@@ -139,6 +139,7 @@ fn recording(samples: usize) -> Vec<u8> {
             user_regs: None,
             user_stack: &[],
             user_stack_requested: 0,
+            addr: 0,
         }))
         .unwrap();
     }
@@ -159,11 +160,14 @@ fn sampling(
     rx: mpsc::Receiver<Control>,
     clock: StepClock,
 ) -> Sampling<StepClock> {
-    let meta = ProfileMeta {
-        target: "host replay".into(),
-        frequency: 19,
-        event: "cpu-clock".into(),
-        ..Default::default()
+    let meta = SourceMeta {
+        meta: sprof_core::ProfileMeta {
+            target: "host replay".into(),
+            frequency: 19,
+            event: "cpu-clock".into(),
+            ..Default::default()
+        },
+        sample_bytes: 0,
     };
     let notifier = Arc::new(Notifier::from_env());
     Sampling::new(&config(), shared.clone(), notifier, rx, meta, clock)
