@@ -14,7 +14,7 @@ use sprof_engine::Engine;
 
 use crate::config::{OutputSpec, SessionConfig};
 use crate::driver::signals::Signals;
-use crate::driver::{finish, session, CommandStreams, Session, StopReason};
+use crate::driver::{finish, session, CommandStreams, Every, Session, StopReason};
 use crate::output::{self, PreparedOutput};
 use crate::privileges;
 
@@ -50,7 +50,7 @@ pub fn run(config: SessionConfig) -> anyhow::Result<i32> {
     let mut dumps = Dumps::new(&config);
     let mut status = StatusLine::new();
     // Stop conditions cost syscalls; with a wakeup per sample, ticks come ~1000 times a second.
-    let mut last_check = Instant::now();
+    let mut check = Every::new(Duration::from_millis(10));
     let reason = sprof_engine::run(
         source.as_mut(),
         &mut engine,
@@ -61,10 +61,9 @@ pub fn run(config: SessionConfig) -> anyhow::Result<i32> {
                 status.clear();
                 dumps.write(&symbolizer.profile(engine, started.elapsed()), &config);
             }
-            if last_check.elapsed() < Duration::from_millis(10) {
+            if !check.due() {
                 return ControlFlow::Continue(());
             }
-            last_check = Instant::now();
             let stop = session::stop_condition(
                 &config,
                 &signals,
@@ -197,22 +196,21 @@ impl Dumps {
 /// The live `sprofd: 3.2 s · 3100 samples · ...` line on a terminal.
 struct StatusLine {
     enabled: bool,
-    last: Instant,
+    every: Every,
 }
 
 impl StatusLine {
     fn new() -> StatusLine {
         StatusLine {
             enabled: std::io::stderr().is_terminal(),
-            last: Instant::now(),
+            every: Every::new(Duration::from_millis(250)),
         }
     }
 
     fn update(&mut self, engine: &Engine, started: Instant) {
-        if !self.enabled || self.last.elapsed() < Duration::from_millis(250) {
+        if !self.enabled || !self.every.due() {
             return;
         }
-        self.last = Instant::now();
         eprint!(
             "\r\x1b[Ksprofd: {:.1} s · {} samples · {} threads · {} lost",
             started.elapsed().as_secs_f64(),

@@ -28,6 +28,6 @@ pub mod symbolizer;
 
 pub use engine::{EngineSpec, HostFilter, PythonSpec};
 pub use finish::StopReason;
-pub use session::{CommandStreams, Session};
+pub use session::{CommandStreams, Every, Session};
 pub use source::{Profiled, SourceMeta, SourceSpec, SourceTarget};
 pub use symbolizer::{SessionSymbolizer, SymbolizerSpec};

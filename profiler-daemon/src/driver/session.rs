@@ -2,7 +2,7 @@
 //! every such driver, and the conditions that end it.
 
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use sprof_core::{EventSource, Pid};
@@ -185,6 +185,32 @@ fn recording_source(
     let recorder = sprof_engine::replay::Recorder::new(std::io::BufWriter::new(file))
         .with_context(|| format!("--save-events {}", path.display()))?;
     Ok(Box::new(sprof_engine::replay::Tee::new(sampler, recorder)))
+}
+
+/// Something a tick does at most once a period: ticks may come once per sample (a wakeup per
+/// sample for Python), and stop checks, redraws and status lines cost syscalls.
+pub struct Every {
+    period: Duration,
+    last: Instant,
+}
+
+impl Every {
+    /// Due first one period from now.
+    pub fn new(period: Duration) -> Every {
+        Every {
+            period,
+            last: Instant::now(),
+        }
+    }
+
+    /// Whether a period has passed since it was last due (and it starts again if so).
+    pub fn due(&mut self) -> bool {
+        if self.last.elapsed() < self.period {
+            return false;
+        }
+        self.last = Instant::now();
+        true
+    }
 }
 
 /// Why to stop now, if anything says so: a signal, the target's exit, `--duration`.

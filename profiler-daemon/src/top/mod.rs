@@ -22,7 +22,7 @@ use sprof_engine::Engine;
 
 use crate::config::{SessionConfig, Target, TopConfig};
 use crate::driver::{
-    finish, session, CommandStreams, Profiled, Session, SessionSymbolizer, StopReason,
+    finish, session, CommandStreams, Every, Profiled, Session, SessionSymbolizer, StopReason,
 };
 use model::{Snapshot, ThreadCount, Top};
 
@@ -62,23 +62,18 @@ pub fn run(config: TopConfig) -> anyhow::Result<i32> {
     // Refreshes symbolize inside the drive loop: downloads finish in the background.
     symbolizer.set_wait_for_debuginfod(false);
     let mut screen = Screen::new(&config, window, symbolizer.target(), started)?;
-    let mut last_check = Instant::now();
+    let mut check = Every::new(CHECK);
     // The first refresh comes one period after the start, with a full second of samples.
-    let mut last_refresh = Instant::now();
+    let mut refresh = Every::new(REFRESH);
     let result = sprof_engine::run(
         source.as_mut(),
         &mut engine,
         Duration::from_millis(100),
         |engine| -> ControlFlow<anyhow::Result<StopReason>> {
-            if last_check.elapsed() < CHECK {
+            if !check.due() {
                 return ControlFlow::Continue(());
             }
-            last_check = Instant::now();
-            let refresh = last_refresh.elapsed() >= REFRESH;
-            if refresh {
-                last_refresh = Instant::now();
-            }
-            if let Err(e) = screen.update(engine, &mut symbolizer, refresh) {
+            if let Err(e) = screen.update(engine, &mut symbolizer, refresh.due()) {
                 return ControlFlow::Break(Err(e));
             }
             if let Some(quit) = screen.quit.take() {
