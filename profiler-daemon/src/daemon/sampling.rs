@@ -78,6 +78,8 @@ pub struct Shared {
     epoch: Instant,
     /// False once the sampling thread has ended, however it ended (a panic included).
     alive: AtomicBool,
+    /// Processes' resident memory: the window in progress's readings.
+    pub rss: Arc<super::rss::Readings>,
 }
 
 /// Whether sampling works, as /healthz says it.
@@ -126,6 +128,7 @@ impl Shared {
             heartbeat: AtomicU64::new(0),
             epoch: Instant::now(),
             alive: AtomicBool::new(true),
+            rss: Arc::default(),
         };
         (Arc::new(shared), rx)
     }
@@ -355,11 +358,17 @@ impl<C: Clock> Sampling<C> {
             meta.clone(),
         );
         let now = clock.now();
+        let rss = super::rss::Tracker::start(
+            config.window,
+            shared.rss.clone(),
+            shared.metrics.rss_reader(),
+        );
         Sampling {
             windows: Windows::new(config.window, now, shared.window.clone(), meta.meta),
             slicer: Slicer {
                 symbolizer,
                 labels: Labels::new(config.cmdline),
+                rss,
                 shared: shared.clone(),
             },
             shared,
@@ -391,9 +400,9 @@ impl<C: Clock> Sampling<C> {
         // The loop drained what the kernel had; the window in progress is written now.
         let now = self.clock.now();
         let slicer = &mut self.slicer;
-        let actions = self
-            .windows
-            .finish(now, &mut |start, end| slicer.cut(&mut engine, start, end));
+        let actions = self.windows.finish(now, &mut |start, end| {
+            slicer.cut(&mut engine, start, end, now.mono)
+        });
         let _ = self.apply(actions, now);
     }
 
@@ -421,7 +430,7 @@ impl<C: Clock> Sampling<C> {
         }
         let slicer = &mut self.slicer;
         let actions = self.windows.tick(now, requests, &mut |start, end| {
-            slicer.cut(engine, start, end)
+            slicer.cut(engine, start, end, now.mono)
         });
         self.apply(actions, now)
     }
@@ -441,12 +450,17 @@ impl<C: Clock> Sampling<C> {
         ControlFlow::Continue(())
     }
 
-    /// Encodes a window and stores it, after the windows the disk refused before; `wall` is
-    /// the time retention counts from, whatever the labels say.
+    /// Encodes a window (with its processes' memory readings) and stores it, after the
+    /// windows the disk refused before; `wall` is the time retention counts from, whatever the
+    /// labels say.
     fn store(&mut self, window: EndedWindow, wall: SystemTime) {
         let m = &self.shared.metrics;
+        let rss = self.slicer.rss.take_window();
         match encode(&window.profile, window.start) {
-            Ok(bytes) => self.pending.push(window.start, window.end, bytes, m),
+            Ok(mut bytes) => {
+                bytes.extend(super::rss_window::encode(&rss));
+                self.pending.push(window.start, window.end, bytes, m);
+            }
             Err(e) => {
                 m.window_encode_errors.inc();
                 eprintln!(
@@ -473,10 +487,13 @@ impl<C: Clock> Sampling<C> {
     }
 }
 
-/// Cuts slices: takes the engine's window, counts it in the metrics, symbolizes and labels.
+/// Cuts slices: takes the engine's window, counts it in the metrics, symbolizes and labels
+/// it, and asks for its processes' memory readings (`now`: the cut's monotonic time).
 struct Slicer {
     symbolizer: SessionSymbolizer,
     labels: Labels,
+    /// Which processes' memory is read, and when.
+    rss: super::rss::Tracker,
     shared: Arc<Shared>,
 }
 
@@ -486,6 +503,7 @@ impl Slicer {
         engine: &mut Engine,
         start: SystemTime,
         end: SystemTime,
+        now: Instant,
     ) -> SymbolizedProfile {
         let m = &self.shared.metrics;
         for &ns in engine.unwind_times() {
@@ -500,6 +518,7 @@ impl Slicer {
         // slice faults back only what it reads.
         sprof_core::shrink::release_resident();
         self.labels.label(&mut profile);
+        self.rss.after_slice(&profile, end, now);
         profile
     }
 
