@@ -8,11 +8,12 @@ mod cli;
 mod config;
 mod daemon;
 mod diff;
+mod driver;
 mod loader;
 mod output;
 mod privileges;
+mod record;
 mod resources;
-mod session;
 mod sources;
 mod top;
 
@@ -99,7 +100,7 @@ fn max_rate() -> Option<u64> {
 fn profile(config: Result<config::SessionConfig, cli::UsageError>) -> i32 {
     match config {
         Err(e) => usage_error(&e),
-        Ok(config) => run_catching(|| session::run(config)),
+        Ok(config) => run_catching(|| record::run(config)),
     }
 }
 

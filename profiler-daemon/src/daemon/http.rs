@@ -926,7 +926,7 @@ mod tests {
             .write(
                 start,
                 start + Duration::from_secs(10),
-                &super::super::sampling::encode(&grown, start),
+                &super::super::sampling::encode(&grown, start).unwrap(),
                 SystemTime::now(),
             )
             .unwrap();
