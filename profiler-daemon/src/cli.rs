@@ -133,6 +133,10 @@ pub struct DaemonArgs {
     /// Do not read Python frames (native frames only).
     #[arg(long = "no-python")]
     pub no_python: bool,
+    /// What the windows measure: cpu (default), or memory: new resident memory by stack from
+    /// sampled page faults (see `record --mode memory`; opt-in, as faults can be many).
+    #[arg(long, value_name = "cpu|memory")]
+    pub mode: Option<String>,
     /// How much of each process's command line is stored and served: full, redacted
     /// (values of NAME=VALUE arguments, of arguments after secret-named flags and URL
     /// passwords become ***) or off [default: redacted].
@@ -164,6 +168,7 @@ impl DaemonArgs {
             python: self.no_python.then_some(false),
             cmdline: self.cmdline,
             socket_group: self.socket_group,
+            mode: self.mode,
         };
         DaemonConfig::resolve(file.overridden_by(flags), self.config, max_rate)
     }
