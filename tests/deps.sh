@@ -54,6 +54,7 @@ apt   passwd           useradd                                  test,package    
 apt   util-linux       setpriv,unshare,nsenter,mountpoint,taskset  test,bench,package   drop to an unprivileged user, pid namespaces (containers), join a target's mount namespace (Tachyon), pin benchmark threads
 apt   linux-perf       perf                                     test,bench   the reference profiler the completeness tests and benchmarks compare against
 apt   xz-utils         xz                                       test,bench   a real stripped program profiled end to end
+apt   lld              ld.lld                                   test         lld-linked fixtures: its packed load segments (sprof_core::Segments tests); rustup's rust-lld is the fallback
 apt   gdb              gdb                                      test         an oracle for Python frames (merge_vs_gdb tests)
 apt   nodejs           node                                     test         JIT frames from Node's perf map
 apt   npm              npm                                      test         installs the npm items below
