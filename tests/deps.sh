@@ -80,6 +80,8 @@ pip   maturin==1.16.0  py:maturin                               wheel,package  b
 pip   py-spy==0.4.3    py-spy                                   test,bench   an oracle for the Python reader's live tests; compared against in the benchmark
 pip   playwright==1.65.3  py:playwright                          test,package  drives Debian's chromium (executable_path=/usr/bin/chromium) through the daemon's page (tests/tests/page.rs), the magics' notebook outputs (tests/package/magics_render.py), the heatmap page (tests/fixtures/heatmap_check.py), the speedscope app (speedscope_check.py) and the timeline chart (timeline_check.py); its own browser download is not used
 npm   speedscope@1.25.0  /usr/lib/node_modules/speedscope/dist/release/index.html  test  the real speedscope app opens sprofd's .speedscope.json (time order; tests/fixtures/speedscope_check.py)
+pip   memray==1.20.0   memray                                   bench        compared against in the memory benchmark (bench/memory.sh)
+pip   memory_profiler==0.61.0  mprof                            bench        compared against in the memory benchmark (mprof run samples RSS)
 pip   austin-dist==3.7.0  austin                                bench        compared against in the Python and off-CPU benchmarks
 venv  ipython==9.19.1,ipykernel==7.4.0,nbclient==0.11.0  $ROOT/target/magics-venv/bin/ipython  package  tests/package/magics.sh installs the wheel here and runs %sprofd in IPython and in notebooks (nbclient); Debian's python3, so that an unprivileged user can run it too
 cargo cargo-deb@3.8.0  cargo-deb                                deb,package  builds the .deb; pinned: tests/package/deb.sh checks its layout and maintainer scripts

@@ -1,4 +1,4 @@
-//! `-o NAME.timeline.svg`: resident memory and CPU use over time. `tests/fixtures/rssgrow.c`
+//! `-o NAME.timeline.svg`: resident memory and CPU use over time. `tests/fixtures/rssstep.c`
 //! grows to a known peak in steps, holds it, frees half and burns CPU, then prints its own
 //! `ru_maxrss`; the chart, drawn in headless Chromium (`tests/fixtures/timeline_check.py`),
 //! must label a peak within 10% of it, for `record`, for `attach`, for each process of a
@@ -85,7 +85,7 @@ fn record_draws_the_peak_and_the_hot_functions() {
         return;
     }
     let _serial = serial();
-    let exe = c_fixture("rssgrow", FP);
+    let exe = c_fixture("rssstep", FP);
     let dir = TempDir::new("timeline-record");
     let out = run_ok(
         sprofd()
@@ -148,7 +148,7 @@ fn attach_draws_the_peak() {
         return;
     }
     let _serial = serial();
-    let exe = c_fixture("rssgrow", FP);
+    let exe = c_fixture("rssstep", FP);
     let dir = TempDir::new("timeline-attach");
     let chart = dir.join("a.timeline.svg");
     let mut target = Command::new(&exe)
@@ -156,7 +156,7 @@ fn attach_draws_the_peak() {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
-        .expect("spawn rssgrow");
+        .expect("spawn rssstep");
     let mut lines = BufReader::new(target.stdout.take().unwrap());
     let mut ready = String::new();
     lines.read_line(&mut ready).unwrap();
@@ -202,7 +202,7 @@ fn a_process_tree_gets_a_line_per_process() {
         return;
     }
     let _serial = serial();
-    let exe = c_fixture("rssgrow", FP);
+    let exe = c_fixture("rssstep", FP);
     let dir = TempDir::new("timeline-tree");
     let out = run_ok(
         sprofd()
@@ -232,7 +232,7 @@ fn a_process_tree_gets_a_line_per_process() {
             legend
                 .iter()
                 .any(|l| l["pid"].as_str() == Some(pid.to_string().as_str())
-                    && l["text"].as_str().unwrap().contains("rssgrow")),
+                    && l["text"].as_str().unwrap().contains("rssstep")),
             "legend names pid {pid}: {legend:?}"
         );
     }
@@ -244,7 +244,7 @@ fn memory_mode_marks_where_memory_grew() {
         return;
     }
     let _serial = serial();
-    let exe = c_fixture("rssgrow", FP);
+    let exe = c_fixture("rssstep", FP);
     let dir = TempDir::new("timeline-memory");
     let out = run_ok(
         sprofd()
