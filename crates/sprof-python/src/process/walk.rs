@@ -21,18 +21,7 @@ impl PythonProcess {
         codes: &mut CodeTable,
         out: &mut Vec<PyFrame>,
     ) -> Result<bool, PyError> {
-        out.clear();
-        self.stats.reads += 1;
-        self.last_anchor = None;
-        let r = self.read_inner(tid, None, codes, out);
-        match &r {
-            Ok(_) => self.stats.frames += out.len() as u64,
-            Err(_) => {
-                self.stats.errors += 1;
-                out.clear();
-            }
-        }
-        r
+        self.read_counted(tid, None, codes, out)
     }
 
     /// Reads thread `tid`'s Python frames **as of the sample** whose stack copy is `at`, when
@@ -62,10 +51,22 @@ impl PythonProcess {
         codes: &mut CodeTable,
         out: &mut Vec<PyFrame>,
     ) -> Result<bool, PyError> {
+        self.read_counted(tid, Some(at), codes, out)
+    }
+
+    /// [`read_inner`](Self::read_inner) with the read counted in [`ReadStats`]; `out` is
+    /// cleared first and left empty on `Err`.
+    fn read_counted(
+        &mut self,
+        tid: u32,
+        at: Option<SampleStack<'_>>,
+        codes: &mut CodeTable,
+        out: &mut Vec<PyFrame>,
+    ) -> Result<bool, PyError> {
         out.clear();
         self.stats.reads += 1;
         self.last_anchor = None;
-        let r = self.read_inner(tid, Some(at), codes, out);
+        let r = self.read_inner(tid, at, codes, out);
         match &r {
             Ok(_) => self.stats.frames += out.len() as u64,
             Err(_) => {
