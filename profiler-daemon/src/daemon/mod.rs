@@ -50,6 +50,7 @@ use tokio::sync::{oneshot, watch};
 use self::config::{DaemonConfig, FileSettings};
 use self::query::{QueryError, Selection, Sources};
 use self::sampling::{Control, Shared, StackFilter};
+use self::windows::Request;
 
 /// The daemon's side of the API.
 struct DaemonBackend {
@@ -101,14 +102,14 @@ impl http::Backend for DaemonBackend {
     fn open_tap(&self, keep: StackFilter) -> Option<oneshot::Receiver<u64>> {
         let (reply, rx) = oneshot::channel();
         self.shared
-            .send(Control::OpenTap { keep, reply })
+            .send(Control::Windows(Request::OpenTap { keep, reply }))
             .then_some(rx)
     }
 
     fn close_tap(&self, id: u64) -> Option<oneshot::Receiver<SymbolizedProfile>> {
         let (reply, rx) = oneshot::channel();
         self.shared
-            .send(Control::CloseTap { id, reply })
+            .send(Control::Windows(Request::CloseTap { id, reply }))
             .then_some(rx)
     }
 

@@ -97,16 +97,8 @@ pub const STALL: Duration = Duration::from_secs(2);
 
 /// Requests for the sampling thread.
 pub enum Control {
-    /// Start collecting every slice from now on into a tap; answers its id.
-    OpenTap {
-        keep: StackFilter,
-        reply: tokio::sync::oneshot::Sender<u64>,
-    },
-    /// End a tap now and answer what it gathered.
-    CloseTap {
-        id: u64,
-        reply: tokio::sync::oneshot::Sender<SymbolizedProfile>,
-    },
+    /// A request the window machine answers (opening or closing a tap), passed on as it is.
+    Windows(Request),
     /// New retention settings (SIGHUP).
     Retention(sprof_store::Retention),
     /// Write the window in progress and stop.
@@ -420,8 +412,7 @@ impl<C: Clock> Sampling<C> {
         let mut requests = Vec::new();
         while let Ok(c) = self.control.try_recv() {
             match c {
-                Control::OpenTap { keep, reply } => requests.push(Request::OpenTap { keep, reply }),
-                Control::CloseTap { id, reply } => requests.push(Request::CloseTap { id, reply }),
+                Control::Windows(r) => requests.push(r),
                 Control::Retention(r) => self.shared.lock_store().set_retention(r),
                 Control::Stop => {
                     requests.push(Request::Stop);

@@ -188,10 +188,10 @@ fn a_replayed_recording_goes_through_slices_windows_and_a_tap_into_the_store() {
     clock.at_turn.push((
         12,
         Box::new(move || {
-            assert!(s.send(Control::OpenTap {
+            assert!(s.send(Control::Windows(Request::OpenTap {
                 keep,
                 reply: open_tx
-            }));
+            })));
         }),
     ));
     let (close_tx, mut close_rx) = tokio::sync::oneshot::channel();
@@ -200,10 +200,10 @@ fn a_replayed_recording_goes_through_slices_windows_and_a_tap_into_the_store() {
         20,
         Box::new(move || {
             let id = open_rx.try_recv().expect("the tap opened at turn 12");
-            assert!(s.send(Control::CloseTap {
+            assert!(s.send(Control::Windows(Request::CloseTap {
                 id,
                 reply: close_tx
-            }));
+            })));
         }),
     ));
     let engine = engine_spec(&config(), false).build_with(Box::new(FileLoader));
