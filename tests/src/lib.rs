@@ -1163,6 +1163,31 @@ pub fn attach_profile(test: &str, pid: u32, extra: &[&str]) -> Profile {
     Profile { out, folded, dir }
 }
 
+/// `sprofd attach PID -F 999 -q -o OUT --ready-fd 3`, returned once sprofd has said `ready` on
+/// its fd 3 (a pipe this reads; its stdout goes to /dev/null): sampling has started, so the
+/// target may begin what the test measures. Stops by itself when the target exits.
+pub fn attach_when_ready(pid: u32, out: &Path) -> Child {
+    let mut sprofd = Command::new("sh")
+        .args([
+            "-c",
+            "exec \"$0\" attach \"$1\" -F 999 -q -o \"$2\" --ready-fd 3 3>&1 >/dev/null",
+        ])
+        .arg(sprofd_bin())
+        .arg(pid.to_string())
+        .arg(out)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sprofd");
+    let mut line = String::new();
+    BufReader::new(sprofd.stdout.take().unwrap())
+        .read_line(&mut line)
+        .expect("read the ready pipe");
+    assert_eq!(line, "ready\n", "sprofd wrote {line:?} on --ready-fd");
+    sprofd
+}
+
 /// `sprofd record -F 999 -q -o <dir>/out.folded <extra…> -- <cmd…>`;
 /// asserts exit 0 and parses the folded output.
 pub fn record_profile<S: AsRef<OsStr>>(test: &str, extra: &[&str], cmd: &[S]) -> Profile {

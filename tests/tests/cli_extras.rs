@@ -80,7 +80,7 @@ fn the_man_page_renders() {
 /// before sampling started.
 #[test]
 fn ready_fd_says_ready_once_sampling_has_started() {
-    use std::io::{BufRead, BufReader, Write};
+    use std::io::Write;
     use std::process::Stdio;
     if !live("ready_fd_says_ready_once_sampling_has_started") {
         return;
@@ -109,25 +109,7 @@ fn ready_fd_says_ready_once_sampling_has_started() {
         .stdout(Stdio::null())
         .spawn()
         .expect("spawn python3");
-    // fd 3 of sprofd is the pipe the test reads (its stdout goes to /dev/null).
-    let mut sprofd = Command::new("sh")
-        .args([
-            "-c",
-            "exec \"$0\" attach \"$1\" -F 999 -q -o \"$2\" --ready-fd 3 3>&1 >/dev/null",
-        ])
-        .arg(sprofd_bin())
-        .arg(target.id().to_string())
-        .arg(&out)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn sprofd");
-    let mut line = String::new();
-    BufReader::new(sprofd.stdout.take().unwrap())
-        .read_line(&mut line)
-        .expect("read the ready pipe");
-    assert_eq!(line, "ready\n", "sprofd wrote {line:?} on --ready-fd");
+    let sprofd = attach_when_ready(target.id(), &out);
     let mut stdin = target.stdin.take().unwrap();
     stdin.write_all(b"go\n").expect("tell the target to burn");
     drop(stdin);

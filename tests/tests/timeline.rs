@@ -161,25 +161,7 @@ fn attach_draws_the_peak() {
     let mut ready = String::new();
     lines.read_line(&mut ready).unwrap();
     assert_eq!(ready, "ready\n");
-    // fd 3 of sprofd is the pipe the test reads: `ready` once sampling has started.
-    let mut sprofd = Command::new("sh")
-        .args([
-            "-c",
-            "exec \"$0\" attach \"$1\" -F 999 -q -o \"$2\" --ready-fd 3 3>&1 >/dev/null",
-        ])
-        .arg(sprofd_bin())
-        .arg(target.id().to_string())
-        .arg(&chart)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn sprofd");
-    let mut line = String::new();
-    BufReader::new(sprofd.stdout.take().unwrap())
-        .read_line(&mut line)
-        .expect("read the ready pipe");
-    assert_eq!(line, "ready\n", "sprofd wrote {line:?} on --ready-fd");
+    let sprofd = attach_when_ready(target.id(), &chart);
     target.stdin.take().unwrap().write_all(b"go\n").unwrap();
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut lines, &mut rest).unwrap();
