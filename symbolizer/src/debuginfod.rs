@@ -32,6 +32,20 @@ const BATCH_BUDGETS: u32 = 3;
 /// The largest debug file accepted (a browser's is about 1 GiB).
 const MAX_DEBUG_FILE: u64 = 2 << 30;
 
+/// How long an empty cache file says "no server has it" before servers are asked again:
+/// elfutils' default `cache_miss_s`, so gdb, perf and sprofd agree on a shared cache.
+const CACHE_MISS: Duration = Duration::from_secs(600);
+
+/// What the cache says about one build-id.
+enum Cached {
+    /// A debug file to read.
+    File(PathBuf),
+    /// Every server answered 404 within [`CACHE_MISS`]: not asked again yet.
+    KnownMissing,
+    /// Nothing usable: ask the servers.
+    Unknown,
+}
+
 /// The client: servers, cache directory, and what went wrong so far.
 #[derive(Debug)]
 pub struct Debuginfod {
@@ -119,23 +133,47 @@ impl Debuginfod {
         self.cache.join(hex(build_id)).join("debuginfo")
     }
 
-    /// The cached file for `build_id`, if a non-empty one exists (elfutils leaves empty
-    /// files as negative-cache markers).
-    fn cached(&self, build_id: &[u8]) -> Option<PathBuf> {
+    /// What the cache holds for `build_id`. An empty file is elfutils' negative-cache
+    /// marker: every server said 404, and until it is [`CACHE_MISS`] old nobody asks again.
+    fn cached(&self, build_id: &[u8]) -> Cached {
         let path = self.cache_path(build_id);
-        let meta = std::fs::metadata(&path).ok()?;
-        (meta.is_file() && meta.len() > 0).then_some(path)
+        let Ok(meta) = std::fs::metadata(&path) else {
+            return Cached::Unknown;
+        };
+        if !meta.is_file() {
+            return Cached::Unknown;
+        }
+        if meta.len() > 0 {
+            return Cached::File(path);
+        }
+        let age = meta.modified().ok().and_then(|m| m.elapsed().ok());
+        match age {
+            Some(age) if age < CACHE_MISS => Cached::KnownMissing,
+            _ => Cached::Unknown,
+        }
+    }
+
+    /// Leaves the empty marker that says no server has `build_id` (see [`Self::cached`]).
+    /// A failure to write it only means the servers are asked again next time.
+    fn remember_missing(&self, build_id: &[u8]) {
+        let dest = self.cache_path(build_id);
+        if let Some(dir) = dest.parent() {
+            if create_private_dir(dir).is_ok() && !dest.exists() {
+                let _ = std::fs::File::create(&dest);
+            }
+        }
     }
 
     /// The debug file of each build-id, from the cache or fetched, in order. Fetches run on
     /// a few threads; none starts once the batch's deadline has passed.
     pub fn fetch_all(&self, build_ids: &[Vec<u8>]) -> Vec<Option<PathBuf>> {
-        let results: Vec<Mutex<Option<PathBuf>>> = build_ids
-            .iter()
-            .map(|id| Mutex::new(self.cached(id)))
-            .collect();
+        let cached: Vec<Cached> = build_ids.iter().map(|id| self.cached(id)).collect();
         let missing: Vec<usize> = (0..build_ids.len())
-            .filter(|&i| lock(&results[i]).is_none() && !build_ids[i].is_empty())
+            .filter(|&i| matches!(cached[i], Cached::Unknown) && !build_ids[i].is_empty())
+            .collect();
+        let results: Vec<Mutex<Option<PathBuf>>> = cached
+            .into_iter()
+            .map(|c| Mutex::new(if let Cached::File(p) = c { Some(p) } else { None }))
             .collect();
         let deadline = Instant::now() + self.timeout * BATCH_BUDGETS;
         let next = AtomicUsize::new(0);
@@ -162,17 +200,27 @@ impl Debuginfod {
     fn fetch(&self, build_id: &[u8]) -> Option<PathBuf> {
         let start = Instant::now();
         let id = hex(build_id);
+        // why: only a 404 from every server is remembered; a server that failed or was
+        // skipped might have the file, so the next run asks again.
+        let mut all_said_no = !self.servers.is_empty();
         for (i, server) in self.servers.iter().enumerate() {
             let left = self.timeout.checked_sub(start.elapsed())?;
             if lock(&self.failed).contains(&i) {
+                all_said_no = false;
                 continue;
             }
             let url = format!("{server}/buildid/{id}/debuginfo");
             match self.download(&url, left, build_id) {
                 Ok(Some(path)) => return Some(path),
                 Ok(None) => {}
-                Err(why) => self.server_failed(i, server, &why),
+                Err(why) => {
+                    all_said_no = false;
+                    self.server_failed(i, server, &why);
+                }
             }
+        }
+        if all_said_no {
+            self.remember_missing(build_id);
         }
         None
     }
@@ -307,6 +355,82 @@ mod tests {
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(warnings[0].contains(&url), "{warnings:?}");
         assert!(c.take_warnings().is_empty());
+        let _ = std::fs::remove_dir_all(cache);
+    }
+
+    /// A server that answers 404 to everything and keeps the request lines it was sent.
+    fn not_found_server() -> (String, std::sync::Arc<Mutex<Vec<String>>>) {
+        use std::io::{BufRead, BufReader};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let asked = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let log = asked.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                let _ = reader.read_line(&mut line);
+                lock(&log).push(line.trim().to_string());
+                let mut header = String::new();
+                while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
+                    header.clear();
+                }
+                let _ = conn.write_all(
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+            }
+        });
+        (url, asked)
+    }
+
+    #[test]
+    fn a_404_from_every_server_is_remembered_like_elfutils() {
+        let cache = std::env::temp_dir().join(format!("sprof-dbgd-miss-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&cache);
+        let (url, asked) = not_found_server();
+        let id = vec![9u8; 20];
+        let c = Debuginfod::new(&url, cache.clone(), Duration::from_secs(2)).unwrap();
+        assert_eq!(c.fetch_all(std::slice::from_ref(&id)), vec![None]);
+        assert_eq!(lock(&asked).len(), 1, "{:?}", lock(&asked));
+        let marker = c.cache_path(&id);
+        assert_eq!(std::fs::metadata(&marker).unwrap().len(), 0);
+
+        // A new session (another sprofd, or gdb) trusts the marker and asks nobody.
+        let c = Debuginfod::new(&url, cache.clone(), Duration::from_secs(2)).unwrap();
+        assert_eq!(c.fetch_all(std::slice::from_ref(&id)), vec![None]);
+        assert_eq!(lock(&asked).len(), 1, "{:?}", lock(&asked));
+        assert!(c.take_warnings().is_empty());
+
+        // An old marker is stale: the servers are asked again.
+        let old = std::time::SystemTime::now() - CACHE_MISS - Duration::from_secs(1);
+        std::fs::File::options()
+            .write(true)
+            .open(&marker)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        assert_eq!(c.fetch_all(std::slice::from_ref(&id)), vec![None]);
+        assert_eq!(lock(&asked).len(), 2, "{:?}", lock(&asked));
+        let _ = std::fs::remove_dir_all(cache);
+    }
+
+    #[test]
+    fn a_dead_server_leaves_no_negative_marker() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let cache = std::env::temp_dir().join(format!("sprof-dbgd-dead-{}", std::process::id()));
+        let c = Debuginfod::new(
+            &format!("http://127.0.0.1:{port}"),
+            cache.clone(),
+            Duration::from_secs(2),
+        )
+        .unwrap();
+        let id = vec![4u8; 20];
+        assert_eq!(c.fetch_all(std::slice::from_ref(&id)), vec![None]);
+        assert!(!c.cache_path(&id).exists());
         let _ = std::fs::remove_dir_all(cache);
     }
 }

@@ -89,6 +89,34 @@ fn free_port() -> u16 {
     l.local_addr().expect("local addr").port()
 }
 
+/// A debuginfod stand-in that has nothing: 404 to every request, whose request lines it
+/// keeps so a test can say what was asked.
+fn not_found_server() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let url = format!("http://{}", listener.local_addr().expect("local addr"));
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = asked.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let Ok(read_half) = conn.try_clone() else { return };
+            let mut reader = BufReader::new(read_half);
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            log.lock().unwrap().push(line.trim().to_string());
+            let mut header = String::new();
+            while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
+                header.clear();
+            }
+            let _ = conn.write_all(
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    (url, asked)
+}
+
 /// The status code of `GET path` on loopback `port`, by hand (HTTP/1.0, no client crate).
 fn http_status(port: u16, path: &str) -> Option<u16> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
@@ -201,16 +229,25 @@ fn debuginfod_names_a_stripped_binary_and_caches_its_debug_file() {
     let (out, dumped) = record_with(&dir, "dumps", &["--dump-every", "0.3"], &exe, &env);
     assert!(named(&dumped), "{}{}", dumped.excerpt(), out.describe());
 
-    // The cache serves the next run: the server is gone and nothing is asked.
+    // The cache serves the next run: the real server is gone, and the one in its place
+    // (which has nothing) is not asked for the binary. It may be asked for other modules
+    // (libc, ld.so) that the first run happened not to sample.
     drop(server);
-    let dead = format!("http://127.0.0.1:{}", free_port());
+    let (empty, asked) = not_found_server();
     let env = [
-        ("DEBUGINFOD_URLS", dead.clone()),
+        ("DEBUGINFOD_URLS", empty),
         ("DEBUGINFOD_CACHE_PATH", cache.display().to_string()),
     ];
     let (out, again) = record_with(&dir, "cached", &[], &exe, &env);
     assert!(named(&again), "{}{}", again.excerpt(), out.describe());
+    let asked = asked.lock().unwrap().clone();
+    assert!(
+        !asked.iter().any(|line| line.contains(&id)),
+        "asked for the cached binary: {asked:?}\n{}",
+        out.describe()
+    );
     assert!(!out.stderr.contains("warning"), "{}", out.describe());
+    let dead = format!("http://127.0.0.1:{}", free_port());
 
     // A dead server with an empty cache: one warning naming it, the profile as without.
     let env = [
