@@ -173,7 +173,13 @@ impl Debuginfod {
             .collect();
         let results: Vec<Mutex<Option<PathBuf>>> = cached
             .into_iter()
-            .map(|c| Mutex::new(if let Cached::File(p) = c { Some(p) } else { None }))
+            .map(|c| {
+                Mutex::new(if let Cached::File(p) = c {
+                    Some(p)
+                } else {
+                    None
+                })
+            })
             .collect();
         let deadline = Instant::now() + self.timeout * BATCH_BUDGETS;
         let next = AtomicUsize::new(0);

@@ -100,7 +100,9 @@ fn not_found_server() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>)
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { return };
-            let Ok(read_half) = conn.try_clone() else { return };
+            let Ok(read_half) = conn.try_clone() else {
+                return;
+            };
             let mut reader = BufReader::new(read_half);
             let mut line = String::new();
             let _ = reader.read_line(&mut line);
