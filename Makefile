@@ -115,6 +115,7 @@ bench: deps-bench build
 	bash bench/python.sh
 	SID=1 bash bench/python.sh
 	bash bench/offcpu.sh
+	bash bench/memory.sh
 	bash bench/daemon.sh
 	bash bench/busy.sh
 	bash bench/symbolize.sh

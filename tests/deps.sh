@@ -29,7 +29,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 #            cargo (cargo install --locked), rustup (component), git (a pinned clone), pyenv (an
 #            interpreter built by `pyenv install`), root (a debootstrapped root file system), venv
 #            (a virtual environment of Debian's /usr/bin/python3 at the directory of PROVIDES'
-#            first path, with the pinned pip requirements of NAME)
+#            first path, with the pinned pip requirements of NAME), mount (a kernel file system
+#            NAME mounted at the directory of PROVIDES' first path)
 #   NAME     what is installed: Debian package(s) (comma-separated), a pinned pip requirement,
 #            crate@version, component, pyenv version, root name, pip requirements (venv)
 #   PROVIDES comma-separated; all must be present for the item to count as installed:
@@ -79,6 +80,8 @@ pip   maturin==1.16.0  py:maturin                               wheel,package  b
 pip   py-spy==0.4.3    py-spy                                   test,bench   an oracle for the Python reader's live tests; compared against in the benchmark
 pip   playwright==1.65.3  py:playwright                          test,package  drives Debian's chromium (executable_path=/usr/bin/chromium) through the daemon's page (tests/tests/page.rs), the magics' notebook outputs (tests/package/magics_render.py), the heatmap page (tests/fixtures/heatmap_check.py) and the speedscope app (speedscope_check.py); its own browser download is not used
 npm   speedscope@1.25.0  /usr/lib/node_modules/speedscope/dist/release/index.html  test  the real speedscope app opens sprofd's .speedscope.json (time order; tests/fixtures/speedscope_check.py)
+pip   memray==1.20.0   memray                                   bench        compared against in the memory benchmark (bench/memory.sh)
+pip   memory_profiler==0.61.0  mprof                            bench        compared against in the memory benchmark (mprof run samples RSS)
 pip   austin-dist==3.7.0  austin                                bench        compared against in the Python and off-CPU benchmarks
 venv  ipython==9.19.1,ipykernel==7.4.0,nbclient==0.11.0  $ROOT/target/magics-venv/bin/ipython  package  tests/package/magics.sh installs the wheel here and runs %sprofd in IPython and in notebooks (nbclient); Debian's python3, so that an unprivileged user can run it too
 cargo cargo-deb@3.8.0  cargo-deb                                deb,package  builds the .deb; pinned: tests/package/deb.sh checks its layout and maintainer scripts
@@ -92,6 +95,7 @@ pyenv 3.10.13          $PYENV_ROOT/versions/3.10.13/bin/python3.10  test     CPy
 pyenv 3.11.7           $PYENV_ROOT/versions/3.11.7/bin/python3.11   test     CPython 3.11 frames
 pyenv 3.12.1           $PYENV_ROOT/versions/3.12.1/bin/python3.12   test     CPython 3.12 frames, -X perf, containers
 pyenv 3.13.0           $PYENV_ROOT/versions/3.13.0/bin/python3.13   test     CPython 3.13 frames and its perf jitdump
+mount tracefs          /sys/kernel/tracing/events               test         --mode memory's [kept]/[freed] split opens the syscall tracepoints, whose ids tracefs gives (systemd mounts it at boot; a bare VM may not)
 root  sid              /srv/sid/usr/bin/python3.14,/srv/sid/usr/bin/python3.15  test,bench  Debian unstable (debootstrap --variant=minbase), for CPython 3.14 and 3.15 (~330 MB)
 apt   debootstrap      debootstrap                              @sid-build   builds /srv/sid
 apt   build-essential,libssl-dev,zlib1g-dev,libbz2-dev,libreadline-dev,libsqlite3-dev,libncurses-dev,libffi-dev,liblzma-dev,uuid-dev,tk-dev  /usr/include/openssl/ssl.h,/usr/include/zlib.h,/usr/include/bzlib.h,/usr/include/readline/readline.h,/usr/include/sqlite3.h,/usr/include/ncurses.h,/usr/include/ffi.h,/usr/include/lzma.h,/usr/include/uuid/uuid.h,/usr/include/tk.h  @pyenv-build  what `pyenv install` compiles CPython with
@@ -278,10 +282,12 @@ blocker() {
 			echo "the packages CPython is built with are missing"
 		fi
 		;;
+	mount) [[ $(id -u) == 0 ]] || echo "mounting $name needs root" ;;
 	root)
 		if [[ $(id -u) != 0 ]]; then
 			echo "debootstrap needs root"
-		elif ! command -v debootstrap >/dev/null && ! ensure_group @sid-build; then
+		# why: blocker runs in $(...): the install message must not become the reason.
+		elif ! command -v debootstrap >/dev/null && ! ensure_group @sid-build >&2; then
 			echo "no debootstrap"
 		fi
 		;;
@@ -384,6 +390,10 @@ install_missing() { # install_missing GROUP...
 			run_logged rustup component add "$name" || cannot "rustup component $name" "rustup failed: $(log_tail)"
 			;;
 		git) say "installing $name into $PYENV_ROOT (git clone: $why)" && pyenv_clone "$name" ;;
+		mount)
+			say "mounting $name at $(dirname "$provides") ($why)"
+			run_logged mount -t "$name" nodev "$(dirname "$provides")" || cannot "$name" "mount failed: $(log_tail)"
+			;;
 		pyenv) say "installing CPython $name (pyenv install, minutes: $why)" && pyenv_build "$name" ;;
 		root)
 			also=""

@@ -11,7 +11,7 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use inferno::flamegraph::Options;
-use sprof_core::SymbolizedProfile;
+use sprof_core::{SymbolizedProfile, Unit};
 
 use crate::svg::{draw, percent, sanitize};
 use crate::{folded_lines, read_pprof, ExportError, OutputFormat, PprofReadError};
@@ -22,6 +22,9 @@ use crate::{folded_lines, read_pprof, ExportError, OutputFormat, PprofReadError}
 pub struct Stacks {
     stacks: Vec<(String, u64)>,
     total: u64,
+    /// What the counts are: a pprof profile says (bytes of a memory profile); folded text
+    /// does not, and counts as samples.
+    unit: Unit,
 }
 
 /// A line of folded text that is not `stack count`.
@@ -109,7 +112,10 @@ impl Stacks {
                 *slot = slot.saturating_add(count);
             }
         }
-        Ok(Stacks::from_counts(counts))
+        Ok(Stacks {
+            unit: profile.meta.measure.unit(),
+            ..Stacks::from_counts(counts)
+        })
     }
 
     fn from_counts(counts: HashMap<String, u64>) -> Stacks {
@@ -118,7 +124,11 @@ impl Stacks {
         let total = stacks
             .iter()
             .fold(0u64, |sum, &(_, n)| sum.saturating_add(n));
-        Stacks { stacks, total }
+        Stacks {
+            stacks,
+            total,
+            unit: Unit::Samples,
+        }
     }
 
     /// Total samples.
@@ -198,6 +208,8 @@ pub struct Differential {
     /// Samples before, as read (not normalized).
     pub before_total: u64,
     pub after_total: u64,
+    /// What both profiles count (samples when they differ or are unknown).
+    pub unit: Unit,
     /// Whether `before` counts were scaled to the after total.
     pub normalized: bool,
     /// Every function, sorted by |delta| (largest first), then name.
@@ -231,6 +243,11 @@ impl Differential {
             lines,
             before_total: before.total(),
             after_total: after.total(),
+            unit: if before.unit == after.unit {
+                after.unit
+            } else {
+                Unit::Samples
+            },
             normalized: normalize,
             changes: changes(before, after),
         })
@@ -254,7 +271,11 @@ impl Differential {
         let mut opt = Options::default();
         opt.title = sanitize(&svg.title);
         opt.subtitle = Some(sanitize(&svg.subtitle));
-        opt.count_name = "samples".to_string();
+        opt.count_name = match self.unit {
+            Unit::Bytes => "bytes",
+            _ => "samples",
+        }
+        .to_string();
         // Sorted by stack already: inferno's own sort is by whole line, counts included.
         opt.no_sort = true;
         let text: Vec<String> = self
@@ -292,10 +313,58 @@ impl Differential {
         writeln!(w, "---")?;
         writeln!(
             w,
-            "Before: {} samples · After: {} samples · delta in percentage points",
-            self.before_total, self.after_total
+            "Before: {} · After: {} · delta in percentage points",
+            self.human(self.before_total),
+            self.human(self.after_total)
         )?;
+        if self.unit == Unit::Bytes {
+            self.write_growth(&mut w, shown)?;
+        }
         w.flush()?;
+        Ok(())
+    }
+
+    /// A total in the profiles' unit: `40 samples`, `401.8 MiB`.
+    fn human(&self, v: u64) -> String {
+        match self.unit {
+            Unit::Nanoseconds => Unit::Samples.human(v),
+            unit => unit.human(v),
+        }
+    }
+
+    /// Memory profiles: how much more (or less) each function grew, in MiB, unnormalized.
+    fn write_growth(&self, w: &mut dyn Write, shown: usize) -> std::io::Result<()> {
+        let mib = |pct: f64, total: u64| pct / 100.0 * total as f64 / f64::from(1u32 << 20);
+        let mut rows: Vec<(f64, &Change)> = self
+            .changes
+            .iter()
+            .map(|c| {
+                let delta =
+                    mib(c.after_pct, self.after_total) - mib(c.before_pct, self.before_total);
+                (delta, c)
+            })
+            .collect();
+        rows.sort_by(|a, b| {
+            b.0.abs()
+                .total_cmp(&a.0.abs())
+                .then_with(|| a.1.name.cmp(&b.1.name))
+        });
+        writeln!(w)?;
+        writeln!(
+            w,
+            "Largest changes in growth (MiB with the function on the stack)"
+        )?;
+        writeln!(w, "   before     after     delta  function")?;
+        for (delta, c) in rows.into_iter().take(shown) {
+            writeln!(
+                w,
+                "{:9.1} {:9.1} {:>9}  {}",
+                mib(c.before_pct, self.before_total),
+                mib(c.after_pct, self.after_total),
+                format!("{delta:+.1}"),
+                c.name
+            )?;
+        }
         Ok(())
     }
 }
@@ -322,8 +391,9 @@ impl DiffSvg {
         DiffSvg {
             title: format!("sprofd diff: {before} → {after}"),
             subtitle: format!(
-                "before {} samples · after {} samples · {scaling} · red grew, blue shrank",
-                diff.before_total, diff.after_total
+                "before {} · after {} · {scaling} · red grew, blue shrank",
+                diff.human(diff.before_total),
+                diff.human(diff.after_total)
             ),
         }
     }

@@ -64,7 +64,8 @@ fn write_lines(lines: &[String], out: &mut dyn Write) -> Result<(), ExportError>
 /// Frames are named by [`frame_label`], root first; stacks whose label sequences are equal
 /// (for example two frames differing only in line number) are merged, their counts summed.
 /// Counts are samples for CPU profiles and microseconds for wall-clock and off-CPU profiles
-/// ([`sprof_core::Measure`]), where a sample stands for a measured duration. Stacks with no
+/// ([`sprof_core::Measure`]), where a sample stands for a measured duration, and bytes for
+/// memory profiles. Stacks with no
 /// frames or no count produce no line.
 pub fn folded_lines(profile: &SymbolizedProfile) -> Result<Vec<String>, ExportError> {
     folded_lines_with(profile, frame_label)

@@ -182,7 +182,8 @@ pub const MAX_PPROF_BYTES: u64 = 1 << 30;
 /// a small file that expands into enormous stacks).
 pub const MAX_STACK_FRAMES: usize = 1 << 16;
 
-/// What the second sample value (and the period) measures; the unit is always nanoseconds.
+/// What the second sample value (and the period) measures: time in nanoseconds, or memory in
+/// bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum PprofValueType {
     /// `cpu/nanoseconds`: CPU time (`cpu-clock`, Go's CPU profiles, Parca's `process_cpu`).
@@ -192,11 +193,21 @@ pub enum PprofValueType {
     Wall,
     /// `off_cpu/nanoseconds`: time spent blocked.
     OffCpu,
+    /// `space/bytes`: new resident memory (`--mode memory`), as Go's heap profiles name bytes.
+    Space,
 }
 
 impl PprofValueType {
-    /// The unit of every value type: `nanoseconds`.
+    /// The unit of every time value type.
     pub const UNIT: &'static str = "nanoseconds";
+
+    /// The `ValueType.unit` string: `nanoseconds`, or `bytes` for [`PprofValueType::Space`].
+    pub fn unit(self) -> &'static str {
+        match self {
+            PprofValueType::Space => "bytes",
+            _ => Self::UNIT,
+        }
+    }
 
     /// The `ValueType.type` string: `cpu`, `wall` or `off_cpu`.
     pub fn type_name(self) -> &'static str {
@@ -204,6 +215,7 @@ impl PprofValueType {
             PprofValueType::Cpu => "cpu",
             PprofValueType::Wall => "wall",
             PprofValueType::OffCpu => "off_cpu",
+            PprofValueType::Space => "space",
         }
     }
 }
@@ -264,7 +276,7 @@ impl Pprof {
         let meta = &profile.meta;
         let value = proto::ValueType {
             r#type: b.strings.intern(self.value_type(meta).type_name()),
-            unit: b.strings.intern(PprofValueType::UNIT),
+            unit: b.strings.intern(self.value_type(meta).unit()),
         };
         let sample_type = vec![
             proto::ValueType {
@@ -326,6 +338,7 @@ impl Pprof {
             sprof_core::Measure::Cpu => PprofValueType::Cpu,
             sprof_core::Measure::Wall => PprofValueType::Wall,
             sprof_core::Measure::OffCpu => PprofValueType::OffCpu,
+            sprof_core::Measure::Memory => PprofValueType::Space,
         })
     }
 }
@@ -737,6 +750,7 @@ fn read_measure(p: &proto::Profile) -> Result<sprof_core::Measure, PprofReadErro
         {
             Some("wall") => sprof_core::Measure::Wall,
             Some("off_cpu") => sprof_core::Measure::OffCpu,
+            Some("space") => sprof_core::Measure::Memory,
             _ => sprof_core::Measure::Cpu,
         },
     )

@@ -83,7 +83,11 @@ const EXPORTER: &str = concat!("sprofd ", env!("CARGO_PKG_VERSION"));
 impl Exporter for Speedscope {
     fn export(&self, profile: &SymbolizedProfile, out: &mut dyn Write) -> Result<(), ExportError> {
         let use_period = profile.total_period() > 0;
-        let unit = if use_period { "nanoseconds" } else { "none" };
+        let unit = match profile.meta.measure.unit() {
+            sprof_core::Unit::Bytes => "bytes",
+            _ if use_period => "nanoseconds",
+            _ => "none",
+        };
         let mut shared = SharedFrames {
             frames: Vec::new(),
             ids: HashMap::new(),

@@ -43,11 +43,12 @@ impl Exporter for Svg {
         let mut opt = Options::default();
         opt.title = self.title(&profile.meta);
         opt.subtitle = self.subtitle(&profile.meta);
-        opt.count_name = if profile.meta.measure.is_time() {
-            "µs".to_string()
-        } else {
-            "samples".to_string()
-        };
+        opt.count_name = match profile.meta.measure.unit() {
+            sprof_core::Unit::Samples => "samples",
+            sprof_core::Unit::Nanoseconds => "µs",
+            sprof_core::Unit::Bytes => "bytes",
+        }
+        .to_string();
         opt.hash = true;
         let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
         draw(&mut opt, &lines, "No samples recorded.", out)
@@ -101,7 +102,7 @@ pub fn default_subtitle(meta: &ProfileMeta) -> String {
         out += &format!(" ({})", meta.event);
     }
     out += &format!(" · {} samples", s.samples);
-    if meta.measure.is_time() {
+    if meta.measure != sprof_core::Measure::Cpu {
         out += &format!(" · {}", meta.measure.describe());
     }
     if s.lost == 0 {

@@ -13,6 +13,8 @@ use crate::{checked_stack, ExportError, Exporter};
 const HEADER_1: &str = "  %   cumulative      self          ";
 /// statprof's second header line (`'%5.5s  %9.9s  %8.8s  %-8.8s'`).
 const HEADER_2: &str = " time    seconds   seconds  name    ";
+/// The second header line of a memory profile, whose figures are MiB of new resident memory.
+const HEADER_2_MEMORY: &str = "  mem        MiB       MiB  name    ";
 
 /// A statprof-style table of self and cumulative time per function (or per source line).
 ///
@@ -59,10 +61,11 @@ impl StatprofTable {
     pub fn rows(&self, profile: &SymbolizedProfile) -> Result<Vec<TableRow>, ExportError> {
         // Wall-clock and off-CPU profiles weigh stacks by nanoseconds, CPU profiles by samples.
         let total = profile.total_weight();
-        let secs_per_sample = if profile.meta.measure.is_time() {
-            1e-9
-        } else {
-            seconds_per_sample(profile)
+        // The "seconds" columns: seconds, or MiB for memory profiles (weights in bytes).
+        let secs_per_sample = match profile.meta.measure.unit() {
+            sprof_core::Unit::Nanoseconds => 1e-9,
+            sprof_core::Unit::Bytes => 1.0 / f64::from(1u32 << 20),
+            sprof_core::Unit::Samples => seconds_per_sample(profile),
         };
 
         // Rows are keyed by their name, computed once per interned frame; Root frames have none.
@@ -144,8 +147,9 @@ impl Exporter for StatprofTable {
         if total == 0 {
             writeln!(w, "No samples recorded.")?;
         } else {
+            let memory = profile.meta.measure == sprof_core::Measure::Memory;
             writeln!(w, "{HEADER_1}")?;
-            writeln!(w, "{HEADER_2}")?;
+            writeln!(w, "{}", if memory { HEADER_2_MEMORY } else { HEADER_2 })?;
             for row in &rows {
                 writeln!(
                     w,
@@ -155,7 +159,16 @@ impl Exporter for StatprofTable {
             }
             writeln!(w, "---")?;
             writeln!(w, "Sample count: {total}")?;
-            writeln!(w, "Total time: {:.6} seconds", total_seconds(profile))?;
+            if memory {
+                let bytes = profile.total_weight();
+                writeln!(
+                    w,
+                    "Total growth: {:.1} MiB",
+                    bytes as f64 / f64::from(1u32 << 20)
+                )?;
+            } else {
+                writeln!(w, "Total time: {:.6} seconds", total_seconds(profile))?;
+            }
         }
         if stats.lost > 0 {
             let pct = percent(stats.lost, session_samples + stats.lost);

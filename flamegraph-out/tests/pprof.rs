@@ -152,6 +152,7 @@ fn the_second_value_type_is_configurable() {
         (PprofValueType::Cpu, "cpu"),
         (PprofValueType::Wall, "wall"),
         (PprofValueType::OffCpu, "off_cpu"),
+        (PprofValueType::Space, "space"),
     ] {
         let exporter = Pprof {
             value_type: Some(value_type),
@@ -160,7 +161,7 @@ fn the_second_value_type_is_configurable() {
         let p = decode_pprof(&export(&exporter, &common::mixed())).unwrap();
         check_valid(&p);
         assert_eq!(s(&p, p.sample_type[1].r#type), name);
-        assert_eq!(s(&p, p.sample_type[1].unit), "nanoseconds");
+        assert_eq!(s(&p, p.sample_type[1].unit), value_type.unit());
         assert_eq!(p.period_type, Some(p.sample_type[1]));
     }
 }
@@ -171,11 +172,16 @@ fn the_value_type_follows_what_the_profile_measures() {
         (sprof_core::Measure::Cpu, "cpu"),
         (sprof_core::Measure::Wall, "wall"),
         (sprof_core::Measure::OffCpu, "off_cpu"),
+        (sprof_core::Measure::Memory, "space"),
     ] {
         let mut profile = common::mixed();
         profile.meta.measure = measure;
-        let p = decode_pprof(&export(&FIXED, &profile)).unwrap();
+        let bytes = export(&FIXED, &profile);
+        let p = decode_pprof(&bytes).unwrap();
         assert_eq!(s(&p, p.sample_type[1].r#type), name);
+        // Read back, the profile measures what it was written with.
+        let back = flamegraph_out::read_pprof(&bytes).unwrap();
+        assert_eq!(back.meta.measure, measure);
     }
 }
 

@@ -333,6 +333,15 @@ impl DiffArgs {
     }
 }
 
+/// `--sample-bytes`: a size of at least one page and at most 1 GiB.
+fn parse_sample_bytes(s: &str) -> Result<u64, String> {
+    let bytes = sprof_store::parse_size(s).map_err(|e| e.to_string())?;
+    if !(4096..=1 << 30).contains(&bytes) {
+        return Err(format!("{s}: must be between 4KiB and 1GiB"));
+    }
+    Ok(bytes)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum UnwindArg {
     /// DWARF CFI where a module has it, frame pointers where it has none.
@@ -356,6 +365,10 @@ pub enum ModeArg {
     /// other threads waiting. Every Python profile's footer shows each thread's share of
     /// samples holding the GIL, waiting for it and not needing it.
     Gil,
+    /// New resident memory, in bytes, by the stack that first touched it (sampled page
+    /// faults). Where the syscall tracepoints are readable (root or CAP_PERFMON, tracefs
+    /// mounted), memory given back by munmap, madvise or brk moves from [kept] to [freed].
+    Memory,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -412,12 +425,17 @@ pub struct SamplingOpts {
     #[arg(short = 'e', long = "event", value_enum, default_value_t = EventArg::CpuClock)]
     pub event: EventArg,
 
-    /// What time to measure. wall and off-cpu time every context switch from the kernel's
+    /// What to measure. wall and off-cpu time every context switch from the kernel's
     /// switch records and sample the stacks (threads switching more than ~2000 times a second
     /// are thinned, and the footer says so); they need root, CAP_PERFMON or
-    /// kernel.perf_event_paranoid <= 1.
+    /// kernel.perf_event_paranoid <= 1. memory samples page faults (see --sample-bytes).
     #[arg(long, value_enum, default_value_t = ModeArg::Cpu)]
     pub mode: ModeArg,
+
+    /// --mode memory: new resident memory one sample stands for (a page-fault sample every
+    /// SIZE/4 KiB faults), e.g. 64KiB, 1MiB. Smaller is finer and costs more.
+    #[arg(long = "sample-bytes", value_name = "SIZE", default_value = "256KiB", value_parser = parse_sample_bytes)]
+    pub sample_bytes: u64,
 
     /// How Python processes are shown (CPython 3.8-3.15, read from outside the process: the
     /// target is never paused or signalled); native: Python frames are not read.
@@ -649,7 +667,9 @@ impl ProfileOpts {
                 ModeArg::Cpu | ModeArg::Gil => sprof_core::Measure::Cpu,
                 ModeArg::Wall => sprof_core::Measure::Wall,
                 ModeArg::OffCpu => sprof_core::Measure::OffCpu,
+                ModeArg::Memory => sprof_core::Measure::Memory,
             },
+            sample_bytes: self.sampling.sample_bytes,
             gil_only: self.sampling.mode == ModeArg::Gil,
             async_tasks: self.sampling.async_tasks,
             show_from: match &self.show_from {

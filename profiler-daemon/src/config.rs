@@ -43,8 +43,10 @@ pub struct SessionConfig {
     pub ready_fd: Option<u32>,
     /// Record every event into this file (`--save-events`), for replay in tests.
     pub save_events: Option<PathBuf>,
-    /// What time is measured (`--mode`).
+    /// What is measured (`--mode`).
     pub mode: sprof_core::Measure,
+    /// `--mode memory`: bytes per page-fault sample (`--sample-bytes`).
+    pub sample_bytes: u64,
     /// `--mode gil`: only samples of Python threads holding the GIL.
     pub gil_only: bool,
     /// `--async`: asyncio task chains in Python stacks (3.14+).

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context};
-use sprof_core::{EventSource, Pid, ProfileMeta, Tid};
+use sprof_core::{EventSource, Pid, ProfileMeta, SampleKind, Tid};
 use sprof_engine::{Engine, EngineConfig};
 use sprof_perf::spawn::{ExitStatus, RunningChild};
 use sprof_perf::{procfs, EventKind, Sampler, SamplerError, SamplingPolicy, StackCapture};
@@ -156,6 +156,7 @@ fn policy(config: &SessionConfig, count_kernel: bool) -> SamplingPolicy {
         count_kernel,
         wakeup_per_sample: wants_prompt_reads(config, &config.target),
         time: config.mode,
+        sample_bytes: config.sample_bytes,
     }
 }
 
@@ -168,11 +169,21 @@ fn open_events(
 ) -> anyhow::Result<(Sampler, EventKind)> {
     let policy = policy(config, privileges::can_count_kernel());
     let mut kind = config.event;
+    let mut releases = true;
     loop {
-        let mut sampler =
-            Sampler::with_channels(policy.channels(kind, enable_on_exec), policy.data_pages());
+        let mut channels = policy.channels(kind, enable_on_exec);
+        if !releases {
+            channels.retain(|&(_, k)| k != SampleKind::Release);
+        }
+        let mut sampler = Sampler::with_channels(channels, policy.data_pages());
         match open(&mut sampler) {
             Ok(()) => return Ok((sampler, kind)),
+            // The syscall tracepoints need CAP_PERFMON (or perf_event_paranoid -1) for their
+            // raw records: without them memory mode samples page faults only.
+            Err(e) if releases && sampler.samples(SampleKind::Release) => {
+                eprintln!("sprofd: note: memory given back (munmap, madvise, brk) is not tracked: the syscall tracepoints were refused ({e}); page faults only, no [kept]/[freed] split");
+                releases = false;
+            }
             Err(e)
                 if kind == EventKind::Cycles
                     && matches!(
@@ -338,6 +349,13 @@ impl Session {
             },
             Box::new(LiveLoader::new()),
         );
+        if config.mode == sprof_core::Measure::Memory {
+            match sprof_perf::tracepoints::release_syscalls() {
+                _ if sampler.samples(SampleKind::Release) => engine.track_releases(),
+                Err(why) => eprintln!("sprofd: note: memory given back (munmap, madvise, brk) is not tracked: {why}; page faults only, no [kept]/[freed] split"),
+                Ok(_) => {}
+            }
+        }
         if config.python.is_some() {
             let hook = sprof_python::PythonHook::new();
             let hook = if config.gil_only {
@@ -488,6 +506,8 @@ pub(crate) struct Profiles {
     show_from: Option<regex::Regex>,
     /// Time the last symbolization took.
     last_symbolize: Duration,
+    /// `--mode memory`: bytes per page-fault sample.
+    sample_bytes: u64,
 }
 
 impl Profiles {
@@ -511,8 +531,15 @@ impl Profiles {
                 target: title,
                 pid: Some(pid.0),
                 duration_secs: 0.0,
-                frequency: config.frequency,
-                event: event.name().to_string(),
+                // Memory mode samples every so many faults, not at a frequency.
+                frequency: match config.mode {
+                    sprof_core::Measure::Memory => 0,
+                    _ => config.frequency,
+                },
+                event: match config.mode {
+                    sprof_core::Measure::Memory => EventKind::PageFaults.name().to_string(),
+                    _ => event.name().to_string(),
+                },
                 stats: Default::default(),
                 notes: Vec::new(),
                 measure: config.mode,
@@ -521,6 +548,7 @@ impl Profiles {
             python: config.python,
             show_from: config.show_from.clone(),
             last_symbolize: Duration::ZERO,
+            sample_bytes: config.sample_bytes,
         }
     }
 
@@ -552,6 +580,10 @@ impl Profiles {
         meta.notes = engine.hook_reports();
         if meta.measure.is_time() {
             meta.notes.push(offcpu_note(&engine.offcpu_stats()));
+        }
+        if meta.measure == sprof_core::Measure::Memory {
+            meta.notes
+                .push(memory_note(raw, &engine.memory_stats(), self.sample_bytes));
         }
         if raw.stats.jit > 0 {
             meta.notes
@@ -614,6 +646,35 @@ fn offcpu_note(s: &sprof_engine::OffCpuStats) -> String {
         s.attributed_ns as f64 / 1e9,
         s.intervals
     )
+}
+
+fn memory_note(
+    raw: &sprof_core::RawProfile,
+    s: &sprof_engine::MemoryStats,
+    sample_bytes: u64,
+) -> String {
+    let unit = sprof_core::Unit::Bytes;
+    let total: u64 = raw.samples.iter().map(|c| c.counts.period).sum();
+    let mut note = format!(
+        "memory: {} of new resident memory in {} page-fault samples of {} each",
+        unit.human(total),
+        raw.stats.samples,
+        unit.human(sample_bytes)
+    );
+    if s.releases > 0 || s.freed_bytes > 0 {
+        note += &format!(
+            "; {} given back by munmap/madvise/brk ([freed]), {} still mapped at the end ([kept])",
+            unit.human(s.freed_bytes),
+            unit.human(total.saturating_sub(s.freed_bytes))
+        );
+    }
+    if s.untracked_bytes > 0 {
+        note += &format!(
+            "; {} not followed for freeing (too many pages) and counted as kept",
+            unit.human(s.untracked_bytes)
+        );
+    }
+    note
 }
 
 /// `--dump-every` and SIGUSR1: outputs rewritten while sampling goes on.

@@ -1,6 +1,6 @@
 """Drives sprofd daemon's page in headless Chromium (Playwright for Python), as an engineer
-would: the timeline, a drag over it, a row's flamegraph, a search, a zoom, Back, and a
-comparison of two ranges. Run by tests/tests/page.rs, which starts the daemon and the
+would: the timeline, its memory series and the rows' memory sparklines, a drag over it, a
+row's flamegraph, a search, a zoom, Back, and a comparison of two ranges. Run by tests/tests/page.rs, which starts the daemon and the
 fixture and checks the figures this prints (one JSON object on stdout).
 
 Usage: page_check.py BASE_URL PID T0 T_BASE_END T_AFTER T_END SHOTS_DIR
@@ -79,6 +79,38 @@ def main():
         page.go_back()
         page.wait_for_selector(f'#timeline polygon.series[data-key="{pid}"]', timeout=5000)
 
+        # 1b. Memory: the fixture's row has its sparkline, and the timeline's memory series
+        # has the fixture (the axis in MiB, the hover in resident bytes).
+        row = f'#processes tr.process[data-pid="{pid}"] td.mem'
+        # Attached, not visible: a flat line has an empty box.
+        page.wait_for_selector(f"{row} svg.spark polyline", state="attached", timeout=10000)
+        out["sparkline_points"] = page.eval_on_selector(
+            f"{row} svg.spark polyline", "e => e.getAttribute('points').split(' ').length"
+        )
+        out["memory_cell"] = page.eval_on_selector(row, "e => e.title + ' | ' + e.textContent")
+        page.check("input[name=metric][value=memory]")
+        page.wait_for_function(
+            "() => document.querySelector('#tl-title').textContent === 'Memory over time'"
+            " && /MiB|GiB/.test(document.querySelector('#timeline text.axis').textContent)",
+            timeout=10000,
+        )
+        out["memory_series"] = page.eval_on_selector_all(
+            "#timeline polygon.series", "els => els.map(e => e.dataset.key)"
+        )
+        out["url_memory"] = page.url
+        box = page.locator("#timeline").bounding_box()
+        page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] / 2)
+        page.wait_for_function(
+            "() => / resident/.test(document.querySelector('#hover').textContent)", timeout=5000
+        )
+        out["memory_hover"] = page.text_content("#hover")
+        page.screenshot(path=f"{shots}/page-memory.png", full_page=True)
+        page.go_back()
+        page.wait_for_function(
+            "() => / CPUs/.test(document.querySelector('#timeline text.axis').textContent)",
+            timeout=10000,
+        )
+
         # 2. A drag over the middle of the chart narrows the range, in the URL.
         box = page.locator("#timeline").bounding_box()
         y = box["y"] + box["height"] / 2
@@ -102,7 +134,7 @@ def main():
         # 3. The first phase: a row's flamegraph, in place, within 5 s.
         page.goto(f"{base}/?from={t0}&to={t_base_end}")
         page.evaluate("() => { window.__same_document = true; }")
-        page.click(f'#processes tr.process[data-pid="{pid}"] td:nth-child(4)')
+        page.click(f'#processes tr.process[data-pid="{pid}"] td:nth-child(5)')
         page.wait_for_selector('#flamegraph .f[data-name="a3_hot"]', timeout=5000)
         out["no_navigation"] = page.evaluate("() => window.__same_document === true")
         out["url_after_click"] = page.url
@@ -178,7 +210,7 @@ def main():
         page.wait_for_selector('#processes tr.group[data-comm="cshift"]', timeout=5000)
         out["group_count"] = page.text_content('#processes tr.group[data-comm="cshift"] td.count')
         # A group's row: its processes open below it, and the flamegraph is the group's.
-        page.click('#processes tr.group[data-comm="cshift"] td:nth-child(4)')
+        page.click('#processes tr.group[data-comm="cshift"] td:nth-child(5)')
         page.wait_for_selector(f'#processes tr.process[data-pid="{pid}"]', timeout=5000)
         page.wait_for_function(
             "() => document.querySelector('#selection').textContent.startsWith('command /^cshift$/')",

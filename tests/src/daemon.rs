@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::{sprofd, Folded};
+use crate::{run_with_timeout, sprofd, Folded, RunOutput};
 
 /// A running daemon; killed on drop.
 pub struct Daemon {
@@ -279,4 +279,16 @@ pub fn metric(text: &str, name: &str) -> Option<f64> {
 pub fn folded_of(r: &Response) -> Folded {
     assert_eq!(r.status, 200, "{}", r.text());
     Folded::parse(&r.text()).expect("folded")
+}
+
+/// `go tool pprof ARGS…` (Go's own pprof reader), at most 120 s.
+pub fn go_pprof(args: &[&str]) -> RunOutput {
+    run_with_timeout(
+        Command::new("go")
+            .args(["tool", "pprof"])
+            .args(args)
+            .env("HOME", std::env::temp_dir())
+            .env("PPROF_TMPDIR", std::env::temp_dir()),
+        Duration::from_secs(120),
+    )
 }

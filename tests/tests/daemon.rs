@@ -19,17 +19,6 @@ fn split(f: &Folded, hot: &str, cold: &str) -> (f64, u64) {
     (h / (h + c).max(1.0), (h + c) as u64)
 }
 
-fn go_pprof(args: &[&str]) -> RunOutput {
-    run_with_timeout(
-        Command::new("go")
-            .args(["tool", "pprof"])
-            .args(args)
-            .env("HOME", std::env::temp_dir())
-            .env("PPROF_TMPDIR", std::env::temp_dir()),
-        Duration::from_secs(120),
-    )
-}
-
 fn chromium_dom(url: &str) -> String {
     let profile = TempDir::new("chromium-profile");
     let out = run_with_timeout(
@@ -590,7 +579,8 @@ fn daemon_and_report_refuse_bad_settings_in_one_line() {
     assert!(out.stderr.contains("no stored windows"), "{}", out.stderr);
 }
 
-/// Prometheus (Debian's server) scrapes /metrics and can query what it scraped.
+/// Prometheus (Debian's server) scrapes /metrics and can query what it scraped: the
+/// daemon's own counters, and the resident memory of a sampled fixture holding 64 MiB.
 #[live_test]
 fn prometheus_scrapes_the_daemon_metrics() {
     if Command::new("prometheus")
@@ -607,6 +597,12 @@ fn prometheus_scrapes_the_daemon_metrics() {
     let _serial = serial();
     let dir = TempDir::new("daemon-prometheus");
     let d = Daemon::start(&dir.join("data"), &["--window", "2"]);
+    // 64 MiB written in 0.5 s, then held (and busy) until the test kills it.
+    let out = dir.join("maxrss");
+    let target = Target::spawn(
+        &c_fixture("rssgrow", FP),
+        &["64", "0.5", "300", out.to_str().unwrap()],
+    );
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -654,11 +650,43 @@ fn prometheus_scrapes_the_daemon_metrics() {
             break true;
         }
     };
+    // The fixture's resident memory, as Prometheus stored it.
+    let query = format!(
+        "/api/v1/query?query=sprofd_sampled_process_resident_bytes%7Bkind%3D%22anon%22%2Cpid%3D%22{}%22%7D",
+        target.pid
+    );
+    let mut anon = None;
+    let mut rss = String::new();
+    while ok && anon.is_none() && Instant::now() < deadline {
+        rss = http(&prom_addr, "GET", &query).text();
+        // {"metric":{...,"comm":"rssgrow",...},"value":[1796000000.123,"67108864"]}
+        anon = rss
+            .split("\"value\":[")
+            .nth(1)
+            .and_then(|v| v.split('"').nth(1))
+            .and_then(|v| v.parse::<f64>().ok());
+        if anon.is_none() {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
     let targets = http(&prom_addr, "GET", "/api/v1/targets").text();
     let _ = prom.kill();
     let _ = prom.wait();
+    drop(target);
     assert!(ok, "prometheus did not scrape sprofd: {last}\n{targets}");
     assert!(targets.contains("\"health\":\"up\""), "{targets}");
+    let anon =
+        anon.unwrap_or_else(|| panic!("no memory gauge of the fixture in prometheus: {rss}"));
+    assert!(rss.contains("\"comm\":\"rssgrow\""), "{rss}");
+    eprintln!(
+        "prometheus: the fixture's anon memory {:.1} MiB",
+        anon / 1048576.0
+    );
+    assert!(
+        (anon / 1048576.0 - 64.0).abs() < 6.4,
+        "prometheus has {:.1} MiB of anon memory for a 64 MiB fixture",
+        anon / 1048576.0
+    );
 }
 
 /// Samples carry the cgroup of their process (what container or unit it runs in), in the

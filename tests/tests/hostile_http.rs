@@ -720,17 +720,35 @@ fn under_hidepid_a_user_sees_only_their_own_processes() {
     assert!(d.log().contains("see only their own"), "{}", d.log());
     let mut root = Command::new(&root_job).arg("4").spawn().unwrap();
     let mut user = as_user(&user_job).arg("4").spawn().unwrap();
-    assert!(root.wait().unwrap().success() && user.wait().unwrap().success());
-    std::thread::sleep(Duration::from_secs(1));
     let host = format!("127.0.0.1:{}", d.port);
     let seen_by_user =
         |path: &str| String::from_utf8_lossy(&attacker_get(d.port, path, &host)).into_owned();
+    // While both run: the per-process memory gauge shows the user only their own.
+    std::thread::sleep(Duration::from_millis(2500));
+    let gauge = "sprofd_sampled_process_resident_bytes{pid=";
+    let metrics = seen_by_user("/metrics");
+    assert!(
+        metrics.contains(&format!("{gauge}\"{}\",comm=\"users-own-job\"", user.id()))
+            && !metrics.contains("root-secret-job"),
+        "/metrics as the user:\n{metrics}"
+    );
+    let metrics = d.get("/metrics").text();
+    assert!(
+        metrics.contains(&format!(
+            "{gauge}\"{}\",comm=\"root-secret-job\"",
+            root.id()
+        )),
+        "/metrics as root:\n{metrics}"
+    );
+    assert!(root.wait().unwrap().success() && user.wait().unwrap().success());
+    std::thread::sleep(Duration::from_secs(1));
     for path in [
         "/api/v1/processes?from=-1m",
         "/api/v1/profile?from=-1m&format=folded",
         "/api/v1/profile?from=-1m&format=txt",
         "/api/v1/timeline?from=-1m&by=comm",
         "/api/v1/timeline?from=-1m",
+        "/api/v1/timeline?from=-1m&by=comm&metric=memory",
         "/api/v1/diff?from=-1m&format=folded",
         "/?from=-1m",
     ] {

@@ -1,8 +1,9 @@
 //! The daemon's page as an engineer uses it, in headless Chromium driven by Playwright for
 //! Python (`tests/browser/page_check.py`): a daemon samples `cshift`, whose balance flips
 //! from 75/25 (`a3_hot`/`b3_cold`) to 25/75 halfway; the page must draw the fixture in the
-//! timeline, narrow the range on a drag, show the fixture's frames in place on a row's
-//! click, report a search's share, zoom and go Back, and show what grew in the comparison.
+//! timeline, draw its memory (the row's sparkline, the timeline's memory series), narrow the
+//! range on a drag, show the fixture's frames in place on a row's click, report a search's
+//! share, zoom and go Back, and show what grew in the comparison.
 //! Screenshots go to `target/page-screens/` for a person to look at.
 
 use std::path::Path;
@@ -121,6 +122,27 @@ fn the_page_shows_when_what_ran_and_what_changed() {
             .iter()
             .any(|k| k == "cshift"),
         "{r}"
+    );
+    // Its memory: a sparkline in its row, a series in the memory timeline, in MiB.
+    assert!(
+        r["sparkline_points"].as_u64().unwrap() >= 2,
+        "sparkline {}",
+        r["sparkline_points"]
+    );
+    let cell = r["memory_cell"].as_str().unwrap();
+    assert!(cell.contains("peak ") && cell.contains(" MiB"), "{cell}");
+    let memory: Vec<&str> = r["memory_series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert!(memory.contains(&pid.as_str()), "memory series {memory:?}");
+    assert!(r["url_memory"].as_str().unwrap().contains("metric=memory"));
+    let hover = r["memory_hover"].as_str().unwrap();
+    assert!(
+        hover.contains("MiB") && hover.contains("cshift"),
+        "hover: {hover}"
     );
     // The drag over the middle half narrowed the range, and Back restored it.
     let (from, to) = (

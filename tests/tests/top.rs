@@ -387,3 +387,36 @@ fn top_writes_its_outputs_when_the_view_is_closed() {
     let text = std::fs::read_to_string(&lines).unwrap();
     assert!(text.contains("a3_hot"), "{text}");
 }
+
+#[test]
+fn top_memory_mode_shows_the_top_growers() {
+    let test = "top_memory";
+    if !live_kernel(test) || !tmux_available(test) {
+        return;
+    }
+    let memgrow = c_fixture("memgrow", NO_FP).display().to_string();
+    let top = TopSession::start(test, &["--mode", "memory", "--", &memgrow, "0", "grow"]);
+    let screen = top.wait_for("the exit note", Duration::from_secs(15), |s| {
+        s.contains("exited; q leaves") && s.contains("grow_small (memgrow.c:")
+    });
+    let ctx = top.describe(&screen);
+    assert!(screen.contains("MiB grown "), "bytes in the header{ctx}");
+    // Total since the start: shares of the bytes grown.
+    let total_all = |f: &str| -> f64 {
+        let shares = row_shares(&screen, f).unwrap_or_default();
+        // Self columns are blank for a function never at the leaf: the last is total-all.
+        *shares
+            .last()
+            .unwrap_or_else(|| panic!("{f} row: {shares:?}{ctx}"))
+    };
+    let (big, small) = (
+        total_all("grow_big (memgrow.c:"),
+        total_all("grow_small (memgrow.c:"),
+    );
+    assert!(
+        (big - 75.0).abs() <= 5.0 && (small - 25.0).abs() <= 5.0,
+        "grow_big {big} %, grow_small {small} %{ctx}"
+    );
+    top.keys("q");
+    assert_eq!(top.wait_exit(Duration::from_secs(10)), 0);
+}

@@ -23,6 +23,13 @@ pub enum SampleKind {
     /// The thread was switched out (context-switch event): its stack is where it blocked or was
     /// preempted; the period is how many switches this sample stands for.
     Switch,
+    /// The thread took page faults (`--mode memory`): its stack is where it touched memory
+    /// first; the period is the bytes of those faults (faults times the page size), and
+    /// [`Sample::addr`] the faulting address.
+    Fault,
+    /// A syscall tracepoint that gives memory back (`munmap`, `madvise`, `brk`): the sampler
+    /// delivers it as an [`Event::Release`], never as a sample.
+    Release,
 }
 
 /// One sample of one thread.
@@ -52,6 +59,9 @@ pub struct Sample<'a> {
     /// The size of the user-stack copy that was requested; a copy that filled it may have
     /// cut the stack short.
     pub user_stack_requested: u64,
+    /// The data address of the event (`PERF_SAMPLE_ADDR`): the faulting address of a page
+    /// fault; 0 when not sampled.
+    pub addr: u64,
 }
 
 /// A new mapping in a process (`PERF_RECORD_MMAP2`, or synthesized from `/proc/PID/maps`).
@@ -101,6 +111,27 @@ pub struct SwitchEvent {
     pub preempted: bool,
 }
 
+/// A process gave memory back (`--mode memory`, from the syscall tracepoints): resident pages
+/// in the range are freed, so what faulted them in was transient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReleaseEvent {
+    pub pid: Pid,
+    pub tid: Tid,
+    pub time: u64,
+    pub release: Release,
+}
+
+/// What a [`ReleaseEvent`] gives back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// `munmap`, or `madvise` with `MADV_DONTNEED`/`MADV_FREE`/`MADV_REMOVE`: `len` bytes at
+    /// `addr`.
+    Range { addr: u64, len: u64 },
+    /// `brk` returned this program break: a break lower than the last one frees the heap
+    /// above it.
+    BrkTo(u64),
+}
+
 /// Everything a sampling source can report.
 #[derive(Debug, Clone)]
 pub enum Event<'a> {
@@ -110,6 +141,7 @@ pub enum Event<'a> {
     Fork(ForkEvent),
     Exit(ExitEvent),
     Switch(SwitchEvent),
+    Release(ReleaseEvent),
     /// The kernel dropped `count` records because a ring buffer was full.
     Lost {
         count: u64,

@@ -29,8 +29,8 @@ pub mod untrusted;
 
 pub use bytes::FileBytes;
 pub use event::{
-    split_callchain, CommEvent, Event, ExitEvent, ForkEvent, MmapEvent, Sample, SampleKind,
-    SwitchEvent, UserRegs,
+    split_callchain, CommEvent, Event, ExitEvent, ForkEvent, MmapEvent, Release, ReleaseEvent,
+    Sample, SampleKind, SwitchEvent, UserRegs,
 };
 pub use intern::FrameInterner;
 pub use jit::{JitFile, JitSymbols, JitTable, PerfMapRead, PerfMapStats};
@@ -44,7 +44,7 @@ pub use segments::{Segment, Segments};
 pub use source::{EventSource, SourceStats};
 pub use symbolized::{
     is_interpreter_module, Frame, FrameKind, Measure, ModuleInfo, ProcessLabels, ProfileMerger,
-    ProfileMeta, PythonView, SampledStack, SymbolizedProfile, ThreadRef, TimedSample,
+    ProfileMeta, PythonView, SampledStack, SymbolizedProfile, ThreadRef, TimedSample, Unit,
 };
 
 /// A process id, as the host kernel numbers it.

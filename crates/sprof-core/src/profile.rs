@@ -59,6 +59,11 @@ pub enum Marker {
     /// Samples whose stacks did not fit under the profile's cap on unique stacks
     /// ([`ProfileBuilder::set_stack_limit`]).
     Other,
+    /// Memory mode, at a stack's root: memory faulted in that was still resident at the end
+    /// (not given back by `munmap`, `madvise` or `brk`).
+    Kept,
+    /// Memory mode, at a stack's root: memory faulted in and given back before the end.
+    Freed,
 }
 
 impl Marker {
@@ -74,6 +79,8 @@ impl Marker {
             Marker::OffCpuUnsampled => "[off-cpu: not sampled]",
             Marker::Gc => "[gc]",
             Marker::Other => "[other]",
+            Marker::Kept => "[kept]",
+            Marker::Freed => "[freed]",
         }
     }
 }
@@ -204,6 +211,8 @@ struct TimelineEntry {
 pub struct Added {
     /// The thread appeared in the profile with this sample: its names are still empty.
     pub new_thread: bool,
+    /// The stack it was counted in (none for an empty stack).
+    pub stack: Option<StackId>,
 }
 
 impl ProfileBuilder {
@@ -298,7 +307,10 @@ impl ProfileBuilder {
         weight: u64,
     ) -> Added {
         let Some(stack) = self.note_sample(frames) else {
-            return Added { new_thread: false };
+            return Added {
+                new_thread: false,
+                stack: None,
+            };
         };
         let added = self.add_counts(pid, tid, stack, 1, weight);
         if let Some(t) = &mut self.timeline {
@@ -333,7 +345,12 @@ impl ProfileBuilder {
     /// ([`ProfileBuilder::add_counts`]).
     pub fn note_sample(&mut self, frames: &[FrameKey]) -> Option<StackId> {
         self.stats.samples += 1;
-        if frames.last() == Some(&FrameKey::Marker(Marker::Truncated)) {
+        // Memory mode's [kept] sits outside a [truncated] walk's end.
+        let outer = match frames {
+            [.., t, FrameKey::Marker(Marker::Kept | Marker::Freed)] => Some(t),
+            _ => frames.last(),
+        };
+        if outer == Some(&FrameKey::Marker(Marker::Truncated)) {
             self.stats.truncated += 1;
         }
         if frames.iter().any(|f| matches!(f, FrameKey::Jit { .. })) {
@@ -356,7 +373,66 @@ impl ProfileBuilder {
         let c = self.counts.entry((thread, stack)).or_default();
         c.samples += samples;
         c.period += weight;
-        Added { new_thread }
+        Added {
+            new_thread,
+            stack: Some(stack),
+        }
+    }
+
+    /// Moves `samples` and `weight` of `pid/tid`'s counts from stack `from` to stack `to`
+    /// (memory mode: memory counted as kept was given back). Nothing moves, and `false` is
+    /// returned, when `from` does not hold them in this window (a window taken since).
+    pub fn move_counts(
+        &mut self,
+        pid: Pid,
+        tid: Tid,
+        from: StackId,
+        to: StackId,
+        samples: u64,
+        weight: u64,
+    ) -> bool {
+        let Some(&thread) = self.thread_ids.get(&tid) else {
+            return false;
+        };
+        if self.threads[thread].pid != pid {
+            return false;
+        }
+        match self.counts.get_mut(&(thread, from)) {
+            Some(c) if c.samples >= samples && c.period >= weight => {
+                c.samples -= samples;
+                c.period -= weight;
+                if c.samples == 0 {
+                    self.counts.remove(&(thread, from));
+                }
+            }
+            _ => return false,
+        }
+        let c = self.counts.entry((thread, to)).or_default();
+        c.samples += samples;
+        c.period += weight;
+        true
+    }
+
+    /// `stack` with its outermost frame replaced by `root` (interned as needed): memory mode's
+    /// `[kept]` stack becomes its `[freed]` twin.
+    pub fn with_root(&mut self, stack: StackId, root: FrameKey) -> Option<StackId> {
+        let mut chain = Vec::new();
+        let mut at = Some(stack);
+        while let Some(id) = at {
+            let &(parent, frame) = self.stacks.get(id.0 as usize)?;
+            chain.push(frame);
+            at = parent;
+        }
+        // `chain` is leaf first; its last entry is the root to replace.
+        let root = self.intern_frame(root);
+        let mut parent = None;
+        for frame in std::iter::once(root).chain(chain.into_iter().rev().skip(1)) {
+            parent = Some(match self.stack_ids.get(&(parent, frame)) {
+                Some(&id) => id,
+                None => self.push_stack(parent, frame),
+            });
+        }
+        parent
     }
 
     /// The profile's entry for thread `tid`, to name it.
@@ -587,6 +663,41 @@ mod tests {
         p.stack_frames(hot.stack, &mut out);
         let keys: Vec<_> = out.iter().map(|id| p.frames[id.0 as usize]).collect();
         assert_eq!(keys, vec![f(3), f(2), f(1)]);
+    }
+
+    #[test]
+    fn kept_counts_move_to_the_freed_twin_of_their_stack_within_a_window() {
+        let kept = FrameKey::Marker(Marker::Kept);
+        let freed = FrameKey::Marker(Marker::Freed);
+        let mut b = ProfileBuilder::new();
+        let truncated = [f(1), FrameKey::Marker(Marker::Truncated), kept];
+        b.add_sample(Pid(1), Tid(1), &[f(1), f(2), kept], 4096);
+        b.add_sample(Pid(1), Tid(1), &[f(1), f(2), kept], 4096);
+        b.add_sample(Pid(1), Tid(1), &truncated, 4096);
+        let from = b.intern_stack_leaf_first(&[f(1), f(2), kept]).unwrap();
+        let to = b.with_root(from, freed).unwrap();
+        assert_eq!(Some(to), b.intern_stack_leaf_first(&[f(1), f(2), freed]));
+        assert!(b.move_counts(Pid(1), Tid(1), from, to, 1, 4096));
+        assert!(
+            !b.move_counts(Pid(2), Tid(1), from, to, 1, 4096),
+            "another process"
+        );
+        let p = b.take_window();
+        assert_eq!(
+            p.stats.truncated, 1,
+            "[kept] outside [truncated] still counts"
+        );
+        let weight = |s| {
+            p.samples
+                .iter()
+                .find(|c| c.stack == s)
+                .map(|c| c.counts.period)
+        };
+        assert_eq!((weight(from), weight(to)), (Some(4096), Some(4096)));
+        assert!(
+            !b.move_counts(Pid(1), Tid(1), from, to, 1, 4096),
+            "taken with the window"
+        );
     }
 
     #[test]

@@ -105,12 +105,52 @@ pub enum Measure {
     Wall,
     /// Only the time threads spent switched out, in nanoseconds, by where they blocked.
     OffCpu,
+    /// New resident memory, in bytes, by the stack that touched it first (sampled page
+    /// faults).
+    Memory,
+}
+
+/// The unit of a profile's weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Unit {
+    #[default]
+    Samples,
+    Nanoseconds,
+    Bytes,
+}
+
+impl Unit {
+    /// A weight in this unit for people: `12 samples`, `3.4 ms`, `5.6 MiB`.
+    pub fn human(self, v: u64) -> String {
+        match self {
+            Unit::Samples => format!("{v} samples"),
+            Unit::Nanoseconds if v >= 10_000_000_000 => format!("{:.1} s", v as f64 / 1e9),
+            Unit::Nanoseconds => format!("{:.1} ms", v as f64 / 1e6),
+            Unit::Bytes if v >= 1 << 30 => format!("{:.2} GiB", v as f64 / (1u64 << 30) as f64),
+            Unit::Bytes if v >= 1 << 20 => format!("{:.1} MiB", v as f64 / (1u64 << 20) as f64),
+            Unit::Bytes => format!("{:.1} KiB", v as f64 / 1024.0),
+        }
+    }
 }
 
 impl Measure {
     /// Whether stacks are weighed by time (periods) rather than counted by samples.
     pub fn is_time(self) -> bool {
+        matches!(self, Measure::Wall | Measure::OffCpu)
+    }
+
+    /// Whether a stack's weight is its summed period (time, bytes) rather than its samples.
+    pub fn weighs_period(self) -> bool {
         self != Measure::Cpu
+    }
+
+    /// The unit of [`SymbolizedProfile::weight`] in a profile of this measure.
+    pub fn unit(self) -> Unit {
+        match self {
+            Measure::Cpu => Unit::Samples,
+            Measure::Wall | Measure::OffCpu => Unit::Nanoseconds,
+            Measure::Memory => Unit::Bytes,
+        }
     }
 
     /// How the profile says what it measures, e.g. in subtitles.
@@ -119,6 +159,7 @@ impl Measure {
             Measure::Cpu => "CPU samples",
             Measure::Wall => "wall-clock time",
             Measure::OffCpu => "off-CPU time",
+            Measure::Memory => "new resident memory",
         }
     }
 }
@@ -218,9 +259,9 @@ pub fn is_interpreter_module(module: &str) -> bool {
 
 impl SymbolizedProfile {
     /// What a stack weighs in this profile: its samples for CPU profiles, its time in
-    /// nanoseconds for wall and off-CPU profiles.
+    /// nanoseconds for wall and off-CPU profiles, its bytes for memory profiles.
     pub fn weight(&self, stack: &SampledStack) -> u64 {
-        if self.meta.measure.is_time() {
+        if self.meta.measure.weighs_period() {
             stack.period
         } else {
             stack.samples

@@ -43,6 +43,7 @@
 //! interned by id, and thread entries are created once (tested with a counting allocator).
 
 pub mod handoff;
+mod memory;
 mod names;
 mod offcpu;
 pub mod replay;
@@ -56,6 +57,7 @@ use sprof_core::{
 };
 use sprof_unwind::{StackWalker, UnwindMode, UnwindStats};
 
+pub use memory::MemoryStats;
 pub use names::Names;
 pub use offcpu::{OffCpu, OffCpuStats};
 
@@ -125,6 +127,8 @@ pub struct Engine {
     mmaps: std::collections::HashMap<sprof_core::Pid, u32>,
     /// Mmap records skipped over that limit, this session.
     pub mmaps_skipped: u64,
+    /// Memory mode: the sampled pages not given back yet.
+    residency: memory::Residency,
 }
 
 /// Processes sampled in code no known mapping covers: their mmap records were lost (an mmap
@@ -220,7 +224,19 @@ impl Engine {
             resyncs: Resyncs::default(),
             mmaps: std::collections::HashMap::new(),
             mmaps_skipped: 0,
+            residency: memory::Residency::default(),
         }
+    }
+
+    /// Memory mode with a source that reports memory given back ([`Event::Release`]): page
+    /// fault samples are counted under `[kept]` and move to `[freed]` when their page is.
+    pub fn track_releases(&mut self) {
+        self.residency.tracking = true;
+    }
+
+    /// Memory mode's kept/freed counters so far.
+    pub fn memory_stats(&self) -> MemoryStats {
+        self.residency.stats
     }
 
     /// Keeps only the samples of processes `keep` accepts (asked once per process, and again
@@ -293,6 +309,7 @@ impl Engine {
     pub fn handle(&mut self, event: Event<'_>) {
         match event {
             Event::Sample(s) => self.on_sample(&s),
+            Event::Release(r) => self.residency.on_release(&mut self.builder, &r),
             Event::Lost { count } => self.builder.stats.lost += count,
             Event::Throttle { unthrottle } => {
                 if !unthrottle {
@@ -320,9 +337,11 @@ impl Engine {
                             }
                             self.walker.modules.jit.close(x.pid);
                             self.loader.forget_process(x.pid);
+                            self.residency.forget(x.pid);
                         }
                     }
                     Event::Comm(c) if c.exec => {
+                        self.residency.forget(c.pid);
                         self.walker.modules.jit.reset(c.pid);
                         self.loader.forget_process(c.pid);
                     }
@@ -409,6 +428,18 @@ impl Engine {
                 }
                 false
             }
+            SampleKind::Fault => {
+                self.frames.extend(self.residency.root_marker());
+                let added = self
+                    .builder
+                    .add_sample_at(s.time, s.pid, s.tid, &self.frames, weight);
+                if let Some(stack) = added.stack {
+                    self.residency.on_fault(s, stack, weight);
+                }
+                added.new_thread
+            }
+            // Delivered as `Event::Release` by the sampler.
+            SampleKind::Release => false,
         };
         if new_thread {
             self.names.name_thread(s.pid, s.tid, &mut self.builder);
@@ -477,6 +508,7 @@ impl Engine {
     /// live process maps and the returned window does not need are released.
     pub fn take_window(&mut self) -> RawProfile {
         self.mmaps.clear();
+        self.residency.new_window();
         let raw = match self.limits {
             Some(_) => self.builder.take_window_compacting(),
             None => self.builder.take_window(),

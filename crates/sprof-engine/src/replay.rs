@@ -13,7 +13,7 @@ use std::io::{self, Write};
 
 use sprof_core::{
     CommEvent, Event, EventSource, ExitEvent, ForkEvent, Mapping, MappingKind, MmapEvent, Pid,
-    Sample, SampleKind, SourceStats, SwitchEvent, Tid, UserRegs,
+    Release, ReleaseEvent, Sample, SampleKind, SourceStats, SwitchEvent, Tid, UserRegs,
 };
 
 const MAGIC: &[u8; 8] = b"SPROFEV1";
@@ -27,6 +27,10 @@ const THROTTLE: u8 = 7;
 const SWITCH: u8 = 8;
 /// A sample of the context-switch event (same payload as SAMPLE).
 const SWITCH_SAMPLE: u8 = 9;
+/// A page-fault sample: SAMPLE's payload, then the faulting address.
+const FAULT_SAMPLE: u8 = 10;
+/// Memory given back: pid, tid, time, then 0 + addr + len (a range) or 1 + the new break.
+const RELEASE: u8 = 11;
 
 /// Why a recording cannot be read.
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +131,23 @@ fn encode(event: &Event<'_>, b: &mut Vec<u8>) -> u8 {
             b.push(u8::from(*unthrottle));
             THROTTLE
         }
+        Event::Release(r) => {
+            put_u32(b, r.pid.0);
+            put_u32(b, r.tid.0);
+            put_u64(b, r.time);
+            match r.release {
+                Release::Range { addr, len } => {
+                    b.push(0);
+                    put_u64(b, addr);
+                    put_u64(b, len);
+                }
+                Release::BrkTo(end) => {
+                    b.push(1);
+                    put_u64(b, end);
+                }
+            }
+            RELEASE
+        }
     }
 }
 
@@ -151,8 +172,12 @@ fn encode_sample(s: &Sample<'_>, b: &mut Vec<u8>) -> u8 {
     put_chain(b, s.user_chain);
     put_bytes(b, s.user_stack);
     match s.kind {
-        SampleKind::Timer => SAMPLE,
+        SampleKind::Timer | SampleKind::Release => SAMPLE,
         SampleKind::Switch => SWITCH_SAMPLE,
+        SampleKind::Fault => {
+            put_u64(b, s.addr);
+            FAULT_SAMPLE
+        }
     }
 }
 
@@ -269,17 +294,22 @@ impl ReplaySource {
         self.user.clear();
         let mut c = Cursor(payload);
         let event = match tag {
-            SAMPLE | SWITCH_SAMPLE => {
-                decode_sample(&mut c, &mut self.kernel, &mut self.user).map(|e| match e {
+            SAMPLE | SWITCH_SAMPLE | FAULT_SAMPLE => {
+                decode_sample(&mut c, &mut self.kernel, &mut self.user).and_then(|e| match e {
                     Event::Sample(mut s) if tag == SWITCH_SAMPLE => {
                         s.kind = SampleKind::Switch;
-                        Event::Sample(s)
+                        Some(Event::Sample(s))
                     }
-                    e => e,
+                    Event::Sample(mut s) if tag == FAULT_SAMPLE => {
+                        s.kind = SampleKind::Fault;
+                        s.addr = c.u64()?;
+                        Some(Event::Sample(s))
+                    }
+                    e => Some(e),
                 })
             }
             MMAP => decode_mmap(&mut c),
-            SWITCH | COMM | FORK | EXIT | LOST | THROTTLE => decode_side(tag, &mut c),
+            SWITCH | COMM | FORK | EXIT | LOST | THROTTLE | RELEASE => decode_side(tag, &mut c),
             // A record of a later version: skip it.
             _ => return true,
         };
@@ -337,6 +367,23 @@ fn decode_side(tag: u8, c: &mut Cursor<'_>) -> Option<Event<'static>> {
             })
         }
         LOST => Event::Lost { count: c.u64()? },
+        RELEASE => {
+            let (pid, tid, time) = (c.u32()?, c.u32()?, c.u64()?);
+            let release = match c.u8()? {
+                0 => Release::Range {
+                    addr: c.u64()?,
+                    len: c.u64()?,
+                },
+                1 => Release::BrkTo(c.u64()?),
+                _ => return None,
+            };
+            Event::Release(ReleaseEvent {
+                pid: Pid(pid),
+                tid: Tid(tid),
+                time,
+                release,
+            })
+        }
         THROTTLE => Event::Throttle {
             unthrottle: c.u8()? != 0,
         },
@@ -377,6 +424,7 @@ fn decode_sample<'a>(
         user_regs,
         user_stack,
         user_stack_requested,
+        addr: 0,
     }))
 }
 
@@ -504,6 +552,19 @@ mod tests {
             }),
             user_stack: &stack,
             user_stack_requested: 16,
+            addr: if kind == SampleKind::Fault {
+                0x7f00_1000
+            } else {
+                0
+            },
+        };
+        let release = |release| {
+            Event::Release(ReleaseEvent {
+                pid: Pid(7),
+                tid: Tid(8),
+                time: 9,
+                release,
+            })
         };
         let mapping = sprof_core::maps::parse_line(
             "00400000-00401000 r-xp 00001000 fe:01 42 /usr/bin/x (deleted)",
@@ -512,6 +573,12 @@ mod tests {
         let events = vec![
             Event::Sample(sample(SampleKind::Timer)),
             Event::Sample(sample(SampleKind::Switch)),
+            Event::Sample(sample(SampleKind::Fault)),
+            release(Release::Range {
+                addr: 0x7f00_0000,
+                len: 1 << 20,
+            }),
+            release(Release::BrkTo(0x55_0000)),
             Event::Mmap(MmapEvent {
                 pid: Pid(7),
                 tid: Tid(7),

@@ -34,7 +34,13 @@ pub struct SamplingPolicy {
     /// What time is measured: on-CPU samples (the clock), plus or instead of context-switch
     /// samples timed by switch records.
     pub time: Measure,
+    /// Memory mode: the new resident bytes one page-fault sample stands for (rounded to whole
+    /// pages).
+    pub sample_bytes: u64,
 }
+
+/// Memory mode's default bytes per page-fault sample: 400 MiB of growth gives 1600 samples.
+pub const DEFAULT_SAMPLE_BYTES: u64 = 256 << 10;
 
 impl SamplingPolicy {
     /// The perf attributes for this policy; `enable_on_exec` for a launched command.
@@ -51,6 +57,8 @@ impl SamplingPolicy {
                     StackCapture::FramePointer => 0,
                 },
                 period: true,
+                addr: false,
+                raw: false,
             },
             count_kernel: self.count_kernel,
             kernel_callchain: self.kernel_frames,
@@ -97,7 +105,56 @@ impl SamplingPolicy {
                 ),
             ],
             Measure::OffCpu => vec![(switches, SampleKind::Switch)],
+            Measure::Memory => self.memory_channels(timer),
         }
+    }
+
+    /// The faults this policy samples once in (at least one).
+    pub fn fault_period(&self) -> u64 {
+        (self.sample_bytes / crate::sys::page_size() as u64).max(1)
+    }
+
+    /// Memory mode: page faults every [`SamplingPolicy::fault_period`] with the stack and the
+    /// faulting address (no `PERF_SAMPLE_PERIOD`: a fixed-period software event that asks for
+    /// it samples every fault), and the syscalls that give memory back, each without a stack,
+    /// where tracefs names them ([`crate::tracepoints::release_syscalls`]).
+    fn memory_channels(&self, timer: EventSpec) -> Vec<(EventSpec, SampleKind)> {
+        let faults = EventSpec {
+            kind: EventKind::PageFaults,
+            fixed_period: Some(self.fault_period()),
+            layout: SampleLayout {
+                period: false,
+                addr: true,
+                ..timer.layout
+            },
+            ..timer
+        };
+        let mut channels = vec![(faults, SampleKind::Fault)];
+        if let Ok(release) = crate::tracepoints::release_syscalls() {
+            for id in release.ids() {
+                let spec = EventSpec {
+                    kind: EventKind::Tracepoint(id),
+                    fixed_period: Some(1),
+                    // A tracepoint fires in the kernel: excluding it would count nothing.
+                    count_kernel: true,
+                    kernel_callchain: false,
+                    user_callchain: false,
+                    task_records: false,
+                    wakeup_per_sample: false,
+                    layout: SampleLayout {
+                        callchain: false,
+                        regs_user: false,
+                        stack_user: 0,
+                        period: false,
+                        addr: false,
+                        raw: true,
+                    },
+                    ..timer
+                };
+                channels.push((spec, SampleKind::Release));
+            }
+        }
+        channels
     }
 
     /// [`SamplingPolicy::channels`] with the side records (mmap, comm, task) moved to a
@@ -137,7 +194,13 @@ impl SamplingPolicy {
             StackCapture::FramePointer => 1024,
             StackCapture::UserStack { bytes } => u64::from(bytes) + 256,
         };
-        let bytes = per_sample * self.frequency.max(1) / 2;
+        // Memory mode samples as fast as the target faults: a writer faulting 1 GB/s at the
+        // default 256 KiB per sample makes 4000 samples a second.
+        let rate = match self.time {
+            Measure::Memory => (4_000 * DEFAULT_SAMPLE_BYTES / self.sample_bytes.max(1)).max(1),
+            _ => self.frequency.max(1),
+        };
+        let bytes = per_sample * rate / 2;
         let cpus = procfs::online_cpus().len().max(1) as u64;
         let cap = (32768 / cpus).clamp(64, 2048);
         ((bytes / page).clamp(64, cap) as usize).next_power_of_two()
@@ -157,6 +220,7 @@ mod tests {
             count_kernel: true,
             wakeup_per_sample: false,
             time: Measure::Cpu,
+            sample_bytes: DEFAULT_SAMPLE_BYTES,
         }
     }
 

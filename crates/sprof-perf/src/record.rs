@@ -23,6 +23,10 @@ pub struct SampleLayout {
     /// at every event whatever the period (the kernel's `perf_swevent_event`), so thinned
     /// context-switch sampling goes without (the sampler knows the period it set).
     pub period: bool,
+    /// `PERF_SAMPLE_ADDR`: the faulting address of a page fault.
+    pub addr: bool,
+    /// `PERF_SAMPLE_RAW`: a tracepoint's record.
+    pub raw: bool,
 }
 
 /// x86_64 perf register numbers (arch/x86/include/uapi/asm/perf_regs.h).
@@ -39,8 +43,14 @@ impl SampleLayout {
             | sys::PERF_SAMPLE_TID
             | sys::PERF_SAMPLE_TIME
             | sys::PERF_SAMPLE_CPU) as u64;
+        if self.addr {
+            t |= sys::PERF_SAMPLE_ADDR as u64;
+        }
         if self.period {
             t |= sys::PERF_SAMPLE_PERIOD as u64;
+        }
+        if self.raw {
+            t |= sys::PERF_SAMPLE_RAW as u64;
         }
         if self.callchain {
             t |= sys::PERF_SAMPLE_CALLCHAIN as u64;
@@ -201,10 +211,27 @@ fn parse_mmap2(c: &mut Cursor<'_>) -> Option<Event<'static>> {
 }
 
 fn parse_sample<'a>(c: &mut Cursor<'a>, layout: &SampleLayout) -> Option<Sample<'a>> {
+    parse_sample_with_raw(c, layout).map(|(s, _)| s)
+}
+
+/// Decodes a sample record and its `PERF_SAMPLE_RAW` data (empty when not sampled): what a
+/// tracepoint's fields are read from. `body` excludes the 8-byte header.
+pub fn parse_raw_sample<'a>(
+    body: &'a [u8],
+    layout: &SampleLayout,
+) -> Option<(Sample<'a>, &'a [u8])> {
+    parse_sample_with_raw(&mut Cursor::new(body), layout)
+}
+
+fn parse_sample_with_raw<'a>(
+    c: &mut Cursor<'a>,
+    layout: &SampleLayout,
+) -> Option<(Sample<'a>, &'a [u8])> {
     let ip = c.u64()?;
     let pid = c.u32()?;
     let tid = c.u32()?;
     let time = c.u64()?;
+    let addr = if layout.addr { c.u64()? } else { 0 };
     let cpu = c.u32()?;
     let _res = c.u32()?;
     let period = if layout.period { c.u64()? } else { 1 };
@@ -215,6 +242,11 @@ fn parse_sample<'a>(c: &mut Cursor<'a>, layout: &SampleLayout) -> Option<Sample<
         callchain = as_u64s(bytes)?;
     }
     let (kernel_chain, user_chain) = split_callchain(callchain);
+    let mut raw: &[u8] = &[];
+    if layout.raw {
+        let size = usize::try_from(c.u32()?).ok()?;
+        raw = c.bytes(size)?;
+    }
     let mut user_regs = None;
     if layout.regs_user {
         let abi = c.u64()?;
@@ -235,7 +267,7 @@ fn parse_sample<'a>(c: &mut Cursor<'a>, layout: &SampleLayout) -> Option<Sample<
             user_stack = &data[..dyn_size.min(size)];
         }
     }
-    Some(Sample {
+    let sample = Sample {
         // The sampler knows which event's buffer the record came from.
         kind: SampleKind::Timer,
         pid: Pid(pid),
@@ -249,7 +281,9 @@ fn parse_sample<'a>(c: &mut Cursor<'a>, layout: &SampleLayout) -> Option<Sample<
         user_regs,
         user_stack,
         user_stack_requested: u64::from(layout.stack_user),
-    })
+        addr,
+    };
+    Some((sample, raw))
 }
 
 /// Views 8-aligned bytes as native-endian u64s without copying. Ring-buffer records are
@@ -317,6 +351,8 @@ mod tests {
             regs_user: true,
             stack_user: 16,
             period: true,
+            addr: false,
+            raw: false,
         };
         let chain = [PERF_CONTEXT_USER, 0x401000, 0x401234];
         let body = sample_body(&layout, &chain, &[7u8; 16], 8);
@@ -344,12 +380,46 @@ mod tests {
     }
 
     #[test]
+    fn fault_address_and_tracepoint_data_are_read_in_their_places() {
+        let layout = SampleLayout {
+            callchain: false,
+            regs_user: false,
+            stack_user: 0,
+            period: false,
+            addr: true,
+            raw: true,
+        };
+        let mut v = Vec::new();
+        push64(&mut v, 0x401000);
+        push32(&mut v, 42);
+        push32(&mut v, 43);
+        push64(&mut v, 1_000);
+        push64(&mut v, 0x7f00_dead_b000);
+        push32(&mut v, 1);
+        push32(&mut v, 0);
+        // RAW: a u32 size, then the data, padded so the record stays 8-aligned.
+        push32(&mut v, 12);
+        v.extend_from_slice(&[5u8; 12]);
+        let (s, raw) = parse_raw_sample(&v, &layout).unwrap();
+        assert_eq!(
+            (s.addr, s.cpu, s.period, s.time),
+            (0x7f00_dead_b000, 1, 1, 1_000)
+        );
+        assert_eq!(raw, &[5u8; 12]);
+        for cut in 0..v.len() {
+            assert!(parse_raw_sample(&v[..cut], &layout).is_none());
+        }
+    }
+
+    #[test]
     fn truncated_sample_is_dropped() {
         let layout = SampleLayout {
             callchain: true,
             regs_user: false,
             stack_user: 0,
             period: true,
+            addr: false,
+            raw: false,
         };
         let body = sample_body(&layout, &[1, 2, 3], &[], 0);
         let b = bytes(&body);
@@ -382,6 +452,8 @@ mod tests {
             regs_user: false,
             stack_user: 0,
             period: true,
+            addr: false,
+            raw: false,
         };
         let Some(Event::Mmap(m)) = parse_record(sys::PERF_RECORD_MMAP2, 0, &v, &layout) else {
             panic!()

@@ -16,7 +16,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use sprof_core::{CommEvent, Event, EventSource, MmapEvent, Pid, SampleKind, SourceStats, Tid};
 
 use crate::procfs;
-use crate::record::{parse_record, SampleLayout};
+use crate::record::parse_record;
 use crate::sys::{EventKind, EventSpec, PerfEvent, RingBuffer};
 
 /// Why sampling could not start.
@@ -47,10 +47,10 @@ pub struct Sampler {
     /// One ring buffer per (channel, CPU), channel-major; `kinds[i]` is buffer i's kind.
     buffers: Vec<RingBuffer>,
     kinds: Vec<SampleKind>,
-    /// Sample layout of each buffer (channels may differ: see `SampleLayout::period`).
-    layouts: Vec<SampleLayout>,
-    /// Whether each buffer carries side records only (a dummy event's).
-    side_only: Vec<bool>,
+    /// The event of each buffer: its sample layout (channels may differ: see
+    /// `SampleLayout::period`), its kind (a dummy event's buffer carries side records only; a
+    /// tracepoint's records decode by its id) and its fixed period.
+    specs: Vec<EventSpec>,
     follower_kinds: Vec<SampleKind>,
     followers: Vec<PerfEvent>,
     threads: BTreeSet<Tid>,
@@ -126,8 +126,7 @@ impl Sampler {
             channels,
             buffers: Vec::new(),
             kinds: Vec::new(),
-            side_only: Vec::new(),
-            layouts: Vec::new(),
+            specs: Vec::new(),
             follower_kinds: Vec::new(),
             followers: Vec::new(),
             threads: BTreeSet::new(),
@@ -178,8 +177,7 @@ impl Sampler {
                 let buffer = self.map_buffer(event)?;
                 self.buffers.push(buffer);
                 self.kinds.push(kind);
-                self.layouts.push(spec.layout);
-                self.side_only.push(spec.kind == EventKind::Dummy);
+                self.specs.push(spec);
             }
         }
         let mut unreadable: Vec<String> = Vec::new();
@@ -256,8 +254,7 @@ impl Sampler {
                     let buffer = self.map_buffer(event)?;
                     self.buffers.push(buffer);
                     self.kinds.push(kind);
-                    self.layouts.push(spec.layout);
-                    self.side_only.push(spec.kind == EventKind::Dummy);
+                    self.specs.push(spec);
                 } else {
                     event
                         .set_output(self.buffers[slot].event())
@@ -271,6 +268,11 @@ impl Sampler {
             }
         }
         Ok(())
+    }
+
+    /// Whether one of the channels samples events of `kind`.
+    pub fn samples(&self, kind: SampleKind) -> bool {
+        self.channels.iter().any(|&(_, k)| k == kind)
     }
 
     /// Maps a ring buffer, halving its size while the kernel refuses it for exceeding the
@@ -484,13 +486,9 @@ impl Sampler {
         self.side.clear();
         let side = &mut self.side;
         let stats = &mut self.stats;
-        let buffers = self
-            .buffers
-            .iter()
-            .zip(&self.heads)
-            .zip(&self.layouts)
-            .zip(&self.side_only);
-        for (((b, &head), layout), &side_only) in buffers {
+        let buffers = self.buffers.iter().zip(&self.heads).zip(&self.specs);
+        for ((b, &head), spec) in buffers {
+            let (layout, side_only) = (&spec.layout, spec.kind == EventKind::Dummy);
             b.for_each(head, &mut self.scratch, |kind, misc, body| {
                 if kind == perf_event_open_sys::bindings::PERF_RECORD_SAMPLE {
                     return;
@@ -526,24 +524,41 @@ impl Sampler {
     /// Delivers the samples of every buffer up to `heads`, each tagged with its event's kind.
     fn deliver_samples(&mut self, on_event: &mut dyn FnMut(Event<'_>)) {
         let switch_period = self.thinning.period;
+        let page = crate::sys::page_size() as u64;
         let buffers = self
             .buffers
             .iter()
             .zip(&self.heads)
             .zip(&self.kinds)
-            .zip(&self.layouts);
-        for (((b, &head), &sample_kind), layout) in buffers {
+            .zip(&self.specs);
+        for (((b, &head), &sample_kind), spec) in buffers {
+            let layout = &spec.layout;
             b.for_each(head, &mut self.scratch, |kind, misc, body| {
                 if kind != perf_event_open_sys::bindings::PERF_RECORD_SAMPLE {
                     return;
                 }
                 self.stats.records += 1;
+                if sample_kind == SampleKind::Release {
+                    match release_event(spec, body) {
+                        Some(r) => on_event(Event::Release(r)),
+                        None => self.stats.unparsed += 1,
+                    }
+                    return;
+                }
                 match parse_record(kind, misc, body, layout) {
                     Some(Event::Sample(mut s)) => {
                         s.kind = sample_kind;
-                        if sample_kind == SampleKind::Switch {
-                            self.thinning.seen += 1;
-                            s.period = switch_period;
+                        match sample_kind {
+                            SampleKind::Switch => {
+                                self.thinning.seen += 1;
+                                s.period = switch_period;
+                            }
+                            // Bytes: each fault maps one page (a transparent huge page maps
+                            // more; see docs/memory.md).
+                            SampleKind::Fault => {
+                                s.period = spec.fixed_period.unwrap_or(1).saturating_mul(page);
+                            }
+                            _ => {}
                         }
                         on_event(Event::Sample(s))
                     }
@@ -553,6 +568,24 @@ impl Sampler {
             });
         }
     }
+}
+
+/// A tracepoint sample of a syscall that gives memory back, decoded; `None` for advice that
+/// keeps the pages and for records that do not parse.
+fn release_event(spec: &EventSpec, body: &[u8]) -> Option<sprof_core::ReleaseEvent> {
+    let EventKind::Tracepoint(id) = spec.kind else {
+        return None;
+    };
+    let (s, raw) = crate::record::parse_raw_sample(body, &spec.layout)?;
+    let release = crate::tracepoints::release_syscalls()
+        .ok()?
+        .decode(id, raw)?;
+    Some(sprof_core::ReleaseEvent {
+        pid: s.pid,
+        tid: s.tid,
+        time: s.time,
+        release,
+    })
 }
 
 /// The timestamp in the `sample_id` trailer of a side record: with our sample type (TID,
@@ -577,6 +610,7 @@ fn into_owned(e: Event<'_>) -> Event<'static> {
         Event::Switch(x) => Event::Switch(x),
         Event::Lost { count } => Event::Lost { count },
         Event::Throttle { unthrottle } => Event::Throttle { unthrottle },
+        Event::Release(r) => Event::Release(r),
         Event::Sample(_) => Event::Lost { count: 0 },
     }
 }

@@ -24,6 +24,11 @@ pub enum EventKind {
     /// Software dummy: counts nothing, samples nothing; carries side records (mmap, comm,
     /// task) in a ring buffer of their own.
     Dummy,
+    /// Software page faults: a sample every `n` faults, at the faulting thread's stack
+    /// (`--mode memory`).
+    PageFaults,
+    /// A kernel tracepoint, by its tracefs id (the syscalls that give memory back).
+    Tracepoint(u64),
 }
 
 impl EventKind {
@@ -34,6 +39,8 @@ impl EventKind {
             EventKind::Cycles => "cycles",
             EventKind::ContextSwitches => "context-switches",
             EventKind::Dummy => "dummy",
+            EventKind::PageFaults => "page-faults",
+            EventKind::Tracepoint(_) => "tracepoint",
         }
     }
 
@@ -53,6 +60,11 @@ impl EventKind {
                 sys::PERF_COUNT_SW_CONTEXT_SWITCHES as u64,
             ),
             EventKind::Dummy => (sys::PERF_TYPE_SOFTWARE, sys::PERF_COUNT_SW_DUMMY as u64),
+            EventKind::PageFaults => (
+                sys::PERF_TYPE_SOFTWARE,
+                sys::PERF_COUNT_SW_PAGE_FAULTS as u64,
+            ),
+            EventKind::Tracepoint(id) => (sys::PERF_TYPE_TRACEPOINT, id),
         }
     }
 }

@@ -477,12 +477,21 @@ impl WindowStore {
     /// [`MAX_WINDOW_DECODED`]); a file that does not decode or is refused is quarantined by
     /// the caller with [`WindowStore::quarantine`] (the error says so).
     pub fn load(w: &StoredWindow) -> Result<sprof_core::SymbolizedProfile, StoreError> {
-        let corrupt = |reason: String| StoreError::Corrupt {
+        let raw = WindowStore::load_raw(w)?;
+        flamegraph_out::read_pprof(&raw).map_err(|e| StoreError::Corrupt {
+            path: w.path.clone(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Reads and decompresses a stored window (every gzip member, within
+    /// [`MAX_WINDOW_DECODED`]): the protobuf that [`WindowStore::load`] decodes, for readers
+    /// of fields pprof does not have (the daemon's RSS series).
+    pub fn load_raw(w: &StoredWindow) -> Result<Vec<u8>, StoreError> {
+        gunzip(&read_window(w)?, MAX_WINDOW_DECODED).map_err(|reason| StoreError::Corrupt {
             path: w.path.clone(),
             reason,
-        };
-        let raw = gunzip(&read_window(w)?, MAX_WINDOW_DECODED).map_err(corrupt)?;
-        flamegraph_out::read_pprof(&raw).map_err(|e| corrupt(e.to_string()))
+        })
     }
 }
 

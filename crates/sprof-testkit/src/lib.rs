@@ -101,6 +101,7 @@ impl Recorded {
             user_regs: Some(self.regs),
             user_stack: stack,
             user_stack_requested: 65528,
+            addr: 0,
         }
     }
 }

@@ -676,6 +676,7 @@ mod tests {
             }),
             user_stack: stack,
             user_stack_requested: stack.len() as u64,
+            addr: 0,
         }
     }
 

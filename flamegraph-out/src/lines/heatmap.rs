@@ -331,10 +331,10 @@ impl Heatmap {
         Ok(Data {
             title,
             total: places.total,
-            unit: if meta.measure.is_time() {
-                "ns"
-            } else {
-                "samples"
+            unit: match meta.measure.unit() {
+                sprof_core::Unit::Samples => "samples",
+                sprof_core::Unit::Nanoseconds => "ns",
+                sprof_core::Unit::Bytes => "bytes",
             },
             groups,
             files,

@@ -4,7 +4,7 @@
 use std::io::{BufWriter, Write};
 use std::sync::Arc;
 
-use sprof_core::SymbolizedProfile;
+use sprof_core::{SymbolizedProfile, Unit};
 
 use super::{
     function_extent, line_profile, percent, FunctionLines, LineProfile, SourceFiles, SourceText,
@@ -57,7 +57,7 @@ impl Exporter for AnnotatedSource {
     fn export(&self, profile: &SymbolizedProfile, out: &mut dyn Write) -> Result<(), ExportError> {
         let lp = line_profile(profile)?;
         let mut w = BufWriter::new(out);
-        let time = profile.meta.measure.is_time();
+        let unit = profile.meta.measure.unit();
         write_summary(&mut w, profile, &lp)?;
         // Functions whose source can be read come first (a libc or interpreter function
         // built elsewhere would otherwise push the program's own code out of the listing).
@@ -80,7 +80,7 @@ impl Exporter for AnnotatedSource {
             )?;
         }
         for f in chosen {
-            write_function(&mut w, f, &lp, &self.sources, time)?;
+            write_function(&mut w, f, &lp, &self.sources, unit)?;
         }
         w.flush()?;
         Ok(())
@@ -96,14 +96,9 @@ fn write_summary(
     if !meta.target.is_empty() {
         writeln!(w, "Profile of {}", printable(&meta.target))?;
     }
-    let mut parts = vec![if meta.measure.is_time() {
-        format!(
-            "{:.1} ms of {}",
-            lp.total as f64 / 1e6,
-            meta.measure.describe()
-        )
-    } else {
-        format!("{} samples", lp.total)
+    let mut parts = vec![match meta.measure.unit() {
+        Unit::Samples => format!("{} samples", lp.total),
+        unit => format!("{} of {}", unit.human(lp.total), meta.measure.describe()),
     }];
     if meta.frequency > 0 {
         parts.push(format!("{} Hz", meta.frequency));
@@ -115,12 +110,14 @@ fn write_summary(
     Ok(())
 }
 
-/// A figure column: samples, or milliseconds for time measures; empty for nothing.
-fn figure(v: u64, time: bool) -> String {
-    match (v, time) {
+/// A figure column: samples, milliseconds for time measures, KiB for memory; empty for
+/// nothing.
+fn figure(v: u64, unit: Unit) -> String {
+    match (v, unit) {
         (0, _) => String::new(),
-        (v, false) => v.to_string(),
-        (v, true) => format!("{:.1}", v as f64 / 1e6),
+        (v, Unit::Samples) => v.to_string(),
+        (v, Unit::Nanoseconds) => format!("{:.1}", v as f64 / 1e6),
+        (v, Unit::Bytes) => v.div_ceil(1024).to_string(),
     }
 }
 
@@ -129,15 +126,15 @@ fn write_function(
     f: &FunctionLines,
     lp: &LineProfile,
     sources: &SourceFiles,
-    time: bool,
+    unit: Unit,
 ) -> Result<(), ExportError> {
     let text = match sources.get(&f.file) {
         Some(SourceText::Lines(lines)) => Some(lines.as_slice()),
         _ => None,
     };
     let (first, last) = function_extent(f, text);
-    write_header(w, f, lp, sources, time, first)?;
-    write_rows(w, f, text, time, (first, last))?;
+    write_header(w, f, lp, sources, unit, first)?;
+    write_rows(w, f, text, unit, (first, last))?;
     Ok(())
 }
 
@@ -147,7 +144,7 @@ fn write_header(
     f: &FunctionLines,
     lp: &LineProfile,
     sources: &SourceFiles,
-    time: bool,
+    unit: Unit,
     first: u32,
 ) -> std::io::Result<()> {
     writeln!(w)?;
@@ -162,16 +159,20 @@ fn write_header(
         printable(&f.function)
     )?;
     writeln!(w, "File: {}", printable(&f.file))?;
-    let unit = if time { " ms" } else { " samples" };
+    let suffix = match unit {
+        Unit::Samples => " samples",
+        Unit::Nanoseconds => " ms",
+        Unit::Bytes => " KiB",
+    };
     writeln!(
         w,
-        "Total: {}{unit} ({:.1}% of the profile), self {}{unit} ({:.1}%)",
-        figure(f.counts.total, time),
+        "Total: {}{suffix} ({:.1}% of the profile), self {}{suffix} ({:.1}%)",
+        figure(f.counts.total, unit),
         percent(f.counts.total, lp.total),
         if f.counts.self_ == 0 {
             "0".to_string()
         } else {
-            figure(f.counts.self_, time)
+            figure(f.counts.self_, unit)
         },
         percent(f.counts.self_, lp.total),
     )?;
@@ -182,14 +183,19 @@ fn write_header(
         }
         None => writeln!(w, "Source not shown: not read")?,
     }
-    let (samples, self_) = if time {
-        ("Time ms", "Self ms")
-    } else {
-        ("Samples", "Self")
+    let (samples, self_) = match unit {
+        Unit::Samples => ("Samples", "Self"),
+        Unit::Nanoseconds => ("Time ms", "Self ms"),
+        Unit::Bytes => ("KiB", "Self KiB"),
     };
     let header = format!(
         "{:>6} {samples:>9} {self_:>9} {:>7}  Line Contents",
-        "Line #", "% Time"
+        "Line #",
+        if unit == Unit::Bytes {
+            "% Mem"
+        } else {
+            "% Time"
+        }
     );
     writeln!(w)?;
     writeln!(w, "{header}")?;
@@ -202,7 +208,7 @@ fn write_rows(
     w: &mut dyn Write,
     f: &FunctionLines,
     text: Option<&[String]>,
-    time: bool,
+    unit: Unit,
     (first, last): (u32, u32),
 ) -> std::io::Result<()> {
     let row = |w: &mut dyn Write, n: u32, contents: &str| -> std::io::Result<()> {
@@ -214,8 +220,8 @@ fn write_rows(
         };
         let line = format!(
             "{n:>6} {:>9} {:>9} {share:>7}  {}",
-            figure(counts.total, time),
-            figure(counts.self_, time),
+            figure(counts.total, unit),
+            figure(counts.self_, unit),
             printable(contents)
         );
         writeln!(w, "{}", line.trim_end())

@@ -49,6 +49,11 @@ pub trait Backend: Send + Sync + 'static {
     fn open_tap(&self, keep: StackFilter) -> Option<oneshot::Receiver<u64>>;
     fn close_tap(&self, id: u64) -> Option<oneshot::Receiver<SymbolizedProfile>>;
     fn metrics(&self) -> String;
+    /// The per-process metrics a reader may see (processes' memory), to go before the end
+    /// of [`Backend::metrics`].
+    fn process_metrics(&self, _viewer: Viewer) -> String {
+        String::new()
+    }
     /// What is sampled, for the page.
     fn describe(&self) -> String;
     /// Counts an answered request.
@@ -133,7 +138,7 @@ pub fn router_with(
         .route("/metrics", get(metrics))
         .route("/debug/pprof/profile", get(scrape))
         .route("/api/v1/profile", get(profile))
-        .route("/api/v1/processes", get(processes))
+        .route("/api/v1/processes", get(super::api::processes))
         .route("/api/v1/timeline", get(super::api::timeline))
         .route("/api/v1/diff", get(super::api::diff))
         .route("/favicon.ico", get(super::page::favicon))
@@ -401,8 +406,14 @@ async fn healthz(State(s): State<AppState>) -> Response {
     counted(&s.backend, r)
 }
 
-async fn metrics(State(s): State<AppState>) -> Response {
-    let text = s.backend.metrics();
+async fn metrics(State(s): State<AppState>, v: ViewerExt) -> Response {
+    let mut text = s.backend.metrics();
+    let processes = s.backend.process_metrics(viewer_of(v));
+    // The exposition ends with `# EOF`: the processes' families go before it.
+    match text.strip_suffix("# EOF\n") {
+        Some(body) => text = format!("{body}{processes}# EOF\n"),
+        None => text.push_str(&processes),
+    }
     counted(
         &s.backend,
         Ok((
@@ -697,21 +708,6 @@ pub(super) fn title(describe: &str, sel: &Selection) -> String {
     t
 }
 
-/// `GET /api/v1/processes`: JSON, one entry per process with samples in the range.
-async fn processes(State(s): State<AppState>, v: ViewerExt, RawQuery(q): RawQuery) -> Response {
-    let r = async {
-        let p = params(q, &["from", "to", "pid", "comm"])?;
-        let sel = selection(&p, "-10m", viewer_of(v))?;
-        let (filled, sel) = with_summaries(&s, sel).await?;
-        let list = super::summary::processes(&filled.summaries, &sel);
-        let json = serde_json::to_vec_pretty(&list)
-            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-        Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
-    }
-    .await;
-    counted(&s.backend, r)
-}
-
 /// `GET /`: the page for a person.
 async fn page(State(s): State<AppState>, v: ViewerExt, RawQuery(q): RawQuery) -> Response {
     let r = async {
@@ -728,7 +724,7 @@ async fn page(State(s): State<AppState>, v: ViewerExt, RawQuery(q): RawQuery) ->
         let describe = s.backend.describe();
         let (from_ms, to_ms) = (sel.from_ms, sel.to_ms);
         let (filled, sel) = with_summaries(&s, sel).await?;
-        let list = super::summary::processes(&filled.summaries, &sel);
+        let list = super::api::process_list(&filled, &sel, None);
         let html = super::page::render(&super::page::PageData {
             describe: &describe,
             from_text: &range.0,
@@ -746,204 +742,12 @@ async fn page(State(s): State<AppState>, v: ViewerExt, RawQuery(q): RawQuery) ->
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
     use std::time::UNIX_EPOCH;
 
-    use axum::body::to_bytes;
-    use axum::http::Request;
-    use sprof_core::{Frame, FrameKind, ProfileMeta, SampledStack, ThreadRef};
-    use sprof_store::{Retention, WindowStore};
-    use tower::ServiceExt;
-
+    use super::super::test_api::{
+        app, app_with, empty_store, get, get_method, json_of, profile, request,
+    };
     use super::*;
-
-    /// Two processes: 1 (`app`: main -> hot 30, main -> cold 10) and 2 (`db`: query 5).
-    fn profile() -> SymbolizedProfile {
-        let f = |name: &str, kind| {
-            let mut f = Frame::bare(name, kind);
-            if kind == FrameKind::Native {
-                f.module = Some("app".into());
-                f.file = Some("app.c".into());
-                f.line = Some(3);
-            }
-            f
-        };
-        let frames = vec![
-            f("app", FrameKind::Root),
-            f("main", FrameKind::Native),
-            f("hot", FrameKind::Native),
-            f("cold", FrameKind::Native),
-            f("db", FrameKind::Root),
-            f("query", FrameKind::Native),
-        ];
-        let stack = |frames: Vec<u32>, samples: u64, pid: u32| SampledStack {
-            thread: Some(ThreadRef { pid, tid: pid }),
-            ..sprof_testkit::stack(&frames, samples, samples * 10_000_000)
-        };
-        SymbolizedProfile {
-            meta: ProfileMeta {
-                frequency: 100,
-                ..Default::default()
-            },
-            frames,
-            stacks: vec![
-                stack(vec![0, 1, 2], 30, 1),
-                stack(vec![0, 1, 3], 10, 1),
-                stack(vec![4, 5], 5, 2),
-            ],
-            ..Default::default()
-        }
-    }
-
-    struct Fake {
-        store: Mutex<WindowStore>,
-        healthy: bool,
-        /// How long moving a corrupt window aside takes: the part of a query that runs
-        /// holding its permit (a long merge) in these tests.
-        slow: Duration,
-        busy: std::sync::atomic::AtomicUsize,
-    }
-
-    impl Backend for Fake {
-        fn health(&self) -> Result<(), String> {
-            if self.healthy {
-                Ok(())
-            } else {
-                Err("the sampling loop has not turned for 2.5 s".into())
-            }
-        }
-        fn sources(
-            &self,
-            sel: &Selection,
-            max_windows: usize,
-            max_bytes: u64,
-        ) -> Result<Sources, QueryError> {
-            Sources::gather(
-                &self.store.lock().unwrap(),
-                Vec::new(),
-                sel,
-                max_windows,
-                max_bytes,
-            )
-        }
-        fn count_busy(&self) {
-            self.busy.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }
-        fn quarantine(&self, path: &std::path::Path, reason: &str) {
-            std::thread::sleep(self.slow);
-            self.store.lock().unwrap().quarantine(path, reason);
-        }
-        fn open_tap(&self, _keep: StackFilter) -> Option<oneshot::Receiver<u64>> {
-            let (tx, rx) = oneshot::channel();
-            let _ = tx.send(7);
-            Some(rx)
-        }
-        fn close_tap(&self, id: u64) -> Option<oneshot::Receiver<SymbolizedProfile>> {
-            assert_eq!(id, 7);
-            let (tx, rx) = oneshot::channel();
-            let _ = tx.send(profile());
-            Some(rx)
-        }
-        fn metrics(&self) -> String {
-            "# EOF\n".into()
-        }
-        fn describe(&self) -> String {
-            "test".into()
-        }
-        fn count(&self, _: StatusCode) {}
-    }
-
-    fn app(name: &str, healthy: bool) -> (Router, std::path::PathBuf) {
-        let (app, dir, _) = app_with(name, healthy, Duration::ZERO, Limits::default());
-        (app, dir)
-    }
-
-    /// A fresh store under a temporary directory, and the start of its first window.
-    fn empty_store(name: &str) -> (std::path::PathBuf, WindowStore, SystemTime) {
-        let dir = std::env::temp_dir().join(format!("sprofd-http-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let retention = Retention {
-            max_age: Duration::from_secs(86400 * 365 * 100),
-            max_bytes: 1 << 30,
-        };
-        let (store, _) = WindowStore::open(&dir, retention).unwrap();
-        (dir, store, UNIX_EPOCH + Duration::from_secs(1_796_000_000))
-    }
-
-    fn app_with(
-        name: &str,
-        healthy: bool,
-        slow: Duration,
-        limits: Limits,
-    ) -> (Router, std::path::PathBuf, Arc<Fake>) {
-        let (dir, mut store, start) = empty_store(name);
-        let bytes = super::super::sampling::encode(&profile(), start);
-        store
-            .write(
-                start,
-                start + Duration::from_secs(10),
-                &bytes,
-                SystemTime::now(),
-            )
-            .unwrap();
-        if !slow.is_zero() {
-            let next = start + Duration::from_secs(10);
-            store
-                .write(
-                    next,
-                    next + Duration::from_secs(10),
-                    b"garbage",
-                    SystemTime::now(),
-                )
-                .unwrap();
-        }
-        let backend = Arc::new(Fake {
-            store: Mutex::new(store),
-            healthy,
-            slow,
-            busy: Default::default(),
-        });
-        let (_tx, rx) = watch::channel(false);
-        (
-            router_with(backend.clone(), rx, limits, Arc::default()),
-            dir,
-            backend,
-        )
-    }
-
-    async fn get(app: &Router, uri: &str) -> (StatusCode, String, Vec<u8>) {
-        get_method(app, "GET", uri).await
-    }
-
-    async fn get_method(app: &Router, method: &str, uri: &str) -> (StatusCode, String, Vec<u8>) {
-        let (status, headers, body) = request(app, method, uri, Some("127.0.0.1:7171")).await;
-        let ctype = headers
-            .get(header::CONTENT_TYPE)
-            .map(|v| v.to_str().unwrap().to_string())
-            .unwrap_or_default();
-        (status, ctype, body)
-    }
-
-    async fn request(
-        app: &Router,
-        method: &str,
-        uri: &str,
-        host: Option<&str>,
-    ) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
-        let mut req = Request::builder().method(method).uri(uri);
-        if let Some(host) = host {
-            req = req.header(header::HOST, host);
-        }
-        let r = app
-            .clone()
-            .oneshot(req.body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        let status = r.status();
-        let headers = r.headers().clone();
-        let body = to_bytes(r.into_body(), 1 << 24).await.unwrap().to_vec();
-        (status, headers, body)
-    }
 
     const RANGE: &str = "from=1795999990&to=1796000020";
 
@@ -1065,11 +869,6 @@ mod tests {
             );
         }
         std::fs::remove_dir_all(dir).unwrap();
-    }
-
-    fn json_of(body: &[u8]) -> serde_json::Value {
-        serde_json::from_slice(body)
-            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(body)))
     }
 
     #[tokio::test]

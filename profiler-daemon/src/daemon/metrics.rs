@@ -40,6 +40,7 @@ pub struct Metrics {
     cpu_seconds: Counter<f64, AtomicU64>,
     cpu_seen: Mutex<f64>,
     rss_bytes: Gauge,
+    rss_reader: super::rss::ReaderMetrics,
 }
 
 /// Registers metrics on one registry, one line each.
@@ -152,6 +153,28 @@ impl Metrics {
             Unit::Seconds,
             unwind_seconds.clone(),
         );
+        // 100 µs to ~0.2 s: a round stops at 0.1 s.
+        let rss_reader = super::rss::ReaderMetrics {
+            round_seconds: Histogram::new(exponential_buckets(1e-4, 2.0, 12)),
+            skipped: Counter::default(),
+            dropped: Counter::default(),
+        };
+        registry.register_with_unit(
+            "rss_round",
+            "Time to read the resident memory of the window's most sampled processes",
+            Unit::Seconds,
+            rss_reader.round_seconds.clone(),
+        );
+        registry.register(
+            "rss_skipped_reads",
+            "Processes whose memory was not read because their round ran out of time",
+            rss_reader.skipped.clone(),
+        );
+        registry.register(
+            "rss_dropped_readings",
+            "Memory readings dropped because the window in progress held the most it keeps",
+            rss_reader.dropped.clone(),
+        );
         let cpu_seconds = Counter::<f64, AtomicU64>::default();
         registry.register_with_unit(
             "process_cpu",
@@ -188,7 +211,13 @@ impl Metrics {
             cpu_seconds,
             cpu_seen: Mutex::new(0.0),
             rss_bytes,
+            rss_reader,
         }
+    }
+
+    /// The memory reader's counters (shared: they count where the reader runs).
+    pub fn rss_reader(&self) -> super::rss::ReaderMetrics {
+        self.rss_reader.clone()
     }
 
     /// The text exposition of every metric, the daemon's own CPU and RSS read now.
@@ -250,6 +279,9 @@ mod tests {
             "sprofd_unwind_seconds_bucket",
             "sprofd_process_cpu_seconds_total",
             "sprofd_process_resident_memory_bytes",
+            "sprofd_rss_round_seconds_bucket",
+            "sprofd_rss_skipped_reads_total",
+            "sprofd_rss_dropped_readings_total",
         ] {
             assert!(text.contains(name), "{name} missing:\n{text}");
         }

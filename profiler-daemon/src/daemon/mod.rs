@@ -6,11 +6,15 @@
 //! * [`http`]: the API's router over a [`http::Backend`], and [`page`] its HTML page;
 //!   [`server`] the accept loop that serves it (connection cap, timeouts).
 //! * [`redact`]: command lines as they are kept (`--cmdline`).
+//! * [`rss`]: which processes' resident memory is read, and the reader thread;
+//!   [`rss_window`] the readings in the window's file; [`memory`] them in the API, the page
+//!   and `/metrics`.
 //! * [`metrics`], [`notify`] (sd_notify), [`privileges`], [`config`].
 
 pub mod api;
 pub mod config;
 pub mod http;
+pub mod memory;
 pub mod metrics;
 pub mod notify;
 pub mod page;
@@ -18,9 +22,14 @@ pub mod pending;
 pub mod privileges;
 pub mod query;
 pub mod redact;
+pub mod rss;
+pub mod rss_window;
 pub mod sampling;
 pub mod server;
 pub mod summary;
+#[cfg(test)]
+mod test_api;
+pub mod timeline;
 pub mod visibility;
 
 use std::path::Path;
@@ -73,7 +82,9 @@ impl http::Backend for DaemonBackend {
                 .collect()
         };
         let store = self.shared.store.lock().unwrap_or_else(|e| e.into_inner());
-        Sources::gather(&store, live, sel, max_windows, max_bytes)
+        let mut sources = Sources::gather(&store, live, sel, max_windows, max_bytes)?;
+        sources.live_rss = self.shared.rss.window();
+        Ok(sources)
     }
 
     fn quarantine(&self, path: &Path, reason: &str) {
@@ -98,6 +109,10 @@ impl http::Backend for DaemonBackend {
 
     fn metrics(&self) -> String {
         self.shared.metrics.render()
+    }
+
+    fn process_metrics(&self, viewer: query::Viewer) -> String {
+        memory::exposition(&self.shared.rss.latest(), viewer)
     }
 
     fn describe(&self) -> String {
@@ -469,6 +484,7 @@ pub fn report(args: ReportConfig) -> anyhow::Result<i32> {
             .filter(|w| w.overlaps(args.selection.from_ms, args.selection.to_ms))
             .collect(),
         live: Vec::new(),
+        live_rss: Vec::new(),
     };
     if sources.windows.is_empty() {
         anyhow::bail!(

@@ -1,5 +1,5 @@
-// sprofd's page script: the timeline, the inline flamegraph (search, zoom, comparison) and
-// the process table's grouping, sorting and filter. Everything it shows comes from the
+// sprofd's page script: the timeline (CPU or memory), the inline flamegraph (search, zoom,
+// comparison) and the process table's memory sparklines, grouping, sorting and filter. Everything it shows comes from the
 // daemon's API; everything it is showing is in the URL, so Back and links work.
 (function () {
   'use strict';
@@ -70,7 +70,7 @@
     procs = [];
     document.querySelectorAll('#processes tr.process').forEach(function (tr) {
       var cmd = tr.querySelector('td.cmd');
-      procs.push({ pid: +tr.dataset.pid, comm: tr.dataset.comm, cpu_seconds: +tr.dataset.cpu, cmdline: cmd ? cmd.title : '' });
+      procs.push({ pid: +tr.dataset.pid, comm: tr.dataset.comm, cpu_seconds: +tr.dataset.cpu, cmdline: cmd ? cmd.title : '', mem: +(tr.dataset.mem || 0) });
     });
   }
   function loadProcesses(r) {
@@ -93,6 +93,35 @@
       td.appendChild(a);
     });
   }
+  // ---- memory ---------------------------------------------------------------------------
+  function mib(b) { return b >= 1073741824 ? (b / 1073741824).toFixed(2) + ' GiB' : (b / 1048576).toFixed(1) + ' MiB'; }
+  function rssTotal(p) { return p.anon + p.file + p.shmem; }
+  // A process's peak resident bytes: from its series, else from the server's row.
+  function memPeak(p) { return p.rss ? rssTotal(p.rss.peak) : (p.mem || 0); }
+  function memLatest(p) { return p.rss ? rssTotal(p.rss.latest) : 0; }
+  // Resident memory over the range: a sparkline scaled to the process's own peak.
+  function sparkline(m, r) {
+    var W = 80, H = 18, peak = Math.max(1, rssTotal(m.peak)), span = Math.max(1, (r.to - r.from) * 1000);
+    var pts = m.times.map(function (t, i) {
+      var v = m.anon[i] + m.file[i] + m.shmem[i];
+      var x = Math.max(0, Math.min(W, (t - r.from * 1000) / span * W));
+      return [x, H - 1 - v / peak * (H - 2)];
+    });
+    if (pts.length === 1) pts.push([Math.min(W, pts[0][0] + 2), pts[0][1]]);
+    var svg = svgEl('svg', { width: W, height: H, 'class': 'spark' });
+    svg.appendChild(svgEl('polyline', { points: pts.map(function (p) { return p[0].toFixed(1) + ',' + p[1].toFixed(1); }).join(' ') }));
+    return svg;
+  }
+  function memoryCell(p, r) {
+    var td = el('td', { 'class': 'num mem' });
+    var m = p.rss;
+    if (!m) { if (p.mem) td.textContent = 'peak ' + mib(p.mem); return td; }
+    if (m.times.length) td.appendChild(sparkline(m, r));
+    td.appendChild(document.createTextNode(' ' + mib(rssTotal(m.latest))));
+    td.title = 'peak ' + mib(rssTotal(m.peak)) + ' at ' + utc(m.peak.t_ms / 1000) + ' · latest ' + mib(rssTotal(m.latest)) +
+      ' (anon ' + mib(m.latest.anon) + ', file ' + mib(m.latest.file) + ', shmem ' + mib(m.latest.shmem) + ')';
+    return td;
+  }
   // The Python views besides the default (python), as the view= parameter names them.
   var VIEWS = { mixed: true, native: true };
   function processRow(p, total, r, s) {
@@ -101,6 +130,7 @@
     var cmd = p.cmdline || p.comm;
     tr.appendChild(el('td', { 'class': 'num' }, (total > 0 ? 100 * p.cpu_seconds / total : 0).toFixed(1) + '%'));
     tr.appendChild(el('td', { 'class': 'num' }, p.cpu_seconds.toFixed(2)));
+    tr.appendChild(memoryCell(p, r));
     tr.appendChild(el('td', { 'class': 'num' }, String(p.pid)));
     tr.appendChild(el('td', {}, p.comm));
     tr.appendChild(el('td', { 'class': 'cmd', title: cmd }, cmd.slice(0, 100)));
@@ -110,6 +140,7 @@
   var SORTS = {
     cpu: function (a, b) { return b.cpu_seconds - a.cpu_seconds || a.pid - b.pid; },
     pid: function (a, b) { return a.pid - b.pid; },
+    mem: function (a, b) { return memPeak(b) - memPeak(a) || a.pid - b.pid; },
     comm: function (a, b) { return a.comm.localeCompare(b.comm) || b.cpu_seconds - a.cpu_seconds; },
     cmd: function (a, b) { return (a.cmdline || a.comm).localeCompare(b.cmdline || b.comm) || a.pid - b.pid; }
   };
@@ -127,7 +158,7 @@
     var body = document.querySelector('#processes tbody');
     body.textContent = '';
     if (!list.length) {
-      body.appendChild(el('tr', { 'class': 'none' })).appendChild(el('td', { colspan: 6, 'class': 'empty' },
+      body.appendChild(el('tr', { 'class': 'none' })).appendChild(el('td', { colspan: 7, 'class': 'empty' },
         procs.length ? 'No process matches the filter.' : 'No samples in this range (the daemon may have started after it, or nothing ran).'));
       return;
     }
@@ -137,8 +168,9 @@
     }
     var groups = {}, order = [];
     list.forEach(function (p) {
-      if (!groups[p.comm]) { groups[p.comm] = { comm: p.comm, cpu_seconds: 0, members: [], pid: 0, cmdline: '' }; order.push(groups[p.comm]); }
+      if (!groups[p.comm]) { groups[p.comm] = { comm: p.comm, cpu_seconds: 0, members: [], pid: 0, cmdline: '', mem: 0, latest: 0 }; order.push(groups[p.comm]); }
       groups[p.comm].cpu_seconds += p.cpu_seconds; groups[p.comm].members.push(p);
+      groups[p.comm].mem += memPeak(p); groups[p.comm].latest += memLatest(p);
       groups[p.comm].pid = groups[p.comm].pid || p.pid;
     });
     order.sort(SORTS[sort]);
@@ -148,6 +180,7 @@
       if (s.comm === commRegex(g.comm)) tr.classList.add('selected');
       tr.appendChild(el('td', { 'class': 'num' }, (total > 0 ? 100 * g.cpu_seconds / total : 0).toFixed(1) + '%'));
       tr.appendChild(el('td', { 'class': 'num' }, g.cpu_seconds.toFixed(2)));
+      tr.appendChild(el('td', { 'class': 'num mem', title: 'the processes\' latest sizes, summed' }, g.latest ? mib(g.latest) : ''));
       tr.appendChild(el('td', { 'class': 'num count' }, g.members.length + (g.members.length === 1 ? ' process' : ' processes')));
       tr.appendChild(el('td', {}, g.comm));
       tr.appendChild(el('td', { 'class': 'cmd' }, ''));
@@ -178,7 +211,8 @@
   var tl = null;
   function loadTimeline(s, tries) {
     var r = range(s);
-    timelineReady = fetchText('/api/v1/timeline?' + qs({ from: r.from, to: r.to, by: s.by === 'comm' ? 'comm' : '' })).then(function (t) {
+    var metric = s.metric === 'memory' ? 'memory' : '';
+    timelineReady = fetchText('/api/v1/timeline?' + qs({ from: r.from, to: r.to, by: s.by === 'comm' ? 'comm' : '', metric: metric })).then(function (t) {
       tl = JSON.parse(t);
       drawTimeline();
       // Windows not summarized yet (a cold cache over a long range): ask again for the rest.
@@ -193,7 +227,8 @@
     box.textContent = '';
     var svg = svgEl('svg', { width: W, height: H, id: 'timeline-svg' });
     box.appendChild(svg);
-    var max = Math.max.apply(null, tl.total.concat([0.05]));
+    var memory = tl.metric === 'memory';
+    var max = Math.max.apply(null, tl.total.concat([memory ? 1048576 : 0.05]));
     var span = tl.to_ms - tl.from_ms;
     var x = function (ms) { return (ms - tl.from_ms) / span * W; };
     var y = function (v) { return H - pad - v / max * (H - 2 * pad); };
@@ -208,7 +243,7 @@
       });
       var p = svgEl('polygon', { 'class': 'series', 'data-key': se.key, points: top.concat(bottom).join(' '), fill: color(se.key, i) });
       var title = svgEl('title');
-      title.textContent = label(se) + ': ' + se.cpu_seconds.toFixed(2) + ' CPU s';
+      title.textContent = label(se) + ': ' + (memory ? 'peak ' + mib(se.peak_bytes || 0) : se.cpu_seconds.toFixed(2) + ' CPU s');
       p.appendChild(title);
       svg.appendChild(p);
     });
@@ -216,7 +251,7 @@
       var t = svgEl('text', { x: x0, y: y0, 'class': 'axis', 'text-anchor': anchor || 'start' });
       t.textContent = s; svg.appendChild(t);
     };
-    text(4, 12, max.toFixed(max < 1 ? 2 : 1) + ' CPUs');
+    text(4, 12, memory ? mib(max) : max.toFixed(max < 1 ? 2 : 1) + ' CPUs');
     text(4, H - 3, utc(tl.from_ms / 1000));
     text(W - 4, H - 3, utc(tl.to_ms / 1000), 'end');
     // Times of day between the ends, on round steps.
@@ -228,7 +263,7 @@
       svg.appendChild(svgEl('line', { x1: px, x2: px, y1: H - pad, y2: H - pad + 3, stroke: '#999' }));
       text(px, H - 3, utc(t).slice(11, tick < 60 ? 19 : 16), 'middle');
     }
-    if (!tl.series.length) text(W / 2, H / 2, 'No samples in this range.', 'middle');
+    if (!tl.series.length) text(W / 2, H / 2, memory ? 'No memory readings in this range.' : 'No samples in this range.', 'middle');
     svg.appendChild(svgEl('line', { 'class': 'cursor', x1: -1, x2: -1, y1: 0, y2: H, id: 'tl-cursor' }));
     svg.appendChild(svgEl('rect', { 'class': 'brush', x: 0, y: 0, width: 0, height: H, id: 'tl-brush', visibility: 'hidden' }));
   }
@@ -255,8 +290,9 @@
     var c = $('tl-cursor'); c.setAttribute('x1', at.px); c.setAttribute('x2', at.px);
     var j = Math.min(tl.times.length - 1, Math.floor((at.ms - tl.from_ms) / tl.step_ms));
     if (j < 0) return;
-    var parts = tl.series.filter(function (se) { return se.values[j] > 0; }).slice(0, 6).map(function (se) { return label(se) + ' ' + se.values[j].toFixed(2); });
-    $('hover').textContent = utc(tl.times[j] / 1000) + ': ' + tl.total[j].toFixed(2) + ' CPUs' + (parts.length ? ' · ' + parts.join(' · ') : '');
+    var fmt = tl.metric === 'memory' ? mib : function (v) { return v.toFixed(2); };
+    var parts = tl.series.filter(function (se) { return se.values[j] > 0; }).slice(0, 6).map(function (se) { return label(se) + ' ' + fmt(se.values[j]); });
+    $('hover').textContent = utc(tl.times[j] / 1000) + ': ' + fmt(tl.total[j]) + (tl.metric === 'memory' ? ' resident' : ' CPUs') + (parts.length ? ' · ' + parts.join(' · ') : '');
   });
   window.addEventListener('mouseup', function (e) {
     if (!drag) return;
@@ -269,6 +305,9 @@
   });
   document.querySelectorAll('input[name=by]').forEach(function (i) {
     i.addEventListener('change', function () { go({ by: this.value === 'comm' ? 'comm' : '' }); });
+  });
+  document.querySelectorAll('input[name=metric]').forEach(function (i) {
+    i.addEventListener('change', function () { go({ metric: this.value === 'memory' ? 'memory' : '' }); });
   });
   window.addEventListener('resize', function () { if (tl) drawTimeline(); });
 
@@ -456,7 +495,7 @@
 
   // ---- applying the state ---------------------------------------------------------------
   var key = {};
-  function timelineKey(s) { var r = range(s); return [r.from, r.to, s.by].join('|'); }
+  function timelineKey(s) { var r = range(s); return [r.from, r.to, s.by, s.metric].join('|'); }
   function apply() {
     var s = readState(), r = range(s);
     // The controls show the state (after Back, too).
@@ -465,6 +504,10 @@
     $('base_from').value = s.base_from || ''; $('base_to').value = s.base_to || '';
     $('filter').value = s.filter || ''; $('group').checked = s.group === '1';
     document.querySelectorAll('input[name=by]').forEach(function (i) { i.checked = i.value === (s.by === 'comm' ? 'comm' : 'process'); });
+    var memory = s.metric === 'memory';
+    document.querySelectorAll('input[name=metric]').forEach(function (i) { i.checked = i.value === (memory ? 'memory' : 'cpu'); });
+    $('tl-title').textContent = memory ? 'Memory over time' : 'CPU over time';
+    $('tl-unit').textContent = memory ? 'resident bytes' : 'CPUs busy';
     var sel = s.pid ? 'pid ' + s.pid + (procs.some(function (p) { return String(p.pid) === s.pid; })
       ? ' (' + procs.filter(function (p) { return String(p.pid) === s.pid; })[0].comm + ')' : '')
       : s.comm ? 'command /' + s.comm + '/' : 'Whole host';
@@ -473,7 +516,9 @@
     var rangeKey = r.from + '|' + r.to;
     var tableDone = Promise.resolve();
     if (key.range !== rangeKey) {
-      if (key.range !== undefined) tableDone = loadProcesses(r).catch(function () {});
+      // The server's rows have no memory series: their sparklines come from the API.
+      var series = key.range === undefined && document.querySelector('#processes tr.process[data-mem]');
+      if (key.range !== undefined || series) tableDone = loadProcesses(r).catch(function () {});
       key.range = rangeKey;
     }
     if (key.timeline !== tk) { key.timeline = tk; loadTimeline(s); }

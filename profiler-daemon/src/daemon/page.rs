@@ -1,8 +1,8 @@
-//! The page at `/`: the processes of a time range ranked by CPU, each linking to its
-//! flamegraph, the whole host's flamegraph, and a form to choose the range: plain HTML from
-//! the server, readable without JavaScript. Its script (`page.js`, inlined) adds the
-//! timeline, the inline flamegraph with search and comparison, grouping, sorting and a
-//! filter, all drawn from the API (`/api/v1/timeline`, `/api/v1/profile?format=folded`,
+//! The page at `/`: the processes of a time range ranked by CPU, with their memory, each
+//! linking to its flamegraph, the whole host's flamegraph, and a form to choose the range:
+//! plain HTML from the server, readable without JavaScript. Its script (`page.js`, inlined)
+//! adds the timeline (CPU or memory), each process's memory sparkline, the inline flamegraph
+//! with search and comparison, grouping, sorting and a filter, all drawn from the API (`/api/v1/timeline`, `/api/v1/profile?format=folded`,
 //! `/api/v1/diff`, `/api/v1/processes`) and keeping its state in the URL. Nothing is fetched
 //! from elsewhere: the page works on a host without internet.
 
@@ -22,6 +22,7 @@ pub const PARAMS: &[&str] = &[
     "comm",
     "view",
     "by",
+    "metric",
     "q",
     "zoom",
     "compare",
@@ -45,6 +46,7 @@ pub fn check_state(p: &HashMap<String, String>) -> Result<(), ApiError> {
     };
     one_of("view", &["python", "mixed", "native"])?;
     one_of("by", &["process", "comm"])?;
+    one_of("metric", &["cpu", "memory"])?;
     one_of("compare", &["", "before", "range"])?;
     one_of("group", &["0", "1"])?;
     Ok(())
@@ -88,6 +90,27 @@ fn utc(ms: u64) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
+}
+
+/// A process's memory cell: its latest resident size, the peak in the title (the script
+/// adds the sparkline from `/api/v1/processes`).
+fn memory_cell(p: &ProcessSummary) -> (String, String) {
+    match &p.rss {
+        Some(m) => (
+            format!(" data-mem=\"{}\"", m.peak.total()),
+            format!(
+                "<td class=\"num mem\" title=\"peak {} at {} (UTC)\">{}</td>",
+                mib(m.peak.total()),
+                utc(m.peak.t_ms),
+                mib(m.latest.total())
+            ),
+        ),
+        None => (String::new(), "<td class=\"num mem\"></td>".into()),
+    }
+}
+
 /// The most processes listed.
 const MAX_ROWS: usize = 200;
 
@@ -119,8 +142,9 @@ fn rows(d: &PageData<'_>, from: &str, to: &str) -> (String, f64) {
         };
         let (flame, table, pprof) = (profile("svg"), profile("txt"), profile("pprof"));
         let heatmap = profile("heatmap");
+        let (mem_attr, mem) = memory_cell(p);
         rows.push_str(&format!(
-            "<tr class=\"process\" data-pid=\"{pid}\" data-comm=\"{comm}\" data-cpu=\"{cpu}\"><td class=\"num\">{share:.1}%</td><td class=\"num\">{cpu:.2}</td><td class=\"num\">{pid}</td><td>{comm}</td><td class=\"cmd\" title=\"{cmd}\">{cmd_short}</td><td><a class=\"flame\" href=\"{flame}\">flamegraph</a> · <a href=\"{table}\">table</a> · <a href=\"{pprof}\">pprof</a> · <a class=\"heatmap\" href=\"{heatmap}\">heatmap</a></td></tr>\n",
+            "<tr class=\"process\" data-pid=\"{pid}\" data-comm=\"{comm}\" data-cpu=\"{cpu}\"{mem_attr}><td class=\"num\">{share:.1}%</td><td class=\"num\">{cpu:.2}</td>{mem}<td class=\"num\">{pid}</td><td>{comm}</td><td class=\"cmd\" title=\"{cmd}\">{cmd_short}</td><td><a class=\"flame\" href=\"{flame}\">flamegraph</a> · <a href=\"{table}\">table</a> · <a href=\"{pprof}\">pprof</a> · <a class=\"heatmap\" href=\"{heatmap}\">heatmap</a></td></tr>\n",
             cpu = p.cpu_seconds,
             pid = p.pid,
             comm = esc(&p.comm),
@@ -129,7 +153,7 @@ fn rows(d: &PageData<'_>, from: &str, to: &str) -> (String, f64) {
         ));
     }
     if d.processes.is_empty() {
-        rows.push_str("<tr class=\"none\"><td colspan=\"6\" class=\"empty\">No samples in this range (the daemon may have started after it, or nothing ran).</td></tr>\n");
+        rows.push_str("<tr class=\"none\"><td colspan=\"7\" class=\"empty\">No samples in this range (the daemon may have started after it, or nothing ran).</td></tr>\n");
     }
     (rows, total)
 }
@@ -179,7 +203,7 @@ pub fn render(d: &PageData<'_>) -> String {
 </form>
 <p id="range">{from_utc} to {to_utc} (UTC): {n} processes, {total:.2} CPU seconds. <a id="host" href="{host}">Whole-host flamegraph</a>{missing}</p>
 <section id="timeline-box" class="js">
-<div class="bar"><b>CPU over time</b> (CPUs busy) · stacked <label><input type="radio" name="by" value="process" checked> by process</label> <label><input type="radio" name="by" value="comm"> by command</label> · drag over the chart to choose a range <span id="hover"></span></div>
+<div class="bar"><b id="tl-title">CPU over time</b> (<span id="tl-unit">CPUs busy</span>) · <label><input type="radio" name="metric" value="cpu" checked> CPU</label> <label><input type="radio" name="metric" value="memory"> memory</label> · stacked <label><input type="radio" name="by" value="process" checked> by process</label> <label><input type="radio" name="by" value="comm"> by command</label> · drag over the chart to choose a range <span id="hover"></span></div>
 <div id="timeline"></div>
 </section>
 <section id="flame-box" class="js">
@@ -193,10 +217,10 @@ pub fn render(d: &PageData<'_>) -> String {
 </section>
 <div class="bar js"><input id="filter" type="search" placeholder="filter processes" size="24"> <label><input type="checkbox" id="group"> group by command</label> · click a row for its flamegraph, a heading to sort</div>
 <table id="processes">
-<thead><tr><th class="num" data-sort="cpu">CPU</th><th class="num" data-sort="cpu">seconds</th><th class="num" data-sort="pid">pid</th><th data-sort="comm">name</th><th data-sort="cmd">command</th><th>profile</th></tr></thead>
+<thead><tr><th class="num" data-sort="cpu">CPU</th><th class="num" data-sort="cpu">seconds</th><th class="num" data-sort="mem" title="resident memory: latest (peak in the tooltip)">memory</th><th class="num" data-sort="pid">pid</th><th data-sort="comm">name</th><th data-sort="cmd">command</th><th>profile</th></tr></thead>
 <tbody>
 {rows}</tbody></table>
-<p class="sub">API: <a href="/metrics">/metrics</a> · <code>/debug/pprof/profile?seconds=30</code> · <code>/api/v1/profile?from=&amp;to=&amp;pid=&amp;comm=&amp;format=svg|folded|txt|pprof</code> · <code>/api/v1/processes</code> · <code>/api/v1/timeline?from=&amp;to=&amp;step=&amp;by=process|comm</code> · <code>/api/v1/diff?from=&amp;to=&amp;base_from=&amp;base_to=&amp;format=svg|folded|txt|json</code></p>
+<p class="sub">API: <a href="/metrics">/metrics</a> · <code>/debug/pprof/profile?seconds=30</code> · <code>/api/v1/profile?from=&amp;to=&amp;pid=&amp;comm=&amp;format=svg|folded|txt|pprof</code> · <code>/api/v1/processes?from=&amp;to=&amp;step=</code> · <code>/api/v1/timeline?from=&amp;to=&amp;step=&amp;by=process|comm&amp;metric=cpu|memory</code> · <code>/api/v1/diff?from=&amp;to=&amp;base_from=&amp;base_to=&amp;format=svg|folded|txt|json</code></p>
 <script>{JS}</script>
 </body></html>
 "##,
@@ -221,6 +245,7 @@ const JS: &str = include_str!("page.js");
 
 #[cfg(test)]
 mod tests {
+    use super::super::rss::RssPoint;
     use super::*;
 
     #[test]
@@ -234,6 +259,25 @@ mod tests {
             cpu_seconds: 0.5,
             first_seen: 1.0,
             last_seen: 2.0,
+            rss: Some(super::super::memory::ProcessMemory {
+                latest: RssPoint {
+                    t_ms: 1_500_000,
+                    anon: 3 << 20,
+                    file: 1 << 20,
+                    shmem: 0,
+                },
+                peak: RssPoint {
+                    t_ms: 1_200_000,
+                    anon: 150 << 20,
+                    file: 1 << 20,
+                    shmem: 0,
+                },
+                step_ms: 10_000,
+                times: vec![1_200_000],
+                anon: vec![150 << 20],
+                file: vec![1 << 20],
+                shmem: vec![0],
+            }),
         }];
         let html = render(&PageData {
             describe: "every process",
@@ -252,6 +296,9 @@ mod tests {
             "{html}"
         );
         assert!(html.contains("100.0%"));
+        // Its memory: the latest size, the peak in the title.
+        assert!(html.contains(">4.0 MiB</td>"), "{html}");
+        assert!(html.contains("title=\"peak 151.0 MiB at 1970-01-01T00:20:00Z (UTC)\""));
         assert!(
             html.contains("/api/v1/profile?from=1000&amp;to=2000&amp;pid=42&amp;format=heatmap"),
             "{html}"

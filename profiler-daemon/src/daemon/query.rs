@@ -71,6 +71,8 @@ pub fn process_name<'p>(p: &'p SymbolizedProfile, s: &SampledStack) -> &'p str {
 pub struct Sources {
     pub windows: Vec<StoredWindow>,
     pub live: Vec<(u64, u64, Arc<SymbolizedProfile>)>,
+    /// The window in progress's memory readings (the stored windows hold their own).
+    pub live_rss: Vec<super::rss::ProcessRss>,
 }
 
 /// Why a range could not be answered.
@@ -108,7 +110,11 @@ impl Sources {
             .into_iter()
             .filter(|(start, end, _)| *start <= sel.to_ms && *end >= sel.from_ms)
             .collect();
-        Ok(Sources { windows, live })
+        Ok(Sources {
+            windows,
+            live,
+            live_rss: Vec::new(),
+        })
     }
 
     /// Reads every source (each window file once) and hands it to `f`; files that cannot be
@@ -191,6 +197,9 @@ pub struct ProcessSummary {
     /// Unix seconds of the first and last window or slice it had samples in.
     pub first_seen: f64,
     pub last_seen: f64,
+    /// Its resident memory in the range, where it was read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss: Option<super::memory::ProcessMemory>,
 }
 
 #[cfg(test)]
@@ -210,10 +219,8 @@ mod tests {
             Frame::bare("[truncated]", FrameKind::Marker),
         ];
         let stack = |frames: Vec<u32>, samples: u64, pid: u32| SampledStack {
-            frames,
-            samples,
-            period: samples * 10_000_000,
             thread: Some(ThreadRef { pid, tid: pid }),
+            ..sprof_testkit::stack(&frames, samples, samples * 10_000_000)
         };
         let mut p = SymbolizedProfile {
             frames,
@@ -226,6 +233,7 @@ mod tests {
         let sources = Sources {
             windows: Vec::new(),
             live: vec![(0, 10_000, Arc::new(p))],
+            live_rss: Vec::new(),
         };
         let host = Selection {
             from_ms: 0,

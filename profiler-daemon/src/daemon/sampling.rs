@@ -94,6 +94,8 @@ pub struct Shared {
     epoch: Instant,
     /// False once the sampling thread has ended, however it ended (a panic included).
     alive: AtomicBool,
+    /// Processes' resident memory: the window in progress's readings.
+    pub rss: Arc<super::rss::Readings>,
 }
 
 /// Whether sampling works, as /healthz says it.
@@ -195,6 +197,7 @@ pub fn start(
         heartbeat: AtomicU64::new(0),
         epoch: Instant::now(),
         alive: AtomicBool::new(true),
+        rss: Arc::default(),
     });
     let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<String>>();
     let thread_shared = shared.clone();
@@ -284,6 +287,7 @@ fn policy(config: &DaemonConfig) -> SamplingPolicy {
         // daemon's rates this is a few dozen wakeups a second.
         wakeup_per_sample: config.python,
         time: sprof_core::Measure::Cpu,
+        sample_bytes: sprof_perf::policy::DEFAULT_SAMPLE_BYTES,
     }
 }
 
@@ -337,6 +341,8 @@ struct Sampling {
     filter: Option<regex::Regex>,
     /// Read Python frames.
     python: bool,
+    /// Which processes' memory is read, and when.
+    rss: super::rss::Tracker,
 }
 
 impl Sampling {
@@ -350,6 +356,11 @@ impl Sampling {
         // Never hold up the loop for a download; names arrive in a later window.
         symbols.set_wait_for_debuginfod(false);
         symbols.set_dwarf_budget(Some(DWARF_BUDGET));
+        let rss = super::rss::Tracker::start(
+            config.window,
+            shared.rss.clone(),
+            shared.metrics.rss_reader(),
+        );
         Sampling {
             shared,
             notifier,
@@ -377,6 +388,7 @@ impl Sampling {
             },
             filter: config.comm.clone(),
             python: config.python,
+            rss,
         }
     }
 
@@ -529,6 +541,7 @@ impl Sampling {
         // slice faults back only what it reads.
         sprof_core::shrink::release_resident();
         self.label_processes(&mut profile);
+        self.rss.after_slice(&profile, end, now);
         for (keep, merger) in self.taps.values_mut() {
             merger.add(&profile, |p, s| keep(p, s));
         }
@@ -592,7 +605,8 @@ impl Sampling {
             duration_secs: end.duration_since(start).unwrap_or_default().as_secs_f64(),
             ..self.meta.clone()
         };
-        let bytes = encode(&profile, start);
+        let mut bytes = encode(&profile, start);
+        bytes.extend(super::rss_window::encode(&self.rss.take_window()));
         self.pending.push(start, end, bytes, &self.shared.metrics);
         // Retention counts from the wall clock now, whatever the labels say.
         self.flush_pending(SystemTime::now());
@@ -845,6 +859,7 @@ mod tests {
             // As if the daemon had started 3 s ago and the loop never turned since.
             epoch: Instant::now() - Duration::from_secs(3),
             alive: AtomicBool::new(true),
+            rss: Arc::default(),
         };
         match shared.health() {
             Health::Stalled(d) => assert!(d >= Duration::from_secs(3), "{d:?}"),

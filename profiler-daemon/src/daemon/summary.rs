@@ -13,9 +13,11 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use sprof_core::SymbolizedProfile;
-use sprof_store::{StoredWindow, WindowStore};
+use sprof_store::StoredWindow;
 
+use super::memory::{rss_rows, RssRow};
 use super::query::{process_name, ProcessSummary, Selection, Sources, Viewer};
+use super::timeline::{stack, Acc, Grid, Metric, Series, Timeline};
 
 /// One process (under one name) in one window.
 #[derive(Debug, Clone)]
@@ -36,6 +38,8 @@ pub struct WindowSummary {
     pub start_ms: u64,
     pub end_ms: u64,
     pub rows: Vec<Row>,
+    /// Each read process's resident memory in the window (see [`super::memory`]).
+    pub rss: Vec<RssRow>,
     /// A stored window (not a slice of the window in progress).
     pub stored: bool,
 }
@@ -71,6 +75,7 @@ impl WindowSummary {
             start_ms,
             end_ms,
             rows,
+            rss: Vec::new(),
             stored: true,
         }
     }
@@ -79,15 +84,20 @@ impl WindowSummary {
 impl Selection {
     /// Whether a summary row is selected: the same test as [`Selection::keeps`] on its stacks.
     pub fn keeps_row(&self, r: &Row) -> bool {
-        if self.pid.is_some_and(|pid| pid != r.pid) {
+        self.keeps_process(r.pid, r.uid, &r.comm)
+    }
+
+    /// Whether a process of this uid and name is selected.
+    pub fn keeps_process(&self, pid: u32, uid: Option<u32>, comm: &str) -> bool {
+        if self.pid.is_some_and(|p| p != pid) {
             return false;
         }
-        if let Viewer::Own(uid) = self.viewer {
-            if r.uid != Some(uid) {
+        if let Viewer::Own(own) = self.viewer {
+            if uid != Some(own) {
                 return false;
             }
         }
-        self.comm.as_ref().is_none_or(|re| re.is_match(&r.comm))
+        self.comm.as_ref().is_none_or(|re| re.is_match(comm))
     }
 }
 
@@ -169,7 +179,7 @@ impl SummaryCache {
             }
             spent = spent.saturating_add(w.bytes);
             // Read without the lock: decoding takes milliseconds.
-            let profile = match WindowStore::load(w) {
+            let (profile, rss) = match super::rss_window::load_window(w) {
                 Ok(p) => p,
                 Err(sprof_store::StoreError::Read { source, .. })
                     if source.kind() == std::io::ErrorKind::NotFound =>
@@ -182,12 +192,9 @@ impl SummaryCache {
                 }
             };
             let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-            let s = Arc::new(WindowSummary::of(
-                &profile,
-                w.start_ms,
-                w.end_ms,
-                &mut inner.intern,
-            ));
+            let mut s = WindowSummary::of(&profile, w.start_ms, w.end_ms, &mut inner.intern);
+            s.rss = rss_rows(&rss, &mut inner.intern);
+            let s = Arc::new(s);
             inner.insert(w.path.clone(), s.clone());
             out.push(s);
         }
@@ -202,6 +209,18 @@ impl SummaryCache {
             let mut s = WindowSummary::of(p, *start, *end, &mut intern);
             s.stored = false;
             out.push(Arc::new(s));
+        }
+        // The window in progress's readings, as one more (live) summary without samples.
+        let rss = rss_rows(&sources.live_rss, &mut intern);
+        if let Some(last) = rss.iter().map(|r| r.last.t_ms).max() {
+            let first = rss.iter().map(|r| r.peak.t_ms.min(r.last.t_ms)).min();
+            out.push(Arc::new(WindowSummary {
+                start_ms: first.unwrap_or(last),
+                end_ms: last,
+                rows: Vec::new(),
+                rss,
+                stored: false,
+            }));
         }
         out.sort_by_key(|s| (s.start_ms, s.end_ms));
         Filled {
@@ -252,6 +271,7 @@ pub fn warm_up(backend: Arc<dyn super::http::Backend>, cache: Arc<SummaryCache>)
                 return;
             };
             sources.live.clear();
+            sources.live_rss.clear();
             // Files that cannot be read are left for the query that needs them to move
             // aside (and count): warming up changes nothing on disk.
             cache.fill(&sources, u64::MAX);
@@ -279,6 +299,7 @@ pub fn processes(summaries: &[Arc<WindowSummary>], sel: &Selection) -> Vec<Proce
                 cpu_seconds: 0.0,
                 first_seen: start,
                 last_seen: end,
+                rss: None,
             });
             e.samples += r.samples;
             e.cpu_seconds += r.cpu_ns as f64 / 1e9;
@@ -309,46 +330,6 @@ pub enum By {
     Comm,
 }
 
-/// One stacked series of the timeline.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Series {
-    /// The pid (by process) or the name (by comm); `other` for the rest.
-    pub key: String,
-    pub comm: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pid: Option<u32>,
-    /// Processes in the series.
-    pub processes: usize,
-    pub cpu_seconds: f64,
-    /// CPUs busy on average in each step (CPU seconds per second).
-    pub values: Vec<f64>,
-}
-
-/// `GET /api/v1/timeline`'s answer.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Timeline {
-    pub from_ms: u64,
-    pub to_ms: u64,
-    pub step_ms: u64,
-    pub by: By,
-    /// The start of each step, unix milliseconds.
-    pub times: Vec<u64>,
-    /// The largest series first; the rest summed in one `other` series at the end.
-    pub series: Vec<Series>,
-    /// CPUs busy in each step, all series together.
-    pub total: Vec<f64>,
-    /// Stored windows left out because reading them would cost more than one query may:
-    /// ask again and they are there.
-    pub missing_windows: usize,
-    /// Bytes of the stored windows in the range, and the most a profile query reads: a
-    /// flamegraph of a longer range is refused (413), so the page asks for a narrower one.
-    pub window_bytes: u64,
-    pub max_profile_bytes: u64,
-}
-
-/// Most series drawn; the rest is one `other`.
-pub const MAX_SERIES: usize = 12;
-
 /// The length of the stored windows, the resolution history has: their median, to the
 /// nearest second (a window is cut on the second; the first after a start, and those holding
 /// late slices, are shorter).
@@ -366,9 +347,6 @@ pub fn resolution_ms(summaries: &[Arc<WindowSummary>]) -> Option<u64> {
     Some(((median + 500) / 1000 * 1000).max(1000))
 }
 
-/// A series being summed: its name, pid (by process), processes, CPU ns per step.
-type Acc = (String, Option<u32>, HashSet<u32>, Vec<f64>);
-
 /// The timeline of a selection: each window's CPU spread over the steps it overlaps, in
 /// proportion to the overlap (a window is one slice of CPU time; where it fell within the
 /// window is not known).
@@ -379,11 +357,8 @@ pub fn timeline(
     by: By,
     missing_windows: usize,
 ) -> Timeline {
-    // On a grid of whole steps, as the windows are: a window then falls in one step.
-    let from = sel.from_ms / step_ms * step_ms;
-    let to = sel.to_ms.max(sel.from_ms + 1).div_ceil(step_ms) * step_ms;
-    let steps = (to - from).div_ceil(step_ms) as usize;
-    let times: Vec<u64> = (0..steps).map(|i| from + i as u64 * step_ms).collect();
+    let grid = Grid::new(sel, step_ms);
+    let (from, to, steps) = (grid.from, grid.to, grid.times.len());
     let mut series: HashMap<String, Acc> = HashMap::new();
     for w in summaries {
         let (ws, we) = (w.start_ms, w.end_ms.max(w.start_ms + 1));
@@ -414,10 +389,10 @@ pub fn timeline(
         }
     }
     let to_cores = |ns: f64, i: usize| {
-        let (bs, be) = (times[i], (times[i] + step_ms).min(to));
+        let (bs, be) = (grid.times[i], (grid.times[i] + step_ms).min(to));
         ns / 1e6 / (be - bs).max(1) as f64
     };
-    let mut list: Vec<Series> = series
+    let list: Vec<Series> = series
         .into_iter()
         .map(|(key, (comm, pid, pids, ns))| Series {
             key,
@@ -425,6 +400,7 @@ pub fn timeline(
             pid,
             processes: pids.len(),
             cpu_seconds: ns.iter().sum::<f64>() / 1e9,
+            peak_bytes: None,
             values: ns
                 .iter()
                 .enumerate()
@@ -432,52 +408,12 @@ pub fn timeline(
                 .collect(),
         })
         .collect();
-    list.sort_by(|a, b| {
-        b.cpu_seconds
-            .total_cmp(&a.cpu_seconds)
-            .then_with(|| a.key.cmp(&b.key))
-    });
-    if list.len() > MAX_SERIES {
-        let rest = list.split_off(MAX_SERIES - 1);
-        let mut other = Series {
-            key: "other".into(),
-            comm: format!("{} others", rest.len()),
-            pid: None,
-            processes: 0,
-            cpu_seconds: 0.0,
-            values: vec![0.0; steps],
-        };
-        for s in rest {
-            other.processes += s.processes;
-            other.cpu_seconds += s.cpu_seconds;
-            for (o, v) in other.values.iter_mut().zip(&s.values) {
-                *o += v;
-            }
-        }
-        list.push(other);
-    }
-    let mut total = vec![0.0; steps];
-    for s in &list {
-        for (t, v) in total.iter_mut().zip(&s.values) {
-            *t += v;
-        }
-    }
-    Timeline {
-        from_ms: from,
-        to_ms: to,
-        step_ms,
-        by,
-        times,
-        series: list,
-        total,
-        missing_windows,
-        window_bytes: 0,
-        max_profile_bytes: 0,
-    }
+    stack(list, grid, by, Metric::Cpu, missing_windows)
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::timeline::MAX_SERIES;
     use super::*;
 
     fn row(pid: u32, comm: &str, cpu_ms: u64) -> Row {
@@ -497,6 +433,7 @@ mod tests {
             start_ms: start_s * 1000,
             end_ms: (start_s + 10) * 1000,
             rows,
+            rss: Vec::new(),
             stored: true,
         })
     }
@@ -572,6 +509,7 @@ mod tests {
                     start_ms: start,
                     end_ms: start + len,
                     rows: Vec::new(),
+                    rss: Vec::new(),
                     stored: true,
                 })
             })

@@ -127,6 +127,7 @@ struct Live {
     top: Top,
     target: String,
     frequency: u64,
+    memory: bool,
     note: Option<String>,
     terminal: TerminalGuard,
     started: Instant,
@@ -147,6 +148,7 @@ impl Live {
             top: Top::new(window, config.python),
             target: target.to_string(),
             frequency: config.frequency,
+            memory: config.mode == sprof_core::Measure::Memory,
             note: match config.target {
                 Target::Command(_) => Some("the command's output goes to /dev/null".into()),
                 Target::Pid(_) => None,
@@ -184,6 +186,7 @@ impl Live {
             let header = ui::Header {
                 target: &self.target,
                 frequency: self.frequency,
+                memory: self.memory,
                 note: self.note.as_deref(),
             };
             let top = &self.top;

@@ -138,8 +138,9 @@ impl FunctionCounts {
                 (r.name, c)
             })
             .collect();
+        // The rows' figures are weights (samples, or bytes in memory mode): so is the total.
         Ok(FunctionCounts {
-            samples: profile.total_samples(),
+            samples: profile.total_weight(),
             by_name,
         })
     }
@@ -160,6 +161,8 @@ pub struct Snapshot {
     pub elapsed: Duration,
     pub samples: u64,
     pub lost: u64,
+    /// What the samples weigh: bytes in memory mode (samples otherwise).
+    pub weight: u64,
     /// Indexed by [`View::index`].
     views: [FunctionCounts; 3],
     threads: Vec<ThreadCount>,
@@ -188,6 +191,7 @@ impl Snapshot {
             elapsed,
             samples: profile.meta.stats.samples,
             lost: profile.meta.stats.lost,
+            weight: profile.total_weight(),
             views,
             threads,
         })
@@ -239,6 +243,8 @@ pub struct Summary {
     /// What the window actually spans (shorter than asked until that much time has passed).
     pub window: Duration,
     pub window_samples: u64,
+    /// What the window's samples weigh (bytes grown, in memory mode).
+    pub window_weight: u64,
     pub window_lost: u64,
     /// Samples per second over the window.
     pub rate: f64,
@@ -321,6 +327,7 @@ impl Top {
             lost: now.lost,
             window,
             window_samples,
+            window_weight: now.weight.saturating_sub(base.weight),
             window_lost: now.lost.saturating_sub(base.lost),
             rate: match window.as_secs_f64() {
                 0.0 => 0.0,

@@ -16,6 +16,8 @@ const HEADER_THREADS: usize = 4;
 pub struct Header<'a> {
     pub target: &'a str,
     pub frequency: u64,
+    /// `--mode memory`: the header counts bytes grown, not a sampling rate.
+    pub memory: bool,
     /// A line of its own under the counters, e.g. that the command's output is discarded.
     pub note: Option<&'a str>,
 }
@@ -42,14 +44,29 @@ fn header_lines<'a>(top: &Top, header: &Header<'a>) -> Vec<Line<'a>> {
             Span::styled("sprofd top", bold),
             Span::raw(format!(" · {}", header.target)),
         ]),
-        Line::from(format!(
-            "{:.0} s elapsed · {} samples · {:.0} samples/s over the last {} s at {} Hz · {lost}",
-            s.elapsed.as_secs_f64(),
-            s.samples,
-            s.rate,
-            s.window.as_secs(),
-            header.frequency,
-        )),
+        Line::from(if header.memory {
+            let bytes = sprof_core::Unit::Bytes;
+            let span = if s.window >= s.elapsed {
+                "since the start".to_string()
+            } else {
+                format!("over the last {} s", s.window.as_secs())
+            };
+            format!(
+                "{:.0} s elapsed · {} page-fault samples · {} grown {span} · {lost}",
+                s.elapsed.as_secs_f64(),
+                s.samples,
+                bytes.human(s.window_weight),
+            )
+        } else {
+            format!(
+                "{:.0} s elapsed · {} samples · {:.0} samples/s over the last {} s at {} Hz · {lost}",
+                s.elapsed.as_secs_f64(),
+                s.samples,
+                s.rate,
+                s.window.as_secs(),
+                header.frequency,
+            )
+        }),
         Line::from(threads_line(top)),
     ];
     if let Some(note) = header.note {
