@@ -73,12 +73,8 @@ fn series_peak(d: &Daemon, from: u64, pid: u32, maxrss: f64, when: &str) -> (f64
     (peak, rss["peak"]["t_ms"].as_u64().unwrap())
 }
 
-#[test]
+#[live_test]
 fn daemon_records_each_process_rss_over_time() {
-    const TEST: &str = "daemon_records_each_process_rss_over_time";
-    if !live(TEST) {
-        return;
-    }
     let _serial = serial();
     let dir = TempDir::new("daemon-memory");
     let data = dir.join("data");

@@ -388,10 +388,10 @@ fn top_writes_its_outputs_when_the_view_is_closed() {
     assert!(text.contains("a3_hot"), "{text}");
 }
 
-#[test]
+#[live_test(kernel)]
 fn top_memory_mode_shows_the_top_growers() {
     let test = "top_memory";
-    if !live_kernel(test) || !tmux_available(test) {
+    if !tmux_available(test) {
         return;
     }
     let memgrow = c_fixture("memgrow", NO_FP).display().to_string();
