@@ -165,8 +165,7 @@ fn remove_stale_temps(dir: &Path, path: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
+    let euid = sprof_perf::sys::euid();
     for entry in entries.filter_map(Result::ok) {
         let file_name = entry.file_name();
         let Some(pid) = file_name
@@ -180,9 +179,10 @@ fn remove_stale_temps(dir: &Path, path: &Path) {
         else {
             continue;
         };
-        // SAFETY: signal 0 only checks that the process exists; nothing is sent.
-        let gone = unsafe { libc::kill(pid, 0) } != 0
-            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        // Signal 0 only checks that the process exists; nothing is sent.
+        let gone = rustix::process::Pid::from_raw(pid).is_some_and(|pid| {
+            rustix::process::test_kill_process(pid) == Err(rustix::io::Errno::SRCH)
+        });
         let ours = std::fs::symlink_metadata(entry.path())
             .is_ok_and(|m| m.file_type().is_file() && m.uid() == euid);
         if gone && ours {
@@ -417,8 +417,7 @@ mod tests {
         }
         // Nothing reserved for them.
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
+        if sprof_perf::sys::euid() != 0 {
             use std::os::unix::fs::PermissionsExt;
             let ro = dir.join("ro.svg");
             std::fs::write(&ro, "x").unwrap();

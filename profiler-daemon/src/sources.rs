@@ -129,11 +129,6 @@ fn pid_of_files(profile: &SymbolizedProfile) -> HashMap<&str, u32> {
     out
 }
 
-fn euid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
-}
-
 /// How to read files for `pid`: inside its root while it lives, else on the host.
 fn reader_for(pid: Option<u32>, fallback_start: Option<SystemTime>) -> Reader {
     if let Some(pid) = pid {
@@ -154,7 +149,7 @@ fn reader_for(pid: Option<u32>, fallback_start: Option<SystemTime>) -> Reader {
             };
         }
     }
-    let mut owners = vec![euid()];
+    let mut owners = vec![sprof_perf::sys::euid()];
     if let Some((uid, _)) = crate::output::sudo_owner() {
         owners.push(uid);
     }
@@ -382,7 +377,7 @@ mod tests {
             secret.to_str().unwrap(),
         ]);
         let files = read_sources(&p, &SourceConfig::default(), None);
-        if euid() == 0 {
+        if sprof_perf::sys::euid() == 0 {
             assert!(
                 matches!(
                     files.get(secret.to_str().unwrap()),
