@@ -142,11 +142,12 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
-    fn dir(name: &str) -> std::path::PathBuf {
-        let d = std::env::temp_dir().join(format!("sprof-untrusted-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
+    /// A temporary directory (removed when the first is dropped) and its path.
+    fn dir(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+        let prefix = format!("sprof-untrusted-{name}-");
+        let d = tempfile::Builder::new().prefix(&prefix).tempdir().unwrap();
+        let path = d.path().to_path_buf();
+        (d, path)
     }
 
     fn rules(symlinks: Symlinks) -> OpenRules {
@@ -161,7 +162,7 @@ mod tests {
 
     #[test]
     fn a_fifo_is_refused_without_blocking() {
-        let d = dir("fifo");
+        let (_d, d) = dir("fifo");
         let fifo = d.join("x.debug");
         let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
         // SAFETY: mkfifo reads the NUL-terminated path.
@@ -173,8 +174,8 @@ mod tests {
 
     #[test]
     fn symlinks_stay_in_the_root_or_are_refused() {
-        let d = dir("links");
-        let outside = dir("links-outside");
+        let (_d, d) = dir("links");
+        let (_outside, outside) = dir("links-outside");
         std::fs::write(outside.join("secret"), b"secret").unwrap();
         std::fs::write(d.join("secret"), b"inside").unwrap();
         std::os::unix::fs::symlink(outside.join("secret"), d.join("abs")).unwrap();
@@ -192,7 +193,7 @@ mod tests {
 
     #[test]
     fn sparse_large_foreign_and_shared_files_are_refused() {
-        let d = dir("checks");
+        let (_d, d) = dir("checks");
         let sparse = File::create(d.join("sparse")).unwrap();
         sparse.set_len(8 << 20).unwrap();
         let err = open_checked(&d, "sparse", &rules(Symlinks::Refused)).unwrap_err();
