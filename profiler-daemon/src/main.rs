@@ -12,10 +12,12 @@ mod cli;
 mod config;
 mod daemon;
 mod diff;
+mod driver;
 mod loader;
 mod output;
 mod privileges;
-mod session;
+mod record;
+mod resources;
 mod sources;
 #[cfg(feature = "top")]
 mod top;
@@ -111,7 +113,7 @@ fn max_rate() -> Option<u64> {
 fn profile(config: Result<config::SessionConfig, cli::UsageError>) -> i32 {
     match config {
         Err(e) => usage_error(&e),
-        Ok(config) => run_catching(|| session::run(config)),
+        Ok(config) => run_catching(|| record::run(config)),
     }
 }
 

@@ -130,6 +130,23 @@ fn attach_to_a_python_script_sees_which_function_grew() {
 }
 
 #[live_test(kernel)]
+fn record_of_a_python_script_sees_which_function_grew() {
+    let _serial = serial();
+    let script = fixtures_dir().join("python/workload.py");
+    let p = record_profile(
+        "memory-record-py",
+        &["--mode", "memory"],
+        &[
+            "python3".to_string(),
+            script.display().to_string(),
+            "memory".into(),
+            "0".into(),
+        ],
+    );
+    assert_growth_split(&p);
+}
+
+#[live_test(kernel)]
 fn memory_kept_to_the_end_is_told_from_memory_freed() {
     let _serial = serial();
     let exe = c_fixture("memgrow", NO_FP);

@@ -47,12 +47,8 @@ fn main() {
         },
         Box::new(FileLoader),
     );
-    sprof_engine::run(&mut source, &mut engine, Duration::ZERO, |_, src| {
-        if src.exhausted() {
-            ControlFlow::Break(())
-        } else {
-            ControlFlow::Continue(())
-        }
+    sprof_engine::run(&mut source, &mut engine, Duration::ZERO, |_| {
+        ControlFlow::<()>::Continue(())
     });
     let raw = engine.snapshot();
     let replay = t_start.elapsed();

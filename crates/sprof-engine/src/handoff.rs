@@ -60,6 +60,11 @@ impl Handoff {
         self.shared.dropped_mappings.load(Ordering::Relaxed)
     }
 
+    /// The inner source's counters as of the drain thread's last turn.
+    pub fn source_stats(&self) -> SourceStats {
+        *lock(&self.shared.stats)
+    }
+
     /// Bytes waiting for the engine now.
     pub fn queued_bytes(&self) -> usize {
         self.shared.queued.load(Ordering::Relaxed)
@@ -222,7 +227,7 @@ impl EventSource for QueuedSource {
     }
 
     fn stats(&self) -> SourceStats {
-        *lock(&self.handoff.shared.stats)
+        self.handoff.source_stats()
     }
 }
 

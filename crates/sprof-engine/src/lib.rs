@@ -119,8 +119,9 @@ pub struct Engine {
     offcpu: OffCpu,
     filter: Option<Filter>,
     limits: Option<Limits>,
-    /// Perf maps refused (owner, permissions), each reported once.
-    pub jit_warnings: Vec<String>,
+    /// Perf maps refused (owner, permissions), each reported once; see
+    /// [`Engine::take_jit_warnings`].
+    jit_warnings: Vec<String>,
     /// Processes whose mappings should be read again, with when they last were asked for.
     resyncs: Resyncs,
     /// Mmap records taken per process in this window (with [`Limits::mmaps_per_window`]).
@@ -580,15 +581,23 @@ impl Engine {
         }
     }
 
+    /// The perf maps refused since the last call, each reason once (owner, permissions).
+    /// The engine keeps them until taken: a long session must take them now and then.
+    pub fn take_jit_warnings(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.jit_warnings)
+    }
+
     /// What the hooks have to say (see [`SampleHook::report`]).
     pub fn hook_reports(&self) -> Vec<String> {
         self.hooks.iter().flat_map(|h| h.report()).collect()
     }
 }
 
-/// Pumps `source` into `engine` until `tick` breaks: wait for events (at most `poll`),
-/// deliver them, call `tick`. On break, the source is disabled and drained one last time,
-/// so nothing it already recorded is lost.
+/// Pumps `source` into `engine` until `tick` breaks or the source is exhausted: wait for
+/// events (at most `poll`), deliver them, call `tick`. On break, the source is disabled and
+/// drained one last time, so nothing it already recorded is lost. Returns what `tick` broke
+/// with, or `None` when the source ended first (a recording at its end; a live source never
+/// does).
 ///
 /// Every driver (attach, record, dumps, live views, the daemon's windows) is this loop with a
 /// different `tick`: it checks stop conditions, updates a status line, writes snapshots.
@@ -596,8 +605,8 @@ pub fn run<T>(
     source: &mut dyn EventSource,
     engine: &mut Engine,
     poll: Duration,
-    mut tick: impl FnMut(&mut Engine, &mut dyn EventSource) -> ControlFlow<T>,
-) -> T {
+    mut tick: impl FnMut(&mut Engine) -> ControlFlow<T>,
+) -> Option<T> {
     loop {
         source.wait(poll);
         source.drain(&mut |e| engine.handle(e));
@@ -605,11 +614,14 @@ pub fn run<T>(
         for pid in engine.take_resyncs() {
             source.resync(pid);
         }
-        if let ControlFlow::Break(t) = tick(engine, source) {
-            source.disable();
-            source.drain(&mut |e| engine.handle(e));
-            engine.end_of_drain();
-            return t;
-        }
+        let end = match tick(engine) {
+            ControlFlow::Break(t) => Some(t),
+            ControlFlow::Continue(()) if source.exhausted() => None,
+            ControlFlow::Continue(()) => continue,
+        };
+        source.disable();
+        source.drain(&mut |e| engine.handle(e));
+        engine.end_of_drain();
+        return end;
     }
 }

@@ -128,13 +128,9 @@ fn replay(data: Vec<u8>, per_drain: usize) -> (Engine, usize) {
     let mut source = ReplaySource::new(data, per_drain).unwrap();
     let mut engine = engine();
     let mut ticks = 0;
-    sprof_engine::run(&mut source, &mut engine, Duration::ZERO, |_, src| {
+    sprof_engine::run(&mut source, &mut engine, Duration::ZERO, |_| {
         ticks += 1;
-        if src.exhausted() {
-            ControlFlow::Break(())
-        } else {
-            ControlFlow::Continue(())
-        }
+        ControlFlow::<()>::Continue(())
     });
     (engine, ticks)
 }
@@ -332,7 +328,7 @@ fn samples_in_unknown_code_make_the_source_read_the_mappings_again() {
     };
     let mut engine = engine();
     let mut ticks = 0;
-    sprof_engine::run(&mut source, &mut engine, Duration::ZERO, |_, _| {
+    sprof_engine::run(&mut source, &mut engine, Duration::ZERO, |_| {
         ticks += 1;
         if ticks >= 4 {
             ControlFlow::Break(())
@@ -368,12 +364,8 @@ fn the_drain_thread_hands_over_every_event_or_counts_the_dropped_samples() {
     let (mut source, handoff) =
         sprof_engine::handoff::spawn(inner, 64 << 20, Duration::from_millis(1)).unwrap();
     let mut eng = engine();
-    sprof_engine::run(&mut source, &mut eng, Duration::from_millis(5), |_, src| {
-        if src.exhausted() {
-            ControlFlow::Break(())
-        } else {
-            ControlFlow::Continue(())
-        }
+    sprof_engine::run(&mut source, &mut eng, Duration::from_millis(5), |_| {
+        ControlFlow::<()>::Continue(())
     });
     assert_eq!(handoff.dropped(), 0);
     let mut got = folded_of(&eng, &eng.snapshot());
@@ -388,13 +380,9 @@ fn the_drain_thread_hands_over_every_event_or_counts_the_dropped_samples() {
     let (mut source, handoff) =
         sprof_engine::handoff::spawn(inner, 1, Duration::from_millis(1)).unwrap();
     let mut eng = engine();
-    sprof_engine::run(&mut source, &mut eng, Duration::from_millis(5), |_, src| {
+    sprof_engine::run(&mut source, &mut eng, Duration::from_millis(5), |_| {
         std::thread::sleep(Duration::from_millis(20));
-        if src.exhausted() {
-            ControlFlow::Break(())
-        } else {
-            ControlFlow::Continue(())
-        }
+        ControlFlow::<()>::Continue(())
     });
     let raw = eng.snapshot();
     assert!(handoff.dropped() > 0);

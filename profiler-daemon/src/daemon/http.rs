@@ -520,7 +520,7 @@ pub(super) fn export(
 
 pub(super) fn with_type(bytes: Vec<u8>, format: OutputFormat) -> Response {
     let (ctype, disposition) = match format {
-        OutputFormat::Svg => ("image/svg+xml", None),
+        OutputFormat::Svg | OutputFormat::Timeline => ("image/svg+xml", None),
         OutputFormat::Folded | OutputFormat::Table | OutputFormat::Lines => {
             ("text/plain; charset=utf-8", None)
         }
@@ -926,7 +926,7 @@ mod tests {
             .write(
                 start,
                 start + Duration::from_secs(10),
-                &super::super::sampling::encode(&grown, start),
+                &super::super::sampling::encode(&grown, start).unwrap(),
                 SystemTime::now(),
             )
             .unwrap();

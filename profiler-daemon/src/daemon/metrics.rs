@@ -25,6 +25,7 @@ pub struct Metrics {
     pub processes_evicted: Counter,
     pub windows_written: Counter,
     pub window_write_errors: Counter,
+    pub window_encode_errors: Counter,
     pub windows_dropped: Counter,
     pub windows_stored: Gauge,
     pub stored_bytes: Gauge,
@@ -109,6 +110,10 @@ impl Metrics {
         let window_write_errors = r.counter(
             "window_write_errors",
             "Windows that could not be written (kept in memory and retried)",
+        );
+        let window_encode_errors = r.counter(
+            "window_encode_errors",
+            "Windows that could not be encoded as pprof (not stored; the log says which)",
         );
         let windows_dropped = r.counter(
             "windows_dropped",
@@ -196,6 +201,7 @@ impl Metrics {
             processes_evicted,
             windows_written,
             window_write_errors,
+            window_encode_errors,
             windows_dropped,
             windows_stored,
             stored_bytes,

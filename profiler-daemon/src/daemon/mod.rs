@@ -1,7 +1,9 @@
 //! `sprofd daemon`: always-on profiling of the whole host (or of chosen processes), kept on
 //! disk window by window and served over HTTP.
 //!
-//! * [`sampling`]: the sampling thread: one engine, one symbolizer, windows and taps.
+//! * [`sampling`]: the sampling thread: the source, engine and symbolizer from the driver
+//!   kit, and the I/O of [`windows`], the state machine of slices, windows and taps;
+//!   [`labels`] the processes' labels from /proc, [`pending`] the windows the disk refused.
 //! * [`query`]: ranges of history as one profile or a process list.
 //! * [`http`]: the API's router over a [`http::Backend`], and [`page`] its HTML page;
 //!   [`server`] the accept loop that serves it (connection cap, timeouts).
@@ -9,17 +11,18 @@
 //! * [`rss`]: which processes' resident memory is read, and the reader thread;
 //!   [`rss_window`] the readings in the window's file; [`memory`] them in the API, the page
 //!   and `/metrics`.
-//! * [`metrics`], [`notify`] (sd_notify), [`privileges`], [`config`].
+//! * [`metrics`], [`notify`] (sd_notify), [`config`]; the capabilities it needs are checked
+//!   by [`crate::privileges::check_daemon`].
 
 pub mod api;
 pub mod config;
 pub mod http;
+pub mod labels;
 pub mod memory;
 pub mod metrics;
 pub mod notify;
 pub mod page;
 pub mod pending;
-pub mod privileges;
 pub mod query;
 pub mod redact;
 pub mod rss;
@@ -31,6 +34,7 @@ pub mod summary;
 mod test_api;
 pub mod timeline;
 pub mod visibility;
+pub mod windows;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -75,8 +79,9 @@ impl http::Backend for DaemonBackend {
         max_bytes: u64,
     ) -> Result<Sources, QueryError> {
         let live = {
-            let live = self.shared.live.lock().unwrap_or_else(|e| e.into_inner());
-            live.slices
+            let window = self.shared.window.lock().unwrap_or_else(|e| e.into_inner());
+            window
+                .slices
                 .iter()
                 .map(|s| (unix_millis(s.start), unix_millis(s.end), s.profile.clone()))
                 .collect()
@@ -249,7 +254,9 @@ pub fn run(config: DaemonConfig) -> anyhow::Result<i32> {
         Ok(_) => {}
         Err(e) => eprintln!("sprofd: warning: cannot raise the open-file limit: {e}"),
     }
-    for w in privileges::check(config.pids.is_empty(), config.kernel).map_err(anyhow::Error::msg)? {
+    for w in crate::privileges::check_daemon(config.pids.is_empty(), config.kernel)
+        .map_err(anyhow::Error::msg)?
+    {
         eprintln!("sprofd: warning: {w}");
     }
     if matches!(config.listen, config::Listen::Tcp(a) if !a.ip().is_loopback()) {
@@ -300,14 +307,21 @@ pub fn run(config: DaemonConfig) -> anyhow::Result<i32> {
     notifier.stopping();
     // Handlers still running on the blocking pool (a long query) are not waited for.
     runtime.shutdown_timeout(Duration::from_millis(200));
-    let stop_started = Instant::now();
     backend.running.store(false, Ordering::SeqCst);
+    Ok(wind_down(stopped, &shared, sampler))
+}
+
+/// Ends the sampling thread after the HTTP side stopped; the exit code. A thread that ended
+/// by itself died (a panic): 1, so that `Restart=on-failure` restarts the daemon. Otherwise
+/// it is told to write the window in progress and stop, within [`SAMPLER_STOP_GRACE`].
+fn wind_down(stopped: Stopped, shared: &Shared, sampler: std::thread::JoinHandle<()>) -> i32 {
+    let stop_started = Instant::now();
     if stopped == Stopped::SamplerEnded {
         let _ = sampler.join();
         eprintln!(
             "sprofd: error: the sampling thread ended; exiting so that the service manager restarts the daemon"
         );
-        return Ok(1);
+        return 1;
     }
     shared.send(Control::Stop);
     while !sampler.is_finished() && stop_started.elapsed() < SAMPLER_STOP_GRACE {
@@ -320,14 +334,14 @@ pub fn run(config: DaemonConfig) -> anyhow::Result<i32> {
             "sprofd: error: the sampling thread did not stop within {} ms; exiting without the window in progress",
             SAMPLER_STOP_GRACE.as_millis()
         );
-        return Ok(1);
+        return 1;
     }
     let _ = sampler.join();
     eprintln!(
         "sprofd: stopped; window in progress written ({} ms)",
         stop_started.elapsed().as_millis()
     );
-    Ok(0)
+    0
 }
 
 /// Serves the API until SIGTERM/SIGINT; SIGHUP reloads the config file. `announce` says the
@@ -586,3 +600,6 @@ pub fn report_selection(
         viewer: query::Viewer::All,
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -100,7 +100,7 @@ mod tests {
         let m = Metrics::new();
         let mut pending = PendingWindows::new(3);
         let at = |i: u64| UNIX_EPOCH + Duration::from_secs(1_796_000_000 + 10 * i);
-        let bytes = super::super::sampling::encode(&Default::default(), at(0));
+        let bytes = super::super::sampling::encode(&Default::default(), at(0)).unwrap();
         for i in 0..5 {
             pending.push(at(i), at(i + 1), bytes.clone(), &m);
         }

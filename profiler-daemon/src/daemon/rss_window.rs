@@ -203,7 +203,7 @@ mod tests {
             ..Default::default()
         };
         let start = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_796_000_000);
-        let plain = super::super::sampling::encode(&profile, start);
+        let plain = super::super::sampling::encode(&profile, start).unwrap();
         let mut with = plain.clone();
         with.extend(encode(&series()));
         assert!(encode(&[]).is_empty());

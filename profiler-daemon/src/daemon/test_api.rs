@@ -153,7 +153,7 @@ pub fn app_with_rss(
     rss: &[ProcessRss],
 ) -> (Router, std::path::PathBuf, Arc<Fake>) {
     let (dir, mut store, start) = empty_store(name);
-    let mut bytes = super::sampling::encode(&profile(), start);
+    let mut bytes = super::sampling::encode(&profile(), start).unwrap();
     bytes.extend(super::rss_window::encode(rss));
     store
         .write(

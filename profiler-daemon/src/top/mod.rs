@@ -1,10 +1,10 @@
 //! `sprofd top`: a live terminal view of the hottest functions.
 //!
-//! The session starts exactly as attach/record's does ([`Session::start`]) and runs through
-//! the same [`sprof_engine::run`] loop; only the tick differs: once a second it takes a
-//! snapshot, symbolizes it through the session's `Profiles` (one
-//! `SymbolService` for the whole session, so each refresh symbolizes only new frames), feeds
-//! the view model and redraws. Keys are read between drains.
+//! The session starts exactly as attach/record's does ([`Session::start`], from the driver
+//! kit) and runs through the same [`sprof_engine::run`] loop; only the tick differs: once a
+//! second it takes a snapshot, symbolizes it through the session's [`SessionSymbolizer`] (one
+//! for the whole session, so each refresh symbolizes only new frames), feeds the view model
+//! and redraws. Keys are read between drains.
 
 mod model;
 mod ui;
@@ -21,7 +21,9 @@ use sprof_core::RawProfile;
 use sprof_engine::Engine;
 
 use crate::config::{SessionConfig, Target, TopConfig};
-use crate::session::{self, CommandStreams, Profiled, Profiles, Session, StopReason};
+use crate::driver::{
+    finish, session, CommandStreams, Every, Profiled, Session, SessionSymbolizer, StopReason,
+};
 use model::{Snapshot, ThreadCount, Top};
 
 /// How often the view is refreshed with a new snapshot.
@@ -52,59 +54,55 @@ pub fn run(config: TopConfig) -> anyhow::Result<i32> {
         mut source,
         mut engine,
         mut profiled,
-        mut profiles,
+        mut symbolizer,
         signals,
         exit_fd,
         started,
     } = Session::start(&config, CommandStreams::Null)?;
-    profiles.symbolize_while_sampling();
-    let mut live = Live::new(&config, window, profiles.target(), started)?;
-    let mut last_check = Instant::now();
+    // Refreshes symbolize inside the drive loop: downloads finish in the background.
+    symbolizer.set_wait_for_debuginfod(false);
+    let mut screen = Screen::new(&config, window, symbolizer.target(), started)?;
+    let mut check = Every::new(CHECK);
     // The first refresh comes one period after the start, with a full second of samples.
-    let mut last_refresh = Instant::now();
+    let mut refresh = Every::new(REFRESH);
     let result = sprof_engine::run(
         source.as_mut(),
         &mut engine,
         Duration::from_millis(100),
-        |engine, _| -> ControlFlow<anyhow::Result<StopReason>> {
-            if last_check.elapsed() < CHECK {
+        |engine| -> ControlFlow<anyhow::Result<StopReason>> {
+            if !check.due() {
                 return ControlFlow::Continue(());
             }
-            last_check = Instant::now();
-            let refresh = last_refresh.elapsed() >= REFRESH;
-            if refresh {
-                last_refresh = Instant::now();
-            }
-            if let Err(e) = live.update(engine, &mut profiles, refresh) {
+            if let Err(e) = screen.update(engine, &mut symbolizer, refresh.due()) {
                 return ControlFlow::Break(Err(e));
             }
-            if let Some(quit) = live.quit.take() {
+            if let Some(quit) = screen.quit.take() {
                 return ControlFlow::Break(Ok(quit));
             }
-            match session::stop_condition(
+            let stop = session::stop_condition(
                 &config,
                 &signals,
                 exit_fd.as_ref(),
                 &mut profiled,
                 started,
-            ) {
-                Some(r) => ControlFlow::Break(Ok(r)),
-                None => ControlFlow::Continue(()),
-            }
+            );
+            stop.map_or(ControlFlow::Continue(()), |r| ControlFlow::Break(Ok(r)))
         },
-    );
+    )
+    // A live source never ends by itself.
+    .unwrap_or(Ok(StopReason::TargetExited));
     // Sampling ends here, whatever time the user then spends on the last view.
     let sampled = started.elapsed();
     let reason = match result {
-        Ok(StopReason::TargetExited) => live.linger(&engine, &mut profiles, &profiled),
+        Ok(StopReason::TargetExited) => screen.linger(&mut engine, &mut symbolizer, &profiled),
         r => r,
     };
-    drop(live);
+    drop(screen);
     let reason = reason?;
     // The terminal is back: the whole session's profile goes to the outputs.
     let failed = !outputs.is_empty() && {
         engine.settle(sprof_perf::sys::monotonic_ns());
-        let profile = profiles.profile(&engine);
+        let profile = symbolizer.profile(&mut engine, started.elapsed());
         crate::output::write_all(outputs, &profile, &config)
     };
     let code = end(reason, profiled, &engine, sampled);
@@ -114,16 +112,16 @@ pub fn run(config: TopConfig) -> anyhow::Result<i32> {
 /// After the view: the end-of-session line, and a launched command left to finish (or
 /// interrupted) as `record` does. Returns the exit code.
 fn end(reason: StopReason, mut profiled: Profiled, engine: &Engine, sampled: Duration) -> i32 {
-    session::forward_signal(&mut profiled, reason);
+    finish::forward_signal(&mut profiled, reason);
     let stats = engine.snapshot().stats;
     let threads = engine.threads_sampled();
-    let line = session::summary(reason, &profiled, &stats, sampled.as_secs_f64(), threads);
+    let line = finish::summary(reason, &profiled, &stats, sampled.as_secs_f64(), threads);
     eprintln!("{line}");
-    session::exit_code(profiled, false)
+    finish::exit_code(profiled, false)
 }
 
-/// The live view: the model, the terminal and what the header says.
-struct Live {
+/// The live view on the terminal: the model, the terminal and what the header says.
+struct Screen {
     top: Top,
     target: String,
     frequency: u64,
@@ -136,15 +134,15 @@ struct Live {
     quit: Option<StopReason>,
 }
 
-impl Live {
+impl Screen {
     /// Takes the terminal over.
     fn new(
         config: &SessionConfig,
         window: Duration,
         target: &str,
         started: Instant,
-    ) -> anyhow::Result<Live> {
-        Ok(Live {
+    ) -> anyhow::Result<Screen> {
+        Ok(Screen {
             top: Top::new(window, config.python),
             target: target.to_string(),
             frequency: config.frequency,
@@ -163,8 +161,8 @@ impl Live {
     /// Reads keys; with `refresh`, adds a snapshot of `engine`; redraws if anything changed.
     fn update(
         &mut self,
-        engine: &Engine,
-        profiles: &mut Profiles,
+        engine: &mut Engine,
+        symbolizer: &mut SessionSymbolizer,
         refresh: bool,
     ) -> anyhow::Result<()> {
         match read_keys(&mut self.top, Duration::ZERO)? {
@@ -177,7 +175,7 @@ impl Live {
         }
         if refresh {
             let raw = engine.snapshot();
-            let profile = profiles.symbolize(engine, &raw);
+            let profile = symbolizer.symbolize(engine, &raw, self.started.elapsed());
             let snapshot = Snapshot::new(self.started.elapsed(), &profile, thread_counts(&raw))?;
             self.top.push(snapshot);
             self.redraw = true;
@@ -202,14 +200,14 @@ impl Live {
     /// views) until the user leaves.
     fn linger(
         &mut self,
-        engine: &Engine,
-        profiles: &mut Profiles,
+        engine: &mut Engine,
+        symbolizer: &mut SessionSymbolizer,
         profiled: &Profiled,
     ) -> anyhow::Result<StopReason> {
         let pid = profiled.pid();
         self.note = Some(format!("PID {pid} exited; q leaves"));
         self.redraw = true;
-        self.update(engine, profiles, true)?;
+        self.update(engine, symbolizer, true)?;
         // Whichever key leaves, the session ended because the target exited.
         while self.quit.take().is_none() {
             // Blocking: nothing else can change any more.
@@ -217,7 +215,7 @@ impl Live {
                 break;
             }
             self.redraw = true;
-            self.update(engine, profiles, false)?;
+            self.update(engine, symbolizer, false)?;
         }
         Ok(StopReason::TargetExited)
     }
