@@ -634,26 +634,19 @@ mod tests {
         }
     }
 
-    struct TempFiles(PathBuf);
+    /// Input files in a temporary directory, removed on drop.
+    struct TempFiles(tempfile::TempDir);
 
     impl TempFiles {
         fn new(name: &str) -> TempFiles {
-            let dir =
-                std::env::temp_dir().join(format!("sprofd-diff-{name}-{}", std::process::id()));
-            std::fs::create_dir_all(&dir).unwrap();
-            TempFiles(dir)
+            let prefix = format!("sprofd-diff-{name}-");
+            TempFiles(tempfile::Builder::new().prefix(&prefix).tempdir().unwrap())
         }
 
         fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
-            let path = self.0.join(name);
+            let path = self.0.path().join(name);
             std::fs::write(&path, bytes).unwrap();
             path
-        }
-    }
-
-    impl Drop for TempFiles {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
         }
     }
 
@@ -685,7 +678,7 @@ mod tests {
         let garbage = dir.write("g.pprof", b"\xff\xff\xff\xff not protobuf");
         let bad_line = dir.write("b.folded", b"a;b 1\nno-count\n");
         let svg = dir.write("x.svg", b"<svg/>");
-        let missing = dir.0.join("missing.folded");
+        let missing = dir.0.path().join("missing.folded");
         let cases: [(&Path, &str); 5] = [
             (&corrupt, "decompressing the profile failed"),
             (&garbage, "not a pprof profile"),

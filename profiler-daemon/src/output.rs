@@ -165,8 +165,7 @@ fn remove_stale_temps(dir: &Path, path: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
+    let euid = sprof_perf::sys::euid();
     for entry in entries.filter_map(Result::ok) {
         let file_name = entry.file_name();
         let Some(pid) = file_name
@@ -180,9 +179,10 @@ fn remove_stale_temps(dir: &Path, path: &Path) {
         else {
             continue;
         };
-        // SAFETY: signal 0 only checks that the process exists; nothing is sent.
-        let gone = unsafe { libc::kill(pid, 0) } != 0
-            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        // Signal 0 only checks that the process exists; nothing is sent.
+        let gone = rustix::process::Pid::from_raw(pid).is_some_and(|pid| {
+            rustix::process::test_kill_process(pid) == Err(rustix::io::Errno::SRCH)
+        });
         let ours = std::fs::symlink_metadata(entry.path())
             .is_ok_and(|m| m.file_type().is_file() && m.uid() == euid);
         if gone && ours {
@@ -389,16 +389,17 @@ mod tests {
         ));
     }
 
-    fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("sprofd-out-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+    /// A temporary directory (removed when the first is dropped) and its path.
+    fn scratch(name: &str) -> (tempfile::TempDir, PathBuf) {
+        let prefix = format!("sprofd-out-{name}-");
+        let d = tempfile::Builder::new().prefix(&prefix).tempdir().unwrap();
+        let path = d.path().to_path_buf();
+        (d, path)
     }
 
     #[test]
     fn a_directory_or_an_unwritable_file_is_refused_before_anything_is_created() {
-        let dir = scratch("isdir");
+        let (_dir, dir) = scratch("isdir");
         std::fs::create_dir(dir.join("dir2.svg")).unwrap();
         for p in [
             dir.join("dir2.svg"),
@@ -417,8 +418,7 @@ mod tests {
         }
         // Nothing reserved for them.
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
+        if sprof_perf::sys::euid() != 0 {
             use std::os::unix::fs::PermissionsExt;
             let ro = dir.join("ro.svg");
             std::fs::write(&ro, "x").unwrap();
@@ -428,13 +428,12 @@ mod tests {
                 Err(OutputError::NotWritable { .. })
             ));
         }
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn report_outputs_are_private_and_dead_runs_temporaries_are_removed() {
         use std::os::unix::fs::PermissionsExt;
-        let dir = scratch("private");
+        let (_dir, dir) = scratch("private");
         let path = dir.join("r.folded");
         // A temp of a PID that cannot exist (above pid_max's ceiling), one of a live process
         // (ours, another reservation), and an unrelated file.
@@ -455,13 +454,11 @@ mod tests {
         .unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn written_atomically_and_failures_leave_nothing() {
-        let dir = std::env::temp_dir().join(format!("sprofd-out-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let (_dir, dir) = scratch("atomic");
         let path = dir.join("p.folded");
         let out = prepare(OutputSpec::from_path(path.clone()).unwrap()).unwrap();
         assert!(
@@ -505,6 +502,5 @@ mod tests {
                 assert!(full.write(&p, &ExportOptions::default(), None).is_err());
             }
         }
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

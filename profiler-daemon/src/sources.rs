@@ -129,11 +129,6 @@ fn pid_of_files(profile: &SymbolizedProfile) -> HashMap<&str, u32> {
     out
 }
 
-fn euid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
-}
-
 /// How to read files for `pid`: inside its root while it lives, else on the host.
 fn reader_for(pid: Option<u32>, fallback_start: Option<SystemTime>) -> Reader {
     if let Some(pid) = pid {
@@ -154,7 +149,7 @@ fn reader_for(pid: Option<u32>, fallback_start: Option<SystemTime>) -> Reader {
             };
         }
     }
-    let mut owners = vec![euid()];
+    let mut owners = vec![sprof_perf::sys::euid()];
     if let Some((uid, _)) = crate::output::sudo_owner() {
         owners.push(uid);
     }
@@ -302,16 +297,17 @@ mod tests {
         sprof_testkit::profile(frames, &stacks, 1)
     }
 
-    fn scratch(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("sprofd-src-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
+    /// A temporary directory (removed when the first is dropped) and its path.
+    fn scratch(name: &str) -> (tempfile::TempDir, PathBuf) {
+        let prefix = format!("sprofd-src-{name}-");
+        let d = tempfile::Builder::new().prefix(&prefix).tempdir().unwrap();
+        let path = d.path().to_path_buf();
+        (d, path)
     }
 
     #[test]
     fn files_are_read_and_missing_or_changed_ones_say_so() {
-        let d = scratch("read");
+        let (_d, d) = scratch("read");
         let ok = d.join("ok.py");
         std::fs::write(&ok, "def f():\n    pass\n").unwrap();
         let gone = d.join("gone.py");
@@ -329,12 +325,11 @@ mod tests {
             files.get(ok.to_str().unwrap()),
             Some(SourceText::Unavailable(why)) if why.contains("changed since the process started")
         ));
-        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
     fn source_map_and_root_find_files_built_elsewhere() {
-        let d = scratch("map");
+        let (_d, d) = scratch("map");
         std::fs::create_dir_all(d.join("src")).unwrap();
         std::fs::write(d.join("src/a.c"), "int a;\nint b;\n").unwrap();
         let p = profile(&["/build/tree/src/a.c"]);
@@ -357,13 +352,12 @@ mod tests {
         assert!(SourceConfig::parse_map("a=b").is_ok());
         assert!(SourceConfig::parse_map("=b").is_err());
         assert!(SourceConfig::parse_map("ab").is_err());
-        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
     fn a_fifo_or_a_file_writable_by_others_is_not_read() {
         use std::os::unix::fs::PermissionsExt;
-        let d = scratch("bad");
+        let (_d, d) = scratch("bad");
         let shared = d.join("shared.py");
         std::fs::write(&shared, "x\n").unwrap();
         std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o666)).unwrap();
@@ -382,7 +376,7 @@ mod tests {
             secret.to_str().unwrap(),
         ]);
         let files = read_sources(&p, &SourceConfig::default(), None);
-        if euid() == 0 {
+        if sprof_perf::sys::euid() == 0 {
             assert!(
                 matches!(
                     files.get(secret.to_str().unwrap()),
@@ -398,6 +392,5 @@ mod tests {
                 files.get(f.to_str().unwrap())
             );
         }
-        std::fs::remove_dir_all(&d).unwrap();
     }
 }

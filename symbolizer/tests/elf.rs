@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use object::{Object, ObjectSection, ObjectSymbol};
@@ -12,33 +11,17 @@ use sprof_symbolizer::{
     find_debug_file, ElfModule, Resolved, SymbolFrame, SymbolizeError, Symbolizer, UnknownReason,
 };
 use sprof_testkit::FileLoader;
+use tempfile::TempDir;
 
 // ---------------------------------------------------------------------------------------
 // helpers
 
-/// A temporary directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir =
-            std::env::temp_dir().join(format!("sprof-symbolizer-{}-{tag}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A temporary directory, removed on drop (also when a test panics).
+fn temp_dir(tag: &str) -> TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("sprof-symbolizer-{tag}-"))
+        .tempdir()
+        .expect("create temp dir")
 }
 
 /// Runs a command, showing the command line, stdout and stderr when it fails.
@@ -187,7 +170,7 @@ fn check_inline_module(module: &ElfModule, path: &Path) {
 
 #[test]
 fn inline_frames_dwarf5_dwarf4_and_compressed() {
-    let dir = TempDir::new("inline");
+    let dir = temp_dir("inline");
     let variants: [&[&str]; 3] = [
         &["-O2", "-g"],
         &["-O2", "-gdwarf-4"],
@@ -230,7 +213,7 @@ fn inline_frames_dwarf5_dwarf4_and_compressed() {
 
 #[test]
 fn symtab_only_binary_names_functions_without_lines() {
-    let dir = TempDir::new("nodebug");
+    let dir = temp_dir("nodebug");
     let bin = dir.path().join("nodebug");
     compile("cc", INLINE_SRC, &bin, &["-O2"]);
     let module = parse(&bin);
@@ -246,7 +229,7 @@ fn symtab_only_binary_names_functions_without_lines() {
 
 #[test]
 fn cpp_names_are_demangled() {
-    let dir = TempDir::new("cpp");
+    let dir = temp_dir("cpp");
     let bin = dir.path().join("cpp");
     compile("g++", "cpp_fixture.cpp", &bin, &["-O1", "-g"]);
     let module = parse(&bin);
@@ -268,7 +251,7 @@ fn cpp_names_are_demangled() {
 
 #[test]
 fn stripped_shared_library_uses_dynsym() {
-    let dir = TempDir::new("shared");
+    let dir = temp_dir("shared");
     let lib = dir.path().join("libfix.so");
     compile("cc", "shared_fixture.c", &lib, &["-O2", "-fPIC", "-shared"]);
     let stripped = dir.path().join("libfix-stripped.so");
@@ -316,7 +299,7 @@ fn split_debug(bin: &Path, debug: &Path) {
 
 #[test]
 fn debuglink_finds_crc_checked_debug_file() {
-    let root = TempDir::new("debuglink");
+    let root = temp_dir("debuglink");
     let bin_dir = root.path().join("opt/app");
     std::fs::create_dir_all(bin_dir.join(".debug")).expect("mkdir");
     let bin = bin_dir.join("prog");
@@ -366,7 +349,7 @@ fn debuglink_finds_crc_checked_debug_file() {
 
 #[test]
 fn build_id_finds_debug_file_and_rejects_mismatch() {
-    let root = TempDir::new("buildid");
+    let root = temp_dir("buildid");
     let bin_dir = root.path().join("usr/bin");
     std::fs::create_dir_all(&bin_dir).expect("mkdir");
     let bin = bin_dir.join("prog");
@@ -435,7 +418,7 @@ fn garbage_and_truncated_input_never_panics() {
     let noise: Vec<u8> = xorshift(1).take(4096).collect();
     assert!(ElfModule::parse("noise", Arc::from(noise)).is_err());
 
-    let dir = TempDir::new("garbage");
+    let dir = temp_dir("garbage");
     let bin = dir.path().join("prog");
     compile("cc", INLINE_SRC, &bin, &["-O2", "-g"]);
     let data = std::fs::read(&bin).expect("read");
@@ -495,7 +478,7 @@ fn garbage_and_truncated_input_never_panics() {
 
 #[test]
 fn symbolizer_parses_each_module_once() {
-    let dir = TempDir::new("cache");
+    let dir = temp_dir("cache");
     let bin = dir.path().join("prog");
     compile("cc", INLINE_SRC, &bin, &["-O2"]);
     let mut s = Symbolizer::new();
@@ -553,7 +536,7 @@ fn objdump_plt_stubs(path: &Path) -> Vec<(u64, String)> {
 
 #[test]
 fn plt_stubs_are_named_like_binutils_names_them() {
-    let dir = TempDir::new("plt");
+    let dir = temp_dir("plt");
     let layouts: [(&str, &[&str]); 3] = [
         ("lazy", &[]),
         ("now", &["-Wl,-z,now"]),
@@ -607,7 +590,7 @@ objcopy --add-section .gnu_debugdata=mini_debuginfo.xz "$b"
 
 #[test]
 fn minidebuginfo_names_functions_of_a_stripped_binary() {
-    let dir = TempDir::new("minidebug");
+    let dir = temp_dir("minidebug");
     let bin = dir.path().join("mini");
     compile("cc", INLINE_SRC, &bin, &["-O2", "-g"]);
     let (start, size) = symbol(&bin, "outer_work");
@@ -634,7 +617,7 @@ fn minidebuginfo_names_functions_of_a_stripped_binary() {
 
 #[test]
 fn corrupt_gnu_debugdata_is_ignored() {
-    let dir = TempDir::new("minidebug-bad");
+    let dir = temp_dir("minidebug-bad");
     let bin = dir.path().join("bad");
     compile("cc", INLINE_SRC, &bin, &["-O2"]);
     run(Command::new("strip").arg("--strip-all").arg(&bin));
@@ -668,7 +651,7 @@ fn modules_resolved_side_by_side_match_each_module_looked_up_alone() {
         FrameKey, FrameKind, Mapping, MappingKind, ModuleTable, Pid, ProfileBuilder, ProfileMeta,
         Tid,
     };
-    let dir = TempDir::new("parallel");
+    let dir = temp_dir("parallel");
     let variants: [&[&str]; 3] = [
         &["-O2", "-g"],
         &["-O2", "-gdwarf-4"],
@@ -779,7 +762,7 @@ fn a_dwarf_budget_drops_idle_contexts_and_names_stay_the_same() {
     use sprof_core::{
         FrameKey, Mapping, MappingKind, ModuleTable, Pid, ProfileBuilder, ProfileMeta, Tid,
     };
-    let dir = TempDir::new("budget");
+    let dir = temp_dir("budget");
     let mut table = ModuleTable::default();
     let mut ids = Vec::new();
     for i in 0..2u64 {
@@ -881,7 +864,7 @@ fn is_file(found: Option<&std::fs::File>, path: &Path) -> bool {
 #[test]
 fn hostile_debuglink_candidates_are_refused_without_blocking() {
     use std::os::unix::fs::PermissionsExt;
-    let root = TempDir::new("hostile-debuglink");
+    let root = temp_dir("hostile-debuglink");
     let bin_dir = root.path().join("home/user");
     std::fs::create_dir_all(bin_dir.join(".debug")).expect("mkdir");
     let bin = bin_dir.join("prog");
@@ -937,7 +920,7 @@ fn hostile_debuglink_candidates_are_refused_without_blocking() {
 /// a small stack, the address is named from the symbol table and the refusal is reported.
 #[test]
 fn deeply_nested_dwarf_is_refused_with_a_reason() {
-    let dir = TempDir::new("deep-dwarf");
+    let dir = temp_dir("deep-dwarf");
     let src = dir.path().join("spin.c");
     std::fs::write(
         &src,
@@ -988,7 +971,7 @@ fn deeply_nested_dwarf_is_refused_with_a_reason() {
 /// refused before anything is allocated for it; the rest of the file still names functions.
 #[test]
 fn a_compressed_section_claiming_too_much_is_refused() {
-    let dir = TempDir::new("zbomb");
+    let dir = temp_dir("zbomb");
     let bin = dir.path().join("prog");
     compile("cc", INLINE_SRC, &bin, &["-O2", "-g", "-gz=zlib"]);
     let mut bytes = std::fs::read(&bin).expect("read");

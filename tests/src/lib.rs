@@ -2,12 +2,15 @@
 //!
 //! * locating and running the binary ([`sprofd`], [`run`], [`run_ok`],
 //!   [`Running`]) with timeouts and full diagnostics on failure;
-//! * the [`live`] gate for tests that need perf sampling;
+//! * the [`live`] gate for tests that need perf sampling (`#[live_test]`), and [`skip`]
+//!   for tests that cannot run here, which says so where the test run shows it;
 //! * building the C and Rust fixtures of `tests/fixtures/` at test time
 //!   ([`c_fixture`], [`c_shared_fixture`], [`c_shared_lld_fixture`], [`rust_fixture`]);
 //! * a [`Target`] guard for fixture processes;
 //! * parsers for the folded ([`Folded`]), table ([`Table`]) and SVG
 //!   ([`svg_titles`]) outputs.
+
+pub use sprofd_tests_macros::live_test;
 
 pub mod daemon;
 pub mod fuzz;
@@ -405,13 +408,27 @@ fn gate(test: &str, kernel: bool) -> bool {
     match live_reason(kernel) {
         None => true,
         Some(reason) => {
-            if std::env::var("SPROFD_REQUIRE_LIVE").as_deref() == Ok("1") {
-                panic!("{test}: live perf sampling required (SPROFD_REQUIRE_LIVE=1) but {reason}");
-            }
-            eprintln!("SKIP {test}: {reason}");
+            skip(test, &format!("live perf sampling unavailable: {reason}"));
             false
         }
     }
+}
+
+/// Whether `SPROFD_REQUIRE_LIVE=1`: every test must run, none may skip.
+pub fn require_live() -> bool {
+    std::env::var("SPROFD_REQUIRE_LIVE").as_deref() == Ok("1")
+}
+
+/// Skips `test` for `reason`: a `SKIP <test>: <reason>` line written straight to the
+/// terminal, which the test harness does not capture (a skipped test shows as skipped even
+/// though it passes), or, under `SPROFD_REQUIRE_LIVE=1`, a failure.
+pub fn skip(test: &str, reason: &str) {
+    if require_live() {
+        panic!("{test}: cannot run (SPROFD_REQUIRE_LIVE=1): {reason}");
+    }
+    use std::io::Write;
+    // why: not eprintln!, which the harness captures and shows only for failed tests.
+    let _ = writeln!(std::io::stderr().lock(), "SKIP {test}: {reason}");
 }
 
 /// Serializes the tests of one test binary that run CPU-bound targets and assert on shares:
@@ -423,8 +440,8 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 /// Whether perf sampling of our own processes works here. If not, panics
-/// when `SPROFD_REQUIRE_LIVE=1`, else prints `SKIP <test>: <reason>` and
-/// returns false (the test then returns early).
+/// when `SPROFD_REQUIRE_LIVE=1`, else [`skip`]s `test` and returns false (the test
+/// then returns early). Tests say it with `#[live_test]` rather than calling it.
 pub fn live(test: &str) -> bool {
     gate(test, false)
 }

@@ -37,11 +37,8 @@ fn assert_share(p: &Profile, name: &str, expected: f64) {
     );
 }
 
-#[test]
+#[live_test]
 fn attach_cratio_shares_75_25() {
-    if !live("attach_cratio_shares_75_25") {
-        return;
-    }
     let p = &cratio_run().profile;
     assert!(
         p.folded.total() >= 200,
@@ -52,11 +49,8 @@ fn attach_cratio_shares_75_25() {
     assert_share(p, "b3_cold", 0.25);
 }
 
-#[test]
+#[live_test]
 fn attach_cratio_chains_in_order() {
-    if !live("attach_cratio_chains_in_order") {
-        return;
-    }
     let p = &cratio_run().profile;
     for chain in [
         ["main", "a1", "a2", "a3_hot"],
@@ -78,11 +72,8 @@ fn attach_cratio_chains_in_order() {
     }
 }
 
-#[test]
+#[live_test]
 fn attach_folded_root_is_comm() {
-    if !live("attach_folded_root_is_comm") {
-        return;
-    }
     let p = &cratio_run().profile;
     for (frames, _) in &p.folded.stacks {
         assert_eq!(
@@ -94,11 +85,8 @@ fn attach_folded_root_is_comm() {
     }
 }
 
-#[test]
+#[live_test]
 fn attach_duration_respected_and_target_left_running() {
-    if !live("attach_duration_respected_and_target_left_running") {
-        return;
-    }
     let run = cratio_run();
     let out = &run.profile.out;
     assert!(
@@ -120,11 +108,8 @@ fn attach_duration_respected_and_target_left_running() {
     );
 }
 
-#[test]
+#[live_test]
 fn attach_frequency_matches_cpu_time() {
-    if !live("attach_frequency_matches_cpu_time") {
-        return;
-    }
     let target = Target::spawn(&c_fixture("cratio", FP), &["0"]);
     let cpu0 = target.cpu_seconds();
     let p = attach_profile("attach-freq", target.pid, &["-d", "2", "-F", "199"]);
@@ -144,11 +129,8 @@ fn attach_frequency_matches_cpu_time() {
     );
 }
 
-#[test]
+#[live_test]
 fn attach_inline_frame_shown() {
-    if !live("attach_inline_frame_shown") {
-        return;
-    }
     let target = Target::spawn(&c_fixture("inline", FP), &["0"]);
     let p = attach_profile("attach-inline", target.pid, &["-d", "1.5"]);
     let total = p.folded.total();
@@ -187,11 +169,8 @@ fn threads_run() -> &'static Profile {
     })
 }
 
-#[test]
+#[live_test]
 fn attach_threads_created_after_attach_are_sampled() {
-    if !live("attach_threads_created_after_attach_are_sampled") {
-        return;
-    }
     let p = threads_run();
     let total = p.folded.total();
     for (entry, spin) in [
@@ -213,11 +192,8 @@ fn attach_threads_created_after_attach_are_sampled() {
     }
 }
 
-#[test]
+#[live_test]
 fn attach_thread_name_frame_follows_comm() {
-    if !live("attach_thread_name_frame_follows_comm") {
-        return;
-    }
     let p = threads_run();
     for (name, spin) in [("worker-a", "worker_a_spin"), ("worker-b", "worker_b_spin")] {
         let (ok, total) = leaf_ratio(&p.folded, spin, |f| {
@@ -233,11 +209,8 @@ fn attach_thread_name_frame_follows_comm() {
     }
 }
 
-#[test]
+#[live_test]
 fn attach_dlopened_library_symbolized() {
-    if !live("attach_dlopened_library_symbolized") {
-        return;
-    }
     let plugin = c_shared_fixture("plugin", FP);
     let target = Target::spawn(
         &c_fixture("dlopen", FP),
@@ -270,11 +243,8 @@ fn attach_dlopened_library_symbolized() {
     );
 }
 
-#[test]
+#[live_test]
 fn attach_target_exits_mid_profile() {
-    if !live("attach_target_exits_mid_profile") {
-        return;
-    }
     let target = Target::spawn(&c_fixture("exits", FP), &["1.0"]);
     let dir = TempDir::new("attach-exits");
     let out = run_ok(
@@ -321,11 +291,8 @@ fn attach_target_exits_mid_profile() {
     );
 }
 
-#[test]
+#[live_test]
 fn attach_rust_names_demangled() {
-    if !live("attach_rust_names_demangled") {
-        return;
-    }
     let target = Target::spawn(&rust_fixture(), &["0"]);
     let p = attach_profile("attach-rust", target.pid, &["-d", "1.5"]);
     let total = p.folded.total();
@@ -357,11 +324,8 @@ fn attach_rust_names_demangled() {
     }
 }
 
-#[test]
+#[live_test(kernel)]
 fn attach_kernel_frames_with_flag() {
-    if !live_kernel("attach_kernel_frames_with_flag") {
-        return;
-    }
     let target = Target::spawn(&c_fixture("syscalls", FP), &["0"]);
     let p = attach_profile("attach-kernel", target.pid, &["-d", "1.5", "--kernel"]);
     let total = p.folded.total();
@@ -399,11 +363,8 @@ fn attach_kernel_frames_with_flag() {
     assert!(named > 0, "no kernel frame is symbolized{}", p.context());
 }
 
-#[test]
+#[live_test]
 fn attach_no_kernel_frames_without_flag() {
-    if !live("attach_no_kernel_frames_without_flag") {
-        return;
-    }
     let target = Target::spawn(&c_fixture("syscalls", FP), &["0"]);
     let p = attach_profile("attach-nokernel", target.pid, &["-d", "1"]);
     assert!(p.folded.total() > 0, "no samples{}", p.context());
@@ -413,11 +374,8 @@ fn attach_no_kernel_frames_without_flag() {
     assert_eq!(with_k, 0, "kernel frames without --kernel{}", p.context());
 }
 
-#[test]
+#[live_test]
 fn attach_default_frequency_is_99() {
-    if !live("attach_default_frequency_is_99") {
-        return;
-    }
     let target = Target::spawn(&c_fixture("cratio", FP), &["0"]);
     let dir = TempDir::new("attach-default-freq");
     let cpu0 = target.cpu_seconds();
@@ -444,11 +402,8 @@ fn attach_default_frequency_is_99() {
     );
 }
 
-#[test]
+#[live_test]
 fn attach_samples_children_forked_after_attach() {
-    if !live("attach_samples_children_forked_after_attach") {
-        return;
-    }
     // forks 1.5 s of work, forking 0.7 s after "ready".
     let target = Target::spawn(&c_fixture("forks", FP), &["1.5", "0.7"]);
     let p = attach_profile("attach-forks", target.pid, &["-d", "2"]);
@@ -467,11 +422,8 @@ fn attach_samples_children_forked_after_attach() {
 /// Without symbols (`cc -s`), frames are `module+0xOFF`: the leaf offsets
 /// must fall inside a3_hot/b3_cold (offsets taken from the unstripped build
 /// of the same code) in the 75/25 proportion.
-#[test]
+#[live_test]
 fn attach_stripped_binary_frames_are_module_offsets() {
-    if !live("attach_stripped_binary_frames_are_module_offsets") {
-        return;
-    }
     let unstripped = c_fixture("cratio", FP);
     let (Some(a3), Some(b3)) = (
         nm_symbol_range(&unstripped, "a3_hot"),

@@ -25,11 +25,8 @@ fn busy_source(functions: usize) -> String {
     s
 }
 
-#[test]
+#[live_test]
 fn no_sample_is_lost_while_a_compiler_is_first_parsed() {
-    if !live("no_sample_is_lost_while_a_compiler_is_first_parsed") {
-        return;
-    }
     let _serial = serial();
     let dir = TempDir::new("busy-host");
     let src = dir.join("busy.rs");

@@ -78,13 +78,10 @@ fn the_man_page_renders() {
 /// of CPU only after it is told to, which the test does on `ready`: nearly all of that burn
 /// must be in the profile (at 999 Hz, ~300 samples), which it would not be if `ready` came
 /// before sampling started.
-#[test]
+#[live_test]
 fn ready_fd_says_ready_once_sampling_has_started() {
     use std::io::Write;
     use std::process::Stdio;
-    if !live("ready_fd_says_ready_once_sampling_has_started") {
-        return;
-    }
     // Debian's interpreter, started directly (a pyenv shim would exec it after the attach).
     let python = std::path::Path::new("/usr/bin/python3.11");
     if !python.exists() {

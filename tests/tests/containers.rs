@@ -43,19 +43,13 @@ fn have_unshare(test: &str) -> bool {
     if euid() == 0 && Path::new("/usr/bin/unshare").exists() {
         return true;
     }
-    assert!(
-        std::env::var("SPROFD_REQUIRE_LIVE").as_deref() != Ok("1"),
-        "{test}: needs root and unshare"
-    );
-    eprintln!("SKIP {test}: needs root and unshare");
+    skip(test, "needs root and unshare");
     false
 }
 
-#[test]
+#[live_test]
 fn a_deleted_binary_in_its_own_namespaces_is_named() {
-    if !live("a_deleted_binary_in_its_own_namespaces_is_named")
-        || !have_unshare("containers native")
-    {
+    if !have_unshare("containers native") {
         return;
     }
     let _serial = serial();
@@ -85,11 +79,9 @@ fn a_deleted_binary_in_its_own_namespaces_is_named() {
     );
 }
 
-#[test]
+#[live_test]
 fn python_in_its_own_namespaces_with_a_deleted_libpython() {
-    if !live("python_in_its_own_namespaces_with_a_deleted_libpython")
-        || !have_unshare("containers python")
-    {
+    if !have_unshare("containers python") {
         return;
     }
     let _serial = serial();

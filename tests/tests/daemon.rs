@@ -46,11 +46,8 @@ fn chromium_dom(url: &str) -> String {
 /// The whole service on one daemon: history across windows, the page, the API, pprof scrapes
 /// read by go tool pprof, /metrics, bad requests, SIGTERM, report, and a restart after kill -9
 /// with a torn window file.
-#[test]
+#[live_test]
 fn daemon_keeps_history_and_serves_it_to_real_clients() {
-    if !live("daemon_keeps_history_and_serves_it_to_real_clients") {
-        return;
-    }
     let _serial = serial();
     let dir = TempDir::new("daemon-history");
     let data = dir.join("data");
@@ -298,11 +295,8 @@ fn daemon_keeps_history_and_serves_it_to_real_clients() {
 }
 
 /// Retention by age and by size, from history a previous run left.
-#[test]
+#[live_test]
 fn daemon_prunes_history_by_age_and_size() {
-    if !live("daemon_prunes_history_by_age_and_size") {
-        return;
-    }
     let _serial = serial();
     let dir = TempDir::new("daemon-retention");
     let data = dir.join("data");
@@ -377,11 +371,8 @@ fn daemon_prunes_history_by_age_and_size() {
 }
 
 /// sd_notify on a socket of the test's own, as systemd would read it.
-#[test]
+#[live_test]
 fn daemon_notifies_ready_watchdog_and_stopping() {
-    if !live("daemon_notifies_ready_watchdog_and_stopping") {
-        return;
-    }
     let _serial = serial();
     let dir = TempDir::new("daemon-notify");
     let sock_path = dir.join("notify.sock");
@@ -418,17 +409,10 @@ const CAPS: &str = "+perfmon,+sys_ptrace,+dac_read_search,+checkpoint_restore,+s
 
 /// The unit's capability set as an unprivileged user profiles root's processes with names;
 /// without it the daemon refuses in one line naming what is missing.
-#[test]
+#[live_test]
 fn daemon_runs_with_least_privilege_and_refuses_without_it() {
-    if !live("daemon_runs_with_least_privilege_and_refuses_without_it") {
-        return;
-    }
     if euid() != 0 {
-        assert!(
-            std::env::var("SPROFD_REQUIRE_LIVE").as_deref() != Ok("1"),
-            "setpriv needs root to drop to another user"
-        );
-        eprintln!("SKIP daemon_runs_with_least_privilege: needs root for setpriv");
+        skip("daemon_runs_with_least_privilege", "needs root for setpriv");
         return;
     }
     let paranoid = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid").unwrap();
@@ -489,11 +473,8 @@ fn daemon_runs_with_least_privilege_and_refuses_without_it() {
 }
 
 /// Hundreds of short-lived processes: sampled, named, and the daemon's memory stays flat.
-#[test]
+#[live_test]
 fn daemon_survives_process_churn_with_flat_memory() {
-    if !live("daemon_survives_process_churn_with_flat_memory") {
-        return;
-    }
     let _serial = serial();
     let dir = TempDir::new("daemon-churn");
     let d = Daemon::start(&dir.join("data"), &["-F", "199", "--window", "2"]);
@@ -600,21 +581,17 @@ fn daemon_and_report_refuse_bad_settings_in_one_line() {
 
 /// Prometheus (Debian's server) scrapes /metrics and can query what it scraped: the
 /// daemon's own counters, and the resident memory of a sampled fixture holding 64 MiB.
-#[test]
+#[live_test]
 fn prometheus_scrapes_the_daemon_metrics() {
-    if !live("prometheus_scrapes_the_daemon_metrics") {
-        return;
-    }
     if Command::new("prometheus")
         .arg("--version")
         .output()
         .is_err()
     {
-        assert!(
-            std::env::var("SPROFD_REQUIRE_LIVE").as_deref() != Ok("1"),
-            "prometheus is not installed (apt install prometheus)"
+        skip(
+            "prometheus_scrapes_the_daemon_metrics",
+            "prometheus not installed",
         );
-        eprintln!("SKIP prometheus_scrapes_the_daemon_metrics: prometheus not installed");
         return;
     }
     let _serial = serial();
@@ -714,22 +691,18 @@ fn prometheus_scrapes_the_daemon_metrics() {
 
 /// Samples carry the cgroup of their process (what container or unit it runs in), in the
 /// scrape's labels and in the process list.
-#[test]
+#[live_test]
 fn daemon_labels_samples_with_their_cgroup() {
-    if !live("daemon_labels_samples_with_their_cgroup") {
-        return;
-    }
     // A cgroup v2 hierarchy we may create groups in (hybrid hosts mount it at unified/).
     let root = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
         .into_iter()
         .map(PathBuf::from)
         .find(|p| p.join("cgroup.procs").exists());
     let Some(root) = root.filter(|_| euid() == 0) else {
-        assert!(
-            std::env::var("SPROFD_REQUIRE_LIVE").as_deref() != Ok("1"),
-            "no writable cgroup v2 hierarchy"
+        skip(
+            "daemon_labels_samples_with_their_cgroup",
+            "no cgroup v2 to create groups in",
         );
-        eprintln!("SKIP daemon_labels_samples_with_their_cgroup: no cgroup v2 to create groups in");
         return;
     };
     let _serial = serial();
@@ -775,11 +748,8 @@ fn daemon_labels_samples_with_their_cgroup() {
 
 /// SIGHUP re-reads the config file: retention applies at once, other changes are named as
 /// waiting for a restart, a broken file keeps the settings.
-#[test]
+#[live_test]
 fn daemon_reloads_its_config_on_sighup() {
-    if !live("daemon_reloads_its_config_on_sighup") {
-        return;
-    }
     let _serial = serial();
     let dir = TempDir::new("daemon-sighup");
     let config = dir.join("sprofd.toml");

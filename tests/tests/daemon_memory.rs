@@ -73,12 +73,8 @@ fn series_peak(d: &Daemon, from: u64, pid: u32, maxrss: f64, when: &str) -> (f64
     (peak, rss["peak"]["t_ms"].as_u64().unwrap())
 }
 
-#[test]
+#[live_test]
 fn daemon_records_each_process_rss_over_time() {
-    const TEST: &str = "daemon_records_each_process_rss_over_time";
-    if !live(TEST) {
-        return;
-    }
     let _serial = serial();
     let dir = TempDir::new("daemon-memory");
     let data = dir.join("data");
@@ -164,12 +160,8 @@ fn daemon_records_each_process_rss_over_time() {
 /// `sprofd daemon --mode memory` (opt-in): the windows weigh new resident memory in bytes,
 /// stored as pprof `space/bytes`; the range query gives grow_big and grow_small 75/25 of
 /// memgrow.c's growth, and leak_keep/leak_free land under `[kept]`/`[freed]`.
-#[test]
+#[live_test(kernel)]
 fn daemon_memory_mode_stores_growth_by_stack() {
-    const TEST: &str = "daemon_memory_mode_stores_growth_by_stack";
-    if !live_kernel(TEST) {
-        return;
-    }
     let _serial = serial();
     let dir = TempDir::new("daemon-memory-mode");
     let data = dir.join("data");

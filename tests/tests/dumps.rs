@@ -21,11 +21,8 @@ fn wait_for_folded(path: &std::path::Path, timeout: Duration) -> Option<Folded> 
     None
 }
 
-#[test]
+#[live_test]
 fn dump_every_rewrites_growing_outputs_while_attached() {
-    if !live("dump_every_rewrites_growing_outputs_while_attached") {
-        return;
-    }
     let target = Target::spawn(&c_fixture("cratio", FP), &["0"]);
     let dir = TempDir::new("dump-every");
     let folded = dir.join("live.folded");
@@ -78,11 +75,8 @@ fn dump_every_rewrites_growing_outputs_while_attached() {
     );
 }
 
-#[test]
+#[live_test]
 fn sigusr1_dumps_at_once() {
-    if !live("sigusr1_dumps_at_once") {
-        return;
-    }
     let target = Target::spawn(&c_fixture("cratio", FP), &["0"]);
     let dir = TempDir::new("dump-usr1");
     let folded = dir.join("now.folded");

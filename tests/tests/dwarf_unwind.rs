@@ -26,11 +26,8 @@ fn assert_leaf_ratio(
     );
 }
 
-#[test]
+#[live_test]
 fn dwarf_cratio_no_frame_pointers() {
-    if !live("dwarf_cratio_no_frame_pointers") {
-        return;
-    }
     let exe = c_fixture("cratio", NO_FP);
     let p = record_profile("dwarf-cratio", DWARF, &[exe.as_os_str(), "1.5".as_ref()]);
     for chain in [
@@ -51,11 +48,8 @@ fn dwarf_cratio_no_frame_pointers() {
     }
 }
 
-#[test]
+#[live_test]
 fn dwarf_qsort_comparator_through_libc() {
-    if !live("dwarf_qsort_comparator_through_libc") {
-        return;
-    }
     let exe = c_fixture("qsort", NO_FP);
     let p = record_profile("dwarf-qsort", DWARF, &[exe.as_os_str(), "1.5".as_ref()]);
     assert_leaf_ratio(&p, "cmp_slow", "main … sort_loop … cmp_slow", 50, |f| {
@@ -83,11 +77,8 @@ fn sigprof_run() -> &'static Profile {
     })
 }
 
-#[test]
+#[live_test]
 fn dwarf_signal_handler_frames() {
-    if !live("dwarf_signal_handler_frames") {
-        return;
-    }
     let p = sigprof_run();
     assert_leaf_ratio(
         p,
@@ -121,11 +112,8 @@ fn dwarf_signal_handler_frames() {
 }
 
 /// Only `[unknown]` and `[truncated]` are bracketed frames of the format.
-#[test]
+#[live_test]
 fn dwarf_signal_handler_frame_names_in_format() {
-    if !live("dwarf_signal_handler_frame_names_in_format") {
-        return;
-    }
     let p = sigprof_run();
     let bad = nonstandard_frames(&p.folded);
     assert!(
@@ -135,11 +123,8 @@ fn dwarf_signal_handler_frame_names_in_format() {
     );
 }
 
-#[test]
+#[live_test]
 fn dwarf_threads_no_frame_pointers() {
-    if !live("dwarf_threads_no_frame_pointers") {
-        return;
-    }
     let exe = c_fixture("threads", NO_FP);
     let p = record_profile(
         "dwarf-threads",
@@ -156,11 +141,8 @@ fn dwarf_threads_no_frame_pointers() {
     }
 }
 
-#[test]
+#[live_test]
 fn dwarf_deep_recursion_truncated() {
-    if !live("dwarf_deep_recursion_truncated") {
-        return;
-    }
     let exe = c_fixture("deep", NO_FP);
     let p = record_profile("dwarf-deep", DWARF, &[exe.as_os_str(), "1.0".as_ref()]);
     assert_leaf_ratio(
@@ -178,11 +160,8 @@ fn dwarf_deep_recursion_truncated() {
 
 /// `--unwind auto` (the default) uses DWARF CFI for modules that have it, so
 /// the no-frame-pointer build unwinds completely without `--unwind dwarf`.
-#[test]
+#[live_test]
 fn auto_unwind_cratio_no_frame_pointers() {
-    if !live("auto_unwind_cratio_no_frame_pointers") {
-        return;
-    }
     let exe = c_fixture("cratio", NO_FP);
     let p = record_profile("auto-cratio", &[], &[exe.as_os_str(), "1.5".as_ref()]);
     for chain in [
@@ -194,11 +173,8 @@ fn auto_unwind_cratio_no_frame_pointers() {
 }
 
 /// With DWARF unwinding the frame-pointer build must unwind just as well.
-#[test]
+#[live_test]
 fn dwarf_cratio_with_frame_pointers() {
-    if !live("dwarf_cratio_with_frame_pointers") {
-        return;
-    }
     let exe = c_fixture("cratio", FP);
     let p = record_profile("dwarf-cratio-fp", DWARF, &[exe.as_os_str(), "1.0".as_ref()]);
     for chain in [
@@ -212,11 +188,8 @@ fn dwarf_cratio_with_frame_pointers() {
 /// A rustc-built (lld-linked) PIE has its executable segment start inside the last file page
 /// of the read-only one; the DWARF walk must still go all the way from the Rust leaf through
 /// std's runtime and libc to `_start`, in both CFI modes.
-#[test]
+#[live_test]
 fn dwarf_rust_binary_unwinds_to_start() {
-    if !live("dwarf_rust_binary_unwinds_to_start") {
-        return;
-    }
     let exe = rust_fixture();
     for (name, mode) in [("dwarf-rust", DWARF), ("auto-rust", &[][..])] {
         let p = record_profile(name, mode, &[exe.as_os_str(), "1.0".as_ref()]);

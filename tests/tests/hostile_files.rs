@@ -68,11 +68,8 @@ fn plant(dir: &Path, spin: &Path, uid: u32, gid: u32) {
     std::os::unix::fs::chown(dir, Some(uid), Some(gid)).unwrap();
 }
 
-#[test]
+#[live_test]
 fn a_hostile_users_files_neither_stop_nor_bloat_nor_leak_through_the_daemon() {
-    if !live("a_hostile_users_files_neither_stop_nor_bloat_nor_leak_through_the_daemon") {
-        return;
-    }
     let _serial = serial();
     let Some((uid, gid)) = hostile::user() else {
         panic!("cannot create the unprivileged user {}", hostile::USER);
@@ -195,11 +192,8 @@ fn a_hostile_users_files_neither_stop_nor_bloat_nor_leak_through_the_daemon() {
 /// D11: an unprivileged user maps and unmaps in a loop (millions of mmap records) while
 /// root runs a victim loop. Side records have a ring buffer of their own, so the victim
 /// keeps its samples; the flood's losses are counted apart, not as lost samples.
-#[test]
+#[live_test]
 fn an_mmap_flood_costs_the_host_no_samples() {
-    if !live("an_mmap_flood_costs_the_host_no_samples") {
-        return;
-    }
     let _serial = serial();
     let Some((uid, gid)) = hostile::user() else {
         panic!("cannot create the unprivileged user {}", hostile::USER);
@@ -294,11 +288,8 @@ fn text_end(elf: &Path) -> u64 {
 /// A user truncates a shared library of theirs while their program runs it and the root
 /// daemon has it mapped: reads past the new end raised SIGBUS and ended the daemon. They now
 /// read zeros; the daemon stays up and healthy and the victim keeps its samples.
-#[test]
+#[live_test]
 fn a_library_truncated_under_the_daemon_does_not_end_it() {
-    if !live("a_library_truncated_under_the_daemon_does_not_end_it") {
-        return;
-    }
     let _serial = serial();
     let Some((uid, gid)) = hostile::user() else {
         panic!("cannot create the unprivileged user {}", hostile::USER);

@@ -23,12 +23,9 @@ const PYTHON: &str = "/usr/bin/python3";
 /// The health check's budget while under attack.
 const HEALTHZ_BUDGET: Duration = Duration::from_millis(100);
 
-/// Live sampling, root, and the attacker account; or a skip (a failure under
-/// `SPROFD_REQUIRE_LIVE=1`).
+/// Root and the attacker account (the tests are `#[live_test]`s); or a skip (a failure
+/// under `SPROFD_REQUIRE_LIVE=1`).
 fn ready(test: &str) -> bool {
-    if !live(test) {
-        return false;
-    }
     let missing = if euid() != 0 {
         Some("not root: cannot create or switch to the attacker account".to_string())
     } else if !Path::new(PYTHON).exists() {
@@ -41,10 +38,7 @@ fn ready(test: &str) -> bool {
     match missing {
         None => true,
         Some(reason) => {
-            if std::env::var("SPROFD_REQUIRE_LIVE").as_deref() == Ok("1") {
-                panic!("{test}: {reason} (SPROFD_REQUIRE_LIVE=1)");
-            }
-            eprintln!("SKIP {test}: {reason}");
+            skip(test, &reason);
             false
         }
     }
@@ -199,7 +193,7 @@ fn slowloris(
 /// opened and reopened by an unprivileged user: the daemon keeps its file descriptors,
 /// answers /healthz within 100 ms, keeps sampling and writing windows, closes the slow and
 /// idle sockets itself, and stops within 5 s on SIGTERM in the middle of it.
-#[test]
+#[live_test]
 fn idle_and_slow_connections_cannot_blind_the_daemon() {
     let test = "idle_and_slow_connections_cannot_blind_the_daemon";
     if !ready(test) {
@@ -274,7 +268,7 @@ fn idle_and_slow_connections_cannot_blind_the_daemon() {
 
 /// 200 concurrent scrapes from an unprivileged user: at most 16 run, the rest get 503 at
 /// once; memory stays bounded and /healthz answers within 100 ms.
-#[test]
+#[live_test]
 fn a_scrape_flood_is_capped() {
     let test = "a_scrape_flood_is_capped";
     if !ready(test) {
@@ -329,7 +323,7 @@ fn a_scrape_flood_is_capped() {
 /// A request naming another host (DNS rebinding) is refused; every answer says nosniff; a
 /// secret in a process's argv is not served under the default `--cmdline redacted`, in the
 /// process list, folded stacks or pprof.
-#[test]
+#[live_test]
 fn other_hosts_are_refused_and_argv_secrets_are_not_served() {
     let test = "other_hosts_are_refused_and_argv_secrets_are_not_served";
     if !ready(test) {
@@ -418,7 +412,7 @@ fn other_hosts_are_refused_and_argv_secrets_are_not_served() {
 
 /// The wall clock set back an hour (an LD_PRELOAD shim on clock_gettime, as in the review):
 /// windows keep being cut and written every 2 s, none spanning the step.
-#[test]
+#[live_test]
 fn windows_are_written_on_schedule_after_the_clock_steps_back() {
     let test = "windows_are_written_on_schedule_after_the_clock_steps_back";
     if !ready(test) {
@@ -506,7 +500,7 @@ print("connected", data.split(b"\r\n")[0].decode(), data.split(b"\r\n\r\n", 1)[1
 
 /// `--listen unix:PATH`: a socket of mode 0660 that the attacker cannot connect to, unless
 /// `--socket-group` names a group of theirs; the daemon itself answers over it.
-#[test]
+#[live_test]
 fn a_unix_socket_lets_in_only_its_group() {
     let test = "a_unix_socket_lets_in_only_its_group";
     if !ready(test) {
@@ -573,7 +567,7 @@ fn a_unix_socket_lets_in_only_its_group() {
 /// `/healthz` tells the truth: 503 within 3 s of the sampling loop's
 /// last turn while the sample counter is frozen, 200 while it moves; and SIGTERM ends the
 /// daemon within 5 s either way (exit 1 if the window in progress could not be written).
-#[test]
+#[live_test]
 fn healthz_is_honest_and_sigterm_is_bounded_when_sampling_stalls() {
     let test = "healthz_is_honest_and_sigterm_is_bounded_when_sampling_stalls";
     if !ready(test) {
@@ -692,7 +686,7 @@ int clock_gettime(clockid_t c, struct timespec *ts) {
 /// unprivileged user learns nothing through the daemon that `/proc` hides: their own
 /// process is listed and profiled, root's is not; root still sees both. The daemon runs in a
 /// mount namespace whose `/proc` is mounted `hidepid=invisible`, as the review did.
-#[test]
+#[live_test]
 fn under_hidepid_a_user_sees_only_their_own_processes() {
     let test = "under_hidepid_a_user_sees_only_their_own_processes";
     if !ready(test) {

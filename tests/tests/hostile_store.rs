@@ -21,11 +21,7 @@ fn root(test: &str) -> bool {
     if euid() == 0 {
         return true;
     }
-    assert!(
-        std::env::var("SPROFD_REQUIRE_LIVE").as_deref() != Ok("1"),
-        "{test}: needs root (SPROFD_REQUIRE_LIVE=1)"
-    );
-    eprintln!("SKIP {test}: needs root");
+    skip(test, "needs root");
     false
 }
 
@@ -110,10 +106,10 @@ fn warnings(r: &RunOutput) -> Vec<&str> {
         .collect()
 }
 
-#[test]
+#[live_test]
 fn root_daemon_refuses_a_data_dir_another_user_built_and_touches_nothing() {
     let test = "root_daemon_refuses_a_data_dir_another_user_built_and_touches_nothing";
-    if !root(test) || !live(test) {
+    if !root(test) {
         return;
     }
     let uid = attacker_uid();
@@ -155,10 +151,10 @@ fn root_daemon_refuses_a_data_dir_another_user_built_and_touches_nothing() {
     );
 }
 
-#[test]
+#[live_test]
 fn fifo_window_hangs_neither_report_nor_the_daemon() {
     let test = "fifo_window_hangs_neither_report_nor_the_daemon";
-    if !root(test) || !live(test) {
+    if !root(test) {
         return;
     }
     let tmp = TempDir::new("hostile-fifo");

@@ -18,10 +18,7 @@ fn node(test: &str) -> Option<PathBuf> {
             .find(|p| p.is_file())
     });
     if found.is_none() {
-        if std::env::var("SPROFD_REQUIRE_LIVE").as_deref() == Ok("1") {
-            panic!("{test}: node missing (SPROFD_REQUIRE_LIVE=1)");
-        }
-        eprintln!("SKIP {test}: node not on PATH");
+        skip(test, "node not on PATH");
     }
     found
 }
@@ -32,10 +29,7 @@ fn python312(test: &str) -> Option<PathBuf> {
     if path.is_file() {
         return Some(path);
     }
-    if std::env::var("SPROFD_REQUIRE_LIVE").as_deref() == Ok("1") {
-        panic!("{test}: {} missing (SPROFD_REQUIRE_LIVE=1)", path.display());
-    }
-    eprintln!("SKIP {test}: {} missing", path.display());
+    skip(test, &format!("{} missing", path.display()));
     None
 }
 
@@ -135,12 +129,9 @@ fn check_node_profile(label: &str, folded: &Folded) -> (f64, f64) {
     (share, cut as f64 / js as f64)
 }
 
-#[test]
+#[live_test]
 fn node_record_names_js_functions_and_walks_to_node_start() {
     let test = "node_record_names_js_functions_and_walks_to_node_start";
-    if !live(test) {
-        return;
-    }
     let Some(node) = node(test) else { return };
     let _guard = serial();
     for unwind in ["auto", "dwarf"] {
@@ -161,12 +152,9 @@ fn node_record_names_js_functions_and_walks_to_node_start() {
     }
 }
 
-#[test]
+#[live_test]
 fn node_attach_names_js_functions_and_counts_jit_samples() {
     let test = "node_attach_names_js_functions_and_counts_jit_samples";
-    if !live(test) {
-        return;
-    }
     let Some(node) = node(test) else { return };
     let _guard = serial();
     let dir = TempDir::new(test);
@@ -205,12 +193,9 @@ fn node_attach_names_js_functions_and_counts_jit_samples() {
 /// CPython 3.12's `-X perf` names each Python function's trampoline `py::qualname:file`;
 /// with `--python-view native` those are the only Python names, and the walk must cross the
 /// trampolines (which keep no frame pointer) down to `Py_RunMain`.
-#[test]
+#[live_test]
 fn cpython312_perf_trampolines_are_named_and_crossed() {
     let test = "cpython312_perf_trampolines_are_named_and_crossed";
-    if !live(test) {
-        return;
-    }
     let Some(python) = python312(test) else {
         return;
     };
@@ -263,12 +248,9 @@ fn cpython312_perf_trampolines_are_named_and_crossed() {
 
 /// A perf map that is not the process's own to write is refused with one warning, and the
 /// profile still comes out (JIT frames unnamed).
-#[test]
+#[live_test]
 fn node_perf_map_writable_by_others_is_ignored_with_a_warning() {
     let test = "node_perf_map_writable_by_others_is_ignored_with_a_warning";
-    if !live(test) {
-        return;
-    }
     let Some(node) = node(test) else { return };
     let _guard = serial();
     let dir = TempDir::new(test);
@@ -315,22 +297,13 @@ fn set_mode(path: &Path, mode: u32) {
 /// profilers find it: its JIT_CODE_LOAD records name the trampolines. CPython buffers the
 /// file until exit, so the names arrive only then (read through the file sprofd kept open):
 /// the frames are named, though walks stop at them (see docs/architecture.md).
-#[test]
+#[live_test]
 fn cpython313_jitdump_names_trampolines() {
     let test = "cpython313_jitdump_names_trampolines";
-    if !live(test) {
-        return;
-    }
     let home = std::env::var("HOME").unwrap_or_default();
     let python = PathBuf::from(format!("{home}/.pyenv/versions/3.13.0/bin/python3.13"));
     if !python.is_file() {
-        if std::env::var("SPROFD_REQUIRE_LIVE").as_deref() == Ok("1") {
-            panic!(
-                "{test}: {} missing (SPROFD_REQUIRE_LIVE=1)",
-                python.display()
-            );
-        }
-        eprintln!("SKIP {test}: {} missing", python.display());
+        skip(test, &format!("{} missing", python.display()));
         return;
     }
     let _guard = serial();

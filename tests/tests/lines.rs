@@ -250,17 +250,13 @@ fn python() -> Option<PathBuf> {
     p.is_file().then_some(p)
 }
 
-#[test]
+#[live_test]
 fn python_lines_as_line_profiler_shows_them() {
-    if !live("python_lines_as_line_profiler_shows_them") {
-        return;
-    }
     let Some(py) = python() else {
-        assert!(
-            std::env::var("SPROFD_REQUIRE_LIVE").as_deref() != Ok("1"),
-            "CPython 3.12.1 (pyenv) missing"
+        skip(
+            "python_lines_as_line_profiler_shows_them",
+            "CPython 3.12.1 (pyenv) missing",
         );
-        eprintln!("SKIP python_lines_as_line_profiler_shows_them: CPython 3.12.1 (pyenv) missing");
         return;
     };
     let _serial = serial();
@@ -405,11 +401,8 @@ fn build_c(dir: &TempDir) -> (PathBuf, PathBuf) {
     (src, exe)
 }
 
-#[test]
+#[live_test]
 fn c_lines_inlined_functions_and_changed_or_missing_sources() {
-    if !live("c_lines_inlined_functions_and_changed_or_missing_sources") {
-        return;
-    }
     let _serial = serial();
     let dir = TempDir::new("lines-c");
     let (src, exe) = build_c(&dir);
@@ -523,11 +516,7 @@ fn annotate_reads_a_go_pprof_with_lines() {
         .output()
         .is_ok_and(|o| o.status.success());
     if !have_go {
-        assert!(
-            std::env::var("SPROFD_REQUIRE_LIVE").as_deref() != Ok("1"),
-            "go missing (SPROFD_REQUIRE_LIVE=1)"
-        );
-        eprintln!("SKIP annotate_reads_a_go_pprof_with_lines: go missing");
+        skip("annotate_reads_a_go_pprof_with_lines", "go missing");
         return;
     }
     let _serial = serial();
@@ -592,17 +581,13 @@ fn annotate_reads_a_go_pprof_with_lines() {
 
 /// The daemon's page links each process's heatmap for the chosen range, and the link serves
 /// the page with the process's own source (read in its root while it runs).
-#[test]
+#[live_test]
 fn daemon_page_links_each_process_heatmap() {
-    if !live("daemon_page_links_each_process_heatmap") {
-        return;
-    }
     let Some(py) = python() else {
-        assert!(
-            std::env::var("SPROFD_REQUIRE_LIVE").as_deref() != Ok("1"),
-            "CPython 3.12.1 (pyenv) missing"
+        skip(
+            "daemon_page_links_each_process_heatmap",
+            "CPython 3.12.1 (pyenv) missing",
         );
-        eprintln!("SKIP daemon_page_links_each_process_heatmap: CPython 3.12.1 (pyenv) missing");
         return;
     };
     let _serial = serial();

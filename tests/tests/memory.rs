@@ -44,11 +44,8 @@ fn assert_growth_split(p: &Profile) {
     );
 }
 
-#[test]
+#[live_test(kernel)]
 fn record_attributes_native_growth_to_its_stacks_through_memset() {
-    if !live_kernel("record_attributes_native_growth_to_its_stacks_through_memset") {
-        return;
-    }
     let _serial = serial();
     // No frame pointers anywhere: the walk from libc's memset to grow_big is DWARF's.
     let exe = c_fixture("memgrow", NO_FP);
@@ -111,11 +108,8 @@ fn check_pprof_with_go(path: &Path, p: &Profile) {
     assert!(out.stdout.contains("grow_big"), "{}", out.describe());
 }
 
-#[test]
+#[live_test(kernel)]
 fn attach_to_a_python_script_sees_which_function_grew() {
-    if !live_kernel("attach_to_a_python_script_sees_which_function_grew") {
-        return;
-    }
     let _serial = serial();
     let script = fixtures_dir().join("python/workload.py");
     // Growing starts 1.5 s after "ready": sprofd attaches in well under that.
@@ -135,11 +129,8 @@ fn attach_to_a_python_script_sees_which_function_grew() {
     assert_growth_split(&p);
 }
 
-#[test]
+#[live_test(kernel)]
 fn record_of_a_python_script_sees_which_function_grew() {
-    if !live_kernel("record_of_a_python_script_sees_which_function_grew") {
-        return;
-    }
     let _serial = serial();
     let script = fixtures_dir().join("python/workload.py");
     let p = record_profile(
@@ -155,11 +146,8 @@ fn record_of_a_python_script_sees_which_function_grew() {
     assert_growth_split(&p);
 }
 
-#[test]
+#[live_test(kernel)]
 fn memory_kept_to_the_end_is_told_from_memory_freed() {
-    if !live_kernel("memory_kept_to_the_end_is_told_from_memory_freed") {
-        return;
-    }
     let _serial = serial();
     let exe = c_fixture("memgrow", NO_FP);
     let p = record_profile(
@@ -194,11 +182,8 @@ fn memory_kept_to_the_end_is_told_from_memory_freed() {
     );
 }
 
-#[test]
+#[live_test(kernel)]
 fn without_the_tracepoints_memory_mode_counts_faults_and_says_why() {
-    if !live_kernel("without_the_tracepoints_memory_mode_counts_faults_and_says_why") {
-        return;
-    }
     let _serial = serial();
     let Some((uid, gid)) = hostile::user() else {
         panic!("cannot create the unprivileged user {}", hostile::USER);
@@ -232,11 +217,8 @@ fn without_the_tracepoints_memory_mode_counts_faults_and_says_why() {
     assert_growth_split(&p);
 }
 
-#[test]
+#[live_test(kernel)]
 fn diff_of_two_memory_profiles_says_how_growth_changed() {
-    if !live_kernel("diff_of_two_memory_profiles_says_how_growth_changed") {
-        return;
-    }
     let _serial = serial();
     let exe = c_fixture("memgrow", NO_FP);
     let dir = TempDir::new("memory-diff");

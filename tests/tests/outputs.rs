@@ -37,11 +37,8 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
-#[test]
+#[live_test]
 fn svg_is_well_formed_with_frame_titles() {
-    if !live("svg_is_well_formed_with_frame_titles") {
-        return;
-    }
     let run = all_outputs();
     let svg = read(&run.dir.join("p.svg"));
     let titles = svg_titles(&svg).unwrap_or_else(|e| panic!("p.svg is not well-formed: {e}"));
@@ -56,11 +53,8 @@ fn svg_is_well_formed_with_frame_titles() {
     }
 }
 
-#[test]
+#[live_test]
 fn folded_is_sorted_with_comm_root() {
-    if !live("folded_is_sorted_with_comm_root") {
-        return;
-    }
     let run = all_outputs();
     let text = read(&run.dir.join("p.folded"));
     let folded = Folded::parse(&text).unwrap_or_else(|e| panic!("p.folded: {e}"));
@@ -146,11 +140,8 @@ fn check_table(table: &Table, context: &str) {
     );
 }
 
-#[test]
+#[live_test]
 fn txt_table_format() {
-    if !live("txt_table_format") {
-        return;
-    }
     let run = all_outputs();
     let text = read(&run.dir.join("p.txt"));
     let context = format!("\n\np.txt:\n{}", excerpt(&text));
@@ -164,11 +155,8 @@ fn txt_table_format() {
     );
 }
 
-#[test]
+#[live_test]
 fn stdout_table_top_30() {
-    if !live("stdout_table_top_30") {
-        return;
-    }
     let run = all_outputs();
     let context = run.out.describe();
     let table =
@@ -181,11 +169,8 @@ fn stdout_table_top_30() {
     check_table(&table, &context);
 }
 
-#[test]
+#[live_test]
 fn quiet_prints_no_table() {
-    if !live("quiet_prints_no_table") {
-        return;
-    }
     let exe = c_fixture("exits", FP);
     let dir = TempDir::new("outputs-quiet");
     let out = run_ok(
@@ -203,11 +188,8 @@ fn quiet_prints_no_table() {
     );
 }
 
-#[test]
+#[live_test]
 fn by_line_table_rows() {
-    if !live("by_line_table_rows") {
-        return;
-    }
     let exe = c_fixture("cratio", FP);
     let dir = TempDir::new("outputs-byline");
     let out = run_ok(
@@ -280,11 +262,8 @@ fn is_default_name(name: &str, comm: &str, pid: u32) -> bool {
             .all(|(i, c)| i == 8 || c.is_ascii_digit())
 }
 
-#[test]
+#[live_test]
 fn default_output_file_name() {
-    if !live("default_output_file_name") {
-        return;
-    }
     let target = Target::spawn(&c_fixture("cratio", FP), &["0"]);
     let dir = TempDir::new("outputs-default");
     let out = run_ok(
@@ -322,9 +301,6 @@ fn default_output_file_name() {
 }
 
 fn stop_by_signal(test: &str, sig: i32) {
-    if !live(test) {
-        return;
-    }
     let target = Target::spawn(&c_fixture("cratio", FP), &["0"]);
     let dir = TempDir::new(test);
     let running = Running::spawn(
@@ -363,23 +339,20 @@ fn stop_by_signal(test: &str, sig: i32) {
     );
 }
 
-#[test]
+#[live_test]
 fn sigint_stops_and_writes_outputs() {
     stop_by_signal("sigint_stops_and_writes_outputs", libc::SIGINT);
 }
 
-#[test]
+#[live_test]
 fn sigterm_stops_and_writes_outputs() {
     stop_by_signal("sigterm_stops_and_writes_outputs", libc::SIGTERM);
 }
 
 /// Ctrl-C in a terminal sends SIGINT to the whole foreground process group:
 /// sprofd and the recorded command.
-#[test]
+#[live_test]
 fn record_ctrl_c_process_group_writes_outputs() {
-    if !live("record_ctrl_c_process_group_writes_outputs") {
-        return;
-    }
     use std::os::unix::process::CommandExt;
     let exe = c_fixture("cratio", FP);
     let dir = TempDir::new("outputs-ctrlc");

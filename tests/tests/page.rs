@@ -29,10 +29,7 @@ fn browser_ready(test: &str) -> bool {
     } else {
         return true;
     };
-    if std::env::var("SPROFD_REQUIRE_LIVE").as_deref() == Ok("1") {
-        panic!("{test}: {reason} (SPROFD_REQUIRE_LIVE=1)");
-    }
-    eprintln!("SKIP {test}: {reason}");
+    skip(test, &reason);
     false
 }
 
@@ -60,10 +57,10 @@ fn matched_share(text: &str) -> f64 {
     n.parse::<f64>().unwrap() / 100.0
 }
 
-#[test]
+#[live_test]
 fn the_page_shows_when_what_ran_and_what_changed() {
     const TEST: &str = "the_page_shows_when_what_ran_and_what_changed";
-    if !live(TEST) || !browser_ready(TEST) {
+    if !browser_ready(TEST) {
         return;
     }
     let _serial = serial();

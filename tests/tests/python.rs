@@ -169,11 +169,8 @@ fn count_py(p: &Profile, pred: impl Fn(&[String]) -> bool) -> u64 {
     p.folded.count_where(pred)
 }
 
-#[test]
+#[live_test]
 fn python_split_shares_and_chains_on_every_interpreter() {
-    if !live("python_split_shares_and_chains_on_every_interpreter") {
-        return;
-    }
     let _serial = serial();
     for py in interpreters("python_split") {
         let label = py.label;
@@ -227,11 +224,8 @@ fn python_split_shares_and_chains_on_every_interpreter() {
     }
 }
 
-#[test]
+#[live_test]
 fn python_attach_sees_threads_started_later() {
-    if !live("python_attach_sees_threads_started_later") {
-        return;
-    }
     let _serial = serial();
     for py in interpreters("python_attach_threads") {
         let label = py.label;
@@ -252,11 +246,8 @@ fn python_attach_sees_threads_started_later() {
     }
 }
 
-#[test]
+#[live_test]
 fn python_calls_into_c_show_native_frames_under_the_caller() {
-    if !live("python_calls_into_c_show_native_frames_under_the_caller") {
-        return;
-    }
     let _serial = serial();
     for py in interpreters("python_native") {
         let label = py.label;
@@ -312,11 +303,8 @@ fn python_calls_into_c_show_native_frames_under_the_caller() {
     }
 }
 
-#[test]
+#[live_test]
 fn python_mixed_and_native_views() {
-    if !live("python_mixed_and_native_views") {
-        return;
-    }
     let _serial = serial();
     let found = interpreters("python_views");
     let Some(py) = found
@@ -365,11 +353,8 @@ fn python_mixed_and_native_views() {
     );
 }
 
-#[test]
+#[live_test]
 fn python_unicode_names_generators_and_coroutines() {
-    if !live("python_unicode_names_generators_and_coroutines") {
-        return;
-    }
     let _serial = serial();
     for py in interpreters("python_unicode") {
         let label = py.label;
@@ -388,11 +373,8 @@ fn python_unicode_names_generators_and_coroutines() {
     }
 }
 
-#[test]
+#[live_test]
 fn python_target_exiting_mid_profile_keeps_its_profile() {
-    if !live("python_target_exiting_mid_profile_keeps_its_profile") {
-        return;
-    }
     let _serial = serial();
     let Some(py) = interpreters("python_exit").into_iter().last() else {
         return;
@@ -409,11 +391,8 @@ fn python_target_exiting_mid_profile_keeps_its_profile() {
     assert!(hot >= 200, "{label}: {hot}{}", p.context());
 }
 
-#[test]
+#[live_test]
 fn python_subprocesses_get_their_own_detection() {
-    if !live("python_subprocesses_get_their_own_detection") {
-        return;
-    }
     let _serial = serial();
     let Some(py) = interpreters("python_subprocess")
         .into_iter()
@@ -467,11 +446,8 @@ fn gil_lines(footer: &str) -> Vec<(u32, f64, f64, f64)> {
         .collect()
 }
 
-#[test]
+#[live_test]
 fn python_gil_mode_and_per_thread_gil_shares() {
-    if !live("python_gil_mode_and_per_thread_gil_shares") {
-        return;
-    }
     let _serial = serial();
     for py in interpreters("python_gil") {
         let label = py.label;
@@ -526,11 +502,8 @@ fn python_gil_mode_and_per_thread_gil_shares() {
     }
 }
 
-#[test]
+#[live_test]
 fn python_gc_frames_under_the_triggering_python_frame() {
-    if !live("python_gc_frames_under_the_triggering_python_frame") {
-        return;
-    }
     let _serial = serial();
     for py in interpreters("python_gc") {
         let label = py.label;
@@ -569,11 +542,8 @@ fn python_gc_frames_under_the_triggering_python_frame() {
 /// `attach --subprocesses`: multiprocessing pools (fork, spawn, forkserver) started before
 /// the attach (existing descendants) and after it (followed as they fork), each worker with
 /// its own Python frames. The workers run all the Python work; the parent only waits.
-#[test]
+#[live_test]
 fn python_attach_subprocesses_sees_pool_workers() {
-    if !live("python_attach_subprocesses_sees_pool_workers") {
-        return;
-    }
     let _serial = serial();
     let found = interpreters("python_pool");
     let picks = ["3.12", "sid-3.15"];
@@ -607,11 +577,8 @@ fn python_attach_subprocesses_sees_pool_workers() {
 /// CPython 3.15's own sampling profiler (Tachyon) and sprofd attached to the same 3.15 process
 /// at the same rate agree on the function and line shares. Tachyon needs the target's `/proc`
 /// inside the root, so the target runs in its own mount namespace and Tachyon joins it.
-#[test]
+#[live_test]
 fn python_315_agrees_with_tachyon() {
-    if !live("python_315_agrees_with_tachyon") {
-        return;
-    }
     let _serial = serial();
     let Some(py) = interpreters("python_tachyon")
         .into_iter()
@@ -703,11 +670,8 @@ fn python_315_agrees_with_tachyon() {
 
 /// `--show-from`: stacks start at the outermost frame that matches (a notebook cell, a
 /// handler), the process's root frame kept; a bad expression is one line and exit 2.
-#[test]
+#[live_test]
 fn python_show_from_starts_stacks_at_the_match() {
-    if !live("python_show_from_starts_stacks_at_the_match") {
-        return;
-    }
     let _serial = serial();
     let Some(py) = interpreters("python_show_from")
         .into_iter()
@@ -750,11 +714,8 @@ fn in_order_exact(frames: &[String], names: &[&str]) -> bool {
 /// `--async` (3.14, 3.15): each task's coroutines sit under `[task NAME]`, under the frames
 /// where the task awaiting it waits, up to the root task; the CPU split between the tasks is
 /// the workload's. Older interpreters say once that they cannot.
-#[test]
+#[live_test]
 fn python_async_task_stacks() {
-    if !live("python_async_task_stacks") {
-        return;
-    }
     let _serial = serial();
     for py in interpreters("python_async") {
         let label = py.label;

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use sprofd_tests::{live, run_ok, sprofd, Folded, TempDir, FREQ};
+use sprofd_tests::{live_test, run_ok, sprofd, Folded, TempDir, FREQ};
 
 /// A stack is complete when it reaches libc's entry, which calls `main`: `xz` is stripped,
 /// so its own `main` and `_start` have no names, but `__libc_start_main` is exported.
@@ -55,11 +55,8 @@ fn perf_completeness(dir: &TempDir, input: &Path) -> Option<f64> {
     (samples > 0).then(|| complete as f64 / samples as f64)
 }
 
-#[test]
+#[live_test]
 fn xz_stacks_are_at_least_as_complete_as_perf_dwarf() {
-    if !live("xz_stacks_are_at_least_as_complete_as_perf_dwarf") {
-        return;
-    }
     let have = |c: &str| {
         Command::new("sh")
             .args(["-c", &format!("command -v {c}")])

@@ -5,11 +5,8 @@ use std::time::Duration;
 
 use sprofd_tests::*;
 
-#[test]
+#[live_test]
 fn record_ends_when_command_exits() {
-    if !live("record_ends_when_command_exits") {
-        return;
-    }
     let exe = c_fixture("cratio", FP);
     let p = record_profile("record-cratio", &[], &[exe.as_os_str(), "1.5".as_ref()]);
     assert!(
@@ -47,11 +44,8 @@ fn record_ends_when_command_exits() {
     }
 }
 
-#[test]
+#[live_test]
 fn record_samples_threads_from_start() {
-    if !live("record_samples_threads_from_start") {
-        return;
-    }
     let exe = c_fixture("threads", FP);
     // 1 s of work per thread, no start delay.
     let p = record_profile(
@@ -70,11 +64,8 @@ fn record_samples_threads_from_start() {
     }
 }
 
-#[test]
+#[live_test]
 fn record_samples_forked_children() {
-    if !live("record_samples_forked_children") {
-        return;
-    }
     let exe = c_fixture("forks", FP);
     let p = record_profile("record-forks", &[], &[exe.as_os_str(), "1.0".as_ref()]);
     let total = p.folded.total();
@@ -96,11 +87,8 @@ fn record_samples_forked_children() {
     );
 }
 
-#[test]
+#[live_test]
 fn record_exit_status_zero_child() {
-    if !live("record_exit_status_zero_child") {
-        return;
-    }
     let exe = c_fixture("exits", FP);
     let dir = TempDir::new("record-exit0");
     let out = run(sprofd()
@@ -121,11 +109,8 @@ fn record_exit_status_zero_child() {
 
 /// Frame-pointer unwinding of a 100000-deep recursion: the kernel callchain
 /// is capped, so the stacks cannot reach main and must end in `[truncated]`.
-#[test]
+#[live_test]
 fn record_deep_recursion_fp_truncated() {
-    if !live("record_deep_recursion_fp_truncated") {
-        return;
-    }
     let exe = c_fixture("deep", FP);
     let p = record_profile("record-deep-fp", &[], &[exe.as_os_str(), "1.0".as_ref()]);
     let (ok, leaf) = leaf_ratio(&p.folded, "deep_leaf", |f| {

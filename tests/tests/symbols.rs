@@ -16,11 +16,8 @@ fn plt_flags(base: &[&'static str]) -> Vec<&'static str> {
     flags
 }
 
-#[test]
+#[live_test]
 fn samples_in_a_plt_stub_name_it() {
-    if !live("samples_in_a_plt_stub_name_it") {
-        return;
-    }
     let exe = c_fixture("plt", &plt_flags(NO_FP));
     let p = record_profile("plt", &[], &[exe.to_str().unwrap(), "2"]);
     let stub = p.folded.count_leaf("labs@plt");
@@ -166,11 +163,8 @@ fn record_with(
     (out, parsed)
 }
 
-#[test]
+#[live_test]
 fn debuginfod_names_a_stripped_binary_and_caches_its_debug_file() {
-    if !live("debuginfod_names_a_stripped_binary_and_caches_its_debug_file") {
-        return;
-    }
     let dir = TempDir::new("debuginfod");
     let served = dir.join("served");
     std::fs::create_dir_all(&served).unwrap();
@@ -186,11 +180,7 @@ fn debuginfod_names_a_stripped_binary_and_caches_its_debug_file() {
     let id = build_id(&exe);
 
     let Some(server) = DebuginfodServer::start(&served, dir.path()) else {
-        assert!(
-            std::env::var("SPROFD_REQUIRE_LIVE").as_deref() != Ok("1"),
-            "debuginfod is required with SPROFD_REQUIRE_LIVE=1 (Debian package debuginfod)"
-        );
-        eprintln!("SKIP debuginfod: the debuginfod server is not installed");
+        skip("debuginfod", "the debuginfod server is not installed");
         return;
     };
     server.wait_for(&id);

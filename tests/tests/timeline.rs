@@ -79,11 +79,8 @@ fn marker(v: &serde_json::Value, function: &str) -> Option<(f64, f64)> {
     })
 }
 
-#[test]
+#[live_test]
 fn record_draws_the_peak_and_the_hot_functions() {
-    if !live("record_draws_the_peak_and_the_hot_functions") {
-        return;
-    }
     let _serial = serial();
     let exe = c_fixture("rssstep", FP);
     let dir = TempDir::new("timeline-record");
@@ -142,11 +139,8 @@ fn record_draws_the_peak_and_the_hot_functions() {
     }
 }
 
-#[test]
+#[live_test]
 fn attach_draws_the_peak() {
-    if !live("attach_draws_the_peak") {
-        return;
-    }
     let _serial = serial();
     let exe = c_fixture("rssstep", FP);
     let dir = TempDir::new("timeline-attach");
@@ -178,11 +172,8 @@ fn attach_draws_the_peak() {
     assert_within_10_percent(peaks[&target.id()], own, "attach");
 }
 
-#[test]
+#[live_test]
 fn a_process_tree_gets_a_line_per_process() {
-    if !live("a_process_tree_gets_a_line_per_process") {
-        return;
-    }
     let _serial = serial();
     let exe = c_fixture("rssstep", FP);
     let dir = TempDir::new("timeline-tree");
@@ -220,11 +211,8 @@ fn a_process_tree_gets_a_line_per_process() {
     }
 }
 
-#[test]
+#[live_test]
 fn memory_mode_marks_where_memory_grew() {
-    if !live("memory_mode_marks_where_memory_grew") {
-        return;
-    }
     let _serial = serial();
     let exe = c_fixture("rssstep", FP);
     let dir = TempDir::new("timeline-memory");

@@ -18,11 +18,8 @@ fn speedscope_index() -> Option<PathBuf> {
     path.is_file().then_some(path)
 }
 
-#[test]
+#[live_test]
 fn speedscope_shows_samples_in_time_order() {
-    if !live("speedscope_shows_samples_in_time_order") {
-        return;
-    }
     let _serial = serial();
     let exe = c_fixture("phases", FP);
     let dir = TempDir::new("timeorder");

@@ -16,10 +16,7 @@ fn tmux_available(test: &str) -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     if !ok {
-        if std::env::var("SPROFD_REQUIRE_LIVE").as_deref() == Ok("1") {
-            panic!("{test}: tmux is required (SPROFD_REQUIRE_LIVE=1) but is not installed");
-        }
-        eprintln!("SKIP {test}: tmux is not installed (Debian package `tmux`)");
+        skip(test, "tmux is not installed (Debian package `tmux`)");
     }
     ok
 }
@@ -172,10 +169,10 @@ fn header_samples(screen: &str) -> Option<u64> {
     words.get(i.checked_sub(1)?)?.parse().ok()
 }
 
-#[test]
+#[live_test]
 fn top_attach_shows_the_hot_function_sorts_and_quits_leaving_the_target() {
     let test = "top_attach";
-    if !live(test) || !tmux_available(test) {
+    if !tmux_available(test) {
         return;
     }
     let mut target = Target::spawn(&c_fixture("cratio", FP), &["0"]);
@@ -244,10 +241,10 @@ fn top_attach_shows_the_hot_function_sorts_and_quits_leaving_the_target() {
     );
 }
 
-#[test]
+#[live_test]
 fn top_command_that_exits_leaves_its_last_view_until_q() {
     let test = "top_exits";
-    if !live(test) || !tmux_available(test) {
+    if !tmux_available(test) {
         return;
     }
     let cratio = c_fixture("cratio", FP).display().to_string();
@@ -276,17 +273,14 @@ fn python3() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-#[test]
+#[live_test]
 fn top_command_shows_python_functions() {
     let test = "top_python";
-    if !live(test) || !tmux_available(test) {
+    if !tmux_available(test) {
         return;
     }
     let Some(python) = python3() else {
-        if std::env::var("SPROFD_REQUIRE_LIVE").as_deref() == Ok("1") {
-            panic!("{test}: python3 is required (SPROFD_REQUIRE_LIVE=1)");
-        }
-        eprintln!("SKIP {test}: python3 not found");
+        skip(test, "python3 not found");
         return;
     };
     let script = fixtures_dir().join("python/workload.py");
@@ -364,10 +358,10 @@ fn top_without_a_terminal_says_so_and_exits_2() {
 
 /// `top -o`: once the view is closed, the whole session's profile goes to the outputs, as
 /// attach writes them (here folded stacks and the annotated source).
-#[test]
+#[live_test]
 fn top_writes_its_outputs_when_the_view_is_closed() {
     let test = "top_outputs";
-    if !live(test) || !tmux_available(test) {
+    if !tmux_available(test) {
         return;
     }
     let target = Target::spawn(&c_fixture("cratio", FP), &["0"]);
@@ -394,10 +388,10 @@ fn top_writes_its_outputs_when_the_view_is_closed() {
     assert!(text.contains("a3_hot"), "{text}");
 }
 
-#[test]
+#[live_test(kernel)]
 fn top_memory_mode_shows_the_top_growers() {
     let test = "top_memory";
-    if !live_kernel(test) || !tmux_available(test) {
+    if !tmux_available(test) {
         return;
     }
     let memgrow = c_fixture("memgrow", NO_FP).display().to_string();

@@ -25,11 +25,8 @@ fn assert_near(what: &str, got: f64, want: f64, tol: f64, p: &Profile) {
     );
 }
 
-#[test]
+#[live_test(kernel)]
 fn wall_mode_splits_compute_sleep_and_waiting() {
-    if !live_kernel("wall_mode_splits_compute_sleep_and_waiting") {
-        return;
-    }
     let _serial = serial();
     let exe = c_fixture("wallsplit", FP);
     let p = record_profile(
@@ -59,11 +56,8 @@ fn wall_mode_splits_compute_sleep_and_waiting() {
     );
 }
 
-#[test]
+#[live_test(kernel)]
 fn off_cpu_mode_shows_only_blocked_time() {
-    if !live_kernel("off_cpu_mode_shows_only_blocked_time") {
-        return;
-    }
     let _serial = serial();
     let exe = c_fixture("wallsplit", FP);
     let p = record_profile(
@@ -82,11 +76,8 @@ fn off_cpu_mode_shows_only_blocked_time() {
     );
 }
 
-#[test]
+#[live_test(kernel)]
 fn wall_mode_on_python_names_sleep_and_socket_waits() {
-    if !live_kernel("wall_mode_on_python_names_sleep_and_socket_waits") {
-        return;
-    }
     let _serial = serial();
     let py = std::path::Path::new(&std::env::var("HOME").unwrap_or_default())
         .join(".pyenv/versions/3.12.1/bin/python3.12");
@@ -133,11 +124,8 @@ fn wall_mode_on_python_names_sleep_and_socket_waits() {
     );
 }
 
-#[test]
+#[live_test(kernel)]
 fn a_busy_switcher_is_thinned_and_says_so() {
-    if !live_kernel("a_busy_switcher_is_thinned_and_says_so") {
-        return;
-    }
     let _serial = serial();
     let target = Target::spawn(&c_fixture("pingpong", FP), &["0"]);
     let p = attach_profile(
@@ -165,11 +153,8 @@ fn target_still_runs(mut t: Target) -> bool {
     t.is_running()
 }
 
-#[test]
+#[live_test(kernel)]
 fn wall_profiles_are_wall_pprof() {
-    if !live_kernel("wall_profiles_are_wall_pprof") {
-        return;
-    }
     let _serial = serial();
     let exe = c_fixture("wallsplit", FP);
     let p = record_profile(

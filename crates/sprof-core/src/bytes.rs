@@ -151,33 +151,30 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    fn temp_file(len: usize) -> (std::path::PathBuf, Vec<u8>) {
+    /// A temporary file of `len` bytes (removed on drop) and its bytes.
+    fn temp_file(len: usize) -> (tempfile::NamedTempFile, Vec<u8>) {
         let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
-        let path =
-            std::env::temp_dir().join(format!("sprof-core-filebytes-{}-{len}", std::process::id()));
-        std::fs::File::create(&path)
-            .unwrap()
-            .write_all(&data)
-            .unwrap();
-        (path, data)
+        let mut file = tempfile::NamedTempFile::with_prefix("sprof-core-filebytes-").unwrap();
+        file.write_all(&data).unwrap();
+        (file, data)
     }
 
     #[test]
     fn small_files_are_read_large_ones_mapped() {
         for (len, mapped) in [(0, false), (100, false), (MAP_THRESHOLD as usize + 1, true)] {
-            let (path, data) = temp_file(len);
-            let bytes = FileBytes::open(&path, None).unwrap();
+            let (file, data) = temp_file(len);
+            let path = file.path();
+            let bytes = FileBytes::open(path, None).unwrap();
             assert_eq!(bytes.is_mapped(), mapped, "{len}");
             assert_eq!(&bytes[..], &data[..]);
             let clone = bytes.clone();
             assert_eq!(clone.as_ptr(), bytes.as_ptr());
             assert_eq!(bytes.heap_len(), if mapped { 0 } else { len });
-            assert!(FileBytes::open(&path, Some(len as u64)).is_ok());
+            assert!(FileBytes::open(path, Some(len as u64)).is_ok());
             if len > 0 {
-                let err = FileBytes::open(&path, Some(len as u64 - 1)).unwrap_err();
+                let err = FileBytes::open(path, Some(len as u64 - 1)).unwrap_err();
                 assert_eq!(err.kind(), io::ErrorKind::InvalidData);
             }
-            std::fs::remove_file(&path).unwrap();
         }
     }
 

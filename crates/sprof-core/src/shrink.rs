@@ -240,31 +240,32 @@ mod tests {
 
     #[test]
     fn released_pages_leave_the_rss_and_read_the_same() {
-        let path = std::env::temp_dir().join(format!("sprof-core-release-{}", std::process::id()));
+        let file = tempfile::NamedTempFile::with_prefix("sprof-core-release-").unwrap();
+        let path = file.path();
         let data: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
-        std::fs::write(&path, &data).unwrap();
-        let bytes = FileBytes::open(&path, None).unwrap();
+        std::fs::write(path, &data).unwrap();
+        let bytes = FileBytes::open(path, None).unwrap();
         assert!(bytes.is_mapped());
         assert_eq!(&bytes[..], &data[..]);
         assert_eq!(rss_kib(&bytes), data.len() as u64 / 1024);
         assert!(super::release_resident() >= data.len());
         assert_eq!(rss_kib(&bytes), 0);
         assert_eq!(&bytes[..], &data[..]);
-        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]
     fn a_truncated_mapped_file_reads_zeros() {
-        let path = std::env::temp_dir().join(format!("sprof-core-shrink-{}", std::process::id()));
-        let mut f = std::fs::File::create(&path).unwrap();
+        let file = tempfile::NamedTempFile::with_prefix("sprof-core-shrink-").unwrap();
+        let path = file.path();
+        let mut f = std::fs::File::create(path).unwrap();
         f.write_all(&vec![7u8; 1 << 20]).unwrap();
         drop(f);
-        let bytes = FileBytes::open(&path, None).unwrap();
+        let bytes = FileBytes::open(path, None).unwrap();
         assert!(bytes.is_mapped());
         assert_eq!(bytes[(1 << 20) - 1], 7);
         std::fs::OpenOptions::new()
             .write(true)
-            .open(&path)
+            .open(path)
             .unwrap()
             .set_len(4096)
             .unwrap();
@@ -277,6 +278,5 @@ mod tests {
         );
         assert!(super::pages_replaced() > before);
         drop(bytes);
-        std::fs::remove_file(&path).unwrap();
     }
 }

@@ -17,10 +17,9 @@
 //!   nobody else, and not sparse (a file claiming gigabytes with no blocks behind them costs
 //!   seconds to read and proves nothing).
 
-use std::ffi::CString;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -71,46 +70,26 @@ impl Refusal {
     }
 }
 
-/// `struct open_how` of linux/openat2.h (libc's is `non_exhaustive`, so not constructible).
-#[repr(C)]
-struct OpenHow {
-    flags: u64,
-    mode: u64,
-    resolve: u64,
-}
-
 /// Opens `path` read-only beneath the directory `root` as if `root` were `/`: symlinks,
 /// absolute ones included, and `..` cannot leave it, and magic links (`/proc/*/fd/*`) are
 /// refused; with `no_symlinks`, every symlink is. Non-blocking, so a FIFO planted at the path
 /// cannot hang the caller. No check of what was opened: see [`open_checked`].
 pub fn open_beneath(root: &OwnedFd, path: &str, no_symlinks: bool) -> io::Result<OwnedFd> {
-    let path = CString::new(path.trim_start_matches('/'))
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let mut resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let mut resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
     if no_symlinks {
-        resolve |= libc::RESOLVE_NO_SYMLINKS;
+        resolve |= ResolveFlags::NO_SYMLINKS;
     }
-    let how = OpenHow {
-        flags: (libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY) as u64,
-        mode: 0,
+    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
+    // A path with a NUL byte is refused by rustix with EINVAL, as CString refused it before.
+    let path = path.trim_start_matches('/');
+    Ok(rustix::fs::openat2(
+        root,
+        path,
+        flags,
+        Mode::empty(),
         resolve,
-    };
-    // SAFETY: openat2 reads the NUL-terminated `path` and `size_of::<OpenHow>()` bytes of
-    // `how`, both valid for the call, and returns a new fd or -1.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root.as_raw_fd(),
-            path.as_ptr(),
-            &how as *const OpenHow,
-            std::mem::size_of::<OpenHow>(),
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just returned this fd to us, and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+    )?)
 }
 
 /// Opens `path` beneath `root` under `rules` (see the module documentation).
@@ -163,17 +142,18 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
-    fn dir(name: &str) -> std::path::PathBuf {
-        let d = std::env::temp_dir().join(format!("sprof-untrusted-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
+    /// A temporary directory (removed when the first is dropped) and its path.
+    fn dir(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+        let prefix = format!("sprof-untrusted-{name}-");
+        let d = tempfile::Builder::new().prefix(&prefix).tempdir().unwrap();
+        let path = d.path().to_path_buf();
+        (d, path)
     }
 
     fn rules(symlinks: Symlinks) -> OpenRules {
         OpenRules {
             // SAFETY: geteuid cannot fail.
-            owners: vec![unsafe { libc::geteuid() }],
+            owners: vec![rustix::process::geteuid().as_raw()],
             max_bytes: 16 << 20,
             symlinks,
             forbidden_mode: 0o022,
@@ -182,9 +162,9 @@ mod tests {
 
     #[test]
     fn a_fifo_is_refused_without_blocking() {
-        let d = dir("fifo");
+        let (_d, d) = dir("fifo");
         let fifo = d.join("x.debug");
-        let c = CString::new(fifo.to_str().unwrap()).unwrap();
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
         // SAFETY: mkfifo reads the NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
         let err = open_checked(&d, "x.debug", &rules(Symlinks::InRoot)).unwrap_err();
@@ -194,8 +174,8 @@ mod tests {
 
     #[test]
     fn symlinks_stay_in_the_root_or_are_refused() {
-        let d = dir("links");
-        let outside = dir("links-outside");
+        let (_d, d) = dir("links");
+        let (_outside, outside) = dir("links-outside");
         std::fs::write(outside.join("secret"), b"secret").unwrap();
         std::fs::write(d.join("secret"), b"inside").unwrap();
         std::os::unix::fs::symlink(outside.join("secret"), d.join("abs")).unwrap();
@@ -213,7 +193,7 @@ mod tests {
 
     #[test]
     fn sparse_large_foreign_and_shared_files_are_refused() {
-        let d = dir("checks");
+        let (_d, d) = dir("checks");
         let sparse = File::create(d.join("sparse")).unwrap();
         sparse.set_len(8 << 20).unwrap();
         let err = open_checked(&d, "sparse", &rules(Symlinks::Refused)).unwrap_err();

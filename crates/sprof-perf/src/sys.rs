@@ -1,7 +1,8 @@
 //! The kernel interface: `perf_event_open`, its ioctls, and ring-buffer mappings.
 //!
-//! This module and [`crate::spawn`] hold sprofd's system-call `unsafe`; everything above
-//! works with the safe types defined here.
+//! This module and [`crate::spawn`] hold this crate's system-call `unsafe` (perf_event_open
+//! and its ioctls, the ring-buffer mappings, poll, fork and exec); plain system calls go
+//! through rustix. Everything above works with the safe types defined here.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -383,13 +384,7 @@ impl Drop for RingBuffer {
 }
 
 pub fn page_size() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if p > 0 {
-        p as usize
-    } else {
-        4096
-    }
+    rustix::param::page_size()
 }
 
 /// Waits until one of `fds` is readable or `timeout_ms` passes. Interrupted waits return early.
@@ -419,13 +414,11 @@ pub fn poll_readable(fds: &[RawFd], timeout_ms: i32) -> io::Result<Vec<bool>> {
 
 /// A pidfd for watching a process we did not start, so its exit is noticed at once.
 pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just returned this fd to us.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+    let pid = rustix::process::Pid::from_raw(pid).ok_or(io::ErrorKind::InvalidInput)?;
+    Ok(rustix::process::pidfd_open(
+        pid,
+        rustix::process::PidfdFlags::empty(),
+    )?)
 }
 
 /// The bytes of this process's vdso. The kernel maps the same vdso image into every process
@@ -445,30 +438,21 @@ pub fn own_vdso() -> Option<Vec<u8>> {
     Some(bytes.to_vec())
 }
 
-/// Sends `sig` to a process.
+/// Sends `sig` (a signal number that names a signal) to a process.
 pub fn kill(pid: i32, sig: i32) -> io::Result<()> {
-    // SAFETY: kill has no memory-safety preconditions.
-    if unsafe { libc::kill(pid, sig) } < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    let pid = rustix::process::Pid::from_raw(pid).ok_or(io::ErrorKind::InvalidInput)?;
+    let sig = rustix::process::Signal::from_named_raw(sig).ok_or(io::ErrorKind::InvalidInput)?;
+    Ok(rustix::process::kill_process(pid, sig)?)
 }
 
 /// The effective uid of sprofd.
 pub fn euid() -> u32 {
-    // SAFETY: geteuid cannot fail.
-    unsafe { libc::geteuid() }
+    rustix::process::geteuid().as_raw()
 }
 
 /// CLOCK_MONOTONIC now, in nanoseconds: the clock of sample times (events are opened with
 /// `use_clockid`), so a reader can tell how long ago a sample was taken.
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec into the valid, exclusively borrowed `ts`.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     (ts.tv_sec as u64).wrapping_mul(1_000_000_000) + ts.tv_nsec as u64
 }

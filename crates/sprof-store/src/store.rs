@@ -539,10 +539,13 @@ mod tests {
     use std::fs;
     use std::os::unix::fs::PermissionsExt;
 
-    fn temp_dir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("sprof-store-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&d);
-        d
+    /// A path that does not exist yet, in a temporary directory removed when the first is
+    /// dropped.
+    fn temp_dir(name: &str) -> (tempfile::TempDir, PathBuf) {
+        let prefix = format!("sprof-store-{name}-");
+        let d = tempfile::Builder::new().prefix(&prefix).tempdir().unwrap();
+        let path = d.path().join("data");
+        (d, path)
     }
 
     fn gz(payload: &[u8]) -> Vec<u8> {
@@ -560,7 +563,7 @@ mod tests {
 
     #[test]
     fn windows_are_private_indexed_and_pruned_by_age_and_size() {
-        let dir = temp_dir("retention");
+        let (_dir, dir) = temp_dir("retention");
         let retention = Retention {
             max_age: Duration::from_secs(2 * DAY),
             max_bytes: 1 << 20,
@@ -597,12 +600,11 @@ mod tests {
         let (again, w) = WindowStore::open(&dir, retention).unwrap();
         assert!(w.is_empty(), "{w:?}");
         assert_eq!(again.windows(), s.windows());
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn torn_files_are_moved_aside_and_temporaries_removed() {
-        let dir = temp_dir("torn");
+        let (_dir, dir) = temp_dir("torn");
         let retention = Retention {
             max_age: Duration::from_secs(DAY),
             max_bytes: 1 << 30,
@@ -628,7 +630,6 @@ mod tests {
             .join(victim.file_name().unwrap())
             .exists());
         assert!(!dir.join("windows/.tmp-1-2").exists());
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     fn is_root() -> bool {
@@ -683,8 +684,8 @@ mod tests {
     #[test]
     fn symlinked_windows_or_corrupt_dir_is_refused_and_its_target_untouched() {
         for sub in ["windows", "corrupt"] {
-            let dir = temp_dir(&format!("link-{sub}"));
-            let victim = temp_dir(&format!("link-{sub}-victim"));
+            let (_dir, dir) = temp_dir(&format!("link-{sub}"));
+            let (_victim, victim) = temp_dir(&format!("link-{sub}-victim"));
             fs::create_dir_all(&dir).unwrap();
             fs::create_dir_all(&victim).unwrap();
             fs::set_permissions(&victim, fs::Permissions::from_mode(0o755)).unwrap();
@@ -704,7 +705,7 @@ mod tests {
 
     #[test]
     fn data_dir_symlink_is_followed_only_when_root_or_the_owner_made_it() {
-        let base = temp_dir("link-data");
+        let (_base, base) = temp_dir("link-data");
         let real = base.join("private/sprofd");
         fs::create_dir_all(&real).unwrap();
         fs::set_permissions(base.join("private"), fs::Permissions::from_mode(0o700)).unwrap();
@@ -731,7 +732,6 @@ mod tests {
         } else {
             eprintln!("SKIP foreign symlink half: needs root to lchown");
         }
-        fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]
@@ -741,7 +741,7 @@ mod tests {
             return;
         }
         for which in ["", "windows", "corrupt"] {
-            let dir = temp_dir(&format!("foreign-{which}"));
+            let (_dir, dir) = temp_dir(&format!("foreign-{which}"));
             let (s, _) = WindowStore::open(&dir, retention()).unwrap();
             drop(s);
             let target = dir.join(which);
@@ -756,7 +756,7 @@ mod tests {
 
     #[test]
     fn world_writable_parent_needs_the_sticky_bit_and_open_modes_are_closed() {
-        let base = temp_dir("parent");
+        let (_base, base) = temp_dir("parent");
         fs::create_dir_all(&base).unwrap();
         fs::set_permissions(&base, fs::Permissions::from_mode(0o777)).unwrap();
         let e = refused(WindowStore::open(&base.join("data"), retention()));
@@ -770,12 +770,11 @@ mod tests {
         for d in ["data", "data/windows", "data/corrupt"] {
             assert_eq!(mode(&base.join(d)), 0o700, "{d}");
         }
-        fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]
     fn fifo_symlink_and_device_windows_are_quarantined_without_being_opened() {
-        let dir = temp_dir("special");
+        let (_dir, dir) = temp_dir("special");
         let (mut s, _) = WindowStore::open(&dir, retention()).unwrap();
         let now = SystemTime::now();
         s.write(
@@ -841,7 +840,6 @@ mod tests {
                 .file_type()
                 .is_symlink()
         );
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -850,7 +848,7 @@ mod tests {
             eprintln!("SKIP windows_of_another_owner_are_not_read: needs root to chown");
             return;
         }
-        let dir = temp_dir("owner");
+        let (_dir, dir) = temp_dir("owner");
         let (_s, _) = WindowStore::open(&dir, retention()).unwrap();
         let w = dir.join("windows").join(window_name(now_s() - 100));
         fs::write(&w, gz(b"planted")).unwrap();
@@ -861,12 +859,11 @@ mod tests {
         let (s, warnings) = WindowStore::open(&dir, retention()).unwrap();
         assert!(s.windows().is_empty());
         assert!(warnings[0].contains("owned by uid 65534"), "{warnings:?}");
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn gzip_bomb_window_is_refused_by_its_decompressed_size() {
-        let dir = temp_dir("bomb");
+        let (_dir, dir) = temp_dir("bomb");
         let (_s, _) = WindowStore::open(&dir, retention()).unwrap();
         // Gzip members concatenate: one MiB of zeros compressed once, repeated past the cap.
         let member = gz(&vec![0; 1 << 20]);
@@ -886,12 +883,11 @@ mod tests {
         );
         // Just under the cap still passes the index's check.
         assert!(check_gzip(&member.repeat(copies - 1), MAX_WINDOW_DECODED).is_ok());
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn windows_far_in_the_future_do_not_escape_retention() {
-        let dir = temp_dir("future");
+        let (_dir, dir) = temp_dir("future");
         let now = now_s();
         let (mut s, _) = WindowStore::open(&dir, retention()).unwrap();
         s.write(t(now - 20), t(now - 10), &gz(b"x"), t(now))
@@ -926,7 +922,6 @@ mod tests {
         assert_eq!(s.windows().len(), 1);
         assert_eq!(s.windows()[0].start_ms, unix_millis(earlier));
         assert_eq!(s.quarantined, 3);
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

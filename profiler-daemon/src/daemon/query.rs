@@ -219,10 +219,8 @@ mod tests {
             Frame::bare("[truncated]", FrameKind::Marker),
         ];
         let stack = |frames: Vec<u32>, samples: u64, pid: u32| SampledStack {
-            frames,
-            samples,
-            period: samples * 10_000_000,
             thread: Some(ThreadRef { pid, tid: pid }),
+            ..sprof_testkit::stack(&frames, samples, samples * 10_000_000)
         };
         let mut p = SymbolizedProfile {
             frames,

@@ -37,10 +37,8 @@ pub fn profile() -> SymbolizedProfile {
         f("query", FrameKind::Native),
     ];
     let stack = |frames: Vec<u32>, samples: u64, pid: u32| SampledStack {
-        frames,
-        samples,
-        period: samples * 10_000_000,
         thread: Some(ThreadRef { pid, tid: pid }),
+        ..sprof_testkit::stack(&frames, samples, samples * 10_000_000)
     };
     SymbolizedProfile {
         meta: ProfileMeta {

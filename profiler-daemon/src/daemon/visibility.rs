@@ -182,8 +182,7 @@ mod tests {
         let (server_side, peer) = listener.accept().unwrap();
         assert_eq!(peer, client.local_addr().unwrap());
         let ours = server_side.local_addr().unwrap();
-        // SAFETY: geteuid cannot fail.
-        let me = unsafe { libc::geteuid() };
+        let me = sprof_perf::sys::euid();
         assert_eq!(tcp_peer_uid(peer, ours), Some(me));
         // The same client address towards another end is no one.
         let elsewhere = SocketAddr::new(ours.ip(), ours.port().wrapping_add(1));

@@ -11,7 +11,7 @@ mod ui;
 
 use std::io::{IsTerminal, Read, Seek, SeekFrom, Write};
 use std::ops::ControlFlow;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -317,26 +317,17 @@ struct HeldStderr {
 
 impl HeldStderr {
     fn new() -> std::io::Result<HeldStderr> {
-        // SAFETY: memfd_create with a valid NUL-terminated name; the result is checked.
-        let memfd = unsafe { libc::memfd_create(c"sprofd-top-stderr".as_ptr(), libc::MFD_CLOEXEC) };
-        if memfd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: memfd was just created and is owned by nothing else.
-        let held = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(memfd) });
+        let memfd = rustix::fs::memfd_create("sprofd-top-stderr", rustix::fs::MemfdFlags::CLOEXEC)?;
+        let held = std::fs::File::from(memfd);
         let saved = std::io::stderr().as_fd().try_clone_to_owned()?;
-        // SAFETY: dup2 between two open descriptors; stderr's Rust handle stays valid (it
-        // writes to whatever fd 2 is).
-        if unsafe { libc::dup2(held.as_raw_fd(), 2) } < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        // stderr's Rust handle stays valid: it writes to whatever fd 2 is.
+        rustix::stdio::dup2_stderr(&held)?;
         Ok(HeldStderr { saved, held })
     }
 
     /// Points fd 2 back at the real stderr and copies what was held there.
     fn release(mut self) {
-        // SAFETY: as in `new`.
-        unsafe { libc::dup2(self.saved.as_raw_fd(), 2) };
+        let _ = rustix::stdio::dup2_stderr(&self.saved);
         let mut text = Vec::new();
         if self.held.seek(SeekFrom::Start(0)).is_ok() && self.held.read_to_end(&mut text).is_ok() {
             let _ = std::io::stderr().write_all(&text);
