@@ -474,7 +474,7 @@ fn changes(before: &Stacks, after: &Stacks) -> Vec<Change> {
 mod tests {
     use super::*;
     use crate::{Exporter, Pprof};
-    use sprof_core::{Frame, FrameKind, SampledStack};
+    use sprof_core::{Frame, FrameKind};
 
     const BEFORE: &str = "p;main;a 30\np;main;b 10\n";
     const AFTER: &str = "p;main;b 30\np;main;a 10\np;main;c 10\n";
@@ -663,28 +663,15 @@ mod tests {
         let folded = dir.write("a.folded", BEFORE.as_bytes());
         assert_eq!(read_stacks(&folded).unwrap(), stacks(BEFORE));
 
-        let profile = SymbolizedProfile {
-            frames: vec![
+        let profile = sprof_testkit::profile(
+            vec![
                 Frame::bare("p", FrameKind::Root),
                 Frame::bare("main", FrameKind::Native),
                 Frame::bare("a", FrameKind::Native),
             ],
-            stacks: vec![
-                SampledStack {
-                    frames: vec![0, 1, 2],
-                    samples: 3,
-                    period: 30,
-                    thread: None,
-                },
-                SampledStack {
-                    frames: vec![0, 1],
-                    samples: 2,
-                    period: 20,
-                    thread: None,
-                },
-            ],
-            ..Default::default()
-        };
+            &[(&[0, 1, 2], 3), (&[0, 1], 2)],
+            10,
+        );
         let mut bytes = Vec::new();
         Pprof::default().export(&profile, &mut bytes).unwrap();
         let pb = dir.write("a.pb.gz", &bytes);

@@ -119,22 +119,10 @@ pub fn folded_lines_with<'p>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sprof_core::{Frame, FrameKind, SampledStack};
+    use sprof_core::{Frame, FrameKind};
 
     fn profile(frames: Vec<Frame>, stacks: &[(&[u32], u64)]) -> SymbolizedProfile {
-        SymbolizedProfile {
-            frames,
-            stacks: stacks
-                .iter()
-                .map(|&(f, n)| SampledStack {
-                    frames: f.to_vec(),
-                    samples: n,
-                    period: n * 10,
-                    thread: None,
-                })
-                .collect(),
-            ..Default::default()
-        }
+        sprof_testkit::profile(frames, stacks, 10)
     }
 
     #[test]

@@ -13,8 +13,8 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use prost::Message;
 use sprof_core::{
-    Frame, FrameKind, ModuleInfo, ProcessLabels, ProfileMeta, SampledStack, SymbolizedProfile,
-    ThreadRef,
+    Frame, FrameInterner, FrameKind, ModuleInfo, ProcessLabels, ProfileMeta, SampledStack,
+    SymbolizedProfile, ThreadRef,
 };
 
 use crate::{checked_stack, ExportError, Exporter};
@@ -723,7 +723,7 @@ pub fn profile_from_proto(p: &proto::Profile) -> Result<SymbolizedProfile, Pprof
             measure,
             ..Default::default()
         },
-        frames: r.frames,
+        frames: r.frames.into_frames(),
         stacks,
         modules: r.modules,
         processes: r.processes,
@@ -764,8 +764,7 @@ struct ProtoReader<'p> {
     modules: Vec<ModuleInfo>,
     processes: BTreeMap<u32, ProcessLabels>,
     functions: HashMap<u64, &'p proto::Function>,
-    frames: Vec<Frame>,
-    frame_ids: HashMap<Frame, u32>,
+    frames: FrameInterner,
     /// Each location's frames, root first.
     locations: HashMap<u64, Vec<u32>>,
 }
@@ -812,18 +811,13 @@ impl<'p> ProtoReader<'p> {
             modules,
             processes: BTreeMap::new(),
             functions,
-            frames: Vec::new(),
-            frame_ids: HashMap::new(),
+            frames: FrameInterner::new(),
             locations: HashMap::with_capacity(p.location.len()),
         })
     }
 
     fn intern(&mut self, frame: Frame) -> u32 {
-        let frames = &mut self.frames;
-        *self.frame_ids.entry(frame).or_insert_with_key(|frame| {
-            frames.push(frame.clone());
-            (frames.len() - 1) as u32
-        })
+        self.frames.intern_owned(frame)
     }
 
     /// Turns every location into its frames (inlined lines become frames of their own).

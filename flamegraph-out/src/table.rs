@@ -245,7 +245,8 @@ fn basename(path: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sprof_core::{ProfileMeta, SampledStack};
+    use sprof_core::ProfileMeta;
+    use sprof_testkit::stack;
 
     fn native(name: &str, file: &str, line: u32, decl_line: u32) -> Frame {
         Frame {
@@ -256,15 +257,6 @@ mod tests {
             decl_file: None,
             module: Some("app".into()),
             kind: FrameKind::Native,
-        }
-    }
-
-    fn stack(frames: &[u32], samples: u64, period: u64) -> SampledStack {
-        SampledStack {
-            frames: frames.to_vec(),
-            samples,
-            period,
-            thread: None,
         }
     }
 

@@ -282,7 +282,7 @@ fn open(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sprof_core::{Frame, FrameKind, SampledStack};
+    use sprof_core::{Frame, FrameKind};
 
     fn profile(paths: &[&str]) -> SymbolizedProfile {
         let frames: Vec<Frame> = paths
@@ -297,19 +297,9 @@ mod tests {
                 kind: FrameKind::Python,
             })
             .collect();
-        let stacks = (0..frames.len() as u32)
-            .map(|i| SampledStack {
-                frames: vec![i],
-                samples: 1,
-                period: 1,
-                thread: None,
-            })
-            .collect();
-        SymbolizedProfile {
-            frames,
-            stacks,
-            ..Default::default()
-        }
+        let stacks: Vec<[u32; 1]> = (0..frames.len() as u32).map(|i| [i]).collect();
+        let stacks: Vec<(&[u32], u64)> = stacks.iter().map(|s| (&s[..], 1)).collect();
+        sprof_testkit::profile(frames, &stacks, 1)
     }
 
     fn scratch(name: &str) -> PathBuf {

@@ -29,6 +29,7 @@ mod debuginfod;
 mod demangle;
 mod dwarf;
 mod error;
+mod kernel;
 mod minidebug;
 mod module;
 mod plt;
@@ -36,6 +37,7 @@ mod service;
 mod symtab;
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::Arc;
 
 use sprof_core::FileBytes;
@@ -45,8 +47,9 @@ pub use debuginfod::Debuginfod;
 pub use demangle::demangle;
 pub use dwarf::MAX_INLINE_DEPTH;
 pub use error::SymbolizeError;
+pub use kernel::KernelSymbols;
 pub use module::ElfModule;
-pub use service::{KernelSymbols, SymbolService, SymbolStats};
+pub use service::{SymbolService, SymbolStats};
 
 /// The result of resolving one address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,14 +129,23 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 }
 
 /// A cache of parsed modules, keyed by whatever identifies a file for the caller (a hash of
-/// build-id, or of device and inode). Failures are cached too, so a missing or broken file
+/// build-id, or of device and inode; [`SymbolService`] uses the module table's
+/// [`ModuleId`](sprof_core::ModuleId)s). Failures are cached too, so a missing or broken file
 /// is tried once.
-#[derive(Debug, Default)]
-pub struct Symbolizer {
-    modules: HashMap<u64, Option<Arc<ElfModule>>>,
+#[derive(Debug)]
+pub struct Symbolizer<K = u64> {
+    modules: HashMap<K, Option<Arc<ElfModule>>>,
 }
 
-impl Symbolizer {
+impl<K> Default for Symbolizer<K> {
+    fn default() -> Self {
+        Symbolizer {
+            modules: HashMap::new(),
+        }
+    }
+}
+
+impl<K: Copy + Eq + Hash> Symbolizer<K> {
     pub fn new() -> Self {
         Self::default()
     }
@@ -142,7 +154,7 @@ impl Symbolizer {
     /// the key is seen. `None` if `load` or parsing failed (then or earlier).
     pub fn module(
         &mut self,
-        key: u64,
+        key: K,
         load: impl FnOnce() -> Option<(String, FileBytes)>,
     ) -> Option<Arc<ElfModule>> {
         self.module_with(key, || {
@@ -155,7 +167,7 @@ impl Symbolizer {
     /// example with [`ElfModule::open`], which also attaches a debug file).
     pub fn module_with(
         &mut self,
-        key: u64,
+        key: K,
         load: impl FnOnce() -> Option<ElfModule>,
     ) -> Option<Arc<ElfModule>> {
         self.modules
@@ -165,19 +177,19 @@ impl Symbolizer {
     }
 
     /// The parsed modules, by key.
-    pub fn modules(&self) -> impl Iterator<Item = (u64, &Arc<ElfModule>)> {
+    pub fn modules(&self) -> impl Iterator<Item = (K, &Arc<ElfModule>)> {
         self.modules
             .iter()
             .filter_map(|(k, m)| m.as_ref().map(|m| (*k, m)))
     }
 
     /// Whether `key` was seen (parsed, or failed).
-    pub fn contains(&self, key: u64) -> bool {
+    pub fn contains(&self, key: K) -> bool {
         self.modules.contains_key(&key)
     }
 
     /// Forgets what is cached for `key` (its file was released or reloaded).
-    pub fn forget(&mut self, key: u64) {
+    pub fn forget(&mut self, key: K) {
         self.modules.remove(&key);
     }
 

@@ -1,14 +1,14 @@
 //! One ELF file (plus, optionally, its separate debug file) and address lookups in it.
 //!
-//! This module owns the translation from file offsets to SVMAs through the PT_LOAD program
-//! headers, and the order in which names are looked for: DWARF frames first (built lazily,
-//! on the first lookup), then `.symtab`, then `.dynsym`.
+//! This module owns the order in which names are looked for: DWARF frames first (built
+//! lazily, on the first lookup), then `.symtab`, then `.dynsym`. File offsets become SVMAs
+//! through the module's [`Segments`], the table the unwinder and the Python reader use too.
 
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 
-use object::{Object, ObjectSection, ObjectSegment, SegmentFlags};
-use sprof_core::FileBytes;
+use object::{Object, ObjectSection};
+use sprof_core::{FileBytes, Segments};
 
 use crate::demangle::demangle;
 use crate::dwarf::{has_debug_info, DwarfState};
@@ -20,14 +20,6 @@ use crate::{Resolved, SymbolFrame, SymbolizeError, UnknownReason};
 /// Name used for frames whose function DWARF does not name and no symbol covers.
 const UNKNOWN_FUNCTION: &str = "[unknown]";
 
-#[derive(Debug, Clone, Copy)]
-struct Segment {
-    file_start: u64,
-    file_end: u64,
-    vaddr: u64,
-    executable: bool,
-}
-
 /// A parsed ELF file, ready to resolve addresses.
 ///
 /// The module shares its bytes ([`FileBytes`]: a large file is mapped; a file truncated in
@@ -36,7 +28,7 @@ struct Segment {
 /// addr2line fills its caches through `&self` without synchronization.
 pub struct ElfModule {
     name: String,
-    segments: Vec<Segment>,
+    segments: Segments,
     build_id: Option<Vec<u8>>,
     debuglink: Option<(String, u32)>,
     symtab: SymbolTable,
@@ -71,7 +63,7 @@ impl std::fmt::Debug for ElfModule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ElfModule")
             .field("name", &self.name)
-            .field("segments", &self.segments.len())
+            .field("segments", &self.segments.iter().count())
             .field("has_dwarf", &self.has_dwarf)
             .finish_non_exhaustive()
     }
@@ -105,30 +97,30 @@ fn minidebuginfo_symtab(obj: &object::File<'_>) -> Option<SymbolTable> {
 impl ElfModule {
     /// Parses an ELF file. `name` is used in error messages and [`ElfModule::name`].
     pub fn parse(name: &str, data: impl Into<FileBytes>) -> Result<ElfModule, SymbolizeError> {
-        let data: FileBytes = data.into();
+        ElfModule::parse_with(name, data.into(), None)
+    }
+
+    /// Parses a module of a [`sprof_core::ModuleTable`], whose load segments the table
+    /// parsed already.
+    pub fn parse_module(
+        name: &str,
+        data: FileBytes,
+        segments: &Segments,
+    ) -> Result<ElfModule, SymbolizeError> {
+        ElfModule::parse_with(name, data, Some(segments.clone()))
+    }
+
+    fn parse_with(
+        name: &str,
+        data: FileBytes,
+        segments: Option<Segments>,
+    ) -> Result<ElfModule, SymbolizeError> {
         let obj = parse_elf(name, &data)?;
+        let segments = segments.unwrap_or_else(|| Segments::of(&obj));
         let malformed = |e: object::Error| SymbolizeError::Malformed {
             name: name.to_string(),
             detail: e.to_string(),
         };
-        let mut segments = Vec::new();
-        for seg in obj.segments() {
-            let (offset, size) = seg.file_range();
-            if size == 0 {
-                continue;
-            }
-            let Some(file_end) = offset.checked_add(size) else {
-                continue;
-            };
-            let executable = matches!(seg.flags(), SegmentFlags::Elf { p_flags }
-                if p_flags & object::elf::PF_X != 0);
-            segments.push(Segment {
-                file_start: offset,
-                file_end,
-                vaddr: seg.address(),
-                executable,
-            });
-        }
         let build_id = obj.build_id().map_err(malformed)?.map(<[u8]>::to_vec);
         let debuglink = obj
             .gnu_debuglink()
@@ -172,16 +164,25 @@ impl ElfModule {
             source,
         })?;
         let mut module = ElfModule::parse(binary_path, data)?;
-        if !module.has_dwarf() {
-            let owners = crate::debugfile::trusted_owners(root, binary_path);
-            if let Some(mut debug) = crate::find_debug_file(&module, root, binary_path, &owners) {
-                let len = debug.metadata().map(|m| m.len());
-                if let Ok(debug) = len.and_then(|len| FileBytes::from_file(&mut debug, len)) {
-                    let _ = module.attach_debug_file(debug);
-                }
+        module.attach_installed_debug_file(root, binary_path);
+        Ok(module)
+    }
+
+    /// When the module carries no DWARF, attaches the separately installed debug file
+    /// [`find_debug_file`](crate::find_debug_file) finds for it (by build-id or debuglink)
+    /// under `root`, for the module's file at `binary_path`. A debug file that does not fit
+    /// is ignored: symbol tables still name functions.
+    pub fn attach_installed_debug_file(&mut self, root: &Path, binary_path: &str) {
+        if self.has_dwarf() {
+            return;
+        }
+        let owners = crate::debugfile::trusted_owners(root, binary_path);
+        if let Some(mut debug) = crate::find_debug_file(self, root, binary_path, &owners) {
+            let len = debug.metadata().map(|m| m.len());
+            if let Ok(debug) = len.and_then(|len| FileBytes::from_file(&mut debug, len)) {
+                let _ = self.attach_debug_file(debug);
             }
         }
-        Ok(module)
     }
 
     /// Attaches separately installed debug info (a `.debug` file found by build-id or
@@ -253,31 +254,21 @@ impl ElfModule {
         self.has_dwarf
     }
 
-    /// Translates a file offset to a stated virtual memory address through the PT_LOAD
-    /// segment whose file range contains it (an executable segment wins if several do).
+    /// Translates a file offset to a stated virtual memory address
+    /// ([`Segments::file_offset_to_svma`]).
     pub fn file_offset_to_svma(&self, offset: u64) -> Option<u64> {
-        let mut found: Option<&Segment> = None;
-        for seg in &self.segments {
-            if seg.file_start <= offset && offset < seg.file_end {
-                if seg.executable {
-                    found = Some(seg);
-                    break;
-                }
-                found.get_or_insert(seg);
-            }
-        }
-        let seg = found?;
-        (offset - seg.file_start).checked_add(seg.vaddr)
+        self.segments.file_offset_to_svma(offset)
     }
 
     /// The inverse of [`ElfModule::file_offset_to_svma`]: where in the file the bytes for an
     /// SVMA are (for example to turn a symbol address into a lookup address).
     pub fn svma_to_file_offset(&self, svma: u64) -> Option<u64> {
-        let seg = self.segments.iter().find(|seg| {
-            let len = seg.file_end - seg.file_start;
-            seg.vaddr <= svma && svma - seg.vaddr < len
-        })?;
-        (svma - seg.vaddr).checked_add(seg.file_start)
+        self.segments.svma_to_file_offset(svma)
+    }
+
+    /// The file's load segments.
+    pub fn segments(&self) -> &Segments {
+        &self.segments
     }
 
     fn dwarf(&self) -> Option<&Mutex<DwarfState>> {

@@ -2,61 +2,28 @@
 //! [`SymbolizedProfile`] the exporters take.
 //!
 //! One [`SymbolService`] lives as long as the session (or the daemon): parsed ELF files and
-//! their DWARF contexts, kernel symbols and the expansion of every raw frame already seen are
-//! kept across snapshots, so the tenth dump of a long attach costs only its new addresses.
-//! A module whose bytes the engine released (no live process maps it any more) is forgotten
-//! here too. Frames that cannot be named are counted by reason ([`SymbolStats`]).
+//! their DWARF contexts ([`modules`]), kernel symbols and the expansion of every raw frame
+//! already seen are kept across snapshots, so the tenth dump of a long attach costs only its
+//! new addresses. A module whose bytes the engine released (no live process maps it any more)
+//! is forgotten here too. Frames that cannot be named are counted by reason
+//! ([`SymbolStats`]). Debug files come from the disk, or from debuginfod ([`fetch`]);
+//! profiles with frames in several modules resolve them side by side ([`parallel`]).
+
+mod fetch;
+mod modules;
+mod parallel;
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use sprof_core::{
-    FileBytes, Frame, FrameAddr, FrameKey, FrameKind, InterpFunction, ModuleId, ModuleInfo,
-    ModuleTable, Pid, ProfileMeta, RawProfile, SampledStack, SymbolizedProfile,
+    Frame, FrameAddr, FrameInterner, FrameKey, FrameKind, InterpFunction, ModuleId, ModuleInfo,
+    ModuleTable, Pid, ProfileMeta, RawProfile, SampledStack, SymbolizedProfile, ThreadInfo,
 };
 
-use crate::{find_debug_file, hex, Debuginfod, ElfModule, Resolved, Symbolizer, UnknownReason};
-
-/// Threads that resolve modules side by side in one [`SymbolService::symbolize`] call.
-const PARALLEL_MODULES: usize = 4;
-
-/// Kernel symbols from `/proc/kallsyms`, sorted by address.
-pub struct KernelSymbols {
-    symbols: Vec<(u64, String)>,
-}
-
-impl KernelSymbols {
-    /// Reads `/proc/kallsyms`; `None` when it shows no addresses (`kptr_restrict`).
-    pub fn load() -> Option<KernelSymbols> {
-        let text = std::fs::read_to_string("/proc/kallsyms").ok()?;
-        Self::parse(&text)
-    }
-
-    pub fn parse(text: &str) -> Option<KernelSymbols> {
-        let mut symbols: Vec<(u64, String)> = text
-            .lines()
-            .filter_map(|l| {
-                let mut it = l.split_whitespace();
-                let addr = u64::from_str_radix(it.next()?, 16).ok()?;
-                let kind = it.next()?;
-                let name = it.next()?;
-                matches!(kind, "t" | "T" | "w" | "W").then(|| (addr, name.to_string()))
-            })
-            .filter(|(a, _)| *a != 0)
-            .collect();
-        if symbols.is_empty() {
-            return None;
-        }
-        symbols.sort_by_key(|(a, _)| *a);
-        Some(KernelSymbols { symbols })
-    }
-
-    pub fn lookup(&self, addr: u64) -> Option<&str> {
-        let i = self.symbols.partition_point(|(a, _)| *a <= addr);
-        self.symbols.get(i.checked_sub(1)?).map(|(_, n)| n.as_str())
-    }
-}
+use crate::{hex, Debuginfod, ElfModule, KernelSymbols, Resolved, UnknownReason};
+use fetch::Fetches;
+use modules::ModuleCache;
 
 /// Why frames went unnamed, counted once per unique frame.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -83,24 +50,13 @@ const MAX_EXPANDED: usize = 1 << 19;
 
 /// The long-lived symbolizer of a session.
 pub struct SymbolService {
-    symbolizer: Symbolizer,
+    /// Parsed modules, by the module table's ids.
+    modules: ModuleCache,
     kernel: Option<KernelSymbols>,
     /// Root-first display frames of every raw frame seen, per module generation.
     expanded: HashMap<FrameKey, Arc<[Frame]>>,
-    /// Module generation each module's cached entries were made from.
-    generations: HashMap<ModuleId, u32>,
-    /// Where separate debug files are looked for.
-    debug_root: std::path::PathBuf,
-    /// Servers asked for the debug files of modules with nothing to name functions by.
-    debuginfod: Option<Arc<Debuginfod>>,
-    /// Downloads started and not yet attached.
-    fetches: Vec<PendingFetch>,
-    wait_for_debuginfod: bool,
-    /// Most bytes of DWARF contexts kept between calls ([`SymbolService::set_dwarf_budget`]).
-    dwarf_budget: Option<usize>,
-    /// The call (`symbolize`) each module was last used in.
-    last_use: HashMap<u64, u64>,
-    calls: u64,
+    /// debuginfod downloads.
+    fetches: Fetches,
     pub stats: SymbolStats,
     /// What bounds refused of modules (one line per module and reason), not yet taken.
     refusals: Vec<String>,
@@ -111,58 +67,6 @@ pub struct SymbolService {
 
 /// Refusals remembered as reported before the memory starts afresh.
 const MAX_REPORTED: usize = 4096;
-
-/// A batch of debuginfod downloads running on its own thread.
-struct PendingFetch {
-    /// The modules asked for (with the generation their bytes had), in the batch's order.
-    modules: Vec<(ModuleId, u32)>,
-    handle: std::thread::JoinHandle<Vec<Option<std::path::PathBuf>>>,
-}
-
-/// The build-id to ask debuginfod for, when nothing in or beside the file names functions
-/// beyond `.dynsym` (no `.symtab`, no DWARF).
-fn wants_debuginfod(elf: &ElfModule) -> Option<Vec<u8>> {
-    if elf.has_symtab() || elf.has_dwarf() {
-        return None;
-    }
-    elf.build_id().filter(|b| !b.is_empty()).map(<[u8]>::to_vec)
-}
-
-/// Interns display frames for one profile.
-#[derive(Default)]
-struct FrameTable {
-    frames: Vec<Frame>,
-    ids: HashMap<Frame, u32>,
-}
-
-impl FrameTable {
-    fn intern(&mut self, f: &Frame) -> u32 {
-        if let Some(&i) = self.ids.get(f) {
-            return i;
-        }
-        let i = self.frames.len() as u32;
-        self.frames.push(f.clone());
-        self.ids.insert(f.clone(), i);
-        i
-    }
-}
-
-fn load_module(name: &str, bytes: &FileBytes, path: &str, root: &Path) -> Option<ElfModule> {
-    let mut m = ElfModule::parse(name, bytes.clone()).ok()?;
-    if !m.has_dwarf() {
-        // Separately installed debug info (build-id or debuglink) on the host.
-        let owners = crate::debugfile::trusted_owners(root, path);
-        if let Some(mut debug) = find_debug_file(&m, root, path, &owners) {
-            if let Ok(data) = debug
-                .metadata()
-                .and_then(|meta| FileBytes::from_file(&mut debug, meta.len()))
-            {
-                let _ = m.attach_debug_file(data);
-            }
-        }
-    }
-    Some(m)
-}
 
 /// The frame of an interpreted function.
 fn interp_frame(f: Option<&InterpFunction>, line: u32) -> Frame {
@@ -180,21 +84,29 @@ fn interp_frame(f: Option<&InterpFunction>, line: u32) -> Frame {
     }
 }
 
+/// The root frames a stack of `thread` starts with: its process, and its own name when it
+/// differs from the process's.
+fn push_roots(thread: &ThreadInfo, table: &mut FrameInterner, frames: &mut Vec<u32>) {
+    let process = if thread.process_name.is_empty() {
+        format!("[{}]", thread.pid)
+    } else {
+        thread.process_name.clone()
+    };
+    let named = !thread.name.is_empty() && thread.name != process;
+    frames.push(table.intern(&Frame::bare(process, FrameKind::Root)));
+    if named {
+        frames.push(table.intern(&Frame::bare(thread.name.clone(), FrameKind::Root)));
+    }
+}
+
 impl SymbolService {
     /// A service; `kernel` loads `/proc/kallsyms` for kernel frames.
     pub fn new(kernel: bool) -> SymbolService {
         SymbolService {
-            symbolizer: Symbolizer::new(),
+            modules: ModuleCache::new(),
             kernel: if kernel { KernelSymbols::load() } else { None },
             expanded: HashMap::new(),
-            generations: HashMap::new(),
-            debug_root: "/".into(),
-            debuginfod: Debuginfod::from_env().map(Arc::new),
-            fetches: Vec::new(),
-            wait_for_debuginfod: true,
-            dwarf_budget: None,
-            last_use: HashMap::new(),
-            calls: 0,
+            fetches: Fetches::from_env(),
             stats: SymbolStats::default(),
             refusals: Vec::new(),
             reported: Default::default(),
@@ -203,13 +115,13 @@ impl SymbolService {
 
     /// Replaces the debuginfod client (by default the one `DEBUGINFOD_URLS` configures).
     pub fn set_debuginfod(&mut self, client: Option<Debuginfod>) {
-        self.debuginfod = client.map(Arc::new);
+        self.fetches.client = client.map(Arc::new);
     }
 
     /// Warnings since the last call (a debuginfod server that failed: once per server).
     pub fn take_warnings(&mut self) -> Vec<String> {
         let mut warnings = std::mem::take(&mut self.refusals);
-        if let Some(c) = &self.debuginfod {
+        if let Some(c) = &self.fetches.client {
             warnings.extend(c.take_warnings());
         }
         warnings
@@ -221,45 +133,12 @@ impl SymbolService {
     /// stay cached, so only addresses seen for the first time pay for a context built
     /// again. The modules used in the call itself are never dropped.
     pub fn set_dwarf_budget(&mut self, bytes: Option<usize>) {
-        self.dwarf_budget = bytes;
+        self.modules.set_dwarf_budget(bytes);
     }
 
     /// Bytes of debug sections behind the DWARF contexts held now, and how many modules.
     pub fn dwarf_held(&self) -> (usize, usize) {
-        self.symbolizer
-            .modules()
-            .map(|(_, m)| m.dwarf_footprint())
-            .filter(|&b| b > 0)
-            .fold((0, 0), |(b, n), x| (b + x, n + 1))
-    }
-
-    /// Drops least recently used DWARF contexts beyond the budget.
-    fn enforce_dwarf_budget(&mut self) {
-        let Some(budget) = self.dwarf_budget else {
-            return;
-        };
-        let mut held: Vec<(u64, u64, usize)> = self
-            .symbolizer
-            .modules()
-            .map(|(k, m)| {
-                (
-                    self.last_use.get(&k).copied().unwrap_or(0),
-                    k,
-                    m.dwarf_footprint(),
-                )
-            })
-            .filter(|&(_, _, bytes)| bytes > 0)
-            .collect();
-        let mut total: usize = held.iter().map(|h| h.2).sum();
-        held.sort_unstable();
-        for (used, key, bytes) in held {
-            if total <= budget || used >= self.calls {
-                break;
-            }
-            // Parsed again (symbols, and the context on its next lookup) when next needed.
-            self.symbolizer.forget(key);
-            total -= bytes;
-        }
+        self.modules.dwarf_held()
     }
 
     /// Whether [`SymbolService::symbolize`] waits for debuginfod downloads (bounded: a few
@@ -267,98 +146,7 @@ impl SymbolService {
     /// sampling (a live view, periodic dumps) turns it off so the drive loop never stalls:
     /// downloads then run in the background and their names appear in a later call.
     pub fn set_wait_for_debuginfod(&mut self, wait: bool) {
-        self.wait_for_debuginfod = wait;
-    }
-
-    /// Parses the modules `raw` refers to that are not parsed yet, and starts one batch of
-    /// debuginfod downloads for those left with neither `.symtab` nor DWARF after the
-    /// on-disk lookups (so that a slow server costs one bounded wait per profile rather
-    /// than one per module), waiting for it unless told not to.
-    fn load_new_modules(&mut self, raw: &RawProfile, modules: &ModuleTable) {
-        let Some(client) = self.debuginfod.clone() else {
-            return;
-        };
-        let mut ids: Vec<ModuleId> = raw
-            .frames
-            .iter()
-            .filter_map(|k| match k {
-                FrameKey::Module { module, .. } => Some(*module),
-                _ => None,
-            })
-            .filter(|id| !self.symbolizer.contains(u64::from(id.0)))
-            .collect();
-        ids.sort_unstable();
-        ids.dedup();
-        let mut wanted = Vec::new();
-        for id in ids {
-            let Some(m) = modules.get(id) else { continue };
-            let Some(bytes) = &m.bytes else { continue };
-            let elf = load_module(&m.short_name, bytes, &m.path, &self.debug_root);
-            if let Some(build_id) = elf.as_ref().and_then(wants_debuginfod) {
-                wanted.push((id, m.generation, build_id));
-            }
-            self.generations.insert(id, m.generation);
-            self.symbolizer.module_with(u64::from(id.0), || elf);
-        }
-        if wanted.is_empty() {
-            return;
-        }
-        let build_ids: Vec<Vec<u8>> = wanted.iter().map(|w| w.2.clone()).collect();
-        let fetch = std::thread::Builder::new()
-            .name("sprofd-debuginfod".into())
-            .spawn(move || client.fetch_all(&build_ids));
-        // No thread, no download: the modules keep the names they have.
-        if let Ok(handle) = fetch {
-            self.fetches.push(PendingFetch {
-                modules: wanted.iter().map(|w| (w.0, w.1)).collect(),
-                handle,
-            });
-        }
-        if self.wait_for_debuginfod {
-            self.collect_fetches(modules);
-        }
-    }
-
-    /// Attaches the debug files of finished downloads (waiting for all of them when the
-    /// service waits for debuginfod), re-parsing those modules and dropping their cached
-    /// expansions so their frames are named again.
-    fn collect_fetches(&mut self, modules: &ModuleTable) {
-        let pending = std::mem::take(&mut self.fetches);
-        for fetch in pending {
-            if !self.wait_for_debuginfod && !fetch.handle.is_finished() {
-                self.fetches.push(fetch);
-                continue;
-            }
-            let Ok(files) = fetch.handle.join() else {
-                continue;
-            };
-            for ((id, generation), file) in fetch.modules.into_iter().zip(files) {
-                let Some(path) = file else { continue };
-                let Some(m) = modules.get(id).filter(|m| m.generation == generation) else {
-                    continue;
-                };
-                let Some(bytes) = &m.bytes else { continue };
-                let Some(mut elf) = load_module(&m.short_name, bytes, &m.path, &self.debug_root)
-                else {
-                    continue;
-                };
-                let Ok(data) = FileBytes::open(&path, None) else {
-                    continue;
-                };
-                // A file that is not ELF or whose build-id does not match is refused (the
-                // module keeps .dynsym) and removed from the cache, where every client would
-                // refuse it again.
-                if elf.attach_debug_file(data).is_err() {
-                    let _ = std::fs::remove_file(&path);
-                    continue;
-                }
-                let key = u64::from(id.0);
-                self.symbolizer.forget(key);
-                self.symbolizer.module_with(key, || Some(elf));
-                self.expanded
-                    .retain(|k, _| !matches!(k, FrameKey::Module { module, .. } if *module == id));
-            }
-        }
+        self.fetches.wait = wait;
     }
 
     /// Whether kernel symbols were readable (false under `kptr_restrict`).
@@ -369,23 +157,9 @@ impl SymbolService {
     /// Drops what is cached for modules the table no longer holds bytes for, or has
     /// reloaded since.
     fn sync_modules(&mut self, modules: &ModuleTable) {
-        let stale: Vec<ModuleId> = self
-            .generations
-            .iter()
-            .filter(|(id, gen)| {
-                modules
-                    .get(**id)
-                    .is_none_or(|m| m.bytes.is_none() || m.generation != **gen)
-            })
-            .map(|(id, _)| *id)
-            .collect();
+        let stale = self.modules.sync(modules);
         if stale.is_empty() {
             return;
-        }
-        for id in &stale {
-            self.generations.remove(id);
-            self.last_use.remove(&u64::from(id.0));
-            self.symbolizer.forget(u64::from(id.0));
         }
         self.expanded.retain(|k, _| match k {
             FrameKey::Module { module, .. } => !stale.contains(module),
@@ -449,22 +223,9 @@ impl SymbolService {
             self.stats.unknown_module += 1;
             return vec![Frame::bare("[unknown]", FrameKind::Unresolved)];
         };
-        let elf = self.module_elf(module, modules);
+        let elf = self.modules.get(module, modules);
         let resolved = elf.as_ref().map(|elf| elf.lookup(offset));
         self.display_frames(m, elf.as_deref(), offset, resolved)
-    }
-
-    /// The parsed module `module` (parsed now if it was not yet), `None` when its file is
-    /// not readable or not ELF; records the generation its cached entries come from.
-    fn module_elf(&mut self, module: ModuleId, modules: &ModuleTable) -> Option<Arc<ElfModule>> {
-        let m = modules.get(module)?;
-        self.generations.insert(module, m.generation);
-        let root = self.debug_root.clone();
-        m.bytes.as_ref().and_then(|bytes| {
-            self.symbolizer.module_with(u64::from(module.0), || {
-                load_module(&m.short_name, bytes, &m.path, &root)
-            })
-        })
     }
 
     /// Display frames, root-most first, of one module address and what the module said of
@@ -506,95 +267,6 @@ impl SymbolService {
         }
     }
 
-    /// Resolves the module frames of `raw`'s samples that are not cached yet, one module per
-    /// thread at a time on up to [`PARALLEL_MODULES`] threads, and caches their display
-    /// frames. A profile's time goes mostly into building each module's DWARF context
-    /// (inflating compressed debug sections, parsing unit ranges and functions) and into its
-    /// lookups, all independent across modules: the executable and libc's debug file then
-    /// load side by side. Does nothing unless two or more modules have frames to resolve.
-    fn resolve_modules_in_parallel(&mut self, raw: &RawProfile, modules: &ModuleTable) {
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(PARALLEL_MODULES);
-        if threads < 2 {
-            return;
-        }
-        // The frames the samples use (a snapshot's table may hold frames of earlier windows).
-        let mut used_stack = vec![false; raw.stacks.len()];
-        let mut used_frame = vec![false; raw.frames.len()];
-        for s in &raw.samples {
-            let mut node = Some(s.stack);
-            while let Some(sprof_core::StackId(i)) = node {
-                if std::mem::replace(&mut used_stack[i as usize], true) {
-                    break;
-                }
-                let (parent, frame) = raw.stacks[i as usize];
-                used_frame[frame.0 as usize] = true;
-                node = parent;
-            }
-        }
-        let mut work: HashMap<ModuleId, Vec<FrameKey>> = HashMap::new();
-        for (key, _) in raw.frames.iter().zip(&used_frame).filter(|(_, u)| **u) {
-            if let FrameKey::Module { module, .. } = *key {
-                if !self.expanded.contains_key(key) {
-                    work.entry(module).or_default().push(*key);
-                }
-            }
-        }
-        if work.len() < 2 {
-            return;
-        }
-        let mut jobs: Vec<(ModuleId, Arc<ElfModule>, Vec<FrameKey>)> = Vec::new();
-        for (module, keys) in work {
-            // Unreadable modules are left to the sequential path, which counts them.
-            if let Some(elf) = self.module_elf(module, modules) {
-                jobs.push((module, elf, keys));
-            }
-        }
-        if jobs.len() < 2 {
-            return;
-        }
-        // Largest first, handed out one module at a time.
-        jobs.sort_by_key(|j| std::cmp::Reverse(j.2.len()));
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let results: Vec<Vec<(ModuleId, FrameKey, Resolved)>> = std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..threads.min(jobs.len()))
-                .map(|_| {
-                    scope.spawn(|| {
-                        let mut out = Vec::new();
-                        loop {
-                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            let Some((module, elf, keys)) = jobs.get(i) else {
-                                break;
-                            };
-                            for key in keys {
-                                let offset = key.lookup_offset().map_or(0, |(_, o)| o);
-                                out.push((*module, *key, elf.lookup(offset)));
-                            }
-                        }
-                        out
-                    })
-                })
-                .collect();
-            workers
-                .into_iter()
-                // why: a panicking lookup loses only its worker's results; the sequential
-                // path resolves those frames again.
-                .filter_map(|w| w.join().ok())
-                .collect()
-        });
-        let elves: HashMap<ModuleId, Arc<ElfModule>> =
-            jobs.into_iter().map(|(id, elf, _)| (id, elf)).collect();
-        for (module, key, resolved) in results.into_iter().flatten() {
-            let (Some(m), Some(elf)) = (modules.get(module), elves.get(&module)) else {
-                continue;
-            };
-            let offset = key.lookup_offset().map_or(0, |(_, o)| o);
-            let frames = self.display_frames(m, Some(elf), offset, Some(resolved));
-            self.expanded.insert(key, frames.into());
-        }
-    }
-
     /// Resolves every frame of `raw`. Each stack starts with a root frame for its process,
     /// and a second one for the thread's name when it differs from the process's.
     pub fn symbolize(
@@ -604,14 +276,11 @@ impl SymbolService {
         meta: ProfileMeta,
     ) -> SymbolizedProfile {
         self.sync_modules(modules);
-        self.calls += 1;
-        for id in raw.referenced_modules() {
-            self.last_use.insert(u64::from(id.0), self.calls);
-        }
+        self.modules.start_call(raw.referenced_modules());
         self.collect_fetches(modules);
         self.load_new_modules(raw, modules);
         self.resolve_modules_in_parallel(raw, modules);
-        let mut table = FrameTable::default();
+        let mut table = FrameInterner::new();
         // Display-frame ids of each raw frame of this profile, filled on first use.
         let mut ids_of: Vec<Option<Vec<u32>>> = vec![None; raw.frames.len()];
         let mut stacks = Vec::with_capacity(raw.samples.len());
@@ -619,32 +288,12 @@ impl SymbolService {
         for s in &raw.samples {
             let thread = &raw.threads[s.thread];
             let mut frames = Vec::with_capacity(16);
-            let process = if thread.process_name.is_empty() {
-                format!("[{}]", thread.pid)
-            } else {
-                thread.process_name.clone()
-            };
-            frames.push(table.intern(&Frame::bare(process.clone(), FrameKind::Root)));
-            if !thread.name.is_empty() && thread.name != process {
-                frames.push(table.intern(&Frame::bare(thread.name.clone(), FrameKind::Root)));
-            }
+            push_roots(thread, &mut table, &mut frames);
             raw.stack_frames(s.stack, &mut ids);
             for id in &ids {
                 let i = id.0 as usize;
                 if ids_of[i].is_none() {
-                    let key = raw.frames[i];
-                    let display = match self.expanded.get(&key) {
-                        Some(d) => d.clone(),
-                        None => {
-                            let d: Arc<[Frame]> = self.expand(key, raw, modules).into();
-                            // Interpreted frames index this profile's function table; a
-                            // JIT frame's name can still appear as its perf map grows.
-                            if !matches!(key, FrameKey::Interp { .. } | FrameKey::Jit { .. }) {
-                                self.expanded.insert(key, d.clone());
-                            }
-                            d
-                        }
-                    };
+                    let display = self.display_of(raw.frames[i], raw, modules);
                     ids_of[i] = Some(display.iter().map(|f| table.intern(f)).collect());
                 }
                 frames.extend(ids_of[i].iter().flatten());
@@ -668,19 +317,38 @@ impl SymbolService {
         }
         let profile = SymbolizedProfile {
             meta,
-            frames: table.frames,
+            frames: table.into_frames(),
             stacks,
             modules: self.module_infos(raw, modules),
             processes: Default::default(),
             // Stacks are made one for one from `raw.samples`: the indices carry over.
             timeline: raw.timeline.clone(),
         };
-        self.enforce_dwarf_budget();
+        self.modules.enforce_dwarf_budget();
         if self.expanded.len() > MAX_EXPANDED {
             // A cache, not a record: what is still sampled is expanded again.
             self.expanded.clear();
         }
         profile
+    }
+
+    /// The display frames of raw frame `key`, root-most first: cached, or expanded now.
+    fn display_of(
+        &mut self,
+        key: FrameKey,
+        raw: &RawProfile,
+        modules: &ModuleTable,
+    ) -> Arc<[Frame]> {
+        if let Some(d) = self.expanded.get(&key) {
+            return d.clone();
+        }
+        let d: Arc<[Frame]> = self.expand(key, raw, modules).into();
+        // Interpreted frames index this profile's function table; a JIT frame's name can
+        // still appear as its perf map grows.
+        if !matches!(key, FrameKey::Interp { .. } | FrameKey::Jit { .. }) {
+            self.expanded.insert(key, d.clone());
+        }
+        d
     }
 
     /// Path and build-id of every module the profile's stacks refer to, by short name.
@@ -693,12 +361,7 @@ impl SymbolService {
             if out.iter().any(|o| o.name == m.short_name) {
                 continue;
             }
-            let key = u64::from(id.0);
-            let elf = if self.symbolizer.contains(key) {
-                self.symbolizer.module_with(key, || None)
-            } else {
-                None
-            };
+            let elf = self.modules.cached(id);
             let build_id = elf.as_ref().and_then(|elf| elf.build_id().map(hex));
             for why in elf.iter().flat_map(|elf| elf.refusals()) {
                 if self.reported.len() >= MAX_REPORTED {
@@ -775,41 +438,5 @@ mod tests {
             .refresh(Pid(5), t0 + sprof_core::jit::REFRESH_INTERVAL, &mut read);
         let p = service.symbolize(&raw, &modules, ProfileMeta::default());
         assert!(names(&p).contains(&("py::late:x.py".to_string(), FrameKind::Jit)));
-    }
-
-    #[test]
-    fn kallsyms_lookup_and_restricted_file() {
-        let text = "ffffffff81000000 T _stext\nffffffff81001000 t do_one\nffffffff81002000 D data\nffffffff81003000 T next [mod]\n";
-        let k = KernelSymbols::parse(text).unwrap();
-        assert_eq!(k.lookup(0xffffffff81001010), Some("do_one"));
-        assert_eq!(
-            k.lookup(0xffffffff81002010),
-            Some("do_one"),
-            "data symbols are skipped"
-        );
-        assert_eq!(k.lookup(0x10), None);
-        assert!(KernelSymbols::parse("0000000000000000 T _stext\n").is_none());
-    }
-
-    #[test]
-    fn kallsyms_module_symbols_resolve_by_name() {
-        // Loadable modules' symbols follow the core kernel's in /proc/kallsyms, with the
-        // module name in brackets as a fourth column; the name alone is the frame.
-        let text = "ffffffff81000000 T _stext\n\
-                    ffffffffc0a01000 t nft_do_chain\t[nf_tables]\n\
-                    ffffffffc0a01400 T nft_register_chain_type\t[nf_tables]\n\
-                    ffffffffc0a02000 d nft_chain_types\t[nf_tables]\n\
-                    ffffffffc0b00000 t e1000_clean\t[e1000e]\n";
-        let k = KernelSymbols::parse(text).unwrap();
-        assert_eq!(k.lookup(0xffffffffc0a01010), Some("nft_do_chain"));
-        assert_eq!(
-            k.lookup(0xffffffffc0a01400),
-            Some("nft_register_chain_type")
-        );
-        assert_eq!(
-            k.lookup(0xffffffffc0a02010),
-            Some("nft_register_chain_type")
-        );
-        assert_eq!(k.lookup(0xffffffffc0b00004), Some("e1000_clean"));
     }
 }

@@ -11,6 +11,7 @@ use sprof_core::FileBytes;
 use sprof_symbolizer::{
     find_debug_file, ElfModule, Resolved, SymbolFrame, SymbolizeError, Symbolizer, UnknownReason,
 };
+use sprof_testkit::FileLoader;
 
 // ---------------------------------------------------------------------------------------
 // helpers
@@ -661,19 +662,6 @@ fn symbol_entry(path: &Path) -> u64 {
     object::File::parse(&*data).expect("parse").entry()
 }
 
-/// Reads every mapped file from disk.
-struct DiskLoader;
-
-impl sprof_core::ModuleLoader for DiskLoader {
-    fn load(
-        &mut self,
-        _pid: sprof_core::Pid,
-        mapping: &sprof_core::Mapping,
-    ) -> Option<sprof_core::FileBytes> {
-        sprof_core::FileBytes::open(&mapping.path, None).ok()
-    }
-}
-
 #[test]
 fn modules_resolved_side_by_side_match_each_module_looked_up_alone() {
     use sprof_core::{
@@ -711,7 +699,7 @@ fn modules_resolved_side_by_side_match_each_module_looked_up_alone() {
                 executable: true,
                 deleted: false,
             };
-            table.get_or_load(Pid(7), &mapping, &mut DiskLoader).0
+            table.get_or_load(Pid(7), &mapping, &mut FileLoader).0
         })
         .collect();
     let alone: Vec<ElfModule> = bins[..3].iter().map(|b| parse(b)).collect();
@@ -809,7 +797,7 @@ fn a_dwarf_budget_drops_idle_contexts_and_names_stay_the_same() {
             executable: true,
             deleted: false,
         };
-        ids.push((table.get_or_load(Pid(7), &mapping, &mut DiskLoader).0, bin));
+        ids.push((table.get_or_load(Pid(7), &mapping, &mut FileLoader).0, bin));
     }
     let elf = parse(&ids[0].1);
     let (start, _) = symbol(&ids[0].1, "outer_work");
@@ -1027,4 +1015,54 @@ fn a_compressed_section_claiming_too_much_is_refused() {
         why.contains(".debug_str: compressed section claims 1073741824 bytes"),
         "{why}"
     );
+}
+
+/// A library linked with lld (packed load segments: the executable segment starts inside the
+/// read-only one's last file page), loaded into this process: the service names the address
+/// the loader gave `lld_probe`, from its live mapping, through the module table's segments.
+#[test]
+fn an_lld_linked_library_is_symbolized_from_its_live_mapping() {
+    use sprof_core::{FrameKey, FrameKind, ModuleTable, Pid, ProfileBuilder, ProfileMeta, Tid};
+    let lib = sprofd_tests::c_shared_lld_fixture("lldlib", &["-O2", "-g"]);
+    let addr = sprofd_tests::dlopen_symbol(&lib, "lld_probe");
+    let maps = std::fs::read("/proc/self/maps").unwrap();
+    let maps = sprof_core::parse_maps(&maps[..]).unwrap().mappings;
+    let path = lib.display().to_string();
+    let m = maps
+        .iter()
+        .find(|m| m.path == path && m.executable && m.start <= addr && addr < m.end)
+        .expect("lld_probe's mapping");
+    let mut table = ModuleTable::default();
+    let (id, _) = table.get_or_load(Pid(1), m, &mut FileLoader);
+    let segments = &table.get(id).unwrap().segments;
+    let page = m.file_offset;
+    assert_ne!(
+        segments.mapping_svma(page, false),
+        segments.mapping_svma(page, true),
+        "not lld's packed layout: {segments:x?}"
+    );
+    let mut b = ProfileBuilder::new();
+    for (ip, is_return) in [(addr, false), (addr + 4, true)] {
+        let key = FrameKey::Module {
+            module: id,
+            offset: m.file_offset_of(ip),
+            is_return,
+        };
+        b.add_sample(Pid(1), Tid(1), &[key], 1);
+    }
+    let mut service = sprof_symbolizer::SymbolService::new(false);
+    service.set_debuginfod(None);
+    let p = service.symbolize(&b.snapshot(), &table, ProfileMeta::default());
+    let names: Vec<&str> = p
+        .frames
+        .iter()
+        .filter(|f| f.kind != FrameKind::Root)
+        .map(|f| f.function.as_str())
+        .collect();
+    assert!(
+        !names.is_empty() && names.iter().all(|n| *n == "lld_probe"),
+        "{:?}",
+        p.frames
+    );
+    assert_eq!(service.stats.resolved, 2);
 }

@@ -4,7 +4,7 @@
 //!   [`Running`]) with timeouts and full diagnostics on failure;
 //! * the [`live`] gate for tests that need perf sampling;
 //! * building the C and Rust fixtures of `tests/fixtures/` at test time
-//!   ([`c_fixture`], [`c_shared_fixture`], [`rust_fixture`]);
+//!   ([`c_fixture`], [`c_shared_fixture`], [`c_shared_lld_fixture`], [`rust_fixture`]);
 //! * a [`Target`] guard for fixture processes;
 //! * parsers for the folded ([`Folded`]), table ([`Table`]) and SVG
 //!   ([`svg_titles`]) outputs.
@@ -532,6 +532,59 @@ pub fn c_shared_fixture(name: &str, flags: &[&str]) -> PathBuf {
         );
         out
     })
+}
+
+/// Compiles `tests/fixtures/<name>.c` into `lib<name>.so` linked with lld (cached): the
+/// system's `ld.lld` when installed, else the `rust-lld` every rustup toolchain ships,
+/// through its `gcc-ld/ld.lld` wrapper (as rustc itself links).
+pub fn c_shared_lld_fixture(name: &str, flags: &[&str]) -> PathBuf {
+    let mut all: Vec<String> = flags.iter().map(|s| s.to_string()).collect();
+    all.extend(lld_flags());
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    c_shared_fixture(name, &all)
+}
+
+/// The `cc` flags that link with lld.
+fn lld_flags() -> Vec<String> {
+    let on_path = Command::new("ld.lld")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if on_path {
+        return vec!["-fuse-ld=lld".into()];
+    }
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let out = Command::new(rustc)
+        .args(["--print", "target-libdir"])
+        .output()
+        .expect("rustc runs");
+    let libdir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    // <sysroot>/lib/rustlib/<host>/lib -> <sysroot>/lib/rustlib/<host>/bin/gcc-ld
+    let gcc_ld = libdir.with_file_name("bin").join("gcc-ld");
+    assert!(
+        gcc_ld.join("ld.lld").exists(),
+        "no ld.lld on PATH and no {} (tests/deps.sh installs the Rust toolchain)",
+        gcc_ld.display()
+    );
+    vec![format!("-B{}", gcc_ld.display()), "-fuse-ld=lld".into()]
+}
+
+/// Loads the shared library `lib` into this process (for good: it is never closed) and
+/// returns the address the loader gave its symbol `symbol`.
+pub fn dlopen_symbol(lib: &Path, symbol: &str) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(lib.as_os_str().as_bytes()).expect("path without NUL");
+    let name = std::ffi::CString::new(symbol).expect("symbol without NUL");
+    // SAFETY: both strings are NUL-terminated and outlive the calls; the library is a test
+    // fixture whose constructors (none) are safe to run; the handle is never closed, so the
+    // address stays valid for the process's life.
+    let addr = unsafe {
+        let handle = libc::dlopen(path.as_ptr(), libc::RTLD_NOW);
+        assert!(!handle.is_null(), "dlopen {} failed", lib.display());
+        libc::dlsym(handle, name.as_ptr())
+    };
+    assert!(!addr.is_null(), "{symbol} not in {}", lib.display());
+    addr as u64
 }
 
 /// Compiles `tests/fixtures/rust_fixture.rs` with `rustc -O -g` (cached).

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use flamegraph_out::{Exporter, Pprof};
-use sprof_core::{Frame, FrameKind, SampledStack, SymbolizedProfile};
+use sprof_core::{Frame, FrameKind};
 use sprofd_tests::*;
 
 const BEFORE: &str = "app;main;parse 30\napp;main;render 10\n";
@@ -122,29 +122,16 @@ fn folded_profiles_give_svg_folded_and_table() {
 
 /// A pprof profile as sprofd writes it: `app;main;parse` x30, `app;main;render` x10.
 fn pprof_bytes() -> Vec<u8> {
-    let profile = SymbolizedProfile {
-        frames: vec![
+    let profile = sprof_testkit::profile(
+        vec![
             Frame::bare("app", FrameKind::Root),
             Frame::bare("main", FrameKind::Native),
             Frame::bare("parse", FrameKind::Native),
             Frame::bare("render", FrameKind::Native),
         ],
-        stacks: vec![
-            SampledStack {
-                frames: vec![0, 1, 2],
-                samples: 30,
-                period: 30_000_000,
-                thread: None,
-            },
-            SampledStack {
-                frames: vec![0, 1, 3],
-                samples: 10,
-                period: 10_000_000,
-                thread: None,
-            },
-        ],
-        ..Default::default()
-    };
+        &[(&[0, 1, 2], 30), (&[0, 1, 3], 10)],
+        1_000_000,
+    );
     let mut bytes = Vec::new();
     Pprof::default().export(&profile, &mut bytes).unwrap();
     bytes

@@ -15,11 +15,13 @@
 
 pub mod bytes;
 pub mod event;
+pub mod intern;
 pub mod jit;
 pub mod jitdump;
 pub mod maps;
 pub mod module;
 pub mod profile;
+pub mod segments;
 pub mod shrink;
 pub mod source;
 pub mod symbolized;
@@ -30,6 +32,7 @@ pub use event::{
     split_callchain, CommEvent, Event, ExitEvent, ForkEvent, MmapEvent, Release, ReleaseEvent,
     Sample, SampleKind, SwitchEvent, UserRegs,
 };
+pub use intern::FrameInterner;
 pub use jit::{JitFile, JitSymbols, JitTable, PerfMapRead, PerfMapStats};
 pub use maps::{parse_maps, Mapping, MappingKind, MapsError, ParsedMaps};
 pub use module::{FileIdentity, Module, ModuleLoader, ModuleTable};
@@ -37,6 +40,7 @@ pub use profile::{
     Added, Counts, FrameId, FrameKey, InterpFunction, Marker, ModuleId, ProfileBuilder, RawProfile,
     RawStackCount, SessionStats, StackId, ThreadInfo,
 };
+pub use segments::{Segment, Segments};
 pub use source::{EventSource, SourceStats};
 pub use symbolized::{
     is_interpreter_module, Frame, FrameKind, Measure, ModuleInfo, ProcessLabels, ProfileMerger,

@@ -19,6 +19,7 @@ use std::collections::HashMap;
 
 use crate::bytes::FileBytes;
 use crate::jit::{JitFile, JitTable, PerfMapRead};
+use crate::segments::Segments;
 use crate::{Mapping, MappingKind, ModuleId, Pid};
 
 /// What makes two mappings the same file: device and inode when the kernel gives them, the
@@ -79,6 +80,9 @@ pub struct Module {
     pub identity: FileIdentity,
     /// The whole file, when it could be opened (and has not been released).
     pub bytes: Option<FileBytes>,
+    /// Its ELF load segments, parsed when the bytes were (re)loaded; empty if they never
+    /// were, or are not ELF. Kept when the bytes are released (the file is the same).
+    pub segments: Segments,
     /// Address spaces that currently map this module.
     pub mapped_by: u32,
     /// Incremented every time the bytes are (re)loaded, so caches keyed by module can tell.
@@ -115,6 +119,9 @@ impl ModuleTable {
             }
             m.bytes = loader.load(pid, mapping);
             m.generation += 1;
+            if let Some(bytes) = &m.bytes {
+                m.segments = Segments::parse(bytes);
+            }
             return (id, m.bytes.is_some());
         }
         let bytes = loader.load(pid, mapping);
@@ -124,12 +131,14 @@ impl ModuleTable {
         };
         let id = ModuleId(self.modules.len() as u32);
         let loaded = bytes.is_some();
+        let segments = bytes.as_deref().map(Segments::parse).unwrap_or_default();
         self.modules.push(Module {
             path: mapping.path.clone(),
             short_name,
             identity: identity.clone(),
             generation: u32::from(loaded),
             bytes,
+            segments,
             mapped_by: 0,
             unmapped_for: 0,
         });

@@ -406,7 +406,8 @@ impl SymbolizedProfile {
 #[derive(Debug, Default)]
 pub struct ProfileMerger {
     out: SymbolizedProfile,
-    frame_ids: std::collections::HashMap<Frame, u32>,
+    /// The merged frame table (`out.frames` is filled from it by `finish`).
+    frames: crate::FrameInterner,
     stack_ids: std::collections::HashMap<(Vec<u32>, Option<ThreadRef>), usize>,
     profiles: usize,
 }
@@ -455,13 +456,7 @@ impl ProfileMerger {
                 let Some(frame) = p.frames.get(f as usize) else {
                     continue;
                 };
-                let id = *ids[f as usize].get_or_insert_with(|| {
-                    let next = self.out.frames.len() as u32;
-                    *self.frame_ids.entry(frame.clone()).or_insert_with(|| {
-                        self.out.frames.push(frame.clone());
-                        next
-                    })
-                });
+                let id = *ids[f as usize].get_or_insert_with(|| self.frames.intern(frame));
                 frames.push(id);
             }
             let key = (frames, stack.thread);
@@ -493,7 +488,8 @@ impl ProfileMerger {
         self.profiles == 0
     }
 
-    pub fn finish(self) -> SymbolizedProfile {
+    pub fn finish(mut self) -> SymbolizedProfile {
+        self.out.frames = self.frames.into_frames();
         self.out
     }
 }

@@ -16,20 +16,13 @@ use std::io::Write;
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
-use sprof_core::{FileBytes, FrameKey, Mapping, ModuleLoader, Pid, ProfileMeta};
+use sprof_core::{FrameKey, ProfileMeta};
 use sprof_engine::replay::ReplaySource;
 use sprof_engine::{Engine, EngineConfig};
 use sprof_symbolizer::SymbolService;
+// Reads mapped files from disk, as the live session's loader read them from the process.
+use sprof_testkit::FileLoader;
 use sprof_unwind::UnwindMode;
-
-/// Reads mapped files from disk, as the live session's loader read them from the process.
-struct FileLoader;
-
-impl ModuleLoader for FileLoader {
-    fn load(&mut self, _pid: Pid, mapping: &Mapping) -> Option<FileBytes> {
-        FileBytes::open(&mapping.path, None).ok()
-    }
-}
 
 fn main() {
     let t_start = Instant::now();

@@ -5,18 +5,16 @@
 //! sees.
 
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use sprof_core::{
-    CommEvent, Event, EventSource, ExitEvent, FileBytes, ForkEvent, Mapping, MmapEvent,
-    ModuleLoader, Pid, ProfileMeta, Sample, Tid, UserRegs,
+    CommEvent, Event, EventSource, ExitEvent, ForkEvent, MmapEvent, Pid, ProfileMeta, Tid,
 };
 use sprof_engine::replay::{Recorder, ReplayError, ReplaySource};
 use sprof_engine::{Engine, EngineConfig};
 use sprof_symbolizer::SymbolService;
+use sprof_testkit::{record, FileLoader, Recorded};
 use sprof_unwind::UnwindMode;
 
 /// Counts allocations made by the thread that armed it.
@@ -43,77 +41,13 @@ unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
 #[global_allocator]
 static GLOBAL: CountingAlloc = CountingAlloc;
 
-struct FileLoader;
-
-impl ModuleLoader for FileLoader {
-    fn load(&mut self, _pid: Pid, mapping: &Mapping) -> Option<FileBytes> {
-        FileBytes::open(&mapping.path, None).ok()
-    }
+/// The unwinder's self-recording fixture, built without frame pointers and run once.
+fn record_fixture() -> Recorded {
+    record("cc", "selfdump.c", &["-O2", "-g", "-fomit-frame-pointer"])
 }
 
-struct Recorded {
-    regs: UserRegs,
-    stack: Vec<u8>,
-    maps: Vec<Mapping>,
-    dir: PathBuf,
-}
-
-impl Drop for Recorded {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Builds the unwinder's self-recording fixture without frame pointers and runs it.
-fn record_fixture(name: &str) -> Recorded {
-    let dir = std::env::temp_dir().join(format!("sprof-engine-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let src =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../sprof-unwind/tests/fixtures/selfdump.c");
-    let exe = dir.join("selfdump");
-    let st = Command::new("cc")
-        .args(["-O2", "-g", "-fomit-frame-pointer", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .status()
-        .expect("cc runs");
-    assert!(st.success(), "compiling the fixture failed");
-    let prefix = dir.join("sample");
-    assert!(Command::new(&exe).arg(&prefix).status().unwrap().success());
-    let regs = std::fs::read_to_string(prefix.with_extension("regs")).unwrap();
-    let v: Vec<u64> = regs
-        .split_whitespace()
-        .map(|x| u64::from_str_radix(x, 16).unwrap())
-        .collect();
-    let maps = std::fs::read_to_string(prefix.with_extension("maps")).unwrap();
-    Recorded {
-        regs: UserRegs {
-            ip: v[0],
-            sp: v[1],
-            bp: v[2],
-        },
-        stack: std::fs::read(prefix.with_extension("stack")).unwrap(),
-        maps: sprof_core::parse_maps(maps.as_bytes()).unwrap().mappings,
-        dir,
-    }
-}
-
-fn sample<'a>(rec: &'a Recorded, pid: u32, tid: u32, time: u64) -> Event<'a> {
-    Event::Sample(Sample {
-        kind: sprof_core::SampleKind::Timer,
-        pid: Pid(pid),
-        tid: Tid(tid),
-        time,
-        cpu: 0,
-        period: 1_000_000,
-        ip: rec.regs.ip,
-        kernel_chain: &[],
-        user_chain: &[],
-        user_regs: Some(rec.regs),
-        user_stack: &rec.stack,
-        user_stack_requested: 65528,
-        addr: 0,
-    })
+fn sample(rec: &Recorded, pid: u32, tid: u32, time: u64) -> Event<'_> {
+    Event::Sample(rec.sample(pid, tid, time, &rec.stack))
 }
 
 fn comm(pid: u32, tid: u32, name: &str, exec: bool) -> Event<'static> {
@@ -219,7 +153,7 @@ fn folded_of(engine: &Engine, raw: &sprof_core::RawProfile) -> Vec<(String, u64)
 
 #[test]
 fn a_replayed_session_is_unwound_named_and_counted() {
-    let rec = record_fixture("replay");
+    let rec = record_fixture();
     let (engine, ticks) = replay(recording(&session_events(&rec)), 7);
     assert!(ticks > 5, "the driver ticked between drains ({ticks})");
     let raw = engine.snapshot();
@@ -255,7 +189,7 @@ fn a_replayed_session_is_unwound_named_and_counted() {
 
 #[test]
 fn exit_and_exec_prune_address_spaces_and_windows_release_modules() {
-    let rec = record_fixture("prune");
+    let rec = record_fixture();
     let events = session_events(&rec);
     let mut engine = engine();
     for e in events.iter().cloned() {
@@ -306,7 +240,7 @@ fn malformed_recordings_end_the_replay_cleanly() {
         ReplaySource::new(b"not a recording".to_vec(), 1),
         Err(ReplayError::BadMagic)
     ));
-    let rec = record_fixture("malformed");
+    let rec = record_fixture();
     let data = recording(&session_events(&rec));
     // Cut anywhere: every complete record before the cut is delivered, the rest counted.
     for cut in [9, 20, data.len() / 2, data.len() - 1] {
@@ -328,7 +262,7 @@ fn malformed_recordings_end_the_replay_cleanly() {
 
 #[test]
 fn the_warm_per_sample_path_does_not_allocate() {
-    let rec = record_fixture("alloc");
+    let rec = record_fixture();
     let mut engine = engine();
     for e in session_events(&rec).into_iter().take(40) {
         engine.handle(e);
@@ -385,7 +319,7 @@ fn samples_in_unknown_code_make_the_source_read_the_mappings_again() {
             }
         }
     }
-    let rec = record_fixture("resync");
+    let rec = record_fixture();
     let mut source = LostMaps {
         rec: &rec,
         drains: 0,
@@ -421,7 +355,7 @@ fn samples_in_unknown_code_make_the_source_read_the_mappings_again() {
 /// come first, into the empty queue, so every kept sample is still named).
 #[test]
 fn the_drain_thread_hands_over_every_event_or_counts_the_dropped_samples() {
-    let rec = record_fixture("handoff");
+    let rec = record_fixture();
     let data = recording(&session_events(&rec));
     let (direct, _) = replay(data.clone(), 7);
     let expected = folded_of(&direct, &direct.snapshot());

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use sprof_core::Segments;
 use sprof_python::{detect, CodeTable, Detection, MappedFile};
 
 fn main() {
@@ -19,7 +20,7 @@ fn main() {
     };
     // (path, start, end, offset) of executable file mappings, and each file's bytes once.
     let mut maps_x = Vec::new();
-    let mut bytes: HashMap<String, Vec<u8>> = HashMap::new();
+    let mut bytes: HashMap<String, (Vec<u8>, Segments)> = HashMap::new();
     for line in maps.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
         if f.len() < 6 || !f[1].contains('x') || !f[5].starts_with('/') {
@@ -38,7 +39,8 @@ fn main() {
         };
         if !bytes.contains_key(&path) {
             if let Ok(b) = std::fs::read(format!("/proc/{pid}/map_files/{start:x}-{end:x}")) {
-                bytes.insert(path.clone(), b);
+                let segments = Segments::parse(&b);
+                bytes.insert(path.clone(), (b, segments));
             }
         }
         maps_x.push((path, start, end, off));
@@ -46,12 +48,15 @@ fn main() {
     let files: Vec<MappedFile<'_>> = maps_x
         .iter()
         .filter_map(|(path, start, end, off)| {
+            let (bytes, segments) = bytes.get(path)?;
             Some(MappedFile {
                 path,
                 start: *start,
                 end: *end,
                 file_offset: *off,
-                bytes: bytes.get(path)?,
+                executable: true,
+                bytes,
+                segments,
             })
         })
         .collect();

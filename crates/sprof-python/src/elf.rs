@@ -1,25 +1,17 @@
 //! What the interpreter's ELF file says before we touch the target: where `_PyRuntime`,
-//! `Py_Version`, `PyCode_Type` and the eval loop are, which segments are code, and how the
-//! file's addresses relate to the mapping's (the load bias).
+//! `Py_Version`, `PyCode_Type` and the eval loop are, and how the file's addresses relate to
+//! the mapping's (the load bias).
 //!
-//! Owns all parsing of untrusted file bytes (via `object`); returns link-time addresses and
-//! leaves the bias arithmetic to [`load_bias`].
+//! Owns all parsing of untrusted file bytes (via `object`) but the load segments, which the
+//! module table parsed ([`Segments`], shared with the unwinder and the symbolizer); returns
+//! link-time addresses and leaves the bias arithmetic to [`load_bias`].
 
-use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol, SegmentFlags};
+use object::{Object, ObjectSection, ObjectSymbol};
+use sprof_core::Segments;
 
-const ET_EXEC: u16 = 2;
-const PF_X: u32 = 1;
+use crate::MappedFile;
+
 const EVAL_SYMBOL: &str = "_PyEval_EvalFrameDefault";
-
-/// A `PT_LOAD` segment, link-time addresses.
-#[derive(Clone, Copy, Debug)]
-pub struct Load {
-    pub vaddr: u64,
-    pub memsz: u64,
-    pub offset: u64,
-    pub filesz: u64,
-    pub exec: bool,
-}
 
 /// Link-time facts about one interpreter file.
 #[derive(Debug)]
@@ -39,7 +31,6 @@ pub struct ElfInfo {
     pub eval: Vec<(u64, u64)>,
     /// `[start, end)` of the functions a thread waits in for the GIL ([`GIL_TAKE_SYMBOLS`]).
     pub gil_take: Vec<(u64, u64)>,
-    pub loads: Vec<Load>,
 }
 
 /// Functions a thread runs while it waits for the GIL: `take_gil` where `.symtab` names it,
@@ -54,7 +45,8 @@ const GIL_TAKE_SYMBOLS: &[&str] = &[
     "_PyThreadState_Attach",
 ];
 
-pub fn inspect(bytes: &[u8]) -> Result<ElfInfo, String> {
+/// The facts of the interpreter file `bytes`, whose load segments are `segments`.
+pub fn inspect(bytes: &[u8], segments: &Segments) -> Result<ElfInfo, String> {
     let file = object::File::parse(bytes).map_err(|e| format!("not a readable ELF file: {e}"))?;
     if file.format() != object::BinaryFormat::Elf
         || file.architecture() != object::Architecture::X86_64
@@ -68,7 +60,7 @@ pub fn inspect(bytes: &[u8]) -> Result<ElfInfo, String> {
         .ok_or("truncated ELF header")?;
 
     let mut info = ElfInfo {
-        fixed: e_type == ET_EXEC,
+        fixed: e_type == object::elf::ET_EXEC,
         runtime: None,
         runtime_source: "none",
         py_version: None,
@@ -77,19 +69,7 @@ pub fn inspect(bytes: &[u8]) -> Result<ElfInfo, String> {
         int_type: None,
         eval: Vec::new(),
         gil_take: Vec::new(),
-        loads: Vec::new(),
     };
-    for seg in file.segments() {
-        let (offset, filesz) = seg.file_range();
-        let exec = matches!(seg.flags(), SegmentFlags::Elf { p_flags } if p_flags & PF_X != 0);
-        info.loads.push(Load {
-            vaddr: seg.address(),
-            memsz: seg.size(),
-            offset,
-            filesz,
-            exec,
-        });
-    }
 
     // .symtab first (richer: it has the local `.cold` clones), then .dynsym (stripped builds).
     let mut version_addr = None;
@@ -123,7 +103,7 @@ pub fn inspect(bytes: &[u8]) -> Result<ElfInfo, String> {
             }
         }
     }
-    add_split_eval_body(&file, bytes, &mut info);
+    add_split_eval_body(&file, bytes, segments, &mut info);
     info.eval.sort_unstable();
     if info.runtime.is_none() {
         // The section starts with `_PyRuntime` in every supported build (§1.4).
@@ -133,7 +113,7 @@ pub fn inspect(bytes: &[u8]) -> Result<ElfInfo, String> {
         }
     }
     info.py_version = version_addr
-        .and_then(|a| file_bytes_at(bytes, &info.loads, a, 4))
+        .and_then(|a| segments.file_bytes_at(bytes, a, 4))
         .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
     Ok(info)
 }
@@ -152,14 +132,19 @@ const EVAL_BODY_MIN: u64 = 16 << 10;
 /// least twice (Debian's 3.14 jumps three times into the middle of its 84 KB body). Scanning
 /// the wrapper's bytes for `e8`/`e9` opcodes can misread operands as opcodes; two misread
 /// targets in the same large function are not a practical risk.
-fn add_split_eval_body(file: &object::File<'_>, bytes: &[u8], info: &mut ElfInfo) {
+fn add_split_eval_body(
+    file: &object::File<'_>,
+    bytes: &[u8],
+    segments: &Segments,
+    info: &mut ElfInfo,
+) {
     let [(start, end)] = info.eval[..] else {
         return;
     };
     if end - start > SPLIT_WRAPPER_MAX {
         return;
     }
-    let Some(code) = file_bytes_at(bytes, &info.loads, start, end - start) else {
+    let Some(code) = segments.file_bytes_at(bytes, start, end - start) else {
         return;
     };
     let targets: Vec<u64> = (0..code.len().saturating_sub(4))
@@ -215,41 +200,15 @@ fn fde_ranges(file: &object::File<'_>) -> Vec<(u64, u64)> {
     out
 }
 
-/// The file bytes backing link-time address `vaddr`, when it is file-backed (not .bss).
-pub fn file_bytes_at<'a>(
-    bytes: &'a [u8],
-    loads: &[Load],
-    vaddr: u64,
-    len: u64,
-) -> Option<&'a [u8]> {
-    let seg = loads.iter().find(|l| {
-        vaddr >= l.vaddr
-            && vaddr
-                .checked_add(len)
-                .is_some_and(|end| end <= l.vaddr + l.filesz)
-    })?;
-    let off = usize::try_from(seg.offset + (vaddr - seg.vaddr)).ok()?;
-    bytes.get(off..off.checked_add(usize::try_from(len).ok()?)?)
-}
-
-/// Load bias from one mapping of the file: `start` maps `file_offset`.
-///
-/// For the mapping of the first `PT_LOAD` (offset 0) this is §1.5's
-/// `start − offset − (min p_vaddr & ~(page−1))`; for any other mapping (callers may only pass
-/// the executable one) the `PT_LOAD` containing `file_offset` gives the same bias, because a
-/// segment's `p_vaddr` and `p_offset` are congruent modulo the page size.
-pub fn load_bias(info: &ElfInfo, start: u64, file_offset: u64) -> Option<u64> {
+/// Load bias of the interpreter file mapped as `file` (any of its mappings): what to add to
+/// its link-time addresses. 0 for a fixed-address (`ET_EXEC`) file; otherwise through the
+/// segment the mapping maps ([`Segments::load_bias`], which knows lld's packed segments).
+pub fn load_bias(info: &ElfInfo, file: &MappedFile<'_>) -> Option<u64> {
     if info.fixed {
         return Some(0);
     }
-    const PAGE_MASK: u64 = 0xfff;
-    let seg = info.loads.iter().find(|l| {
-        let seg_page = l.offset & !PAGE_MASK;
-        file_offset >= seg_page && file_offset < l.offset + l.filesz.max(1)
-    })?;
-    // Link-time address of the mapping's first byte.
-    let vaddr = (seg.vaddr & !PAGE_MASK) + (file_offset - (seg.offset & !PAGE_MASK));
-    Some(start.wrapping_sub(vaddr))
+    file.segments
+        .load_bias(file.start, file.file_offset, file.executable)
 }
 
 /// Parses `python3.X`, `python3.Xt`, `libpython3.X.so…`, `libpython3.Xt.so…` file names into
@@ -329,7 +288,8 @@ mod tests {
                 eprintln!("skipped (absent): {path}");
                 continue;
             };
-            let info = inspect(&bytes).unwrap();
+            let segments = Segments::parse(&bytes);
+            let info = inspect(&bytes, &segments).unwrap();
             let runtime = info.runtime.expect("_PyRuntime");
             let name = path.rsplit('/').next().unwrap();
             assert_eq!(version_from_name(name), Some((minor, false)), "{path}");
@@ -359,37 +319,93 @@ mod tests {
             assert_eq!(sec.address(), runtime, "{path}");
             if minor >= 13 {
                 // The initialised `_Py_DebugOffsets` are in the file too: parse them.
-                let raw = file_bytes_at(
-                    &bytes,
-                    &info.loads,
-                    runtime,
-                    crate::layout::DEBUG_OFFSETS_LEN as u64,
-                )
-                .unwrap();
+                let raw = segments
+                    .file_bytes_at(&bytes, runtime, crate::layout::DEBUG_OFFSETS_LEN as u64)
+                    .unwrap();
                 crate::layout::Layout::from_debug_offsets(raw, minor).unwrap();
             }
+            let mapped = |start: u64, file_offset: u64, executable: bool| MappedFile {
+                path: &path,
+                start,
+                end: start + 0x1000,
+                file_offset,
+                executable,
+                bytes: &bytes,
+                segments: &segments,
+            };
             if path.contains("/usr/bin") {
                 // Debian: non-PIE, stripped, symbols only in .dynsym.
                 assert!(info.fixed);
-                assert_eq!(load_bias(&info, 0x40_0000, 0), Some(0));
+                assert_eq!(load_bias(&info, &mapped(0x40_0000, 0, false)), Some(0));
             } else {
                 assert!(!info.fixed);
                 // A mapping of the first segment at 0x7f00_0000_0000 gives that bias…
-                let first = info.loads.iter().min_by_key(|l| l.offset).unwrap();
+                let first = segments.iter().min_by_key(|l| l.offset).unwrap();
                 assert_eq!(
-                    load_bias(&info, 0x7f00_0000_0000, 0),
+                    load_bias(&info, &mapped(0x7f00_0000_0000, 0, first.executable)),
                     Some(0x7f00_0000_0000 - (first.vaddr & !0xfff))
                 );
                 // …and so does the executable segment mapped where the loader puts it.
-                let x = info.loads.iter().find(|l| l.exec).unwrap();
+                let x = segments.iter().find(|l| l.executable).unwrap();
                 let start = 0x7f00_0000_0000 + (x.vaddr & !0xfff);
                 assert_eq!(
-                    load_bias(&info, start, x.offset & !0xfff),
+                    load_bias(&info, &mapped(start, x.offset & !0xfff, true)),
                     Some(0x7f00_0000_0000)
                 );
             }
             checked += 1;
         }
         eprintln!("checked {checked} interpreter files");
+    }
+
+    /// lld packs load segments, so the executable mapping (the one the reader sees) starts
+    /// in a page the read-only segment claims too: the bias must come from the executable
+    /// segment, or every address the reader computes is a page off. The library is loaded
+    /// into this process, and the bias the reader computes from its mapping must put
+    /// `lld_probe` where the loader did.
+    #[test]
+    fn load_bias_of_an_lld_linked_library_is_the_loaders() {
+        let lib = sprofd_tests::c_shared_lld_fixture("lldlib", &["-O2", "-g"]);
+        let addr = sprofd_tests::dlopen_symbol(&lib, "lld_probe");
+        let bytes = std::fs::read(&lib).unwrap();
+        let segments = Segments::parse(&bytes);
+        // lld's layout: the executable segment's first page is the read-only one's last, and
+        // the two put it at different addresses.
+        let page = segments.iter().find(|s| s.executable).unwrap().offset & !0xfff;
+        assert_ne!(
+            segments.mapping_svma(page, false),
+            segments.mapping_svma(page, true),
+            "not lld's packed layout: {segments:x?}"
+        );
+        let maps = std::fs::read("/proc/self/maps").unwrap();
+        let maps = sprof_core::parse_maps(&maps[..]).unwrap().mappings;
+        let path = lib.display().to_string();
+        let m = maps
+            .iter()
+            .filter(|m| m.path == path && m.executable)
+            .min_by_key(|m| m.file_offset)
+            .expect("the library's executable mapping");
+        let file = MappedFile {
+            path: &m.path,
+            start: m.start,
+            end: m.end,
+            file_offset: m.file_offset,
+            executable: true,
+            bytes: &bytes,
+            segments: &segments,
+        };
+        let info = inspect(&bytes, &segments).unwrap();
+        let bias = load_bias(&info, &file).unwrap();
+        let object = object::File::parse(&*bytes).unwrap();
+        let svma = object
+            .symbols()
+            .find(|s| s.name() == Ok("lld_probe"))
+            .unwrap()
+            .address();
+        assert_eq!(
+            svma.wrapping_add(bias),
+            addr,
+            "bias {bias:#x}, {segments:x?}"
+        );
     }
 }

@@ -189,13 +189,15 @@ impl PythonHook {
         let files: Vec<MappedFile<'_>> = maps
             .iter()
             .filter_map(|(m, id)| {
-                let bytes = walker.modules.get(*id)?.bytes.as_deref()?;
+                let module = walker.modules.get(*id)?;
                 Some(MappedFile {
                     path: &m.path,
                     start: m.start,
                     end: m.end,
                     file_offset: m.file_offset,
-                    bytes,
+                    executable: m.executable,
+                    bytes: module.bytes.as_deref()?,
+                    segments: &module.segments,
                 })
             })
             .collect();

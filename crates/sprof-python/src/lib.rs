@@ -149,6 +149,8 @@ mod merge;
 mod process;
 mod strings;
 
+use sprof_core::Segments;
+
 pub use codes::{CodeInfo, CodeTable};
 pub use hook::{GilCounts, PythonHook, PythonStats};
 pub use merge::{merge, MergeMarker, MergeOutcome, Merged};
@@ -157,14 +159,17 @@ pub use process::{
 };
 
 /// One file-backed mapping of the target process (a `/proc/PID/maps` line), plus the file's
-/// bytes as read via `/proc/PID/map_files`.
+/// bytes as read via `/proc/PID/map_files` and their load segments (the module table's).
 #[derive(Clone, Copy, Debug)]
 pub struct MappedFile<'a> {
     pub path: &'a str,
     pub start: u64,
     pub end: u64,
     pub file_offset: u64,
+    /// The mapping's `x` permission: which of two segments sharing a page it maps.
+    pub executable: bool,
     pub bytes: &'a [u8],
+    pub segments: &'a Segments,
 }
 
 /// What [`detect`] found.

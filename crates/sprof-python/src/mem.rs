@@ -187,3 +187,23 @@ pub fn check_range(what: &'static str, addr: u64, len: usize) -> Result<(), PyEr
         Err(PyError::BadPointer { what, addr })
     }
 }
+
+/// Little-endian field readers over buffers sized by `Layout` (so in bounds); an out-of-bounds
+/// offset reads as 0 rather than panicking.
+pub fn le_u64(buf: &[u8], off: u64) -> u64 {
+    let off = off as usize;
+    buf.get(off..off + 8)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_le_bytes)
+}
+
+pub fn le_u32(buf: &[u8], off: u64) -> u32 {
+    let off = off as usize;
+    buf.get(off..off + 4)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u32::from_le_bytes)
+}
+
+pub fn le_i32(buf: &[u8], off: u64) -> i32 {
+    le_u32(buf, off) as i32
+}

@@ -17,6 +17,7 @@ use std::process::{Child, Command};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use sprof_core::Segments;
 use sprof_python::{
     detect, merge, CodeTable, Detection, MappedFile, Merged, PyFrame, PythonProcess, SampleStack,
 };
@@ -169,7 +170,10 @@ struct Mapping {
 }
 
 /// Executable file-backed mappings and their files' bytes (via map_files, as the engine does).
-fn load_files(pid: u32) -> (Vec<Mapping>, HashMap<String, Vec<u8>>) {
+/// Each executable file's bytes and load segments, by path.
+type Files = HashMap<String, (Vec<u8>, Segments)>;
+
+fn load_files(pid: u32) -> (Vec<Mapping>, Files) {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps");
     let mut out = Vec::new();
     let mut bytes = HashMap::new();
@@ -195,7 +199,8 @@ fn load_files(pid: u32) -> (Vec<Mapping>, HashMap<String, Vec<u8>>) {
             // map_files names drop the leading zeros that maps prints.
             if let Ok(b) = std::fs::read(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end))
             {
-                bytes.insert(path.clone(), b);
+                let segments = Segments::parse(&b);
+                bytes.insert(path.clone(), (b, segments));
             }
         }
         out.push(m);
@@ -203,22 +208,29 @@ fn load_files(pid: u32) -> (Vec<Mapping>, HashMap<String, Vec<u8>>) {
     (out, bytes)
 }
 
+/// The executable mappings `load_files` found, with their files' bytes.
+fn mapped_files<'a>(maps: &'a [Mapping], files: &'a Files) -> Vec<MappedFile<'a>> {
+    maps.iter()
+        .filter_map(|m| {
+            let (bytes, segments) = files.get(&m.path)?;
+            Some(MappedFile {
+                path: &m.path,
+                start: m.start,
+                end: m.end,
+                file_offset: m.offset,
+                executable: true,
+                bytes,
+                segments,
+            })
+        })
+        .collect()
+}
+
 fn detect_python(pid: u32) -> PythonProcess {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (maps, bytes) = load_files(pid);
-        let files: Vec<MappedFile<'_>> = maps
-            .iter()
-            .filter_map(|m| {
-                Some(MappedFile {
-                    path: &m.path,
-                    start: m.start,
-                    end: m.end,
-                    file_offset: m.offset,
-                    bytes: bytes.get(&m.path)?,
-                })
-            })
-            .collect();
+        let files = mapped_files(&maps, &bytes);
         match detect(pid, &files) {
             Detection::Python(p) => return p,
             Detection::NotReady | Detection::NotPython if Instant::now() < deadline => {
@@ -1024,18 +1036,7 @@ fn older_pythons_are_reported_unsupported() {
     let target = Target::spawn(&python, "busy", "3.7.16", false);
     target.wait_for("ready");
     let (maps, bytes) = load_files(target.pid());
-    let files: Vec<MappedFile<'_>> = maps
-        .iter()
-        .filter_map(|m| {
-            Some(MappedFile {
-                path: &m.path,
-                start: m.start,
-                end: m.end,
-                file_offset: m.offset,
-                bytes: bytes.get(&m.path)?,
-            })
-        })
-        .collect();
+    let files = mapped_files(&maps, &bytes);
     match detect(target.pid(), &files) {
         Detection::Unsupported(why) => assert!(why.starts_with("python 3.7"), "{why}"),
         other => panic!("{other:?}"),

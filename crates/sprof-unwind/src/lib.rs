@@ -221,7 +221,13 @@ impl StackWalker {
             UnwindMode::FramePointer => None,
             _ => self.modules.get(id).and_then(|m| {
                 let bytes = m.bytes.as_ref()?;
-                module::framehop_module(&m.path, bytes, self.unwind[slot].as_ref()?, &mapping)
+                module::framehop_module(
+                    &m.path,
+                    bytes,
+                    self.unwind[slot].as_ref()?,
+                    &m.segments,
+                    &mapping,
+                )
             }),
         };
         self.make_room(pid);

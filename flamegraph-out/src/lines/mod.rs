@@ -325,24 +325,18 @@ pub(crate) mod tests {
             py("leaf", "/src/app.py", 20, 19),
             py("rec", "/src/app.py", 30, 29),
         ];
-        let stack = |frames: &[u32], n: u64| SampledStack {
-            frames: frames.to_vec(),
-            samples: n,
-            period: n * 1000,
-            thread: None,
-        };
-        SymbolizedProfile {
+        sprof_testkit::profile(
             frames,
-            stacks: vec![
-                stack(&[0, 1, 3], 30),
-                stack(&[0, 1, 5, 6], 20),
-                stack(&[0, 1, 4], 10),
-                stack(&[0, 2, 4], 20),
-                stack(&[0, 2], 20),
-                stack(&[0, 7, 7], 5),
+            &[
+                (&[0, 1, 3], 30),
+                (&[0, 1, 5, 6], 20),
+                (&[0, 1, 4], 10),
+                (&[0, 2, 4], 20),
+                (&[0, 2], 20),
+                (&[0, 7, 7], 5),
             ],
-            ..Default::default()
-        }
+            1000,
+        )
     }
 
     #[test]

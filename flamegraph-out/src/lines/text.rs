@@ -353,7 +353,7 @@ Line #   Samples      Self  % Time  Line Contents
 
     #[test]
     fn module_code_folds_its_cold_runs() {
-        use sprof_core::{Frame, FrameKind, SampledStack, SymbolizedProfile};
+        use sprof_core::{Frame, FrameKind};
         let at = |line| Frame {
             function: "<module>".into(),
             file: Some("/m.py".into()),
@@ -363,18 +363,7 @@ Line #   Samples      Self  % Time  Line Contents
             module: None,
             kind: FrameKind::Python,
         };
-        let p = SymbolizedProfile {
-            frames: vec![at(50), at(90)],
-            stacks: [0, 1]
-                .map(|f| SampledStack {
-                    frames: vec![f],
-                    samples: 1,
-                    period: 1,
-                    thread: None,
-                })
-                .to_vec(),
-            ..Default::default()
-        };
+        let p = sprof_testkit::profile(vec![at(50), at(90)], &[(&[0], 1), (&[1], 1)], 1);
         let mut files = SourceFiles::new();
         files.insert(
             "/m.py",

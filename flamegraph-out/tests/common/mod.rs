@@ -3,7 +3,7 @@
 
 use std::io::{self, Write};
 
-use sprof_core::{Frame, FrameKind, ProfileMeta, SampledStack, SessionStats, SymbolizedProfile};
+use sprof_core::{Frame, FrameKind, ProfileMeta, SessionStats, SymbolizedProfile};
 
 /// 10 ms of CPU time per sample, so the totals are easy to check by eye.
 pub const PERIOD_NS: u64 = 10_000_000;
@@ -67,12 +67,8 @@ pub fn mixed() -> SymbolizedProfile {
         write,                                                     // 13
         native("main", "/src/cratio/main.c", 22, 10, "cratio"),    // 14
     ];
-    let stack = |frames: &[u32], samples: u64| SampledStack {
-        frames: frames.to_vec(),
-        samples,
-        period: samples * PERIOD_NS,
-        thread: None,
-    };
+    let stack =
+        |frames: &[u32], samples: u64| sprof_testkit::stack(frames, samples, samples * PERIOD_NS);
     let stacks = vec![
         stack(&[0, 2, 3, 4, 5, 4, 6], 40),
         stack(&[0, 2, 3, 7], 25),

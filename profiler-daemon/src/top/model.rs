@@ -415,7 +415,6 @@ fn pct(part: u64, whole: u64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sprof_core::SampledStack;
 
     fn native(name: &str) -> Frame {
         let mut f = Frame::bare(name, FrameKind::Native);
@@ -437,19 +436,7 @@ mod tests {
 
     /// A profile over `frames` (index 0 is the root) with `(stack, samples)`.
     fn profile(frames: &[Frame], stacks: &[(&[u32], u64)]) -> SymbolizedProfile {
-        let mut p = SymbolizedProfile {
-            frames: frames.to_vec(),
-            stacks: stacks
-                .iter()
-                .map(|(f, n)| SampledStack {
-                    frames: f.to_vec(),
-                    samples: *n,
-                    period: *n,
-                    thread: None,
-                })
-                .collect(),
-            ..Default::default()
-        };
+        let mut p = sprof_testkit::profile(frames.to_vec(), stacks, 1);
         p.meta.stats.samples = p.total_samples();
         p
     }
