@@ -54,6 +54,7 @@ apt   passwd           useradd                                  test,package    
 apt   util-linux       setpriv,unshare,nsenter,mountpoint,taskset  test,bench,package   drop to an unprivileged user, pid namespaces (containers), join a target's mount namespace (Tachyon), pin benchmark threads
 apt   linux-perf       perf                                     test,bench   the reference profiler the completeness tests and benchmarks compare against
 apt   xz-utils         xz                                       test,bench   a real stripped program profiled end to end
+apt   lld              ld.lld                                   test         lld-linked fixtures: its packed load segments (sprof_core::Segments tests); rustup's rust-lld is the fallback
 apt   gdb              gdb                                      test         an oracle for Python frames (merge_vs_gdb tests)
 apt   nodejs           node                                     test         JIT frames from Node's perf map
 apt   npm              npm                                      test         installs the npm items below
@@ -78,7 +79,7 @@ rustup clippy          cargo-clippy                             test,lint    `ca
 rustup rustfmt         rustfmt,cargo-fmt                        test,lint    `cargo fmt --check` in make test
 pip   maturin==1.16.0  py:maturin                               wheel,package  builds the wheel (make wheel, tests/package/wheel.sh)
 pip   py-spy==0.4.3    py-spy                                   test,bench   an oracle for the Python reader's live tests; compared against in the benchmark
-pip   playwright==1.65.3  py:playwright                          test,package  drives Debian's chromium (executable_path=/usr/bin/chromium) through the daemon's page (tests/tests/page.rs), the magics' notebook outputs (tests/package/magics_render.py), the heatmap page (tests/fixtures/heatmap_check.py) and the speedscope app (speedscope_check.py); its own browser download is not used
+pip   playwright==1.65.3  py:playwright                          test,package  drives Debian's chromium (executable_path=/usr/bin/chromium) through the daemon's page (tests/tests/page.rs), the magics' notebook outputs (tests/package/magics_render.py), the heatmap page (tests/fixtures/heatmap_check.py), the speedscope app (speedscope_check.py) and the timeline chart (timeline_check.py); its own browser download is not used
 npm   speedscope@1.25.0  /usr/lib/node_modules/speedscope/dist/release/index.html  test  the real speedscope app opens sprofd's .speedscope.json (time order; tests/fixtures/speedscope_check.py)
 pip   memray==1.20.0   memray                                   bench        compared against in the memory benchmark (bench/memory.sh)
 pip   memory_profiler==0.61.0  mprof                            bench        compared against in the memory benchmark (mprof run samples RSS)

@@ -20,6 +20,9 @@
 //!   [`SourceFiles`] the caller read.
 //! * [`Heatmap`]: a self-contained page of the profiled source files, every line coloured
 //!   by its samples (self or total), with callers, callees and search.
+//! * [`TimelineSvg`]: resident memory and CPU use of the profiled processes over time (the
+//!   series the session read, [`sprof_core::ProfileMeta::resources`]), the peak labelled and
+//!   the heaviest functions marked where they weighed most.
 //! * [`Differential`]: `sprofd diff`'s comparison of two profiles' [`Stacks`] (read back from
 //!   folded or pprof files by [`read_stacks`]): differential folded lines, inferno's
 //!   differential flame graph and a table of the largest changes in functions' shares.
@@ -43,6 +46,7 @@ mod pprof;
 mod speedscope;
 mod svg;
 mod table;
+mod timeline;
 
 pub use diff::{
     read_stacks, Change, DiffLine, DiffSvg, Differential, FoldedLineError, ReadStacksError, Stacks,
@@ -61,6 +65,7 @@ pub use pprof::{
 pub use speedscope::{Speedscope, SPEEDSCOPE_SCHEMA};
 pub use svg::{default_subtitle, escape_xml, Svg};
 pub use table::{StatprofTable, TableRow};
+pub use timeline::TimelineSvg;
 
 /// Writes a profile in one output format.
 pub trait Exporter {
@@ -104,12 +109,16 @@ pub enum OutputFormat {
     Lines,
     /// The source heatmap page (`.heatmap.html`).
     Heatmap,
+    /// Resident memory and CPU use over time (`.timeline.svg`).
+    Timeline,
 }
 
 impl OutputFormat {
     /// File name endings and their formats; double extensions (`.pb.gz`) included, so match
     /// on the whole file name.
-    const SUFFIXES: [(&'static str, OutputFormat); 8] = [
+    const SUFFIXES: [(&'static str, OutputFormat); 9] = [
+        // Before `.svg`, which it also ends in: the first match wins.
+        (".timeline.svg", OutputFormat::Timeline),
         (".svg", OutputFormat::Svg),
         (".folded", OutputFormat::Folded),
         // Before `.txt`, which it also ends in: the first match wins.
@@ -121,9 +130,10 @@ impl OutputFormat {
         (".heatmap.html", OutputFormat::Heatmap),
     ];
 
-    /// The format for a path's file name ending (`.svg`, `.folded`, `.lines.txt`, `.txt`,
-    /// `.pb.gz`, `.pprof`, `.speedscope.json`, `.heatmap.html`, any case), if known. The ending must follow a non-empty
-    /// name: `.svg` alone, like `svg`, is no format.
+    /// The format for a path's file name ending (`.svg`, `.timeline.svg`, `.folded`,
+    /// `.lines.txt`, `.txt`, `.pb.gz`, `.pprof`, `.speedscope.json`, `.heatmap.html`, any
+    /// case), if known. The ending must follow a non-empty name: `.svg` alone, like `svg`, is
+    /// no format.
     pub fn from_path(path: &Path) -> Option<OutputFormat> {
         let name = path.file_name()?.to_str()?.as_bytes();
         Self::SUFFIXES
@@ -161,6 +171,7 @@ impl OutputFormat {
             OutputFormat::Heatmap => Box::new(Heatmap {
                 sources: options.sources.clone(),
             }),
+            OutputFormat::Timeline => Box::new(TimelineSvg),
         }
     }
 }
@@ -255,6 +266,14 @@ mod tests {
         assert_eq!(
             OutputFormat::from_path(Path::new("x.heatmap.html")),
             Some(OutputFormat::Heatmap)
+        );
+        assert_eq!(
+            OutputFormat::from_path(Path::new("mem.Timeline.SVG")),
+            Some(OutputFormat::Timeline)
+        );
+        assert_eq!(
+            OutputFormat::from_path(Path::new("timeline.svg")),
+            Some(OutputFormat::Svg)
         );
         assert_eq!(OutputFormat::from_path(Path::new("x.html")), None);
         assert_eq!(OutputFormat::from_path(Path::new("x.gz")), None);

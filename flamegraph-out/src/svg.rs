@@ -157,7 +157,7 @@ pub fn escape_xml(s: &str) -> String {
 }
 
 /// A small SVG for a profile with no samples: title, subtitle and a note.
-fn write_empty(
+pub(crate) fn write_empty(
     w: &mut dyn Write,
     title: &str,
     subtitle: Option<&str>,
@@ -240,6 +240,7 @@ mod tests {
             stats,
             notes: Vec::new(),
             measure: Default::default(),
+            resources: Default::default(),
         }
     }
 

@@ -16,6 +16,14 @@ fn no_exporter_lets_a_control_character_through() {
     p.frames[1] = Frame::bare(format!("thr{NASTY}"), FrameKind::Root);
     p.frames[2].file = Some(format!("/src/{NASTY}.c"));
     p.meta.target = format!("/</title><script>{NASTY}/: host");
+    p.meta.resources.processes = vec![sprof_core::ProcessResources {
+        pid: 9,
+        comm: format!("evil{NASTY}"),
+        points: vec![sprof_core::ResourcePoint {
+            rss_anon: 1 << 20,
+            ..Default::default()
+        }],
+    }];
     for stack in &p.stacks {
         if let Some(t) = stack.thread {
             p.processes.insert(
@@ -36,6 +44,7 @@ fn no_exporter_lets_a_control_character_through() {
         OutputFormat::Svg,
         OutputFormat::Lines,
         OutputFormat::Heatmap,
+        OutputFormat::Timeline,
     ] {
         let mut out = Vec::new();
         format.exporter().export(&p, &mut out).unwrap();

@@ -133,6 +133,10 @@ pub struct DaemonArgs {
     /// Do not read Python frames (native frames only).
     #[arg(long = "no-python")]
     pub no_python: bool,
+    /// What the windows measure: cpu (default), or memory: new resident memory by stack from
+    /// sampled page faults (see `record --mode memory`; opt-in, as faults can be many).
+    #[arg(long, value_name = "cpu|memory")]
+    pub mode: Option<String>,
     /// How much of each process's command line is stored and served: full, redacted
     /// (values of NAME=VALUE arguments, of arguments after secret-named flags and URL
     /// passwords become ***) or off [default: redacted].
@@ -164,6 +168,7 @@ impl DaemonArgs {
             python: self.no_python.then_some(false),
             cmdline: self.cmdline,
             socket_group: self.socket_group,
+            mode: self.mode,
         };
         DaemonConfig::resolve(file.overridden_by(flags), self.config, max_rate)
     }
@@ -317,7 +322,8 @@ impl DiffArgs {
                     OutputFormat::Pprof
                     | OutputFormat::Speedscope
                     | OutputFormat::Lines
-                    | OutputFormat::Heatmap => return Err(UsageError::DiffOutput(spec.path)),
+                    | OutputFormat::Heatmap
+                    | OutputFormat::Timeline => return Err(UsageError::DiffOutput(spec.path)),
                 };
                 Ok((spec, kind))
             })
@@ -467,9 +473,11 @@ pub struct ProfileOpts {
     pub subprocesses: bool,
 
     /// Output file, repeatable; the format follows the extension: .svg flamegraph,
-    /// .folded collapsed stacks, .txt statprof table, .lines.txt annotated source of the
-    /// hottest functions, .heatmap.html source heatmap page, .pb.gz/.pprof pprof,
-    /// .speedscope.json speedscope. Default: sprofd-<comm>-<pid>-<time>.svg.
+    /// .timeline.svg resident memory and CPU use over time (with its peak and where the
+    /// heaviest functions weighed most), .folded collapsed stacks, .txt statprof table,
+    /// .lines.txt annotated source of the hottest functions, .heatmap.html source heatmap
+    /// page, .pb.gz/.pprof pprof, .speedscope.json speedscope. Default:
+    /// sprofd-<comm>-<pid>-<time>.svg.
     #[arg(short = 'o', long = "output", value_name = "PATH")]
     pub output: Vec<PathBuf>,
 
@@ -524,8 +532,8 @@ pub struct TopOpts {
     pub window: u64,
 
     /// Output file, repeatable, written with the whole session's profile when the view is
-    /// closed (q, Ctrl-C, the target's exit); formats as attach's -o (.svg, .folded, .txt,
-    /// .lines.txt, .heatmap.html, .pb.gz, .speedscope.json). Default: none.
+    /// closed (q, Ctrl-C, the target's exit); formats as attach's -o (.svg, .timeline.svg,
+    /// .folded, .txt, .lines.txt, .heatmap.html, .pb.gz, .speedscope.json). Default: none.
     #[arg(short = 'o', long = "output", value_name = "PATH")]
     pub output: Vec<PathBuf>,
 }

@@ -13,6 +13,7 @@ mod loader;
 mod output;
 mod privileges;
 mod record;
+mod resources;
 mod sources;
 mod top;
 

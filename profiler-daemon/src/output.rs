@@ -29,7 +29,7 @@ use crate::config::{OutputSpec, SessionConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
-    #[error("{}: unknown output format (use .svg, .folded, .txt, .lines.txt, .heatmap.html, .pb.gz, .pprof or .speedscope.json)", .0.display())]
+    #[error("{}: unknown output format (use .svg, .timeline.svg, .folded, .txt, .lines.txt, .heatmap.html, .pb.gz, .pprof or .speedscope.json)", .0.display())]
     UnknownExtension(PathBuf),
     #[error("{}: is a directory; name a file to write", .0.display())]
     IsDirectory(PathBuf),

@@ -160,3 +160,49 @@ fn daemon_records_each_process_rss_over_time() {
     let (again, _) = series_peak(&d, from, pid, maxrss, "after a restart");
     assert!((again - peak).abs() < 1.0, "{again} vs {peak}");
 }
+
+/// `sprofd daemon --mode memory` (opt-in): the windows weigh new resident memory in bytes,
+/// stored as pprof `space/bytes`; the range query gives grow_big and grow_small 75/25 of
+/// memgrow.c's growth, and leak_keep/leak_free land under `[kept]`/`[freed]`.
+#[test]
+fn daemon_memory_mode_stores_growth_by_stack() {
+    const TEST: &str = "daemon_memory_mode_stores_growth_by_stack";
+    if !live_kernel(TEST) {
+        return;
+    }
+    let _serial = serial();
+    let dir = TempDir::new("daemon-memory-mode");
+    let data = dir.join("data");
+    let exe = c_fixture("memgrow", NO_FP);
+    // memgrow waits 1.5 s before growing: the daemon attaches to it by pid first.
+    let mut target = Target::spawn(&exe, &["1.5", "grow"]);
+    let pid = target.pid.to_string();
+    let d = Daemon::start(&data, &["--mode", "memory", "--window", "2", "--pid", &pid]);
+    let from = unix_now().floor() as u64 - 2;
+    assert!(target.wait_exit(Duration::from_secs(20)), "fixture hung");
+    std::thread::sleep(Duration::from_millis(4500));
+    let r = d.get(&format!("/api/v1/profile?from={from}&to=now&format=folded"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let folded = Folded::parse(&r.text()).unwrap();
+    let under = |name: &str| folded.count_where(|f| f.iter().any(|x| frame_is(x, name)));
+    let (big, small) = (under("grow_big"), under("grow_small"));
+    let share = big as f64 / (big + small).max(1) as f64;
+    let total = (big + small) as f64 / MIB;
+    assert!(
+        (share - 0.75).abs() <= 0.05 && (300.0..=480.0).contains(&total),
+        "grow_big share {share:.3} of {total:.1} MiB:\n{}\n{}",
+        folded.excerpt(),
+        d.log()
+    );
+    assert!(
+        folded.count_containing("[kept]") > 0,
+        "{}",
+        folded.excerpt()
+    );
+    // The stored window says what it measures.
+    let pb = d.get(&format!("/api/v1/profile?from={from}&to=now&format=pprof"));
+    let p = flamegraph_out::read_pprof(&pb.body).unwrap();
+    assert_eq!(p.meta.measure, sprof_core::Measure::Memory);
+    let (status, _, _) = d.terminate();
+    assert!(status.success());
+}

@@ -6,7 +6,8 @@
 //! parser (so attaching to a running process is just a burst of synthetic mmap events), the
 //! [`module`] table that the unwinder and the symbolizer share, the [`EventSource`] trait
 //! every event source implements, and the [`profile`] aggregator that interns stacks as a
-//! prefix tree.
+//! prefix tree, and the [`resources`] series (resident memory and CPU use over time) that
+//! profiles carry for the timeline chart.
 //!
 //! Nothing here talks to the kernel, except [`FileBytes::map`] mapping a file it is handed
 //! (and [`shrink`], which keeps such a mapping readable when its file is truncated) and
@@ -21,6 +22,7 @@ pub mod jitdump;
 pub mod maps;
 pub mod module;
 pub mod profile;
+pub mod resources;
 pub mod segments;
 pub mod shrink;
 pub mod source;
@@ -40,6 +42,7 @@ pub use profile::{
     Added, Counts, FrameId, FrameKey, InterpFunction, Marker, ModuleId, ProfileBuilder, RawProfile,
     RawStackCount, SessionStats, StackId, ThreadInfo,
 };
+pub use resources::{ProcessResources, ResourcePoint, ResourceRecorder, ResourceSeries};
 pub use segments::{Segment, Segments};
 pub use source::{EventSource, SourceStats};
 pub use symbolized::{

@@ -181,6 +181,9 @@ pub struct ProfileMeta {
     pub notes: Vec<String>,
     /// What the stacks' weights measure.
     pub measure: Measure,
+    /// The profiled processes' resident memory and CPU use over time, when the session read
+    /// them (`.timeline.svg`); empty otherwise.
+    pub resources: crate::ResourceSeries,
 }
 
 /// A profile ready for export.

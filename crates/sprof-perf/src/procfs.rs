@@ -214,6 +214,9 @@ pub struct ResourceUsage {
     pub rss_file: u64,
     /// Shared-memory resident bytes (shmem, tmpfs, SysV).
     pub rss_shmem: u64,
+    /// The most resident bytes so far (`VmHWM`, what `ru_maxrss` reports): a peak between
+    /// two readings shows here.
+    pub rss_hwm: u64,
     /// User plus system CPU time so far, nanoseconds.
     pub cpu_ns: u64,
 }
@@ -225,7 +228,8 @@ impl ResourceUsage {
     }
 }
 
-/// Parses the `Rss*` lines of `/proc/PID/status` into `usage` (a kernel thread has none).
+/// Parses the `Rss*` and `VmHWM` lines of `/proc/PID/status` into `usage` (a kernel thread
+/// has none).
 pub fn parse_status_rss(text: &str, usage: &mut ResourceUsage) {
     for line in text.lines() {
         let Some((key, rest)) = line.split_once(':') else {
@@ -235,6 +239,7 @@ pub fn parse_status_rss(text: &str, usage: &mut ResourceUsage) {
             "RssAnon" => &mut usage.rss_anon,
             "RssFile" => &mut usage.rss_file,
             "RssShmem" => &mut usage.rss_shmem,
+            "VmHWM" => &mut usage.rss_hwm,
             _ => continue,
         };
         let kb: u64 = rest
@@ -536,12 +541,12 @@ mod tests {
     fn resident_memory_comes_from_the_rss_lines_and_cpu_from_utime_stime() {
         let mut u = ResourceUsage::default();
         parse_status_rss(
-            "Name:\tx\nVmRSS:\t    3072 kB\nRssAnon:\t    1024 kB\nRssFile:\t    2048 kB\nRssShmem:\t       0 kB\n",
+            "Name:\tx\nVmHWM:\t    5120 kB\nVmRSS:\t    3072 kB\nRssAnon:\t    1024 kB\nRssFile:\t    2048 kB\nRssShmem:\t       0 kB\n",
             &mut u,
         );
         assert_eq!(
-            (u.rss_anon, u.rss_file, u.rss_shmem, u.rss()),
-            (1 << 20, 2 << 20, 0, 3 << 20)
+            (u.rss_anon, u.rss_file, u.rss_shmem, u.rss(), u.rss_hwm),
+            (1 << 20, 2 << 20, 0, 3 << 20, 5 << 20)
         );
         let stat = "42 (a) b) c) R 1 42 42 0 -1 4194304 100 0 0 0 250 50 0 0 20 0 1 0 99 0 0";
         assert_eq!(parse_stat_cpu_ticks(stat), Some(300));

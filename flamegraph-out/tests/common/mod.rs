@@ -96,6 +96,7 @@ pub fn mixed() -> SymbolizedProfile {
             },
             notes: Vec::new(),
             measure: Default::default(),
+            resources: Default::default(),
         },
         frames,
         stacks,
@@ -120,6 +121,7 @@ pub fn empty() -> SymbolizedProfile {
             },
             notes: Vec::new(),
             measure: Default::default(),
+            resources: Default::default(),
         },
         ..Default::default()
     }

@@ -24,6 +24,8 @@ pub struct FileSettings {
     pub python: Option<bool>,
     pub cmdline: Option<String>,
     pub socket_group: Option<String>,
+    /// What is sampled: `cpu` (default) or `memory` (page faults, opt-in).
+    pub mode: Option<String>,
 }
 
 impl FileSettings {
@@ -58,6 +60,7 @@ impl FileSettings {
             python: over.python.or(self.python),
             cmdline: over.cmdline.or(self.cmdline),
             socket_group: over.socket_group.or(self.socket_group),
+            mode: over.mode.or(self.mode),
         }
     }
 }
@@ -65,6 +68,8 @@ impl FileSettings {
 /// A setting that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[error("mode {0:?}: the daemon samples \"cpu\" (default) or \"memory\"")]
+    Mode(String),
     #[error("cannot read config file {}: {reason}", path.display())]
     Read { path: PathBuf, reason: String },
     #[error("config file {}{}: {reason}", path.display(), line.map(|l| format!(" line {l}")).unwrap_or_default())]
@@ -186,6 +191,8 @@ pub struct DaemonConfig {
     pub kernel: bool,
     pub python: bool,
     pub cmdline: CmdlineMode,
+    /// What the windows measure: CPU samples, or new resident memory (`mode = "memory"`).
+    pub mode: sprof_core::Measure,
     /// Where the settings came from, for SIGHUP.
     pub config_file: Option<PathBuf>,
 }
@@ -277,6 +284,11 @@ impl DaemonConfig {
             .as_deref()
             .unwrap_or(DEFAULT_CMDLINE)
             .parse::<CmdlineMode>()?;
+        let mode = match s.mode.as_deref() {
+            None | Some("cpu") => sprof_core::Measure::Cpu,
+            Some("memory") => sprof_core::Measure::Memory,
+            Some(other) => return Err(ConfigError::Mode(other.to_string())),
+        };
         Ok(DaemonConfig {
             listen,
             socket_group,
@@ -289,6 +301,7 @@ impl DaemonConfig {
             kernel: s.kernel.unwrap_or(false),
             python: s.python.unwrap_or(true),
             cmdline,
+            mode,
             config_file,
         })
     }
@@ -400,6 +413,16 @@ mod tests {
             ..Default::default()
         });
         assert!(e.contains("full, redacted or off"), "{e}");
+        let e = bad(FileSettings {
+            mode: Some("wall".into()),
+            ..Default::default()
+        });
+        assert!(e.contains("\"cpu\" (default) or \"memory\""), "{e}");
+        let memory = FileSettings {
+            mode: Some("memory".into()),
+            ..Default::default()
+        };
+        assert_eq!(resolve(memory).unwrap().mode, sprof_core::Measure::Memory);
         for (text, mode) in [
             ("full", CmdlineMode::Full),
             ("redacted", CmdlineMode::Redacted),

@@ -520,7 +520,7 @@ pub(super) fn export(
 
 pub(super) fn with_type(bytes: Vec<u8>, format: OutputFormat) -> Response {
     let (ctype, disposition) = match format {
-        OutputFormat::Svg => ("image/svg+xml", None),
+        OutputFormat::Svg | OutputFormat::Timeline => ("image/svg+xml", None),
         OutputFormat::Folded | OutputFormat::Table | OutputFormat::Lines => {
             ("text/plain; charset=utf-8", None)
         }

@@ -212,6 +212,7 @@ pub fn start(
             }
         };
         let meta = opened.meta();
+        let track_releases = opened.tracks_releases();
         // Draining on a thread of its own: nothing this thread does (parsing a new
         // module, symbolizing, writing a window) makes the kernel drop samples.
         let (source, handoff) = match handoff::spawn(opened.sampler, MAX_QUEUED, DRAIN_POLL) {
@@ -223,7 +224,7 @@ pub fn start(
         };
         let _ = shared.handoff.set(handoff);
         let _ = ready_tx.send(Ok(describe(&config)));
-        let engine = engine_spec(&config).build();
+        let engine = engine_spec(&config, track_releases).build();
         Sampling::new(&config, shared, notifier, rx, meta, SystemClock).run(source, engine);
     })?;
     match ready_rx.recv() {
@@ -299,13 +300,13 @@ fn policy(config: &DaemonConfig) -> SamplingPolicy {
         // Python frames are read when the sample is drained: the sooner the better. At the
         // daemon's rates this is a few dozen wakeups a second.
         wakeup_per_sample: config.python,
-        time: sprof_core::Measure::Cpu,
+        time: config.mode,
         sample_bytes: sprof_perf::policy::DEFAULT_SAMPLE_BYTES,
     }
 }
 
 /// The daemon's engine: bounded for weeks of running, without the idle task and itself.
-pub fn engine_spec(config: &DaemonConfig) -> EngineSpec {
+pub fn engine_spec(config: &DaemonConfig, track_releases: bool) -> EngineSpec {
     EngineSpec {
         unwind: UnwindMode::Auto,
         kernel_frames: config.kernel,
@@ -321,7 +322,7 @@ pub fn engine_spec(config: &DaemonConfig) -> EngineSpec {
             mmaps_per_window: MAX_MMAPS_PER_SLICE,
         }),
         timeline: None,
-        track_releases: false,
+        track_releases,
     }
 }
 

@@ -98,7 +98,11 @@ impl Session {
         .with_view(super::symbolizer::ProfileView {
             python: config.python,
             show_from: config.show_from.clone(),
-        });
+        })
+        .with_resources(crate::resources::ResourceMonitor::for_session(
+            config,
+            profiled.pid(),
+        ));
         Ok(Session {
             source,
             engine,
@@ -112,10 +116,10 @@ impl Session {
 }
 
 fn engine_spec(config: &SessionConfig, track_releases: bool) -> EngineSpec {
-    let speedscope = config
-        .outputs
-        .iter()
-        .any(|o| o.format == flamegraph_out::OutputFormat::Speedscope);
+    let in_time_order = config.outputs.iter().any(|o| {
+        use flamegraph_out::OutputFormat::{Speedscope, Timeline};
+        matches!(o.format, Speedscope | Timeline)
+    });
     EngineSpec {
         unwind: config.unwind,
         kernel_frames: config.kernel,
@@ -126,9 +130,10 @@ fn engine_spec(config: &SessionConfig, track_releases: bool) -> EngineSpec {
         }),
         filter: None,
         limits: None,
-        // why: speedscope shows samples as they happened; 4M samples (~100 MB) is over an
-        // hour of one busy thread at 999 Hz. Past that, samples are counted as usual.
-        timeline: speedscope.then_some(TIMELINE_CAP),
+        // why: speedscope shows samples as they happened, the timeline chart where each hot
+        // function peaked; 4M samples (~100 MB) is over an hour of one busy thread at 999 Hz.
+        // Past that, samples are counted as usual.
+        timeline: in_time_order.then_some(TIMELINE_CAP),
         track_releases,
     }
 }

@@ -49,6 +49,8 @@ pub struct SessionSymbolizer {
     warnings_seen: HashSet<String>,
     /// Time the last symbolization took.
     last_symbolize: Duration,
+    /// Reads the target's memory and CPU use for `.timeline.svg`.
+    resources: Option<crate::resources::ResourceMonitor>,
 }
 
 impl SessionSymbolizer {
@@ -66,7 +68,17 @@ impl SessionSymbolizer {
             view: ProfileView::default(),
             warnings_seen: HashSet::new(),
             last_symbolize: Duration::ZERO,
+            resources: None,
         }
+    }
+
+    /// Carries `resources`' readings in every profile's meta (`.timeline.svg`).
+    pub fn with_resources(
+        mut self,
+        resources: Option<crate::resources::ResourceMonitor>,
+    ) -> SessionSymbolizer {
+        self.resources = resources;
+        self
     }
 
     /// Shows [`SessionSymbolizer::profile`]'s profiles this way.
@@ -105,6 +117,9 @@ impl SessionSymbolizer {
         meta.stats = raw.stats;
         meta.duration_secs = duration.as_secs_f64();
         meta.notes = engine.hook_reports();
+        if let Some(r) = &self.resources {
+            meta.resources = r.series();
+        }
         if meta.measure.is_time() {
             meta.notes.push(offcpu_note(&engine.offcpu_stats()));
         }

@@ -187,7 +187,7 @@ fn a_replayed_recording_goes_through_slices_windows_and_a_tap_into_the_store() {
             }));
         }),
     ));
-    let engine = engine_spec(&config()).build_with(Box::new(FileLoader));
+    let engine = engine_spec(&config(), false).build_with(Box::new(FileLoader));
     sampling(&shared, rx, clock).run(ReplaySource::new(recording(400), 10).unwrap(), engine);
 
     let tap = close_rx.try_recv().expect("the tap closed at turn 20");
