@@ -563,9 +563,11 @@ fn annotate_reads_a_go_pprof_with_lines() {
     let listing = parse_listing(&a.stdout);
     let s = section(&listing, "main.fourLoops", &a.stdout);
     assert!(s.not_shown.is_none(), "{}", a.stdout);
-    let n: u64 = s.rows.values().map(|r| r.0).max().unwrap_or(0);
-    assert!(n > 300, "enough samples: {}", a.stdout);
+    // Go samples CPU time: on a loaded machine the program, which runs for a wall-clock
+    // time, gets fewer (626 in all in one CI run with builds beside it), so the bar is on the
+    // total and the shares' tolerance follows from it.
     let total: u64 = s.rows.values().map(|r| r.0).sum();
+    assert!(total > 300, "enough samples: {}", a.stdout);
     for (name, want) in [
         ("loop40", 0.4),
         ("loop30", 0.3),

@@ -136,6 +136,26 @@ fn attach_to_a_python_script_sees_which_function_grew() {
 }
 
 #[test]
+fn record_of_a_python_script_sees_which_function_grew() {
+    if !live_kernel("record_of_a_python_script_sees_which_function_grew") {
+        return;
+    }
+    let _serial = serial();
+    let script = fixtures_dir().join("python/workload.py");
+    let p = record_profile(
+        "memory-record-py",
+        &["--mode", "memory"],
+        &[
+            "python3".to_string(),
+            script.display().to_string(),
+            "memory".into(),
+            "0".into(),
+        ],
+    );
+    assert_growth_split(&p);
+}
+
+#[test]
 fn memory_kept_to_the_end_is_told_from_memory_freed() {
     if !live_kernel("memory_kept_to_the_end_is_told_from_memory_freed") {
         return;

@@ -41,11 +41,13 @@ const HOT_SPOTS: usize = 3;
 const WIDTH: f64 = 1200.0;
 const LEFT: f64 = 80.0;
 const RIGHT: f64 = 1160.0;
-const MEM_TOP: f64 = 70.0;
+const MEM_TOP: f64 = 84.0;
 const MEM_BOTTOM: f64 = 400.0;
 const CPU_TOP: f64 = 430.0;
 const CPU_BOTTOM: f64 = 550.0;
 const LEGEND_TOP: f64 = 610.0;
+/// Where marker badges sit: above the memory panel, clear of the peak's label.
+const BADGE_Y: f64 = MEM_TOP - 13.0;
 const ROW: f64 = 18.0;
 /// Longest name shown, in characters.
 const MAX_NAME: usize = 100;
@@ -198,9 +200,11 @@ fn cpu_steps(start: u64, points: &[ResourcePoint]) -> Vec<(f64, f64)> {
     let Some(mut from) = points.first() else {
         return out;
     };
-    for p in &points[1..] {
+    for (i, p) in points.iter().enumerate().skip(1) {
         let span = p.time.saturating_sub(from.time);
-        if span < CPU_SPAN_NS {
+        // The last readings close a last, shorter span (at least half of one).
+        let last = i + 1 == points.len() && span >= CPU_SPAN_NS / 2;
+        if span < CPU_SPAN_NS && !last {
             continue;
         }
         let pct = p.cpu_ns.saturating_sub(from.cpu_ns) as f64 * 100.0 / span as f64;
@@ -271,7 +275,7 @@ impl<'p> Chart<'p> {
         let meta = &self.profile.meta;
         let n = self.processes.len();
         let mut s = format!(
-            "{:.2} s · {n} process{} · read every {} ms",
+            "{:.2} s · {n} process{} · read every {} ms or less",
             meta.duration_secs,
             if n == 1 { "" } else { "es" },
             meta.resources.interval / 1_000_000
@@ -499,15 +503,15 @@ impl<'p> Chart<'p> {
         writeln!(w, r#"<g id="markers">"#)?;
         for (i, spot) in self.spots.iter().enumerate() {
             let x = self.x.at((spot.from + spot.to) / 2.0);
-            // Markers in the same stretch stack downwards.
+            // Badges of markers in the same stretch go side by side.
             let same = self.spots[..i]
                 .iter()
                 .filter(|s| (s.from - spot.from).abs() < 1e-9)
                 .count();
-            let cy = MEM_TOP + 14.0 + 22.0 * same as f64;
+            let (cx, cy) = (x + 20.0 * same as f64, BADGE_Y);
             writeln!(
                 w,
-                r#"<g class="marker" data-function="{}" data-caller="{}" data-from="{:.3}" data-to="{:.3}"><title>{name}: {}</title><line x1="{x:.1}" x2="{x:.1}" y1="{MEM_TOP}" y2="{CPU_BOTTOM}"/><circle cx="{x:.1}" cy="{cy:.1}" r="9"/><text x="{x:.1}" y="{:.1}">{}</text></g>"#,
+                r#"<g class="marker" data-function="{}" data-caller="{}" data-from="{:.3}" data-to="{:.3}"><title>{name}: {}</title><line x1="{x:.1}" x2="{x:.1}" y1="{cy:.1}" y2="{CPU_BOTTOM}"/><circle cx="{cx:.1}" cy="{cy:.1}" r="9"/><text x="{cx:.1}" y="{:.1}">{}</text></g>"#,
                 xml_text(&spot.function, MAX_NAME),
                 xml_text(spot.caller.as_deref().unwrap_or(""), MAX_NAME),
                 spot.from,

@@ -267,3 +267,17 @@ fn a_peak_between_readings_shows_as_the_high_water_mark() {
     let svg = render(&profile(vec![process(42, "steady", growing())]));
     assert!(!svg.contains("high-water"));
 }
+
+#[test]
+fn cpu_use_is_averaged_over_spans_of_200_ms() {
+    // Half a core, read every 50 ms for 0.5 s: two whole spans and a last one of 100 ms.
+    let points: Vec<ResourcePoint> = (0..=10).map(|i| reading(i * 50, 1)).collect();
+    let steps = cpu_steps(START, &points);
+    let spans: Vec<(f64, f64)> = steps.chunks(2).map(|c| (c[0].0, c[1].0)).collect();
+    assert_eq!(spans, [(0.0, 0.2), (0.2, 0.4), (0.4, 0.5)]);
+    assert!(steps.iter().all(|s| (s.1 - 50.0).abs() < 1e-9), "{steps:?}");
+    assert!(
+        cpu_steps(START, &points[..2]).is_empty(),
+        "50 ms is too short"
+    );
+}
