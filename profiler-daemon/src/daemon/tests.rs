@@ -7,14 +7,14 @@ use axum::body::{to_bytes, Body};
 use axum::http::{header, Request};
 use tower::ServiceExt;
 
-fn store(name: &str) -> (std::path::PathBuf, WindowStore) {
-    let dir = std::env::temp_dir().join(format!("sprofd-daemon-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+/// A fresh store in a temporary directory (removed with the returned guard).
+fn store() -> (tempfile::TempDir, WindowStore) {
+    let dir = tempfile::tempdir().unwrap();
     let retention = sprof_store::Retention {
         max_age: Duration::from_secs(3600),
         max_bytes: 1 << 20,
     };
-    let (store, _) = WindowStore::open(&dir, retention).unwrap();
+    let (store, _) = WindowStore::open(&dir.path().join("data"), retention).unwrap();
     (dir, store)
 }
 
@@ -48,7 +48,7 @@ fn doomed_thread(
 /// code is then 1.
 #[tokio::test]
 async fn healthz_answers_503_within_a_second_of_the_sampling_thread_dying() {
-    let (dir, store) = store("healthz");
+    let (_dir, store) = store();
     let (shared, _rx) = Shared::new(store);
     let backend = Arc::new(DaemonBackend {
         shared: shared.clone(),
@@ -75,14 +75,13 @@ async fn healthz_answers_503_within_a_second_of_the_sampling_thread_dying() {
         died.elapsed()
     );
     assert_eq!(wind_down(Stopped::SamplerEnded, &shared, thread), 1);
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// The HTTP side stops serving once the sampling thread is dead, as a stop caused by it
 /// (which `run` turns into exit code 1), within a second.
 #[test]
 fn the_server_stops_within_a_second_of_the_sampling_thread_dying() {
-    let (dir, store) = store("serve");
+    let (_dir, store) = store();
     let (shared, _rx) = Shared::new(store);
     let backend = Arc::new(DaemonBackend {
         shared: shared.clone(),
@@ -108,5 +107,4 @@ fn the_server_stops_within_a_second_of_the_sampling_thread_dying() {
     assert_eq!(stopped.unwrap(), Stopped::SamplerEnded);
     assert!(took < Duration::from_secs(1), "{took:?}");
     assert_eq!(wind_down(Stopped::SamplerEnded, &shared, thread), 1);
-    std::fs::remove_dir_all(dir).unwrap();
 }

@@ -5,30 +5,20 @@
 use super::*;
 use crate::daemon::config::FileSettings;
 use crate::daemon::windows::Now;
-use sprof_core::{CommEvent, Event, FileBytes, Mapping, MmapEvent, ModuleLoader, Sample, Tid};
+use sprof_core::{CommEvent, Event, Mapping, MmapEvent, Sample, Tid};
 use sprof_engine::replay::{Recorder, ReplaySource};
 use sprof_store::Retention;
+use sprof_testkit::FileLoader;
 
-/// A fresh store in a temporary directory (removed on drop).
-struct TempStore(std::path::PathBuf);
-
-impl TempStore {
-    fn new(name: &str) -> (TempStore, WindowStore) {
-        let dir = std::env::temp_dir().join(format!("sprofd-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let retention = Retention {
-            max_age: Duration::from_secs(3600),
-            max_bytes: 1 << 30,
-        };
-        let (store, _) = WindowStore::open(&dir, retention).unwrap();
-        (TempStore(dir), store)
-    }
-}
-
-impl Drop for TempStore {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A fresh store in a temporary directory (removed with the returned guard).
+fn temp_store() -> (tempfile::TempDir, WindowStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let retention = Retention {
+        max_age: Duration::from_secs(3600),
+        max_bytes: 1 << 30,
+    };
+    let (store, _) = WindowStore::open(&dir.path().join("data"), retention).unwrap();
+    (dir, store)
 }
 
 /// Loop turns of [`POLL`] from a wall time 3 s past a multiple of 10 s (near now, so that
@@ -65,15 +55,6 @@ impl Clock for StepClock {
             mono: self.t0.mono + POLL * turn,
             wall: self.t0.wall + POLL * turn,
         }
-    }
-}
-
-/// Module bytes from the mapped path itself: the recording's mappings are this test's own.
-struct FileLoader;
-
-impl ModuleLoader for FileLoader {
-    fn load(&mut self, _pid: Pid, mapping: &Mapping) -> Option<FileBytes> {
-        FileBytes::open(&mapping.path, None).ok()
     }
 }
 
@@ -178,7 +159,7 @@ fn sampling(
 /// closed at turn 20 holds exactly the 8 drains between; metrics count what was written.
 #[test]
 fn a_replayed_recording_goes_through_slices_windows_and_a_tap_into_the_store() {
-    let (_dir, store) = TempStore::new("replay-loop");
+    let (_dir, store) = temp_store();
     let (shared, rx) = Shared::new(store);
     let mut clock = StepClock::new();
     let t0 = clock.t0;
@@ -240,7 +221,7 @@ fn a_replayed_recording_goes_through_slices_windows_and_a_tap_into_the_store() {
 /// (it used to be written as an empty window).
 #[test]
 fn a_window_that_fails_to_encode_is_counted_not_stored_empty() {
-    let (_dir, store) = TempStore::new("encode-error");
+    let (_dir, store) = temp_store();
     let (shared, rx) = Shared::new(store);
     let mut sampling = sampling(&shared, rx, StepClock::new());
     let start = SystemTime::now() - Duration::from_secs(10);
@@ -272,7 +253,7 @@ fn a_window_that_fails_to_encode_is_counted_not_stored_empty() {
 
 #[test]
 fn health_turns_bad_when_the_loop_stalls_or_the_thread_ends() {
-    let (_dir, store) = TempStore::new("health");
+    let (_dir, store) = temp_store();
     let (shared, _rx) = Shared::new(store);
     let mut shared = Arc::into_inner(shared).unwrap();
     // As if the daemon had started 3 s ago and the loop never turned since.
