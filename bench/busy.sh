@@ -66,6 +66,11 @@ lost=$(metric sprofd_lost_samples_total)
 dropped=$(metric sprofd_dropped_samples_total)
 samples=$(metric sprofd_samples_total)
 stored=$(metric sprofd_stored_bytes)
+# Where the daemon's CPU went, by phase (its own thread CPU clocks), and its total.
+curl -s "http://$ADDR/metrics" |
+	sed -n 's/^sprofd_phase_cpu_seconds_total{phase="\([a-z]*\)"} \(.*\)/\1\t\2/p' >"$OUT/phases.tsv"
+own_cpu=$(metric sprofd_process_cpu_seconds_total)
+unwind_s=$(metric sprofd_unwind_seconds_sum)
 curl -s "http://$ADDR/api/v1/profile?from=-$((SECS + 30))s&format=folded" >"$OUT/busy.folded"
 kill -TERM "$D"
 wait "$D" || true
@@ -110,5 +115,18 @@ perf_bytes=$(stat -c %s "$OUT/perf.data")
 	echo "| process | samples | truncated % |"
 	echo "|---|---|---|"
 	awk -F'\t' '{printf "| %s | %s | %s |\n", $1, $2, $3}' "$OUT/truncated.tsv"
+	echo
+	echo "Where sprofd's CPU went (\`sprofd_phase_cpu_seconds_total\`, each phase timed by its"
+	echo "thread's CPU clock; the rest is the HTTP thread, the memory reader and start-up):"
+	echo
+	echo "| phase | CPU s | % of the daemon's $own_cpu s | per sample (µs) |"
+	echo "|---|---|---|---|"
+	awk -F'\t' -v total="$own_cpu" -v n="$samples" '
+		{printf "| %s | %.3f | %.0f | %.0f |\n", $1, $2, 100 * $2 / total, 1e6 * $2 / n; sum += $2}
+		END {printf "| rest | %.3f | %.0f | %.0f |\n", total - sum, 100 * (total - sum) / total, 1e6 * (total - sum) / n}' \
+		<(sort -t$'\t' -k2,2gr "$OUT/phases.tsv")
+	echo
+	echo "Of the events phase, walking the stacks took $unwind_s s (\`sprofd_unwind_seconds_sum\`);"
+	echo "the rest is Python reads and reading /proc and modules for processes seen for the first time."
 } >"$OUT/busy.md"
 cat "$OUT/busy.md"

@@ -60,6 +60,8 @@ pub struct SymbolService {
     pub stats: SymbolStats,
     /// What bounds refused of modules (one line per module and reason), not yet taken.
     refusals: Vec<String>,
+    /// CPU time the threads resolving modules side by side have used ([`parallel`]).
+    worker_cpu: std::time::Duration,
     /// Modules whose refusals were reported, so each is reported once (a cache: cleared
     /// beyond [`MAX_REPORTED`], after which a refusal may be said again).
     reported: std::collections::HashSet<(String, String)>,
@@ -109,8 +111,15 @@ impl SymbolService {
             fetches: Fetches::from_env(),
             stats: SymbolStats::default(),
             refusals: Vec::new(),
+            worker_cpu: std::time::Duration::ZERO,
             reported: Default::default(),
         }
+    }
+
+    /// CPU time used so far by the threads that resolve modules side by side: work done for
+    /// the caller off its own thread, which its thread's CPU clock does not see.
+    pub fn worker_cpu(&self) -> std::time::Duration {
+        self.worker_cpu
     }
 
     /// Replaces the debuginfod client (by default the one `DEBUGINFOD_URLS` configures).

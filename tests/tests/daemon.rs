@@ -669,6 +669,24 @@ fn prometheus_scrapes_the_daemon_metrics() {
             std::thread::sleep(Duration::from_millis(500));
         }
     }
+    // Where the daemon's own CPU went, by phase: the engine's events and the drain are
+    // busy from the first slice on; symbolization once a slice has been cut.
+    let mut phases = String::new();
+    while ok && Instant::now() < deadline {
+        phases = http(
+            &prom_addr,
+            "GET",
+            "/api/v1/query?query=sprofd_phase_cpu_seconds_total",
+        )
+        .text();
+        if ["events", "drain", "symbolize"]
+            .iter()
+            .all(|p| phases.contains(&format!("\"phase\":\"{p}\"")))
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
     let targets = http(&prom_addr, "GET", "/api/v1/targets").text();
     let _ = prom.kill();
     let _ = prom.wait();
@@ -678,6 +696,12 @@ fn prometheus_scrapes_the_daemon_metrics() {
     let anon =
         anon.unwrap_or_else(|| panic!("no memory gauge of the fixture in prometheus: {rss}"));
     assert!(rss.contains("\"comm\":\"rssgrow\""), "{rss}");
+    for phase in ["events", "drain", "symbolize"] {
+        assert!(
+            phases.contains(&format!("\"phase\":\"{phase}\"")),
+            "no CPU counted for {phase}: {phases}"
+        );
+    }
     eprintln!(
         "prometheus: the fixture's anon memory {:.1} MiB",
         anon / 1048576.0

@@ -42,7 +42,9 @@ pub use profile::{
     Added, Counts, FrameId, FrameKey, InterpFunction, Marker, ModuleId, ProfileBuilder, RawProfile,
     RawStackCount, SessionStats, StackId, ThreadInfo,
 };
-pub use resources::{ProcessResources, ResourcePoint, ResourceRecorder, ResourceSeries};
+pub use resources::{
+    thread_cpu_time, ProcessResources, ResourcePoint, ResourceRecorder, ResourceSeries,
+};
 pub use segments::{Segment, Segments};
 pub use source::{EventSource, SourceStats};
 pub use symbolized::{

@@ -201,6 +201,16 @@ fn halve(points: &mut Vec<ResourcePoint>) {
     *points = kept;
 }
 
+/// CPU time the calling thread has used so far (user + system): the daemon's accounting of
+/// where its own CPU goes, phase by phase. Zero if the clock cannot be read.
+pub fn thread_cpu_time() -> std::time::Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    std::time::Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

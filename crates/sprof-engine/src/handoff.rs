@@ -33,6 +33,8 @@ struct Shared {
     dropped_mappings: AtomicU64,
     /// Milliseconds since `epoch` at the end of the drain thread's last turn.
     heartbeat_ms: AtomicU64,
+    /// CPU the drain thread has used, nanoseconds (updated every turn).
+    cpu_ns: AtomicU64,
     stop: AtomicBool,
     /// The inner source has nothing more to give (a recording at its end).
     exhausted: AtomicBool,
@@ -49,6 +51,11 @@ pub struct Handoff {
 }
 
 impl Handoff {
+    /// CPU time the drain thread has used so far (as of its last turn).
+    pub fn drain_cpu(&self) -> Duration {
+        Duration::from_nanos(self.shared.cpu_ns.load(Ordering::Relaxed))
+    }
+
     /// Samples dropped so far because the engine fell behind by more than the queue holds.
     pub fn dropped(&self) -> u64 {
         self.shared.dropped.load(Ordering::Relaxed)
@@ -116,6 +123,10 @@ pub fn spawn<S: EventSource + Send + 'static>(
                 }
                 source.wait(poll);
                 mine.pass_on(&mut source, &tx, max_queued);
+                let cpu = sprof_core::thread_cpu_time().as_nanos();
+                mine.shared
+                    .cpu_ns
+                    .store(u64::try_from(cpu).unwrap_or(u64::MAX), Ordering::Relaxed);
             }
             // What the kernel still holds, whatever the queue's size: the engine is ending.
             source.disable();

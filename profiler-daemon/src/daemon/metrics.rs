@@ -5,7 +5,9 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
@@ -40,8 +42,50 @@ pub struct Metrics {
     pub connections_closed_idle: Counter,
     cpu_seconds: Counter<f64, AtomicU64>,
     cpu_seen: Mutex<f64>,
+    phase_cpu: Family<PhaseLabel, Counter<f64, AtomicU64>>,
     rss_bytes: Gauge,
     rss_reader: super::rss::ReaderMetrics,
+}
+
+/// Where the daemon's own CPU goes (`sprofd_phase_cpu_seconds_total{phase=...}`): each
+/// phase is timed by the CPU clock of the thread doing it.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Phase {
+    /// The drain thread: copying records out of the ring buffers.
+    Drain,
+    /// The engine on the sampling thread: unwinding, Python reads, and the /proc and
+    /// module reads for processes seen for the first time.
+    Events,
+    /// Naming a slice's frames (the sampling thread and the symbolizer's workers).
+    Symbolize,
+    /// Labelling a slice's processes from /proc, and their memory readings.
+    Labels,
+    /// Encoding a window as gzipped pprof.
+    Encode,
+    /// Writing windows to the store.
+    Write,
+}
+
+impl EncodeLabelValue for Phase {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelValueEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write;
+        encoder.write_str(match self {
+            Phase::Drain => "drain",
+            Phase::Events => "events",
+            Phase::Symbolize => "symbolize",
+            Phase::Labels => "labels",
+            Phase::Encode => "encode",
+            Phase::Write => "write",
+        })
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabel {
+    phase: Phase,
 }
 
 /// Registers metrics on one registry, one line each.
@@ -180,6 +224,13 @@ impl Metrics {
             "Memory readings dropped because the window in progress held the most it keeps",
             rss_reader.dropped.clone(),
         );
+        let phase_cpu = Family::<PhaseLabel, Counter<f64, AtomicU64>>::default();
+        registry.register_with_unit(
+            "phase_cpu",
+            "CPU time the daemon used, by what it was doing (drain, events, symbolize, labels, encode, write; the rest is HTTP and start-up)",
+            Unit::Seconds,
+            phase_cpu.clone(),
+        );
         let cpu_seconds = Counter::<f64, AtomicU64>::default();
         registry.register_with_unit(
             "process_cpu",
@@ -216,8 +267,18 @@ impl Metrics {
             connections_closed_idle,
             cpu_seconds,
             cpu_seen: Mutex::new(0.0),
+            phase_cpu,
             rss_bytes,
             rss_reader,
+        }
+    }
+
+    /// Counts `cpu` of the daemon's CPU time as spent in `phase`.
+    pub fn add_phase_cpu(&self, phase: Phase, cpu: std::time::Duration) {
+        if !cpu.is_zero() {
+            self.phase_cpu
+                .get_or_create(&PhaseLabel { phase })
+                .inc_by(cpu.as_secs_f64());
         }
     }
 
@@ -269,6 +330,7 @@ mod tests {
         let m = Metrics::new();
         m.samples.inc_by(7);
         m.unwind_seconds.observe(3e-6);
+        m.add_phase_cpu(Phase::Events, std::time::Duration::from_millis(3));
         let text = m.render();
         for name in [
             "sprofd_samples_total 7",
@@ -284,6 +346,7 @@ mod tests {
             "sprofd_http_busy_requests_total",
             "sprofd_unwind_seconds_bucket",
             "sprofd_process_cpu_seconds_total",
+            "sprofd_phase_cpu_seconds_total{phase=\"events\"}",
             "sprofd_process_resident_memory_bytes",
             "sprofd_rss_round_seconds_bucket",
             "sprofd_rss_skipped_reads_total",

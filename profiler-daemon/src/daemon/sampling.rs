@@ -23,7 +23,7 @@ use sprof_unwind::UnwindMode;
 
 use super::config::DaemonConfig;
 use super::labels::Labels;
-use super::metrics::Metrics;
+use super::metrics::{Metrics, Phase};
 use super::notify::Notifier;
 use super::pending::{PendingWindows, MAX_PENDING};
 use super::windows::{Action, Clock, EndedWindow, Now, Request, SystemClock, Windows};
@@ -329,6 +329,16 @@ pub struct Sampling<C: Clock> {
     pending: PendingWindows,
     last_watchdog: Instant,
     clock: C,
+    /// Where this thread's and the drain thread's CPU clocks were last read, for
+    /// `sprofd_phase_cpu_seconds_total`.
+    cpu: CpuMarks,
+}
+
+/// CPU clocks as last read: what was used since goes to a phase.
+#[derive(Default)]
+struct CpuMarks {
+    sampler: Duration,
+    drain: Duration,
 }
 
 impl<C: Clock> Sampling<C> {
@@ -370,6 +380,7 @@ impl<C: Clock> Sampling<C> {
             pending: PendingWindows::new(MAX_PENDING),
             last_watchdog: now.mono,
             clock,
+            cpu: CpuMarks::default(),
         }
     }
 
@@ -402,6 +413,28 @@ impl<C: Clock> Sampling<C> {
     /// One turn of the drive loop: requests, then slice and window boundaries.
     fn tick(&mut self, engine: &mut Engine) -> ControlFlow<()> {
         self.shared.beat();
+        self.account_events();
+        let flow = self.turn(engine);
+        self.cpu.sampler = sprof_core::thread_cpu_time();
+        flow
+    }
+
+    /// Counts the CPU the engine used since the last tick (this thread's clock between
+    /// ticks is the engine's) and the drain thread's since the last look.
+    fn account_events(&mut self) {
+        let m = &self.shared.metrics;
+        let now = sprof_core::thread_cpu_time();
+        m.add_phase_cpu(Phase::Events, now.saturating_sub(self.cpu.sampler));
+        self.cpu.sampler = now;
+        if let Some(h) = self.shared.handoff.get() {
+            let drain = h.drain_cpu();
+            m.add_phase_cpu(Phase::Drain, drain.saturating_sub(self.cpu.drain));
+            self.cpu.drain = drain;
+        }
+    }
+
+    /// The tick's work: requests, then slice and window boundaries.
+    fn turn(&mut self, engine: &mut Engine) -> ControlFlow<()> {
         let now = self.clock.now();
         if now.mono.saturating_duration_since(self.last_watchdog)
             >= self.notifier.watchdog_interval()
@@ -448,7 +481,11 @@ impl<C: Clock> Sampling<C> {
     fn store(&mut self, window: EndedWindow, wall: SystemTime) {
         let m = &self.shared.metrics;
         let rss = self.slicer.rss.take_window();
-        match encode(&window.profile, window.start) {
+        let t0 = sprof_core::thread_cpu_time();
+        let encoded = encode(&window.profile, window.start);
+        let t1 = sprof_core::thread_cpu_time();
+        m.add_phase_cpu(Phase::Encode, t1.saturating_sub(t0));
+        match encoded {
             Ok(mut bytes) => {
                 bytes.extend(super::rss_window::encode(&rss));
                 self.pending.push(window.start, window.end, bytes, m);
@@ -467,6 +504,10 @@ impl<C: Clock> Sampling<C> {
             self.pending.flush(&mut store, wall, m);
             (store.windows().len(), store.total_bytes())
         };
+        m.add_phase_cpu(
+            Phase::Write,
+            sprof_core::thread_cpu_time().saturating_sub(t1),
+        );
         self.notifier.status(&format!(
             "{}; {} windows stored ({} MiB)",
             self.shared
@@ -504,13 +545,21 @@ impl Slicer {
         let raw = engine.take_window();
         self.count(engine, &raw);
         let span = end.duration_since(start).unwrap_or_default();
+        let (t0, workers) = (sprof_core::thread_cpu_time(), self.symbolizer.worker_cpu());
         let mut profile = self.symbolizer.symbolize(engine, &raw, span);
         // The pages of debug info and unwind tables this slice read go back to the page
         // cache: on a busy host they are most of the daemon's RSS (issue 15), and the next
         // slice faults back only what it reads.
         sprof_core::shrink::release_resident();
+        let t1 = sprof_core::thread_cpu_time();
+        let worked = self.symbolizer.worker_cpu().saturating_sub(workers);
+        m.add_phase_cpu(Phase::Symbolize, t1.saturating_sub(t0) + worked);
         self.labels.label(&mut profile);
         self.rss.after_slice(&profile, end, now);
+        m.add_phase_cpu(
+            Phase::Labels,
+            sprof_core::thread_cpu_time().saturating_sub(t1),
+        );
         profile
     }
 

@@ -171,6 +171,11 @@ impl SessionSymbolizer {
         self.symbols.stats
     }
 
+    /// CPU the symbolizer's worker threads used so far (not on the caller's thread).
+    pub fn worker_cpu(&self) -> Duration {
+        self.symbols.worker_cpu()
+    }
+
     /// Time the last symbolization took.
     pub fn last_symbolize(&self) -> Duration {
         self.last_symbolize
