@@ -66,9 +66,10 @@ pub enum Command {
     /// Profile the whole host all the time, keep the profiles on disk and serve them over
     /// HTTP (a page, pprof for Parca/Pyroscope/go tool pprof, Prometheus metrics).
     ///
-    /// Settings come from --config (TOML: listen, socket_group, data_dir, frequency, window, retention,
-    /// max_disk, pids, comm, kernel, python, cmdline), overridden by flags. SIGTERM writes the window
-    /// in progress and exits; SIGHUP reloads the config file.
+    /// Settings come from --config (TOML: listen, socket_group, data_dir, frequency, window,
+    /// retention, max_disk, pids, comm, kernel, python, cmdline, mode, stack_size), overridden
+    /// by flags. SIGTERM writes the window in progress and exits; SIGHUP reloads the config
+    /// file.
     Daemon(DaemonArgs),
     /// Write profiles of a time range from a daemon's stored windows (no daemon needed).
     #[command(arg_required_else_help = true)]
@@ -133,6 +134,11 @@ pub struct DaemonArgs {
     /// Do not read Python frames (native frames only).
     #[arg(long = "no-python")]
     pub no_python: bool,
+    /// Bytes of each sampled thread's stack copied for DWARF unwinding (a multiple of 8 up
+    /// to 65528; default 16384). Deep stacks (rustc, JVMs, deep recursion) need more; each
+    /// sample costs its copy in the ring buffers and the drain.
+    #[arg(long = "stack-size", value_name = "BYTES")]
+    pub stack_size: Option<u32>,
     /// What the windows measure: cpu (default), or memory: new resident memory by stack from
     /// sampled page faults (see `record --mode memory`; opt-in, as faults can be many).
     #[arg(long, value_name = "cpu|memory")]
@@ -169,6 +175,7 @@ impl DaemonArgs {
             cmdline: self.cmdline,
             socket_group: self.socket_group,
             mode: self.mode,
+            stack_size: self.stack_size,
         };
         DaemonConfig::resolve(file.overridden_by(flags), self.config, max_rate)
     }

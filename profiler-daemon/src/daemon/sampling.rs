@@ -285,7 +285,7 @@ fn policy(config: &DaemonConfig) -> SamplingPolicy {
         event: EventKind::CpuClock,
         frequency: config.frequency,
         capture: StackCapture::UserStack {
-            bytes: crate::config::DEFAULT_STACK_SIZE,
+            bytes: config.stack_size,
         },
         kernel_frames: config.kernel,
         count_kernel: true,
