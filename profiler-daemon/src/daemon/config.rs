@@ -368,7 +368,8 @@ mod tests {
                 u.retention,
                 u.kernel,
                 u.python,
-                u.cmdline
+                u.cmdline,
+                u.stack_size
             ),
             (
                 c.listen,
@@ -377,9 +378,11 @@ mod tests {
                 c.retention,
                 c.kernel,
                 c.python,
-                c.cmdline
+                c.cmdline,
+                c.stack_size
             )
         );
+        assert!(uncommented.contains("stack_size = "), "{uncommented}");
     }
 
     #[test]
