@@ -80,12 +80,21 @@ fn daemon_records_each_process_rss_over_time() {
     let data = dir.join("data");
     let args = ["-F", "99", "--window", "2"];
     let d = Daemon::start(&data, &args);
+    // The daemon's first slices name what was running when it started (this test binary's
+    // DWARF among it): on a loaded CI host that took seconds, the first memory reading came
+    // after the fixture had grown, and the series was flat. Start the fixture once a slice
+    // has been cut.
+    let warm = std::time::Instant::now() + Duration::from_secs(20);
+    while d.metric("sprofd_samples_total") == 0.0 && std::time::Instant::now() < warm {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let from = unix_now().floor() as u64 - 1;
     let out = dir.join("maxrss");
-    // 150 MiB over 3 s, held 4 s; busy all along so that the daemon samples it.
+    // 150 MiB over 3 s, held 6 s; busy all along so that the daemon samples it. The series
+    // has a point per 2 s window: 4 or 5 of them, where 3 are needed.
     let mut target = Target::spawn(
         &c_fixture("rssgrow", FP),
-        &["150", "3", "4", out.to_str().unwrap()],
+        &["150", "3", "6", out.to_str().unwrap()],
     );
     let pid = target.pid;
 
