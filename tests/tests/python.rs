@@ -772,8 +772,8 @@ fn python_async_task_stacks() {
 
 /// A program that links libpython and never starts it (perf, gdb and vim do) offers an
 /// interpreter that is never ready. Looking again every 20 ms for as long as it runs cost the
-/// daemon 0.85% of a core for one `perf record` on a busy host; the wait now doubles up to a
-/// second, so 4 s of it are looked at about ten times, not 200.
+/// daemon 0.85% of a core for one `perf record` on a busy host; after its first second it is
+/// looked at once a second, so 6 s of it are looked at about 55 times, not 300.
 #[live_test]
 fn an_interpreter_never_started_is_looked_at_less_and_less() {
     let Some(lib) = ["/usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0"]
@@ -786,7 +786,7 @@ fn an_interpreter_never_started_is_looked_at_less_and_less() {
         );
     };
     let exe = c_fixture("linkspy", &["-O1", "-Wl,--no-as-needed", lib]);
-    let p = record_profile("linkspy", &["-v"], &[exe.to_str().unwrap(), "4"]);
+    let p = record_profile("linkspy", &["-v"], &[exe.to_str().unwrap(), "6"]);
     let looks: u64 = p
         .out
         .stderr_lines()
@@ -800,8 +800,8 @@ fn an_interpreter_never_started_is_looked_at_less_and_less() {
         })
         .unwrap_or_else(|| panic!("no count of looks{}", p.context()));
     assert!(
-        (1..=15).contains(&looks),
-        "{looks} looks in 4 s{}",
+        (1..=70).contains(&looks),
+        "{looks} looks in 6 s{}",
         p.context()
     );
     assert!(p.folded.total() >= 100, "{}", p.context());

@@ -28,14 +28,17 @@ use crate::{
     PythonProcess, SampleStack, TaskStack,
 };
 
-/// How soon an interpreter that is not initialised yet is looked at again; each look that
-/// finds it still not ready doubles the wait, up to [`RETRY_NOT_READY_MAX`].
+/// How soon an interpreter that is not initialised yet is looked at again, for its first
+/// [`STARTING`]: a starting Python is ready within tens of milliseconds, and every sample
+/// before it is read without Python frames (a child that runs 0.3 s lost half of them when
+/// the wait doubled from the first look).
 const RETRY_NOT_READY: Duration = Duration::from_millis(20);
-/// The longest wait between looks at an interpreter that is not ready. A starting Python
-/// is ready within a few looks; a program that links libpython and never starts it (perf,
-/// gdb, vim) is looked at once a second, not 50 times (~170 µs a look, measured: 0.85% of a
-/// core for one `perf record` on the host).
-const RETRY_NOT_READY_MAX: Duration = Duration::from_secs(1);
+/// How long an interpreter may take to start before it is looked at less often.
+const STARTING: Duration = Duration::from_secs(1);
+/// The wait between looks after [`STARTING`]: a program that links libpython and never
+/// starts it (perf, gdb, vim) is looked at once a second, not 50 times (~170 µs a look,
+/// measured: 0.85% of a core for one `perf record` on the host).
+const RETRY_NOT_READY_LATER: Duration = Duration::from_secs(1);
 /// Skews kept for the percentiles (per session; beyond it the first ones speak).
 const MAX_SKEWS: usize = 1 << 20;
 
@@ -45,8 +48,8 @@ enum ProcState {
     NotPython,
     NotReady {
         next: Instant,
-        /// The wait before `next`: doubled at each look that finds it still not ready.
-        wait: Duration,
+        /// When it was first found not ready.
+        since: Instant,
     },
     Unsupported,
     Python(Box<Tracked>),
@@ -215,7 +218,7 @@ impl PythonHook {
             Detection::NotPython => ProcState::NotPython,
             Detection::NotReady => ProcState::NotReady {
                 next: Instant::now() + RETRY_NOT_READY,
-                wait: RETRY_NOT_READY,
+                since: Instant::now(),
             },
             Detection::Unsupported(reason) => {
                 if !self.notices.contains(&reason) {
@@ -305,18 +308,23 @@ impl PythonHook {
     /// Detects the interpreter of `pid` when it is unknown, or not ready and due again.
     fn ensure_detected(&mut self, pid: Pid, walker: &StackWalker) {
         let state = self.procs.entry(pid).or_insert(ProcState::Unknown);
-        let last_wait = match state {
-            ProcState::Unknown => None,
-            ProcState::NotReady { next, wait } if Instant::now() >= *next => Some(*wait),
+        let now = Instant::now();
+        let since = match state {
+            ProcState::Unknown => now,
+            ProcState::NotReady { next, since } if now >= *next => *since,
             _ => return,
         };
         let s = match self.detect(pid, walker) {
             ProcState::NotReady { .. } => {
                 self.stats.not_ready_looks += 1;
-                let wait = last_wait.map_or(RETRY_NOT_READY, |w| (w * 2).min(RETRY_NOT_READY_MAX));
+                let wait = if now.duration_since(since) < STARTING {
+                    RETRY_NOT_READY
+                } else {
+                    RETRY_NOT_READY_LATER
+                };
                 ProcState::NotReady {
-                    next: Instant::now() + wait,
-                    wait,
+                    next: now + wait,
+                    since,
                 }
             }
             s => s,
