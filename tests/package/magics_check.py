@@ -112,7 +112,9 @@ IPY = (
     calls = {n: first + i for i, l in enumerate(src) for n in ("part_a", "part_b", "part_c") if l.strip() == n + "()"}
     pool = %sprofd -q -r pool_work(1)
     pool.save("pool.folded")
-    child = %sprofd -q -r subprocess.run([sys.executable, "-c", "x = 0\\nfor i in range(4 * 10**6): x += i"])
+    # ~1 s of work: the child's first tens of milliseconds (the interpreter starting, before
+    # its frames can be read) are a small part of it (a 0.3 s child gave 46% once, unprivileged).
+    child = %sprofd -q -r subprocess.run([sys.executable, "-c", "x = 0\\nfor i in range(12 * 10**6): x += i"])
     child.save("child.folded")
     gil = %sprofd -q -r --mode gil work(0.5)
     gil.save("gil.folded")
@@ -384,17 +386,25 @@ def run_notebook(d):
     total = max(f[2] + f[3] for f in fr)
     in_deflate = sum(f[3] for f in deflate)
     expect(in_deflate >= 0.8 * total, "deflate has %d of %d samples" % (in_deflate, total))
+    # Issue 17's goal for native code under its Python caller is 99%: a read of the Python
+    # frames can fail now and then (a sample under [python frame unavailable], said so).
+    on_caller = 0
+    others = []
     for f in deflate:
         p = parent(fr, f)
-        expect(p is not None and p[0].startswith("compress_loop ("),
-               "deflate's caller in the flame graph is %s, not compress_loop" % (p and p[0]))
+        if p is not None and p[0].startswith("compress_loop ("):
+            on_caller += f[3]
+        else:
+            others.append((p and p[0], f[3]))
+    expect(on_caller >= 0.99 * in_deflate,
+           "deflate on compress_loop in %d of %d samples; elsewhere: %s" % (on_caller, in_deflate, others))
     zlib_children = [f for f in fr if "libz.so" in f[0]]
     expect(zlib_children, "no frames inside libz under deflate")
     table = "".join(z["data"]["text/plain"])
     expect("  %   cumulative      self" in table and re.search(r"^ *[\d.]+ +[\d.]+ +[\d.]+  libz\.so", table, re.M),
            "the zlib cell's table has no libz row: %s" % table[:600])
-    ok("the zlib cell: deflate (%d of %d samples) drawn on compress_loop, %d libz frames above it, and the table"
-       % (in_deflate, total, len(zlib_children)))
+    ok("the zlib cell: deflate (%d of %d samples) drawn on compress_loop in %d, %d libz frames above it, and the table"
+       % (in_deflate, total, on_caller, len(zlib_children)))
 
 
 def main():
