@@ -364,37 +364,11 @@ mod tests {
         let _ = std::fs::remove_dir_all(cache);
     }
 
-    /// A server that answers 404 to everything and keeps the request lines it was sent.
-    fn not_found_server() -> (String, std::sync::Arc<Mutex<Vec<String>>>) {
-        use std::io::{BufRead, BufReader};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let asked = std::sync::Arc::new(Mutex::new(Vec::new()));
-        let log = asked.clone();
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(mut conn) = conn else { return };
-                let mut reader = BufReader::new(conn.try_clone().unwrap());
-                let mut line = String::new();
-                let _ = reader.read_line(&mut line);
-                lock(&log).push(line.trim().to_string());
-                let mut header = String::new();
-                while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
-                    header.clear();
-                }
-                let _ = conn.write_all(
-                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                );
-            }
-        });
-        (url, asked)
-    }
-
     #[test]
     fn a_404_from_every_server_is_remembered_like_elfutils() {
         let cache = std::env::temp_dir().join(format!("sprof-dbgd-miss-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&cache);
-        let (url, asked) = not_found_server();
+        let (url, asked) = sprof_testkit::not_found_server();
         let id = vec![9u8; 20];
         let c = Debuginfod::new(&url, cache.clone(), Duration::from_secs(2)).unwrap();
         assert_eq!(c.fetch_all(std::slice::from_ref(&id)), vec![None]);

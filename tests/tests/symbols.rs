@@ -86,36 +86,6 @@ fn free_port() -> u16 {
     l.local_addr().expect("local addr").port()
 }
 
-/// A debuginfod stand-in that has nothing: 404 to every request, whose request lines it
-/// keeps so a test can say what was asked.
-fn not_found_server() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    use std::io::{BufRead, BufReader};
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-    let url = format!("http://{}", listener.local_addr().expect("local addr"));
-    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let log = asked.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { return };
-            let Ok(read_half) = conn.try_clone() else {
-                return;
-            };
-            let mut reader = BufReader::new(read_half);
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            log.lock().unwrap().push(line.trim().to_string());
-            let mut header = String::new();
-            while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
-                header.clear();
-            }
-            let _ = conn.write_all(
-                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            );
-        }
-    });
-    (url, asked)
-}
-
 /// The status code of `GET path` on loopback `port`, by hand (HTTP/1.0, no client crate).
 fn http_status(port: u16, path: &str) -> Option<u16> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
@@ -225,7 +195,7 @@ fn debuginfod_names_a_stripped_binary_and_caches_its_debug_file() {
     // (which has nothing) is not asked for the binary. It may be asked for other modules
     // (libc, ld.so) that the first run happened not to sample.
     drop(server);
-    let (empty, asked) = not_found_server();
+    let (empty, asked) = sprof_testkit::not_found_server();
     let env = [
         ("DEBUGINFOD_URLS", empty),
         ("DEBUGINFOD_CACHE_PATH", cache.display().to_string()),

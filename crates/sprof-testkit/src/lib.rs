@@ -7,7 +7,9 @@
 //!   sample with `PERF_SAMPLE_REGS_USER | PERF_SAMPLE_STACK_USER` carries, replayed without
 //!   root or perf; [`Recorded::sample`] turns it into a [`Sample`];
 //! * [`profile`] and [`stack`]: hand-built [`SymbolizedProfile`]s for the exporters' and
-//!   views' tests.
+//!   views' tests;
+//! * [`not_found_server`]: a loopback HTTP server that has nothing (a debuginfod server
+//!   without the file) and keeps what it was asked.
 //!
 //! The end-to-end helpers (running the binary, fixture processes, the live gate) are
 //! `sprofd-tests`'; this crate holds what tests of the library crates share.
@@ -132,4 +134,37 @@ pub fn profile(
             .collect(),
         ..Default::default()
     }
+}
+
+/// A loopback HTTP server that answers 404 to every request and keeps each request line
+/// (`GET /buildid/<hex>/debuginfo HTTP/1.1`), so a test can say what was asked. Returns its
+/// URL and the lines; the server lives as long as the test process.
+pub fn not_found_server() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let url = format!("http://{}", listener.local_addr().expect("local addr"));
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = asked.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let Ok(read_half) = conn.try_clone() else {
+                return;
+            };
+            let mut reader = BufReader::new(read_half);
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            log.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(line.trim().to_string());
+            let mut header = String::new();
+            while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
+                header.clear();
+            }
+            let _ = conn.write_all(
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    (url, asked)
 }
