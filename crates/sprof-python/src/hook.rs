@@ -197,7 +197,9 @@ impl PythonHook {
         (pct(0.5), pct(0.99), s.len())
     }
 
-    fn detect(&mut self, pid: Pid, walker: &StackWalker) -> ProcState {
+    /// Looks for the interpreter of `pid`; `since`: when it was first found not ready (now,
+    /// for a first look), which sets how soon a process still not ready is looked at again.
+    fn detect(&mut self, pid: Pid, walker: &StackWalker, since: Instant) -> ProcState {
         let maps = walker.mappings(pid);
         let files: Vec<MappedFile<'_>> = maps
             .iter()
@@ -216,10 +218,19 @@ impl PythonHook {
             .collect();
         match detect(pid.0, &files) {
             Detection::NotPython => ProcState::NotPython,
-            Detection::NotReady => ProcState::NotReady {
-                next: Instant::now() + RETRY_NOT_READY,
-                since: Instant::now(),
-            },
+            Detection::NotReady => {
+                self.stats.not_ready_looks += 1;
+                let now = Instant::now();
+                let wait = if now.duration_since(since) < STARTING {
+                    RETRY_NOT_READY
+                } else {
+                    RETRY_NOT_READY_LATER
+                };
+                ProcState::NotReady {
+                    next: now + wait,
+                    since,
+                }
+            }
             Detection::Unsupported(reason) => {
                 if !self.notices.contains(&reason) {
                     eprintln!("sprofd: {reason}");
@@ -314,21 +325,7 @@ impl PythonHook {
             ProcState::NotReady { next, since } if now >= *next => *since,
             _ => return,
         };
-        let s = match self.detect(pid, walker) {
-            ProcState::NotReady { .. } => {
-                self.stats.not_ready_looks += 1;
-                let wait = if now.duration_since(since) < STARTING {
-                    RETRY_NOT_READY
-                } else {
-                    RETRY_NOT_READY_LATER
-                };
-                ProcState::NotReady {
-                    next: now + wait,
-                    since,
-                }
-            }
-            s => s,
-        };
+        let s = self.detect(pid, walker, since);
         self.procs.insert(pid, s);
     }
 
