@@ -637,10 +637,7 @@ impl ProfileOpts {
             }
             d => d.map(std::time::Duration::from_secs_f64),
         };
-        if self.sampling.stack_size == 0
-            || !self.sampling.stack_size.is_multiple_of(8)
-            || self.sampling.stack_size > 65528
-        {
+        if !crate::config::stack_size_ok(self.sampling.stack_size) {
             return Err(UsageError::BadStackSize(self.sampling.stack_size));
         }
         let outputs = self

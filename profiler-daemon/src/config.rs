@@ -11,6 +11,13 @@ use flamegraph_out::OutputFormat;
 /// at a fraction of samply's 32 KB copy cost.
 pub const DEFAULT_STACK_SIZE: u32 = 16384;
 
+/// Whether the kernel takes `bytes` as a stack copy (`sample_stack_user`): a multiple of 8,
+/// at most 65528 (a sample's size is a u16). Shared by `--stack-size` and the daemon's
+/// `stack_size`.
+pub fn stack_size_ok(bytes: u32) -> bool {
+    bytes != 0 && bytes.is_multiple_of(8) && bytes <= 65528
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     Pid(u32),

@@ -206,10 +206,6 @@ pub struct DaemonConfig {
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7171";
 pub const DEFAULT_FREQUENCY: u64 = 19;
-/// The daemon's stack copy: rustc's compiler thread, the deepest busy stack on a build host,
-/// was 70% truncated at 16 KiB, 16% at 32 KiB and 7% at 64 KiB (`sprofd record -F 499
-/// --stack-size N -- rustc -O` on a 400-function crate, 2026-12-08).
-pub const DEFAULT_STACK_SIZE: u32 = 16384;
 pub const DEFAULT_WINDOW: u64 = 10;
 pub const DEFAULT_RETENTION: &str = "7d";
 pub const DEFAULT_MAX_DISK: &str = "1GiB";
@@ -268,8 +264,12 @@ impl DaemonConfig {
                 max,
             });
         }
-        let stack_size = s.stack_size.unwrap_or(DEFAULT_STACK_SIZE);
-        if stack_size == 0 || !stack_size.is_multiple_of(8) || stack_size > 65528 {
+        // The same default as record's: rustc's compiler thread, the deepest busy stack on a
+        // build host, was 70% truncated at 16 KiB, 16% at 32 KiB and 7% at 64 KiB (`sprofd
+        // record -F 499 --stack-size N -- rustc -O` on a 400-function crate, 2026-12-08), but
+        // a larger copy costs the daemon more CPU (docs/benchmarks.md).
+        let stack_size = s.stack_size.unwrap_or(crate::config::DEFAULT_STACK_SIZE);
+        if !crate::config::stack_size_ok(stack_size) {
             return Err(ConfigError::StackSize(stack_size));
         }
         let window = s.window.unwrap_or(DEFAULT_WINDOW);
@@ -446,7 +446,7 @@ mod tests {
         assert_eq!(resolve(deep).unwrap().stack_size, 65528);
         assert_eq!(
             resolve(FileSettings::default()).unwrap().stack_size,
-            DEFAULT_STACK_SIZE
+            crate::config::DEFAULT_STACK_SIZE
         );
         let e = bad(FileSettings {
             mode: Some("wall".into()),
